@@ -1,0 +1,47 @@
+# Every entry point a person uses. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: help deps test lint crds checks bench demo e2e e2e-kind
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+deps: ## Install what the tests need (idempotent; quick when all is there)
+	@bash scripts/deps.sh
+
+test: deps ## The test command: lint, every Rust test (unit, real Postgres/Redis, kube-sim e2e), every check
+	$(MAKE) --no-print-directory lint
+	cargo nextest run --workspace --no-fail-fast
+	$(MAKE) --no-print-directory checks
+
+lint: ## cargo fmt --check and clippy -D warnings
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+checks: ## The external checks in scripts/checks/ (kubernetes-validate, helm, actionlint, ...)
+	@for check in scripts/checks/*.sh; do \
+	  [ -e "$$check" ] || continue; \
+	  echo "check: $$check"; \
+	  bash "$$check"; \
+	done
+
+crds: ## Regenerate crds/kumikoapp.yaml (and the chart's copy) from the Rust types
+	cargo run --quiet -p kumiko-operator -- crd > crds/kumikoapp.yaml
+	@if [ -d charts/kumiko-operator/crds ]; then cp crds/kumikoapp.yaml charts/kumiko-operator/crds/kumikoapp.yaml; fi
+
+bench: deps ## Benchmarks, printed as figures and ratios
+	@echo "bench: no benchmarks yet"
+
+demo: deps ## From nothing to a Ready KumikoApp on the local cluster
+	@echo "demo: not available yet (needs e2e/kube-sim)"; exit 1
+
+e2e: deps ## The e2e suite on the local cluster (kube-sim)
+	cargo nextest run -p kumiko-e2e --no-fail-fast
+
+e2e-kind: ## The e2e suite on a kind cluster (needs Docker)
+	@echo "e2e-kind: not available yet"; exit 1

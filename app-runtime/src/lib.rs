@@ -1,0 +1,1 @@
+//! The Kumiko app runtime.

@@ -1,0 +1,1 @@
+//! kube-sim: a local Kubernetes API (see DESIGN §6).

@@ -1,0 +1,1 @@
+//! The end-to-end suite for the Kumiko operator (filled by the reconciler issue).
