@@ -35,7 +35,11 @@ crds: ## Regenerate crds/kumikoapp.yaml (and the chart's copy) from the Rust typ
 	@if [ -d charts/kumiko-operator/crds ]; then cp crds/kumikoapp.yaml charts/kumiko-operator/crds/kumikoapp.yaml; fi
 
 bench: deps ## Benchmarks, printed as figures and ratios
-	@echo "bench: no benchmarks yet"
+	@for bench in scripts/bench/*.sh; do \
+	  [ -e "$$bench" ] || continue; \
+	  echo "bench: $$bench"; \
+	  bash "$$bench"; \
+	done
 
 demo: deps ## From nothing to a Ready KumikoApp on the local cluster
 	@echo "demo: not available yet (needs e2e/kube-sim)"; exit 1

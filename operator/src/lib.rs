@@ -1,0 +1,4 @@
+//! The Kumiko operator: reconciles KumikoApps into quota, database, roles, migrations and rollouts.
+//!
+//! The reconcile pipeline is `observe -> validate -> build desired -> apply -> status`; each step is
+//! its own module (DESIGN §3). Only `observe`, `apply` and the status write touch the network.
