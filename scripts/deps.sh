@@ -20,6 +20,7 @@ declare -A apt_packages=(
   [haproxy]=haproxy
   [wrk]=wrk
   [lua5.4]=lua5.4
+  [lua5.1]=lua5.1  # Argo CD's Lua dialect (gopher-lua), for the health script test
   [kubectl]=kubectl
 )
 missing=()
