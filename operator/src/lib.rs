@@ -2,3 +2,10 @@
 //!
 //! The reconcile pipeline is `observe -> validate -> build desired -> apply -> status`; each step is
 //! its own module (DESIGN §3). Only `observe`, `apply` and the status write touch the network.
+pub mod roles;
+
+pub mod cli;
+pub mod error;
+pub mod render;
+
+pub use error::Error;

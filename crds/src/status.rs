@@ -1,0 +1,99 @@
+//! The KumikoApp status, following the Kubernetes API conventions and kstatus.
+//!
+//! `observedGeneration` at the top and on every condition; conditions as a list-map keyed by `type`;
+//! `Ready`, `Reconciling` and `Stalled` for tools (kubectl wait, Argo CD, Flux), and one condition
+//! per step of the rollout for people.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+/// What the operator last observed and did for a KumikoApp.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KumikoAppStatus {
+    /// The `metadata.generation` this status describes. When it lags the object's generation, the
+    /// operator has not yet acted on the latest spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// The app's conditions: `Ready`, `Reconciling`, `Stalled`, and the steps `DatabaseReady`,
+    /// `RolesReady`, `Migrated`, `ApiAvailable`, `WorkerAvailable`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(length(max = 16))]
+    pub conditions: Vec<Condition>,
+
+    /// The image the API and worker Deployments run now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// The image whose migrations last succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrated_image: Option<String>,
+
+    /// The name of the latest migrate Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_job: Option<String>,
+
+    /// The API process type's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ProcessStatus>,
+
+    /// The worker process type's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<ProcessStatus>,
+
+    /// The value of the `kumiko.so/rotate-credentials` annotation the operator last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_credentials_for: Option<String>,
+}
+
+/// Replica counts of one process type, as its Deployment reports them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessStatus {
+    /// Desired pods.
+    pub replicas: i32,
+    /// Pods passing their readiness probe.
+    pub ready_replicas: i32,
+    /// Pods running the current pod template.
+    pub updated_replicas: i32,
+    /// Pods ready for at least `minReadySeconds`.
+    pub available_replicas: i32,
+    /// `ready/desired`, as `kubectl get` prints it.
+    pub summary: String,
+}
+
+impl ProcessStatus {
+    /// Builds the status from the counts, with the printable summary.
+    pub fn new(replicas: i32, ready: i32, updated: i32, available: i32) -> Self {
+        Self {
+            replicas,
+            ready_replicas: ready,
+            updated_replicas: updated,
+            available_replicas: available,
+            summary: format!("{ready}/{replicas}"),
+        }
+    }
+}
+
+/// The condition types of a KumikoApp.
+pub mod condition {
+    /// True when the current generation is fully rolled out and available.
+    pub const READY: &str = "Ready";
+    /// True while the operator is working towards the current spec (kstatus).
+    pub const RECONCILING: &str = "Reconciling";
+    /// True when progress needs a change of the spec or of the cluster (kstatus).
+    pub const STALLED: &str = "Stalled";
+    /// The database (CNPG cluster, shared cluster or external Secret) is reachable.
+    pub const DATABASE_READY: &str = "DatabaseReady";
+    /// The app's Postgres roles and their Secrets are in place.
+    pub const ROLES_READY: &str = "RolesReady";
+    /// The migrate Job for the desired image succeeded.
+    pub const MIGRATED: &str = "Migrated";
+    /// The API Deployment is available at the desired image.
+    pub const API_AVAILABLE: &str = "ApiAvailable";
+    /// The worker Deployment is available at the desired image.
+    pub const WORKER_AVAILABLE: &str = "WorkerAvailable";
+}

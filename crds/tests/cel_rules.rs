@@ -1,0 +1,254 @@
+//! Every CEL rule of the KumikoApp CRD, tested both ways against the generated schema with kube's
+//! client-side CEL evaluator (the same rules the API server runs, defaults applied first).
+
+use kube::CustomResourceExt;
+use kube::core::cel::Validator;
+use kumiko_crds::KumikoApp;
+use serde_json::{Value, json};
+
+fn schema() -> Value {
+    let crd = KumikoApp::crd();
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .expect("the CRD has a schema");
+    serde_json::to_value(schema).expect("schema serializes")
+}
+
+fn minimal() -> Value {
+    json!({
+        "apiVersion": "kumiko.so/v1alpha1",
+        "kind": "KumikoApp",
+        "metadata": {"name": "status", "namespace": "status"},
+        "spec": {
+            "image": "ghcr.io/acme/status:1.4.2",
+            "database": {"cluster": {"storage": {"size": "1Gi"}}}
+        }
+    })
+}
+
+/// The messages of every rule the object breaks (empty when it is valid).
+fn broken_rules(object: &Value, old: Option<&Value>) -> Vec<String> {
+    match Validator::new().validate(&schema(), object, old) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+fn with(mut object: Value, pointer: &str, value: Value) -> Value {
+    let (parent, key) = pointer.rsplit_once('/').expect("pointer has a parent");
+    let mut node = &mut object;
+    for part in parent.split('/').filter(|p| !p.is_empty()) {
+        if node.get(part).is_none() {
+            node[part] = json!({});
+        }
+        node = node.get_mut(part).expect("created above");
+    }
+    node[key] = value;
+    object
+}
+
+fn assert_rejected_naming(object: &Value, old: Option<&Value>, needle: &str) {
+    let broken = broken_rules(object, old);
+    assert!(
+        broken.iter().any(|message| message.contains(needle)),
+        "expected a rejection mentioning {needle:?}, got {broken:?}"
+    );
+}
+
+#[test]
+fn minimal_app_is_valid() {
+    assert_eq!(broken_rules(&minimal(), None), Vec::<String>::new());
+}
+
+#[test]
+fn two_database_modes_are_rejected() {
+    let app = with(
+        minimal(),
+        "/spec/database/external",
+        json!({"uriSecret": {"name": "db", "key": "uri"}}),
+    );
+    assert_rejected_naming(&app, None, "exactly one of cluster, shared or external");
+}
+
+#[test]
+fn no_database_mode_is_rejected() {
+    let app = with(minimal(), "/spec/database", json!({"reclaimPolicy": "Retain"}));
+    assert_rejected_naming(&app, None, "exactly one of cluster, shared or external");
+}
+
+#[test]
+fn database_mode_cannot_change_after_creation() {
+    let old = minimal();
+    let new = with(
+        minimal(),
+        "/spec/database",
+        json!({"external": {"uriSecret": {"name": "db", "key": "uri"}}}),
+    );
+    assert_rejected_naming(&new, Some(&old), "cannot change after creation");
+    // The same mode with other settings is an ordinary update.
+    let resized = with(minimal(), "/spec/database/cluster/instances", json!(3));
+    assert_eq!(broken_rules(&resized, Some(&old)), Vec::<String>::new());
+}
+
+#[test]
+fn shutdown_timeout_must_exceed_linger_plus_drain() {
+    let app = with(
+        minimal(),
+        "/spec/lifecycle",
+        json!({"shutdownTimeout": "33s", "linger": "3s", "drainTimeout": "30s"}),
+    );
+    assert_rejected_naming(&app, None, "shutdownTimeout must be longer");
+    let app = with(
+        minimal(),
+        "/spec/lifecycle",
+        json!({"shutdownTimeout": "34s", "linger": "3s", "drainTimeout": "30s"}),
+    );
+    assert_eq!(broken_rules(&app, None), Vec::<String>::new());
+}
+
+#[test]
+fn defaults_alone_satisfy_the_lifecycle_rule() {
+    let app = with(minimal(), "/spec/lifecycle", json!({}));
+    assert_eq!(broken_rules(&app, None), Vec::<String>::new());
+}
+
+#[test]
+fn quota_too_small_for_the_rollout_is_rejected() {
+    // Defaults: api 2 replicas, worker absent, 1 database instance; each Kumiko pod requests 100m
+    // and each Postgres pod 250m: (2+1)×100m + 100m migrate + (1+1)×250m = 900m.
+    let fits = with(minimal(), "/spec/quota", json!({"cpu": "900m"}));
+    assert_eq!(broken_rules(&fits, None), Vec::<String>::new());
+    let short = with(minimal(), "/spec/quota", json!({"cpu": "899m"}));
+    assert_rejected_naming(&short, None, "quota.cpu is smaller");
+}
+
+#[test]
+fn quota_counts_explicit_requests_and_the_worker() {
+    let app = with(
+        minimal(),
+        "/spec/worker",
+        json!({"replicas": 2, "resources": {"requests": {"memory": "1Gi"}}}),
+    );
+    // Memory: (2+1)×128Mi api + (2+1)×1Gi worker + 128Mi migrate + 2×256Mi db = 4096Mi.
+    let fits = with(app.clone(), "/spec/quota", json!({"memory": "4Gi"}));
+    assert_eq!(broken_rules(&fits, None), Vec::<String>::new());
+    let short = with(app, "/spec/quota", json!({"memory": "4095Mi"}));
+    assert_rejected_naming(&short, None, "quota.memory is smaller");
+}
+
+#[test]
+fn quota_pods_must_fit_surge_and_migration() {
+    // (2+1) api + 1 migrate + (1+1) database = 6.
+    let fits = with(minimal(), "/spec/quota", json!({"pods": 6}));
+    assert_eq!(broken_rules(&fits, None), Vec::<String>::new());
+    let short = with(minimal(), "/spec/quota", json!({"pods": 5}));
+    assert_rejected_naming(&short, None, "quota.pods is smaller");
+}
+
+#[test]
+fn quota_storage_must_fit_the_cluster_volumes() {
+    let app = with(minimal(), "/spec/database/cluster/instances", json!(3));
+    let fits = with(app.clone(), "/spec/quota", json!({"storage": "3Gi"}));
+    assert_eq!(broken_rules(&fits, None), Vec::<String>::new());
+    let short = with(app, "/spec/quota", json!({"storage": "2Gi"}));
+    assert_rejected_naming(&short, None, "quota.storage is smaller");
+}
+
+#[test]
+fn storage_can_grow_but_not_shrink() {
+    let old = with(minimal(), "/spec/database/cluster/storage/size", json!("10Gi"));
+    let grown = with(minimal(), "/spec/database/cluster/storage/size", json!("20Gi"));
+    assert_eq!(broken_rules(&grown, Some(&old)), Vec::<String>::new());
+    let shrunk = with(minimal(), "/spec/database/cluster/storage/size", json!("5Gi"));
+    assert_rejected_naming(&shrunk, Some(&old), "cannot shrink");
+}
+
+#[test]
+fn malformed_image_references_are_rejected() {
+    for image in [
+        "ghcr.io/acme/status",
+        "Status:1.0",
+        "ghcr.io/acme/status:",
+        "ghcr.io/acme/status@sha256:abc",
+        "ghcr.io//status:1",
+        "status:1 ",
+    ] {
+        let app = with(minimal(), "/spec/image", json!(image));
+        assert_rejected_naming(&app, None, "image must be an image reference");
+    }
+}
+
+#[test]
+fn well_formed_image_references_are_accepted() {
+    let digest = "a".repeat(64);
+    for image in [
+        "kumiko-app:dev".to_owned(),
+        "localhost:5000/status:1".to_owned(),
+        "ghcr.io/acme/status:1.4.2".to_owned(),
+        format!("ghcr.io/acme/status@sha256:{digest}"),
+        format!("ghcr.io/acme/status:1.4.2@sha256:{digest}"),
+    ] {
+        let app = with(minimal(), "/spec/image", json!(image));
+        assert_eq!(broken_rules(&app, None), Vec::<String>::new(), "{image}");
+    }
+}
+
+#[test]
+fn names_longer_than_derived_names_allow_are_rejected() {
+    let app = with(minimal(), "/metadata/name", json!("a".repeat(41)));
+    assert_rejected_naming(&app, None, "at most 40 characters");
+    let app = with(minimal(), "/metadata/name", json!("a".repeat(40)));
+    assert_eq!(broken_rules(&app, None), Vec::<String>::new());
+}
+
+#[test]
+fn names_that_are_not_dns_labels_are_rejected() {
+    for name in ["1status", "status.v2", "status-"] {
+        let app = with(minimal(), "/metadata/name", json!(name));
+        assert_rejected_naming(&app, None, "DNS-1035 label");
+    }
+}
+
+#[test]
+fn env_cannot_override_contract_variables() {
+    let app = with(
+        minimal(),
+        "/spec/env",
+        json!([{"name": "FEATURE_X", "value": "1"}, {"name": "DATABASE_URL", "value": "postgres://x"}]),
+    );
+    assert_rejected_naming(&app, None, "env must not set PORT, DATABASE_URL");
+    let app = with(minimal(), "/spec/env", json!([{"name": "FEATURE_X", "value": "1"}]));
+    assert_eq!(broken_rules(&app, None), Vec::<String>::new());
+}
+
+#[test]
+fn every_rule_fits_the_api_server_cost_budget() {
+    use kube::core::cel::{compile_schema, estimate_rule_cost};
+    fn rules_with_schema(schema: &Value, found: &mut Vec<(String, Value)>) {
+        if let Some(rules) = schema.get("x-kubernetes-validations").and_then(Value::as_array) {
+            for rule in rules {
+                if let Some(text) = rule.get("rule").and_then(Value::as_str) {
+                    found.push((text.to_owned(), schema.clone()));
+                }
+            }
+        }
+        if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+            for child in properties.values() {
+                rules_with_schema(child, found);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            rules_with_schema(items, found);
+        }
+    }
+    let mut found = Vec::new();
+    rules_with_schema(&schema(), &mut found);
+    assert!(found.len() >= 12, "expected every rule, found {}", found.len());
+    for (rule, at) in found {
+        let compiled = compile_schema(&at);
+        let warnings = estimate_rule_cost(&rule, &compiled);
+        assert!(warnings.is_empty(), "{rule}: {warnings:?}");
+    }
+}
