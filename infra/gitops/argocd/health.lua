@@ -1,0 +1,90 @@
+-- Argo CD health check for kumiko.so/KumikoApp (resource.customizations.health.kumiko.so_KumikoApp).
+--
+-- Reads the status the operator writes, in this order:
+--   1. observedGeneration: until the operator has seen the current spec, nothing else in the status
+--      is about this spec, so the app is Progressing;
+--   2. Stalled=True: a permanent error (bad spec, failed migration) that waits for a spec change:
+--      Degraded, with the operator's message;
+--   3. Ready=True: the current generation is fully rolled out: Healthy;
+--   otherwise Progressing, with the message of Ready (or Reconciling) saying which step waits.
+-- A condition written for an older generation (its own observedGeneration) is ignored as stale.
+--
+-- Argo CD runs this with gopher-lua (Lua 5.1): only 5.1 syntax and the base library are used.
+local hs = {}
+
+local function condition(status, kind)
+  if status.conditions == nil then
+    return nil
+  end
+  for _, c in ipairs(status.conditions) do
+    if c.type == kind then
+      return c
+    end
+  end
+  return nil
+end
+
+local function describe(c, fallback)
+  if c == nil then
+    return fallback
+  end
+  if c.message ~= nil and c.message ~= "" then
+    return c.message
+  end
+  if c.reason ~= nil and c.reason ~= "" then
+    return c.reason
+  end
+  return fallback
+end
+
+if obj.status == nil then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to see the KumikoApp"
+  return hs
+end
+
+local generation = obj.metadata.generation
+local observed = obj.status.observedGeneration
+if observed == nil or (generation ~= nil and observed < generation) then
+  hs.status = "Progressing"
+  if generation ~= nil then
+    hs.message = "Waiting for the operator to see generation " .. tostring(generation) ..
+      " (status is of generation " .. tostring(observed or "none") .. ")"
+  else
+    hs.message = "Waiting for the operator to see the current spec"
+  end
+  return hs
+end
+
+local function current(c)
+  if c == nil then
+    return nil
+  end
+  if c.observedGeneration ~= nil and generation ~= nil and c.observedGeneration < generation then
+    return nil
+  end
+  return c
+end
+
+local stalled = current(condition(obj.status, "Stalled"))
+if stalled ~= nil and stalled.status == "True" then
+  hs.status = "Degraded"
+  hs.message = describe(stalled, "Stalled")
+  return hs
+end
+
+local ready = current(condition(obj.status, "Ready"))
+if ready ~= nil and ready.status == "True" then
+  hs.status = "Healthy"
+  hs.message = describe(ready, "Ready")
+  return hs
+end
+
+local reconciling = current(condition(obj.status, "Reconciling"))
+hs.status = "Progressing"
+if ready ~= nil then
+  hs.message = describe(ready, "Not ready yet")
+else
+  hs.message = describe(reconciling, "Waiting for the Ready condition")
+end
+return hs
