@@ -5,6 +5,10 @@
 pub mod roles;
 
 pub mod cli;
+pub mod cnpg;
+pub mod desired;
+pub mod observed;
+pub mod quantity;
 pub mod error;
 pub mod render;
 

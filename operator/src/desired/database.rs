@@ -1,0 +1,46 @@
+//! The dedicated CNPG Cluster of an app in `cluster` mode.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kumiko_crds::{DEFAULT_DATABASE_CPU_REQUEST, DEFAULT_DATABASE_MEMORY_REQUEST, names};
+
+use super::Context;
+use crate::cnpg::{Cluster, ClusterSpec, ClusterStorage};
+
+/// The Cluster, or `None` when the app uses a shared or external database.
+///
+/// Superuser access is enabled: the operator creates the app's roles through the
+/// `<cluster>-superuser` Secret (see `roles` for the trade-off).
+pub(super) fn desired_cluster(context: &Context<'_>) -> Option<Cluster> {
+    let cluster = context.app.spec.database.cluster.as_ref()?;
+    let mut resources = cluster.resources.clone().unwrap_or_default();
+    let requests = resources.requests.get_or_insert_with(BTreeMap::new);
+    requests
+        .entry("cpu".to_owned())
+        .or_insert_with(|| Quantity(DEFAULT_DATABASE_CPU_REQUEST.to_owned()));
+    requests
+        .entry("memory".to_owned())
+        .or_insert_with(|| Quantity(DEFAULT_DATABASE_MEMORY_REQUEST.to_owned()));
+    let mut object = Cluster::new(
+        &names::database_cluster(&context.name),
+        ClusterSpec {
+            instances: cluster.instances,
+            image_name: cluster.image_name.clone(),
+            enable_superuser_access: Some(true),
+            storage: ClusterStorage {
+                size: cluster.storage.size.clone(),
+                storage_class: cluster.storage.storage_class.clone(),
+            },
+            resources: Some(ResourceRequirements {
+                requests: resources.requests,
+                limits: resources.limits,
+                claims: None,
+            }),
+            backup: cluster.backup.clone(),
+        },
+    );
+    object.metadata = context.metadata(names::database_cluster(&context.name), "database");
+    Some(object)
+}

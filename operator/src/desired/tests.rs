@@ -1,0 +1,299 @@
+//! Unit tests of the pure builders.
+
+use kumiko_crds::KumikoApp;
+
+use super::*;
+
+fn app(yaml: &str) -> KumikoApp {
+    serde_saphyr::from_str(yaml).expect("test manifest parses")
+}
+
+fn minimal() -> KumikoApp {
+    app(r#"
+apiVersion: kumiko.so/v1alpha1
+kind: KumikoApp
+metadata: {name: status, namespace: status, uid: 1b4e28ba-2fa1-11d2-883f-0016d3cca427}
+spec:
+  image: ghcr.io/acme/status:1.4.2
+  worker: {replicas: 1}
+  database: {cluster: {storage: {size: 1Gi}}}
+"#)
+}
+
+fn migrated(image: &str) -> Observed {
+    Observed {
+        database_ready: true,
+        roles_ready: true,
+        migrated_image: Some(image.to_owned()),
+        running_image: Some(image.to_owned()),
+        credentials_checksum: Some("abc".to_owned()),
+        app_uid: None,
+    }
+}
+
+fn all_pod_specs(desired: &Desired) -> Vec<&k8s_openapi::api::core::v1::PodSpec> {
+    let mut specs = Vec::new();
+    if let Some(job) = &desired.migrate_job {
+        specs.extend(job.spec.as_ref().and_then(|s| s.template.spec.as_ref()));
+    }
+    for process in [&desired.api, &desired.worker].into_iter().flatten() {
+        specs.extend(
+            process
+                .deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref()),
+        );
+    }
+    specs
+}
+
+#[test]
+fn first_deploy_renders_the_migrate_job_and_no_deployments() {
+    let desired = desired(&minimal(), &Observed::default_for_render());
+    assert!(desired.migrate_job.is_some());
+    assert!(desired.api.is_none() && desired.worker.is_none());
+}
+
+#[test]
+fn nothing_migrates_before_the_database_and_roles_are_ready() {
+    let desired = desired(&minimal(), &Observed::default());
+    assert!(desired.migrate_job.is_none());
+}
+
+#[test]
+fn migrated_image_rolls_out_and_needs_no_job() {
+    let app = minimal();
+    let desired = desired(&app, &migrated(&app.spec.image));
+    assert!(desired.migrate_job.is_none());
+    let deployment = &desired.api.expect("api").deployment;
+    let image = deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone();
+    assert_eq!(image.as_deref(), Some("ghcr.io/acme/status:1.4.2"));
+}
+
+#[test]
+fn migration_failure_keeps_old_image() {
+    let mut app = minimal();
+    app.spec.image = "ghcr.io/acme/status:1.5.0".to_owned();
+    // 1.4.2 is migrated and running; 1.5.0's Job has not succeeded.
+    let desired = desired(&app, &migrated("ghcr.io/acme/status:1.4.2"));
+    assert_eq!(
+        desired.rollout_image.as_deref(),
+        Some("ghcr.io/acme/status:1.4.2")
+    );
+    assert!(desired.migrate_job.is_some(), "the new image's Job is desired");
+    for spec in all_pod_specs(&desired).into_iter().skip(1) {
+        assert_eq!(
+            spec.containers[0].image.as_deref(),
+            Some("ghcr.io/acme/status:1.4.2")
+        );
+    }
+}
+
+#[test]
+fn every_pod_is_restricted() {
+    let app = minimal();
+    let mut observed = migrated("other:1");
+    observed.running_image = Some(app.spec.image.clone());
+    let desired = desired(&app, &observed);
+    let specs = all_pod_specs(&desired);
+    assert_eq!(specs.len(), 3, "job, api, worker");
+    for spec in specs {
+        let pod = spec.security_context.as_ref().unwrap();
+        assert_eq!(pod.run_as_non_root, Some(true));
+        assert!(pod.run_as_user.unwrap() > 0);
+        assert_eq!(pod.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        for container in &spec.containers {
+            let sc = container.security_context.as_ref().unwrap();
+            assert_eq!(sc.allow_privilege_escalation, Some(false));
+            assert_eq!(sc.read_only_root_filesystem, Some(true));
+            assert_eq!(
+                sc.capabilities.as_ref().unwrap().drop.as_deref(),
+                Some(&["ALL".to_owned()][..])
+            );
+            let mounts = container.volume_mounts.as_ref().unwrap();
+            assert!(mounts.iter().any(|m| m.mount_path == "/tmp"));
+        }
+    }
+}
+
+#[test]
+fn grace_period_and_probes_follow_the_lifecycle() {
+    let mut app = minimal();
+    app.spec.lifecycle.shutdown_timeout = "1m".to_owned();
+    app.spec.lifecycle.startup_timeout = "45s".to_owned();
+    let desired = desired(&app, &migrated(&app.spec.image));
+    let deployment = desired.api.unwrap().deployment;
+    let spec = deployment.spec.unwrap();
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.termination_grace_period_seconds, Some(65));
+    let container = &pod.containers[0];
+    let startup = container.startup_probe.as_ref().unwrap();
+    let covered = startup.period_seconds.unwrap() * startup.failure_threshold.unwrap();
+    assert!(covered >= 45, "startup probe covers {covered}s of 45s");
+    let ready = container.readiness_probe.as_ref().unwrap();
+    assert_eq!(
+        ready.http_get.as_ref().unwrap().path.as_deref(),
+        Some("/health/ready")
+    );
+    let live = container.liveness_probe.as_ref().unwrap();
+    assert_eq!(live.http_get.as_ref().unwrap().path.as_deref(), Some("/health"));
+    let strategy = spec.strategy.unwrap().rolling_update.unwrap();
+    assert_eq!(strategy.max_unavailable, Some(IntOrString::Int(0)));
+    let env = container.env.as_ref().unwrap();
+    let value = |name: &str| env.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+    assert_eq!(value("KUMIKO_SHUTDOWN_TIMEOUT").as_deref(), Some("60s"));
+    assert_eq!(value("KUMIKO_STARTUP_TIMEOUT").as_deref(), Some("45s"));
+    assert_eq!(value("KUMIKO_PROCESS").as_deref(), Some("api"));
+    assert_eq!(value("PORT").as_deref(), Some("3000"));
+}
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+#[test]
+fn serving_processes_use_the_runtime_role_and_the_job_the_owner_role() {
+    let app = minimal();
+    let mut observed = migrated("other:1");
+    observed.running_image = Some(app.spec.image.clone());
+    let desired = desired(&app, &observed);
+    let secret_of = |spec: &k8s_openapi::api::core::v1::PodSpec| {
+        spec.containers[0]
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == "DATABASE_URL")
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .map(|s| s.name.clone())
+    };
+    let specs = all_pod_specs(&desired);
+    assert_eq!(secret_of(specs[0]).as_deref(), Some("status-db-owner"));
+    assert_eq!(secret_of(specs[1]).as_deref(), Some("status-db-runtime"));
+    assert_eq!(secret_of(specs[2]).as_deref(), Some("status-db-runtime"));
+}
+
+#[test]
+fn migrate_job_name_changes_with_image_env_and_retry_but_not_replicas() {
+    let base = minimal();
+    let name = |app: &KumikoApp| {
+        desired(app, &Observed::default_for_render())
+            .migrate_job
+            .unwrap()
+            .metadata
+            .name
+            .unwrap()
+    };
+    let original = name(&base);
+    assert!(original.starts_with("status-migrate-") && original.len() <= 63);
+
+    let mut scaled = base.clone();
+    scaled.spec.api.replicas = 7;
+    assert_eq!(name(&scaled), original);
+
+    let mut new_image = base.clone();
+    new_image.spec.image = "ghcr.io/acme/status:2".to_owned();
+    assert_ne!(name(&new_image), original);
+
+    let mut new_env = base.clone();
+    new_env.spec.env.push(k8s_openapi::api::core::v1::EnvVar {
+        name: "FEATURE".to_owned(),
+        value: Some("1".to_owned()),
+        value_from: None,
+    });
+    assert_ne!(name(&new_env), original);
+
+    let mut retried = base.clone();
+    retried.metadata.annotations = Some(
+        [(RETRY_MIGRATION_ANNOTATION.to_owned(), "1".to_owned())]
+            .into_iter()
+            .collect(),
+    );
+    assert_ne!(name(&retried), original);
+}
+
+#[test]
+fn every_child_is_labelled_and_owned_by_the_app() {
+    let app = minimal();
+    let mut observed = migrated("other:1");
+    observed.running_image = Some(app.spec.image.clone());
+    let desired = desired(&app, &observed);
+    let mut metas = vec![
+        &desired.service_account.metadata,
+        &desired.resource_quota.metadata,
+        &desired.limit_range.metadata,
+        &desired.database_cluster.as_ref().unwrap().metadata,
+        &desired.migrate_job.as_ref().unwrap().metadata,
+    ];
+    for process in [&desired.api, &desired.worker].into_iter().flatten() {
+        metas.push(&process.deployment.metadata);
+        metas.push(&process.pod_disruption_budget.metadata);
+        if let Some(service) = &process.service {
+            metas.push(&service.metadata);
+        }
+    }
+    assert_eq!(metas.len(), 10);
+    for meta in metas {
+        let labels = meta.labels.as_ref().unwrap();
+        for key in [
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/component",
+            "app.kubernetes.io/managed-by",
+        ] {
+            assert!(labels.contains_key(key), "{:?} lacks {key}", meta.name);
+        }
+        let owner = &meta.owner_references.as_ref().unwrap()[0];
+        assert_eq!(owner.kind, "KumikoApp");
+        assert_eq!(owner.uid, "1b4e28ba-2fa1-11d2-883f-0016d3cca427");
+        assert_eq!(owner.controller, Some(true));
+    }
+}
+
+#[test]
+fn computed_quota_fits_the_rollout_peak() {
+    let desired = desired(&minimal(), &Observed::default_for_render());
+    let hard = desired.resource_quota.spec.unwrap().hard.unwrap();
+    // api (2+1)×100m + worker (1+1)×100m + migrate 100m + db (1+1)×250m = 1100m.
+    assert_eq!(hard["requests.cpu"].0, "1100m");
+    // 3×128 + 2×128 + 128 + 2×256 = 1280Mi.
+    assert_eq!(hard["requests.memory"].0, "1280Mi");
+    assert_eq!(hard["pods"].0, "8");
+    assert_eq!(hard["requests.storage"].0, "1024Mi");
+}
+
+#[test]
+fn credentials_checksum_lands_in_the_pod_template() {
+    let app = minimal();
+    let mut observed = migrated(&app.spec.image);
+    observed.credentials_checksum = Some("rotated".to_owned());
+    let desired = desired(&app, &observed);
+    let template = desired.api.unwrap().deployment.spec.unwrap().template;
+    let annotations = template.metadata.unwrap().annotations.unwrap();
+    assert_eq!(annotations[CREDENTIALS_CHECKSUM_ANNOTATION], "rotated");
+}
+
+#[test]
+fn external_database_uses_the_named_secret_everywhere() {
+    let app = app(r#"
+apiVersion: kumiko.so/v1alpha1
+kind: KumikoApp
+metadata: {name: ext, namespace: ext}
+spec:
+  image: ghcr.io/acme/status:1
+  database: {external: {uriSecret: {name: pg, key: url}}}
+"#);
+    let desired = desired(&app, &Observed::default_for_render());
+    assert!(desired.database_cluster.is_none());
+    let job = desired.migrate_job.unwrap();
+    let env = job.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let url = env.iter().find(|e| e.name == "DATABASE_URL").unwrap();
+    let secret = url.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+    assert_eq!((secret.name.as_str(), secret.key.as_str()), ("pg", "url"));
+}

@@ -1,0 +1,48 @@
+//! What the cluster holds for one app, as far as building the desired objects needs it.
+//!
+//! The controller fills this from the API (and Postgres) in one place; `render` reads it from a
+//! YAML file or takes [`Observed::default_for_render`]. Building the desired objects from it is pure.
+
+use serde::{Deserialize, Serialize};
+
+/// The facts about an app's surroundings that decide what its children look like.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Observed {
+    /// The database is reachable (a dedicated CNPG Cluster reports Ready, or the shared/external
+    /// reference resolved).
+    #[serde(default)]
+    pub database_ready: bool,
+
+    /// The app's Postgres roles and their Secrets exist.
+    #[serde(default)]
+    pub roles_ready: bool,
+
+    /// The image whose migrate Job last succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrated_image: Option<String>,
+
+    /// The image the Deployments run now (before this reconcile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_image: Option<String>,
+
+    /// A checksum of the database credentials the pods use; a change rolls the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_checksum: Option<String>,
+
+    /// The owning KumikoApp's UID, for owner references (the API server assigns it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_uid: Option<String>,
+}
+
+impl Observed {
+    /// What `render` assumes when no observed state is given: the database is ready, the roles
+    /// exist, and the app's image is not yet migrated (a first deploy).
+    pub fn default_for_render() -> Self {
+        Self {
+            database_ready: true,
+            roles_ready: true,
+            ..Self::default()
+        }
+    }
+}
