@@ -156,3 +156,245 @@ fn log_decision(decision: &GateDecision, report: &MigrationReport, mode: Migrati
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::time::Duration;
+
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType};
+
+    use super::*;
+    use crate::config::SecretUrl;
+
+    /// A migration set built in the test: versions with their SQL.
+    fn migrator(steps: &[(i64, &str)]) -> Migrator {
+        Migrator::with_migrations(
+            steps
+                .iter()
+                .map(|(version, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Owned(format!("step {version}")),
+                        MigrationType::Simple,
+                        sqlx::AssertSqlSafe(sql.to_string()).into_sql_str(),
+                        false,
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    const ONE: (i64, &str) = (1, "CREATE TABLE one (id BIGINT PRIMARY KEY)");
+    const TWO: (i64, &str) = (2, "CREATE TABLE two (id BIGINT PRIMARY KEY)");
+    const BROKEN: (i64, &str) = (2, "CREATE TABLE two (id BIGINT PRIMARY KEY); SELECT * FROM no_such_table");
+
+    /// A database of each backend: a fresh SQLite file and a throwaway Postgres server.
+    struct Databases {
+        _dir: tempfile::TempDir,
+        _postgres: kumiko_testkit::TempPostgres,
+        targets: Vec<DatabaseTarget>,
+    }
+
+    fn databases() -> Databases {
+        let dir = tempfile::tempdir().unwrap();
+        let postgres = kumiko_testkit::TempPostgres::start().unwrap();
+        let targets = vec![
+            DatabaseTarget::Sqlite {
+                path: dir.path().join("data").join("kumiko.db"),
+            },
+            DatabaseTarget::Postgres {
+                url: SecretUrl::new(postgres.superuser_url("postgres")),
+            },
+        ];
+        Databases {
+            _dir: dir,
+            _postgres: postgres,
+            targets,
+        }
+    }
+
+    async fn execute(target: &DatabaseTarget, sql: &'static str) {
+        match DedicatedConnection::open(target).await.unwrap() {
+            DedicatedConnection::Postgres(mut connection) => {
+                sqlx::raw_sql(sql).execute(&mut connection).await.unwrap();
+            }
+            DedicatedConnection::Sqlite(mut connection) => {
+                sqlx::raw_sql(sql).execute(&mut connection).await.unwrap();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn status_of_a_fresh_database_is_all_pending_and_creates_nothing() {
+        let databases = databases();
+        for target in &databases.targets {
+            let report = status(target, embedded(target)).await.unwrap();
+            assert_eq!(report.pending(), vec![1, 2], "{}", target.describe());
+            assert_eq!(report.database_version, None);
+            let mut connection = DedicatedConnection::open(target).await.unwrap();
+            assert!(
+                !connection.migrations_table_exists().await.unwrap(),
+                "status must not create the migration table on {}",
+                target.describe()
+            );
+            connection.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn embedded_migrations_apply_on_both_backends_and_then_are_up_to_date() {
+        let databases = databases();
+        for target in &databases.targets {
+            let outcome = apply_all(target, embedded(target)).await.unwrap();
+            let versions: Vec<i64> = outcome.applied.iter().map(|m| m.version).collect();
+            assert_eq!(versions, vec![1, 2], "{}", target.describe());
+            assert!(outcome.report.is_up_to_date());
+            let again = apply_all(target, embedded(target)).await.unwrap();
+            assert!(again.applied.is_empty(), "a second apply has nothing to do");
+            let report = status(target, embedded(target)).await.unwrap();
+            assert!(report.is_up_to_date(), "{report:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn status_reports_applied_pending_ahead_dirty_and_checksum_mismatch() {
+        let databases = databases();
+        for target in &databases.targets {
+            apply_all(target, &migrator(&[ONE, TWO, (3, "CREATE TABLE three (id BIGINT)")]))
+                .await
+                .unwrap();
+            execute(target, "UPDATE _sqlx_migrations SET success = false WHERE version = 3").await;
+            // The binary: 1 unchanged, 2 edited, 3 unknown... and 4 new.
+            let binary = migrator(&[ONE, (2, "CREATE TABLE two (id TEXT)"), (4, "SELECT 1")]);
+            let report = status(target, &binary).await.unwrap();
+            let states: Vec<_> = report.entries.iter().map(|e| (e.version, e.state)).collect();
+            assert_eq!(
+                states,
+                vec![
+                    (1, MigrationState::Applied),
+                    (2, MigrationState::ChecksumMismatch),
+                    (3, MigrationState::Dirty),
+                    (4, MigrationState::Pending),
+                ],
+                "{}",
+                target.describe()
+            );
+            assert_eq!(report.database_version, Some(3));
+            assert_eq!(report.binary_version, Some(4));
+        }
+    }
+
+    #[tokio::test]
+    async fn pending_migration_is_schema_drift_in_exit_mode_and_boots_in_warn_and_apply() {
+        let databases = databases();
+        for target in &databases.targets {
+            apply_all(target, &migrator(&[ONE])).await.unwrap();
+            let binary = migrator(&[ONE, TWO]);
+
+            let error = boot_gate(target, &binary, MigrationsMode::Exit).await.unwrap_err();
+            assert!(
+                matches!(
+                    &error,
+                    Error::SchemaDrift(SchemaDriftError::Pending { pending, .. }) if pending == &vec![2]
+                ),
+                "{error:?}"
+            );
+
+            let warned = boot_gate(target, &binary, MigrationsMode::Warn).await.unwrap();
+            assert_eq!(warned.decision, GateDecision::BootWithPending { pending: vec![2] });
+            assert_eq!(warned.report.pending(), vec![2], "warn mode changes nothing");
+
+            let applied = boot_gate(target, &binary, MigrationsMode::Apply).await.unwrap();
+            assert_eq!(applied.decision, GateDecision::Boot);
+            assert_eq!(applied.applied.len(), 1);
+            assert!(applied.report.is_up_to_date());
+        }
+    }
+
+    #[tokio::test]
+    async fn database_one_migration_ahead_boots_in_every_mode() {
+        let databases = databases();
+        for target in &databases.targets {
+            apply_all(target, &migrator(&[ONE, TWO])).await.unwrap();
+            let older_binary = migrator(&[ONE]);
+            for mode in [MigrationsMode::Exit, MigrationsMode::Warn, MigrationsMode::Apply] {
+                let outcome = boot_gate(target, &older_binary, mode).await.unwrap();
+                assert_eq!(
+                    outcome.decision,
+                    GateDecision::BootAhead {
+                        ahead: vec![2],
+                        database_version: Some(2),
+                        binary_version: Some(1),
+                    }
+                );
+            }
+            // The older image's pre-deploy step succeeds and leaves the newer version alone.
+            let outcome = apply_all(target, &older_binary).await.unwrap();
+            assert!(outcome.applied.is_empty());
+            assert_eq!(outcome.report.ahead(), vec![2]);
+        }
+    }
+
+    #[tokio::test]
+    async fn dirty_database_and_checksum_mismatch_refuse_to_boot_in_every_mode() {
+        let databases = databases();
+        for target in &databases.targets {
+            apply_all(target, &migrator(&[ONE, TWO])).await.unwrap();
+            let edited = migrator(&[ONE, (2, "CREATE TABLE two (id TEXT)")]);
+            for mode in [MigrationsMode::Exit, MigrationsMode::Warn, MigrationsMode::Apply] {
+                let error = boot_gate(target, &edited, mode).await.unwrap_err();
+                assert!(
+                    matches!(error, Error::SchemaDrift(SchemaDriftError::ChecksumMismatch { .. })),
+                    "{error:?}"
+                );
+            }
+            let error = apply_all(target, &edited).await.unwrap_err();
+            assert!(matches!(error, Error::SchemaDrift(SchemaDriftError::ChecksumMismatch { .. })));
+
+            execute(target, "UPDATE _sqlx_migrations SET success = false WHERE version = 2").await;
+            let same = migrator(&[ONE, TWO]);
+            for mode in [MigrationsMode::Exit, MigrationsMode::Warn, MigrationsMode::Apply] {
+                let error = boot_gate(target, &same, mode).await.unwrap_err();
+                assert!(
+                    matches!(error, Error::SchemaDrift(SchemaDriftError::Dirty { version: 2 })),
+                    "{error:?}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_migration_releases_the_advisory_lock_while_its_session_stays_open() {
+        let postgres = kumiko_testkit::TempPostgres::start().unwrap();
+        let target = DatabaseTarget::Postgres {
+            url: SecretUrl::new(postgres.superuser_url("postgres")),
+        };
+        let mut failing = DedicatedConnection::open(&target).await.unwrap();
+        let error = apply(&mut failing, &migrator(&[ONE, BROKEN])).await.unwrap_err();
+        assert!(matches!(error, Error::MigrationFailed { version: 2, .. }), "{error:?}");
+
+        // The failed run's session is still open: only an explicit unlock can have freed the lock.
+        let DedicatedConnection::Postgres(session) = &mut failing else {
+            unreachable!("a Postgres target opens a Postgres session");
+        };
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+        )
+        .fetch_one(&mut *session)
+        .await
+        .unwrap();
+        assert_eq!(held, 0, "the failed run still holds the advisory lock");
+
+        // A second run on another session gets the lock at once and applies the fixed set.
+        let fixed = migrator(&[ONE, TWO]);
+        let second = tokio::time::timeout(Duration::from_secs(30), apply_all(&target, &fixed))
+            .await
+            .expect("the second apply waits for the lock forever")
+            .unwrap();
+        assert_eq!(second.applied.iter().map(|m| m.version).collect::<Vec<_>>(), vec![2]);
+        assert!(second.report.is_up_to_date());
+        failing.close().await;
+    }
+}
