@@ -47,5 +47,5 @@ demo: deps ## From nothing to a Ready KumikoApp on the local cluster
 e2e: deps ## The e2e suite on the local cluster (kube-sim)
 	cargo nextest run -p kumiko-e2e --no-fail-fast
 
-e2e-kind: ## The e2e suite on a kind cluster (needs Docker)
-	@echo "e2e-kind: not available yet"; exit 1
+e2e-kind: ## The e2e suite on a kind cluster (needs Docker, kind): STEP=cluster|cnpg|images|chart|test|example|logs|down, default all
+	@bash scripts/e2e-kind.sh $(or $(STEP),all)
