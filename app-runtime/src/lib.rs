@@ -1,1 +1,29 @@
-//! The Kumiko app runtime.
+//! The Kumiko app runtime: the process lifecycle every Kumiko process shares.
+//!
+//! - [`lifecycle`]: `starting → ready → draining → stopped`, monotonic and observable.
+//! - [`boot`]: the sixteen boot phases with timeouts and failure policies.
+//! - [`config`]: the contract's environment variables, every mistake reported.
+//! - [`component`]: component registration and boot validation (all errors at once).
+//! - [`db`]: the pool over the embedded SQLite tier or Postgres.
+//! - [`health`]: `/health` and `/health/ready` with background checks.
+//! - [`http`]: the listener with drain and `Connection: close` during shutdown.
+//! - [`shutdown`]: LIFO shutdown hooks for background components.
+//! - [`runtime`]: [`runtime::run`], which drives boot, serving and shutdown.
+//!
+//! `INTERFACE.md` beside `Cargo.toml` describes how a process plugs into it.
+
+pub mod boot;
+pub mod component;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod leader;
+pub mod lifecycle;
+pub mod migrations;
+pub mod runtime;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use error::Error;

@@ -1,0 +1,413 @@
+//! The process runner: boot (the sixteen phases), serve, and the drain-and-linger shutdown.
+//!
+//! [`run`] owns the phases every process shares: 1 configuration, 2 observability, 3 secrets,
+//! 4 runtime checks, 5 component registration, 6 boot validation, 15 bind and 16 ready. The
+//! process's own phases (7 to 14: database, migrations, Redis, background components) run in the
+//! `app` callback, through [`Runtime`]; the callback returns the process's routes.
+//!
+//! Shutdown, on the first SIGTERM or SIGINT: state `draining` (readiness 503 at once, HTTP/1
+//! responses `Connection: close`), linger, close the listener, drain in-flight requests (bounded),
+//! cancel long-lived streams, stop background components in reverse start order (each bounded),
+//! close the pools (bounded), flush the logs, exit 0. A watchdog exits 1 with a warning at
+//! `KUMIKO_SHUTDOWN_TIMEOUT`; a second signal exits 1 at once.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use futures::future::BoxFuture;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::boot::{Backoff, Boot, BootError, Phase, PhaseError, PhasePolicy};
+use crate::component::{self, Component};
+use crate::config::{Config, DatabaseTarget, Env, ProcessKind, format_duration};
+use crate::db::{Pool, PoolOptions};
+use crate::error::Error;
+use crate::health::{Check, Health};
+use crate::http::{self, Listener};
+use crate::lifecycle::{Lifecycle, State};
+use crate::shutdown::ShutdownHooks;
+use crate::telemetry::{self, Telemetry};
+
+/// Exit code of a clean shutdown.
+pub const EXIT_OK: i32 = 0;
+/// Exit code of a failed boot, a watchdog exit or a forced (second-signal) exit.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// How long closing the pools may take at shutdown.
+const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connections get to close after the drain, before they are dropped.
+const CONNECTION_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the first round of readiness checks may take before `ready`.
+const FIRST_CHECKS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a process's boot callback works with: the configuration and the registries that the
+/// shutdown sequence walks.
+pub struct Runtime {
+    /// The parsed configuration.
+    pub config: Config,
+    /// The environment snapshot the configuration came from.
+    pub env: Env,
+    /// The process lifecycle.
+    pub lifecycle: Lifecycle,
+    /// Readiness checks.
+    pub health: Health,
+    /// Background components' shutdown hooks (step 7, LIFO).
+    pub components: ShutdownHooks,
+    /// Pool closers (step 8, LIFO).
+    pub pools: ShutdownHooks,
+    /// Cancelled at shutdown step 6: long-lived streams (SSE) end when it fires.
+    pub streams: CancellationToken,
+    /// The boot phase runner.
+    pub boot: Boot,
+    checks_stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.config)
+            .field("lifecycle", &self.lifecycle)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The process's boot callback: phases 7 to 14, returning the routes to serve.
+pub type AppBoot = for<'a> fn(&'a mut Runtime) -> BoxFuture<'a, Result<Router, BootError>>;
+
+impl Runtime {
+    /// Phase 7: connects the database pool with retry and backoff (until the startup cap), then
+    /// registers its readiness check (`database`) and its closer.
+    pub async fn connect_database(&mut self) -> Result<Pool, BootError> {
+        let target = self.config.database.clone();
+        let options = PoolOptions {
+            max_connections: self.config.db_pool_size,
+            ..PoolOptions::default()
+        };
+        let backoff = Backoff {
+            attempt_timeout: Duration::from_secs(10),
+            ..Backoff::default()
+        };
+        let options = PoolOptions {
+            acquire_timeout: backoff.attempt_timeout,
+            ..options
+        };
+        tracing::info!(database = %target.describe(), "connecting the database");
+        let pool = self
+            .boot
+            .run(Phase::ConnectDatabase, PhasePolicy::retry(backoff), || {
+                let target = target.clone();
+                async move {
+                    Pool::connect(&target, options)
+                        .await
+                        .map_err(PhaseError::from)
+                }
+            })
+            .await?;
+        let probe = pool.clone();
+        self.health.register(Check::new("database", move || {
+            let pool = probe.clone();
+            async move {
+                pool.ping()
+                    .await
+                    .map(|()| String::new())
+                    .map_err(|error| crate::boot::ErrorChain(&error).to_string())
+            }
+        }));
+        let closing = pool.clone();
+        self.pools
+            .register("database pool", POOL_CLOSE_TIMEOUT, move || async move {
+                closing.close().await;
+            });
+        Ok(pool)
+    }
+}
+
+/// Runs a process: boot, serve, shut down. Returns the exit code.
+pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: AppBoot) -> i32 {
+    let started = Instant::now();
+    let lifecycle = Lifecycle::new();
+    let mut boot = Boot::new(started, crate::config::DEFAULT_STARTUP_TIMEOUT);
+
+    // Phase 1: configuration. Mistakes are kept for phase 6, which reports them with the rest.
+    let phase_started = Instant::now();
+    let parsed = Config::from_env(kind, &env);
+    boot.set_startup_timeout(parsed.config.startup_timeout);
+    let config_errors = parsed.errors;
+    let config = parsed.config;
+    if let Err(error) = boot.mark_done(Phase::LoadConfiguration, phase_started.elapsed()) {
+        return boot_failed(&error);
+    }
+
+    // Phase 2: observability, falling back to no logs rather than blocking the boot.
+    let format = config.log_format;
+    let telemetry = match boot
+        .run_or_fallback(
+            Phase::Observability,
+            Duration::from_secs(1),
+            async move { telemetry::init(format).map_err(PhaseError::from) },
+            || Telemetry::NoOp,
+        )
+        .await
+    {
+        Ok(telemetry) => telemetry,
+        Err(error) => return boot_failed(&error),
+    };
+    tracing::info!(
+        process = %config.process,
+        instance = %config.instance_id,
+        version = env!("CARGO_PKG_VERSION"),
+        telemetry = ?telemetry,
+        "booting"
+    );
+
+    let health = Health::new(lifecycle.clone());
+    let mut runtime = Runtime {
+        config,
+        env,
+        lifecycle: lifecycle.clone(),
+        health,
+        components: ShutdownHooks::new(),
+        pools: ShutdownHooks::new(),
+        streams: CancellationToken::new(),
+        boot,
+        checks_stop: CancellationToken::new(),
+    };
+
+    // Signals are watched from here on: a signal during boot stops it cleanly.
+    let mut signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(error) => {
+            let error = runtime
+                .boot
+                .fail_invalid(Phase::RuntimeChecks, vec![error.to_string()]);
+            return boot_failed(&error);
+        }
+    };
+
+    let booted = tokio::select! {
+        biased;
+        name = signals.recv() => Err(Some(name)),
+        booted = tokio::time::timeout(runtime.boot.remaining(), boot_phases(&mut runtime, config_errors, components, app)) => match booted {
+            Ok(Ok(listener)) => Ok(listener),
+            Ok(Err(error)) => return boot_failed(&error),
+            Err(_elapsed) => return boot_failed(&runtime.boot.startup_timeout_error()),
+        },
+    };
+    let (listener, router) = match booted {
+        Ok(booted) => booted,
+        Err(signal) => {
+            lifecycle.advance(State::Draining);
+            tracing::warn!(signal = signal.unwrap_or("signal"), "stopping during boot");
+            start_watchdog(runtime.config.shutdown_timeout);
+            signals.force_exit_on_next();
+            runtime.components.run_lifo().await;
+            runtime.pools.run_lifo().await;
+            lifecycle.advance(State::Stopped);
+            telemetry::flush();
+            return EXIT_OK;
+        }
+    };
+
+    // Phase 16: first round of checks, then ready.
+    let phase_started = Instant::now();
+    let _ = tokio::time::timeout(FIRST_CHECKS_TIMEOUT, runtime.health.run_all_once()).await;
+    let _check_tasks = runtime.health.start(runtime.checks_stop.clone());
+    let mut server = listener.serve(router, lifecycle.clone());
+    lifecycle.advance(State::Ready);
+    if let Err(error) = runtime
+        .boot
+        .mark_done(Phase::Ready, phase_started.elapsed())
+    {
+        return boot_failed(&error);
+    }
+    tracing::info!(
+        state = "ready",
+        address = %server.address(),
+        port = server.address().port(),
+        boot_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "ready"
+    );
+
+    // Serve until the first signal.
+    let signal = signals.recv().await;
+    lifecycle.advance(State::Draining);
+    let shutdown_started = Instant::now();
+    signals.force_exit_on_next();
+    start_watchdog(runtime.config.shutdown_timeout);
+    let config = &runtime.config;
+    tracing::info!(
+        signal,
+        linger = %format_duration(config.linger),
+        drain_timeout = %format_duration(config.drain_timeout),
+        shutdown_timeout = %format_duration(config.shutdown_timeout),
+        "draining: readiness is 503"
+    );
+
+    // Linger: the load balancer sees 503 and stops sending; we keep serving meanwhile.
+    tokio::time::sleep(config.linger).await;
+    server.close_listener().await;
+    tracing::info!(in_flight = server.in_flight(), "listener closed");
+    let left = server.drain(config.drain_timeout).await;
+    if left == 0 {
+        tracing::info!("in-flight requests drained");
+    } else {
+        tracing::warn!(
+            in_flight = left,
+            drain_timeout = %format_duration(config.drain_timeout),
+            "drain timeout reached; dropping the requests still in flight"
+        );
+    }
+    runtime.streams.cancel();
+    let closed = server.close_connections(CONNECTION_CLOSE_TIMEOUT).await;
+    tracing::info!(all_closed = closed, "streams cancelled, connections closed");
+    runtime.checks_stop.cancel();
+    runtime.components.run_lifo().await;
+    runtime.pools.run_lifo().await;
+    lifecycle.advance(State::Stopped);
+    tracing::info!(
+        state = "stopped",
+        shutdown_ms = shutdown_started.elapsed().as_secs_f64() * 1000.0,
+        "stopped"
+    );
+    telemetry::flush();
+    EXIT_OK
+}
+
+/// Phases 3 to 15.
+async fn boot_phases(
+    runtime: &mut Runtime,
+    config_errors: Vec<crate::config::ConfigError>,
+    components: Vec<Component>,
+    app: AppBoot,
+) -> Result<(Listener, Router), BootError> {
+    runtime
+        .boot
+        .skip(Phase::Secrets, "secrets come from the environment")?;
+
+    // Phase 4: the platform fits (a multi-threaded runtime; a writable data directory for SQLite).
+    let data_dir = match &runtime.config.database {
+        DatabaseTarget::Sqlite { path } => path.parent().map(std::path::Path::to_path_buf),
+        DatabaseTarget::Postgres { .. } => None,
+    };
+    runtime
+        .boot
+        .run(
+            Phase::RuntimeChecks,
+            PhasePolicy::exit(Duration::from_secs(5)),
+            || {
+                let data_dir = data_dir.clone();
+                async move { runtime_checks(data_dir.as_deref()).map_err(PhaseError::from) }
+            },
+        )
+        .await?;
+
+    // Phase 5: components declare themselves; phase 6 checks them with the configuration.
+    let started = Instant::now();
+    let names: Vec<&str> = components.iter().map(|c| c.name).collect();
+    tracing::info!(components = ?names, "components registered");
+    runtime
+        .boot
+        .mark_done(Phase::RegisterComponents, started.elapsed())?;
+    let errors = component::validate(&config_errors, &components, &runtime.env);
+    if !errors.is_empty() {
+        let errors = errors.iter().map(ToString::to_string).collect();
+        return Err(runtime.boot.fail_invalid(Phase::BootValidation, errors));
+    }
+    runtime
+        .boot
+        .mark_done(Phase::BootValidation, started.elapsed())?;
+
+    // Phases 7 to 14: the process's own.
+    let router = app(runtime).await?;
+
+    // Phase 15: bind.
+    let port = runtime.config.port;
+    let listener = runtime
+        .boot
+        .run(
+            Phase::BindListener,
+            PhasePolicy::exit(Duration::from_secs(5)),
+            || async move { Listener::bind(port).await.map_err(PhaseError::from) },
+        )
+        .await?;
+    let router = http::health_routes(runtime.health.clone()).merge(router);
+    Ok((listener, router))
+}
+
+fn runtime_checks(data_dir: Option<&std::path::Path>) -> Result<(), Error> {
+    if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread
+    {
+        return Err(Error::RuntimeCheck(
+            "the runtime needs tokio's multi-threaded scheduler".to_owned(),
+        ));
+    }
+    if let Some(dir) = data_dir.filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| Error::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+fn boot_failed(error: &BootError) -> i32 {
+    tracing::error!(phase = error.phase().name(), number = error.phase().number(), error = %error, "boot failed");
+    // Also on stderr, for a person without a log viewer (and for a failure before logging).
+    eprintln!("kumiko: {error}");
+    telemetry::flush();
+    EXIT_FAILURE
+}
+
+/// Exits 1 with a warning if shutdown takes longer than `timeout`. A plain thread, so it fires
+/// even when every async worker is stuck.
+fn start_watchdog(timeout: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("shutdown-watchdog".to_owned())
+        .spawn(move || {
+            std::thread::sleep(timeout);
+            tracing::warn!(
+                shutdown_timeout = %format_duration(timeout),
+                "shutdown timeout reached (KUMIKO_SHUTDOWN_TIMEOUT): forcing exit"
+            );
+            telemetry::flush();
+            std::process::exit(EXIT_FAILURE);
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(error = %error, "could not start the shutdown watchdog");
+    }
+}
+
+/// SIGTERM and SIGINT.
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, Error> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(Error::Signals)?,
+            int: signal(SignalKind::interrupt()).map_err(Error::Signals)?,
+        })
+    }
+
+    /// The next signal's name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+
+    /// From now on, a further signal exits at once (exit code 1).
+    fn force_exit_on_next(mut self) {
+        tokio::spawn(async move {
+            let name = self.recv().await;
+            tracing::warn!(signal = name, "second signal: exiting now");
+            telemetry::flush();
+            std::process::exit(EXIT_FAILURE);
+        });
+    }
+}
