@@ -7,7 +7,8 @@
 #      is checked by lib/chart_wiring.py instead (its selector and port must reach the Service);
 #   3. lib/chart_wiring.py: selectors, ports, bindings, security context, leader election;
 #   4. every RBAC rule of the operator's own roles has a comment saying why;
-#   5. the values schema rejects each file in testdata/chart-invalid/, naming the field.
+#   5. the chart's README documents every value;
+#   6. the values schema rejects each file in testdata/chart-invalid/, naming the field.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -79,7 +80,26 @@ for template in "$chart"/templates/clusterrole.yaml "$chart"/templates/role.yaml
   fi
 done
 
-# 5. The schema (or a template's `required`) rejects bad values and names the field.
+# 5. The chart's README documents every value (two levels deep; deeper ones are Kubernetes objects
+#    or the probe settings documented together).
+undocumented=$("$python" - "$chart" <<'PYTHON'
+import sys, yaml
+chart = sys.argv[1]
+values = yaml.safe_load(open(f"{chart}/values.yaml"))
+readme = open(f"{chart}/README.md").read()
+paths = []
+for key, value in values.items():
+    paths.append(key)
+    if isinstance(value, dict) and key != "resources":
+        paths.extend(f"{key}.{child}" for child in value)
+print(" ".join(path for path in paths if f"`{path}" not in readme))
+PYTHON
+)
+if [ -n "$undocumented" ]; then
+  fail "$chart/README.md does not document the values: $undocumented"
+fi
+
+# 6. The schema rejects bad values and names the field.
 invalid_dir=scripts/checks/testdata/chart-invalid
 count=0
 for values in "$invalid_dir"/*.yaml; do
