@@ -182,6 +182,13 @@ pub struct LeaderHandle {
 }
 
 impl LeaderHandle {
+    /// A handle that never changes (for tests of the scheduler).
+    #[cfg(test)]
+    pub(crate) fn fixed(leadership: Leadership) -> Self {
+        let (_sender, receiver) = watch::channel(leadership);
+        Self { receiver }
+    }
+
     /// The latest published leadership.
     pub fn current(&self) -> Leadership {
         *self.receiver.borrow()
@@ -211,7 +218,10 @@ impl LeaderHandle {
 
 /// Opens a Redis connection (reconnecting by itself) with bounded commands, and proves it with a
 /// `PING`. The URL is never part of an error.
-pub async fn connect_redis(url: &SecretUrl, command_timeout: Duration) -> Result<ConnectionManager, Error> {
+pub async fn connect_redis(
+    url: &SecretUrl,
+    command_timeout: Duration,
+) -> Result<ConnectionManager, Error> {
     let client = redis::Client::open(url.expose()).map_err(|source| Error::Redis {
         action: "parsing REDIS_URL",
         source,
@@ -483,7 +493,13 @@ mod tests {
     #[test]
     fn confirmed_acquire_makes_a_leader_with_a_deadline_from_the_send_time() {
         let sent = Instant::now();
-        let next = transition(Leadership::Follower, StepOutcome::Confirmed, sent, sent, &config());
+        let next = transition(
+            Leadership::Follower,
+            StepOutcome::Confirmed,
+            sent,
+            sent,
+            &config(),
+        );
         assert_eq!(
             next,
             Leadership::Leader {
@@ -550,7 +566,11 @@ mod tests {
     #[test]
     fn standalone_never_changes() {
         let now = Instant::now();
-        for outcome in [StepOutcome::Confirmed, StepOutcome::HeldByOther, StepOutcome::Unknown] {
+        for outcome in [
+            StepOutcome::Confirmed,
+            StepOutcome::HeldByOther,
+            StepOutcome::Unknown,
+        ] {
             assert_eq!(
                 transition(Leadership::Standalone, outcome, now, now, &config()),
                 Leadership::Standalone
@@ -634,8 +654,14 @@ mod tests {
             config,
         );
         let first_handle = first.handle();
-        assert!(first.shutdown().await.unwrap(), "the leader released its key");
-        assert!(!first_handle.is_leader(), "a stopped election is not leader");
+        assert!(
+            first.shutdown().await.unwrap(),
+            "the leader released its key"
+        );
+        assert!(
+            !first_handle.is_leader(),
+            "a stopped election is not leader"
+        );
         // Far sooner than the 30 s TTL: the key was deleted, not left to expire.
         assert!(wait_for(&second.handle(), true, Duration::from_secs(3)).await);
         second.shutdown().await.unwrap();
@@ -678,7 +704,9 @@ mod tests {
         let url = SecretUrl::new(redis.url());
         let config = fast_config("k");
         let election = LeaderElection::start(
-            connect_redis(&url, Duration::from_millis(300)).await.unwrap(),
+            connect_redis(&url, Duration::from_millis(300))
+                .await
+                .unwrap(),
             "a",
             config.clone(),
         );
@@ -688,6 +716,9 @@ mod tests {
         // Renewals now fail; leadership ends at the renew deadline, at most one lease after the
         // last confirmed renewal (the pure tests prove the deadline comes before the key expires).
         assert!(wait_for(&handle, false, config.lease() + Duration::from_secs(2)).await);
-        assert!(election.shutdown().await.is_err(), "the release cannot reach Redis");
+        assert!(
+            election.shutdown().await.is_err(),
+            "the release cannot reach Redis"
+        );
     }
 }

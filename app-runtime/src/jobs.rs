@@ -1,0 +1,1002 @@
+//! The jobs worker: cron jobs on the leader only, queued (manual) jobs on any worker.
+//!
+//! **Cron.** Each cron job has a fixed interval; its ticks are aligned to the Unix epoch
+//! ([`next_tick_after`]), so every process computes the same `scheduled_for` for a tick. Before
+//! running a tick the scheduler checks leadership ([`LeaderHandle::is_leader`]), then claims the
+//! tick by inserting `(job, scheduled_for)` into `cron_runs`, whose primary key makes the insert
+//! succeed for exactly one process. Two leaders during a partition (or a forced split-brain) both
+//! try; one inserts and runs, the other skips. A tick is run at most once: a run that fails (or a
+//! process that dies mid-run) is recorded, not retried. Ticks missed while no process was leader
+//! are not caught up.
+//!
+//! **Queue.** `jobs` rows are claimed one at a time by any worker: Postgres uses
+//! `FOR UPDATE SKIP LOCKED` so workers never wait on each other's rows; SQLite runs the claim as
+//! one `UPDATE ... RETURNING` statement, which its single-writer lock makes atomic. A failed job is
+//! retried with exponential backoff up to its `max_attempts`; a job whose worker died is claimed
+//! again once its lock is older than the job timeout.
+//!
+//! **Heartbeat.** The queue loop beats at every poll and while a job runs; the readiness check
+//! `jobs-worker` turns unhealthy when the last beat is older than its bound.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::Pool;
+use crate::error::Error;
+use crate::health::Check;
+use crate::leader::LeaderHandle;
+use crate::query::{epoch_ms, on_pool};
+
+/// What a cron handler gets for one tick.
+#[derive(Debug, Clone)]
+pub struct CronContext {
+    /// The database.
+    pub pool: Pool,
+    /// The job's name.
+    pub job: &'static str,
+    /// The tick, in milliseconds since the epoch (the same on every process).
+    pub scheduled_for_ms: i64,
+    /// This process (`KUMIKO_INSTANCE_ID`).
+    pub instance_id: String,
+}
+
+/// What a queued-job handler gets.
+#[derive(Debug, Clone)]
+pub struct QueuedContext {
+    /// The database.
+    pub pool: Pool,
+    /// The job's id.
+    pub id: i64,
+    /// The job's kind.
+    pub kind: String,
+    /// Its JSON payload.
+    pub payload: serde_json::Value,
+    /// This attempt, counting from 1.
+    pub attempt: i32,
+    /// This process.
+    pub instance_id: String,
+}
+
+type CronHandler = Arc<dyn Fn(CronContext) -> BoxFuture<'static, Result<(), Error>> + Send + Sync>;
+type QueuedHandler =
+    Arc<dyn Fn(QueuedContext) -> BoxFuture<'static, Result<(), Error>> + Send + Sync>;
+
+/// A job run on a fixed interval by the leader.
+#[derive(Clone)]
+pub struct CronJob {
+    name: &'static str,
+    interval: Duration,
+    handler: CronHandler,
+}
+
+impl fmt::Debug for CronJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CronJob")
+            .field("name", &self.name)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CronJob {
+    /// A cron job named `name`, run every `interval` (at least 1 ms).
+    pub fn new<F, Fut>(name: &'static str, interval: Duration, handler: F) -> Self
+    where
+        F: Fn(CronContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        Self {
+            name,
+            interval: interval.max(Duration::from_millis(1)),
+            handler: Arc::new(move |context| Box::pin(handler(context))),
+        }
+    }
+
+    /// The job's name (the key in `cron_runs`).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The interval between ticks.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+}
+
+/// The cron jobs and queued-job handlers a worker runs.
+#[derive(Clone, Default)]
+pub struct JobRegistry {
+    cron: Vec<CronJob>,
+    queued: BTreeMap<String, QueuedHandler>,
+}
+
+impl fmt::Debug for JobRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobRegistry")
+            .field("cron", &self.cron)
+            .field("queued", &self.queued.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl JobRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a cron job.
+    pub fn cron(mut self, job: CronJob) -> Self {
+        self.cron.push(job);
+        self
+    }
+
+    /// Adds the handler for queued jobs of `kind`.
+    pub fn queued<F, Fut>(mut self, kind: &str, handler: F) -> Self
+    where
+        F: Fn(QueuedContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        self.queued.insert(
+            kind.to_owned(),
+            Arc::new(move |context| Box::pin(handler(context))),
+        );
+        self
+    }
+
+    /// The cron jobs.
+    pub fn cron_jobs(&self) -> &[CronJob] {
+        &self.cron
+    }
+
+    /// The queued-job kinds with a handler.
+    pub fn queued_kinds(&self) -> Vec<&str> {
+        self.queued.keys().map(String::as_str).collect()
+    }
+}
+
+/// The worker's timing.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// This process (`KUMIKO_INSTANCE_ID`), recorded on claims.
+    pub instance_id: String,
+    /// How often an idle worker looks for queued jobs.
+    pub poll_interval: Duration,
+    /// The bound on one job run (cron tick or queued job); a queued job locked longer than this
+    /// is taken to be abandoned and claimed again.
+    pub job_timeout: Duration,
+}
+
+impl WorkerConfig {
+    /// Defaults: poll every second, jobs bounded at 60 s.
+    pub fn new(instance_id: impl Into<String>) -> Self {
+        Self {
+            instance_id: instance_id.into(),
+            poll_interval: Duration::from_secs(1),
+            job_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// The heartbeat's bound: three polls, and at least two seconds.
+    pub fn heartbeat_max_age(&self) -> Duration {
+        (self.poll_interval * 3).max(Duration::from_secs(2))
+    }
+}
+
+/// The first tick strictly after `now_ms` for a job every `interval_ms`, aligned to the epoch.
+pub fn next_tick_after(now_ms: i64, interval_ms: i64) -> i64 {
+    let interval_ms = interval_ms.max(1);
+    (now_ms.div_euclid(interval_ms) + 1) * interval_ms
+}
+
+/// The delay before retry number `attempt` (1-based) of a failed job: 1 s, 2 s, 4 s, ... capped at
+/// one minute.
+pub fn retry_delay(attempt: i32) -> Duration {
+    let exponent = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(6);
+    Duration::from_secs(1u64 << exponent).min(Duration::from_secs(60))
+}
+
+/// What happens to a queued job after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Queue it again, not before this time (ms since the epoch).
+    RetryAt(i64),
+    /// No attempts left: mark it failed.
+    GiveUp,
+}
+
+/// Decides a failed job's fate from its attempts so far.
+pub fn after_failure(attempts: i32, max_attempts: i32, now_ms: i64) -> AfterFailure {
+    if attempts >= max_attempts {
+        return AfterFailure::GiveUp;
+    }
+    let delay = i64::try_from(retry_delay(attempts).as_millis()).unwrap_or(i64::MAX);
+    AfterFailure::RetryAt(now_ms.saturating_add(delay))
+}
+
+/// The queue loop's liveness, shared with the readiness check.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    last: Arc<Mutex<Option<Instant>>>,
+    max_age: Duration,
+}
+
+impl Heartbeat {
+    fn new(max_age: Duration) -> Self {
+        Self {
+            last: Arc::new(Mutex::new(None)),
+            max_age,
+        }
+    }
+
+    fn beat(&self) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(Instant::now());
+        }
+    }
+
+    /// When the loop last beat.
+    pub fn last(&self) -> Option<Instant> {
+        self.last.lock().ok().and_then(|last| *last)
+    }
+
+    /// The readiness check `jobs-worker`.
+    pub fn health_check(&self) -> Check {
+        let heartbeat = self.clone();
+        Check::new("jobs-worker", move || {
+            let verdict = heartbeat_verdict(heartbeat.last(), Instant::now(), heartbeat.max_age);
+            async move { verdict }
+        })
+    }
+}
+
+/// Healthy when the last beat is at most `max_age` old. Pure.
+pub fn heartbeat_verdict(
+    last: Option<Instant>,
+    now: Instant,
+    max_age: Duration,
+) -> Result<String, String> {
+    match last {
+        None => Err("the jobs worker has not beaten yet".to_owned()),
+        Some(last) => {
+            let age = now.saturating_duration_since(last);
+            let message = format!("last beat {} ms ago", age.as_millis());
+            if age <= max_age {
+                Ok(message)
+            } else {
+                Err(format!(
+                    "{message} (bound {} ms): the worker loop is stuck",
+                    max_age.as_millis()
+                ))
+            }
+        }
+    }
+}
+
+/// The running worker: one scheduler task per cron job and one queue loop.
+pub struct JobsWorker {
+    cancel: CancellationToken,
+    tasks: Vec<(String, JoinHandle<()>)>,
+    heartbeat: Heartbeat,
+}
+
+impl fmt::Debug for JobsWorker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobsWorker")
+            .field("tasks", &self.tasks.iter().map(|(name, _)| name).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl JobsWorker {
+    /// Starts the schedulers and the queue loop.
+    pub fn start(pool: Pool, leader: LeaderHandle, registry: JobRegistry, config: WorkerConfig) -> Self {
+        let cancel = CancellationToken::new();
+        let heartbeat = Heartbeat::new(config.heartbeat_max_age());
+        heartbeat.beat();
+        let mut tasks = Vec::new();
+        for job in registry.cron.clone() {
+            let name = format!("cron {}", job.name);
+            let task = tokio::spawn(run_scheduler(
+                pool.clone(),
+                leader.clone(),
+                job,
+                config.clone(),
+                cancel.clone(),
+            ));
+            tasks.push((name, task));
+        }
+        let queue = tokio::spawn(run_queue(
+            pool,
+            Arc::new(registry.queued),
+            config,
+            heartbeat.clone(),
+            cancel.clone(),
+        ));
+        tasks.push(("queue".to_owned(), queue));
+        Self {
+            cancel,
+            tasks,
+            heartbeat,
+        }
+    }
+
+    /// The heartbeat, for the readiness check.
+    pub fn heartbeat(&self) -> Heartbeat {
+        self.heartbeat.clone()
+    }
+
+    /// Stops scheduling and polling; a job already running finishes (each task bounded by
+    /// `timeout`, then abandoned). After this returns no cron tick starts, so the leader key can be
+    /// released.
+    pub async fn stop(self, timeout: Duration) {
+        self.cancel.cancel();
+        for (name, mut task) in self.tasks {
+            if tokio::time::timeout(timeout, &mut task).await.is_err() {
+                tracing::warn!(task = %name, "jobs task did not stop in time; abandoning it");
+                task.abort();
+            }
+        }
+        tracing::info!("jobs worker stopped");
+    }
+}
+
+fn ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+async fn run_scheduler(
+    pool: Pool,
+    leader: LeaderHandle,
+    job: CronJob,
+    config: WorkerConfig,
+    cancel: CancellationToken,
+) {
+    let interval_ms = ms(job.interval);
+    tracing::info!(job = job.name, interval_ms, "cron scheduler started");
+    loop {
+        let now = epoch_ms();
+        let tick = next_tick_after(now, interval_ms);
+        let wait = Duration::from_millis(u64::try_from(tick - now).unwrap_or(0));
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = tokio::time::sleep(wait) => {}
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+        if !leader.is_leader() {
+            tracing::debug!(job = job.name, scheduled_for_ms = tick, "not the leader; tick left to the leader");
+            continue;
+        }
+        match claim_tick(&pool, job.name, tick, &config.instance_id).await {
+            Ok(true) => run_tick(&pool, &job, tick, &config).await,
+            Ok(false) => tracing::info!(
+                job = job.name,
+                scheduled_for_ms = tick,
+                "tick already claimed by another process; skipping"
+            ),
+            Err(error) => tracing::warn!(
+                job = job.name,
+                scheduled_for_ms = tick,
+                error = %crate::boot::ErrorChain(&error),
+                "claiming the cron tick failed; skipping it"
+            ),
+        }
+    }
+    tracing::info!(job = job.name, "cron scheduler stopped");
+}
+
+/// Claims a tick: inserts `(job, scheduled_for)`; true when this process won it.
+pub async fn claim_tick(
+    pool: &Pool,
+    job: &str,
+    scheduled_for_ms: i64,
+    instance_id: &str,
+) -> Result<bool, Error> {
+    const SQL: &str = "INSERT INTO cron_runs (job, scheduled_for_ms, instance_id, state, started_at_ms) \
+                       VALUES ($1, $2, $3, 'running', $4) ON CONFLICT (job, scheduled_for_ms) DO NOTHING";
+    let inserted = on_pool!(pool, |executor| sqlx::query(SQL)
+        .bind(job)
+        .bind(scheduled_for_ms)
+        .bind(instance_id)
+        .bind(epoch_ms())
+        .execute(executor)
+        .await
+        .map(|result| result.rows_affected()))
+    .map_err(|source| Error::Database {
+        action: "claiming a cron tick",
+        source,
+    })?;
+    Ok(inserted == 1)
+}
+
+async fn run_tick(pool: &Pool, job: &CronJob, tick: i64, config: &WorkerConfig) {
+    let context = CronContext {
+        pool: pool.clone(),
+        job: job.name,
+        scheduled_for_ms: tick,
+        instance_id: config.instance_id.clone(),
+    };
+    let started = std::time::Instant::now();
+    let outcome = match tokio::time::timeout(config.job_timeout, (job.handler)(context)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(Error::Job {
+            job: job.name.to_owned(),
+            message: format!("did not finish within {} ms", config.job_timeout.as_millis()),
+        }),
+    };
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let error = match &outcome {
+        Ok(()) => {
+            tracing::info!(job = job.name, scheduled_for_ms = tick, elapsed_ms, "cron tick ran");
+            None
+        }
+        Err(error) => {
+            let message = crate::boot::ErrorChain(error).to_string();
+            tracing::warn!(job = job.name, scheduled_for_ms = tick, elapsed_ms, error = %message, "cron tick failed");
+            Some(message)
+        }
+    };
+    const SQL: &str = "UPDATE cron_runs SET state = $1, finished_at_ms = $2, error = $3 \
+                       WHERE job = $4 AND scheduled_for_ms = $5";
+    let state = if error.is_some() { "failed" } else { "succeeded" };
+    let recorded = on_pool!(pool, |executor| sqlx::query(SQL)
+        .bind(state)
+        .bind(epoch_ms())
+        .bind(error.as_deref())
+        .bind(job.name)
+        .bind(tick)
+        .execute(executor)
+        .await
+        .map(drop));
+    if let Err(error) = recorded {
+        tracing::warn!(job = job.name, scheduled_for_ms = tick, %error, "recording the cron run failed");
+    }
+}
+
+/// A row of the queue.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct JobRecord {
+    /// Its id.
+    pub id: i64,
+    /// Its kind.
+    pub kind: String,
+    /// `queued`, `running`, `succeeded` or `failed`.
+    pub state: String,
+    /// Attempts so far.
+    pub attempts: i32,
+    /// The limit.
+    pub max_attempts: i32,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+    /// When it was enqueued (ms since the epoch).
+    pub created_at_ms: i64,
+    /// When it finished (ms since the epoch).
+    pub finished_at_ms: Option<i64>,
+}
+
+type JobRow = (i64, String, String, i32, i32, Option<String>, i64, Option<i64>);
+
+impl From<JobRow> for JobRecord {
+    fn from(row: JobRow) -> Self {
+        let (id, kind, state, attempts, max_attempts, last_error, created_at_ms, finished_at_ms) =
+            row;
+        Self {
+            id,
+            kind,
+            state,
+            attempts,
+            max_attempts,
+            last_error,
+            created_at_ms,
+            finished_at_ms,
+        }
+    }
+}
+
+/// Queues a job of `kind` with `payload`; any worker with a handler for `kind` runs it.
+/// Returns the job's id.
+pub async fn enqueue(
+    pool: &Pool,
+    kind: &str,
+    payload: &serde_json::Value,
+    max_attempts: i32,
+) -> Result<i64, Error> {
+    const SQL: &str = "INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_after_ms, created_at_ms) \
+                       VALUES ($1, $2, 'queued', 0, $3, $4, $4) RETURNING id";
+    let payload = serde_json::to_string(payload).map_err(|source| Error::JobPayload {
+        kind: kind.to_owned(),
+        source,
+    })?;
+    let now = epoch_ms();
+    let id = on_pool!(pool, |executor| sqlx::query_scalar::<_, i64>(SQL)
+        .bind(kind)
+        .bind(&payload)
+        .bind(max_attempts.max(1))
+        .bind(now)
+        .fetch_one(executor)
+        .await)
+    .map_err(|source| Error::Database {
+        action: "enqueueing a job",
+        source,
+    })?;
+    tracing::info!(job_id = id, kind, "job enqueued");
+    Ok(id)
+}
+
+/// One queued job by id.
+pub async fn job(pool: &Pool, id: i64) -> Result<Option<JobRecord>, Error> {
+    const SQL: &str = "SELECT id, kind, state, attempts, max_attempts, last_error, created_at_ms, finished_at_ms \
+                       FROM jobs WHERE id = $1";
+    let row = on_pool!(pool, |executor| sqlx::query_as::<_, JobRow>(SQL)
+        .bind(id)
+        .fetch_optional(executor)
+        .await)
+    .map_err(|source| Error::Database {
+        action: "reading a job",
+        source,
+    })?;
+    Ok(row.map(JobRecord::from))
+}
+
+/// A claimed job, ready to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    /// Its id.
+    pub id: i64,
+    /// Its kind.
+    pub kind: String,
+    /// Its payload, as stored.
+    pub payload: String,
+    /// This attempt (already counted).
+    pub attempts: i32,
+    /// The limit.
+    pub max_attempts: i32,
+}
+
+/// Claims the oldest runnable job for `instance_id`: a queued job whose time has come, or a
+/// running one whose lock is older than `stale_after` (its worker died).
+pub async fn claim_next(
+    pool: &Pool,
+    instance_id: &str,
+    stale_after: Duration,
+) -> Result<Option<ClaimedJob>, Error> {
+    const POSTGRES: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, locked_by = $1, locked_at_ms = $2 \
+        WHERE id = (SELECT id FROM jobs \
+                    WHERE (state = 'queued' AND run_after_ms <= $2) OR (state = 'running' AND locked_at_ms < $3) \
+                    ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+        RETURNING id, kind, payload, attempts, max_attempts";
+    // One statement: SQLite's single writer makes the read and the update atomic.
+    const SQLITE: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, locked_by = $1, locked_at_ms = $2 \
+        WHERE id = (SELECT id FROM jobs \
+                    WHERE (state = 'queued' AND run_after_ms <= $2) OR (state = 'running' AND locked_at_ms < $3) \
+                    ORDER BY id LIMIT 1) \
+        RETURNING id, kind, payload, attempts, max_attempts";
+    let now = epoch_ms();
+    let stale_before = now.saturating_sub(ms(stale_after));
+    type Row = (i64, String, String, i32, i32);
+    let row: Option<Row> = match pool {
+        Pool::Postgres(executor) => {
+            sqlx::query_as(POSTGRES)
+                .bind(instance_id)
+                .bind(now)
+                .bind(stale_before)
+                .fetch_optional(executor)
+                .await
+        }
+        Pool::Sqlite(executor) => {
+            sqlx::query_as(SQLITE)
+                .bind(instance_id)
+                .bind(now)
+                .bind(stale_before)
+                .fetch_optional(executor)
+                .await
+        }
+    }
+    .map_err(|source| Error::Database {
+        action: "claiming a queued job",
+        source,
+    })?;
+    Ok(row.map(|(id, kind, payload, attempts, max_attempts)| ClaimedJob {
+        id,
+        kind,
+        payload,
+        attempts,
+        max_attempts,
+    }))
+}
+
+async fn finish_job(pool: &Pool, job: &ClaimedJob, outcome: Result<(), String>) -> Result<(), Error> {
+    let now = epoch_ms();
+    let (state, run_after, finished, error) = match &outcome {
+        Ok(()) => ("succeeded", None, Some(now), None),
+        Err(message) => match after_failure(job.attempts, job.max_attempts, now) {
+            AfterFailure::RetryAt(at) => ("queued", Some(at), None, Some(message.as_str())),
+            AfterFailure::GiveUp => ("failed", None, Some(now), Some(message.as_str())),
+        },
+    };
+    const SQL: &str = "UPDATE jobs SET state = $1, run_after_ms = COALESCE($2, run_after_ms), finished_at_ms = $3, \
+                       last_error = COALESCE($4, last_error), locked_by = NULL, locked_at_ms = NULL WHERE id = $5";
+    on_pool!(pool, |executor| sqlx::query(SQL)
+        .bind(state)
+        .bind(run_after)
+        .bind(finished)
+        .bind(error)
+        .bind(job.id)
+        .execute(executor)
+        .await
+        .map(drop))
+    .map_err(|source| Error::Database {
+        action: "recording a job's outcome",
+        source,
+    })?;
+    match (state, error) {
+        ("succeeded", _) => tracing::info!(job_id = job.id, kind = %job.kind, attempt = job.attempts, "job succeeded"),
+        (state, error) => tracing::warn!(job_id = job.id, kind = %job.kind, attempt = job.attempts, state, error, "job failed"),
+    }
+    Ok(())
+}
+
+async fn run_queue(
+    pool: Pool,
+    handlers: Arc<BTreeMap<String, QueuedHandler>>,
+    config: WorkerConfig,
+    heartbeat: Heartbeat,
+    cancel: CancellationToken,
+) {
+    tracing::info!(kinds = ?handlers.keys().collect::<Vec<_>>(), poll_interval_ms = ms(config.poll_interval), "queue worker started");
+    while !cancel.is_cancelled() {
+        heartbeat.beat();
+        let claimed = match claim_next(&pool, &config.instance_id, config.job_timeout).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!(error = %crate::boot::ErrorChain(&error), "polling the job queue failed");
+                None
+            }
+        };
+        let Some(job) = claimed else {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(config.poll_interval) => {}
+            }
+            continue;
+        };
+        let outcome = run_claimed(&pool, &handlers, &job, &config, &heartbeat).await;
+        if let Err(error) = finish_job(&pool, &job, outcome).await {
+            tracing::warn!(job_id = job.id, error = %crate::boot::ErrorChain(&error), "the job ran, but its outcome was not recorded");
+        }
+    }
+    tracing::info!("queue worker stopped");
+}
+
+async fn run_claimed(
+    pool: &Pool,
+    handlers: &BTreeMap<String, QueuedHandler>,
+    job: &ClaimedJob,
+    config: &WorkerConfig,
+    heartbeat: &Heartbeat,
+) -> Result<(), String> {
+    let Some(handler) = handlers.get(&job.kind) else {
+        return Err(format!("no handler for job kind `{}` in this worker", job.kind));
+    };
+    let payload = serde_json::from_str(&job.payload).map_err(|source| {
+        crate::boot::ErrorChain(&Error::JobPayload {
+            kind: job.kind.clone(),
+            source,
+        })
+        .to_string()
+    })?;
+    let context = QueuedContext {
+        pool: pool.clone(),
+        id: job.id,
+        kind: job.kind.clone(),
+        payload,
+        attempt: job.attempts,
+        instance_id: config.instance_id.clone(),
+    };
+    let run = tokio::time::timeout(config.job_timeout, handler(context));
+    tokio::pin!(run);
+    // Beat while the job runs: the loop is alive, only busy.
+    let mut beat = tokio::time::interval(config.poll_interval);
+    loop {
+        tokio::select! {
+            outcome = &mut run => {
+                return match outcome {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(error)) => Err(crate::boot::ErrorChain(&error).to_string()),
+                    Err(_) => Err(format!("did not finish within {} ms", config.job_timeout.as_millis())),
+                };
+            }
+            _ = beat.tick() => heartbeat.beat(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_aligned_to_the_epoch_and_strictly_in_the_future() {
+        assert_eq!(next_tick_after(0, 1000), 1000);
+        assert_eq!(next_tick_after(999, 1000), 1000);
+        assert_eq!(next_tick_after(1000, 1000), 2000);
+        assert_eq!(next_tick_after(1_700_000_000_123, 60_000), 1_700_000_040_000);
+        // Two processes with clocks a little apart compute the same tick.
+        assert_eq!(next_tick_after(5_010, 1000), next_tick_after(5_990, 1000));
+    }
+
+    #[test]
+    fn retry_delay_doubles_up_to_a_minute() {
+        assert_eq!(retry_delay(1), Duration::from_secs(1));
+        assert_eq!(retry_delay(2), Duration::from_secs(2));
+        assert_eq!(retry_delay(4), Duration::from_secs(8));
+        assert_eq!(retry_delay(50), Duration::from_secs(60));
+        assert_eq!(retry_delay(0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_failed_job_is_retried_until_its_attempts_run_out() {
+        assert_eq!(after_failure(1, 3, 10_000), AfterFailure::RetryAt(11_000));
+        assert_eq!(after_failure(2, 3, 10_000), AfterFailure::RetryAt(12_000));
+        assert_eq!(after_failure(3, 3, 10_000), AfterFailure::GiveUp);
+    }
+
+    #[test]
+    fn heartbeat_is_healthy_only_while_fresh() {
+        let now = Instant::now();
+        let max_age = Duration::from_secs(2);
+        assert!(heartbeat_verdict(None, now, max_age).is_err());
+        assert!(heartbeat_verdict(Some(now), now + Duration::from_secs(1), max_age).is_ok());
+        let stale = heartbeat_verdict(Some(now), now + Duration::from_secs(3), max_age).unwrap_err();
+        assert!(stale.contains("stuck"), "{stale}");
+    }
+
+    /// A migrated pool of each backend.
+    struct Pools {
+        _dir: tempfile::TempDir,
+        _postgres: kumiko_testkit::TempPostgres,
+        pools: Vec<Pool>,
+    }
+
+    async fn pools() -> Pools {
+        use crate::config::{DatabaseTarget, SecretUrl};
+        let dir = tempfile::tempdir().unwrap();
+        let postgres = kumiko_testkit::TempPostgres::start().unwrap();
+        let targets = [
+            DatabaseTarget::Sqlite {
+                path: dir.path().join("kumiko.db"),
+            },
+            DatabaseTarget::Postgres {
+                url: SecretUrl::new(postgres.superuser_url("postgres")),
+            },
+        ];
+        let mut pools = Vec::new();
+        for target in &targets {
+            crate::migrations::apply_all(target, crate::migrations::embedded(target))
+                .await
+                .unwrap();
+            pools.push(Pool::connect(target, crate::db::PoolOptions::default()).await.unwrap());
+        }
+        Pools {
+            _dir: dir,
+            _postgres: postgres,
+            pools,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cron_tick_is_claimed_by_exactly_one_process() {
+        let pools = pools().await;
+        for pool in &pools.pools {
+            assert!(claim_tick(pool, "rollup", 1000, "a").await.unwrap());
+            assert!(!claim_tick(pool, "rollup", 1000, "b").await.unwrap());
+            assert!(claim_tick(pool, "rollup", 2000, "b").await.unwrap());
+            assert!(claim_tick(pool, "other", 1000, "b").await.unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_claims_of_one_tick_have_one_winner() {
+        let pools = pools().await;
+        for pool in &pools.pools {
+            let claims = (0..8).map(|i| {
+                let pool = pool.clone();
+                tokio::spawn(async move { claim_tick(&pool, "rollup", 5000, &format!("p{i}")).await })
+            });
+            let mut winners = 0;
+            for claim in claims {
+                if claim.await.unwrap().unwrap() {
+                    winners += 1;
+                }
+            }
+            assert_eq!(winners, 1, "{:?}", pool.backend());
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_jobs_are_claimed_once_each_by_concurrent_workers() {
+        let pools = pools().await;
+        for pool in &pools.pools {
+            let mut ids = Vec::new();
+            for n in 0..10 {
+                ids.push(enqueue(pool, "noop", &serde_json::json!({ "n": n }), 3).await.unwrap());
+            }
+            let workers = (0..4).map(|w| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    loop {
+                        match claim_next(&pool, &format!("w{w}"), Duration::from_secs(60)).await {
+                            Ok(Some(job)) => mine.push(job.id),
+                            Ok(None) => break,
+                            // SQLite may refuse a writer whose snapshot went stale: try again.
+                            Err(_) => tokio::task::yield_now().await,
+                        }
+                    }
+                    mine
+                })
+            });
+            let mut claimed = Vec::new();
+            for worker in workers {
+                claimed.extend(worker.await.unwrap());
+            }
+            claimed.sort_unstable();
+            assert_eq!(claimed, ids, "every job claimed exactly once on {:?}", pool.backend());
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_jobs_succeed_retry_with_backoff_and_fail_after_their_attempts() {
+        let pools = pools().await;
+        for pool in &pools.pools {
+            let registry = JobRegistry::new()
+                .queued("fails", |_context| async {
+                    Err(Error::Job {
+                        job: "fails".to_owned(),
+                        message: "always".to_owned(),
+                    })
+                })
+                .queued("works", |_context| async { Ok(()) })
+                .queued("flaky", |context| async move {
+                    if context.attempt == 1 {
+                        Err(Error::Job {
+                            job: "flaky".to_owned(),
+                            message: "first attempt fails".to_owned(),
+                        })
+                    } else {
+                        Ok(())
+                    }
+                });
+            let failing = enqueue(pool, "fails", &serde_json::json!({}), 1).await.unwrap();
+            let working = enqueue(pool, "works", &serde_json::json!({}), 3).await.unwrap();
+            let unknown = enqueue(pool, "nobody-handles-this", &serde_json::json!({}), 1).await.unwrap();
+            let flaky = enqueue(pool, "flaky", &serde_json::json!({}), 3).await.unwrap();
+            let config = WorkerConfig {
+                poll_interval: Duration::from_millis(50),
+                ..WorkerConfig::new("test")
+            };
+            let worker = JobsWorker::start(
+                pool.clone(),
+                crate::leader::LeaderElection::standalone().handle(),
+                registry,
+                config,
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let f = job(pool, failing).await.unwrap().unwrap();
+                let w = job(pool, working).await.unwrap().unwrap();
+                let u = job(pool, unknown).await.unwrap().unwrap();
+                let r = job(pool, flaky).await.unwrap().unwrap();
+                if f.state == "failed" && w.state == "succeeded" && u.state == "failed" && r.state == "succeeded" {
+                    assert_eq!(f.attempts, 1);
+                    assert_eq!(r.attempts, 2, "retried once after the first failure");
+                    assert!(f.last_error.unwrap().contains("always"));
+                    assert!(u.last_error.unwrap().contains("no handler"));
+                    break;
+                }
+                assert!(Instant::now() < deadline, "jobs did not settle: {f:?} {w:?} {u:?} {r:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(worker.heartbeat().health_check().name() == "jobs-worker");
+            assert!(heartbeat_verdict(worker.heartbeat().last(), Instant::now(), Duration::from_secs(2)).is_ok());
+            worker.stop(Duration::from_secs(5)).await;
+        }
+    }
+
+    async fn count_runs(pool: &Pool) -> Vec<(i64, String)> {
+        on_pool!(pool, |executor| sqlx::query_as::<_, (i64, String)>(
+            "SELECT scheduled_for_ms, instance_id FROM cron_runs WHERE job = 'count' ORDER BY scheduled_for_ms"
+        )
+        .fetch_all(executor)
+        .await)
+        .unwrap()
+    }
+
+    fn counting_job(counter: Arc<Mutex<Vec<(i64, String)>>>) -> JobRegistry {
+        JobRegistry::new().cron(CronJob::new("count", Duration::from_millis(200), move |context| {
+            let counter = counter.clone();
+            async move {
+                counter
+                    .lock()
+                    .unwrap()
+                    .push((context.scheduled_for_ms, context.instance_id));
+                Ok(())
+            }
+        }))
+    }
+
+    fn fast(instance: &str) -> WorkerConfig {
+        WorkerConfig {
+            poll_interval: Duration::from_millis(50),
+            ..WorkerConfig::new(instance)
+        }
+    }
+
+    #[tokio::test]
+    async fn cron_runs_on_the_leader_only() {
+        let pools = pools().await;
+        for pool in &pools.pools {
+            let runs = Arc::new(Mutex::new(Vec::new()));
+            let leader = JobsWorker::start(
+                pool.clone(),
+                LeaderHandle::fixed(crate::leader::Leadership::Standalone),
+                counting_job(runs.clone()),
+                fast("leader"),
+            );
+            let follower = JobsWorker::start(
+                pool.clone(),
+                LeaderHandle::fixed(crate::leader::Leadership::Follower),
+                counting_job(runs.clone()),
+                fast("follower"),
+            );
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            follower.stop(Duration::from_secs(5)).await;
+            leader.stop(Duration::from_secs(5)).await;
+            let runs = runs.lock().unwrap().clone();
+            assert!(runs.len() >= 3, "the leader ran the ticks: {runs:?}");
+            assert!(runs.iter().all(|(_, instance)| instance == "leader"), "{runs:?}");
+            assert_eq!(count_runs(pool).await, runs, "one cron_runs row per run");
+        }
+    }
+
+    #[tokio::test]
+    async fn two_leaders_on_one_database_run_each_tick_once() {
+        let pools = pools().await;
+        for pool in &pools.pools {
+            let runs = Arc::new(Mutex::new(Vec::new()));
+            let workers: Vec<JobsWorker> = ["a", "b", "c"]
+                .into_iter()
+                .map(|instance| {
+                    JobsWorker::start(
+                        pool.clone(),
+                        LeaderHandle::fixed(crate::leader::Leadership::Standalone),
+                        counting_job(runs.clone()),
+                        fast(instance),
+                    )
+                })
+                .collect();
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            for worker in workers {
+                worker.stop(Duration::from_secs(5)).await;
+            }
+            let mut runs = runs.lock().unwrap().clone();
+            runs.sort();
+            let mut ticks: Vec<i64> = runs.iter().map(|(tick, _)| *tick).collect();
+            let executions = ticks.len();
+            ticks.dedup();
+            assert!(executions >= 4, "{runs:?}");
+            assert_eq!(ticks.len(), executions, "a tick ran twice: {runs:?}");
+            assert_eq!(count_runs(pool).await, runs);
+        }
+    }
+}
