@@ -11,6 +11,7 @@ pub mod app;
 pub mod duration;
 pub mod names;
 pub mod status;
+pub mod validate;
 
 pub use app::*;
 pub use status::*;
