@@ -6,7 +6,8 @@
 #      Operator's ServiceMonitor; any other unknown kind fails the check, and the ServiceMonitor
 #      is checked by lib/chart_wiring.py instead (its selector and port must reach the Service);
 #   3. lib/chart_wiring.py: selectors, ports, bindings, security context, leader election;
-#   4. every RBAC rule of the operator's own roles has a comment saying why;
+#   4. every RBAC rule of the operator's own roles has a comment saying why; the sample KumikoApp
+#      in NOTES.txt validates against the CRD;
 #   5. the chart's README documents every value;
 #   6. the values schema rejects each file in testdata/chart-invalid/, naming the field.
 set -euo pipefail
@@ -79,6 +80,23 @@ for template in "$chart"/templates/clusterrole.yaml "$chart"/templates/role.yaml
     fail "an RBAC rule without a comment saying why it is needed"
   fi
 done
+
+# The sample KumikoApp in NOTES.txt (what `helm install` prints) validates against the CRD, and the
+# notes give the `kubectl wait` command and the CRD upgrade command.
+if notes=$(helm install kumiko-operator "$chart" --namespace "$namespace" --dry-run=client 2>&1); then
+  sample=$(sed -n "/<<'YAML'$/,/^  YAML$/p" <<<"$notes" | sed '1d;$d;s/^  //')
+  if ! "$python" scripts/checks/lib/kumikoapp_schema.py crds/kumikoapp.yaml "$chart/templates/NOTES.txt" <<<"$sample"; then
+    fail "the sample KumikoApp in NOTES.txt does not validate against the CRD"
+  fi
+  for expected in "wait kumikoapp/" "--for=condition=Ready" "kubectl apply --server-side -f"; do
+    if ! grep -qF -- "$expected" <<<"$notes"; then
+      fail "NOTES.txt lacks '$expected'"
+    fi
+  done
+else
+  printf '%s\n' "$notes" >&2
+  fail "helm install --dry-run=client"
+fi
 
 # 5. The chart's README documents every value (two levels deep; deeper ones are Kubernetes objects
 #    or the probe settings documented together).

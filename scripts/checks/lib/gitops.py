@@ -20,31 +20,14 @@ import json
 import os
 import sys
 
-import jsonschema
 import yaml
+
+from kumikoapp_schema import problems as kumikoapp_problems
 
 
 def load_all(path):
     with open(path, encoding="utf-8") as handle:
         return [doc for doc in yaml.safe_load_all(handle) if doc]
-
-
-def strict(schema):
-    """The schema with unknown fields rejected, as `kubectl apply` (strict field validation) does:
-    every object with properties and no additionalProperties or preserve-unknown-fields gets
-    additionalProperties: false."""
-    if isinstance(schema, dict):
-        out = {key: strict(value) for key, value in schema.items()}
-        if (
-            "properties" in out
-            and "additionalProperties" not in out
-            and not out.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            out["additionalProperties"] = False
-        return out
-    if isinstance(schema, list):
-        return [strict(item) for item in schema]
-    return schema
 
 
 def cnpg_url(version):
@@ -161,19 +144,9 @@ def main():
         problem("crds/kumikoapp.yaml is missing (run make crds): cannot validate the example KumikoApps")
     elif kumiko_apps:
         crd = load_all(crd_path)[0]
-        versions = {v["name"]: v for v in crd["spec"]["versions"]}
         for where, app in kumiko_apps:
-            version_name = app["apiVersion"].split("/")[-1]
-            if version_name not in versions:
-                problem(f"{where} uses version {version_name}, which the CRD does not serve")
-                continue
-            schema = strict(versions[version_name]["schema"]["openAPIV3Schema"])
-            schema["properties"].pop("metadata", None)
-            validator = jsonschema.Draft4Validator(schema)
-            body = {key: value for key, value in app.items() if key not in ("apiVersion", "kind", "metadata")}
-            for error in sorted(validator.iter_errors(body), key=lambda e: list(e.path)):
-                field = ".".join(str(part) for part in error.path) or "(root)"
-                problem(f"{where}: {field}: {error.message}")
+            for message in kumikoapp_problems(app, crd):
+                problem(f"{where}: {message}")
 
     for message in problems:
         print(f"gitops: {message}")
