@@ -6,7 +6,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -81,17 +82,36 @@ impl Pool {
                         transient: false,
                         source,
                     })?;
-                PgPoolOptions::new()
-                    .max_connections(options.max_connections.unwrap_or(10))
-                    .acquire_timeout(options.acquire_timeout)
-                    .connect_with(connect)
-                    .await
-                    .map(Pool::Postgres)
-                    .map_err(|source| Error::Connect {
-                        target: target.describe(),
-                        transient: is_transient(&source),
-                        source,
-                    })
+                // One plain connection first: it fails fast (the pool itself would retry
+                // internally until its acquire timeout), so the boot's backoff stays in charge.
+                let probe = tokio::time::timeout(
+                    options.acquire_timeout,
+                    PgConnection::connect_with(&connect),
+                )
+                .await
+                .map_err(|_| Error::Connect {
+                    target: target.describe(),
+                    transient: true,
+                    source: sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "no connection within {} ms",
+                            options.acquire_timeout.as_millis()
+                        ),
+                    )),
+                })?
+                .map_err(|source| Error::Connect {
+                    target: target.describe(),
+                    transient: is_transient(&source),
+                    source,
+                })?;
+                let _ = probe.close().await;
+                Ok(Pool::Postgres(
+                    PgPoolOptions::new()
+                        .max_connections(options.max_connections.unwrap_or(10))
+                        .acquire_timeout(options.acquire_timeout)
+                        .connect_lazy_with(connect),
+                ))
             }
         }
     }

@@ -1,0 +1,130 @@
+//! Boot, measured from outside: phases, validation, retries against an unreachable database,
+//! and the zero-install SQLite tier.
+
+mod app_process;
+
+use std::time::{Duration, Instant};
+
+use app_process::{get, serve};
+
+#[test]
+fn boot_log_shows_all_sixteen_phases_in_order_with_durations() {
+    let mut app = serve().spawn();
+    app.wait_ready(Duration::from_secs(30));
+    let phases: Vec<(u64, String)> = app
+        .json_logs()
+        .into_iter()
+        .filter(|line| line["message"] == "boot phase")
+        .map(|line| {
+            assert!(line["duration_ms"].is_number(), "{line}");
+            (
+                line["number"].as_u64().unwrap(),
+                line["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let numbers: Vec<u64> = phases.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        numbers,
+        (1..=16).collect::<Vec<_>>(),
+        "{}",
+        app.all_output()
+    );
+    // Unused phases are recorded as skipped (secrets, Redis without REDIS_URL, search, ...).
+    assert_eq!(phases[2].1, "skipped");
+    assert_eq!(phases[9].1, "skipped");
+    assert_eq!(phases[6].1, "done", "connect database");
+    assert_eq!(phases[15].1, "done", "ready");
+    app.sigterm();
+}
+
+#[test]
+fn unreachable_postgres_is_retried_then_exits_at_the_startup_cap_naming_the_phase() {
+    let port = kumiko_testkit::free_port().unwrap();
+    let mut app = serve()
+        .env(
+            "DATABASE_URL",
+            format!("postgres://app:hunter2secret@127.0.0.1:{port}/app"),
+        )
+        .env("KUMIKO_STARTUP_TIMEOUT", "2s")
+        .spawn();
+    let started = Instant::now();
+    let status = app
+        .wait_exit(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("no exit:\n{}", app.all_output()));
+    let took = started.elapsed();
+    assert_ne!(status.code(), Some(0));
+    assert!(
+        took >= Duration::from_secs(2),
+        "gave up before the cap: {took:?}"
+    );
+    let logs = app.json_logs();
+    let retries = logs
+        .iter()
+        .filter(|line| line["message"] == "boot phase failed, retrying")
+        .count();
+    assert!(retries >= 2, "expected retries:\n{}", app.all_output());
+    let failure = logs
+        .iter()
+        .find(|line| line["message"] == "boot failed")
+        .unwrap_or_else(|| panic!("no failure line:\n{}", app.all_output()));
+    assert_eq!(failure["phase"], "connect_database");
+    let error = failure["error"].as_str().unwrap();
+    assert!(error.contains("phase 7 (connect_database)"), "{error}");
+    assert!(error.contains("KUMIKO_STARTUP_TIMEOUT"), "{error}");
+    assert!(
+        !app.all_output().contains("hunter2secret"),
+        "the password leaked into the output"
+    );
+}
+
+#[test]
+fn config_with_three_mistakes_reports_all_three() {
+    let mut app = serve()
+        .env("KUMIKO_LINGER", "soon")
+        .env("KUMIKO_MIGRATIONS_MODE", "maybe")
+        .env("KUMIKO_DRAIN_TIMOUT", "5s")
+        .spawn();
+    let status = app
+        .wait_exit(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("no exit:\n{}", app.all_output()));
+    assert_eq!(status.code(), Some(1));
+    let logs = app.json_logs();
+    let failure = logs
+        .iter()
+        .find(|line| line["message"] == "boot failed")
+        .unwrap_or_else(|| panic!("no failure line:\n{}", app.all_output()));
+    assert_eq!(failure["phase"], "boot_validation");
+    let error = failure["error"].as_str().unwrap();
+    assert!(error.contains("3 error(s)"), "{error}");
+    assert!(
+        error.contains("KUMIKO_LINGER: `soon` is not a duration"),
+        "{error}"
+    );
+    assert!(error.contains("KUMIKO_MIGRATIONS_MODE: `maybe`"), "{error}");
+    assert!(
+        error.contains("KUMIKO_DRAIN_TIMOUT: is not a setting of this process; did you mean KUMIKO_DRAIN_TIMEOUT?"),
+        "{error}"
+    );
+    // It never got as far as the database.
+    assert!(!logs.iter().any(|line| line["phase"] == "connect_database"));
+}
+
+#[test]
+fn no_environment_at_all_runs_on_sqlite() {
+    let mut app = serve().no_environment().spawn();
+    app.wait_ready(Duration::from_secs(30));
+    assert_eq!(app.port, 3000, "PORT defaults to 3000");
+    assert_eq!(get(app.port, "/api/ping").unwrap().body, "pong");
+    let ready = get(app.port, "/health/ready").unwrap();
+    assert!(ready.body.contains("\"database\""), "{}", ready.body);
+    assert!(
+        app.cwd().join("data").join("kumiko.db").exists(),
+        "the SQLite file lives under ./data"
+    );
+    app.sigterm();
+    assert_eq!(
+        app.wait_exit(Duration::from_secs(10)).unwrap().code(),
+        Some(0)
+    );
+}
