@@ -291,14 +291,22 @@ pub struct JobsWorker {
 impl fmt::Debug for JobsWorker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JobsWorker")
-            .field("tasks", &self.tasks.iter().map(|(name, _)| name).collect::<Vec<_>>())
+            .field(
+                "tasks",
+                &self.tasks.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
 
 impl JobsWorker {
     /// Starts the schedulers and the queue loop.
-    pub fn start(pool: Pool, leader: LeaderHandle, registry: JobRegistry, config: WorkerConfig) -> Self {
+    pub fn start(
+        pool: Pool,
+        leader: LeaderHandle,
+        registry: JobRegistry,
+        config: WorkerConfig,
+    ) -> Self {
         let cancel = CancellationToken::new();
         let heartbeat = Heartbeat::new(config.heartbeat_max_age());
         heartbeat.beat();
@@ -374,7 +382,11 @@ async fn run_scheduler(
             break;
         }
         if !leader.is_leader() {
-            tracing::debug!(job = job.name, scheduled_for_ms = tick, "not the leader; tick left to the leader");
+            tracing::debug!(
+                job = job.name,
+                scheduled_for_ms = tick,
+                "not the leader; tick left to the leader"
+            );
             continue;
         }
         match claim_tick(&pool, job.name, tick, &config.instance_id).await {
@@ -431,13 +443,21 @@ async fn run_tick(pool: &Pool, job: &CronJob, tick: i64, config: &WorkerConfig) 
         Ok(outcome) => outcome,
         Err(_) => Err(Error::Job {
             job: job.name.to_owned(),
-            message: format!("did not finish within {} ms", config.job_timeout.as_millis()),
+            message: format!(
+                "did not finish within {} ms",
+                config.job_timeout.as_millis()
+            ),
         }),
     };
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let error = match &outcome {
         Ok(()) => {
-            tracing::info!(job = job.name, scheduled_for_ms = tick, elapsed_ms, "cron tick ran");
+            tracing::info!(
+                job = job.name,
+                scheduled_for_ms = tick,
+                elapsed_ms,
+                "cron tick ran"
+            );
             None
         }
         Err(error) => {
@@ -448,7 +468,11 @@ async fn run_tick(pool: &Pool, job: &CronJob, tick: i64, config: &WorkerConfig) 
     };
     const SQL: &str = "UPDATE cron_runs SET state = $1, finished_at_ms = $2, error = $3 \
                        WHERE job = $4 AND scheduled_for_ms = $5";
-    let state = if error.is_some() { "failed" } else { "succeeded" };
+    let state = if error.is_some() {
+        "failed"
+    } else {
+        "succeeded"
+    };
     let recorded = on_pool!(pool, |executor| sqlx::query(SQL)
         .bind(state)
         .bind(epoch_ms())
@@ -484,7 +508,16 @@ pub struct JobRecord {
     pub finished_at_ms: Option<i64>,
 }
 
-type JobRow = (i64, String, String, i32, i32, Option<String>, i64, Option<i64>);
+type JobRow = (
+    i64,
+    String,
+    String,
+    i32,
+    i32,
+    Option<String>,
+    i64,
+    Option<i64>,
+);
 
 impl From<JobRow> for JobRecord {
     fn from(row: JobRow) -> Self {
@@ -606,16 +639,22 @@ pub async fn claim_next(
         action: "claiming a queued job",
         source,
     })?;
-    Ok(row.map(|(id, kind, payload, attempts, max_attempts)| ClaimedJob {
-        id,
-        kind,
-        payload,
-        attempts,
-        max_attempts,
-    }))
+    Ok(
+        row.map(|(id, kind, payload, attempts, max_attempts)| ClaimedJob {
+            id,
+            kind,
+            payload,
+            attempts,
+            max_attempts,
+        }),
+    )
 }
 
-async fn finish_job(pool: &Pool, job: &ClaimedJob, outcome: Result<(), String>) -> Result<(), Error> {
+async fn finish_job(
+    pool: &Pool,
+    job: &ClaimedJob,
+    outcome: Result<(), String>,
+) -> Result<(), Error> {
     let now = epoch_ms();
     let (state, run_after, finished, error) = match &outcome {
         Ok(()) => ("succeeded", None, Some(now), None),
@@ -640,8 +679,12 @@ async fn finish_job(pool: &Pool, job: &ClaimedJob, outcome: Result<(), String>) 
         source,
     })?;
     match (state, error) {
-        ("succeeded", _) => tracing::info!(job_id = job.id, kind = %job.kind, attempt = job.attempts, "job succeeded"),
-        (state, error) => tracing::warn!(job_id = job.id, kind = %job.kind, attempt = job.attempts, state, error, "job failed"),
+        ("succeeded", _) => {
+            tracing::info!(job_id = job.id, kind = %job.kind, attempt = job.attempts, "job succeeded")
+        }
+        (state, error) => {
+            tracing::warn!(job_id = job.id, kind = %job.kind, attempt = job.attempts, state, error, "job failed")
+        }
     }
     Ok(())
 }
@@ -686,7 +729,10 @@ async fn run_claimed(
     heartbeat: &Heartbeat,
 ) -> Result<(), String> {
     let Some(handler) = handlers.get(&job.kind) else {
-        return Err(format!("no handler for job kind `{}` in this worker", job.kind));
+        return Err(format!(
+            "no handler for job kind `{}` in this worker",
+            job.kind
+        ));
     };
     let payload = serde_json::from_str(&job.payload).map_err(|source| {
         crate::boot::ErrorChain(&Error::JobPayload {
@@ -730,7 +776,10 @@ mod tests {
         assert_eq!(next_tick_after(0, 1000), 1000);
         assert_eq!(next_tick_after(999, 1000), 1000);
         assert_eq!(next_tick_after(1000, 1000), 2000);
-        assert_eq!(next_tick_after(1_700_000_000_123, 60_000), 1_700_000_040_000);
+        assert_eq!(
+            next_tick_after(1_700_000_000_123, 60_000),
+            1_700_000_040_000
+        );
         // Two processes with clocks a little apart compute the same tick.
         assert_eq!(next_tick_after(5_010, 1000), next_tick_after(5_990, 1000));
     }
@@ -757,7 +806,8 @@ mod tests {
         let max_age = Duration::from_secs(2);
         assert!(heartbeat_verdict(None, now, max_age).is_err());
         assert!(heartbeat_verdict(Some(now), now + Duration::from_secs(1), max_age).is_ok());
-        let stale = heartbeat_verdict(Some(now), now + Duration::from_secs(3), max_age).unwrap_err();
+        let stale =
+            heartbeat_verdict(Some(now), now + Duration::from_secs(3), max_age).unwrap_err();
         assert!(stale.contains("stuck"), "{stale}");
     }
 
@@ -785,7 +835,11 @@ mod tests {
             crate::migrations::apply_all(target, crate::migrations::embedded(target))
                 .await
                 .unwrap();
-            pools.push(Pool::connect(target, crate::db::PoolOptions::default()).await.unwrap());
+            pools.push(
+                Pool::connect(target, crate::db::PoolOptions::default())
+                    .await
+                    .unwrap(),
+            );
         }
         Pools {
             _dir: dir,
@@ -811,7 +865,9 @@ mod tests {
         for pool in &pools.pools {
             let claims = (0..8).map(|i| {
                 let pool = pool.clone();
-                tokio::spawn(async move { claim_tick(&pool, "rollup", 5000, &format!("p{i}")).await })
+                tokio::spawn(
+                    async move { claim_tick(&pool, "rollup", 5000, &format!("p{i}")).await },
+                )
             });
             let mut winners = 0;
             for claim in claims {
@@ -829,7 +885,11 @@ mod tests {
         for pool in &pools.pools {
             let mut ids = Vec::new();
             for n in 0..10 {
-                ids.push(enqueue(pool, "noop", &serde_json::json!({ "n": n }), 3).await.unwrap());
+                ids.push(
+                    enqueue(pool, "noop", &serde_json::json!({ "n": n }), 3)
+                        .await
+                        .unwrap(),
+                );
             }
             let workers = (0..4).map(|w| {
                 let pool = pool.clone();
@@ -851,7 +911,12 @@ mod tests {
                 claimed.extend(worker.await.unwrap());
             }
             claimed.sort_unstable();
-            assert_eq!(claimed, ids, "every job claimed exactly once on {:?}", pool.backend());
+            assert_eq!(
+                claimed,
+                ids,
+                "every job claimed exactly once on {:?}",
+                pool.backend()
+            );
         }
     }
 
@@ -877,10 +942,18 @@ mod tests {
                         Ok(())
                     }
                 });
-            let failing = enqueue(pool, "fails", &serde_json::json!({}), 1).await.unwrap();
-            let working = enqueue(pool, "works", &serde_json::json!({}), 3).await.unwrap();
-            let unknown = enqueue(pool, "nobody-handles-this", &serde_json::json!({}), 1).await.unwrap();
-            let flaky = enqueue(pool, "flaky", &serde_json::json!({}), 3).await.unwrap();
+            let failing = enqueue(pool, "fails", &serde_json::json!({}), 1)
+                .await
+                .unwrap();
+            let working = enqueue(pool, "works", &serde_json::json!({}), 3)
+                .await
+                .unwrap();
+            let unknown = enqueue(pool, "nobody-handles-this", &serde_json::json!({}), 1)
+                .await
+                .unwrap();
+            let flaky = enqueue(pool, "flaky", &serde_json::json!({}), 3)
+                .await
+                .unwrap();
             let config = WorkerConfig {
                 poll_interval: Duration::from_millis(50),
                 ..WorkerConfig::new("test")
@@ -897,18 +970,32 @@ mod tests {
                 let w = job(pool, working).await.unwrap().unwrap();
                 let u = job(pool, unknown).await.unwrap().unwrap();
                 let r = job(pool, flaky).await.unwrap().unwrap();
-                if f.state == "failed" && w.state == "succeeded" && u.state == "failed" && r.state == "succeeded" {
+                if f.state == "failed"
+                    && w.state == "succeeded"
+                    && u.state == "failed"
+                    && r.state == "succeeded"
+                {
                     assert_eq!(f.attempts, 1);
                     assert_eq!(r.attempts, 2, "retried once after the first failure");
                     assert!(f.last_error.unwrap().contains("always"));
                     assert!(u.last_error.unwrap().contains("no handler"));
                     break;
                 }
-                assert!(Instant::now() < deadline, "jobs did not settle: {f:?} {w:?} {u:?} {r:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "jobs did not settle: {f:?} {w:?} {u:?} {r:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             assert!(worker.heartbeat().health_check().name() == "jobs-worker");
-            assert!(heartbeat_verdict(worker.heartbeat().last(), Instant::now(), Duration::from_secs(2)).is_ok());
+            assert!(
+                heartbeat_verdict(
+                    worker.heartbeat().last(),
+                    Instant::now(),
+                    Duration::from_secs(2)
+                )
+                .is_ok()
+            );
             worker.stop(Duration::from_secs(5)).await;
         }
     }
@@ -923,16 +1010,20 @@ mod tests {
     }
 
     fn counting_job(counter: Arc<Mutex<Vec<(i64, String)>>>) -> JobRegistry {
-        JobRegistry::new().cron(CronJob::new("count", Duration::from_millis(200), move |context| {
-            let counter = counter.clone();
-            async move {
-                counter
-                    .lock()
-                    .unwrap()
-                    .push((context.scheduled_for_ms, context.instance_id));
-                Ok(())
-            }
-        }))
+        JobRegistry::new().cron(CronJob::new(
+            "count",
+            Duration::from_millis(200),
+            move |context| {
+                let counter = counter.clone();
+                async move {
+                    counter
+                        .lock()
+                        .unwrap()
+                        .push((context.scheduled_for_ms, context.instance_id));
+                    Ok(())
+                }
+            },
+        ))
     }
 
     fn fast(instance: &str) -> WorkerConfig {
@@ -964,7 +1055,10 @@ mod tests {
             leader.stop(Duration::from_secs(5)).await;
             let runs = runs.lock().unwrap().clone();
             assert!(runs.len() >= 3, "the leader ran the ticks: {runs:?}");
-            assert!(runs.iter().all(|(_, instance)| instance == "leader"), "{runs:?}");
+            assert!(
+                runs.iter().all(|(_, instance)| instance == "leader"),
+                "{runs:?}"
+            );
             assert_eq!(count_runs(pool).await, runs, "one cron_runs row per run");
         }
     }

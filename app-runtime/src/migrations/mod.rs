@@ -44,7 +44,10 @@ pub fn embedded(target: &DatabaseTarget) -> &'static Migrator {
 }
 
 /// `migrate status`: the state of every version, read on a dedicated connection, changing nothing.
-pub async fn status(target: &DatabaseTarget, migrator: &Migrator) -> Result<MigrationReport, Error> {
+pub async fn status(
+    target: &DatabaseTarget,
+    migrator: &Migrator,
+) -> Result<MigrationReport, Error> {
     let mut connection = DedicatedConnection::open(target).await?;
     let report = read_report(&mut connection, migrator).await;
     connection.close().await;
@@ -52,7 +55,10 @@ pub async fn status(target: &DatabaseTarget, migrator: &Migrator) -> Result<Migr
 }
 
 /// `migrate apply`: applies pending migrations on a dedicated connection, then closes it.
-pub async fn apply_all(target: &DatabaseTarget, migrator: &Migrator) -> Result<ApplyOutcome, Error> {
+pub async fn apply_all(
+    target: &DatabaseTarget,
+    migrator: &Migrator,
+) -> Result<ApplyOutcome, Error> {
     let mut connection = DedicatedConnection::open(target).await?;
     let outcome = apply(&mut connection, migrator).await;
     connection.close().await;
@@ -95,7 +101,11 @@ async fn run_gate(
     let decision = decide(&report, mode);
     let (decision, applied, report) = match decision {
         GateDecision::ApplyThenBoot { pending } => {
-            tracing::info!(?pending, mode = mode.as_str(), "applying pending migrations before boot");
+            tracing::info!(
+                ?pending,
+                mode = mode.as_str(),
+                "applying pending migrations before boot"
+            );
             let outcome = apply(connection, migrator).await?;
             let decision = match decide(&outcome.report, mode) {
                 // Applying cannot leave anything pending; if it did, booting would be wrong.
@@ -128,7 +138,12 @@ fn log_decision(decision: &GateDecision, report: &MigrationReport, mode: Migrati
     let binary_version = report.binary_version;
     match decision {
         GateDecision::Boot => {
-            tracing::info!(?database_version, ?binary_version, mode = mode.as_str(), "schema is up to date");
+            tracing::info!(
+                ?database_version,
+                ?binary_version,
+                mode = mode.as_str(),
+                "schema is up to date"
+            );
         }
         GateDecision::BootAhead { ahead, .. } => tracing::warn!(
             ?database_version,
@@ -188,7 +203,10 @@ mod tests {
 
     const ONE: (i64, &str) = (1, "CREATE TABLE one (id BIGINT PRIMARY KEY)");
     const TWO: (i64, &str) = (2, "CREATE TABLE two (id BIGINT PRIMARY KEY)");
-    const BROKEN: (i64, &str) = (2, "CREATE TABLE two (id BIGINT PRIMARY KEY); SELECT * FROM no_such_table");
+    const BROKEN: (i64, &str) = (
+        2,
+        "CREATE TABLE two (id BIGINT PRIMARY KEY); SELECT * FROM no_such_table",
+    );
 
     /// A database of each backend: a fresh SQLite file and a throwaway Postgres server.
     struct Databases {
@@ -262,14 +280,25 @@ mod tests {
     async fn status_reports_applied_pending_ahead_dirty_and_checksum_mismatch() {
         let databases = databases();
         for target in &databases.targets {
-            apply_all(target, &migrator(&[ONE, TWO, (3, "CREATE TABLE three (id BIGINT)")]))
-                .await
-                .unwrap();
-            execute(target, "UPDATE _sqlx_migrations SET success = false WHERE version = 3").await;
+            apply_all(
+                target,
+                &migrator(&[ONE, TWO, (3, "CREATE TABLE three (id BIGINT)")]),
+            )
+            .await
+            .unwrap();
+            execute(
+                target,
+                "UPDATE _sqlx_migrations SET success = false WHERE version = 3",
+            )
+            .await;
             // The binary: 1 unchanged, 2 edited, 3 unknown... and 4 new.
             let binary = migrator(&[ONE, (2, "CREATE TABLE two (id TEXT)"), (4, "SELECT 1")]);
             let report = status(target, &binary).await.unwrap();
-            let states: Vec<_> = report.entries.iter().map(|e| (e.version, e.state)).collect();
+            let states: Vec<_> = report
+                .entries
+                .iter()
+                .map(|e| (e.version, e.state))
+                .collect();
             assert_eq!(
                 states,
                 vec![
@@ -293,7 +322,9 @@ mod tests {
             apply_all(target, &migrator(&[ONE])).await.unwrap();
             let binary = migrator(&[ONE, TWO]);
 
-            let error = boot_gate(target, &binary, MigrationsMode::Exit).await.unwrap_err();
+            let error = boot_gate(target, &binary, MigrationsMode::Exit)
+                .await
+                .unwrap_err();
             assert!(
                 matches!(
                     &error,
@@ -302,11 +333,22 @@ mod tests {
                 "{error:?}"
             );
 
-            let warned = boot_gate(target, &binary, MigrationsMode::Warn).await.unwrap();
-            assert_eq!(warned.decision, GateDecision::BootWithPending { pending: vec![2] });
-            assert_eq!(warned.report.pending(), vec![2], "warn mode changes nothing");
+            let warned = boot_gate(target, &binary, MigrationsMode::Warn)
+                .await
+                .unwrap();
+            assert_eq!(
+                warned.decision,
+                GateDecision::BootWithPending { pending: vec![2] }
+            );
+            assert_eq!(
+                warned.report.pending(),
+                vec![2],
+                "warn mode changes nothing"
+            );
 
-            let applied = boot_gate(target, &binary, MigrationsMode::Apply).await.unwrap();
+            let applied = boot_gate(target, &binary, MigrationsMode::Apply)
+                .await
+                .unwrap();
             assert_eq!(applied.decision, GateDecision::Boot);
             assert_eq!(applied.applied.len(), 1);
             assert!(applied.report.is_up_to_date());
@@ -319,7 +361,11 @@ mod tests {
         for target in &databases.targets {
             apply_all(target, &migrator(&[ONE, TWO])).await.unwrap();
             let older_binary = migrator(&[ONE]);
-            for mode in [MigrationsMode::Exit, MigrationsMode::Warn, MigrationsMode::Apply] {
+            for mode in [
+                MigrationsMode::Exit,
+                MigrationsMode::Warn,
+                MigrationsMode::Apply,
+            ] {
                 let outcome = boot_gate(target, &older_binary, mode).await.unwrap();
                 assert_eq!(
                     outcome.decision,
@@ -343,22 +389,43 @@ mod tests {
         for target in &databases.targets {
             apply_all(target, &migrator(&[ONE, TWO])).await.unwrap();
             let edited = migrator(&[ONE, (2, "CREATE TABLE two (id TEXT)")]);
-            for mode in [MigrationsMode::Exit, MigrationsMode::Warn, MigrationsMode::Apply] {
+            for mode in [
+                MigrationsMode::Exit,
+                MigrationsMode::Warn,
+                MigrationsMode::Apply,
+            ] {
                 let error = boot_gate(target, &edited, mode).await.unwrap_err();
                 assert!(
-                    matches!(error, Error::SchemaDrift(SchemaDriftError::ChecksumMismatch { .. })),
+                    matches!(
+                        error,
+                        Error::SchemaDrift(SchemaDriftError::ChecksumMismatch { .. })
+                    ),
                     "{error:?}"
                 );
             }
             let error = apply_all(target, &edited).await.unwrap_err();
-            assert!(matches!(error, Error::SchemaDrift(SchemaDriftError::ChecksumMismatch { .. })));
+            assert!(matches!(
+                error,
+                Error::SchemaDrift(SchemaDriftError::ChecksumMismatch { .. })
+            ));
 
-            execute(target, "UPDATE _sqlx_migrations SET success = false WHERE version = 2").await;
+            execute(
+                target,
+                "UPDATE _sqlx_migrations SET success = false WHERE version = 2",
+            )
+            .await;
             let same = migrator(&[ONE, TWO]);
-            for mode in [MigrationsMode::Exit, MigrationsMode::Warn, MigrationsMode::Apply] {
+            for mode in [
+                MigrationsMode::Exit,
+                MigrationsMode::Warn,
+                MigrationsMode::Apply,
+            ] {
                 let error = boot_gate(target, &same, mode).await.unwrap_err();
                 assert!(
-                    matches!(error, Error::SchemaDrift(SchemaDriftError::Dirty { version: 2 })),
+                    matches!(
+                        error,
+                        Error::SchemaDrift(SchemaDriftError::Dirty { version: 2 })
+                    ),
                     "{error:?}"
                 );
             }
@@ -372,8 +439,13 @@ mod tests {
             url: SecretUrl::new(postgres.superuser_url("postgres")),
         };
         let mut failing = DedicatedConnection::open(&target).await.unwrap();
-        let error = apply(&mut failing, &migrator(&[ONE, BROKEN])).await.unwrap_err();
-        assert!(matches!(error, Error::MigrationFailed { version: 2, .. }), "{error:?}");
+        let error = apply(&mut failing, &migrator(&[ONE, BROKEN]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, Error::MigrationFailed { version: 2, .. }),
+            "{error:?}"
+        );
 
         // The failed run's session is still open: only an explicit unlock can have freed the lock.
         let DedicatedConnection::Postgres(session) = &mut failing else {
@@ -393,7 +465,10 @@ mod tests {
             .await
             .expect("the second apply waits for the lock forever")
             .unwrap();
-        assert_eq!(second.applied.iter().map(|m| m.version).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(
+            second.applied.iter().map(|m| m.version).collect::<Vec<_>>(),
+            vec![2]
+        );
         assert!(second.report.is_up_to_date());
         failing.close().await;
     }

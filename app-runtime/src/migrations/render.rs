@@ -100,7 +100,8 @@ pub fn render_json(report: &MigrationReport) -> String {
         migrations: &report.entries,
     };
     // Serialising plain structs of integers, strings and enums cannot fail.
-    serde_json::to_string_pretty(&status).unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
+    serde_json::to_string_pretty(&status)
+        .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
 }
 
 #[cfg(test)]
@@ -126,10 +127,19 @@ mod tests {
         let table = render_table(&mixed_report());
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("VERSION"), "{table}");
-        assert!(lines[1].contains("applied") && lines[1].contains("step 1"), "{table}");
+        assert!(
+            lines[1].contains("applied") && lines[1].contains("step 1"),
+            "{table}"
+        );
         assert!(lines[2].contains("checksum_mismatch"), "{table}");
-        assert!(lines[3].contains("ahead") && lines[3].contains(UNKNOWN_DESCRIPTION), "{table}");
-        assert!(lines[4].contains("pending") && lines[4].contains("step 4"), "{table}");
+        assert!(
+            lines[3].contains("ahead") && lines[3].contains(UNKNOWN_DESCRIPTION),
+            "{table}"
+        );
+        assert!(
+            lines[4].contains("pending") && lines[4].contains("step 4"),
+            "{table}"
+        );
         assert!(
             table.contains("database at 3, binary at 4: 1 applied, 1 pending, 1 ahead, 0 dirty, 1 checksum mismatch"),
             "{table}"
@@ -145,7 +155,10 @@ mod tests {
         assert_eq!(json["up_to_date"], false);
         assert_eq!(json["summary"]["pending"], 1);
         assert_eq!(json["migrations"][2]["state"], "ahead");
-        assert_eq!(json["migrations"][2]["description"], serde_json::Value::Null);
+        assert_eq!(
+            json["migrations"][2]["description"],
+            serde_json::Value::Null
+        );
         assert_eq!(json["migrations"][1]["state"], "checksum_mismatch");
     }
 }

@@ -127,8 +127,10 @@ pub fn classify(
     applied: &[AppliedRecord],
     dirty_version: Option<i64>,
 ) -> MigrationReport {
-    let applied_by_version: BTreeMap<i64, &AppliedRecord> =
-        applied.iter().map(|record| (record.version, record)).collect();
+    let applied_by_version: BTreeMap<i64, &AppliedRecord> = applied
+        .iter()
+        .map(|record| (record.version, record))
+        .collect();
     let known_by_version: BTreeMap<i64, &KnownMigration> = known
         .iter()
         .map(|migration| (migration.version, migration))
@@ -229,14 +231,22 @@ mod tests {
 
     #[test]
     fn changed_sql_of_an_applied_version_is_a_checksum_mismatch() {
-        let report = classify(&[known(1, "a"), known(2, "changed")], &[applied(1, "a"), applied(2, "b")], None);
+        let report = classify(
+            &[known(1, "a"), known(2, "changed")],
+            &[applied(1, "a"), applied(2, "b")],
+            None,
+        );
         assert_eq!(report.checksum_mismatches(), vec![2]);
         assert_eq!(report.versions_in(MigrationState::Applied), vec![1]);
     }
 
     #[test]
     fn dirty_version_wins_over_checksum_comparison() {
-        let report = classify(&[known(1, "a"), known(2, "b")], &[applied(1, "a"), applied(2, "b")], Some(2));
+        let report = classify(
+            &[known(1, "a"), known(2, "b")],
+            &[applied(1, "a"), applied(2, "b")],
+            Some(2),
+        );
         assert_eq!(report.dirty(), vec![2]);
         assert!(report.checksum_mismatches().is_empty());
     }
@@ -248,7 +258,11 @@ mod tests {
             &[applied(1, "a"), applied(2, "x"), applied(3, "c")],
             None,
         );
-        let states: Vec<_> = report.entries.iter().map(|entry| (entry.version, entry.state)).collect();
+        let states: Vec<_> = report
+            .entries
+            .iter()
+            .map(|entry| (entry.version, entry.state))
+            .collect();
         assert_eq!(
             states,
             vec![
