@@ -16,22 +16,22 @@
 //! again once its lock is older than the job timeout.
 //!
 //! **Heartbeat.** The queue loop beats at every poll and while a job runs; the readiness check
-//! `jobs-worker` turns unhealthy when the last beat is older than its bound.
+//! `jobs-worker` ([`JobsWorker::health_check`]) turns unhealthy when the last beat is older than
+//! [`WorkerConfig::heartbeat_max_age`].
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::Pool;
 use crate::error::Error;
-use crate::health::Check;
+use crate::health::{Check, Heartbeat};
 use crate::leader::LeaderHandle;
 use crate::query::{epoch_ms, on_pool};
 
@@ -222,70 +222,12 @@ pub fn after_failure(attempts: i32, max_attempts: i32, now_ms: i64) -> AfterFail
     AfterFailure::RetryAt(now_ms.saturating_add(delay))
 }
 
-/// The queue loop's liveness, shared with the readiness check.
-#[derive(Debug, Clone)]
-pub struct Heartbeat {
-    last: Arc<Mutex<Option<Instant>>>,
-    max_age: Duration,
-}
-
-impl Heartbeat {
-    fn new(max_age: Duration) -> Self {
-        Self {
-            last: Arc::new(Mutex::new(None)),
-            max_age,
-        }
-    }
-
-    fn beat(&self) {
-        if let Ok(mut last) = self.last.lock() {
-            *last = Some(Instant::now());
-        }
-    }
-
-    /// When the loop last beat.
-    pub fn last(&self) -> Option<Instant> {
-        self.last.lock().ok().and_then(|last| *last)
-    }
-
-    /// The readiness check `jobs-worker`.
-    pub fn health_check(&self) -> Check {
-        let heartbeat = self.clone();
-        Check::new("jobs-worker", move || {
-            let verdict = heartbeat_verdict(heartbeat.last(), Instant::now(), heartbeat.max_age);
-            async move { verdict }
-        })
-    }
-}
-
-/// Healthy when the last beat is at most `max_age` old. Pure.
-pub fn heartbeat_verdict(
-    last: Option<Instant>,
-    now: Instant,
-    max_age: Duration,
-) -> Result<String, String> {
-    match last {
-        None => Err("the jobs worker has not beaten yet".to_owned()),
-        Some(last) => {
-            let age = now.saturating_duration_since(last);
-            let message = format!("last beat {} ms ago", age.as_millis());
-            if age <= max_age {
-                Ok(message)
-            } else {
-                Err(format!(
-                    "{message} (bound {} ms): the worker loop is stuck",
-                    max_age.as_millis()
-                ))
-            }
-        }
-    }
-}
-
 /// The running worker: one scheduler task per cron job and one queue loop.
 pub struct JobsWorker {
     cancel: CancellationToken,
     tasks: Vec<(String, JoinHandle<()>)>,
     heartbeat: Heartbeat,
+    heartbeat_max_age: Duration,
 }
 
 impl fmt::Debug for JobsWorker {
@@ -308,8 +250,8 @@ impl JobsWorker {
         config: WorkerConfig,
     ) -> Self {
         let cancel = CancellationToken::new();
-        let heartbeat = Heartbeat::new(config.heartbeat_max_age());
-        heartbeat.beat();
+        let heartbeat = Heartbeat::new();
+        let heartbeat_max_age = config.heartbeat_max_age();
         let mut tasks = Vec::new();
         for job in registry.cron.clone() {
             let name = format!("cron {}", job.name);
@@ -334,12 +276,19 @@ impl JobsWorker {
             cancel,
             tasks,
             heartbeat,
+            heartbeat_max_age,
         }
     }
 
-    /// The heartbeat, for the readiness check.
+    /// The queue loop's heartbeat.
     pub fn heartbeat(&self) -> Heartbeat {
         self.heartbeat.clone()
+    }
+
+    /// The readiness check `jobs-worker`: unhealthy when the queue loop has not beaten for
+    /// [`WorkerConfig::heartbeat_max_age`].
+    pub fn health_check(&self) -> Check {
+        self.heartbeat.check("jobs-worker", self.heartbeat_max_age)
     }
 
     /// Stops scheduling and polling; a job already running finishes (each task bounded by
@@ -769,6 +718,10 @@ async fn run_claimed(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use tokio::time::Instant;
+
     use super::*;
 
     #[test]
@@ -798,17 +751,6 @@ mod tests {
         assert_eq!(after_failure(1, 3, 10_000), AfterFailure::RetryAt(11_000));
         assert_eq!(after_failure(2, 3, 10_000), AfterFailure::RetryAt(12_000));
         assert_eq!(after_failure(3, 3, 10_000), AfterFailure::GiveUp);
-    }
-
-    #[test]
-    fn heartbeat_is_healthy_only_while_fresh() {
-        let now = Instant::now();
-        let max_age = Duration::from_secs(2);
-        assert!(heartbeat_verdict(None, now, max_age).is_err());
-        assert!(heartbeat_verdict(Some(now), now + Duration::from_secs(1), max_age).is_ok());
-        let stale =
-            heartbeat_verdict(Some(now), now + Duration::from_secs(3), max_age).unwrap_err();
-        assert!(stale.contains("stuck"), "{stale}");
     }
 
     /// A migrated pool of each backend.
@@ -987,14 +929,10 @@ mod tests {
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            assert!(worker.heartbeat().health_check().name() == "jobs-worker");
+            assert_eq!(worker.health_check().name(), "jobs-worker");
             assert!(
-                heartbeat_verdict(
-                    worker.heartbeat().last(),
-                    Instant::now(),
-                    Duration::from_secs(2)
-                )
-                .is_ok()
+                worker.heartbeat().age() < Duration::from_secs(1),
+                "the queue loop beats while it polls"
             );
             worker.stop(Duration::from_secs(5)).await;
         }

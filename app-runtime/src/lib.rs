@@ -26,6 +26,7 @@ pub mod migrations;
 pub mod query;
 pub mod runtime;
 pub mod shutdown;
+pub mod statuspage;
 pub mod telemetry;
 
 pub use error::Error;
