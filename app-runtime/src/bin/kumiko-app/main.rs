@@ -36,7 +36,11 @@ enum MigrateAction {
     /// Apply pending migrations (the pre-deploy step).
     Apply,
     /// Show applied, pending, unknown, dirty and mismatched migrations; change nothing.
-    Status,
+    Status {
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() {
@@ -60,8 +64,8 @@ fn main() {
                 action: MigrateAction::Apply,
             } => migrate::apply(env).await,
             Command::Migrate {
-                action: MigrateAction::Status,
-            } => migrate::status(env).await,
+                action: MigrateAction::Status { json },
+            } => migrate::status(env, json).await,
         }
     });
     // Exit without waiting for tasks that shutdown already abandoned.
