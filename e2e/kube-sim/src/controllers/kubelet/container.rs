@@ -1,0 +1,730 @@
+//! One container of a pod: its process, its probes, its restarts and its termination.
+//!
+//! Rules followed (Kubernetes documentation, "Pod Lifecycle" and "Container restart policy"):
+//! - `restartPolicy: Always` restarts a container whenever it exits, `OnFailure` when it exits
+//!   with a non-zero code, `Never` never; init containers restart on failure unless the policy is
+//!   `Never`;
+//! - restarts back off exponentially: the first restart is immediate, then the delay starts at
+//!   the back-off base (10s in Kubernetes) and doubles up to five minutes (`CrashLoopBackOff`);
+//! - termination sends SIGTERM to the container's main process (a container's PID 1), waits
+//!   the grace period, then sends SIGKILL (here to the whole process group);
+//! - a failed startup or liveness probe kills the container the same way (the probe's own
+//!   `terminationGracePeriodSeconds` applies when set) and the restart policy decides what follows.
+
+use std::collections::HashSet;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::Api;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::env::{EnvSources, process_arguments, referenced_objects, resolve_env};
+use super::probe::{ProbeCounter, ProbeSpec, Verdict, probe_spec, run_probe};
+use super::status::{ContainerRuntime, RunState};
+use crate::controllers::PodLogSink;
+use crate::controllers::error::is_not_found;
+use crate::controllers::pods::now;
+
+/// The most a restart is delayed (Kubernetes: five minutes).
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The pod's containers as the kubelet tracks them.
+#[derive(Debug, Default, Clone)]
+pub struct PodRuntime {
+    /// Init containers, in order.
+    pub init: Vec<ContainerRuntime>,
+    /// Containers.
+    pub main: Vec<ContainerRuntime>,
+}
+
+/// A container's restart policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Restart whenever it exits.
+    Always,
+    /// Restart when it fails.
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+impl RestartPolicy {
+    /// The pod's policy (`Always` when unset).
+    pub fn of(pod: &Pod) -> Self {
+        match pod
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.restart_policy.as_deref())
+        {
+            Some("OnFailure") => RestartPolicy::OnFailure,
+            Some("Never") => RestartPolicy::Never,
+            _ => RestartPolicy::Always,
+        }
+    }
+}
+
+/// Whether a container that exited with `exit_code` runs again.
+pub fn should_restart(policy: RestartPolicy, init_container: bool, exit_code: i32) -> bool {
+    match (policy, init_container) {
+        (RestartPolicy::Never, _) => false,
+        (_, true) | (RestartPolicy::OnFailure, false) => exit_code != 0,
+        (RestartPolicy::Always, false) => true,
+    }
+}
+
+/// The delay before restart number `restarts_done + 1`.
+pub fn restart_delay(base: Duration, restarts_done: i32) -> Duration {
+    if restarts_done <= 0 {
+        return Duration::ZERO;
+    }
+    let exponent = u32::try_from(restarts_done - 1).unwrap_or(0).min(16);
+    base.saturating_mul(1_u32 << exponent).min(MAX_BACKOFF)
+}
+
+/// The exit code the status reports: the code, or 128 + the signal for signalled processes.
+pub fn exit_code_of(status: std::process::ExitStatus) -> (i32, Option<i32>) {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => (code, None),
+        (None, Some(signal)) => (128 + signal, Some(signal)),
+        (None, None) => (1, None),
+    }
+}
+
+/// Everything a container runner needs.
+#[derive(Clone)]
+pub struct ContainerContext {
+    /// The pod as it was when it started.
+    pub pod: Arc<Pod>,
+    /// The container's spec.
+    pub spec: Container,
+    /// Its index in `init` or `main`.
+    pub index: usize,
+    /// Whether it is an init container.
+    pub init: bool,
+    /// Its loopback port (`PORT`).
+    pub port: u16,
+    /// The local binary its image maps to, if any.
+    pub binary: Option<PathBuf>,
+    /// The pod's temporary directory (working directory, `HOME`, `TMPDIR`).
+    pub workdir: PathBuf,
+    /// API client, to read Secrets and ConfigMaps.
+    pub client: kube::Client,
+    /// Where output goes.
+    pub logs: Arc<dyn PodLogSink>,
+    /// The pod's container states.
+    pub runtime: Arc<Mutex<PodRuntime>>,
+    /// Woken on every state change.
+    pub changed: Arc<Notify>,
+    /// `Some(grace)` once the pod terminates.
+    pub stop: watch::Receiver<Option<Duration>>,
+    /// The pod's restart policy.
+    pub restart_policy: RestartPolicy,
+    /// The first CrashLoopBackOff delay.
+    pub backoff_base: Duration,
+    /// The pod's `terminationGracePeriodSeconds`.
+    pub pod_grace: Duration,
+    /// Process groups alive, for a last SIGKILL when the sim stops.
+    pub process_groups: Arc<Mutex<HashSet<i32>>>,
+}
+
+/// How one run of the container ended.
+struct Exit {
+    exit_code: i32,
+    signal: Option<i32>,
+    reason: String,
+    message: Option<String>,
+    started_at: Option<Timestamp>,
+    /// Ended because the pod terminates.
+    stopped: bool,
+}
+
+/// What the probes tell the runner.
+enum ProbeEvent {
+    Started,
+    Ready(bool),
+    Kill { message: String, grace: Option<Duration> },
+}
+
+impl ContainerContext {
+    fn namespace(&self) -> String {
+        self.pod.metadata.namespace.clone().unwrap_or_default()
+    }
+
+    fn pod_name(&self) -> String {
+        self.pod.metadata.name.clone().unwrap_or_default()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut ContainerRuntime)) {
+        {
+            let mut runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+            let list = if self.init {
+                &mut runtime.init
+            } else {
+                &mut runtime.main
+            };
+            if let Some(container) = list.get_mut(self.index) {
+                change(container);
+            }
+        }
+        self.changed.notify_one();
+    }
+
+    fn current(&self) -> Option<ContainerRuntime> {
+        let runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+        let list = if self.init { &runtime.init } else { &runtime.main };
+        list.get(self.index).cloned()
+    }
+
+    fn probes(&self) -> (Option<ProbeSpec>, Option<ProbeSpec>, Option<ProbeSpec>) {
+        if self.init {
+            return (None, None, None);
+        }
+        let spec = |probe: &Option<k8s_openapi::api::core::v1::Probe>| {
+            probe
+                .as_ref()
+                .map(|probe| probe_spec(&self.spec, probe, self.port))
+        };
+        (
+            spec(&self.spec.startup_probe),
+            spec(&self.spec.readiness_probe),
+            spec(&self.spec.liveness_probe),
+        )
+    }
+}
+
+fn stop_requested(stop: &watch::Receiver<Option<Duration>>) -> Option<Duration> {
+    *stop.borrow()
+}
+
+/// Waits until the pod terminates; returns its grace period.
+async fn stopped(stop: &mut watch::Receiver<Option<Duration>>) -> Duration {
+    loop {
+        if let Some(grace) = stop_requested(stop) {
+            return grace;
+        }
+        if stop.changed().await.is_err() {
+            return Duration::ZERO;
+        }
+    }
+}
+
+/// Runs the container until it will not run again. Returns whether it succeeded (exit code 0).
+pub async fn run_container(context: ContainerContext) -> bool {
+    let mut stop = context.stop.clone();
+    loop {
+        if stop_requested(&stop).is_some() {
+            context.update(|container| {
+                if !matches!(container.state, RunState::Terminated { .. }) {
+                    container.state = RunState::Terminated {
+                        exit_code: 0,
+                        signal: None,
+                        reason: "Completed".to_owned(),
+                        message: None,
+                        started_at: None,
+                        finished_at: now(),
+                    };
+                }
+                container.finished = true;
+                container.ready = false;
+            });
+            return false;
+        }
+        let Some(env) = resolve_with_retry(&context, &mut stop).await else {
+            continue;
+        };
+        let exit = match context.binary.clone() {
+            Some(binary) => run_process(&context, &binary, &env, &mut stop).await,
+            None => run_unmapped(&context, &mut stop).await,
+        };
+        let restart = !exit.stopped
+            && should_restart(context.restart_policy, context.init, exit.exit_code);
+        let succeeded = exit.exit_code == 0;
+        let terminated = RunState::Terminated {
+            exit_code: exit.exit_code,
+            signal: exit.signal,
+            reason: exit.reason,
+            message: exit.message,
+            started_at: exit.started_at,
+            finished_at: now(),
+        };
+        context.update(|container| {
+            container.state = terminated.clone();
+            container.ready = false;
+            container.started = false;
+            container.finished = !restart;
+        });
+        if !restart {
+            return succeeded && !exit.stopped;
+        }
+        let restarts_done = context.current().map_or(0, |c| c.restart_count);
+        let delay = restart_delay(context.backoff_base, restarts_done);
+        if !delay.is_zero() {
+            let message = format!(
+                "back-off {}s restarting failed container={} pod={}_{}",
+                delay.as_secs(),
+                context.spec.name,
+                context.pod_name(),
+                context.namespace()
+            );
+            context.update(|container| {
+                container.last_state = Some(terminated.clone());
+                container.state = RunState::Waiting {
+                    reason: "CrashLoopBackOff".to_owned(),
+                    message: Some(message),
+                };
+            });
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _grace = stopped(&mut stop) => {
+                    context.update(|container| {
+                        container.state = terminated.clone();
+                        container.finished = true;
+                    });
+                    return false;
+                }
+            }
+        }
+        context.update(|container| {
+            container.last_state = Some(terminated.clone());
+            container.restart_count += 1;
+        });
+    }
+}
+
+async fn fetch_sources(context: &ContainerContext) -> Result<EnvSources, kube::Error> {
+    let namespace = context.namespace();
+    let (secret_names, config_map_names) = referenced_objects(&context.spec);
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(context.client.clone(), &namespace);
+    let mut sources = EnvSources::default();
+    for name in secret_names {
+        let secret = match secrets.get(&name).await {
+            Ok(secret) => Some(secret),
+            Err(error) if is_not_found(&error) => None,
+            Err(error) => return Err(error),
+        };
+        sources.secrets.insert(name, secret);
+    }
+    for name in config_map_names {
+        let config_map = match config_maps.get(&name).await {
+            Ok(config_map) => Some(config_map),
+            Err(error) if is_not_found(&error) => None,
+            Err(error) => return Err(error),
+        };
+        sources.config_maps.insert(name, config_map);
+    }
+    Ok(sources)
+}
+
+/// The container's environment, retried every second while a reference cannot be resolved
+/// (`CreateContainerConfigError`). `None` when the pod terminates meanwhile.
+async fn resolve_with_retry(
+    context: &ContainerContext,
+    stop: &mut watch::Receiver<Option<Duration>>,
+) -> Option<Vec<(String, String)>> {
+    loop {
+        let message = match fetch_sources(context).await {
+            Ok(sources) => match resolve_env(&context.pod, &context.spec, &sources) {
+                Ok(mut env) => {
+                    env.retain(|(name, _)| name != "PORT");
+                    env.push(("PORT".to_owned(), context.port.to_string()));
+                    return Some(env);
+                }
+                Err(message) => message,
+            },
+            Err(error) => format!("reading the container's Secrets and ConfigMaps: {error}"),
+        };
+        context.update(|container| {
+            container.state = RunState::Waiting {
+                reason: "CreateContainerConfigError".to_owned(),
+                message: Some(message),
+            };
+        });
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _grace = stopped(stop) => return None,
+        }
+    }
+}
+
+fn base_environment(context: &ContainerContext) -> Vec<(String, String)> {
+    let workdir = context.workdir.display().to_string();
+    let mut env = vec![
+        (
+            "PATH".to_owned(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned()),
+        ),
+        ("HOME".to_owned(), workdir.clone()),
+        ("TMPDIR".to_owned(), workdir),
+        ("HOSTNAME".to_owned(), context.pod_name()),
+    ];
+    if let Ok(lang) = std::env::var("LANG") {
+        env.push(("LANG".to_owned(), lang));
+    }
+    env
+}
+
+fn start_error(message: String) -> Exit {
+    Exit {
+        exit_code: 128,
+        signal: None,
+        reason: "StartError".to_owned(),
+        message: Some(message),
+        started_at: None,
+        stopped: false,
+    }
+}
+
+fn forward_output(
+    context: &ContainerContext,
+    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) {
+    let logs = context.logs.clone();
+    let namespace = context.namespace();
+    let pod = context.pod_name();
+    let container = context.spec.name.clone();
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stream);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => logs.append(&namespace, &pod, &container, &line),
+            }
+        }
+    });
+}
+
+async fn run_process(
+    context: &ContainerContext,
+    binary: &std::path::Path,
+    env: &[(String, String)],
+    stop: &mut watch::Receiver<Option<Duration>>,
+) -> Exit {
+    if !binary.is_file() {
+        return start_error(format!(
+            "kube-sim: the binary {} that image {} maps to does not exist (build it, or fix --image)",
+            binary.display(),
+            context.spec.image.as_deref().unwrap_or("")
+        ));
+    }
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .args(process_arguments(&context.spec, env))
+        .env_clear()
+        .envs(base_environment(context))
+        .envs(env.iter().map(|(key, value)| (key.as_str(), value.as_str())))
+        .current_dir(&context.workdir)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            return start_error(format!("kube-sim: cannot run {}: {error}", binary.display()));
+        }
+    };
+    let started_at = now();
+    let started_instant = Instant::now();
+    let pid = child.id().and_then(|id| i32::try_from(id).ok());
+    if let Some(pid) = pid {
+        context
+            .process_groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pid);
+    }
+    context.logs.start(&context.namespace(), &context.pod_name(), &context.spec.name);
+    if let Some(stdout) = child.stdout.take() {
+        forward_output(context, stdout);
+    }
+    if let Some(stderr) = child.stderr.take() {
+        forward_output(context, stderr);
+    }
+
+    let (startup, readiness, liveness) = context.probes();
+    let starts_started = startup.is_none();
+    let starts_ready = starts_started && readiness.is_none();
+    context.update(|container| {
+        container.state = RunState::Running { started_at };
+        container.started = starts_started;
+        container.ready = starts_ready;
+    });
+    let (probe_tx, mut probe_rx) = mpsc::channel(16);
+    let probe_task = tokio::spawn(run_probes(
+        started_instant,
+        startup,
+        readiness,
+        liveness,
+        env.to_vec(),
+        probe_tx,
+    ));
+
+    let mut kill: Option<(String, Duration)> = None;
+    let mut stopped_by_pod = false;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status.ok(),
+            event = probe_rx.recv() => match event {
+                Some(ProbeEvent::Started) => context.update(|c| {
+                    c.started = true;
+                    if context.spec.readiness_probe.is_none() {
+                        c.ready = true;
+                    }
+                }),
+                Some(ProbeEvent::Ready(ready)) => {
+                    if context.current().is_some_and(|c| c.ready != ready) {
+                        context.update(|c| c.ready = ready);
+                    }
+                }
+                Some(ProbeEvent::Kill { message, grace }) => {
+                    let grace = grace.unwrap_or(context.pod_grace);
+                    kill = Some((message, grace));
+                    break terminate(&mut child, pid, grace).await;
+                }
+                None => {
+                    // The probes are done (none configured): only the process and the pod matter.
+                    tokio::select! {
+                        status = child.wait() => break status.ok(),
+                        grace = stopped(stop) => {
+                            stopped_by_pod = true;
+                            break terminate(&mut child, pid, grace).await;
+                        }
+                    }
+                }
+            },
+            grace = stopped(stop) => {
+                stopped_by_pod = true;
+                break terminate(&mut child, pid, grace).await;
+            }
+        }
+    };
+    probe_task.abort();
+    if let Some(pid) = pid {
+        // Whatever the process left behind in its group goes too.
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        context
+            .process_groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid);
+    }
+    let (exit_code, signal) = status.map_or((137, Some(9)), exit_code_of);
+    let reason = if exit_code == 0 { "Completed" } else { "Error" };
+    Exit {
+        exit_code,
+        signal,
+        reason: reason.to_owned(),
+        message: kill.map(|(message, _)| message),
+        started_at: Some(started_at),
+        stopped: stopped_by_pod,
+    }
+}
+
+/// SIGTERM to the main process, SIGKILL to its group after `grace`.
+async fn terminate(
+    child: &mut tokio::process::Child,
+    pid: Option<i32>,
+    grace: Duration,
+) -> Option<std::process::ExitStatus> {
+    if let Some(pid) = pid {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
+        return status.ok();
+    }
+    if let Some(pid) = pid {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let _ = child.start_kill();
+    child.wait().await.ok()
+}
+
+async fn wait_until(start: Instant, delay: Duration) {
+    let deadline = start + delay;
+    tokio::time::sleep_until(deadline.into()).await;
+}
+
+/// Startup first; then readiness and liveness side by side.
+async fn run_probes(
+    start: Instant,
+    startup: Option<ProbeSpec>,
+    readiness: Option<ProbeSpec>,
+    liveness: Option<ProbeSpec>,
+    env: Vec<(String, String)>,
+    events: mpsc::Sender<ProbeEvent>,
+) {
+    if startup.is_none() && readiness.is_none() && liveness.is_none() {
+        return;
+    }
+    if let Some(spec) = startup {
+        wait_until(start, spec.initial_delay).await;
+        let mut counter = ProbeCounter::default();
+        loop {
+            let result = run_probe(&spec, &env).await;
+            let failure = result.as_ref().err().cloned();
+            match counter.record(result.is_ok(), &spec) {
+                Verdict::Passing => {
+                    let _ = events.send(ProbeEvent::Started).await;
+                    break;
+                }
+                Verdict::Failing => {
+                    let _ = events
+                        .send(ProbeEvent::Kill {
+                            message: format!(
+                                "Startup probe failed: {}",
+                                failure.unwrap_or_default()
+                            ),
+                            grace: spec.termination_grace,
+                        })
+                        .await;
+                    return;
+                }
+                Verdict::Undecided => {}
+            }
+            tokio::time::sleep(spec.period).await;
+        }
+    }
+    let readiness_loop = {
+        let events = events.clone();
+        let env = env.clone();
+        async move {
+            let Some(spec) = readiness else {
+                return;
+            };
+            wait_until(start, spec.initial_delay).await;
+            let mut counter = ProbeCounter::default();
+            loop {
+                let result = run_probe(&spec, &env).await;
+                match counter.record(result.is_ok(), &spec) {
+                    Verdict::Passing => {
+                        if events.send(ProbeEvent::Ready(true)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Verdict::Failing => {
+                        if events.send(ProbeEvent::Ready(false)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Verdict::Undecided => {}
+                }
+                tokio::time::sleep(spec.period).await;
+            }
+        }
+    };
+    let liveness_loop = async move {
+        let Some(spec) = liveness else {
+            return;
+        };
+        wait_until(start, spec.initial_delay).await;
+        let mut counter = ProbeCounter::default();
+        loop {
+            let result = run_probe(&spec, &env).await;
+            let failure = result.as_ref().err().cloned();
+            if counter.record(result.is_ok(), &spec) == Verdict::Failing {
+                let _ = events
+                    .send(ProbeEvent::Kill {
+                        message: format!(
+                            "Liveness probe failed: {}",
+                            failure.unwrap_or_default()
+                        ),
+                        grace: spec.termination_grace,
+                    })
+                    .await;
+                return;
+            }
+            tokio::time::sleep(spec.period).await;
+        }
+    };
+    tokio::join!(readiness_loop, liveness_loop);
+    // Keep the channel open so the runner does not mistake the end of probing for anything.
+    std::future::pending::<()>().await;
+}
+
+/// A container whose image maps to no binary: Running at once, started after the startup probe's
+/// initial delay, Ready after the readiness probe's initial delay (both from its start; no probe,
+/// no delay). Run-to-completion containers (init containers, pods with restartPolicy Never or
+/// OnFailure) exit 0 at once.
+async fn run_unmapped(
+    context: &ContainerContext,
+    stop: &mut watch::Receiver<Option<Duration>>,
+) -> Exit {
+    let started_at = now();
+    let start = Instant::now();
+    let completed = |stopped| Exit {
+        exit_code: 0,
+        signal: None,
+        reason: "Completed".to_owned(),
+        message: None,
+        started_at: Some(started_at),
+        stopped,
+    };
+    context.update(|container| {
+        container.state = RunState::Running { started_at };
+    });
+    if context.init || context.restart_policy != RestartPolicy::Always {
+        return completed(false);
+    }
+    let (startup, readiness, _liveness) = context.probes();
+    let started_after = startup.map_or(Duration::ZERO, |spec| spec.initial_delay);
+    let ready_after = readiness
+        .map_or(Duration::ZERO, |spec| spec.initial_delay)
+        .max(started_after);
+    let lifecycle = async {
+        wait_until(start, started_after).await;
+        context.update(|container| container.started = true);
+        wait_until(start, ready_after).await;
+        context.update(|container| container.ready = true);
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = lifecycle => completed(false),
+        _grace = stopped(stop) => completed(true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policy_decides_restarts() {
+        assert!(should_restart(RestartPolicy::Always, false, 0));
+        assert!(!should_restart(RestartPolicy::OnFailure, false, 0));
+        assert!(should_restart(RestartPolicy::OnFailure, false, 1));
+        assert!(!should_restart(RestartPolicy::Never, false, 1));
+        assert!(!should_restart(RestartPolicy::Always, true, 0));
+        assert!(should_restart(RestartPolicy::Always, true, 2));
+        assert!(!should_restart(RestartPolicy::Never, true, 2));
+    }
+
+    #[test]
+    fn crash_loop_back_off_doubles_up_to_five_minutes() {
+        let base = Duration::from_secs(10);
+        assert_eq!(restart_delay(base, 0), Duration::ZERO);
+        assert_eq!(restart_delay(base, 1), Duration::from_secs(10));
+        assert_eq!(restart_delay(base, 2), Duration::from_secs(20));
+        assert_eq!(restart_delay(base, 3), Duration::from_secs(40));
+        assert_eq!(restart_delay(base, 10), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn signalled_exit_is_128_plus_signal() {
+        let killed = std::process::ExitStatus::from_raw(9);
+        assert_eq!(exit_code_of(killed), (137, Some(9)));
+        let exited = std::process::ExitStatus::from_raw(3 << 8);
+        assert_eq!(exit_code_of(exited), (3, None));
+    }
+}

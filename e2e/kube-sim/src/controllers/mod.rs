@@ -1,0 +1,359 @@
+//! Simulated controllers: what a cluster's nodes and controllers would do, run as kube-rs clients of
+//! the sim over loopback HTTP in the same process.
+//!
+//! - [`kubelet`]: runs the containers of pods as local processes where the image maps to a local
+//!   binary, runs their probes for real, keeps pod status, writes their logs, and terminates them
+//!   with SIGTERM then SIGKILL.
+//! - [`deployment`]: Deployments without ReplicaSets: rolling updates with maxSurge and
+//!   maxUnavailable, Recreate, scaling, pause, the status and conditions Kubernetes reports.
+//! - [`job`]: Jobs with backoffLimit, activeDeadlineSeconds, ttlSecondsAfterFinished and the
+//!   terminal conditions of Kubernetes 1.31+.
+//! - [`cnpg`]: CloudNativePG `Cluster`s backed by a real Postgres: the `-app`/`-superuser`
+//!   Secrets, the `-rw`/`-ro`/`-r` Services and a healthy status.
+//! - [`service_proxy`]: a local TCP proxy per Service port, as kube-proxy would provide.
+//! - [`admission`] and [`quota`]: LimitRange and ResourceQuota admission of pods, and quota status.
+//!
+//! Every controller has an instant mode ([`ControllersConfig::instant`]) for benchmarks: pods run no
+//! process and are Ready (or Succeeded, for run-to-completion pods) at once, and no delay applies.
+
+pub mod admission;
+pub mod cnpg;
+pub mod deployment;
+pub mod error;
+pub mod job;
+pub mod kubelet;
+pub mod names;
+pub mod pods;
+pub mod quantity;
+pub mod quota;
+pub mod service_proxy;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use error::{Error, Result};
+
+/// The annotation on a pod that holds the loopback port of its first container (`PORT`).
+pub const POD_PORT_ANNOTATION: &str = "kube-sim.kumiko.so/port";
+/// Prefix of the per-container port annotations: `kube-sim.kumiko.so/port-CONTAINER`.
+pub const CONTAINER_PORT_ANNOTATION_PREFIX: &str = "kube-sim.kumiko.so/port-";
+/// Prefix of the Service annotations that publish the proxy of each Service port:
+/// `kube-sim.kumiko.so/proxy-port-SERVICEPORT` = the loopback port of the proxy.
+pub const PROXY_PORT_ANNOTATION_PREFIX: &str = "kube-sim.kumiko.so/proxy-port-";
+/// The field manager the simulated controllers write with.
+pub const FIELD_MANAGER: &str = "kube-sim-controllers";
+
+/// Where the lines a container writes go: the API server's pod-log store.
+pub trait PodLogSink: Send + Sync {
+    /// Marks a container as started: its log exists from now on, possibly empty.
+    fn start(&self, _namespace: &str, _pod: &str, _container: &str) {}
+    /// Appends one chunk of output (normally one line, with its newline) of a container.
+    fn append(&self, namespace: &str, pod: &str, container: &str, chunk: &[u8]);
+}
+
+/// A sink that drops every line (for tests that do not read logs).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DiscardLogs;
+
+impl PodLogSink for DiscardLogs {
+    fn append(&self, _namespace: &str, _pod: &str, _container: &str, _chunk: &[u8]) {}
+}
+
+/// Where CNPG Clusters get their Postgres from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PostgresSource {
+    /// No Postgres: CNPG Clusters get Secrets that point at `127.0.0.1:5432` and nothing is
+    /// created (instant mode only; otherwise Clusters stay unhealthy with a message).
+    #[default]
+    None,
+    /// An existing server, by its admin URL (`postgres://USER:PASSWORD@HOST:PORT/DB`), shared by
+    /// every Cluster.
+    Url(String),
+    /// A throwaway server per Cluster, started with `kumiko-testkit`, removed when the Cluster is
+    /// deleted or the sim stops.
+    Throwaway,
+}
+
+/// One `--image NAME=PATH` mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageMapping {
+    /// The image reference as pods name it (`kumiko-app:dev`), or a repository without tag or
+    /// digest (`kumiko-app`), which then matches every tag and digest of it.
+    pub image: String,
+    /// The local binary that runs for it.
+    pub binary: PathBuf,
+}
+
+impl std::str::FromStr for ImageMapping {
+    type Err = Error;
+
+    fn from_str(value: &str) -> Result<Self> {
+        let invalid = |reason: &str| Error::InvalidOption {
+            option: "--image",
+            value: value.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (image, binary) = value
+            .split_once('=')
+            .ok_or_else(|| invalid("expected NAME=PATH, e.g. kumiko-app:dev=target/debug/kumiko-app"))?;
+        if image.trim().is_empty() {
+            return Err(invalid("the image name before `=` is empty"));
+        }
+        if binary.trim().is_empty() {
+            return Err(invalid("the binary path after `=` is empty"));
+        }
+        Ok(ImageMapping {
+            image: image.trim().to_owned(),
+            binary: PathBuf::from(binary.trim()),
+        })
+    }
+}
+
+/// The binary an image runs as, if it is mapped: an exact match first, then a mapping without
+/// tag or digest that names the image's repository.
+pub fn binary_for_image<'a>(mappings: &'a [ImageMapping], image: &str) -> Option<&'a Path> {
+    if let Some(mapping) = mappings.iter().find(|mapping| mapping.image == image) {
+        return Some(&mapping.binary);
+    }
+    let repository = image_repository(image);
+    mappings
+        .iter()
+        .find(|mapping| mapping.image == repository)
+        .map(|mapping| mapping.binary.as_path())
+}
+
+/// The image reference without its tag and digest (`host:5000/app:1@sha256:..` → `host:5000/app`).
+fn image_repository(image: &str) -> &str {
+    let without_digest = image.split_once('@').map_or(image, |(name, _)| name);
+    let last_slash = without_digest.rfind('/').map_or(0, |index| index + 1);
+    match without_digest[last_slash..].rfind(':') {
+        Some(colon) => &without_digest[..last_slash + colon],
+        None => without_digest,
+    }
+}
+
+/// The controllers' flags of the `kube-sim` binary.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControllerArgs {
+    /// Run pods whose image is NAME as the local binary PATH (repeatable), e.g.
+    /// `kumiko-app:dev=target/debug/kumiko-app`. A NAME without tag matches every tag.
+    #[arg(long = "image", value_name = "NAME=PATH")]
+    pub images: Vec<ImageMapping>,
+    /// The admin URL of an existing Postgres that CNPG Clusters use
+    /// (`postgres://postgres:PASSWORD@127.0.0.1:5432/postgres`).
+    #[arg(long, value_name = "URL", conflicts_with = "start_postgres")]
+    pub postgres: Option<String>,
+    /// Start a throwaway Postgres for each CNPG Cluster (needs the Postgres binaries; `make deps`).
+    #[arg(long)]
+    pub start_postgres: bool,
+    /// Instant mode, for benchmarks: no processes, no probes, no delays; pods are Ready at once.
+    #[arg(long)]
+    pub instant: bool,
+    /// The first delay of CrashLoopBackOff and of a Job's pod-failure back-off, in seconds
+    /// (Kubernetes: 10, doubling up to 300).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub backoff_seconds: f64,
+    /// Serve the API only, without any simulated controller.
+    #[arg(long)]
+    pub no_controllers: bool,
+}
+
+impl ControllerArgs {
+    /// The configuration these flags describe, with relative binary paths made absolute against
+    /// the current directory.
+    pub fn to_config(&self, log_sink: Arc<dyn PodLogSink>) -> Result<ControllersConfig> {
+        if !(self.backoff_seconds.is_finite() && self.backoff_seconds >= 0.0) {
+            return Err(Error::InvalidOption {
+                option: "--backoff-seconds",
+                value: self.backoff_seconds.to_string(),
+                reason: "must be a number of seconds, 0 or more".to_owned(),
+            });
+        }
+        let cwd = std::env::current_dir().map_err(|source| Error::Io {
+            action: "reading the current directory".to_owned(),
+            source,
+        })?;
+        let images = self
+            .images
+            .iter()
+            .map(|mapping| ImageMapping {
+                image: mapping.image.clone(),
+                binary: cwd.join(&mapping.binary),
+            })
+            .collect();
+        let postgres = match (&self.postgres, self.start_postgres) {
+            (Some(url), _) => PostgresSource::Url(url.clone()),
+            (None, true) => PostgresSource::Throwaway,
+            (None, false) => PostgresSource::None,
+        };
+        Ok(ControllersConfig {
+            images,
+            postgres,
+            instant: self.instant,
+            backoff_base: Duration::from_secs_f64(self.backoff_seconds),
+            log_sink,
+        })
+    }
+}
+
+/// What the simulated controllers need to know.
+#[derive(Clone)]
+pub struct ControllersConfig {
+    /// Images that run as local binaries.
+    pub images: Vec<ImageMapping>,
+    /// Where CNPG Clusters get their Postgres.
+    pub postgres: PostgresSource,
+    /// Instant mode (benchmarks).
+    pub instant: bool,
+    /// The first delay of CrashLoopBackOff and of a Job's pod-failure back-off (10s in Kubernetes).
+    pub backoff_base: Duration,
+    /// Where container output goes.
+    pub log_sink: Arc<dyn PodLogSink>,
+}
+
+impl std::fmt::Debug for ControllersConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let postgres = match &self.postgres {
+            PostgresSource::None => "none",
+            PostgresSource::Url(_) => "url (redacted)",
+            PostgresSource::Throwaway => "throwaway",
+        };
+        formatter
+            .debug_struct("ControllersConfig")
+            .field("images", &self.images)
+            .field("postgres", &postgres)
+            .field("instant", &self.instant)
+            .field("backoff_base", &self.backoff_base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ControllersConfig {
+    fn default() -> Self {
+        ControllersConfig {
+            images: Vec::new(),
+            postgres: PostgresSource::None,
+            instant: false,
+            backoff_base: Duration::from_secs(10),
+            log_sink: Arc::new(DiscardLogs),
+        }
+    }
+}
+
+/// The running controllers. Dropping it stops them and kills every pod process.
+pub struct Controllers {
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    kubelet: kubelet::Kubelet,
+    cnpg: cnpg::CnpgController,
+}
+
+impl Controllers {
+    /// Starts every controller against the API server `client` talks to.
+    pub async fn start(client: kube::Client, config: ControllersConfig) -> Result<Self> {
+        let shutdown = CancellationToken::new();
+        let config = Arc::new(config);
+        let kubelet = kubelet::Kubelet::new(client.clone(), config.clone());
+        let cnpg = cnpg::CnpgController::new(client.clone(), config.clone()).await?;
+        let tasks = vec![
+            tokio::spawn(kubelet.clone().run(shutdown.clone())),
+            tokio::spawn(deployment::run(client.clone(), config.clone(), shutdown.clone())),
+            tokio::spawn(job::run(client.clone(), config.clone(), shutdown.clone())),
+            tokio::spawn(cnpg.clone().run(shutdown.clone())),
+            tokio::spawn(service_proxy::run(client.clone(), shutdown.clone())),
+            tokio::spawn(quota::run(client, shutdown.clone())),
+        ];
+        Ok(Controllers {
+            shutdown,
+            tasks,
+            kubelet,
+            cnpg,
+        })
+    }
+
+    /// Stops every controller: pod processes get SIGKILL, throwaway Postgres servers are removed.
+    pub async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    async fn stop(&mut self) {
+        self.shutdown.cancel();
+        self.kubelet.kill_all().await;
+        for task in self.tasks.drain(..) {
+            task.abort();
+            let _ = task.await;
+        }
+        self.cnpg.stop_all().await;
+    }
+}
+
+impl Drop for Controllers {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.kubelet.kill_all_now();
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.cnpg.stop_all_now();
+    }
+}
+
+/// Labels as a label-selector string (`a=b,c=d`), for list calls.
+pub(crate) fn selector_string(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mappings() -> Vec<ImageMapping> {
+        vec![
+            "kumiko-app:dev=target/debug/kumiko-app".parse().expect("mapping"),
+            "sim-pod=/bin/sim-pod".parse().expect("mapping"),
+        ]
+    }
+
+    #[test]
+    fn image_mapping_needs_name_and_path() {
+        let error = "kumiko-app".parse::<ImageMapping>().expect_err("no =");
+        assert!(error.to_string().contains("NAME=PATH"), "{error}");
+        assert!("=x".parse::<ImageMapping>().is_err());
+        assert!("x=".parse::<ImageMapping>().is_err());
+    }
+
+    #[test]
+    fn exact_image_matches_and_untagged_mapping_matches_every_tag() {
+        let mappings = mappings();
+        assert_eq!(
+            binary_for_image(&mappings, "kumiko-app:dev"),
+            Some(Path::new("target/debug/kumiko-app"))
+        );
+        assert_eq!(binary_for_image(&mappings, "kumiko-app:other"), None);
+        assert_eq!(
+            binary_for_image(&mappings, "sim-pod:1.2"),
+            Some(Path::new("/bin/sim-pod"))
+        );
+        assert_eq!(
+            binary_for_image(&mappings, "sim-pod@sha256:abcd"),
+            Some(Path::new("/bin/sim-pod"))
+        );
+        assert_eq!(binary_for_image(&mappings, "registry:5000/sim-pod:1"), None);
+    }
+
+    #[test]
+    fn repository_keeps_registry_port() {
+        assert_eq!(image_repository("host:5000/app:1@sha256:00"), "host:5000/app");
+        assert_eq!(image_repository("host:5000/app"), "host:5000/app");
+        assert_eq!(image_repository("app"), "app");
+    }
+}
