@@ -139,22 +139,22 @@ fn log_decision(decision: &GateDecision, report: &MigrationReport, mode: Migrati
     match decision {
         GateDecision::Boot => {
             tracing::info!(
-                ?database_version,
-                ?binary_version,
+                database_version,
+                binary_version,
                 mode = mode.as_str(),
                 "schema is up to date"
             );
         }
         GateDecision::BootAhead { ahead, .. } => tracing::warn!(
-            ?database_version,
-            ?binary_version,
+            database_version,
+            binary_version,
             ?ahead,
             mode = mode.as_str(),
             "database is ahead of this binary (an older image during a rollout?); booting"
         ),
         GateDecision::BootWithPending { pending } => tracing::warn!(
-            ?database_version,
-            ?binary_version,
+            database_version,
+            binary_version,
             ?pending,
             mode = mode.as_str(),
             "pending migrations; booting because KUMIKO_MIGRATIONS_MODE=warn: run `kumiko-app migrate apply`"
@@ -163,8 +163,8 @@ fn log_decision(decision: &GateDecision, report: &MigrationReport, mode: Migrati
             tracing::info!(?pending, mode = mode.as_str(), "pending migrations applied");
         }
         GateDecision::Refuse(drift) => tracing::error!(
-            ?database_version,
-            ?binary_version,
+            database_version,
+            binary_version,
             mode = mode.as_str(),
             error = %drift,
             "refusing to boot"

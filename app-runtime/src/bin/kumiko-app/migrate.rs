@@ -54,7 +54,7 @@ pub async fn apply(env: Env) -> i32 {
     tracing::info!(
         database = %target.describe(),
         instance = %config.instance_id,
-        binary_version = ?migrator.iter().map(|m| m.version).max(),
+        binary_version = migrator.iter().map(|m| m.version).max(),
         "applying migrations"
     );
     let backoff = ExponentialBuilder::default()
@@ -96,14 +96,14 @@ pub async fn apply(env: Env) -> i32 {
     if ahead.is_empty() {
         tracing::info!(
             applied = outcome.applied.len(),
-            database_version = ?report.database_version,
+            database_version = report.database_version,
             "migrations applied; the schema is current"
         );
     } else {
         tracing::warn!(
             applied = outcome.applied.len(),
-            database_version = ?report.database_version,
-            binary_version = ?report.binary_version,
+            database_version = report.database_version,
+            binary_version = report.binary_version,
             ?ahead,
             "the database is ahead of this binary; its newer migrations were left alone"
         );
