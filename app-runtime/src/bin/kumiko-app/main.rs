@@ -4,6 +4,7 @@
 //! Commands (DESIGN §4): `serve` (the API), `worker` (background jobs), `migrate apply` (the
 //! pre-deploy step) and `migrate status`. Configuration comes from the environment only.
 
+mod api;
 mod migrate;
 mod serve;
 mod worker;

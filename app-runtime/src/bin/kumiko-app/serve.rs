@@ -1,33 +1,22 @@
-//! `kumiko-app serve`: the API process. Boot phases 7 to 14 of the app, and its routes:
-//!
-//! - `GET /api/ping`: a bare route (the benchmark's baseline for `/health/ready`).
-//! - `GET /api/events`: the SSE stream (a `hello`, then a `heartbeat` every
-//!   `KUMIKO_EVENTS_INTERVAL`); it ends when the runtime cancels streams at shutdown.
-//! - `GET /api/slow?ms=N`: sleeps N ms, then answers; only with `KUMIKO_TEST_ROUTES=1` (the
-//!   shutdown tests and benchmarks use it to hold a request in flight).
+//! `kumiko-app serve`: the API process. Its components (checked in boot validation), boot
+//! phases 7 to 14 (database, migration gate, Redis when set), and the routes of [`crate::api`].
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use futures::future::BoxFuture;
-use futures::{Stream, StreamExt};
-use kumiko_runtime::boot::{BootError, Phase, PhaseError, PhasePolicy};
+use kumiko_runtime::boot::{Backoff, BootError, Phase, PhaseError, PhasePolicy};
 use kumiko_runtime::component::Component;
 use kumiko_runtime::config::{Env, ProcessKind, parse_duration};
-use kumiko_runtime::db::Pool;
-use kumiko_runtime::lifecycle::Lifecycle;
-use kumiko_runtime::migrations;
 use kumiko_runtime::runtime::{self, Runtime};
-use tokio_util::sync::CancellationToken;
+use kumiko_runtime::statuspage::uptime;
+use kumiko_runtime::{leader, migrations};
+use tokio::sync::broadcast;
 
-/// The longest `/api/slow` sleeps (a request that "never returns" in tests).
-const SLOW_MAX: Duration = Duration::from_secs(3600);
+use crate::api::{self, AppState};
+
+/// How long one Redis command may take.
+const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the boot gate (phase 9) may take.
 const MIGRATION_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default interval between SSE heartbeats.
@@ -39,13 +28,22 @@ pub async fn run(env: Env) -> i32 {
 }
 
 /// The app's components, checked in boot validation.
-fn components() -> Vec<Component> {
+pub fn components() -> Vec<Component> {
     vec![
         Component::new("database"),
         Component::new("status-page").requires("database"),
         Component::new("events")
             .requires("status-page")
             .setting("KUMIKO_EVENTS_INTERVAL", validate_interval),
+        // Settings the worker reads are declared here too: one environment serves both.
+        Component::new("uptime")
+            .requires("database")
+            .setting(uptime::ROLLUP_INTERVAL_SETTING, uptime::validate_interval)
+            .setting(uptime::WINDOW_SETTING, uptime::validate_window),
+        Component::new("leader").setting(leader::KEY_SETTING, leader::validate_key),
+        Component::new("write-api")
+            .requires("status-page")
+            .setting("KUMIKO_ADMIN_TOKEN", |_| Ok(())),
         Component::new("test-routes").setting("KUMIKO_TEST_ROUTES", validate_flag),
     ]
 }
@@ -73,17 +71,6 @@ fn parse_flag(value: &str) -> Option<bool> {
     }
 }
 
-/// What the handlers share.
-#[derive(Clone)]
-struct AppState {
-    #[allow(dead_code)]
-    pool: Pool,
-    lifecycle: Lifecycle,
-    instance: String,
-    streams: CancellationToken,
-    events_interval: Duration,
-}
-
 /// Phases 7 to 14 of the API process.
 fn boot(runtime: &mut Runtime) -> BoxFuture<'_, Result<Router, BootError>> {
     Box::pin(async move {
@@ -108,6 +95,28 @@ fn boot(runtime: &mut Runtime) -> BoxFuture<'_, Result<Router, BootError>> {
             )
             .await?;
 
+        // Phase 10: Redis, when the tier has it (the API only checks it; the worker elects).
+        if let Some(url) = runtime.config.redis_url.clone() {
+            let connection = runtime
+                .boot
+                .run(
+                    Phase::ConnectRedis,
+                    PhasePolicy::retry(Backoff::default()),
+                    || {
+                        let url = url.clone();
+                        async move {
+                            leader::connect_redis(&url, REDIS_COMMAND_TIMEOUT)
+                                .await
+                                .map_err(PhaseError::transient)
+                        }
+                    },
+                )
+                .await?;
+            runtime
+                .health
+                .register(leader::redis_health_check(connection));
+        }
+
         let env = &runtime.env;
         let events_interval = env
             .get("KUMIKO_EVENTS_INTERVAL")
@@ -117,6 +126,13 @@ fn boot(runtime: &mut Runtime) -> BoxFuture<'_, Result<Router, BootError>> {
             .get("KUMIKO_TEST_ROUTES")
             .and_then(|value| parse_flag(value))
             .unwrap_or(false);
+        let admin_token = env
+            .get("KUMIKO_ADMIN_TOKEN")
+            .map(|token| token.trim().to_owned())
+            .filter(|token| !token.is_empty());
+        if admin_token.is_none() {
+            tracing::info!("KUMIKO_ADMIN_TOKEN is not set: the write API is off");
+        }
 
         let state = AppState {
             pool,
@@ -124,58 +140,9 @@ fn boot(runtime: &mut Runtime) -> BoxFuture<'_, Result<Router, BootError>> {
             instance: runtime.config.instance_id.clone(),
             streams: runtime.streams.clone(),
             events_interval,
+            changes: broadcast::channel(256).0,
+            admin_token,
         };
-        let mut router = Router::new()
-            .route("/api/ping", get(ping))
-            .route("/api/events", get(events));
-        if test_routes {
-            router = router.route("/api/slow", get(slow));
-        }
-        Ok(router.with_state(state))
+        Ok(api::routes(state, test_routes))
     })
-}
-
-async fn ping() -> &'static str {
-    "pong"
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct SlowQuery {
-    ms: Option<u64>,
-}
-
-async fn slow(Query(query): Query<SlowQuery>) -> Response {
-    let Some(ms) = query.ms else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "ms: missing; use /api/slow?ms=NUMBER (milliseconds)",
-        )
-            .into_response();
-    };
-    let duration = Duration::from_millis(ms).min(SLOW_MAX);
-    tokio::time::sleep(duration).await;
-    format!("slept {} ms", duration.as_millis()).into_response()
-}
-
-async fn events(
-    State(state): State<AppState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let hello = Event::default().event("hello").data(
-        serde_json::json!({
-            "instance": state.instance,
-            "state": state.lifecycle.state(),
-        })
-        .to_string(),
-    );
-    let interval = state.events_interval;
-    let heartbeats = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval_at(
-        tokio::time::Instant::now() + interval,
-        interval,
-    ))
-    .map(|_| Event::default().event("heartbeat").data("{}"));
-    let stream = futures::stream::once(async move { hello })
-        .chain(heartbeats)
-        .map(Ok)
-        .take_until(state.streams.cancelled_owned());
-    Sse::new(stream).keep_alive(KeepAlive::default())
 }
