@@ -11,5 +11,6 @@ pub mod observed;
 pub mod quantity;
 pub mod error;
 pub mod render;
+pub mod validation;
 
 pub use error::Error;

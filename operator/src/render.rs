@@ -1,11 +1,177 @@
 //! `kumiko-operator render`: prints, offline, every object a KumikoApp produces.
+//!
+//! The manifest is checked as the API server would check it (the CRD's structural schema and its
+//! CEL rules), then [`crate::desired::desired`] builds the children, exactly as the controller does.
 
+use std::io::{Read, Write};
+use std::path::Path;
+
+use kumiko_crds::KumikoApp;
+use serde::Serialize;
+
+use crate::Error;
 use crate::cli::RenderArgs;
+use crate::desired::{Desired, desired};
+use crate::observed::Observed;
 
-/// Runs `render`.
-pub fn run(args: &RenderArgs) -> Result<(), crate::Error> {
-    Err(crate::Error::InvalidManifest {
-        path: args.file.clone(),
-        message: "render is not implemented yet".to_owned(),
+/// Runs `render`: reads, validates, builds and prints.
+pub fn run(args: &RenderArgs) -> Result<(), Error> {
+    let manifest = read_input(&args.file)?;
+    let app = parse_app(&args.file, &manifest)?;
+    let observed = match &args.observed {
+        Some(path) => parse_observed(path, &read_input(path)?)?,
+        None => Observed::default_for_render(),
+    };
+    let output = render(&app, &observed, args.rolled_out)?;
+    std::io::stdout()
+        .write_all(output.as_bytes())
+        .map_err(Error::Stdout)
+}
+
+fn read_input(path: &Path) -> Result<String, Error> {
+    let read_error = |source| Error::ReadFile {
+        path: path.to_owned(),
+        source,
+    };
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(read_error)?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path).map_err(read_error)
+    }
+}
+
+/// Parses and validates a KumikoApp manifest: YAML syntax, then every rule of the CRD (all problems
+/// at once), then the typed form.
+pub fn parse_app(path: &Path, manifest: &str) -> Result<KumikoApp, Error> {
+    let invalid = |message: String| Error::InvalidManifest {
+        path: path.to_owned(),
+        message,
+    };
+    let value: serde_json::Value =
+        serde_saphyr::from_str(manifest).map_err(|e| invalid(format!("not valid YAML: {e}")))?;
+    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+    let api_version = value
+        .get("apiVersion")
+        .and_then(|k| k.as_str())
+        .unwrap_or("");
+    if kind != "KumikoApp" || api_version != "kumiko.so/v1alpha1" {
+        return Err(invalid(format!(
+            "expected apiVersion kumiko.so/v1alpha1 and kind KumikoApp, found apiVersion {api_version:?} and kind {kind:?}"
+        )));
+    }
+    let value = crate::validation::validate_app(&value).map_err(|problems| Error::InvalidApp {
+        path: path.to_owned(),
+        problems,
+    })?;
+    serde_json::from_value(value).map_err(|e| invalid(format!("{e}")))
+}
+
+fn parse_observed(path: &Path, text: &str) -> Result<Observed, Error> {
+    serde_saphyr::from_str(text).map_err(|e| Error::InvalidManifest {
+        path: path.to_owned(),
+        message: format!(
+            "not an observed state (fields: databaseReady, rolesReady, migratedImage, runningImage, credentialsChecksum, appUid): {e}"
+        ),
     })
+}
+
+fn document(out: &mut String, object: &impl Serialize) -> Result<(), Error> {
+    out.push_str("---\n");
+    out.push_str(&serde_saphyr::to_string(object).map_err(Error::SerializeYaml)?);
+    Ok(())
+}
+
+fn describe(observed: &Observed, image: &str) -> String {
+    let migrated = match &observed.migrated_image {
+        Some(migrated) if migrated == image => format!("{image} is migrated"),
+        Some(migrated) => format!("{migrated} is migrated, {image} is not yet"),
+        None => format!("{image} is not yet migrated"),
+    };
+    format!(
+        "# Observed: database {}, roles {}, {migrated}.\n",
+        if observed.database_ready {
+            "ready"
+        } else {
+            "not ready"
+        },
+        if observed.roles_ready {
+            "ready"
+        } else {
+            "not ready"
+        },
+    )
+}
+
+/// The multi-document YAML of every desired object, with comments that say what follows.
+pub fn render(app: &KumikoApp, observed: &Observed, rolled_out: bool) -> Result<String, Error> {
+    let name = app.metadata.name.clone().unwrap_or_default();
+    let mut out = format!(
+        "# Rendered by kumiko-operator for KumikoApp {name}: exactly the objects the controller applies.\n"
+    );
+    out.push_str(&describe(observed, &app.spec.image));
+    out.push_str(&format!(
+        "# Not shown: the Secrets {} and {} (credentials the controller writes after creating the roles).\n",
+        kumiko_crds::names::owner_secret(&name),
+        kumiko_crds::names::runtime_secret(&name),
+    ));
+    let now = desired(app, observed);
+    print_desired(&mut out, &now)?;
+
+    if now.migrate_job.is_some() {
+        let after = Observed {
+            migrated_image: Some(app.spec.image.clone()),
+            running_image: Some(app.spec.image.clone()),
+            ..observed.clone()
+        };
+        let rolled = desired(app, &after);
+        let mut follows = Vec::new();
+        for process in [&rolled.api, &rolled.worker].into_iter().flatten() {
+            follows.push(format!(
+                "Deployment {}",
+                process.deployment.metadata.name.clone().unwrap_or_default()
+            ));
+        }
+        out.push_str(&format!(
+            "# Once the migrate Job succeeds, the operator rolls out {} at image {}.\n",
+            follows.join(" and "),
+            app.spec.image
+        ));
+        if rolled_out {
+            out.push_str("# The rolled-out state (--rolled-out):\n");
+            for process in [&rolled.api, &rolled.worker].into_iter().flatten() {
+                document(&mut out, &process.deployment)?;
+                if let Some(service) = &process.service {
+                    document(&mut out, service)?;
+                }
+                document(&mut out, &process.pod_disruption_budget)?;
+            }
+        } else {
+            out.push_str("# Run with --rolled-out to print them.\n");
+        }
+    }
+    Ok(out)
+}
+
+fn print_desired(out: &mut String, desired: &Desired) -> Result<(), Error> {
+    document(out, &desired.service_account)?;
+    document(out, &desired.resource_quota)?;
+    document(out, &desired.limit_range)?;
+    if let Some(cluster) = &desired.database_cluster {
+        document(out, cluster)?;
+    }
+    if let Some(job) = &desired.migrate_job {
+        document(out, job)?;
+    }
+    for process in [&desired.api, &desired.worker].into_iter().flatten() {
+        document(out, &process.deployment)?;
+        if let Some(service) = &process.service {
+            document(out, service)?;
+        }
+        document(out, &process.pod_disruption_budget)?;
+    }
+    Ok(())
 }
