@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR ?= never
 .PHONY: help deps test lint crds checks bench demo e2e e2e-kind
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
 deps: ## Install what the tests need (idempotent; quick when all is there)
 	@bash scripts/deps.sh
