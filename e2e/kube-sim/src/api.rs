@@ -1,0 +1,657 @@
+//! The HTTP layer: routes Kubernetes API paths to the cluster, parses query parameters and
+//! bodies, negotiates Tables, streams watches and logs, and answers errors as `metav1.Status`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::cluster::{Cluster, ListOptions};
+use crate::discovery;
+use crate::faults::FaultRule;
+use crate::meta;
+use crate::registry::ResourceType;
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::status::{ApiError, success_status};
+use crate::table;
+use crate::write::{DeleteOptions, Deleted, FieldValidation, PatchType, Propagation, WriteOptions};
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The cluster.
+    pub cluster: Arc<Cluster>,
+    /// `host:port` the server listens on (for `/api`'s serverAddressByClientCIDRs).
+    pub address: String,
+}
+
+/// The router.
+pub fn router(state: AppState) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(state)
+}
+
+fn json_response(code: u16, body: &Value, warnings: &[String]) -> Response {
+    let mut resp = Response::new(Body::from(body.to_string()));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for w in warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
+fn error_response(err: &ApiError) -> Response {
+    let mut resp = json_response(err.code, &err.to_status(), &[]);
+    if let Some(secs) = err.retry_after_seconds
+        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+    {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+enum Route {
+    Version,
+    Api,
+    Apis,
+    Group(String),
+    Resources(String, String),
+    OpenApiRoot,
+    OpenApiGv(String, String),
+    Health,
+    Faults(Option<String>),
+    Resource(Target),
+}
+
+/// A resource request's target.
+struct Target {
+    group: String,
+    version: String,
+    namespace: Option<String>,
+    plural: String,
+    name: Option<String>,
+    subresource: Option<String>,
+    legacy_watch: bool,
+}
+
+fn decode_segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect()
+}
+
+fn route(cluster: &Cluster, path: &str) -> Option<Route> {
+    let segs = decode_segments(path);
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    match s.as_slice() {
+        ["version"] => return Some(Route::Version),
+        ["healthz" | "livez" | "readyz", ..] => return Some(Route::Health),
+        ["api"] => return Some(Route::Api),
+        ["apis"] => return Some(Route::Apis),
+        ["apis", g] => return Some(Route::Group(g.to_string())),
+        ["openapi", "v3"] => return Some(Route::OpenApiRoot),
+        ["openapi", "v3", "api", v] => return Some(Route::OpenApiGv(String::new(), v.to_string())),
+        ["openapi", "v3", "apis", g, v] => return Some(Route::OpenApiGv(g.to_string(), v.to_string())),
+        ["sim", "faults"] => return Some(Route::Faults(None)),
+        ["sim", "faults", id] => return Some(Route::Faults(Some(id.to_string()))),
+        _ => {}
+    }
+    let (group, version, rest) = match s.as_slice() {
+        ["api", v, rest @ ..] => (String::new(), v.to_string(), rest),
+        ["apis", g, v, rest @ ..] => (g.to_string(), v.to_string(), rest),
+        _ => return None,
+    };
+    let (legacy_watch, rest) = match rest {
+        ["watch", rest @ ..] => (true, rest),
+        _ => (false, rest),
+    };
+    if rest.is_empty() {
+        return if legacy_watch {
+            None
+        } else {
+            Some(Route::Resources(group, version))
+        };
+    }
+    let registry_has = |plural: &str| cluster.resource_type(&group, &version, plural).is_some();
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, plural, tail @ ..] if registry_has(plural) => {
+            (Some(ns.to_string()), [&[*plural][..], tail].concat())
+        }
+        other => (None, other.to_vec()),
+    };
+    let target = |plural: &str, name: Option<&str>, sub: Option<&str>| Target {
+        group: group.clone(),
+        version: version.clone(),
+        namespace: namespace.clone(),
+        plural: plural.to_string(),
+        name: name.map(str::to_string),
+        subresource: sub.map(str::to_string),
+        legacy_watch,
+    };
+    match rest.as_slice() {
+        [plural] => Some(Route::Resource(target(plural, None, None))),
+        [plural, name] => Some(Route::Resource(target(plural, Some(name), None))),
+        [plural, name, sub] => Some(Route::Resource(target(plural, Some(name), Some(sub)))),
+        _ => None,
+    }
+}
+
+fn query_map(uri: &Uri) -> HashMap<String, String> {
+    uri.query()
+        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+fn parse_bool(q: &HashMap<String, String>, key: &str) -> bool {
+    matches!(q.get(key).map(String::as_str), Some("true" | "1"))
+}
+
+fn list_options(q: &HashMap<String, String>, rt: &ResourceType) -> Result<ListOptions, ApiError> {
+    let label_selector = match q.get("labelSelector") {
+        Some(s) => LabelSelector::parse(s)?,
+        None => LabelSelector::default(),
+    };
+    let field_selector = match q.get("fieldSelector") {
+        Some(s) => FieldSelector::parse(s, &rt.kind, rt.namespaced)?,
+        None => FieldSelector::default(),
+    };
+    let limit = match q.get("limit") {
+        Some(l) => l
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?
+            .max(0) as usize,
+        None => 0,
+    };
+    let send_initial_events = match q.get("sendInitialEvents").map(String::as_str) {
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        _ => None,
+    };
+    Ok(ListOptions {
+        label_selector,
+        field_selector,
+        limit,
+        continue_token: q.get("continue").filter(|c| !c.is_empty()).cloned(),
+        resource_version: q.get("resourceVersion").cloned(),
+        resource_version_match: q.get("resourceVersionMatch").cloned(),
+        allow_bookmarks: parse_bool(q, "allowWatchBookmarks"),
+        send_initial_events,
+        timeout_seconds: q.get("timeoutSeconds").and_then(|t| t.parse().ok()),
+    })
+}
+
+fn dry_run(q: &HashMap<String, String>) -> Result<bool, ApiError> {
+    match q.get("dryRun").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "dryRun: Unsupported value: {other:?}: supported values: \"All\""
+        ))),
+    }
+}
+
+fn write_options(q: &HashMap<String, String>, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
+    let explicit = q.get("fieldManager").filter(|m| !m.is_empty()).cloned();
+    let manager = explicit.clone().unwrap_or_else(|| {
+        let ua = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("unknown");
+        let mut m = ua.split('/').next().unwrap_or("unknown").to_string();
+        m.truncate(128);
+        m
+    });
+    if manager.len() > 128 {
+        return Err(ApiError::bad_request("fieldManager: Too long: may not be more than 128 bytes"));
+    }
+    Ok(WriteOptions {
+        dry_run: dry_run(q)?,
+        manager,
+        manager_explicit: explicit.is_some(),
+        field_validation: FieldValidation::parse(q.get("fieldValidation").map_or("", String::as_str))?,
+        force: parse_bool(q, "force"),
+    })
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        return Ok(v);
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
+    serde_saphyr::from_str::<Value>(text).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml: {e}"
+        ))
+    })
+}
+
+fn delete_options(q: &HashMap<String, String>, body: &Bytes) -> Result<DeleteOptions, ApiError> {
+    let b: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+    };
+    let mut propagation = match b
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .or(q.get("propagationPolicy").map(String::as_str))
+    {
+        Some(p) if !p.is_empty() => Some(Propagation::parse(p)?),
+        _ => None,
+    };
+    let orphan = b
+        .get("orphanDependents")
+        .and_then(Value::as_bool)
+        .or_else(|| q.get("orphanDependents").map(|v| v == "true"));
+    if let Some(o) = orphan {
+        if propagation.is_some() {
+            return Err(ApiError::bad_request(
+                "orphanDependents and propagationPolicy cannot both be set",
+            ));
+        }
+        propagation = Some(if o { Propagation::Orphan } else { Propagation::Background });
+    }
+    let dry = b
+        .get("dryRun")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.iter().any(|v| v == "All"))
+        || dry_run(q)?;
+    Ok(DeleteOptions {
+        propagation,
+        grace_period_seconds: b
+            .get("gracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .or_else(|| q.get("gracePeriodSeconds").and_then(|g| g.parse().ok())),
+        precondition_uid: b
+            .get("preconditions")
+            .and_then(|p| p.get("uid"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        precondition_rv: b
+            .get("preconditions")
+            .and_then(|p| p.get("resourceVersion"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        dry_run: dry,
+    })
+}
+
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').next().is_some_and(|first| first.contains("as=Table")))
+}
+
+fn verb_of(method: &Method, t: &Target, q: &HashMap<String, String>) -> &'static str {
+    match (method.as_str(), t.name.is_some()) {
+        ("GET", false) if t.legacy_watch || parse_bool(q, "watch") => "watch",
+        ("GET", false) => "list",
+        ("GET", true) if t.legacy_watch => "watch",
+        ("GET", true) => "get",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", false) => "deletecollection",
+        ("DELETE", true) => "delete",
+        _ => "unknown",
+    }
+}
+
+async fn handle(
+    State(app): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let cl = &app.cluster;
+    let Some(route) = route(cl, uri.path()) else {
+        return error_response(&ApiError::path_not_found(uri.path()));
+    };
+    let get_only = |v: Value| {
+        if method == Method::GET {
+            json_response(200, &v, &[])
+        } else {
+            error_response(&ApiError::method_not_allowed(method.as_str(), "", ""))
+        }
+    };
+    match route {
+        Route::Version => get_only(discovery::version()),
+        Route::Health => {
+            let mut r = Response::new(Body::from("ok"));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            r
+        }
+        Route::Api => get_only(discovery::core_versions(&app.address)),
+        Route::Apis => get_only(discovery::group_list(&cl.registry())),
+        Route::Group(g) => match discovery::group(&cl.registry(), &g) {
+            Some(v) => get_only(v),
+            None => error_response(&ApiError::path_not_found(uri.path())),
+        },
+        Route::Resources(g, v) => match discovery::resource_list(&cl.registry(), &g, &v) {
+            Some(doc) => get_only(doc),
+            None => error_response(&ApiError::path_not_found(uri.path())),
+        },
+        Route::OpenApiRoot => get_only(discovery::openapi_root(&cl.registry())),
+        Route::OpenApiGv(g, v) => match discovery::openapi_gv(&cl.registry(), &g, &v) {
+            Some(doc) => get_only(doc),
+            None => error_response(&ApiError::path_not_found(uri.path())),
+        },
+        Route::Faults(id) => faults(cl, &method, id.as_deref(), &body),
+        Route::Resource(t) => match resource(cl, &method, &uri, &headers, &body, t).await {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        },
+    }
+}
+
+fn faults(cl: &Cluster, method: &Method, id: Option<&str>, body: &Bytes) -> Response {
+    let f = cl.faults();
+    match (method.as_str(), id) {
+        ("GET", None) => {
+            let rules: Vec<Value> = f
+                .list()
+                .into_iter()
+                .map(|(id, r)| json!({"id": id, "rule": r}))
+                .collect();
+            json_response(200, &json!({"rules": rules}), &[])
+        }
+        ("POST", Some("cut-watches")) => {
+            f.cut_watches();
+            json_response(200, &json!({"cut": true}), &[])
+        }
+        ("POST", None) => match serde_json::from_slice::<FaultRule>(body) {
+            Ok(rule) => json_response(201, &json!({"id": f.add(rule)}), &[]),
+            Err(e) => error_response(&ApiError::bad_request(format!("invalid fault rule: {e}"))),
+        },
+        ("DELETE", None) => {
+            f.clear();
+            json_response(200, &json!({"cleared": true}), &[])
+        }
+        ("DELETE", Some(id)) => match id.parse::<u64>() {
+            Ok(n) if f.remove(n) => json_response(200, &json!({"removed": n}), &[]),
+            _ => error_response(&ApiError::path_not_found(id)),
+        },
+        _ => error_response(&ApiError::method_not_allowed(method.as_str(), "", "")),
+    }
+}
+
+async fn resource(
+    cl: &Arc<Cluster>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+    t: Target,
+) -> Result<Response, ApiError> {
+    let rt = cl
+        .resource_type(&t.group, &t.version, &t.plural)
+        .ok_or_else(|| ApiError::path_not_found(uri.path()))?;
+    if rt.namespaced && t.namespace.is_none() && t.name.is_some() {
+        return Err(ApiError::path_not_found(uri.path()));
+    }
+    if !rt.namespaced && t.namespace.is_some() {
+        return Err(ApiError::path_not_found(uri.path()));
+    }
+    let q = query_map(uri);
+    let verb = verb_of(method, &t, &q);
+    let fault = cl.faults().take(
+        verb,
+        &rt.group,
+        &rt.plural,
+        t.subresource.as_deref(),
+        t.namespace.as_deref(),
+    );
+    if !fault.latency.is_zero() {
+        tokio::time::sleep(fault.latency).await;
+    }
+    if let Some(e) = fault.error {
+        return Err(e);
+    }
+    let ns = t.namespace.clone().unwrap_or_default();
+    let table = wants_table(headers);
+    let include_object = q.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into());
+    match (verb, t.subresource.as_deref()) {
+        ("list", None) => {
+            let opts = list_options(&q, &rt)?;
+            let list = cl.list(&rt, t.namespace.as_deref(), &opts)?;
+            if table {
+                let items = list["items"].as_array().cloned().unwrap_or_default();
+                let items: Vec<Value> = items.iter().map(|i| crate::cluster::render(&rt, i)).collect();
+                return Ok(json_response(200, &table::table(&rt, &items, list["metadata"].clone(), &include_object, true), &[]));
+            }
+            Ok(json_response(200, &list, &[]))
+        }
+        ("watch", None) => {
+            let mut opts = list_options(&q, &rt)?;
+            if let Some(name) = &t.name {
+                opts.field_selector.terms.push(crate::selectors::FieldTerm {
+                    field: "metadata.name".into(),
+                    negated: false,
+                    value: name.clone(),
+                });
+            }
+            let rx = crate::watch::start(cl, &rt, t.namespace.as_deref(), &opts, fault.cut_watch_after)?;
+            let rt2 = rt.clone();
+            let mut first = true;
+            let stream = ReceiverStream::new(rx).map(move |ev| {
+                let ev = if table && ev["type"] != "ERROR" && ev["type"] != "BOOKMARK" {
+                    let obj = ev["object"].clone();
+                    let tbl = table::table(&rt2, &[obj], json!({}), &include_object, first);
+                    first = false;
+                    json!({"type": ev["type"], "object": tbl})
+                } else {
+                    ev
+                };
+                Ok::<Bytes, Infallible>(Bytes::from(format!("{ev}\n")))
+            });
+            let mut resp = Response::new(Body::from_stream(stream));
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(resp)
+        }
+        ("get", None) => {
+            let name = t.name.as_deref().unwrap_or_default();
+            let obj = cl.get(&rt, &ns, name)?;
+            if table {
+                let rv = meta::meta_str(&obj, "resourceVersion").unwrap_or_default().to_string();
+                return Ok(json_response(200, &table::table(&rt, &[obj], json!({"resourceVersion": rv}), &include_object, true), &[]));
+            }
+            Ok(json_response(200, &obj, &[]))
+        }
+        ("get", Some("status")) if rt.status_subresource => {
+            let obj = cl.get(&rt, &ns, t.name.as_deref().unwrap_or_default())?;
+            Ok(json_response(200, &obj, &[]))
+        }
+        ("get", Some("log")) if rt.group.is_empty() && rt.kind == "Pod" => {
+            pod_log(cl, &rt, &ns, t.name.as_deref().unwrap_or_default(), &q).await
+        }
+        ("create", None) => {
+            let opts = write_options(&q, headers)?;
+            let w = cl.create(&rt, &ns, parse_body(body)?, &opts)?;
+            Ok(json_response(if w.created { 201 } else { 200 }, &w.object, &w.warnings))
+        }
+        ("create", Some("eviction")) if rt.group.is_empty() && rt.kind == "Pod" => {
+            let name = t.name.as_deref().unwrap_or_default();
+            let ev = parse_body(body)?;
+            let del = DeleteOptions {
+                grace_period_seconds: ev
+                    .get("deleteOptions")
+                    .and_then(|d| d.get("gracePeriodSeconds"))
+                    .and_then(Value::as_i64),
+                dry_run: dry_run(&q)?,
+                ..Default::default()
+            };
+            cl.delete(&rt, &ns, name, &del)?;
+            Ok(json_response(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}), &[]))
+        }
+        ("update", sub @ (None | Some("status") | Some("finalize"))) => {
+            if sub == Some("finalize") && !(rt.group.is_empty() && rt.kind == "Namespace") {
+                return Err(ApiError::path_not_found(uri.path()));
+            }
+            let opts = write_options(&q, headers)?;
+            let w = cl.update(&rt, &ns, t.name.as_deref().unwrap_or_default(), parse_body(body)?, sub, &opts)?;
+            Ok(json_response(200, &w.object, &w.warnings))
+        }
+        ("patch", sub @ (None | Some("status"))) => {
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let pt = PatchType::from_content_type(ct).ok_or_else(|| {
+                ApiError::unsupported_media_type(format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})"
+                ))
+            })?;
+            let opts = write_options(&q, headers)?;
+            let w = cl.patch(&rt, &ns, t.name.as_deref().unwrap_or_default(), pt, body, sub, &opts)?;
+            Ok(json_response(if w.created { 201 } else { 200 }, &w.object, &w.warnings))
+        }
+        ("delete", None) => {
+            let name = t.name.as_deref().unwrap_or_default();
+            let opts = delete_options(&q, body)?;
+            match cl.delete(&rt, &ns, name, &opts)? {
+                Deleted::Gone(obj) => {
+                    if rt.group.is_empty() && rt.kind == "Pod" {
+                        Ok(json_response(200, &obj, &[]))
+                    } else {
+                        let status = success_status(&rt.group, &rt.plural, name, meta::uid(&obj));
+                        Ok(json_response(200, &status, &[]))
+                    }
+                }
+                Deleted::Pending(obj) => Ok(json_response(200, &obj, &[])),
+            }
+        }
+        ("deletecollection", None) => {
+            let list_opts = list_options(&q, &rt)?;
+            let opts = delete_options(&q, body)?;
+            let list = cl.delete_collection(&rt, t.namespace.as_deref(), &list_opts, &opts)?;
+            Ok(json_response(200, &list, &[]))
+        }
+        (verb, _) => Err(ApiError::method_not_allowed(verb, &rt.group, &rt.plural)),
+    }
+}
+
+async fn pod_log(
+    cl: &Arc<Cluster>,
+    rt: &ResourceType,
+    ns: &str,
+    name: &str,
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let pod = cl.get(rt, ns, name)?;
+    let names: Vec<String> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|l| {
+            pod.get("spec")
+                .and_then(|s| s.get(*l))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    let main: Vec<String> = pod
+        .get("spec")
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string)).collect())
+        .unwrap_or_default();
+    let container = match q.get("container").filter(|c| !c.is_empty()) {
+        Some(c) if names.contains(c) => c.clone(),
+        Some(c) => {
+            return Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {name}"
+            )));
+        }
+        None if main.len() == 1 => main[0].clone(),
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                main.join(" ")
+            )));
+        }
+    };
+    if parse_bool(q, "previous") {
+        return Err(ApiError::bad_request(format!(
+            "previous terminated container \"{container}\" in pod \"{name}\" not found"
+        )));
+    }
+    let Some(log) = cl.pod_logs().read(ns, name, &container) else {
+        return Err(ApiError::bad_request(format!(
+            "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
+        )));
+    };
+    let mut out: Vec<u8> = match q.get("tailLines").and_then(|t| t.parse::<usize>().ok()) {
+        Some(n) => crate::logs::tail_lines(&log, n).to_vec(),
+        None => log.clone(),
+    };
+    let limit = q.get("limitBytes").and_then(|l| l.parse::<usize>().ok());
+    if let Some(l) = limit {
+        out.truncate(l);
+    }
+    let text_response = |body: Body| {
+        let mut r = Response::new(body);
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        r
+    };
+    if !parse_bool(q, "follow") {
+        return Ok(text_response(Body::from(out)));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let logs_cl = Arc::downgrade(cl);
+    let (ns, name) = (ns.to_string(), name.to_string());
+    let mut offset = log.len();
+    tokio::spawn(async move {
+        if tx.send(Bytes::from(out)).await.is_err() {
+            return;
+        }
+        let mut changed = match logs_cl.upgrade() {
+            Some(cl) => cl.pod_logs().subscribe(),
+            None => return,
+        };
+        loop {
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = tx.closed() => return,
+            }
+            let Some(cl) = logs_cl.upgrade() else { return };
+            match cl.pod_logs().read(&ns, &name, &container) {
+                Some(l) if l.len() > offset => {
+                    let chunk = Bytes::copy_from_slice(&l[offset..]);
+                    offset = l.len();
+                    if tx.send(chunk).await.is_err() {
+                        return;
+                    }
+                }
+                Some(_) => {}
+                None => return,
+            }
+        }
+    });
+    let stream = ReceiverStream::new(rx).map(Ok::<Bytes, Infallible>);
+    Ok(text_response(Body::from_stream(stream)).into_response())
+}

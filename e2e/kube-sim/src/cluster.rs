@@ -1,0 +1,433 @@
+//! The cluster state: every object, the global resourceVersion, the bounded event history, and the
+//! read paths (get, list). Writes live in [`crate::write`], watches in [`crate::watch`].
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{Notify, broadcast};
+
+use crate::admission::AdmissionChain;
+use crate::faults::Faults;
+use crate::logs::PodLogs;
+use crate::meta;
+use crate::registry::{Registry, ResourceType, StoreKey};
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::status::ApiError;
+
+/// Tunables of the simulated API server.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// How many watch events are kept for resuming watches; older resourceVersions answer 410.
+    pub event_history: usize,
+    /// How often a watch that asked for bookmarks gets one.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            event_history: 10_000,
+            bookmark_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The type of a watch event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// `ADDED`.
+    Added,
+    /// `MODIFIED`.
+    Modified,
+    /// `DELETED`.
+    Deleted,
+}
+
+impl EventKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Added => "ADDED",
+            EventKind::Modified => "MODIFIED",
+            EventKind::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change to one object, as kept in the history and sent to watchers.
+#[derive(Debug)]
+pub struct WatchEvent {
+    /// The resourceVersion of the change.
+    pub rv: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// Which store.
+    pub key: StoreKey,
+    /// The object after the change (for deletions: the last state, with the deletion's rv).
+    pub object: Value,
+    /// The object before the change, if any (to turn selector exits into `DELETED`).
+    pub old: Option<Value>,
+}
+
+/// A paged list's remaining items, kept so that `continue` serves a consistent snapshot.
+#[derive(Debug)]
+pub(crate) struct Continuation {
+    pub rv: u64,
+    pub items: Vec<Value>,
+}
+
+/// Everything behind the lock.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub rv: u64,
+    pub registry: Registry,
+    pub stores: BTreeMap<StoreKey, BTreeMap<(String, String), Value>>,
+    pub history: VecDeque<Arc<WatchEvent>>,
+    /// Events with rv at or below this are no longer in the history.
+    pub compacted_rv: u64,
+    pub uids: HashMap<String, (StoreKey, String, String)>,
+    pub next_ip: u32,
+    pub continuations: BTreeMap<u64, Continuation>,
+    pub next_continuation: u64,
+    pub history_limit: usize,
+}
+
+/// The simulated cluster: shared by the HTTP layer, the garbage collector and in-process hooks.
+pub struct Cluster {
+    pub(crate) state: Mutex<State>,
+    pub(crate) events: broadcast::Sender<Arc<WatchEvent>>,
+    pub(crate) gc_wake: Notify,
+    pub(crate) config: ClusterConfig,
+    pub(crate) faults: Faults,
+    pub(crate) admission: AdmissionChain,
+    pub(crate) logs: PodLogs,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").finish_non_exhaustive()
+    }
+}
+
+/// Options of a list or watch request.
+#[derive(Clone, Debug, Default)]
+pub struct ListOptions {
+    /// `labelSelector`.
+    pub label_selector: LabelSelector,
+    /// `fieldSelector`.
+    pub field_selector: FieldSelector,
+    /// `limit` (0 = none).
+    pub limit: usize,
+    /// `continue`.
+    pub continue_token: Option<String>,
+    /// `resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `resourceVersionMatch`.
+    pub resource_version_match: Option<String>,
+    /// `allowWatchBookmarks`.
+    pub allow_bookmarks: bool,
+    /// `sendInitialEvents`.
+    pub send_initial_events: Option<bool>,
+    /// `timeoutSeconds`.
+    pub timeout_seconds: Option<u64>,
+}
+
+impl State {
+    pub(crate) fn store(&self, key: &StoreKey) -> Option<&BTreeMap<(String, String), Value>> {
+        self.stores.get(key)
+    }
+
+    pub(crate) fn get(&self, key: &StoreKey, ns: &str, name: &str) -> Option<&Value> {
+        self.stores.get(key)?.get(&(ns.to_string(), name.to_string()))
+    }
+
+    /// Records a change: bumps the resourceVersion, updates the store and the uid index, appends
+    /// to the history and notifies watchers. Returns the object as stored.
+    pub(crate) fn commit(
+        &mut self,
+        events: &broadcast::Sender<Arc<WatchEvent>>,
+        key: &StoreKey,
+        mut object: Value,
+        kind: EventKind,
+        old: Option<Value>,
+    ) -> Value {
+        self.rv += 1;
+        let rv = self.rv;
+        meta::meta_mut(&mut object).insert("resourceVersion".into(), json!(rv.to_string()));
+        let ns = meta::namespace(&object).to_string();
+        let name = meta::name(&object).to_string();
+        let uid = meta::uid(&object).to_string();
+        let store = self.stores.entry(key.clone()).or_default();
+        match kind {
+            EventKind::Deleted => {
+                store.remove(&(ns.clone(), name.clone()));
+                self.uids.remove(&uid);
+            }
+            EventKind::Added | EventKind::Modified => {
+                store.insert((ns.clone(), name.clone()), object.clone());
+                self.uids.insert(uid, (key.clone(), ns, name));
+            }
+        }
+        let event = Arc::new(WatchEvent {
+            rv,
+            kind,
+            key: key.clone(),
+            object: object.clone(),
+            old,
+        });
+        self.history.push_back(event.clone());
+        while self.history.len() > self.history_limit {
+            if let Some(dropped) = self.history.pop_front() {
+                self.compacted_rv = dropped.rv;
+            }
+        }
+        // No receivers is fine: nobody watches.
+        let _ = events.send(event);
+        object
+    }
+
+    /// The object with this uid, if it exists.
+    pub(crate) fn by_uid(&self, uid: &str) -> Option<(&StoreKey, &Value)> {
+        let (key, ns, name) = self.uids.get(uid)?;
+        let obj = self.get(key, ns, name)?;
+        Some((key, obj))
+    }
+
+    /// Allocates a ClusterIP from 10.96.0.0/12 (sequentially; never reused).
+    pub(crate) fn allocate_cluster_ip(&mut self) -> String {
+        self.next_ip += 1;
+        let n = self.next_ip;
+        format!("10.96.{}.{}", (n >> 8) & 0xff, n & 0xff)
+    }
+}
+
+impl Cluster {
+    /// A cluster with the built-in types and the default namespaces.
+    pub fn new(config: ClusterConfig) -> Arc<Cluster> {
+        let (events, _) = broadcast::channel(16_384);
+        let state = State {
+            rv: 0,
+            registry: Registry::with_builtins(),
+            stores: BTreeMap::new(),
+            history: VecDeque::new(),
+            compacted_rv: 0,
+            uids: HashMap::new(),
+            next_ip: 1,
+            continuations: BTreeMap::new(),
+            next_continuation: 0,
+            history_limit: config.event_history.max(1),
+        };
+        Arc::new(Cluster {
+            state: Mutex::new(state),
+            events,
+            gc_wake: Notify::new(),
+            config,
+            faults: Faults::default(),
+            admission: AdmissionChain::default(),
+            logs: PodLogs::default(),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The fault injector (latency, errors, cut watches).
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// The admission hooks called on writes.
+    pub fn admission(&self) -> &AdmissionChain {
+        &self.admission
+    }
+
+    /// The container log store served at `pods/{name}/log`.
+    pub fn pod_logs(&self) -> &PodLogs {
+        &self.logs
+    }
+
+    /// The current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.lock().rv
+    }
+
+    /// A snapshot of the registry (types served).
+    pub fn registry(&self) -> Registry {
+        self.lock().registry.clone()
+    }
+
+    /// Looks up a served type.
+    pub fn resource_type(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
+        self.lock().registry.get(group, version, plural).cloned()
+    }
+
+    /// Gets one object, rendered at the type's version.
+    pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
+        let state = self.lock();
+        let obj = state
+            .get(&rt.store_key(), ns, name)
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        Ok(render(rt, obj))
+    }
+
+    /// Lists objects (one namespace, or all when `ns` is None), honouring selectors and paging.
+    pub fn list(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<Value, ApiError> {
+        let mut state = self.lock();
+        let (rv, mut items) = if let Some(token) = &opts.continue_token {
+            let (rv, id) = decode_continue(token)?;
+            let cont = state.continuations.remove(&id).ok_or_else(|| {
+                ApiError::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.")
+            })?;
+            if cont.rv != rv {
+                return Err(ApiError::bad_request("continue key is not valid"));
+            }
+            (rv, cont.items)
+        } else {
+            check_list_rv(&state, opts)?;
+            let items: Vec<Value> = state
+                .store(&rt.store_key())
+                .map(|s| {
+                    s.iter()
+                        .filter(|((ons, _), _)| ns.is_none_or(|n| n == ons))
+                        .map(|(_, o)| o)
+                        .filter(|o| matches_selectors(o, opts))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            (state.rv, items)
+        };
+        let mut list_meta = serde_json::Map::new();
+        list_meta.insert("resourceVersion".into(), json!(rv.to_string()));
+        if opts.limit > 0 && items.len() > opts.limit {
+            let rest = items.split_off(opts.limit);
+            let remaining = rest.len();
+            state.next_continuation += 1;
+            let id = state.next_continuation;
+            state.continuations.insert(id, Continuation { rv, items: rest });
+            // Keep a bounded number of snapshots; the oldest expire (410 on use).
+            while state.continuations.len() > 64 {
+                state.continuations.pop_first();
+            }
+            list_meta.insert("continue".into(), json!(encode_continue(rv, id)));
+            list_meta.insert("remainingItemCount".into(), json!(remaining));
+        }
+        let items: Vec<Value> = items.iter().map(|o| render_list_item(rt, o)).collect();
+        Ok(json!({
+            "kind": rt.list_kind,
+            "apiVersion": rt.api_version(),
+            "metadata": Value::Object(list_meta),
+            "items": items,
+        }))
+    }
+
+    /// All objects of a store in one namespace (or all), at their stored version. For hooks and GC.
+    pub fn snapshot(&self, group: &str, plural: &str, ns: Option<&str>) -> Vec<Value> {
+        let key = StoreKey {
+            group: group.into(),
+            plural: plural.into(),
+        };
+        let state = self.lock();
+        state
+            .store(&key)
+            .map(|s| {
+                s.iter()
+                    .filter(|((ons, _), _)| ns.is_none_or(|n| n == ons))
+                    .map(|(_, o)| o.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn check_list_rv(state: &State, opts: &ListOptions) -> Result<(), ApiError> {
+    let Some(rv) = opts.resource_version.as_deref().filter(|s| !s.is_empty()) else {
+        return Ok(());
+    };
+    let n: u64 = rv
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
+    match opts.resource_version_match.as_deref() {
+        Some("Exact") if n != state.rv => Err(ApiError::expired(format!(
+            "too old resource version: {n} ({})",
+            state.rv
+        ))),
+        _ if n > state.rv => Err(too_large_rv(n, state.rv)),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn too_large_rv(requested: u64, current: u64) -> ApiError {
+    let mut err = ApiError::expired(format!(
+        "Too large resource version: {requested}, current: {current}"
+    ));
+    err.code = 504;
+    err.reason = "Timeout".into();
+    err.retry_after_seconds = Some(1);
+    err
+}
+
+pub(crate) fn matches_selectors(obj: &Value, opts: &ListOptions) -> bool {
+    opts.label_selector.matches(meta::labels(obj)) && opts.field_selector.matches(obj)
+}
+
+/// The object as served at `rt`'s version (custom resources are stored once for all versions
+/// and converted with the `None` strategy: only `apiVersion` changes).
+pub fn render(rt: &ResourceType, obj: &Value) -> Value {
+    let mut out = obj.clone();
+    if let Some(map) = out.as_object_mut() {
+        map.insert("apiVersion".into(), json!(rt.api_version()));
+        map.insert("kind".into(), json!(rt.kind));
+    }
+    out
+}
+
+/// A list item: built-in lists omit `apiVersion`/`kind` on items, custom resource lists keep them.
+fn render_list_item(rt: &ResourceType, obj: &Value) -> Value {
+    let mut out = render(rt, obj);
+    if !rt.is_custom()
+        && let Some(map) = out.as_object_mut()
+    {
+        map.remove("apiVersion");
+        map.remove("kind");
+    }
+    out
+}
+
+fn encode_continue(rv: u64, id: u64) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{{\"rv\":{rv},\"id\":{id}}}"))
+}
+
+fn decode_continue(token: &str) -> Result<(u64, u64), ApiError> {
+    use base64::Engine;
+    let bad = || ApiError::bad_request("continue key is not valid: illegal base64 data");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    match (v.get("rv").and_then(Value::as_u64), v.get("id").and_then(Value::as_u64)) {
+        (Some(rv), Some(id)) => Ok((rv, id)),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip() {
+        let t = encode_continue(42, 7);
+        assert_eq!(decode_continue(&t).unwrap(), (42, 7));
+        assert_eq!(decode_continue("!!").unwrap_err().code, 400);
+    }
+}

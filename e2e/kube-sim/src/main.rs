@@ -1,0 +1,80 @@
+//! `kube-sim`: serves a local Kubernetes API on a loopback port until SIGTERM or Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use kube_sim::{ClusterConfig, Config, Server};
+
+/// A local Kubernetes API server for tests and demos where no cluster runs.
+#[derive(Debug, Parser)]
+#[command(name = "kube-sim", version)]
+struct Args {
+    /// Write a kubeconfig for the server here.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: PathBuf,
+    /// The loopback port (0: a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Watch events kept for resuming watches; older resourceVersions answer 410 Gone.
+    #[arg(long, default_value_t = 10_000)]
+    event_history: usize,
+    /// Interval of watch bookmarks, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    bookmark_interval_ms: u64,
+    /// Do not preload the CNPG `postgresql.cnpg.io/v1` Cluster CRD.
+    #[arg(long)]
+    no_cnpg_crd: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = Config {
+        kubeconfig: Some(args.kubeconfig.clone()),
+        port: args.port,
+        cluster: ClusterConfig {
+            event_history: args.event_history,
+            bookmark_interval: Duration::from_millis(args.bookmark_interval_ms.max(1)),
+        },
+        preload_cnpg: !args.no_cnpg_crd,
+    };
+    let server = match Server::start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kube-sim: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "kube-sim ready at {} (kubeconfig {})",
+        server.url(),
+        args.kubeconfig.display()
+    );
+    wait_for_signal().await;
+    server.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
