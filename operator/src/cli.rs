@@ -22,6 +22,36 @@ pub enum Command {
     Crd,
     /// Print, offline, every object a KumikoApp produces, as multi-document YAML.
     Render(RenderArgs),
+    /// Run the controller: reconcile every KumikoApp in the cluster.
+    Run(RunArgs),
+}
+
+/// Arguments of `run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Where `/metrics`, `/healthz` and `/readyz` listen.
+    #[arg(long, env = "KUMIKO_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: std::net::SocketAddr,
+
+    /// The coordination.k8s.io/v1 Lease the replicas campaign for.
+    #[arg(long, env = "KUMIKO_LEASE_NAME", default_value = "kumiko-operator")]
+    pub lease_name: String,
+
+    /// The namespace of the Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+
+    /// This replica's identity in the Lease (its pod name); default: host name and process id.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// The most KumikoApps reconciled at once.
+    #[arg(long, env = "KUMIKO_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+
+    /// Reconcile without campaigning for the Lease (only for a single replica).
+    #[arg(long)]
+    pub no_leader_election: bool,
 }
 
 /// Arguments of `render`.
@@ -46,6 +76,7 @@ pub fn execute(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Crd => print_crd(),
         Command::Render(args) => crate::render::run(&args),
+        Command::Run(args) => run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -60,6 +91,26 @@ pub fn execute(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run(args: RunArgs) -> Result<(), crate::Error> {
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "kumiko-operator".to_owned());
+        format!("{host}-{}", std::process::id())
+    });
+    let settings = crate::controller::run::RunSettings {
+        http_addr: args.http_addr,
+        lease_name: args.lease_name,
+        lease_namespace: args.lease_namespace,
+        identity,
+        concurrency: args.concurrency.max(1),
+        leader_election: !args.no_leader_election,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(crate::Error::Runtime)?;
+    runtime.block_on(crate::controller::run::run(settings))
 }
 
 fn print_crd() -> Result<(), crate::Error> {

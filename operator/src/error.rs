@@ -37,6 +37,60 @@ pub enum Error {
         /// Every problem found, not only the first.
         problems: Vec<String>,
     },
+    /// A call to the Kubernetes API failed.
+    #[error("{action}")]
+    Kube {
+        /// What the operator was doing, naming the object.
+        action: String,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// A KumikoApp cannot be reconciled until its spec (or its namespace) changes.
+    #[error("{message}")]
+    Stalled {
+        /// The condition reason (`DuplicateApp`, `InvalidSpec`, ...).
+        reason: &'static str,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// The app's Postgres roles could not be converged or reclaimed.
+    #[error("{action} for KumikoApp {app}")]
+    Roles {
+        /// What the operator was doing.
+        action: &'static str,
+        /// `namespace/name` of the app.
+        app: String,
+        /// The cause (never carries a password).
+        #[source]
+        source: crate::roles::Error,
+    },
+    /// A Secret the operator reads lacks a key or holds an unusable value.
+    #[error("Secret {secret}: {message}")]
+    SecretContent {
+        /// `namespace/name` of the Secret.
+        secret: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// Serving HTTP (metrics, health) failed.
+    #[error("serving HTTP on {addr}")]
+    Http {
+        /// The listen address.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Connecting to the cluster failed (kubeconfig or in-cluster configuration).
+    #[error("connecting to the Kubernetes API")]
+    Connect(#[source] kube::Error),
+    /// The async runtime could not start.
+    #[error("starting the async runtime")]
+    Runtime(#[source] std::io::Error),
+    /// Leader election failed in a way that cannot be retried.
+    #[error("leader election: {0}")]
+    Leader(String),
 }
 
 impl Error {
@@ -46,6 +100,38 @@ impl Error {
             Self::SerializeYaml(_) => "serialize",
             Self::Stdout(_) | Self::ReadFile { .. } => "io",
             Self::InvalidManifest { .. } | Self::InvalidApp { .. } => "invalid_input",
+            Self::Kube { .. } | Self::Connect(_) => "kube_api",
+            Self::Stalled { .. } => "stalled",
+            Self::Roles { source, .. } => source.category(),
+            Self::SecretContent { .. } => "secret_content",
+            Self::Http { .. } | Self::Runtime(_) => "http",
+            Self::Leader(_) => "leader",
+        }
+    }
+
+    /// The message and every cause, joined: what a status condition or an Event shows.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+
+    /// Whether retrying later may succeed (transient) or the object must change first (permanent).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Kube { source, .. } => !matches!(
+                source,
+                kube::Error::Api(status) if status.code == 400 || status.code == 422 || status.code == 403
+            ),
+            Self::Roles { source, .. } => source.is_transient(),
+            Self::Stalled { .. } | Self::InvalidManifest { .. } | Self::InvalidApp { .. } => false,
+            Self::SecretContent { .. } => true,
+            _ => true,
         }
     }
 }

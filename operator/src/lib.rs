@@ -6,6 +6,7 @@ pub mod roles;
 
 pub mod cli;
 pub mod cnpg;
+pub mod controller;
 pub mod desired;
 pub mod observed;
 pub mod quantity;

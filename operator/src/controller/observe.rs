@@ -1,0 +1,207 @@
+//! Observe: read what the cluster holds for one app into one value (the only reads of a reconcile,
+//! besides the metadata reads of `apply` and a failed migration's log).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams, LogParams};
+use kumiko_crds::{DatabaseMode, KumikoApp, names};
+
+use super::Context;
+use crate::Error;
+use crate::cnpg::Cluster;
+
+/// What the cluster holds for one app.
+#[derive(Clone, Debug, Default)]
+pub struct World {
+    /// The dedicated CNPG Cluster (cluster mode).
+    pub cluster: Option<Cluster>,
+    /// Whether the database is reachable: the Cluster is Ready, or the shared/external Secret exists.
+    pub database_ready: bool,
+    /// Why the database is not ready, for the condition.
+    pub database_message: String,
+    /// The admin connection Secret's data (cluster and shared modes).
+    pub admin_secret: Option<BTreeMap<String, String>>,
+    /// `<app>-db-owner`'s data.
+    pub owner_secret: Option<BTreeMap<String, String>>,
+    /// `<app>-db-runtime`'s data.
+    pub runtime_secret: Option<BTreeMap<String, String>>,
+    /// The app's migrate Jobs, oldest first.
+    pub jobs: Vec<Job>,
+    /// The API Deployment.
+    pub api: Option<Deployment>,
+    /// The worker Deployment.
+    pub worker: Option<Deployment>,
+}
+
+fn kube_error(action: String) -> impl FnOnce(kube::Error) -> Error {
+    move |source| Error::Kube { action, source }
+}
+
+/// The decoded data of a Secret (`data`, then `stringData`).
+pub fn secret_data(secret: &Secret) -> BTreeMap<String, String> {
+    let mut data: BTreeMap<String, String> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(key, value)| (key.clone(), String::from_utf8_lossy(&value.0).into_owned()))
+        .collect();
+    for (key, value) in secret.string_data.iter().flatten() {
+        data.insert(key.clone(), value.clone());
+    }
+    data
+}
+
+async fn read_secret(
+    secrets: &Api<Secret>,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, String>>, Error> {
+    Ok(secrets
+        .get_opt(name)
+        .await
+        .map_err(kube_error(format!("reading Secret {namespace}/{name}")))?
+        .map(|secret| secret_data(&secret)))
+}
+
+/// Reads everything one reconcile of `app` needs.
+pub async fn observe(context: &Context, app: &KumikoApp) -> Result<World, Error> {
+    let name = app.metadata.name.clone().unwrap_or_default();
+    let namespace = app
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
+    let client = context.client.clone();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let mut world = World::default();
+
+    match app.spec.database.mode() {
+        Some(DatabaseMode::Cluster) => {
+            let cluster_name = names::database_cluster(&name);
+            let clusters: Api<Cluster> = Api::namespaced(client.clone(), &namespace);
+            world.cluster = clusters
+                .get_opt(&cluster_name)
+                .await
+                .map_err(kube_error(format!(
+                    "reading Cluster {namespace}/{cluster_name}"
+                )))?;
+            world.database_ready = world.cluster.as_ref().is_some_and(Cluster::is_ready);
+            if world.database_ready {
+                let admin = format!("{cluster_name}-superuser");
+                world.admin_secret = read_secret(&secrets, &namespace, &admin).await?;
+                if world.admin_secret.is_none() {
+                    world.database_ready = false;
+                    world.database_message =
+                        format!("waiting for CNPG to create the Secret {admin}");
+                }
+            } else {
+                world.database_message =
+                    format!("waiting for CNPG Cluster {cluster_name} to be Ready");
+            }
+        }
+        Some(DatabaseMode::Shared) => {
+            if let Some(shared) = &app.spec.database.shared {
+                let admin = &shared.admin_secret.name;
+                world.admin_secret = read_secret(&secrets, &namespace, admin).await?;
+                world.database_ready = world.admin_secret.is_some();
+                world.database_message = format!(
+                    "waiting for the admin Secret {admin} of shared cluster {}",
+                    shared.cluster_name
+                );
+            }
+        }
+        Some(DatabaseMode::External) => {
+            if let Some(external) = &app.spec.database.external {
+                let uri = &external.uri_secret;
+                let data = read_secret(&secrets, &namespace, &uri.name).await?;
+                world.database_ready = data.is_some_and(|data| data.contains_key(&uri.key));
+                world.database_message = format!(
+                    "waiting for Secret {} with key {} (spec.database.external.uriSecret)",
+                    uri.name, uri.key
+                );
+            }
+        }
+        None => {}
+    }
+    if world.database_ready {
+        world.database_message = "the database is reachable".to_owned();
+    }
+
+    world.owner_secret = read_secret(&secrets, &namespace, &names::owner_secret(&name)).await?;
+    world.runtime_secret = read_secret(&secrets, &namespace, &names::runtime_secret(&name)).await?;
+
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let selector = format!(
+        "{}={name},{}=migrate",
+        names::INSTANCE_LABEL,
+        names::COMPONENT_LABEL
+    );
+    let mut listed = jobs
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_error(format!(
+            "listing the migrate Jobs in {namespace}"
+        )))?
+        .items;
+    listed.sort_by(|a, b| {
+        (
+            a.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            a.metadata.name.clone(),
+        )
+            .cmp(&(
+                b.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                b.metadata.name.clone(),
+            ))
+    });
+    world.jobs = listed;
+
+    let deployments: Api<Deployment> = Api::namespaced(client, &namespace);
+    world.api = deployments
+        .get_opt(&names::api(&name))
+        .await
+        .map_err(kube_error(format!(
+            "reading Deployment {namespace}/{}",
+            names::api(&name)
+        )))?;
+    world.worker = deployments
+        .get_opt(&names::worker(&name))
+        .await
+        .map_err(kube_error(format!(
+            "reading Deployment {namespace}/{}",
+            names::worker(&name)
+        )))?;
+    Ok(world)
+}
+
+/// How many log lines of a failed migration go into the condition.
+pub const LOG_TAIL_LINES: i64 = 20;
+/// At most this many bytes of log are read.
+pub const LOG_TAIL_BYTES: i64 = 4096;
+
+/// The last lines of the log of the newest pod of `job` (empty when none is readable).
+pub async fn job_log_tail(context: &Context, namespace: &str, job: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(context.client.clone(), namespace);
+    let Ok(list) = pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+    else {
+        return String::new();
+    };
+    let Some(pod) = list
+        .items
+        .iter()
+        .max_by_key(|pod| pod.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    else {
+        return String::new();
+    };
+    let params = LogParams {
+        tail_lines: Some(LOG_TAIL_LINES),
+        limit_bytes: Some(LOG_TAIL_BYTES),
+        ..LogParams::default()
+    };
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    pods.logs(&name, &params).await.unwrap_or_default()
+}

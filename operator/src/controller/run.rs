@@ -1,0 +1,237 @@
+//! `kumiko-operator run`: the process around the controller.
+//!
+//! JSON logs (filtered by `RUST_LOG`), the HTTP endpoints, leader election, then the kube-runtime
+//! Controller on KumikoApps (owning their Deployments, Jobs, Clusters and Secrets, watching the
+//! Secrets they read), with bounded concurrency, until SIGTERM/SIGINT or the loss of the Lease.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Config, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use kumiko_crds::{KumikoApp, names};
+use tokio::sync::watch;
+
+use super::Context;
+use super::credentials::RolesBackend;
+use super::http::{self, Probes};
+use super::leader::{self, LeaderConfig};
+use super::metrics::Metrics;
+use super::reconcile::{error_policy, reconcile};
+use super::roles_backend::PostgresRoles;
+use crate::Error;
+use crate::cnpg::Cluster;
+use crate::desired::MANAGER;
+
+/// Settings of `run`.
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    /// Where `/metrics`, `/healthz` and `/readyz` listen.
+    pub http_addr: SocketAddr,
+    /// The Lease's name.
+    pub lease_name: String,
+    /// The Lease's namespace.
+    pub lease_namespace: String,
+    /// This replica's identity.
+    pub identity: String,
+    /// The most apps reconciled at once.
+    pub concurrency: u16,
+    /// Campaign for the Lease (off only for a single replica in tests).
+    pub leader_election: bool,
+}
+
+/// Sets up JSON logs filtered by `RUST_LOG` (default `info`). Safe to call twice.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .try_init();
+}
+
+/// A future that completes on SIGTERM or SIGINT.
+async fn termination() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs the operator process until a signal (Ok) or the loss of the Lease (Err).
+pub async fn run(settings: RunSettings) -> Result<(), Error> {
+    init_logging();
+    let client = Client::try_default().await.map_err(Error::Connect)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        termination().await;
+        tracing::info!("signal received: shutting down");
+        let _ = stop_tx.send(true);
+    });
+    run_with(client, settings, Arc::new(PostgresRoles), stop_rx).await
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Runs the operator on `client` until `stop` turns true (or the Lease is lost).
+pub async fn run_with(
+    client: Client,
+    settings: RunSettings,
+    roles: Arc<dyn RolesBackend>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let probes = Probes {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let server = http::serve(settings.http_addr, probes, stopped(stop.clone())).await?;
+    let server = tokio::spawn(server);
+    tracing::info!(addr = %settings.http_addr, "serving /metrics, /healthz, /readyz");
+
+    let lease = LeaderConfig {
+        namespace: settings.lease_namespace.clone(),
+        name: settings.lease_name.clone(),
+        identity: settings.identity.clone(),
+        lease_duration: Duration::from_secs(15),
+        renew_every: Duration::from_secs(2),
+    };
+    ready.store(true, Ordering::SeqCst);
+    if settings.leader_election {
+        tracing::info!(lease = %lease.name, identity = %lease.identity, "waiting for the lease");
+        tokio::select! {
+            () = leader::acquire(&client, &lease) => {}
+            () = stopped(stop.clone()) => {
+                let _ = server.await;
+                return Ok(());
+            }
+        }
+        tracing::info!(identity = %lease.identity, "leading");
+        metrics.set_leader(true);
+    }
+
+    let result = tokio::select! {
+        () = controller(client.clone(), &settings, metrics.clone(), roles, stop.clone()) => Ok(()),
+        () = async {
+            if settings.leader_election {
+                leader::hold(&client, &lease).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => Err(Error::Leader(format!(
+            "lost Lease {}/{}: stopping so that exactly one replica reconciles",
+            lease.namespace, lease.name
+        ))),
+    };
+    metrics.set_leader(false);
+    if settings.leader_election && result.is_ok() {
+        leader::release(&client, &lease).await;
+    }
+    ready.store(false, Ordering::SeqCst);
+    server.abort();
+    result
+}
+
+/// Whether `secret` is one that `app` reads or owns.
+fn app_reads_secret(app: &KumikoApp, secret: &str) -> bool {
+    let name = app.name_any();
+    let database = &app.spec.database;
+    secret == format!("{}-superuser", names::database_cluster(&name))
+        || secret == names::owner_secret(&name)
+        || secret == names::runtime_secret(&name)
+        || database
+            .shared
+            .as_ref()
+            .is_some_and(|shared| shared.admin_secret.name == secret)
+        || database
+            .external
+            .as_ref()
+            .is_some_and(|external| external.uri_secret.name == secret)
+}
+
+fn apps_reading(
+    store: &Store<DeserializeGuard<KumikoApp>>,
+    secret: &Secret,
+) -> Vec<ObjectRef<DeserializeGuard<KumikoApp>>> {
+    let namespace = secret.namespace();
+    let name = secret.name_any();
+    store
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|app| app.namespace() == namespace && app_reads_secret(app, &name))
+        .map(|app| ObjectRef::new(&app.name_any()).within(&app.namespace().unwrap_or_default()))
+        .collect()
+}
+
+async fn controller(
+    client: Client,
+    settings: &RunSettings,
+    metrics: Arc<Metrics>,
+    roles: Arc<dyn RolesBackend>,
+    stop: watch::Receiver<bool>,
+) {
+    let apps: Api<DeserializeGuard<KumikoApp>> = Api::all(client.clone());
+    let owned =
+        watcher::Config::default().labels(&format!("{}={MANAGER}", names::MANAGED_BY_LABEL));
+    let controller = Controller::new(apps, watcher::Config::default())
+        .with_config(Config::default().concurrency(settings.concurrency));
+    let store = controller.store();
+    let mapper_store = store.clone();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: MANAGER.to_owned(),
+            instance: Some(settings.identity.clone()),
+        },
+    );
+    let context = Arc::new(Context::new(
+        client.clone(),
+        metrics,
+        recorder,
+        store,
+        roles,
+    ));
+    controller
+        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
+        .owns(Api::<Job>::all(client.clone()), owned.clone())
+        .owns(Api::<Cluster>::all(client.clone()), owned)
+        .watches(
+            Api::<Secret>::all(client),
+            watcher::Config::default(),
+            move |secret| apps_reading(&mapper_store, &secret),
+        )
+        .graceful_shutdown_on(stopped(stop))
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "controller event");
+            }
+        })
+        .await;
+    tracing::info!("controller stopped");
+}

@@ -1,0 +1,231 @@
+//! Pure judgements of single steps from observed objects: a migrate Job's outcome, a Deployment's
+//! availability, and which old Jobs to delete.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use kumiko_crds::ProcessStatus;
+
+use super::status::Check;
+use crate::desired::MIGRATION_IMAGE_ANNOTATION;
+
+/// What became of a migrate Job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Not created yet.
+    Absent,
+    /// Created, not finished.
+    Running,
+    /// Finished successfully.
+    Succeeded,
+    /// Failed for good (backoff limit or deadline reached).
+    Failed {
+        /// The Job's own reason and message.
+        message: String,
+    },
+}
+
+/// The outcome of the Job named `name` among `jobs`.
+pub fn job_outcome(jobs: &[Job], name: &str) -> JobOutcome {
+    let Some(job) = jobs
+        .iter()
+        .find(|job| job.metadata.name.as_deref() == Some(name))
+    else {
+        return JobOutcome::Absent;
+    };
+    let Some(status) = &job.status else {
+        return JobOutcome::Running;
+    };
+    let condition = |kind: &str| {
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|condition| condition.type_ == kind && condition.status == "True")
+    };
+    if condition("Complete").is_some() || status.succeeded.unwrap_or(0) > 0 {
+        return JobOutcome::Succeeded;
+    }
+    if let Some(failed) = condition("Failed") {
+        return JobOutcome::Failed {
+            message: format!(
+                "{}: {}",
+                failed.reason.clone().unwrap_or_else(|| "Failed".to_owned()),
+                failed.message.clone().unwrap_or_default()
+            ),
+        };
+    }
+    JobOutcome::Running
+}
+
+/// The image a Job migrates to (its `kumiko.so/image` annotation).
+pub fn job_image(job: &Job) -> Option<&str> {
+    job.metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(MIGRATION_IMAGE_ANNOTATION))
+        .map(String::as_str)
+}
+
+/// How many migrate Jobs are kept.
+pub const KEPT_JOBS: usize = 3;
+
+/// The Jobs to delete: all but the newest [`KEPT_JOBS`] (`jobs` oldest first), never `current`.
+pub fn jobs_to_delete<'a>(jobs: &'a [Job], current: &str) -> Vec<&'a str> {
+    let excess = jobs.len().saturating_sub(KEPT_JOBS);
+    jobs.iter()
+        .take(excess)
+        .filter_map(|job| job.metadata.name.as_deref())
+        .filter(|name| *name != current)
+        .collect()
+}
+
+/// Whether a Deployment has rolled out `image` with `replicas` available pods, and its counts.
+pub fn availability(
+    deployment: Option<&Deployment>,
+    image: &str,
+    replicas: i32,
+) -> (Check, Option<ProcessStatus>) {
+    let Some(deployment) = deployment else {
+        return (
+            Check::not_yet("NotCreated", "waiting for the migration before creating it"),
+            None,
+        );
+    };
+    let status = deployment.status.clone().unwrap_or_default();
+    let counts = ProcessStatus::new(
+        status.replicas.unwrap_or(0),
+        status.ready_replicas.unwrap_or(0),
+        status.updated_replicas.unwrap_or(0),
+        status.available_replicas.unwrap_or(0),
+    );
+    let running_image = deployment
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.as_ref())
+        .and_then(|pod| pod.containers.first())
+        .and_then(|container| container.image.as_deref());
+    let observed_current =
+        status.observed_generation.unwrap_or(0) >= deployment.metadata.generation.unwrap_or(0);
+    let check = if running_image != Some(image) {
+        Check::not_yet(
+            "OldImage",
+            format!(
+                "running {}, waiting to roll out {image}",
+                running_image.unwrap_or("nothing")
+            ),
+        )
+    } else if observed_current
+        && counts.updated_replicas >= replicas
+        && counts.available_replicas >= replicas
+        && counts.replicas == replicas
+    {
+        Check::done("Available", format!("{} ready", counts.summary))
+    } else {
+        Check::not_yet(
+            "RollingOut",
+            format!(
+                "{} ready, {} updated of {replicas}",
+                counts.summary, counts.updated_replicas
+            ),
+        )
+    };
+    (check, Some(counts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+    use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+
+    fn job(name: &str, condition: Option<&str>) -> Job {
+        let mut job = Job::default();
+        job.metadata.name = Some(name.to_owned());
+        job.status = condition.map(|kind| JobStatus {
+            conditions: Some(vec![JobCondition {
+                type_: kind.to_owned(),
+                status: "True".to_owned(),
+                reason: Some("BackoffLimitExceeded".to_owned()),
+                ..JobCondition::default()
+            }]),
+            ..JobStatus::default()
+        });
+        job
+    }
+
+    #[test]
+    fn job_outcomes_follow_the_job_conditions() {
+        let jobs = [
+            job("done", Some("Complete")),
+            job("broken", Some("Failed")),
+            job("busy", None),
+        ];
+        assert_eq!(job_outcome(&jobs, "done"), JobOutcome::Succeeded);
+        assert!(
+            matches!(job_outcome(&jobs, "broken"), JobOutcome::Failed { message } if message.contains("BackoffLimitExceeded"))
+        );
+        assert_eq!(job_outcome(&jobs, "busy"), JobOutcome::Running);
+        assert_eq!(job_outcome(&jobs, "missing"), JobOutcome::Absent);
+    }
+
+    #[test]
+    fn only_the_newest_three_jobs_are_kept() {
+        let jobs: Vec<Job> = (0..5)
+            .map(|i| job(&format!("j{i}"), Some("Complete")))
+            .collect();
+        assert_eq!(jobs_to_delete(&jobs, "j4"), vec!["j0", "j1"]);
+        assert_eq!(jobs_to_delete(&jobs[..3], "j2"), Vec::<&str>::new());
+        assert_eq!(jobs_to_delete(&jobs, "j0"), vec!["j1"]);
+    }
+
+    fn deployment(image: &str, replicas: i32, available: i32) -> Deployment {
+        Deployment {
+            metadata: kube::api::ObjectMeta {
+                generation: Some(2),
+                ..Default::default()
+            },
+            spec: Some(DeploymentSpec {
+                template: PodTemplateSpec {
+                    metadata: None,
+                    spec: Some(PodSpec {
+                        containers: vec![Container {
+                            image: Some(image.to_owned()),
+                            ..Container::default()
+                        }],
+                        ..PodSpec::default()
+                    }),
+                },
+                ..DeploymentSpec::default()
+            }),
+            status: Some(DeploymentStatus {
+                observed_generation: Some(2),
+                replicas: Some(replicas),
+                ready_replicas: Some(available),
+                updated_replicas: Some(available),
+                available_replicas: Some(available),
+                ..DeploymentStatus::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn available_only_at_the_desired_image_with_every_replica() {
+        let (check, counts) = availability(Some(&deployment("app:2", 2, 2)), "app:2", 2);
+        assert_eq!(check.status, "True");
+        assert_eq!(counts.unwrap().summary, "2/2");
+        assert_eq!(
+            availability(Some(&deployment("app:1", 2, 2)), "app:2", 2)
+                .0
+                .reason,
+            "OldImage"
+        );
+        assert_eq!(
+            availability(Some(&deployment("app:2", 2, 1)), "app:2", 2)
+                .0
+                .status,
+            "False"
+        );
+        assert_eq!(availability(None, "app:2", 2).0.status, "False");
+    }
+}
