@@ -534,7 +534,7 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         _ => return Err(format!("`{value}` has an unknown unit; {fix}")),
     };
     let seconds = number * seconds_per_unit;
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 86_400.0 * 365.0 {
+    if !seconds.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&seconds) {
         return Err(format!("`{value}` is out of range; {fix}"));
     }
     Ok(Duration::from_secs_f64(seconds))
@@ -543,7 +543,7 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
 /// Formats a duration the way the environment writes it (`300ms`, `3s`, `1.5s`).
 pub fn format_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         format!("{}s", millis / 1000)
     } else if millis < 1000 {
         format!("{millis}ms")

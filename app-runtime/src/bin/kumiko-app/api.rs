@@ -130,9 +130,12 @@ fn refusal(status: StatusCode, message: &str) -> Response {
 }
 
 /// Checks the bearer token of a write. Pure: the configured token and the request's headers.
-fn authorize(admin_token: Option<&str>, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(
+    admin_token: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(), (StatusCode, &'static str)> {
     let Some(expected) = admin_token else {
-        return Err(refusal(
+        return Err((
             StatusCode::FORBIDDEN,
             "the write API is off; set KUMIKO_ADMIN_TOKEN to turn it on",
         ));
@@ -145,7 +148,7 @@ fn authorize(admin_token: Option<&str>, headers: &HeaderMap) -> Result<(), Respo
     if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
         Ok(())
     } else {
-        Err(refusal(
+        Err((
             StatusCode::UNAUTHORIZED,
             "send Authorization: Bearer <KUMIKO_ADMIN_TOKEN>",
         ))
@@ -185,8 +188,8 @@ async fn create_component(
     headers: HeaderMap,
     Json(input): Json<NewComponent>,
 ) -> Result<Response, ApiError> {
-    if let Err(refused) = authorize(state.admin_token.as_deref(), &headers) {
-        return Ok(refused);
+    if let Err((status, message)) = authorize(state.admin_token.as_deref(), &headers) {
+        return Ok(refusal(status, message));
     }
     let component = statuspage::create_component(&state.pool, &input).await?;
     publish(&state, Change::Component(component.clone()));
@@ -199,8 +202,8 @@ async fn set_status(
     Path(id): Path<i64>,
     Json(input): Json<StatusChange>,
 ) -> Result<Response, ApiError> {
-    if let Err(refused) = authorize(state.admin_token.as_deref(), &headers) {
-        return Ok(refused);
+    if let Err((status, message)) = authorize(state.admin_token.as_deref(), &headers) {
+        return Ok(refusal(status, message));
     }
     let component = statuspage::set_component_status(&state.pool, id, &input).await?;
     publish(&state, Change::Component(component.clone()));
@@ -212,8 +215,8 @@ async fn recompute(
     headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    if let Err(refused) = authorize(state.admin_token.as_deref(), &headers) {
-        return Ok(refused);
+    if let Err((status, message)) = authorize(state.admin_token.as_deref(), &headers) {
+        return Ok(refusal(status, message));
     }
     let job = statuspage::request_recompute(&state.pool, id).await?;
     Ok((
@@ -241,8 +244,8 @@ async fn create_incident(
     headers: HeaderMap,
     Json(input): Json<NewIncident>,
 ) -> Result<Response, ApiError> {
-    if let Err(refused) = authorize(state.admin_token.as_deref(), &headers) {
-        return Ok(refused);
+    if let Err((status, message)) = authorize(state.admin_token.as_deref(), &headers) {
+        return Ok(refusal(status, message));
     }
     let incident = statuspage::create_incident(&state.pool, &input).await?;
     publish(&state, Change::Incident(incident.clone()));
@@ -254,8 +257,8 @@ async fn resolve_incident(
     headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    if let Err(refused) = authorize(state.admin_token.as_deref(), &headers) {
-        return Ok(refused);
+    if let Err((status, message)) = authorize(state.admin_token.as_deref(), &headers) {
+        return Ok(refusal(status, message));
     }
     let incident = statuspage::resolve_incident(&state.pool, id).await?;
     publish(&state, Change::Incident(incident.clone()));
@@ -380,9 +383,9 @@ mod tests {
     fn writes_are_off_without_a_token_and_need_the_right_one_with_it() {
         let mut headers = HeaderMap::new();
         let off = authorize(None, &headers).unwrap_err();
-        assert_eq!(off.status(), StatusCode::FORBIDDEN);
+        assert_eq!(off.0, StatusCode::FORBIDDEN);
         assert_eq!(
-            authorize(Some("s3cret"), &headers).unwrap_err().status(),
+            authorize(Some("s3cret"), &headers).unwrap_err().0,
             StatusCode::UNAUTHORIZED
         );
         headers.insert(header::AUTHORIZATION, "Bearer wrong".parse().unwrap());
