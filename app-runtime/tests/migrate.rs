@@ -2,6 +2,8 @@
 //! the test puts into each state (pending, ahead, dirty, checksum mismatch) with migration sets
 //! built here from the embedded one.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
+
 mod data_process;
 
 use std::borrow::Cow;

@@ -5,6 +5,8 @@
 //! scheduled_for)`) shows who ran each tick; `uptime_rollups` has no unique key, so a tick run
 //! twice would show up there as two rows.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
+
 mod data_process;
 
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! with exactly the environment a test gives (nothing inherited), collect its output, and reach
 //! the throwaway Postgres the test started.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
