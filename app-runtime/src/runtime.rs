@@ -126,6 +126,8 @@ impl Runtime {
 /// Runs a process: boot, serve, shut down. Returns the exit code.
 pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: AppBoot) -> i32 {
     let started = Instant::now();
+    // Signals first: from here on SIGTERM/SIGINT never kill the process unannounced.
+    let signals = Signals::install();
     let lifecycle = Lifecycle::new();
     let mut boot = Boot::new(started, crate::config::DEFAULT_STARTUP_TIMEOUT);
 
@@ -174,8 +176,8 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
         checks_stop: CancellationToken::new(),
     };
 
-    // Signals are watched from here on: a signal during boot stops it cleanly.
-    let mut signals = match Signals::install() {
+    // A signal during boot stops it cleanly.
+    let mut signals = match signals {
         Ok(signals) => signals,
         Err(error) => {
             let error = runtime

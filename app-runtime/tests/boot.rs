@@ -128,3 +128,34 @@ fn no_environment_at_all_runs_on_sqlite() {
         Some(0)
     );
 }
+
+#[test]
+fn sigterm_during_boot_stops_without_waiting_for_the_startup_cap() {
+    let port = kumiko_testkit::free_port().unwrap();
+    let mut app = serve()
+        .env(
+            "DATABASE_URL",
+            format!("postgres://app:pw@127.0.0.1:{port}/app"),
+        )
+        .env("KUMIKO_STARTUP_TIMEOUT", "60s")
+        .spawn();
+    assert!(app.wait_for_log(Duration::from_secs(10), |line| {
+        line.contains("boot phase failed, retrying")
+    }));
+    app.sigterm();
+    let sent = Instant::now();
+    let status = app
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no exit:\n{}", app.all_output()));
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        sent.elapsed()
+    );
+    assert_eq!(status.code(), Some(0), "{}", app.all_output());
+    assert!(
+        app.stdout()
+            .iter()
+            .any(|line| line.contains("stopping during boot"))
+    );
+}

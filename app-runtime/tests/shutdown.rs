@@ -214,3 +214,49 @@ fn sigint_drains_like_sigterm() {
     assert!(app.stdout().iter().any(|line| line.contains("SIGINT")));
     assert!(app.stdout().iter().any(|line| line.contains("\"stopped\"")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_responses_during_the_linger_never_carry_connection_close() {
+    let mut app = serve().env("KUMIKO_LINGER", "2s").spawn();
+    let app = tokio::task::spawn_blocking(move || {
+        app.wait_ready(BOOT);
+        app
+    })
+    .await
+    .unwrap();
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{}/api/ping", app.port);
+    let before = client.get(&url).send().await.unwrap();
+    assert_eq!(before.version(), reqwest::Version::HTTP_2);
+
+    app.sigterm();
+    let (app, drained) = tokio::task::spawn_blocking(move || {
+        let drained = app.wait_for_log(Duration::from_secs(2), |line| line.contains("draining"));
+        (app, drained)
+    })
+    .await
+    .unwrap();
+    assert!(drained);
+    // A new HTTP/2 connection during the linger: served, and no connection-specific header
+    // (which HTTP/2 forbids; a client would reject the response).
+    let during = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(during.version(), reqwest::Version::HTTP_2);
+    assert_eq!(during.status(), 200);
+    assert!(during.headers().get("connection").is_none());
+    assert_eq!(during.text().await.unwrap(), "pong");
+    let mut app = app;
+    let status = tokio::task::spawn_blocking(move || app.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(status.unwrap().code(), Some(0));
+}
