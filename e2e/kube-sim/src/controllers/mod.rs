@@ -64,6 +64,36 @@ impl PodLogSink for DiscardLogs {
     fn append(&self, _namespace: &str, _pod: &str, _container: &str, _chunk: &[u8]) {}
 }
 
+/// The API server's pod-log store, as the kubelet's sink.
+#[derive(Clone)]
+pub struct ClusterLogs(pub Arc<crate::Cluster>);
+
+impl PodLogSink for ClusterLogs {
+    fn start(&self, namespace: &str, pod: &str, container: &str) {
+        self.0.pod_logs().start(namespace, pod, container);
+    }
+
+    fn append(&self, namespace: &str, pod: &str, container: &str, chunk: &[u8]) {
+        self.0.pod_logs().append(namespace, pod, container, chunk);
+    }
+}
+
+/// A client of the sim at `url` (`http://127.0.0.1:PORT`).
+pub fn client_for(url: &str) -> Result<kube::Client> {
+    let invalid = |reason: String| Error::InvalidOption {
+        option: "server URL",
+        value: url.to_owned(),
+        reason,
+    };
+    let uri = url.parse().map_err(|error| invalid(format!("{error}")))?;
+    let mut config = kube::Config::new(uri);
+    config.default_namespace = "default".to_owned();
+    kube::Client::try_from(config).map_err(|source| Error::Kube {
+        action: format!("building a client for {url}"),
+        source,
+    })
+}
+
 /// Where CNPG Clusters get their Postgres from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum PostgresSource {
@@ -266,7 +296,7 @@ impl Controllers {
             tokio::spawn(job::run(client.clone(), config.clone(), shutdown.clone())),
             tokio::spawn(cnpg.clone().run(shutdown.clone())),
             tokio::spawn(service_proxy::run(client.clone(), shutdown.clone())),
-            tokio::spawn(quota::run(client, shutdown.clone())),
+            tokio::spawn(quota::run(client, config.clone(), shutdown.clone())),
         ];
         Ok(Controllers {
             shutdown,
@@ -274,6 +304,18 @@ impl Controllers {
             kubelet,
             cnpg,
         })
+    }
+
+    /// Starts every controller against an in-process server: registers pod admission (LimitRange,
+    /// ResourceQuota, binding to the node) and sends container output to the server's log store.
+    pub async fn start_for(server: &crate::ServerHandle, mut config: ControllersConfig) -> Result<Self> {
+        server
+            .cluster()
+            .admission()
+            .register(Arc::new(quota::PodAdmission { bind_to_node: true }));
+        config.log_sink = Arc::new(ClusterLogs(server.cluster().clone()));
+        let client = client_for(server.url())?;
+        Self::start(client, config).await
     }
 
     /// Stops every controller: pod processes get SIGKILL, throwaway Postgres servers are removed.

@@ -1,0 +1,281 @@
+//! The simulated kubelet against the in-process API server, with real processes (`sim-pod`),
+//! real probes and real signals.
+
+mod controllers_support;
+
+use std::time::{Duration, Instant};
+
+use controllers_support::{SIM_POD_IMAGE, Sim, wait_for};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::{Api, DeleteParams, LogParams, PostParams};
+use kube_sim::controllers::{ControllersConfig, POD_PORT_ANNOTATION};
+use serde_json::json;
+
+fn pod(name: &str, spec: serde_json::Value) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
+        "spec": spec
+    }))
+    .expect("pod")
+}
+
+fn condition(pod: &Pod, type_: &str) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
+}
+
+async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    Some(response)
+}
+
+fn port_of(pod: &Pod) -> u16 {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(POD_PORT_ANNOTATION))
+        .and_then(|p| p.parse().ok())
+        .expect("port annotation")
+}
+
+#[tokio::test]
+async fn kubelet_resolves_env_runs_the_process_and_readiness_probe_makes_it_ready() {
+    let sim = Sim::start(ControllersConfig::default()).await;
+    let secrets: Api<Secret> = Api::namespaced(sim.client.clone(), "default");
+    let config_maps: Api<ConfigMap> = Api::namespaced(sim.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "db"}, "stringData": {"password": "pw-1"}}))
+                .expect("secret"),
+        )
+        .await
+        .expect("secret created");
+    config_maps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "settings"}, "data": {"LEVEL": "debug"}}))
+                .expect("config map"),
+        )
+        .await
+        .expect("config map created");
+    let spec = json!({"containers": [{
+        "name": "app", "image": SIM_POD_IMAGE,
+        "command": ["/app/sim-pod", "serve"], "args": ["--name=$(POD_NAME)"],
+        "ports": [{"name": "http", "containerPort": 3000}],
+        "env": [
+            {"name": "PORT", "value": "3000"},
+            {"name": "SIM_POD_READY_AFTER_MS", "value": "1500"},
+            {"name": "SIM_POD_PRINT_ENV", "value": "DB_PASSWORD,LEVEL,POD_NAME,POD_NAMESPACE,PORT"},
+            {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
+            {"name": "LEVEL", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "LEVEL"}}},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+        ],
+        "readinessProbe": {"httpGet": {"path": "/health/ready", "port": "http"}, "periodSeconds": 1}
+    }]});
+    pods.create(&PostParams::default(), &pod("web", spec))
+        .await
+        .expect("pod created");
+
+    // Running but not Ready while /health/ready answers 503.
+    let running = wait_for("the pod to run", Duration::from_secs(20), || async {
+        let pod = pods.get("web").await.ok()?;
+        let status = pod.status.as_ref()?;
+        (status.phase.as_deref() == Some("Running")).then_some(pod)
+    })
+    .await;
+    assert_eq!(condition(&running, "PodScheduled").as_deref(), Some("True"));
+    let ready = wait_for("the readiness probe to pass", Duration::from_secs(20), || async {
+        let pod = pods.get("web").await.ok()?;
+        (condition(&pod, "Ready").as_deref() == Some("True")).then_some(pod)
+    })
+    .await;
+    let status = ready.status.clone().expect("status");
+    assert_eq!(status.pod_ip.as_deref(), Some("127.0.0.1"));
+    let container = &status.container_statuses.expect("container statuses")[0];
+    assert!(container.ready && container.started == Some(true));
+    assert!(container.state.as_ref().and_then(|s| s.running.as_ref()).is_some());
+    assert_eq!(ready.spec.as_ref().and_then(|s| s.node_name.as_deref()), Some("kube-sim"));
+
+    let port = port_of(&ready);
+    let answer = http_get(port, "/").await.expect("the process serves on its port");
+    assert!(answer.ends_with("web"), "HOSTNAME is the pod name: {answer}");
+
+    let logs = pods.logs("web", &LogParams::default()).await.expect("logs");
+    assert!(logs.contains("DB_PASSWORD=pw-1"), "{logs}");
+    assert!(logs.contains("LEVEL=debug"), "{logs}");
+    assert!(logs.contains("POD_NAME=web"), "{logs}");
+    assert!(logs.contains("POD_NAMESPACE=default"), "{logs}");
+    assert!(logs.contains(&format!("PORT={port}")), "PORT is the pod's own port: {logs}");
+    assert!(logs.contains(r#"args=["serve", "--name=web"]"#), "{logs}");
+    assert!(logs.contains("request /health/ready -> 503"), "{logs}");
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn kubelet_sends_sigterm_then_sigkill_after_the_grace_period() {
+    let sim = Sim::start(ControllersConfig::default()).await;
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    let spec = json!({
+        "terminationGracePeriodSeconds": 2,
+        "containers": [{"name": "app", "image": SIM_POD_IMAGE,
+            "env": [{"name": "SIM_POD_IGNORE_SIGTERM", "value": "1"}]}]
+    });
+    pods.create(&PostParams::default(), &pod("stubborn", spec))
+        .await
+        .expect("pod created");
+    let ready = wait_for("the pod to be ready", Duration::from_secs(20), || async {
+        let pod = pods.get("stubborn").await.ok()?;
+        (condition(&pod, "Ready").as_deref() == Some("True")).then_some(pod)
+    })
+    .await;
+    let port = port_of(&ready);
+    assert!(http_get(port, "/health").await.is_some());
+
+    let deleted_at = Instant::now();
+    pods.delete("stubborn", &DeleteParams::default())
+        .await
+        .expect("delete accepted");
+    // Graceful deletion: the pod stays, terminating, while the process ignores SIGTERM.
+    let terminating = pods.get("stubborn").await.expect("still there");
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    wait_for("SIGTERM to reach the process", Duration::from_secs(10), || async {
+        let logs = sim.server.cluster().pod_logs().read("default", "stubborn", "app")?;
+        String::from_utf8_lossy(&logs)
+            .contains("SIGTERM received, ignored")
+            .then_some(())
+    })
+    .await;
+    assert!(http_get(port, "/health").await.is_some(), "alive after SIGTERM");
+    wait_for("the pod to be removed", Duration::from_secs(20), || async {
+        pods.get_opt("stubborn").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        deleted_at.elapsed() >= Duration::from_millis(1900),
+        "the kubelet waited for the grace period before SIGKILL"
+    );
+    assert!(http_get(port, "/health").await.is_none(), "SIGKILL ended the process");
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn liveness_failure_restarts_the_container_and_exit_codes_are_reported() {
+    let sim = Sim::start(ControllersConfig::default()).await;
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    let spec = json!({
+        "terminationGracePeriodSeconds": 1,
+        "containers": [{"name": "app", "image": SIM_POD_IMAGE,
+            "livenessProbe": {"httpGet": {"path": "/health", "port": 3000},
+                "periodSeconds": 1, "failureThreshold": 1}}]
+    });
+    pods.create(&PostParams::default(), &pod("flaky", spec))
+        .await
+        .expect("pod created");
+    let ready = wait_for("the pod to be ready", Duration::from_secs(20), || async {
+        let pod = pods.get("flaky").await.ok()?;
+        (condition(&pod, "Ready").as_deref() == Some("True")).then_some(pod)
+    })
+    .await;
+    http_get(port_of(&ready), "/fail-liveness")
+        .await
+        .expect("liveness switched off");
+    let restarted = wait_for("a restart after the liveness failure", Duration::from_secs(20), || async {
+        let pod = pods.get("flaky").await.ok()?;
+        let container = pod.status.as_ref()?.container_statuses.as_ref()?.first()?.clone();
+        (container.restart_count == 1 && container.ready).then_some(container)
+    })
+    .await;
+    let last = restarted
+        .last_state
+        .and_then(|s| s.terminated)
+        .expect("the last state is the terminated run");
+    assert_eq!(last.exit_code, 0, "sim-pod exits 0 on SIGTERM");
+    assert!(
+        last.message.unwrap_or_default().contains("Liveness probe failed"),
+        "the termination names the probe"
+    );
+
+    let failing = json!({"restartPolicy": "Never", "containers": [{"name": "app", "image": SIM_POD_IMAGE,
+        "env": [{"name": "SIM_POD_EXIT_CODE", "value": "3"}]}]});
+    pods.create(&PostParams::default(), &pod("fails", failing))
+        .await
+        .expect("pod created");
+    let failed = wait_for("the pod to fail", Duration::from_secs(20), || async {
+        let pod = pods.get("fails").await.ok()?;
+        (pod.status.as_ref()?.phase.as_deref() == Some("Failed")).then_some(pod)
+    })
+    .await;
+    let terminated = failed.status.expect("status").container_statuses.expect("statuses")[0]
+        .state
+        .clone()
+        .and_then(|s| s.terminated)
+        .expect("terminated");
+    assert_eq!((terminated.exit_code, terminated.reason.as_deref()), (3, Some("Error")));
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn missing_secret_holds_the_container_until_it_exists() {
+    let sim = Sim::start(ControllersConfig::default()).await;
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    let spec = json!({"containers": [{"name": "app", "image": SIM_POD_IMAGE,
+        "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "later", "key": "x"}}}]}]});
+    pods.create(&PostParams::default(), &pod("waits", spec))
+        .await
+        .expect("pod created");
+    let waiting = wait_for("CreateContainerConfigError", Duration::from_secs(20), || async {
+        let pod = pods.get("waits").await.ok()?;
+        let waiting = pod.status.as_ref()?.container_statuses.as_ref()?.first()?.state.clone()?.waiting?;
+        (waiting.reason.as_deref() == Some("CreateContainerConfigError")).then_some(waiting)
+    })
+    .await;
+    assert_eq!(waiting.message.as_deref(), Some("secret \"later\" not found"));
+    let secrets: Api<Secret> = Api::namespaced(sim.client.clone(), "default");
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "later"}, "stringData": {"x": "1"}}))
+                .expect("secret"),
+        )
+        .await
+        .expect("secret created");
+    wait_for("the container to start", Duration::from_secs(20), || async {
+        let pod = pods.get("waits").await.ok()?;
+        (condition(&pod, "Ready").as_deref() == Some("True")).then_some(())
+    })
+    .await;
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn unmapped_image_is_ready_after_its_probe_initial_delay() {
+    let sim = Sim::start(ControllersConfig::default()).await;
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    let spec = json!({"containers": [{"name": "app", "image": "nginx:1.27",
+        "readinessProbe": {"httpGet": {"path": "/", "port": 80}, "initialDelaySeconds": 1}}]});
+    let created_at = Instant::now();
+    pods.create(&PostParams::default(), &pod("unmapped", spec))
+        .await
+        .expect("pod created");
+    wait_for("the unmapped pod to be ready", Duration::from_secs(20), || async {
+        let pod = pods.get("unmapped").await.ok()?;
+        (condition(&pod, "Ready").as_deref() == Some("True")).then_some(())
+    })
+    .await;
+    assert!(created_at.elapsed() >= Duration::from_millis(900), "not before the initial delay");
+    sim.stop().await;
+}
