@@ -315,3 +315,76 @@ fn leader_key_deleted_by_hand_still_runs_each_tick_once() {
         Some(0)
     );
 }
+
+#[test]
+fn follower_runs_queued_jobs_but_no_cron_ticks() {
+    let database = migrated_database();
+    let redis = TempRedis::start().unwrap();
+    // Someone else holds the leader key for the whole test: this worker stays a follower.
+    block_on(async {
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(kumiko_runtime::leader::DEFAULT_KEY)
+            .arg("another-process:token")
+            .arg("PX")
+            .arg(600_000)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    });
+    let mut follower = worker(&database, &redis, "worker-f");
+    assert_eq!(settled_leadership(&follower, "follower"), "follower");
+
+    // What the API does for `POST /api/components/{id}/uptime/recompute`.
+    let target = database.target();
+    let job_id = block_on(async {
+        let pool = kumiko_runtime::db::Pool::connect(&target, Default::default())
+            .await
+            .unwrap();
+        let component = kumiko_runtime::statuspage::create_component(
+            &pool,
+            &kumiko_runtime::statuspage::NewComponent {
+                name: "API".to_owned(),
+                description: None,
+            },
+        )
+        .await
+        .unwrap();
+        let job_id = kumiko_runtime::statuspage::request_recompute(&pool, component.id)
+            .await
+            .unwrap();
+        pool.close().await;
+        job_id
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        if let Some(record) = follower
+            .json_logs()
+            .into_iter()
+            .find(|record| record["message"] == "job succeeded" && record["job_id"] == job_id)
+        {
+            break record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job did not run:\n{}",
+            follower.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(done["kind"], "uptime-recompute");
+    // Two seconds of 1 s ticks went by; the follower ran none of them.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        cron_runs(&database).is_empty(),
+        "{:?}",
+        cron_runs(&database)
+    );
+    assert_eq!(
+        follower
+            .terminate(Duration::from_secs(30))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+}
