@@ -106,6 +106,7 @@ start_instance b "$port_b" 1s
 cat >"$scratch/haproxy.cfg" <<EOF
 global
   maxconn 4096
+  stats socket $scratch/haproxy.sock mode 600 level user
 defaults
   mode http
   timeout connect 1s
@@ -138,6 +139,22 @@ kill -TERM "$pid_a"
 drain_exit=0
 wait "$pid_a" || drain_exit=$?
 wait "$wrk_pid"
+# Per-server 2xx answers (from HAProxy's stats socket): proves both instances carried traffic.
+read -r served_a served_b < <(python3 - "$scratch/haproxy.sock" <<'PY'
+import csv, io, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"show stat\n")
+data = b""
+while chunk := s.recv(65536):
+    data += chunk
+rows = list(csv.reader(io.StringIO(data.decode().lstrip("# "))))
+header = rows[0]
+by_server = {r[1]: r for r in rows[1:] if len(r) == len(header) and r[0] == "apps"}
+col = header.index("hrsp_2xx")
+print(by_server["a"][col], by_server["b"][col])
+PY
+)
 figure[drain_requests]=$(awk '/requests in/ {print $1}' "$scratch/wrk-drain.txt")
 non2xx=$(awk -F': ' '/Non-2xx or 3xx responses/ {print $2}' "$scratch/wrk-drain.txt")
 socket=$(awk '/Socket errors/ {gsub(",", ""); print $4 + $6 + $8 + $10}' "$scratch/wrk-drain.txt")
@@ -155,7 +172,8 @@ printf '  /health/ready:         %8s req/s   ratio ready/bare %s\n' "${figure[re
 printf '  SIGTERM -> first 503:  p50 %s ms   p99 %s ms   max %s ms (20 runs)\n' "${figure[flip_ms_p50]}" "${figure[flip_ms_p99]}" "${figure[flip_ms_max]}"
 printf '  drain behind HAProxy:  %s requests, %s failed (non-2xx %s, socket errors %s); drained instance exit %s\n' \
   "${figure[drain_requests]}" "${figure[drain_failed]}" "${non2xx:-0}" "${socket:-0}" "${figure[drain_exit]}"
-goal "0 failed requests in the drain run (${figure[drain_failed]})" "${figure[drain_failed]} == 0 && ${figure[drain_exit]} == 0"
+printf '                         2xx served by the drained instance %s, by the other %s\n' "$served_a" "$served_b"
+goal "0 failed requests in the drain run (${figure[drain_failed]})" "${figure[drain_failed]} == 0 && ${figure[drain_exit]} == 0 && $served_a > 0"
 goal "ready throughput >= 0.90 of bare (${figure[ready_ratio]})" "${figure[ready_ratio]} >= 0.90"
 goal "p99 SIGTERM -> 503 <= 50 ms (${figure[flip_ms_p99]} ms)" "${figure[flip_ms_p99]} <= 50"
 goal "time to ready on SQLite <= 50 ms (p50 ${figure[ready_sqlite_ms_p50]} ms)" "${figure[ready_sqlite_ms_p50]} <= 50"
