@@ -23,6 +23,7 @@ helper="$root/target/release/examples/runtime_bench"
 
 scratch=$(mktemp -d)
 pids=()
+# shellcheck disable=SC2329  # invoked by the EXIT trap
 cleanup() {
   for pid in "${pids[@]:-}"; do
     [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
