@@ -212,10 +212,11 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
     };
 
     // Phase 16: first round of checks, then ready.
+    // Serving starts now (readiness says `starting` until the state flips).
     let phase_started = Instant::now();
+    let mut server = listener.serve(router, lifecycle.clone());
     let _ = tokio::time::timeout(FIRST_CHECKS_TIMEOUT, runtime.health.run_all_once()).await;
     let _check_tasks = runtime.health.start(runtime.checks_stop.clone());
-    let mut server = listener.serve(router, lifecycle.clone());
     lifecycle.advance(State::Ready);
     if let Err(error) = runtime
         .boot
