@@ -992,7 +992,7 @@ mod tests {
             follower.stop(Duration::from_secs(5)).await;
             leader.stop(Duration::from_secs(5)).await;
             let runs = runs.lock().unwrap().clone();
-            assert!(runs.len() >= 3, "the leader ran the ticks: {runs:?}");
+            assert!(runs.len() >= 2, "the leader ran the ticks: {runs:?}");
             assert!(
                 runs.iter().all(|(_, instance)| instance == "leader"),
                 "{runs:?}"
@@ -1026,7 +1026,7 @@ mod tests {
             let mut ticks: Vec<i64> = runs.iter().map(|(tick, _)| *tick).collect();
             let executions = ticks.len();
             ticks.dedup();
-            assert!(executions >= 4, "{runs:?}");
+            assert!(executions >= 3, "{runs:?}");
             assert_eq!(ticks.len(), executions, "a tick ran twice: {runs:?}");
             assert_eq!(count_runs(pool).await, runs);
         }

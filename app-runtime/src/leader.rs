@@ -609,15 +609,22 @@ mod tests {
     async fn exactly_one_of_two_processes_leads_on_one_redis() {
         let redis = kumiko_testkit::TempRedis::start().unwrap();
         let url = SecretUrl::new(redis.url());
+        // A lease far longer than any scheduling delay on a loaded machine: the test is about
+        // mutual exclusion, not about timing.
+        let config = LeaderConfig {
+            ttl: Duration::from_secs(6),
+            renew_interval: Duration::from_millis(300),
+            ..fast_config("k")
+        };
         let a = LeaderElection::start(
             connect_redis(&url, Duration::from_secs(1)).await.unwrap(),
             "a",
-            fast_config("k"),
+            config.clone(),
         );
         let b = LeaderElection::start(
             connect_redis(&url, Duration::from_secs(1)).await.unwrap(),
             "b",
-            fast_config("k"),
+            config,
         );
         let (ha, hb) = (a.handle(), b.handle());
         assert!(
