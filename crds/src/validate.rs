@@ -255,6 +255,13 @@ pub fn validate(
     }
 }
 
+/// The paths of the fields of `object` that the schema does not declare (what pruning removes).
+pub fn unknown_fields(schema: &Value, object: &Value) -> Vec<String> {
+    let mut unknown = Vec::new();
+    prune_root(schema, &mut object.clone(), &mut unknown);
+    unknown
+}
+
 /// Compiles every CEL rule of a schema; the errors a CRD with this schema would be rejected for.
 pub fn compile_rules(schema: &Value) -> Vec<String> {
     let compiled = cel::compile_schema(schema);
@@ -924,7 +931,11 @@ fn cel_errors(
         .into_iter()
         .filter(|e| !ratcheted(e, object, old))
         .map(|e| {
-            let field = cel_path(&e.field_path);
+            // A rule on the root reports the root path, which kube-apiserver prints as `<nil>`.
+            let field = match cel_path(&e.field_path) {
+                p if p.is_empty() => "<nil>".to_string(),
+                p => p,
+            };
             match e.kind {
                 cel::ErrorKind::ValidationFailure => {
                     let kind = FieldErrorKind::from_reason(e.reason.as_deref());

@@ -430,6 +430,19 @@ async fn resource(
         return Err(e);
     }
     let ns = t.namespace.clone().unwrap_or_default();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !body.is_empty()
+        && (content_type.starts_with("application/vnd.kubernetes.protobuf")
+            || content_type.starts_with("application/cbor"))
+    {
+        // Only JSON (and YAML) bodies are understood; clients fall back to JSON on 415.
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type:?})"
+        )));
+    }
     let table = wants_table(headers);
     let include_object = q.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into());
     match (verb, t.subresource.as_deref()) {

@@ -153,9 +153,17 @@ pub(crate) fn collect(cl: &Cluster, state: &mut State) -> bool {
     }
 
     // Dependents of owners that are gone.
-    for (key, obj) in &objects {
+    for (key, snapshot) in &objects {
+        // Earlier steps of this pass may have changed or removed it.
+        let Some(current) = state
+            .get(key, meta::namespace(snapshot), meta::name(snapshot))
+            .cloned()
+        else {
+            continue;
+        };
+        let obj = &current;
         let refs = meta::owner_references(obj);
-        if refs.is_empty() || state.get(key, meta::namespace(obj), meta::name(obj)).is_none() {
+        if refs.is_empty() {
             continue;
         }
         let ns = meta::namespace(obj);

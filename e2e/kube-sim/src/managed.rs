@@ -356,8 +356,14 @@ pub fn record_update(
         .get("metadata")
         .and_then(|m| m.get("managedFields"))
         .cloned();
+    let stored = old
+        .and_then(|o| o.get("metadata"))
+        .and_then(|m| m.get("managedFields"));
     let mut entries = match &requested {
         Some(Value::Array(a)) if a.is_empty() && old.is_some() => Vec::new(),
+        // A client may rewrite managedFields (kubectl does when it moves client-side apply
+        // ownership to server-side apply): what it sends is taken as is.
+        Some(r) if old.is_some() && Some(r) != stored => read_entries(Some(new)),
         _ => read_entries(old),
     };
     let old_fv = old.map(|o| field_values(o, &shape, subresource, rt)).unwrap_or_default();
@@ -409,16 +415,30 @@ pub fn record_update(
 pub struct Conflict {
     /// The other manager.
     pub manager: String,
+    /// Its operation (`Apply` or `Update`).
+    pub operation: String,
+    /// Its subresource, if any.
+    pub subresource: String,
     /// Its API version.
     pub api_version: String,
+    /// When it last changed its fields (Update entries).
+    pub time: Option<String>,
     /// The field, as `.spec.replicas`.
     pub field: String,
 }
 
 impl Conflict {
-    /// `"kubectl" using apps/v1`.
+    /// The manager as kube-apiserver prints it: `"kubectl" using apps/v1`, with
+    /// ` with subresource "status"` and ` at TIME` for Update entries.
     pub fn manager_display(&self) -> String {
-        format!("\"{}\" using {}", self.manager, self.api_version)
+        let mut s = format!("{:?}", self.manager);
+        if !self.subresource.is_empty() {
+            s = format!("{s} with subresource {:?}", self.subresource);
+        }
+        match (&self.time, self.operation.as_str()) {
+            (Some(t), "Update") => format!("{s} using {} at {t}", self.api_version),
+            _ => format!("{s} using {}", self.api_version),
+        }
     }
 }
 
@@ -551,7 +571,10 @@ pub fn apply(
             for p in &c {
                 conflicts.push(Conflict {
                     manager: e.manager.clone(),
+                    operation: e.operation.clone(),
+                    subresource: e.subresource.clone(),
                     api_version: e.api_version.clone(),
+                    time: e.time.clone(),
                     field: display_path(p),
                 });
             }
@@ -652,7 +675,9 @@ mod tests {
         live["metadata"]["managedFields"] = first.managed_fields.clone();
         let b = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"replicas": 2}});
         let err = apply(Some(&live), &b, "bob", false, None, &shape, &rt).unwrap_err();
-        assert_eq!(err, vec![Conflict { manager: "alice".into(), api_version: "apps/v1".into(), field: ".spec.replicas".into() }]);
+        assert_eq!(err.len(), 1);
+        assert_eq!(err[0].manager_display(), "\"alice\" using apps/v1");
+        assert_eq!(err[0].field, ".spec.replicas");
         // Same value: shared ownership, no conflict.
         assert!(apply(Some(&live), &a, "bob", false, None, &shape, &rt).is_ok());
         let forced = apply(Some(&live), &b, "bob", true, None, &shape, &rt).unwrap();

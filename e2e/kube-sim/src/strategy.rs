@@ -59,6 +59,14 @@ fn unknown_fields_outcome(
     }
 }
 
+/// The fields of an object its type does not declare.
+pub(crate) fn unknown_fields(rt: &ResourceType, obj: &Value) -> Result<Vec<String>, ApiError> {
+    match &rt.source {
+        TypeSource::Custom(schema) => Ok(kumiko_crds::validate::unknown_fields(&schema.schema, obj)),
+        TypeSource::Builtin => crate::builtin::decode(rt, obj).map(|(_, unknown)| unknown),
+    }
+}
+
 /// Validates and defaults an object about to be stored (create when `old` is None).
 pub(crate) fn admit(
     state: &mut State,

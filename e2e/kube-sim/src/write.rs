@@ -825,6 +825,21 @@ fn apply_locked(
             m.remove("status");
         }
     }
+    // An applied configuration is converted to the type's schema: a field the schema does not
+    // declare fails the apply whatever fieldValidation says.
+    let unknown = crate::strategy::unknown_fields(rt, &applied)?;
+    if !unknown.is_empty() {
+        let fields: Vec<String> = unknown
+            .iter()
+            .map(|f| format!(".{f}: field not declared in schema"))
+            .collect();
+        return Err(ApiError::bad_request(format!(
+            "failed to create typed patch object ({}, Kind={}): {}",
+            rt.api_version(),
+            rt.kind,
+            fields.join(", ")
+        )));
+    }
     let shape = crate::shape::Shape::for_type(rt);
     let live = state.get(&rt.store_key(), ns, name).cloned();
     match live {
@@ -866,32 +881,34 @@ fn apply_locked(
 }
 
 fn conflict_error(rt: &ResourceType, name: &str, conflicts: Vec<managed::Conflict>) -> ApiError {
-    let n = conflicts.len();
-    let mut lines = Vec::new();
-    let mut causes = Vec::new();
-    for c in &conflicts {
-        lines.push(format!("- {}", c.field));
-        causes.push(Cause {
+    let causes: Vec<Cause> = conflicts
+        .iter()
+        .map(|c| Cause {
             reason: "FieldManagerConflict".into(),
-            message: format!("conflict with \"{}\"", c.manager_display()),
+            message: format!("conflict with {}", c.manager_display()),
             field: c.field.clone(),
-        });
-    }
-    let detail = if n == 1 {
+        })
+        .collect();
+    let message = if let [only] = conflicts.as_slice() {
         format!(
-            "Apply failed with 1 conflict: conflict with \"{}\": {}",
-            conflicts[0].manager_display(),
-            conflicts[0].field
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            only.manager_display(),
+            only.field
         )
     } else {
-        let mut by_manager: Vec<String> = Vec::new();
+        let mut by_manager: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
         for c in &conflicts {
-            by_manager.push(format!("conflict with \"{}\": {}", c.manager_display(), c.field));
+            by_manager.entry(c.manager_display()).or_default().push(&c.field);
         }
-        format!("Apply failed with {n} conflicts: {}", by_manager.join("\n"))
+        let mut lines = Vec::new();
+        for (manager, fields) in by_manager {
+            lines.push(format!("conflicts with {manager}:"));
+            lines.extend(fields.iter().map(|f| format!("- {f}")));
+        }
+        format!("Apply failed with {} conflicts: {}", conflicts.len(), lines.join("\n"))
     };
-    let mut err = ApiError::conflict(&rt.group, &rt.plural, name, &detail);
-    err.message = detail;
+    let mut err = ApiError::conflict(&rt.group, &rt.plural, name, "");
+    err.message = message;
     err.causes = causes;
     err
 }

@@ -1,17 +1,741 @@
-//! (being written)
-use std::sync::Arc;
+//! CloudNativePG `postgresql.cnpg.io/v1` Clusters, backed by a real Postgres.
+//!
+//! For each Cluster the controller:
+//! - finds its Postgres: with `--postgres URL` the server at that admin URL (shared by every
+//!   Cluster); with `--start-postgres` a throwaway server of its own, started with
+//!   `kumiko-testkit` and removed when the Cluster is deleted or the sim stops;
+//! - creates the owner role (`spec.bootstrap.initdb.owner`, default: the database name) with a
+//!   password and the database (`spec.bootstrap.initdb.database`, default `app`) owned by it,
+//!   for real; the password is kept across reconciliations (read back from the Secret) or taken
+//!   from `spec.bootstrap.initdb.secret.name` (a basic-auth Secret) when given;
+//! - writes the `<cluster>-app` Secret (unless `initdb.secret` names one) and, with
+//!   `spec.enableSuperuserAccess: true`, the `<cluster>-superuser` Secret (removed when it goes
+//!   false), both `kubernetes.io/basic-auth` with CNPG's keys (`username`, `user`, `password`,
+//!   `host`, `port`, `dbname`, `uri`, `jdbc-uri`, `pgpass`, `fqdn-uri`, `fqdn-jdbc-uri`) and
+//!   labels (`cnpg.io/cluster`, `cnpg.io/reload`, `cnpg.io/userType`); unlike CNPG, `host` is
+//!   `127.0.0.1` and `port` the real port (also in every URI), because no cluster DNS exists;
+//! - writes the `<cluster>-rw`, `-ro` and `-r` Services (port 5432, CNPG's selectors; no pod
+//!   matches them, so their proxies have no endpoint: connect with the Secrets' host and port);
+//! - sets the status CNPG reports when healthy: `phase: Cluster in healthy state`, `instances`,
+//!   `readyInstances` (= `spec.instances`), `currentPrimary`/`targetPrimary` `<cluster>-1`,
+//!   `writeService`, `readService`, and a `Ready` condition (`ClusterIsReady`). While the
+//!   database is being set up the phase is `Setting up primary`, with the reason in
+//!   `phaseReason` if it fails.
+//!
+//! Secrets and Services carry an owner reference to the Cluster, so they go with it. With no
+//! Postgres configured, Clusters stay in `Setting up primary` saying so, except in instant mode,
+//! where their Secrets point at `127.0.0.1:5432` and nothing is created.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, ResourceExt};
+use kumiko_testkit::TempPostgres;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::{Value, json};
+use sqlx::{ConnectOptions, Connection};
 use tokio_util::sync::CancellationToken;
-use super::{ControllersConfig, Result};
-/// The CNPG controller.
+
+use super::error::{Error, Result, is_not_found, kube_error};
+use super::pods::is_terminating;
+use super::{ControllersConfig, FIELD_MANAGER, PostgresSource};
+
+/// The host every Secret names: the real Postgres listens on loopback.
+pub const POSTGRES_HOST: &str = "127.0.0.1";
+
+/// The CNPG Cluster resource.
+pub fn cluster_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"),
+        "clusters",
+    )
+}
+
+/// The bootstrap settings of a Cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootstrap {
+    /// `spec.instances`.
+    pub instances: i64,
+    /// `spec.bootstrap.initdb.database` (default `app`).
+    pub database: String,
+    /// `spec.bootstrap.initdb.owner` (default: the database name).
+    pub owner: String,
+    /// `spec.bootstrap.initdb.secret.name`.
+    pub owner_secret: Option<String>,
+    /// `spec.enableSuperuserAccess`.
+    pub superuser_access: bool,
+}
+
+/// Reads a Cluster's spec.
+pub fn bootstrap(spec: &Value) -> Bootstrap {
+    let initdb = spec.pointer("/bootstrap/initdb");
+    let text = |key: &str| {
+        initdb
+            .and_then(|initdb| initdb.get(key))
+            .and_then(Value::as_str)
+            .filter(|value| !value.is_empty())
+            .map(str::to_owned)
+    };
+    let database = text("database").unwrap_or_else(|| "app".to_owned());
+    Bootstrap {
+        instances: spec.get("instances").and_then(Value::as_i64).unwrap_or(1),
+        owner: text("owner").unwrap_or_else(|| database.clone()),
+        database,
+        owner_secret: initdb
+            .and_then(|initdb| initdb.pointer("/secret/name"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        superuser_access: spec
+            .get("enableSuperuserAccess")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    }
+}
+
+/// Credentials for one role of a Cluster.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// Role name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+    /// Database (`*` for the superuser, as CNPG writes it).
+    pub dbname: String,
+    /// Port of the real Postgres.
+    pub port: u16,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("dbname", &self.dbname)
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+fn encode(text: &str) -> String {
+    utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
+}
+
+/// The data of a CNPG credentials Secret, with CNPG's keys.
+pub fn secret_data(credentials: &Credentials) -> BTreeMap<String, String> {
+    let Credentials {
+        username,
+        password,
+        dbname,
+        port,
+    } = credentials;
+    let uri = format!(
+        "postgresql://{}:{}@{POSTGRES_HOST}:{port}/{}",
+        encode(username),
+        encode(password),
+        encode(dbname)
+    );
+    let jdbc = format!(
+        "jdbc:postgresql://{POSTGRES_HOST}:{port}/{}?password={}&user={}",
+        encode(dbname),
+        encode(password),
+        encode(username)
+    );
+    let escape = |text: &str| text.replace('\\', "\\\\").replace(':', "\\:");
+    BTreeMap::from([
+        ("username".to_owned(), username.clone()),
+        ("user".to_owned(), username.clone()),
+        ("password".to_owned(), password.clone()),
+        ("host".to_owned(), POSTGRES_HOST.to_owned()),
+        ("port".to_owned(), port.to_string()),
+        ("dbname".to_owned(), dbname.clone()),
+        ("uri".to_owned(), uri.clone()),
+        ("jdbc-uri".to_owned(), jdbc.clone()),
+        (
+            "pgpass".to_owned(),
+            format!(
+                "{POSTGRES_HOST}:{port}:{}:{}:{}\n",
+                escape(dbname),
+                escape(username),
+                escape(password)
+            ),
+        ),
+        ("fqdn-uri".to_owned(), uri),
+        ("fqdn-jdbc-uri".to_owned(), jdbc),
+    ])
+}
+
+/// A random password: 64 alphanumeric characters, as CNPG generates them.
+pub fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..64)
+        .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// How to reach a Postgres as its administrator.
 #[derive(Clone)]
-pub struct CnpgController;
+struct AdminTarget {
+    url: String,
+    username: String,
+    password: String,
+    port: u16,
+}
+
+fn parse_admin_url(text: &str) -> Result<AdminTarget> {
+    let invalid = |reason: &str| Error::InvalidOption {
+        option: "--postgres",
+        value: redact_url(text),
+        reason: reason.to_owned(),
+    };
+    let url = url::Url::parse(text).map_err(|error| invalid(&error.to_string()))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(invalid("expected postgres://USER:PASSWORD@HOST:PORT/DATABASE"));
+    }
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let username = if url.username().is_empty() {
+        "postgres".to_owned()
+    } else {
+        decode(url.username())
+    };
+    Ok(AdminTarget {
+        url: text.to_owned(),
+        username,
+        password: url.password().map(decode).unwrap_or_default(),
+        port: url.port().unwrap_or(5432),
+    })
+}
+
+/// The URL without its password, for messages.
+fn redact_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("REDACTED"));
+            }
+            url.to_string()
+        }
+        Err(_) => "<unparseable URL>".to_owned(),
+    }
+}
+
+/// Creates (or updates the password of) the owner role, and the database owned by it.
+async fn provision(admin: &AdminTarget, owner: &str, password: &str, database: &str) -> Result<()> {
+    let postgres_error = |action: &str| {
+        let action = action.to_owned();
+        move |source| Error::Postgres { action, source }
+    };
+    let options = sqlx::postgres::PgConnectOptions::from_str(&admin.url)
+        .map_err(postgres_error("reading the Postgres admin URL"))?
+        .disable_statement_logging();
+    let mut connection = sqlx::postgres::PgConnection::connect_with(&options)
+        .await
+        .map_err(postgres_error("connecting to Postgres as its administrator"))?;
+    let role_exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+            .bind(owner)
+            .fetch_one(&mut connection)
+            .await
+            .map_err(postgres_error("looking up the owner role"))?;
+    let template = if role_exists {
+        "SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', $1::text, $2::text)"
+    } else {
+        "SELECT format('CREATE ROLE %I WITH LOGIN PASSWORD %L', $1::text, $2::text)"
+    };
+    let statement: String = sqlx::query_scalar(template)
+        .bind(owner)
+        .bind(password)
+        .fetch_one(&mut connection)
+        .await
+        .map_err(postgres_error("quoting the role statement"))?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+        .execute(&mut connection)
+        .await
+        .map_err(postgres_error(&format!("creating the owner role {owner}")))?;
+    let database_exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(database)
+            .fetch_one(&mut connection)
+            .await
+            .map_err(postgres_error("looking up the database"))?;
+    if !database_exists {
+        let statement: String =
+            sqlx::query_scalar("SELECT format('CREATE DATABASE %I OWNER %I', $1::text, $2::text)")
+                .bind(database)
+                .bind(owner)
+                .fetch_one(&mut connection)
+                .await
+                .map_err(postgres_error("quoting the database statement"))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut connection)
+            .await
+            .map_err(postgres_error(&format!("creating the database {database}")))?;
+    }
+    let _ = connection.close().await;
+    Ok(())
+}
+
+struct Inner {
+    client: kube::Client,
+    config: Arc<ControllersConfig>,
+    shared: Option<AdminTarget>,
+    /// Throwaway servers by Cluster UID.
+    servers: Mutex<HashMap<String, Arc<TempPostgres>>>,
+}
+
+/// The CNPG Cluster controller. Clones share the same state.
+#[derive(Clone)]
+pub struct CnpgController {
+    inner: Arc<Inner>,
+}
+
 impl CnpgController {
-    /// New.
-    pub async fn new(_client: kube::Client, _config: Arc<ControllersConfig>) -> Result<Self> { Ok(CnpgController) }
-    /// Run.
-    pub async fn run(self, shutdown: CancellationToken) { shutdown.cancelled().await; }
-    /// Stop.
-    pub async fn stop_all(&self) {}
-    /// Stop now.
-    pub fn stop_all_now(&self) {}
+    /// A controller for the API `client` talks to; checks `--postgres` at once.
+    pub async fn new(client: kube::Client, config: Arc<ControllersConfig>) -> Result<Self> {
+        let shared = match &config.postgres {
+            PostgresSource::Url(url) => Some(parse_admin_url(url)?),
+            PostgresSource::None | PostgresSource::Throwaway => None,
+        };
+        Ok(CnpgController {
+            inner: Arc::new(Inner {
+                client,
+                config,
+                shared,
+                servers: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    fn lock_servers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TempPostgres>>> {
+        self.inner.servers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops every throwaway Postgres.
+    pub async fn stop_all(&self) {
+        let servers: Vec<Arc<TempPostgres>> = self.lock_servers().drain().map(|(_, s)| s).collect();
+        let _ = tokio::task::spawn_blocking(move || drop(servers)).await;
+    }
+
+    /// Stops every throwaway Postgres, blocking.
+    pub fn stop_all_now(&self) {
+        let servers: Vec<Arc<TempPostgres>> = self.lock_servers().drain().map(|(_, s)| s).collect();
+        drop(servers);
+    }
+
+    /// The admin target for a Cluster (starting its throwaway server if needed), or `None` when
+    /// no Postgres is configured.
+    async fn admin_for(&self, uid: &str, cluster: &str) -> Result<Option<AdminTarget>> {
+        match &self.inner.config.postgres {
+            PostgresSource::Url(_) => Ok(self.inner.shared.clone()),
+            PostgresSource::None => Ok(None),
+            PostgresSource::Throwaway => {
+                let existing = self.lock_servers().get(uid).cloned();
+                let server = match existing {
+                    Some(server) => server,
+                    None => {
+                        let server = tokio::task::spawn_blocking(TempPostgres::start)
+                            .await
+                            .map_err(|error| Error::Io {
+                                action: format!("starting a throwaway Postgres for {cluster}"),
+                                source: std::io::Error::other(error.to_string()),
+                            })?
+                            .map_err(|source| Error::TempPostgres {
+                                cluster: cluster.to_owned(),
+                                source,
+                            })?;
+                        let server = Arc::new(server);
+                        self.lock_servers().insert(uid.to_owned(), server.clone());
+                        server
+                    }
+                };
+                Ok(Some(AdminTarget {
+                    url: server.superuser_url("postgres"),
+                    username: "postgres".to_owned(),
+                    password: TempPostgres::SUPERUSER_PASSWORD.to_owned(),
+                    port: server.port(),
+                }))
+            }
+        }
+    }
+
+    /// Removes the throwaway servers of Clusters that no longer exist.
+    fn sweep(&self, clusters: &Store<DynamicObject>) {
+        let live: Vec<String> = clusters.state().iter().filter_map(|c| c.uid()).collect();
+        let gone: Vec<Arc<TempPostgres>> = {
+            let mut servers = self.lock_servers();
+            let stale: Vec<String> = servers.keys().filter(|uid| !live.contains(uid)).cloned().collect();
+            stale.iter().filter_map(|uid| servers.remove(uid)).collect()
+        };
+        if !gone.is_empty() {
+            tokio::task::spawn_blocking(move || drop(gone));
+        }
+    }
+
+    /// Runs the controller until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let resource = cluster_resource();
+        let clusters: Api<DynamicObject> = Api::all_with(self.inner.client.clone(), &resource);
+        let controller = Controller::new_with(clusters, watcher::Config::default(), resource);
+        let store = controller.store();
+        let stream = controller
+            .run(reconcile, error_policy, Arc::new(self.clone()))
+            .for_each(|_| async {});
+        let sweeper = {
+            let this = self.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    this.sweep(&store);
+                }
+            }
+        };
+        tokio::select! {
+            () = stream => {}
+            () = sweeper => {}
+            () = shutdown.cancelled() => {}
+        }
+    }
+
+    async fn set_status(&self, cluster: &DynamicObject, status: Value) -> Result<()> {
+        let namespace = cluster.namespace().unwrap_or_default();
+        if cluster.data.get("status") == Some(&status) {
+            return Ok(());
+        }
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.inner.client.clone(), &namespace, &cluster_resource());
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        api.patch_status(&cluster.name_any(), &params, &Patch::Merge(json!({ "status": status })))
+            .await
+            .map_err(kube_error(format!(
+                "updating the status of Cluster {namespace}/{}",
+                cluster.name_any()
+            )))?;
+        Ok(())
+    }
+}
+
+fn owner_reference(cluster: &DynamicObject) -> Option<OwnerReference> {
+    Some(OwnerReference {
+        api_version: "postgresql.cnpg.io/v1".to_owned(),
+        kind: "Cluster".to_owned(),
+        name: cluster.metadata.name.clone()?,
+        uid: cluster.metadata.uid.clone()?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+fn credentials_secret(
+    cluster: &DynamicObject,
+    name: &str,
+    user_type: &str,
+    credentials: &Credentials,
+) -> Value {
+    let cluster_name = cluster.name_any();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": cluster.namespace(),
+            "labels": {
+                "cnpg.io/cluster": cluster_name,
+                "cnpg.io/reload": "true",
+                "cnpg.io/userType": user_type,
+            },
+            "ownerReferences": owner_reference(cluster).map(|o| vec![o]),
+        },
+        "type": "kubernetes.io/basic-auth",
+        "stringData": secret_data(credentials),
+    })
+}
+
+fn service(cluster: &DynamicObject, suffix: &str, selector: Value) -> Value {
+    let cluster_name = cluster.name_any();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": format!("{cluster_name}-{suffix}"),
+            "namespace": cluster.namespace(),
+            "labels": {"cnpg.io/cluster": cluster_name},
+            "ownerReferences": owner_reference(cluster).map(|o| vec![o]),
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [{"name": "postgres", "port": 5432, "protocol": "TCP", "targetPort": 5432}],
+        },
+    })
+}
+
+/// The status of a healthy Cluster.
+pub fn healthy_status(name: &str, instances: i64, generation: Option<i64>) -> Value {
+    json!({
+        "phase": "Cluster in healthy state",
+        "instances": instances,
+        "readyInstances": instances,
+        "currentPrimary": format!("{name}-1"),
+        "targetPrimary": format!("{name}-1"),
+        "latestGeneratedNode": instances,
+        "writeService": format!("{name}-rw"),
+        "readService": format!("{name}-r"),
+        "conditions": [{
+            "type": "Ready",
+            "status": "True",
+            "reason": "ClusterIsReady",
+            "message": "Cluster is Ready",
+            "observedGeneration": generation,
+        }],
+    })
+}
+
+fn setting_up_status(instances: i64, reason: &str) -> Value {
+    json!({
+        "phase": "Setting up primary",
+        "phaseReason": reason,
+        "instances": instances,
+        "readyInstances": 0,
+        "conditions": [{
+            "type": "Ready",
+            "status": "False",
+            "reason": "ClusterIsNotReady",
+            "message": reason,
+        }],
+    })
+}
+
+async fn read_secret(api: &Api<Secret>, name: &str) -> Result<Option<BTreeMap<String, String>>> {
+    match api.get(name).await {
+        Ok(secret) => Ok(Some(
+            secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(key, value)| (key, String::from_utf8_lossy(&value.0).into_owned()))
+                .collect(),
+        )),
+        Err(error) if is_not_found(&error) => Ok(None),
+        Err(error) => Err(Error::Kube {
+            action: format!("reading Secret {name}"),
+            source: error,
+        }),
+    }
+}
+
+async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>) -> Result<Action> {
+    if is_terminating(&cluster.metadata) {
+        return Ok(Action::await_change());
+    }
+    let name = cluster.name_any();
+    let namespace = cluster.namespace().unwrap_or_default();
+    let uid = cluster.uid().unwrap_or_default();
+    let spec = cluster.data.get("spec").cloned().unwrap_or(Value::Null);
+    let settings = bootstrap(&spec);
+    let client = controller.inner.client.clone();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+
+    let admin = match controller.admin_for(&uid, &format!("{namespace}/{name}")).await {
+        Ok(Some(admin)) => Some(admin),
+        Ok(None) if controller.inner.config.instant => None,
+        Ok(None) => {
+            controller
+                .set_status(
+                    &cluster,
+                    setting_up_status(
+                        settings.instances,
+                        "kube-sim has no Postgres: start it with --postgres URL or --start-postgres",
+                    ),
+                )
+                .await?;
+            return Ok(Action::await_change());
+        }
+        Err(error) => {
+            controller
+                .set_status(&cluster, setting_up_status(settings.instances, &error.to_string()))
+                .await?;
+            return Err(error);
+        }
+    };
+    let port = admin.as_ref().map_or(5432, |admin| admin.port);
+
+    // The owner's password: the user's Secret, else the one already issued, else a new one.
+    let app_secret = format!("{name}-app");
+    let password = match &settings.owner_secret {
+        Some(secret) => read_secret(&secrets, secret)
+            .await?
+            .and_then(|data| data.get("password").cloned())
+            .ok_or_else(|| Error::InvalidObject {
+                object: format!("Cluster {namespace}/{name}"),
+                field: "spec.bootstrap.initdb.secret.name".to_owned(),
+                message: format!("Secret {secret:?} does not exist or has no `password` key"),
+            })?,
+        None => read_secret(&secrets, &app_secret)
+            .await?
+            .and_then(|data| data.get("password").cloned())
+            .unwrap_or_else(generate_password),
+    };
+    if let Some(admin) = &admin
+        && let Err(error) = provision(admin, &settings.owner, &password, &settings.database).await
+    {
+        controller
+            .set_status(&cluster, setting_up_status(settings.instances, &error.to_string()))
+            .await?;
+        return Err(error);
+    }
+
+    if settings.owner_secret.is_none() {
+        let credentials = Credentials {
+            username: settings.owner.clone(),
+            password: password.clone(),
+            dbname: settings.database.clone(),
+            port,
+        };
+        secrets
+            .patch(&app_secret, &apply, &Patch::Apply(credentials_secret(&cluster, &app_secret, "app", &credentials)))
+            .await
+            .map_err(kube_error(format!("writing Secret {namespace}/{app_secret}")))?;
+    }
+    let superuser_secret = format!("{name}-superuser");
+    if settings.superuser_access {
+        let credentials = Credentials {
+            username: admin.as_ref().map_or_else(|| "postgres".to_owned(), |a| a.username.clone()),
+            password: admin
+                .as_ref()
+                .map_or_else(generate_password, |a| a.password.clone()),
+            dbname: "*".to_owned(),
+            port,
+        };
+        secrets
+            .patch(
+                &superuser_secret,
+                &apply,
+                &Patch::Apply(credentials_secret(&cluster, &superuser_secret, "superuser", &credentials)),
+            )
+            .await
+            .map_err(kube_error(format!("writing Secret {namespace}/{superuser_secret}")))?;
+    } else if let Err(error) = secrets.delete(&superuser_secret, &DeleteParams::default()).await
+        && !is_not_found(&error)
+    {
+        return Err(Error::Kube {
+            action: format!("removing Secret {namespace}/{superuser_secret}"),
+            source: error,
+        });
+    }
+
+    for (suffix, selector) in [
+        ("rw", json!({"cnpg.io/cluster": name, "cnpg.io/instanceRole": "primary"})),
+        ("ro", json!({"cnpg.io/cluster": name, "cnpg.io/instanceRole": "replica"})),
+        ("r", json!({"cnpg.io/cluster": name, "cnpg.io/podRole": "instance"})),
+    ] {
+        let service_name = format!("{name}-{suffix}");
+        services
+            .patch(&service_name, &apply, &Patch::Apply(service(&cluster, suffix, selector)))
+            .await
+            .map_err(kube_error(format!("writing Service {namespace}/{service_name}")))?;
+    }
+
+    controller
+        .set_status(
+            &cluster,
+            healthy_status(&name, settings.instances, cluster.metadata.generation),
+        )
+        .await?;
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+fn error_policy(_cluster: Arc<DynamicObject>, error: &Error, _controller: Arc<CnpgController>) -> Action {
+    tracing::warn!(%error, "cnpg controller");
+    Action::requeue(Duration::from_secs(2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initdb_defaults_to_app_owned_by_app() {
+        let settings = bootstrap(&json!({"instances": 3}));
+        assert_eq!(
+            settings,
+            Bootstrap {
+                instances: 3,
+                database: "app".to_owned(),
+                owner: "app".to_owned(),
+                owner_secret: None,
+                superuser_access: false
+            }
+        );
+        let named = bootstrap(&json!({"instances": 1, "enableSuperuserAccess": true,
+            "bootstrap": {"initdb": {"database": "shop"}}}));
+        assert_eq!((named.database.as_str(), named.owner.as_str()), ("shop", "shop"));
+        assert!(named.superuser_access);
+    }
+
+    #[test]
+    fn secret_has_cnpg_keys_pointing_at_loopback() {
+        let data = secret_data(&Credentials {
+            username: "app".to_owned(),
+            password: "p:w@".to_owned(),
+            dbname: "app".to_owned(),
+            port: 54321,
+        });
+        let keys: Vec<&str> = data.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "dbname", "fqdn-jdbc-uri", "fqdn-uri", "host", "jdbc-uri", "password", "pgpass",
+                "port", "uri", "user", "username"
+            ]
+        );
+        assert_eq!(data["host"], "127.0.0.1");
+        assert_eq!(data["port"], "54321");
+        assert_eq!(data["uri"], "postgresql://app:p%3Aw%40@127.0.0.1:54321/app");
+        assert_eq!(data["pgpass"], "127.0.0.1:54321:app:app:p\\:w@\n");
+        assert_eq!(
+            data["jdbc-uri"],
+            "jdbc:postgresql://127.0.0.1:54321/app?password=p%3Aw%40&user=app"
+        );
+    }
+
+    #[test]
+    fn admin_url_errors_never_show_the_password() {
+        let error = match parse_admin_url("mysql://root:hunter2@127.0.0.1/x") {
+            Err(error) => error.to_string(),
+            Ok(_) => panic!("mysql is not postgres"),
+        };
+        assert!(!error.contains("hunter2"), "{error}");
+        let target = parse_admin_url("postgres://admin:s%40cret@127.0.0.1:6543/postgres").expect("url");
+        assert_eq!((target.username.as_str(), target.password.as_str(), target.port), ("admin", "s@cret", 6543));
+        let debug = format!(
+            "{:?}",
+            Credentials { username: "u".into(), password: "hunter2".into(), dbname: "d".into(), port: 1 }
+        );
+        assert!(!debug.contains("hunter2"));
+    }
+
+    #[test]
+    fn generated_passwords_are_long_and_alphanumeric() {
+        let password = generate_password();
+        assert_eq!(password.len(), 64);
+        assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
 }

@@ -85,8 +85,3 @@ pub(crate) fn kube_error(action: impl Into<String>) -> impl FnOnce(kube::Error) 
 pub(crate) fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)
 }
-
-/// Whether a client error is the API's 409 (AlreadyExists or Conflict).
-pub(crate) fn is_conflict(error: &kube::Error) -> bool {
-    matches!(error, kube::Error::Api(status) if status.code == 409)
-}

@@ -1,0 +1,938 @@
+//! Conformance of kube-sim to the Kubernetes API, one test per documented rule, driven by a kube-rs
+//! client against an in-process server. Each test's doc comment names the rule it follows
+//! (Kubernetes documentation: "API Concepts", "Server-Side Apply", "Garbage Collection",
+//! "Finalizers", "Custom Resources", "Validation Rules").
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+    WatchEvent, WatchParams,
+};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, ResourceExt};
+use kube_sim::{ClusterConfig, Config, Server, ServerHandle};
+use serde_json::{Value, json};
+
+async fn start_with(cluster: ClusterConfig) -> (ServerHandle, Client) {
+    let server = Server::start(Config {
+        cluster,
+        ..Default::default()
+    })
+    .await
+    .expect("kube-sim starts");
+    let config = kube::Config::new(server.url().parse().expect("url"));
+    let client = Client::try_from(config).expect("client");
+    (server, client)
+}
+
+async fn start() -> (ServerHandle, Client) {
+    start_with(ClusterConfig::default()).await
+}
+
+fn cm(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()},
+        "data": {"k": "v"}
+    }))
+    .expect("configmap")
+}
+
+fn api_error(err: kube::Error) -> kube::core::Status {
+    match err {
+        kube::Error::Api(s) => *s,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+/// A CRD with a status subresource, defaults, CEL rules (one a transition rule), a list-map and
+/// printer columns.
+fn widget_crd() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"]},
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [{"name": "Size", "type": "integer", "jsonPath": ".spec.size"}],
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "properties": {
+                        "spec": {
+                            "type": "object",
+                            "required": ["size"],
+                            "x-kubernetes-validations": [
+                                {"rule": "self.size <= self.maxSize", "message": "size must not exceed maxSize", "fieldPath": ".size"},
+                                {"rule": "!has(oldSelf.color) || self.color == oldSelf.color", "message": "color is immutable", "fieldPath": ".color"}
+                            ],
+                            "properties": {
+                                "size": {"type": "integer", "minimum": 0},
+                                "maxSize": {"type": "integer", "default": 10},
+                                "color": {"type": "string", "enum": ["red", "blue"]},
+                                "ports": {
+                                    "type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+                                    "items": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "port": {"type": "integer"}}}
+                                },
+                                "labels": {"type": "object", "additionalProperties": {"type": "string"}}
+                            }
+                        },
+                        "status": {"type": "object", "properties": {"phase": {"type": "string"}}}
+                    }
+                }}
+            }]
+        }
+    })
+}
+
+fn widget_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1", "Widget"), "widgets")
+}
+
+async fn with_widgets(client: &Client) -> Api<DynamicObject> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(widget_crd()).expect("crd");
+    crds.create(&PostParams::default(), &crd).await.expect("crd created");
+    Api::namespaced_with(client.clone(), "default", &widget_resource())
+}
+
+fn widget(name: &str, spec: Value) -> DynamicObject {
+    serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name}, "spec": spec}))
+        .expect("widget")
+}
+
+async fn next_event<K>(stream: &mut (impl futures::Stream<Item = kube::Result<WatchEvent<K>>> + Unpin)) -> WatchEvent<K> {
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("an event within 5s")
+        .expect("stream open")
+        .expect("event decodes")
+}
+
+fn names(list: &[ConfigMap]) -> Vec<String> {
+    let mut v: Vec<String> = list.iter().map(ResourceExt::name_any).collect();
+    v.sort();
+    v
+}
+
+/// "Starting the sim is cheap": the contract is under one second to a served request.
+#[tokio::test]
+async fn sim_starts_in_under_a_second() {
+    let begin = Instant::now();
+    let (server, client) = start().await;
+    let ns: Api<Namespace> = Api::all(client);
+    ns.get("default").await.expect("default namespace");
+    let took = begin.elapsed();
+    println!("kube-sim started and served a request in {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    server.shutdown().await;
+}
+
+/// API Concepts, "Efficient detection of changes": a watch from a resourceVersion delivers every
+/// change after it, in order.
+#[tokio::test]
+async fn watch_resumes_from_a_resource_version() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let a = api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
+    let rv = a.resource_version().unwrap();
+    api.create(&PostParams::default(), &cm("b", &[])).await.unwrap();
+    api.delete("a", &DeleteParams::default()).await.unwrap();
+    let mut stream = api.watch(&WatchParams::default(), &rv).await.unwrap().boxed();
+    match next_event(&mut stream).await {
+        WatchEvent::Added(o) => assert_eq!(o.name_any(), "b"),
+        other => panic!("expected ADDED b, got {other:?}"),
+    }
+    match next_event(&mut stream).await {
+        WatchEvent::Deleted(o) => assert_eq!(o.name_any(), "a"),
+        other => panic!("expected DELETED a, got {other:?}"),
+    }
+    api.create(&PostParams::default(), &cm("c", &[])).await.unwrap();
+    match next_event(&mut stream).await {
+        WatchEvent::Added(o) => assert_eq!(o.name_any(), "c"),
+        other => panic!("expected ADDED c, got {other:?}"),
+    }
+}
+
+/// API Concepts, "410 Gone responses": a watch from a version older than the history kept gets an
+/// error event with code 410 (reason Expired).
+#[tokio::test]
+async fn watch_from_a_compacted_version_is_410_gone() {
+    let (_s, client) = start_with(ClusterConfig { event_history: 2, ..Default::default() }).await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let first = api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
+    for n in ["b", "c", "d"] {
+        api.create(&PostParams::default(), &cm(n, &[])).await.unwrap();
+    }
+    let mut stream = api
+        .watch(&WatchParams::default(), &first.resource_version().unwrap())
+        .await
+        .unwrap()
+        .boxed();
+    match next_event(&mut stream).await {
+        WatchEvent::Error(s) => {
+            assert_eq!(s.code, 410);
+            assert_eq!(s.reason, "Expired");
+        }
+        other => panic!("expected a 410 error event, got {other:?}"),
+    }
+}
+
+/// API Concepts, "Watch bookmarks": with allowWatchBookmarks the server sends BOOKMARK events
+/// carrying a resourceVersion.
+#[tokio::test]
+async fn watch_bookmarks_are_sent_when_asked_for() {
+    let (_s, client) = start_with(ClusterConfig { bookmark_interval: Duration::from_millis(100), ..Default::default() }).await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let created = api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default(), &created.resource_version().unwrap())
+        .await
+        .unwrap()
+        .boxed();
+    match next_event(&mut stream).await {
+        WatchEvent::Bookmark(b) => {
+            let rv: u64 = b.metadata.resource_version.parse().unwrap();
+            assert!(rv >= created.resource_version().unwrap().parse::<u64>().unwrap());
+        }
+        other => panic!("expected a bookmark, got {other:?}"),
+    }
+}
+
+/// API Concepts, "Streaming lists": sendInitialEvents sends the current state as ADDED, then a
+/// bookmark annotated `k8s.io/initial-events-end`.
+#[tokio::test]
+async fn streaming_list_ends_with_the_initial_events_bookmark() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
+    let mut stream = api.watch(&WatchParams::streaming_lists(), "0").await.unwrap().boxed();
+    assert!(matches!(next_event(&mut stream).await, WatchEvent::Added(o) if o.name_any() == "a"));
+    match next_event(&mut stream).await {
+        WatchEvent::Bookmark(b) => assert_eq!(
+            b.metadata.annotations.get("k8s.io/initial-events-end").map(String::as_str),
+            Some("true")
+        ),
+        other => panic!("expected the initial-events-end bookmark, got {other:?}"),
+    }
+}
+
+/// kube-runtime's watcher (list then watch, and streaming lists) sees creations and deletions.
+#[tokio::test]
+async fn kube_runtime_watcher_follows_changes() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    api.create(&PostParams::default(), &cm("before", &[])).await.unwrap();
+    for cfg in [kube::runtime::watcher::Config::default(), kube::runtime::watcher::Config::default().streaming_lists()] {
+        let mut objects = kube::runtime::watcher(api.clone(), cfg).boxed();
+        let mut seen = Vec::new();
+        let creator = {
+            let api = api.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let _ = api.create(&PostParams::default(), &cm("after", &[])).await;
+            })
+        };
+        while !seen.contains(&"after".to_string()) {
+            let ev = tokio::time::timeout(Duration::from_secs(5), objects.try_next()).await.unwrap().unwrap().unwrap();
+            match ev {
+                kube::runtime::watcher::Event::InitApply(o) | kube::runtime::watcher::Event::Apply(o) => seen.push(o.name_any()),
+                _ => {}
+            }
+        }
+        creator.await.unwrap();
+        assert!(seen.contains(&"before".to_string()));
+        api.delete("after", &DeleteParams::default()).await.unwrap();
+    }
+}
+
+/// API Concepts, "Resource versions" and "Create": creating a name that exists is 409 AlreadyExists.
+#[tokio::test]
+async fn create_of_an_existing_name_is_409_already_exists() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
+    let err = api_error(api.create(&PostParams::default(), &cm("a", &[])).await.unwrap_err());
+    assert_eq!((err.code, err.reason.as_str()), (409, "AlreadyExists"));
+    assert_eq!(err.message, "configmaps \"a\" already exists");
+}
+
+/// API Concepts, "Generated values": generateName gets a random suffix; names do not collide.
+#[tokio::test]
+async fn generate_name_creates_distinct_names() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let mut obj = cm("", &[]);
+    obj.metadata.name = None;
+    obj.metadata.generate_name = Some("gen-".into());
+    let a = api.create(&PostParams::default(), &obj).await.unwrap();
+    let b = api.create(&PostParams::default(), &obj).await.unwrap();
+    assert!(a.name_any().starts_with("gen-") && a.name_any().len() == 9, "{}", a.name_any());
+    assert_ne!(a.name_any(), b.name_any());
+}
+
+/// API Concepts, "Resource versions" (optimistic concurrency): an update with a stale
+/// resourceVersion is 409 Conflict; the global resourceVersion only grows.
+#[tokio::test]
+async fn update_with_a_stale_resource_version_is_409_conflict() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let created = api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
+    let mut fresh = created.clone();
+    fresh.data = Some(BTreeMap::from([("k".into(), "2".into())]));
+    let updated = api.replace("a", &PostParams::default(), &fresh).await.unwrap();
+    assert!(updated.resource_version().unwrap().parse::<u64>().unwrap() > created.resource_version().unwrap().parse::<u64>().unwrap());
+    let err = api_error(api.replace("a", &PostParams::default(), &created).await.unwrap_err());
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    assert!(err.message.contains("the object has been modified"), "{}", err.message);
+}
+
+/// API Concepts: an update that changes nothing is a no-op (same resourceVersion).
+#[tokio::test]
+async fn no_op_update_keeps_the_resource_version() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let created = api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
+    let same = api.replace("a", &PostParams::default(), &created).await.unwrap();
+    assert_eq!(same.resource_version(), created.resource_version());
+}
+
+/// Server-Side Apply, "Conflicts": applying a field another manager owns with a different value
+/// is 409 with the manager and field; with force the ownership moves.
+#[tokio::test]
+async fn server_side_apply_conflict_names_the_manager_and_force_takes_ownership() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let cfg = |v: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": v}});
+    api.patch("a", &PatchParams::apply("alice"), &Patch::Apply(cfg("1"))).await.unwrap();
+    // Same value: shared ownership, no conflict.
+    api.patch("a", &PatchParams::apply("carol"), &Patch::Apply(cfg("1"))).await.unwrap();
+    let err = api_error(api.patch("a", &PatchParams::apply("bob"), &Patch::Apply(cfg("2"))).await.unwrap_err());
+    assert_eq!(err.code, 409);
+    assert_eq!(err.reason, "Conflict");
+    assert!(err.message.starts_with("Apply failed with 2 conflicts"), "{}", err.message);
+    let causes = err.details.unwrap().causes;
+    assert!(causes.iter().all(|c| c.reason == "FieldManagerConflict" && c.field == ".data.k"));
+    assert!(causes.iter().any(|c| c.message == "conflict with \"alice\" using v1"));
+    let forced = api.patch("a", &PatchParams::apply("bob").force(), &Patch::Apply(cfg("2"))).await.unwrap();
+    assert_eq!(forced.data.unwrap()["k"], "2");
+    let managers: Vec<String> = forced.metadata.managed_fields.unwrap().iter().map(|m| m.manager.clone().unwrap()).collect();
+    assert_eq!(managers, vec!["bob".to_string()]);
+}
+
+/// Server-Side Apply, "Field management": a field the applier stops applying is removed, unless
+/// another manager owns it too.
+#[tokio::test]
+async fn server_side_apply_removes_fields_a_manager_stops_applying() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let cfg = |data: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": data});
+    api.patch("a", &PatchParams::apply("alice"), &Patch::Apply(cfg(json!({"x": "1", "y": "2", "z": "3"})))).await.unwrap();
+    api.patch("a", &PatchParams::apply("bob"), &Patch::Apply(cfg(json!({"z": "3"})))).await.unwrap();
+    let after = api.patch("a", &PatchParams::apply("alice"), &Patch::Apply(cfg(json!({"x": "1"})))).await.unwrap();
+    let data = after.data.unwrap();
+    assert_eq!(data.get("x").map(String::as_str), Some("1"));
+    assert!(!data.contains_key("y"), "y was only alice's: removed");
+    assert_eq!(data.get("z").map(String::as_str), Some("3"), "z is bob's too: kept");
+}
+
+/// Server-Side Apply, "Field management": updates record an Update entry in managedFields and take
+/// the fields they change from other managers.
+#[tokio::test]
+async fn managed_fields_record_updates_and_applies() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "1"}});
+    api.patch("a", &PatchParams::apply("alice"), &Patch::Apply(applied)).await.unwrap();
+    let updated = api
+        .patch("a", &PatchParams { field_manager: Some("editor".into()), ..Default::default() }, &Patch::Merge(json!({"data": {"k": "2"}})))
+        .await
+        .unwrap();
+    let mf = updated.metadata.managed_fields.unwrap();
+    let editor = mf.iter().find(|m| m.manager.as_deref() == Some("editor")).expect("editor entry");
+    assert_eq!(editor.operation.as_deref(), Some("Update"));
+    assert_eq!(editor.fields_v1.as_ref().unwrap().0, json!({"f:data": {"f:k": {}}}));
+    assert!(mf.iter().all(|m| m.manager.as_deref() != Some("alice")), "alice lost her only field");
+}
+
+/// Server-side apply creates the object when it does not exist, and list-map items merge by key.
+#[tokio::test]
+async fn server_side_apply_creates_and_merges_list_maps_by_key() {
+    let (_s, client) = start().await;
+    let api: Api<Deployment> = Api::default_namespaced(client);
+    let deploy = |containers: Value| json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": containers}}}
+    });
+    api.patch("web", &PatchParams::apply("a"), &Patch::Apply(deploy(json!([{"name": "app", "image": "app:1", "ports": [{"containerPort": 80}]}])))).await.unwrap();
+    let after = api.patch("web", &PatchParams::apply("b"), &Patch::Apply(deploy(json!([{"name": "sidecar", "image": "side:1"}])))).await.unwrap();
+    let containers = after.spec.unwrap().template.spec.unwrap().containers;
+    let names: Vec<&str> = containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, vec!["app", "sidecar"]);
+    assert_eq!(containers[0].ports.as_ref().unwrap().len(), 1, "the defaulted protocol key matches the applied port");
+}
+
+fn owned_cm(name: &str, owner: &ConfigMap, block: bool) -> ConfigMap {
+    let mut c = cm(name, &[]);
+    c.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        name: owner.name_any(),
+        uid: owner.uid().unwrap(),
+        block_owner_deletion: Some(block),
+        controller: Some(true),
+    }]);
+    c
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// Garbage Collection, "Background cascading deletion": the owner goes at once, its dependents
+/// are deleted by the garbage collector afterwards.
+#[tokio::test]
+async fn background_deletion_garbage_collects_dependents() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let owner = api.create(&PostParams::default(), &cm("owner", &[])).await.unwrap();
+    api.create(&PostParams::default(), &owned_cm("dep", &owner, false)).await.unwrap();
+    api.delete("owner", &DeleteParams::background()).await.unwrap();
+    assert!(api.get_opt("owner").await.unwrap().is_none());
+    eventually("dependent collected", || async { api.get_opt("dep").await.unwrap().is_none() }).await;
+}
+
+/// Garbage Collection, "Foreground cascading deletion": the owner gets deletionTimestamp and the
+/// foregroundDeletion finalizer, and goes only after dependents with blockOwnerDeletion are gone.
+#[tokio::test]
+async fn foreground_deletion_waits_for_blocking_dependents() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let owner = api.create(&PostParams::default(), &cm("owner", &[])).await.unwrap();
+    let mut dep = owned_cm("dep", &owner, true);
+    dep.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    api.create(&PostParams::default(), &dep).await.unwrap();
+    let pending = api.delete("owner", &DeleteParams::foreground()).await.unwrap();
+    let pending = pending.left().expect("the owner is still there");
+    assert!(pending.metadata.deletion_timestamp.is_some());
+    assert!(pending.finalizers().contains(&"foregroundDeletion".to_string()));
+    eventually("dependent marked for deletion", || async {
+        api.get("dep").await.unwrap().metadata.deletion_timestamp.is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(api.get_opt("owner").await.unwrap().is_some(), "blocked by the dependent");
+    api.patch("dep", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    eventually("owner deleted", || async { api.get_opt("owner").await.unwrap().is_none() }).await;
+}
+
+/// Garbage Collection, "Orphaned dependents": with propagationPolicy Orphan the dependents stay and
+/// lose their owner reference.
+#[tokio::test]
+async fn orphan_deletion_keeps_dependents_without_the_owner_reference() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let owner = api.create(&PostParams::default(), &cm("owner", &[])).await.unwrap();
+    api.create(&PostParams::default(), &owned_cm("dep", &owner, true)).await.unwrap();
+    api.delete("owner", &DeleteParams::orphan()).await.unwrap();
+    eventually("owner deleted", || async { api.get_opt("owner").await.unwrap().is_none() }).await;
+    let dep = api.get("dep").await.unwrap();
+    assert!(dep.metadata.owner_references.unwrap_or_default().is_empty());
+}
+
+/// Finalizers: deleting an object with finalizers sets deletionTimestamp; it goes when the last
+/// finalizer is removed; no new finalizer may be added meanwhile.
+#[tokio::test]
+async fn finalizers_hold_deletion_until_removed() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let mut obj = cm("a", &[]);
+    obj.metadata.finalizers = Some(vec!["example.com/cleanup".into()]);
+    api.create(&PostParams::default(), &obj).await.unwrap();
+    let pending = api.delete("a", &DeleteParams::default()).await.unwrap().left().expect("pending");
+    assert!(pending.metadata.deletion_timestamp.is_some());
+    let err = api_error(
+        api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/cleanup", "example.com/more"]}})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert_eq!(err.details.unwrap().causes[0].field, "metadata.finalizers");
+    api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    assert!(api.get_opt("a").await.unwrap().is_none());
+}
+
+/// Custom Resources, "Status subresource": the main endpoint ignores status changes; `/status`
+/// ignores everything but status.
+#[tokio::test]
+async fn status_subresource_splits_spec_and_status_writes() {
+    let (_s, client) = start().await;
+    let api = with_widgets(&client).await;
+    let mut w = widget("w", json!({"size": 1}));
+    w.data["status"] = json!({"phase": "Ignored"});
+    let created = api.create(&PostParams::default(), &w).await.unwrap();
+    assert!(created.data.get("status").is_none(), "create drops status");
+    let after = api
+        .patch_status("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 5}, "status": {"phase": "Ready"}})))
+        .await
+        .unwrap();
+    assert_eq!(after.data["status"]["phase"], "Ready");
+    assert_eq!(after.data["spec"]["size"], 1, "/status ignores spec");
+    let main = api
+        .patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 2}, "status": {"phase": "Hacked"}})))
+        .await
+        .unwrap();
+    assert_eq!(main.data["status"]["phase"], "Ready", "the main endpoint ignores status");
+    assert_eq!(main.data["spec"]["size"], 2);
+}
+
+/// API Concepts / Custom Resources: metadata.generation starts at 1 and is bumped on spec changes
+/// only, not on status or metadata changes.
+#[tokio::test]
+async fn generation_is_bumped_on_spec_changes_only() {
+    let (_s, client) = start().await;
+    let api = with_widgets(&client).await;
+    let created = api.create(&PostParams::default(), &widget("w", json!({"size": 1}))).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    let s = api.patch_status("w", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Ready"}}))).await.unwrap();
+    assert_eq!(s.metadata.generation, Some(1));
+    let l = api.patch("w", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}}))).await.unwrap();
+    assert_eq!(l.metadata.generation, Some(1));
+    let sp = api.patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 3}}))).await.unwrap();
+    assert_eq!(sp.metadata.generation, Some(2));
+}
+
+/// Custom Resources, "Validation" and "Defaulting": OpenAPI violations are 422 Invalid with the
+/// field path in details.causes; defaults are applied.
+#[tokio::test]
+async fn schema_violations_are_422_with_field_paths_and_defaults_apply() {
+    let (_s, client) = start().await;
+    let api = with_widgets(&client).await;
+    let err = api_error(api.create(&PostParams::default(), &widget("w", json!({"size": -1, "color": "green"}))).await.unwrap_err());
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    let causes = err.details.unwrap().causes;
+    let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+    assert_eq!(fields, vec!["spec.color", "spec.size"]);
+    assert_eq!(causes[1].message, "Invalid value: -1: spec.size in body should be greater than or equal to 0");
+    assert_eq!(causes[0].reason, "FieldValueNotSupported");
+    let ok = api.create(&PostParams::default(), &widget("w", json!({"size": 1}))).await.unwrap();
+    assert_eq!(ok.data["spec"]["maxSize"], 10, "default applied");
+}
+
+/// Validation Rules (CEL): a failing x-kubernetes-validations rule is 422 with the rule's message at
+/// its fieldPath; transition rules see oldSelf on update.
+#[tokio::test]
+async fn cel_rules_reject_with_422_and_transition_rules_use_old_self() {
+    let (_s, client) = start().await;
+    let api = with_widgets(&client).await;
+    let err = api_error(api.create(&PostParams::default(), &widget("w", json!({"size": 11}))).await.unwrap_err());
+    assert_eq!(err.code, 422);
+    let cause = &err.details.unwrap().causes[0];
+    assert_eq!(cause.field, "spec.size");
+    assert_eq!(cause.message, "Invalid value: \"integer\": size must not exceed maxSize");
+    api.create(&PostParams::default(), &widget("w", json!({"size": 1, "color": "red"}))).await.unwrap();
+    let err = api_error(api.patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"color": "blue"}}))).await.unwrap_err());
+    assert_eq!(err.code, 422);
+    assert_eq!(err.details.unwrap().causes[0].field, "spec.color");
+}
+
+/// API Concepts, "Field validation": unknown fields are 400 under Strict, pruned with a warning
+/// under Warn (the default), silently under Ignore.
+#[tokio::test]
+async fn unknown_fields_follow_field_validation() {
+    let (server, client) = start().await;
+    let api = with_widgets(&client).await;
+    let _ = api;
+    let strict = reqwest::Client::new()
+        .post(format!("{}/apis/example.com/v1/namespaces/default/widgets?fieldValidation=Strict", server.url()))
+        .header("Content-Type", "application/json")
+        .body(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 1, "bogus": 1}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(strict.status(), 400);
+    let status: Value = strict.json().await.unwrap();
+    assert_eq!(status["message"], "strict decoding error: unknown field \"spec.bogus\"");
+    // Warn: pruned, and the Warning header says so.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/apis/example.com/v1/namespaces/default/widgets", server.url()))
+        .header("Content-Type", "application/json")
+        .body(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 1, "bogus": 1}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let warning = resp.headers().get("warning").unwrap().to_str().unwrap().to_string();
+    assert_eq!(warning, "299 - \"unknown field \\\"spec.bogus\\\"\"");
+    let stored: Value = resp.json().await.unwrap();
+    assert!(stored["spec"].get("bogus").is_none());
+}
+
+/// API Concepts, "Label selectors": =, ==, !=, in, notin, exists and !exists.
+#[tokio::test]
+async fn label_selectors_filter_lists() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    api.create(&PostParams::default(), &cm("a", &[("app", "web"), ("tier", "front")])).await.unwrap();
+    api.create(&PostParams::default(), &cm("b", &[("app", "worker")])).await.unwrap();
+    api.create(&PostParams::default(), &cm("c", &[])).await.unwrap();
+    let q = |s: &'static str| {
+        let api = api.clone();
+        async move { names(&api.list(&ListParams::default().labels(s)).await.unwrap().items) }
+    };
+    assert_eq!(q("app=web").await, vec!["a"]);
+    assert_eq!(q("app==web").await, vec!["a"]);
+    assert_eq!(q("app!=web").await, vec!["b", "c"]);
+    assert_eq!(q("app in (web,worker)").await, vec!["a", "b"]);
+    assert_eq!(q("app notin (web)").await, vec!["b", "c"]);
+    assert_eq!(q("tier").await, vec!["a"]);
+    assert_eq!(q("!tier").await, vec!["b", "c"]);
+}
+
+/// API Concepts, "Field selectors": metadata.name and metadata.namespace; other fields are 400.
+#[tokio::test]
+async fn field_selectors_on_name_and_namespace() {
+    let (_s, client) = start().await;
+    let ns: Api<Namespace> = Api::all(client.clone());
+    ns.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "other"}})).unwrap()).await.unwrap();
+    let here: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let there: Api<ConfigMap> = Api::namespaced(client.clone(), "other");
+    here.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
+    there.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
+    there.create(&PostParams::default(), &cm("b", &[])).await.unwrap();
+    let all: Api<ConfigMap> = Api::all(client);
+    let by_name = all.list(&ListParams::default().fields("metadata.name=a")).await.unwrap();
+    assert_eq!(by_name.items.len(), 2);
+    let by_ns = all.list(&ListParams::default().fields("metadata.namespace=other,metadata.name!=a")).await.unwrap();
+    assert_eq!(names(&by_ns.items), vec!["b"]);
+    let err = api_error(all.list(&ListParams::default().fields("data.k=v")).await.unwrap_err());
+    assert_eq!(err.code, 400);
+}
+
+/// API Concepts, "Retrieving large results sets in chunks": limit and continue page through a
+/// consistent snapshot.
+#[tokio::test]
+async fn lists_page_with_limit_and_continue() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    for n in ["a", "b", "c"] {
+        api.create(&PostParams::default(), &cm(n, &[])).await.unwrap();
+    }
+    let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(names(&first.items), vec!["a", "b"]);
+    let token = first.metadata.continue_.clone().unwrap();
+    api.create(&PostParams::default(), &cm("d", &[])).await.unwrap();
+    let second = api.list(&ListParams::default().limit(2).continue_token(&token)).await.unwrap();
+    assert_eq!(names(&second.items), vec!["c"], "the snapshot does not see d");
+    assert_eq!(second.metadata.resource_version, first.metadata.resource_version);
+}
+
+/// API Concepts, "Dry-run": dryRun=All validates and answers but stores nothing.
+#[tokio::test]
+async fn dry_run_stores_nothing() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let out = api.create(&PostParams { dry_run: true, ..Default::default() }, &cm("a", &[])).await.unwrap();
+    assert_eq!(out.name_any(), "a");
+    assert!(api.get_opt("a").await.unwrap().is_none());
+    api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
+    let pp = PatchParams { dry_run: true, ..Default::default() };
+    api.patch("a", &pp, &Patch::Merge(json!({"data": {"k": "dry"}}))).await.unwrap();
+    assert_eq!(api.get("a").await.unwrap().data.unwrap()["k"], "v");
+    api.delete("a", &DeleteParams { dry_run: true, ..Default::default() }).await.unwrap();
+    assert!(api.get_opt("a").await.unwrap().is_some());
+}
+
+/// API Concepts, "Patch": JSON merge patch (null deletes), JSON patch (a failed test is 422).
+#[tokio::test]
+async fn merge_and_json_patches() {
+    let (server, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let mut obj = cm("a", &[]);
+    obj.data = Some(BTreeMap::from([("x".into(), "1".into()), ("y".into(), "2".into())]));
+    api.create(&PostParams::default(), &obj).await.unwrap();
+    let merged = api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"x": null, "z": "3"}}))).await.unwrap();
+    assert_eq!(merged.data.unwrap(), BTreeMap::from([("y".into(), "2".into()), ("z".into(), "3".into())]));
+    let json_patch = |ops: Value| {
+        reqwest::Client::new()
+            .patch(format!("{}/api/v1/namespaces/default/configmaps/a", server.url()))
+            .header("Content-Type", "application/json-patch+json")
+            .body(ops.to_string())
+            .send()
+    };
+    let ok = json_patch(json!([{"op": "replace", "path": "/data/y", "value": "9"}])).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(api.get("a").await.unwrap().data.unwrap()["y"], "9");
+    let failed = json_patch(json!([{"op": "test", "path": "/data/y", "value": "0"}])).await.unwrap();
+    assert_eq!(failed.status(), 422);
+    let status: Value = failed.json().await.unwrap();
+    assert_eq!(status["kind"], "Status");
+}
+
+/// API Concepts, "Patch" / strategic merge patch: lists of containers merge by name, env by name;
+/// custom resources do not support it (415).
+#[tokio::test]
+async fn strategic_merge_patch_merges_by_key_and_is_refused_for_custom_resources() {
+    let (_s, client) = start().await;
+    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
+            {"name": "app", "image": "app:1", "env": [{"name": "A", "value": "1"}]},
+            {"name": "side", "image": "side:1"}
+        ]}}}
+    })).unwrap();
+    deploys.create(&PostParams::default(), &d).await.unwrap();
+    let patched = deploys
+        .patch("web", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "app:2", "env": [{"name": "B", "value": "2"}]}]}}}})))
+        .await
+        .unwrap();
+    let cs = patched.spec.unwrap().template.spec.unwrap().containers;
+    assert_eq!(cs.len(), 2);
+    assert_eq!(cs[0].image.as_deref(), Some("app:2"));
+    let env: Vec<&str> = cs[0].env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(env, vec!["A", "B"]);
+    let widgets = with_widgets(&client).await;
+    widgets.create(&PostParams::default(), &widget("w", json!({"size": 1}))).await.unwrap();
+    let err = api_error(widgets.patch("w", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"size": 2}}))).await.unwrap_err());
+    assert_eq!(err.code, 415);
+}
+
+/// API Concepts, "Responses": errors are metav1.Status with reason and code (NotFound here).
+#[tokio::test]
+async fn errors_are_status_objects() {
+    let (_s, client) = start().await;
+    let api: Api<Deployment> = Api::default_namespaced(client);
+    let err = api_error(api.get("missing").await.unwrap_err());
+    assert_eq!((err.code, err.reason.as_str()), (404, "NotFound"));
+    assert_eq!(err.message, "deployments.apps \"missing\" not found");
+    let details = err.details.unwrap();
+    assert_eq!(details.name, "missing");
+    assert_eq!(details.group, "apps");
+}
+
+/// Namespaces: objects cannot be created in a namespace that does not exist (404) or is
+/// terminating (403); deleting a namespace deletes its contents, then the namespace.
+#[tokio::test]
+async fn namespace_lifecycle() {
+    let (_s, client) = start().await;
+    let missing: Api<ConfigMap> = Api::namespaced(client.clone(), "nope");
+    assert_eq!(api_error(missing.create(&PostParams::default(), &cm("a", &[])).await.unwrap_err()).code, 404);
+    let ns: Api<Namespace> = Api::all(client.clone());
+    ns.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "tmp"}})).unwrap()).await.unwrap();
+    let inside: Api<ConfigMap> = Api::namespaced(client.clone(), "tmp");
+    let mut held = cm("held", &[]);
+    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    inside.create(&PostParams::default(), &held).await.unwrap();
+    ns.delete("tmp", &DeleteParams::default()).await.unwrap();
+    let terminating = ns.get("tmp").await.unwrap();
+    assert_eq!(terminating.status.unwrap().phase.as_deref(), Some("Terminating"));
+    assert_eq!(api_error(inside.create(&PostParams::default(), &cm("new", &[])).await.unwrap_err()).code, 403);
+    inside.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    eventually("namespace gone", || async { ns.get_opt("tmp").await.unwrap().is_none() }).await;
+}
+
+fn pod(name: &str) -> Pod {
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "app", "image": "app:1"}]}})).unwrap()
+}
+
+/// Pod lifecycle, "Termination of Pods": a pod bound to a node is deleted gracefully (it stays
+/// with deletionTimestamp until the kubelet deletes it with grace period 0); an unbound pod goes at once.
+#[tokio::test]
+async fn bound_pods_terminate_gracefully() {
+    let (_s, client) = start().await;
+    let pods: Api<Pod> = Api::default_namespaced(client);
+    let created = pods.create(&PostParams::default(), &pod("free")).await.unwrap();
+    assert_eq!(created.status.unwrap().phase.as_deref(), Some("Pending"));
+    pods.delete("free", &DeleteParams::default()).await.unwrap();
+    assert!(pods.get_opt("free").await.unwrap().is_none());
+    let mut bound = pod("bound");
+    bound.spec.as_mut().unwrap().node_name = Some("sim-node".into());
+    pods.create(&PostParams::default(), &bound).await.unwrap();
+    pods.delete("bound", &DeleteParams::default()).await.unwrap();
+    let terminating = pods.get("bound").await.unwrap();
+    assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(30));
+    pods.delete("bound", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    assert!(pods.get_opt("bound").await.unwrap().is_none());
+}
+
+/// Pod logs are served from the log store the kubelet writes into.
+#[tokio::test]
+async fn pod_logs_come_from_the_log_store() {
+    let (server, client) = start().await;
+    let pods: Api<Pod> = Api::default_namespaced(client);
+    pods.create(&PostParams::default(), &pod("p")).await.unwrap();
+    let err = api_error(pods.logs("p", &Default::default()).await.unwrap_err());
+    assert_eq!(err.code, 400);
+    assert!(err.message.contains("is waiting to start"), "{}", err.message);
+    server.cluster().pod_logs().append("default", "p", "app", b"one\ntwo\nthree\n");
+    assert_eq!(pods.logs("p", &Default::default()).await.unwrap(), "one\ntwo\nthree\n");
+    let tail = pods.logs("p", &kube::api::LogParams { tail_lines: Some(1), ..Default::default() }).await.unwrap();
+    assert_eq!(tail, "three\n");
+}
+
+/// Admission: a registered hook can reject a pod with 403 Forbidden and its message.
+#[tokio::test]
+async fn admission_hook_rejects_with_403() {
+    use kube_sim::admission::{AdmissionContext, AdmissionRequest, Rejection};
+    let (server, client) = start().await;
+    server.cluster().admission().register(std::sync::Arc::new(
+        |req: &AdmissionRequest<'_>, _obj: &mut Value, ctx: &mut AdmissionContext<'_>| {
+            if req.resource == "pods" && ctx.list("", "pods", Some(req.namespace)).len() >= 1 {
+                return Err(Rejection { message: "exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1".into() });
+            }
+            Ok(())
+        },
+    ));
+    let pods: Api<Pod> = Api::default_namespaced(client);
+    pods.create(&PostParams::default(), &pod("a")).await.unwrap();
+    let err = api_error(pods.create(&PostParams::default(), &pod("b")).await.unwrap_err());
+    assert_eq!((err.code, err.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(err.message, "pods \"b\" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1");
+}
+
+/// Fault injection over HTTP: injected 409s and 500s per verb and resource, then cleared.
+#[tokio::test]
+async fn faults_are_injected_over_http() {
+    let (server, client) = start().await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/sim/faults", server.url()))
+        .body(json!({"verb": "create", "resource": "configmaps", "error": 409, "times": 1}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    http.post(format!("{}/sim/faults", server.url()))
+        .body(json!({"verb": "get", "resource": "configmaps", "error": 500}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    assert_eq!(api_error(api.create(&PostParams::default(), &cm("a", &[])).await.unwrap_err()).code, 409);
+    api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
+    assert_eq!(api_error(api.get("a").await.unwrap_err()).code, 500);
+    http.delete(format!("{}/sim/faults", server.url())).send().await.unwrap();
+    api.get("a").await.unwrap();
+}
+
+/// Fault injection: cut watches end the stream (clients then re-watch).
+#[tokio::test]
+async fn cut_watches_end_the_stream() {
+    let (server, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let created = api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
+    let mut stream = api.watch(&WatchParams::default(), &created.resource_version().unwrap()).await.unwrap().boxed();
+    server.cluster().faults().cut_watches();
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap();
+    assert!(end.is_none(), "the watch ended");
+}
+
+/// CustomResourceDefinitions: a created CRD becomes Established and is served (discovery too);
+/// deleting it deletes its custom resources.
+#[tokio::test]
+async fn crds_are_established_served_and_clean_up() {
+    let (_s, client) = start().await;
+    let api = with_widgets(&client).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = crds.get("widgets.example.com").await.unwrap();
+    let conditions = crd.status.unwrap().conditions.unwrap();
+    assert!(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+    let discovery = kube::discovery::Discovery::new(client.clone()).run().await.unwrap();
+    assert!(discovery.groups().any(|g| g.name() == "example.com"));
+    api.create(&PostParams::default(), &widget("w", json!({"size": 1}))).await.unwrap();
+    crds.delete("widgets.example.com", &DeleteParams::default()).await.unwrap();
+    eventually("CRD gone", || async { crds.get_opt("widgets.example.com").await.unwrap().is_none() }).await;
+    assert!(api.list(&ListParams::default()).await.is_err(), "no longer served");
+}
+
+/// The shipped CNPG Cluster CRD is preloaded and checks `spec.instances`.
+#[tokio::test]
+async fn cnpg_cluster_crd_is_preloaded_and_validates() {
+    let (_s, client) = start().await;
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"), "clusters");
+    let clusters: Api<DynamicObject> = Api::namespaced_with(client, "default", &ar);
+    let obj = |instances: i64| -> DynamicObject {
+        serde_json::from_value(json!({"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "metadata": {"name": "db"}, "spec": {"instances": instances, "storage": {"size": "1Gi"}}})).unwrap()
+    };
+    let err = api_error(clusters.create(&PostParams::default(), &obj(0)).await.unwrap_err());
+    assert_eq!(err.details.unwrap().causes[0].field, "spec.instances");
+    clusters.create(&PostParams::default(), &obj(1)).await.unwrap();
+}
+
+fn repo_file(path: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The KumikoApp CRD loads; the valid examples are accepted and every example under
+/// examples/invalid is rejected with 422 (or 400 for an unknown field under Strict).
+#[tokio::test]
+async fn kumikoapp_crd_accepts_examples_and_rejects_invalid_ones() {
+    let (server, client) = start().await;
+    let url = server.url().to_string();
+    let crd: CustomResourceDefinition = serde_saphyr_from(&repo_file("crds/kumikoapp.yaml"));
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kumiko.so", "v1alpha1", "KumikoApp"), "kumikoapps");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut checked = 0;
+    for (dir, valid) in [(root.clone(), true), (root.join("invalid"), false)] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for doc in text.split("\n---").filter(|d| d.contains("kind: KumikoApp")) {
+                let obj: DynamicObject = serde_saphyr_from(doc);
+                let ns = obj.namespace().unwrap_or_else(|| "default".into());
+                let _ = namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap()).await;
+                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+                let resp = reqwest::Client::new()
+                    .post(format!("{url}/apis/kumiko.so/v1alpha1/namespaces/{ns}/kumikoapps?fieldValidation=Strict"))
+                    .header("Content-Type", "application/json")
+                    .body(serde_json::to_string(&obj).unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+                let code = resp.status().as_u16();
+                let body: Value = resp.json().await.unwrap();
+                if valid {
+                    assert_eq!(code, 201, "{} should be accepted: {body}", path.display());
+                    api.delete(&obj.name_any(), &DeleteParams::default()).await.unwrap();
+                } else {
+                    assert!(matches!(code, 400 | 422), "{} should be rejected: {body}", path.display());
+                    assert_eq!(body["kind"], "Status");
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 2, "found the examples");
+}
+
+fn serde_saphyr_from<T: serde::de::DeserializeOwned>(text: &str) -> T {
+    let v: Value = serde_saphyr::from_str(text).expect("yaml");
+    serde_json::from_value(v).expect("object")
+}
