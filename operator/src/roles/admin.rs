@@ -121,7 +121,11 @@ impl AdminConnection {
             Some(uri) => UriParts::parse(uri)?,
             None => UriParts::default(),
         };
-        let get = |key: &str| data.get(key).map(|value| value.trim()).filter(|v| !v.is_empty());
+        let get = |key: &str| {
+            data.get(key)
+                .map(|value| value.trim())
+                .filter(|v| !v.is_empty())
+        };
 
         let user = get("username")
             .or_else(|| get("user"))
@@ -145,12 +149,14 @@ impl AdminConnection {
             .or(from_uri.host)
             .ok_or_else(|| missing("host"))?;
         let port = match get("port") {
-            Some(text) => text.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
-                Error::InvalidAdminSecret {
+            Some(text) => text
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| Error::InvalidAdminSecret {
                     key: "port",
                     reason: format!("{text:?} is not a TCP port; set a number from 1 to 65535"),
-                }
-            })?,
+                })?,
             None => from_uri.port.unwrap_or(DEFAULT_PORT),
         };
         let dbname = get("dbname")
@@ -340,7 +346,11 @@ impl UriParts {
         let host = parsed
             .host_str()
             .filter(|host| !host.is_empty())
-            .map(|host| host.trim_start_matches('[').trim_end_matches(']').to_owned());
+            .map(|host| {
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned()
+            });
         let dbname = match parsed.path().trim_start_matches('/') {
             "" => None,
             name => Some(decode(name)?),
@@ -382,7 +392,10 @@ mod tests {
             ("host", "shop-db-rw"),
             ("port", "5432"),
             ("dbname", "*"),
-            ("uri", "postgresql://postgres:s3cret-Pa55@shop-db-rw.prod:5432/*"),
+            (
+                "uri",
+                "postgresql://postgres:s3cret-Pa55@shop-db-rw.prod:5432/*",
+            ),
         ]))
         .unwrap();
         assert_eq!(admin.user(), "postgres");
@@ -417,11 +430,21 @@ mod tests {
             (data(&[("username", "u"), ("host", "h")]), "password"),
             (data(&[("username", "u"), ("password", "p")]), "host"),
             (
-                data(&[("username", "u"), ("password", "p"), ("host", "h"), ("port", "x")]),
+                data(&[
+                    ("username", "u"),
+                    ("password", "p"),
+                    ("host", "h"),
+                    ("port", "x"),
+                ]),
                 "port",
             ),
             (
-                data(&[("username", "u"), ("password", "p"), ("host", "h"), ("sslmode", "on")]),
+                data(&[
+                    ("username", "u"),
+                    ("password", "p"),
+                    ("host", "h"),
+                    ("sslmode", "on"),
+                ]),
                 "sslmode",
             ),
             (data(&[("uri", "mysql://u:p@h/db")]), "uri"),

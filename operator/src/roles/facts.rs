@@ -242,7 +242,11 @@ mod tests {
             facts.uri(),
             "postgresql://shop_runtime:p%40ss%3Aw%2Frd%5C%3F%26@shop-db-rw.prod.svc:5432/shop"
         );
-        assert!(facts.jdbc_uri().contains("password=p%40ss%3Aw%2Frd%5C%3F%26&user="));
+        assert!(
+            facts
+                .jdbc_uri()
+                .contains("password=p%40ss%3Aw%2Frd%5C%3F%26&user=")
+        );
         assert_eq!(
             facts.pgpass(),
             "shop-db-rw.prod.svc:5432:shop:shop_runtime:p@ss\\:w/rd\\\\?&\n"
@@ -279,6 +283,9 @@ mod tests {
         for shown in [format!("{facts:?}"), format!("{facts}")] {
             assert!(!shown.contains("VerySecretValue1"), "{shown}");
         }
-        assert_eq!(facts.to_string(), "shop_runtime@shop-db-rw.prod.svc:5432/shop");
+        assert_eq!(
+            facts.to_string(),
+            "shop_runtime@shop-db-rw.prod.svc:5432/shop"
+        );
     }
 }

@@ -131,7 +131,7 @@ pub use provision::{GeneratedPasswords, Provisioned, ensure, rotate_runtime_pass
 pub use reclaim::{Reclaimed, reclaim};
 pub use settings::{
     AppDatabase, DEFAULT_CONNECTION_LIMIT, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT,
-    DEFAULT_OWNER_CONNECTION_LIMIT, DEFAULT_STATEMENT_TIMEOUT, MAX_CONNECTION_LIMIT,
-    ReclaimPolicy, StoredPasswords,
+    DEFAULT_OWNER_CONNECTION_LIMIT, DEFAULT_STATEMENT_TIMEOUT, MAX_CONNECTION_LIMIT, ReclaimPolicy,
+    StoredPasswords,
 };
 pub use statement::{Change, StatementKind};

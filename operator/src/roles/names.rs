@@ -112,7 +112,9 @@ impl Claim {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'))
         {
-            return Err(invalid("may only contain A-Z, a-z, 0-9, '.', '_', '/' and '-'"));
+            return Err(invalid(
+                "may only contain A-Z, a-z, 0-9, '.', '_', '/' and '-'",
+            ));
         }
         Ok(Self(claim.to_owned()))
     }
@@ -176,7 +178,11 @@ mod tests {
     fn longest_name_maps_to_identifiers_postgres_does_not_truncate() {
         let longest = format!("a{}", "b".repeat(MAX_APP_NAME_LEN - 1));
         let names = AppName::new(&longest).unwrap().object_names();
-        assert!(names.runtime_role.len() <= 63, "{}", names.runtime_role.len());
+        assert!(
+            names.runtime_role.len() <= 63,
+            "{}",
+            names.runtime_role.len()
+        );
         assert!(AppName::new(&format!("{longest}c")).is_err());
     }
 

@@ -124,11 +124,24 @@ pub(crate) async fn cluster_state(
 ) -> Result<ClusterState, Error> {
     let admin = admin_state(connection).await?;
     let (owner_password, runtime_password) = passwords.unzip();
-    let owner =
-        role_state(connection, server, &admin, &names.owner_role, owner_password, names).await?;
-    let runtime =
-        role_state(connection, server, &admin, &names.runtime_role, runtime_password, names)
-            .await?;
+    let owner = role_state(
+        connection,
+        server,
+        &admin,
+        &names.owner_role,
+        owner_password,
+        names,
+    )
+    .await?;
+    let runtime = role_state(
+        connection,
+        server,
+        &admin,
+        &names.runtime_role,
+        runtime_password,
+        names,
+    )
+    .await?;
     let database = database_state(connection, names).await?;
     Ok(ClusterState {
         admin,
@@ -275,7 +288,13 @@ async fn trial_login(
     }
 }
 
-type DatabaseRow = (String, Option<String>, Vec<String>, Vec<String>, Vec<String>);
+type DatabaseRow = (
+    String,
+    Option<String>,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+);
 
 /// Reads the app's database from `pg_database`, or `None` when it does not exist.
 pub(crate) async fn database_state(
@@ -302,14 +321,12 @@ pub(crate) async fn database_state(
     .await
     .map_err(inspect("the database"))?;
     Ok(row.map(
-        |(owner, comment, public_privileges, runtime_privileges, runtime_settings)| {
-            DatabaseState {
-                owner,
-                comment,
-                public_privileges,
-                runtime_privileges,
-                runtime_settings,
-            }
+        |(owner, comment, public_privileges, runtime_privileges, runtime_settings)| DatabaseState {
+            owner,
+            comment,
+            public_privileges,
+            runtime_privileges,
+            runtime_settings,
         },
     ))
 }

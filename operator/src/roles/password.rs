@@ -243,6 +243,50 @@ mod tests {
         );
     }
 
+    /// Our verifier check agrees with the verifier Postgres computes itself, and Postgres
+    /// accepts a login against the verifier computed here.
+    #[tokio::test]
+    async fn scram_verifiers_agree_with_postgres() {
+        use kumiko_testkit::TempPostgres;
+        use sqlx::Connection as _;
+
+        let postgres = TempPostgres::start().unwrap();
+        let mut connection = sqlx::PgConnection::connect(&postgres.superuser_url("postgres"))
+            .await
+            .unwrap();
+        sqlx::raw_sql("CREATE ROLE by_server LOGIN PASSWORD 'correct horse battery staple'")
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        let stored: String =
+            sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = 'by_server'")
+                .fetch_one(&mut connection)
+                .await
+                .unwrap();
+        let right = Password::from_stored("by_server", "correct horse battery staple").unwrap();
+        let wrong = Password::from_stored("by_server", "correct horse battery stapler").unwrap();
+        assert!(right.matches_verifier(&stored));
+        assert!(!wrong.matches_verifier(&stored));
+
+        let ours = Password::generate();
+        let sql: String =
+            sqlx::query_scalar("SELECT format('CREATE ROLE by_us LOGIN PASSWORD %L', $1::text)")
+                .bind(ours.scram_verifier())
+                .fetch_one(&mut connection)
+                .await
+                .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        sqlx::PgConnection::connect(&postgres.url_for("by_us", ours.expose(), "postgres"))
+            .await
+            .expect("login with the password whose verifier we computed");
+        let refused =
+            sqlx::PgConnection::connect(&postgres.url_for("by_us", "wrong", "postgres")).await;
+        assert!(refused.is_err());
+    }
+
     #[test]
     fn stored_passwords_must_be_printable_ascii() {
         assert!(Password::from_stored("r", "abc DEF-123_!").is_ok());

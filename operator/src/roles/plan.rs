@@ -61,7 +61,9 @@ pub(crate) fn check_claims(
         if let Some(observed) = observed {
             match ownership(observed.comment.as_deref(), claim) {
                 Ownership::Ours => owner_is_ours |= is_owner,
-                Ownership::OtherApp(other) => return Err(collision(role_object(role), Some(other))),
+                Ownership::OtherApp(other) => {
+                    return Err(collision(role_object(role), Some(other)));
+                }
                 Ownership::Nobody => return Err(collision(role_object(role), None)),
             }
         }
@@ -114,12 +116,19 @@ pub(crate) fn plan_cluster(
     {
         plan.push(Statement::new(
             Kind::RevokeMembership,
-            format!("{} from {}", role_object(&names.owner_role), role_object(&names.runtime_role)),
+            format!(
+                "{} from {}",
+                role_object(&names.owner_role),
+                role_object(&names.runtime_role)
+            ),
             "REVOKE %I FROM %I",
             vec![ident(&names.owner_role), ident(&names.runtime_role)],
         ));
     }
-    let admin_is_member = state.owner.as_ref().is_some_and(|owner| owner.admin_is_member);
+    let admin_is_member = state
+        .owner
+        .as_ref()
+        .is_some_and(|owner| owner.admin_is_member);
     if !state.admin.is_superuser && !admin_is_member {
         plan.push(Statement::new(
             Kind::GrantMembership,
@@ -191,12 +200,36 @@ fn plan_role(
         }
     };
     attribute(!observed.login, "LOGIN", "ALTER ROLE %I WITH LOGIN");
-    attribute(observed.superuser, "NOSUPERUSER", "ALTER ROLE %I WITH NOSUPERUSER");
-    attribute(observed.createdb, "NOCREATEDB", "ALTER ROLE %I WITH NOCREATEDB");
-    attribute(observed.createrole, "NOCREATEROLE", "ALTER ROLE %I WITH NOCREATEROLE");
-    attribute(observed.replication, "NOREPLICATION", "ALTER ROLE %I WITH NOREPLICATION");
-    attribute(observed.bypassrls, "NOBYPASSRLS", "ALTER ROLE %I WITH NOBYPASSRLS");
-    attribute(observed.expires, "VALID UNTIL 'infinity'", "ALTER ROLE %I VALID UNTIL 'infinity'");
+    attribute(
+        observed.superuser,
+        "NOSUPERUSER",
+        "ALTER ROLE %I WITH NOSUPERUSER",
+    );
+    attribute(
+        observed.createdb,
+        "NOCREATEDB",
+        "ALTER ROLE %I WITH NOCREATEDB",
+    );
+    attribute(
+        observed.createrole,
+        "NOCREATEROLE",
+        "ALTER ROLE %I WITH NOCREATEROLE",
+    );
+    attribute(
+        observed.replication,
+        "NOREPLICATION",
+        "ALTER ROLE %I WITH NOREPLICATION",
+    );
+    attribute(
+        observed.bypassrls,
+        "NOBYPASSRLS",
+        "ALTER ROLE %I WITH NOBYPASSRLS",
+    );
+    attribute(
+        observed.expires,
+        "VALID UNTIL 'infinity'",
+        "ALTER ROLE %I VALID UNTIL 'infinity'",
+    );
     if observed.connection_limit != connection_limit {
         plan.push(Statement::new(
             Kind::AlterRole,
@@ -300,7 +333,10 @@ fn plan_database(
     if !database.runtime_privileges.iter().any(|p| p == "CONNECT") {
         plan.push(Statement::new(
             Kind::Grant,
-            format!("CONNECT on {object} to {}", role_object(&names.runtime_role)),
+            format!(
+                "CONNECT on {object} to {}",
+                role_object(&names.runtime_role)
+            ),
             "GRANT CONNECT ON DATABASE %I TO %I",
             vec![ident(&names.database), ident(&names.runtime_role)],
         ));
@@ -312,7 +348,10 @@ fn plan_database(
     {
         plan.push(Statement::new(
             Kind::Revoke,
-            format!("CREATE, TEMPORARY on {object} from {}", role_object(&names.runtime_role)),
+            format!(
+                "CREATE, TEMPORARY on {object} from {}",
+                role_object(&names.runtime_role)
+            ),
             "REVOKE CREATE, TEMPORARY ON DATABASE %I FROM %I",
             vec![ident(&names.database), ident(&names.runtime_role)],
         ));
@@ -345,7 +384,9 @@ fn plan_database(
 }
 
 fn lacks_any(held: &[String], wanted: &[&str]) -> bool {
-    wanted.iter().any(|privilege| !held.iter().any(|p| p == privilege))
+    wanted
+        .iter()
+        .any(|privilege| !held.iter().any(|p| p == privilege))
 }
 
 /// Whether the owner role's migrations create objects in `schema`.
@@ -615,7 +656,10 @@ mod tests {
         unmarked.owner.as_mut().unwrap().comment = None;
         assert!(matches!(
             with_desired(&app, |d| plan_cluster(d, &unmarked)),
-            Err(Error::Collision { claimed_by: None, .. })
+            Err(Error::Collision {
+                claimed_by: None,
+                ..
+            })
         ));
 
         let mut handmade_database = converged(&app);
@@ -626,7 +670,10 @@ mod tests {
         database.owner = "postgres".to_owned();
         assert!(matches!(
             with_desired(&app, |d| plan_cluster(d, &handmade_database)),
-            Err(Error::Collision { claimed_by: None, .. })
+            Err(Error::Collision {
+                claimed_by: None,
+                ..
+            })
         ));
     }
 
@@ -664,7 +711,10 @@ mod tests {
     fn full_defaults() -> DefaultPrivileges {
         DefaultPrivileges {
             tables: TABLE_PRIVILEGES.iter().map(|p| (*p).to_owned()).collect(),
-            sequences: SEQUENCE_PRIVILEGES.iter().map(|p| (*p).to_owned()).collect(),
+            sequences: SEQUENCE_PRIVILEGES
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
             schemas: vec!["USAGE".to_owned()],
         }
     }

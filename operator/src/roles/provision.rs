@@ -55,7 +55,10 @@ impl Provisioned {
 
     /// How many statements of `kind` were issued.
     pub fn count(&self, kind: StatementKind) -> usize {
-        self.changes.iter().filter(|change| change.kind == kind).count()
+        self.changes
+            .iter()
+            .filter(|change| change.kind == kind)
+            .count()
     }
 }
 

@@ -79,7 +79,10 @@ pub async fn reclaim(
     })
 }
 
-fn existing_roles<'a>(names: &'a ObjectNames, state: &'a ClusterState) -> Vec<(&'a str, bool, bool)> {
+fn existing_roles<'a>(
+    names: &'a ObjectNames,
+    state: &'a ClusterState,
+) -> Vec<(&'a str, bool, bool)> {
     [
         (&names.runtime_role, &state.runtime),
         (&names.owner_role, &state.owner),
@@ -147,7 +150,12 @@ pub(crate) fn plan_drop(names: &ObjectNames, state: &ClusterState) -> Vec<Statem
             "DROP OWNED BY %I",
             arg(),
         ));
-        plan.push(Statement::new(Kind::DropRole, object, "DROP ROLE %I", arg()));
+        plan.push(Statement::new(
+            Kind::DropRole,
+            object,
+            "DROP ROLE %I",
+            arg(),
+        ));
     }
     plan
 }
@@ -199,7 +207,9 @@ mod tests {
 
     #[test]
     fn delete_locks_out_then_drops_database_before_roles() {
-        let names = AppDatabase::new("shop", "prod/shop").unwrap().object_names();
+        let names = AppDatabase::new("shop", "prod/shop")
+            .unwrap()
+            .object_names();
         let state = ClusterState {
             admin: AdminState {
                 is_superuser: true,
@@ -215,7 +225,10 @@ mod tests {
                 runtime_settings: vec![],
             }),
         };
-        let lockout: Vec<Kind> = plan_lockout(&names, &state).iter().map(|s| s.kind).collect();
+        let lockout: Vec<Kind> = plan_lockout(&names, &state)
+            .iter()
+            .map(|s| s.kind)
+            .collect();
         assert_eq!(lockout, [Kind::AlterRole, Kind::AlterRole]);
         let drop: Vec<Kind> = plan_drop(&names, &state).iter().map(|s| s.kind).collect();
         assert_eq!(
@@ -234,7 +247,9 @@ mod tests {
 
     #[test]
     fn nothing_left_plans_nothing() {
-        let names = AppDatabase::new("shop", "prod/shop").unwrap().object_names();
+        let names = AppDatabase::new("shop", "prod/shop")
+            .unwrap()
+            .object_names();
         let state = ClusterState {
             admin: AdminState {
                 is_superuser: true,

@@ -55,10 +55,7 @@ impl AppDatabase {
 
     /// Checks the numeric settings, naming the field and the accepted range on failure.
     pub fn validate(&self) -> Result<(), Error> {
-        check_limit(
-            "spec.database.role.connectionLimit",
-            self.connection_limit,
-        )?;
+        check_limit("spec.database.role.connectionLimit", self.connection_limit)?;
         check_limit("owner connection limit", self.owner_connection_limit)?;
         timeout_millis(
             "spec.database.role.statementTimeout",
@@ -106,7 +103,7 @@ fn check_limit(field: &'static str, limit: i32) -> Result<(), Error> {
 }
 
 fn timeout_millis(field: &'static str, timeout: Duration) -> Result<i32, Error> {
-    if timeout.subsec_nanos() % 1_000_000 != 0 {
+    if !timeout.subsec_nanos().is_multiple_of(1_000_000) {
         return Err(Error::InvalidSetting {
             field,
             reason: format!(
@@ -176,7 +173,9 @@ mod tests {
             app.connection_limit = limit;
             let error = app.validate().unwrap_err();
             assert!(
-                error.to_string().contains("spec.database.role.connectionLimit"),
+                error
+                    .to_string()
+                    .contains("spec.database.role.connectionLimit"),
                 "{error}"
             );
             assert!(!error.is_transient());

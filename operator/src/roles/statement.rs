@@ -226,11 +226,14 @@ pub(crate) async fn execute_all(
             .iter()
             .take_while(|statement| statement.transactional)
             .collect();
-        let mut transaction = connection.begin().await.map_err(|source| Error::Statement {
-            kind: first.kind,
-            object: first.detail.clone(),
-            source,
-        })?;
+        let mut transaction = connection
+            .begin()
+            .await
+            .map_err(|source| Error::Statement {
+                kind: first.kind,
+                object: first.detail.clone(),
+                source,
+            })?;
         for statement in &batch {
             execute_one(&mut transaction, statement).await?;
         }
@@ -292,6 +295,130 @@ mod tests {
         let shown = format!("{statement:?}");
         assert!(!shown.contains("SCRAM"), "{shown}");
         assert_eq!(statement.placeholders(), ["%I", "%L"]);
+    }
+
+    /// Hostile identifiers and literals reach Postgres only quoted: each becomes exactly one
+    /// object with exactly that name, and nothing they contain is executed.
+    #[tokio::test]
+    async fn hostile_identifiers_and_literals_are_quoted_by_the_server() {
+        use kumiko_testkit::TempPostgres;
+        use sqlx::Connection as _;
+
+        let postgres = TempPostgres::start().unwrap();
+        let mut connection = PgConnection::connect(&postgres.superuser_url("postgres"))
+            .await
+            .unwrap();
+        sqlx::raw_sql("CREATE ROLE canary")
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        let hostile = [
+            "x\"; DROP ROLE canary; --",
+            "x'; DROP ROLE canary; --",
+            "$$; DROP ROLE canary; $$",
+            "x; DROP ROLE canary",
+            "Ünïcødé ロール \u{202e}",
+            "back\\slash",
+            "%I %L %s",
+        ];
+        for name in hostile {
+            let create = Statement::new(
+                StatementKind::CreateRole,
+                String::new(),
+                "CREATE ROLE %I WITH LOGIN CONNECTION LIMIT %s",
+                vec![Arg::Ident(name.to_owned()), Arg::Number(3)],
+            );
+            execute_one(&mut connection, &create).await.unwrap();
+            let comment = Statement::new(
+                StatementKind::Comment,
+                String::new(),
+                "COMMENT ON ROLE %I IS %L",
+                vec![Arg::Ident(name.to_owned()), Arg::Literal(name.to_owned())],
+            );
+            execute_one(&mut connection, &comment).await.unwrap();
+            let (limit, comment): (i32, Option<String>) = sqlx::query_as(
+                "SELECT rolconnlimit, shobj_description(oid, 'pg_authid') \
+                 FROM pg_roles WHERE rolname = $1",
+            )
+            .bind(name)
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+            assert_eq!((limit, comment.as_deref()), (3, Some(name)));
+        }
+        let canary: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = 'canary'")
+                .fetch_one(&mut connection)
+                .await
+                .unwrap();
+        assert_eq!(canary, 1, "no injected statement ran");
+
+        // An identifier beyond 63 bytes would be truncated by Postgres: that is why app names
+        // are capped at 40 characters before they get here.
+        let long = "a".repeat(70);
+        let create = Statement::new(
+            StatementKind::CreateRole,
+            String::new(),
+            "CREATE ROLE %I",
+            vec![Arg::Ident(long.clone())],
+        );
+        execute_one(&mut connection, &create).await.unwrap();
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+                .bind(&long[..63])
+                .fetch_one(&mut connection)
+                .await
+                .unwrap();
+        assert!(exists);
+    }
+
+    #[tokio::test]
+    async fn transactional_batches_roll_back_together() {
+        use kumiko_testkit::TempPostgres;
+        use sqlx::Connection as _;
+
+        let postgres = TempPostgres::start().unwrap();
+        let mut connection = PgConnection::connect(&postgres.superuser_url("postgres"))
+            .await
+            .unwrap();
+        let plan = [
+            Statement::new(
+                StatementKind::CreateRole,
+                "role \"first\"".to_owned(),
+                "CREATE ROLE %I",
+                vec![Arg::Ident("first".to_owned())],
+            ),
+            Statement::new(
+                StatementKind::Comment,
+                "role \"missing\"".to_owned(),
+                "COMMENT ON ROLE %I IS %L",
+                vec![
+                    Arg::Ident("missing".to_owned()),
+                    Arg::Literal("x".to_owned()),
+                ],
+            ),
+        ];
+        let error = execute_all(&mut connection, &plan).await.unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                Error::Statement {
+                    kind: StatementKind::Comment,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(!error.is_transient(), "undefined object is permanent");
+        let first: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = 'first'")
+                .fetch_one(&mut connection)
+                .await
+                .unwrap();
+        assert_eq!(
+            first, 0,
+            "the role and its comment are created together or not at all"
+        );
     }
 
     #[test]
