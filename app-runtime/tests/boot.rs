@@ -5,7 +5,7 @@ mod app_process;
 
 use std::time::{Duration, Instant};
 
-use app_process::{get, serve};
+use app_process::{get, serve, worker};
 
 #[test]
 fn boot_log_shows_all_sixteen_phases_in_order_with_durations() {
@@ -158,4 +158,34 @@ fn sigterm_during_boot_stops_without_waiting_for_the_startup_cap() {
             .iter()
             .any(|line| line.contains("stopping during boot"))
     );
+}
+
+/// The operator gives `spec.env` to every process type, so each accepts the other's settings.
+#[test]
+fn one_environment_boots_both_process_types() {
+    let shared = [
+        ("KUMIKO_JOBS_POLL_INTERVAL", "500ms"),
+        ("KUMIKO_JOB_TIMEOUT", "5s"),
+        ("KUMIKO_EVENTS_INTERVAL", "5s"),
+        ("KUMIKO_ADMIN_TOKEN", "not-a-real-token"),
+    ];
+    let mut api = serve();
+    let mut background = worker();
+    for (key, value) in shared {
+        api = api.env(key, value);
+        background = background.env(key, value);
+    }
+    let mut api = api.spawn();
+    let mut background = background.spawn();
+    api.wait_ready(Duration::from_secs(30));
+    background.wait_ready(Duration::from_secs(30));
+    for mut app in [api, background] {
+        app.sigterm();
+        assert_eq!(
+            app.wait_exit(Duration::from_secs(10)).unwrap().code(),
+            Some(0),
+            "{}",
+            app.all_output()
+        );
+    }
 }

@@ -100,6 +100,16 @@ fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
     lines
 }
 
+/// `kumiko-app worker`.
+pub fn worker() -> AppBuilder {
+    AppBuilder {
+        args: vec!["worker".to_owned()],
+        env: Vec::new(),
+        inherit_nothing: false,
+        port: None,
+    }
+}
+
 /// `kumiko-app serve` with short shutdown durations (tests override them with `.env`).
 pub fn serve() -> AppBuilder {
     AppBuilder {

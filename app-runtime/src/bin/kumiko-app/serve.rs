@@ -32,20 +32,26 @@ pub fn components() -> Vec<Component> {
     vec![
         Component::new("database"),
         Component::new("status-page").requires("database"),
-        Component::new("events")
-            .requires("status-page")
-            .setting("KUMIKO_EVENTS_INTERVAL", validate_interval),
+        Component::new("events").requires("status-page"),
         // Settings the worker reads are declared here too: one environment serves both.
         Component::new("uptime")
             .requires("database")
             .setting(uptime::ROLLUP_INTERVAL_SETTING, uptime::validate_interval)
             .setting(uptime::WINDOW_SETTING, uptime::validate_window),
         Component::new("leader").setting(leader::KEY_SETTING, leader::validate_key),
-        Component::new("write-api")
-            .requires("status-page")
-            .setting("KUMIKO_ADMIN_TOKEN", |_| Ok(())),
-        Component::new("test-routes").setting("KUMIKO_TEST_ROUTES", validate_flag),
+        Component::new("write-api").requires("status-page"),
+        api_settings("api-settings"),
+        crate::worker::jobs_settings("jobs-settings"),
     ]
+}
+
+/// The API's settings, for every process that shares its environment (boot validation rejects
+/// undeclared `KUMIKO_*` names, and the operator gives one environment to every process type).
+pub(crate) fn api_settings(name: &'static str) -> Component {
+    Component::new(name)
+        .setting("KUMIKO_EVENTS_INTERVAL", validate_interval)
+        .setting("KUMIKO_ADMIN_TOKEN", |_| Ok(()))
+        .setting("KUMIKO_TEST_ROUTES", validate_flag)
 }
 
 fn validate_interval(value: &str) -> Result<(), String> {

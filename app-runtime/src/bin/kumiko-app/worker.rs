@@ -57,7 +57,18 @@ fn components() -> Vec<Component> {
             .requires("jobs")
             .setting(uptime::ROLLUP_INTERVAL_SETTING, uptime::validate_interval)
             .setting(uptime::WINDOW_SETTING, uptime::validate_window),
+        // One environment feeds every process type (the operator gives `spec.env` to all), so
+        // the API's settings are known here too: validated, not used.
+        crate::serve::api_settings("api-settings"),
     ]
+}
+
+/// The worker's own settings, for processes that share its environment (boot validation rejects
+/// undeclared `KUMIKO_*` names).
+pub(crate) fn jobs_settings(name: &'static str) -> Component {
+    Component::new(name)
+        .setting(POLL_INTERVAL_SETTING, validate_poll_interval)
+        .setting(JOB_TIMEOUT_SETTING, validate_job_timeout)
 }
 
 fn validate_poll_interval(value: &str) -> Result<(), String> {
