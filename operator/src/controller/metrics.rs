@@ -114,6 +114,18 @@ impl Metrics {
         total
     }
 
+    /// The number of reconciles so far (successful and failed).
+    pub fn reconciles_total(&self) -> u64 {
+        ["ok", "error"]
+            .iter()
+            .filter_map(|result| {
+                self.reconciles
+                    .get(&vec![("result", (*result).to_owned())])
+                    .map(|counter| counter.get())
+            })
+            .sum()
+    }
+
     /// Records an app's `Ready` status (`None` when the app is gone).
     pub fn app_readiness(&self, app: &str, ready: Option<&'static str>) {
         let Ok(mut readiness) = self.readiness.lock() else {

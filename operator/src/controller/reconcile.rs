@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
@@ -289,7 +290,11 @@ fn credential_secret(app: &KumikoApp, name: String, data: &BTreeMap<String, Stri
             owner_references: app.controller_owner_ref(&()).map(|owner| vec![owner]),
             ..ObjectMeta::default()
         },
-        string_data: Some(data.clone()),
+        data: Some(
+            data.iter()
+                .map(|(key, value)| (key.clone(), ByteString(value.clone().into_bytes())))
+                .collect(),
+        ),
         type_: Some("kubernetes.io/basic-auth".to_owned()),
         ..Secret::default()
     }

@@ -89,21 +89,23 @@ pub async fn run(settings: RunSettings) -> Result<(), Error> {
         tracing::info!("signal received: shutting down");
         let _ = stop_tx.send(true);
     });
-    run_with(client, settings, Arc::new(PostgresRoles), stop_rx).await
+    let metrics = Arc::new(Metrics::new());
+    run_with(client, settings, Arc::new(PostgresRoles), metrics, stop_rx).await
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-/// Runs the operator on `client` until `stop` turns true (or the Lease is lost).
+/// Runs the operator on `client` until `stop` turns true (or the Lease is lost), recording into
+/// `metrics`.
 pub async fn run_with(
     client: Client,
     settings: RunSettings,
     roles: Arc<dyn RolesBackend>,
+    metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let probes = Probes {
         metrics: metrics.clone(),

@@ -1,0 +1,468 @@
+//! The controller end to end against kube-sim's API server and a real Postgres.
+//!
+//! kube-sim's simulated CNPG and Job controllers are not available to this test, so the test plays
+//! their part through the API, as those controllers would: it publishes the CNPG superuser Secret
+//! (pointing at a throwaway Postgres) and marks the Cluster Ready, marks the migrate Job Complete
+//! (or Failed), and reports the Deployments' pods available. Everything the operator does is real:
+//! watches, server-side apply, the status subresource, the finalizer, Postgres roles.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, CustomResourceExt};
+use kumiko_crds::{KumikoApp, condition, names};
+use kumiko_operator::cnpg::Cluster;
+use kumiko_operator::controller::metrics::Metrics;
+use kumiko_operator::controller::roles_backend::PostgresRoles;
+use kumiko_operator::controller::run::{RunSettings, run_with};
+use kumiko_testkit::TempPostgres;
+use serde_json::json;
+use tokio::sync::watch;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Harness {
+    _server: kube_sim::ServerHandle,
+    client: Client,
+    postgres: TempPostgres,
+    metrics: Arc<Metrics>,
+    stop: watch::Sender<bool>,
+    operator: tokio::task::JoinHandle<Result<(), kumiko_operator::Error>>,
+}
+
+async fn start() -> Harness {
+    kumiko_operator::controller::run::init_logging();
+    let postgres = TempPostgres::start().unwrap();
+    let server = kube_sim::Server::start(kube_sim::Config::default())
+        .await
+        .unwrap();
+    let config = kube::Config::new(server.url().parse().unwrap());
+    let client = Client::try_from(config).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &KumikoApp::crd())
+        .await
+        .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let (stop, stop_rx) = watch::channel(false);
+    let settings = RunSettings {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        lease_name: "kumiko-operator".to_owned(),
+        lease_namespace: "default".to_owned(),
+        identity: "test-operator".to_owned(),
+        concurrency: 4,
+        leader_election: true,
+    };
+    let operator = tokio::spawn(run_with(
+        client.clone(),
+        settings,
+        Arc::new(PostgresRoles),
+        metrics.clone(),
+        stop_rx,
+    ));
+    Harness {
+        _server: server,
+        client,
+        postgres,
+        metrics,
+        stop,
+        operator,
+    }
+}
+
+async fn namespace(client: &Client, name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut namespace = Namespace::default();
+    namespace.metadata.name = Some(name.to_owned());
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+}
+
+fn app_manifest(name: &str, image: &str) -> KumikoApp {
+    serde_json::from_value(json!({
+        "apiVersion": "kumiko.so/v1alpha1",
+        "kind": "KumikoApp",
+        "metadata": {"name": name},
+        "spec": {
+            "image": image,
+            "api": {"replicas": 1},
+            "worker": {"replicas": 1},
+            "database": {"cluster": {"instances": 1, "storage": {"size": "1Gi"}}}
+        }
+    }))
+    .unwrap()
+}
+
+/// Polls `check` until it yields a value, or fails the test after [`WAIT`].
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn condition_of(app: &KumikoApp, kind: &str) -> Option<(String, String, String)> {
+    app.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Plays CNPG: the superuser Secret for the throwaway Postgres, and a Ready Cluster.
+async fn cnpg_makes_the_cluster_ready(harness: &Harness, ns: &str, app: &str) {
+    let clusters: Api<Cluster> = Api::namespaced(harness.client.clone(), ns);
+    let cluster_name = names::database_cluster(app);
+    eventually("the CNPG Cluster", || async {
+        clusters.get_opt(&cluster_name).await.unwrap()
+    })
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(harness.client.clone(), ns);
+    let data: BTreeMap<String, ByteString> = [
+        ("username", "postgres".to_owned()),
+        ("password", TempPostgres::SUPERUSER_PASSWORD.to_owned()),
+        ("host", "127.0.0.1".to_owned()),
+        ("port", harness.postgres.port().to_string()),
+        ("dbname", "*".to_owned()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), ByteString(value.into_bytes())))
+    .collect();
+    let mut secret = Secret {
+        data: Some(data),
+        type_: Some("kubernetes.io/basic-auth".to_owned()),
+        ..Secret::default()
+    };
+    secret.metadata.name = Some(format!("{cluster_name}-superuser"));
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    clusters
+        .patch_status(
+            &cluster_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "phase": "Cluster in healthy state",
+                "readyInstances": 1,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "ClusterIsReady",
+                    "message": "ready", "lastTransitionTime": "2025-01-01T00:00:00Z"}]
+            }})),
+        )
+        .await
+        .unwrap();
+}
+
+/// Plays the Job controller: the newest migrate Job finishes as `outcome` (`Complete`/`Failed`).
+async fn the_migrate_job_finishes(
+    harness: &Harness,
+    ns: &str,
+    app: &str,
+    image: &str,
+    outcome: &str,
+) -> String {
+    let jobs: Api<Job> = Api::namespaced(harness.client.clone(), ns);
+    let job = eventually("the migrate Job", || async {
+        jobs.list(&ListParams::default().labels(&format!("{}={app}", names::INSTANCE_LABEL)))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|job| {
+                job.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("kumiko.so/image"))
+                    == Some(&image.to_owned())
+            })
+    })
+    .await;
+    let name = job.metadata.name.clone().unwrap();
+    let now = "2025-01-01T00:00:00Z";
+    let status = if outcome == "Complete" {
+        json!({"startTime": now, "completionTime": now, "succeeded": 1, "conditions": [
+            {"type": "SuccessCriteriaMet", "status": "True", "lastProbeTime": now, "lastTransitionTime": now},
+            {"type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now}]})
+    } else {
+        json!({"startTime": now, "failed": 1, "conditions": [
+            {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "lastProbeTime": now, "lastTransitionTime": now},
+            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit", "lastProbeTime": now, "lastTransitionTime": now}]})
+    };
+    jobs.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .unwrap();
+    name
+}
+
+/// Plays the Deployment controller: every replica of `name` at `image` is available.
+async fn deployment_becomes_available(harness: &Harness, ns: &str, name: &str, image: &str) {
+    let deployments: Api<Deployment> = Api::namespaced(harness.client.clone(), ns);
+    let deployment = eventually("the Deployment at the image", || async {
+        deployments
+            .get_opt(name)
+            .await
+            .unwrap()
+            .filter(|deployment| {
+                deployment
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.template.spec.as_ref())
+                    .and_then(|p| p.containers.first())
+                    .and_then(|c| c.image.as_deref())
+                    == Some(image)
+            })
+    })
+    .await;
+    let replicas = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    deployments
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "observedGeneration": deployment.metadata.generation,
+                "replicas": replicas, "readyReplicas": replicas,
+                "updatedReplicas": replicas, "availableReplicas": replicas
+            }})),
+        )
+        .await
+        .unwrap();
+}
+
+async fn wait_for_condition(
+    harness: &Harness,
+    ns: &str,
+    app: &str,
+    kind: &str,
+    status: &str,
+) -> KumikoApp {
+    let apps: Api<KumikoApp> = Api::namespaced(harness.client.clone(), ns);
+    eventually(&format!("{kind}={status}"), || async {
+        apps.get(app)
+            .await
+            .ok()
+            .filter(|app| condition_of(app, kind).is_some_and(|(s, _, _)| s == status))
+    })
+    .await
+}
+
+async fn roles_in_postgres(postgres: &TempPostgres, app: &str) -> Vec<String> {
+    use sqlx::Connection;
+    let mut connection = sqlx::PgConnection::connect(&postgres.superuser_url("postgres"))
+        .await
+        .unwrap();
+    let mut roles: Vec<String> =
+        sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE rolname LIKE $1")
+            .bind(format!("{app}\\_%"))
+            .fetch_all(&mut connection)
+            .await
+            .unwrap();
+    roles.sort();
+    roles
+}
+
+async fn stop(harness: Harness) {
+    harness.stop.send(true).unwrap();
+    let result = tokio::time::timeout(WAIT, harness.operator)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minimal_app_becomes_ready_and_a_resync_writes_nothing() {
+    let harness = start().await;
+    namespace(&harness.client, "shop").await;
+    let apps: Api<KumikoApp> = Api::namespaced(harness.client.clone(), "shop");
+    apps.create(
+        &PostParams::default(),
+        &app_manifest("shop", "kumiko-app:1"),
+    )
+    .await
+    .unwrap();
+
+    let first = wait_for_condition(&harness, "shop", "shop", condition::RECONCILING, "True").await;
+    assert_ne!(condition_of(&first, condition::READY).unwrap().0, "True");
+
+    cnpg_makes_the_cluster_ready(&harness, "shop", "shop").await;
+    wait_for_condition(&harness, "shop", "shop", condition::ROLES_READY, "True").await;
+    assert_eq!(
+        roles_in_postgres(&harness.postgres, "shop").await,
+        ["shop_owner", "shop_runtime"]
+    );
+    let secrets: Api<Secret> = Api::namespaced(harness.client.clone(), "shop");
+    let runtime = secrets.get(&names::runtime_secret("shop")).await.unwrap();
+    let host = &runtime.data.as_ref().unwrap()["host"].0;
+    assert_eq!(
+        host, b"127.0.0.1",
+        "host comes from the database's own Secret"
+    );
+
+    let job = the_migrate_job_finishes(&harness, "shop", "shop", "kumiko-app:1", "Complete").await;
+    deployment_becomes_available(&harness, "shop", &names::api("shop"), "kumiko-app:1").await;
+    deployment_becomes_available(&harness, "shop", &names::worker("shop"), "kumiko-app:1").await;
+    let ready = wait_for_condition(&harness, "shop", "shop", condition::READY, "True").await;
+    let status = ready.status.unwrap();
+    assert_eq!(status.migrated_image.as_deref(), Some("kumiko-app:1"));
+    assert_eq!(status.migration_job.as_deref(), Some(job.as_str()));
+    assert_eq!(status.image.as_deref(), Some("kumiko-app:1"));
+    assert_eq!(status.api.unwrap().summary, "1/1");
+    assert_eq!(status.observed_generation, ready.metadata.generation);
+
+    // Steady state: a resync of the unchanged app writes nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let writes = harness.metrics.writes_total();
+    let reconciles = harness.metrics.reconciles_total();
+    apps.patch(
+        "shop",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"example.com/touch": "1"}}})),
+    )
+    .await
+    .unwrap();
+    eventually("a resync", || async {
+        (harness.metrics.reconciles_total() > reconciles).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        harness.metrics.writes_total(),
+        writes,
+        "{}",
+        harness.metrics.encode()
+    );
+
+    stop(harness).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_migration_keeps_the_old_image_and_a_fixed_image_recovers() {
+    let harness = start().await;
+    namespace(&harness.client, "blog").await;
+    let apps: Api<KumikoApp> = Api::namespaced(harness.client.clone(), "blog");
+    apps.create(
+        &PostParams::default(),
+        &app_manifest("blog", "kumiko-app:1"),
+    )
+    .await
+    .unwrap();
+    cnpg_makes_the_cluster_ready(&harness, "blog", "blog").await;
+    the_migrate_job_finishes(&harness, "blog", "blog", "kumiko-app:1", "Complete").await;
+    deployment_becomes_available(&harness, "blog", &names::api("blog"), "kumiko-app:1").await;
+    deployment_becomes_available(&harness, "blog", &names::worker("blog"), "kumiko-app:1").await;
+    wait_for_condition(&harness, "blog", "blog", condition::READY, "True").await;
+
+    apps.patch(
+        "blog",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"image": "kumiko-app:broken"}})),
+    )
+    .await
+    .unwrap();
+    let failed_job =
+        the_migrate_job_finishes(&harness, "blog", "blog", "kumiko-app:broken", "Failed").await;
+    let failed = wait_for_condition(&harness, "blog", "blog", condition::STALLED, "True").await;
+    let (status, reason, message) = condition_of(&failed, condition::MIGRATED).unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "MigrationFailed")
+    );
+    assert!(message.contains(&failed_job), "{message}");
+    let deployments: Api<Deployment> = Api::namespaced(harness.client.clone(), "blog");
+    let api = deployments.get(&names::api("blog")).await.unwrap();
+    let image = api.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone();
+    assert_eq!(
+        image.as_deref(),
+        Some("kumiko-app:1"),
+        "the old image keeps serving"
+    );
+    let jobs: Api<Job> = Api::namespaced(harness.client.clone(), "blog");
+    assert_eq!(
+        jobs.list(&ListParams::default()).await.unwrap().items.len(),
+        2,
+        "no retry loop"
+    );
+
+    apps.patch(
+        "blog",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"image": "kumiko-app:2"}})),
+    )
+    .await
+    .unwrap();
+    the_migrate_job_finishes(&harness, "blog", "blog", "kumiko-app:2", "Complete").await;
+    deployment_becomes_available(&harness, "blog", &names::api("blog"), "kumiko-app:2").await;
+    deployment_becomes_available(&harness, "blog", &names::worker("blog"), "kumiko-app:2").await;
+    let recovered = wait_for_condition(&harness, "blog", "blog", condition::READY, "True").await;
+    assert_eq!(
+        recovered.status.unwrap().migrated_image.as_deref(),
+        Some("kumiko-app:2")
+    );
+    stop(harness).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_app_in_the_namespace_stalls_naming_the_first() {
+    let harness = start().await;
+    namespace(&harness.client, "twice").await;
+    let apps: Api<KumikoApp> = Api::namespaced(harness.client.clone(), "twice");
+    apps.create(
+        &PostParams::default(),
+        &app_manifest("first", "kumiko-app:1"),
+    )
+    .await
+    .unwrap();
+    wait_for_condition(&harness, "twice", "first", condition::RECONCILING, "True").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    apps.create(
+        &PostParams::default(),
+        &app_manifest("second", "kumiko-app:1"),
+    )
+    .await
+    .unwrap();
+    let second = wait_for_condition(&harness, "twice", "second", condition::STALLED, "True").await;
+    let (_, reason, message) = condition_of(&second, condition::STALLED).unwrap();
+    assert_eq!(reason, "DuplicateApp");
+    assert!(message.contains("KumikoApp first"), "{message}");
+    let clusters: Api<Cluster> = Api::namespaced(harness.client.clone(), "twice");
+    assert!(
+        clusters
+            .get_opt(&names::database_cluster("second"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    stop(harness).await;
+}
