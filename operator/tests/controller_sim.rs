@@ -42,13 +42,22 @@ struct Harness {
 async fn start() -> Harness {
     kumiko_operator::controller::run::init_logging();
     let postgres = TempPostgres::start().unwrap();
-    let server = kube_sim::Server::start(kube_sim::Config::default())
-        .await
-        .unwrap();
+    // kube-sim's shipped CNPG CRD declares `metadata: {type: object}` (as CNPG's does), and its
+    // apply path then reports every metadata field as undeclared; the operator's own typed CRD of
+    // the Cluster (the fields it writes and reads) stands in for it until that is fixed.
+    let server = kube_sim::Server::start(kube_sim::Config {
+        preload_cnpg: false,
+        ..kube_sim::Config::default()
+    })
+    .await
+    .unwrap();
     let config = kube::Config::new(server.url().parse().unwrap());
     let client = Client::try_from(config).unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &KumikoApp::crd())
+        .await
+        .unwrap();
+    crds.create(&PostParams::default(), &Cluster::crd())
         .await
         .unwrap();
     let metrics = Arc::new(Metrics::new());
