@@ -178,6 +178,19 @@ impl AdminConnection {
         })
     }
 
+    /// Reads a CNPG `<cluster>-superuser` Secret (dedicated-cluster mode), connecting to
+    /// `rw_host` (the cluster's `-rw` Service, qualified for the operator's namespace, e.g.
+    /// `shop-db-rw.prod.svc`) whatever host the Secret names; older CNPG versions write only
+    /// `username` and `password` into that Secret, newer ones also the short host name.
+    pub fn from_cnpg_superuser_secret(
+        data: &BTreeMap<String, String>,
+        rw_host: &str,
+    ) -> Result<Self, Error> {
+        let mut data = data.clone();
+        data.insert("host".to_owned(), rw_host.to_owned());
+        Self::from_secret_data(&data)
+    }
+
     /// The same connection to another host (e.g. `<cluster>-rw.<namespace>.svc`).
     pub fn with_host(mut self, host: &str) -> Self {
         host.clone_into(&mut self.host);
@@ -406,6 +419,25 @@ mod tests {
         assert_eq!(admin.sslmode(), SslMode::Prefer);
         let qualified = admin.with_host("shop-db-rw.prod.svc");
         assert_eq!(qualified.host(), "shop-db-rw.prod.svc");
+    }
+
+    #[test]
+    fn cnpg_superuser_secret_connects_to_the_qualified_rw_service() {
+        let basic_auth = data(&[("username", "postgres"), ("password", "pw")]);
+        let admin = AdminConnection::from_cnpg_superuser_secret(&basic_auth, "shop-db-rw.prod.svc")
+            .unwrap();
+        assert_eq!(admin.host(), "shop-db-rw.prod.svc");
+        assert_eq!(admin.port(), DEFAULT_PORT);
+        assert_eq!(admin.dbname(), "postgres");
+        let newer = data(&[
+            ("username", "postgres"),
+            ("password", "pw"),
+            ("host", "shop-db-rw"),
+            ("dbname", "*"),
+        ]);
+        let admin =
+            AdminConnection::from_cnpg_superuser_secret(&newer, "shop-db-rw.prod.svc").unwrap();
+        assert_eq!(admin.host(), "shop-db-rw.prod.svc");
     }
 
     #[test]
