@@ -325,7 +325,13 @@ fn prune_root(schema: &Value, obj: &mut Value, unknown: &mut Vec<String>) {
     if let Some(Value::Object(meta)) = map.get_mut("metadata") {
         prune_meta(meta, "metadata", OBJECT_META_FIELDS, unknown);
     }
-    prune_object(schema, map, "", unknown, &["apiVersion", "kind", "metadata"]);
+    prune_object(
+        schema,
+        map,
+        "",
+        unknown,
+        &["apiVersion", "kind", "metadata"],
+    );
 }
 
 fn prune_meta(meta: &mut Map<String, Value>, path: &str, keep: &[&str], unknown: &mut Vec<String>) {
@@ -352,7 +358,11 @@ fn prune_object(
     let preserve = preserves_unknown(schema);
     let keys: Vec<String> = map.keys().cloned().collect();
     for key in keys {
-        if always_keep.contains(&key.as_str()) && !props.is_some_and(|p| p.contains_key(&key)) {
+        // `metadata` is pruned to ObjectMeta by prune_meta, whatever the schema says of it (a
+        // CRD schema may declare `metadata: {type: object}`, as CNPG's does).
+        if always_keep.contains(&key.as_str())
+            && (key == "metadata" || !props.is_some_and(|p| p.contains_key(&key)))
+        {
             continue;
         }
         let field_path = child_path(path, &key);
@@ -379,9 +389,20 @@ fn prune_value(schema: &Value, value: &mut Value, path: &str, unknown: &mut Vec<
         Value::Object(map) => {
             if is_embedded(schema) {
                 if let Some(Value::Object(meta)) = map.get_mut("metadata") {
-                    prune_meta(meta, &child_path(path, "metadata"), EMBEDDED_META_FIELDS, unknown);
+                    prune_meta(
+                        meta,
+                        &child_path(path, "metadata"),
+                        EMBEDDED_META_FIELDS,
+                        unknown,
+                    );
                 }
-                prune_object(schema, map, path, unknown, &["apiVersion", "kind", "metadata"]);
+                prune_object(
+                    schema,
+                    map,
+                    path,
+                    unknown,
+                    &["apiVersion", "kind", "metadata"],
+                );
             } else if schema.get("properties").is_some()
                 || schema.get("additionalProperties").is_some()
                 || !preserves_unknown(schema)
@@ -470,7 +491,10 @@ fn type_name(v: &Value) -> &'static str {
 fn is_integer(v: &Value) -> bool {
     match v {
         Value::Number(n) => {
-            n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0 && f.is_finite())
+            n.is_i64()
+                || n.is_u64()
+                || n.as_f64()
+                    .is_some_and(|f| f.fract() == 0.0 && f.is_finite())
         }
         _ => false,
     }
@@ -592,27 +616,55 @@ impl Walker<'_> {
         match value {
             Value::Number(n) => {
                 let Some(x) = n.as_f64() else { return };
-                let excl_min = schema.get("exclusiveMinimum").and_then(Value::as_bool) == Some(true);
-                let excl_max = schema.get("exclusiveMaximum").and_then(Value::as_bool) == Some(true);
+                let excl_min =
+                    schema.get("exclusiveMinimum").and_then(Value::as_bool) == Some(true);
+                let excl_max =
+                    schema.get("exclusiveMaximum").and_then(Value::as_bool) == Some(true);
                 if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
                     if excl_min && x <= min {
-                        self.invalid(path, value, format!("{bp} in body should be greater than {}", fmt_num(min)));
+                        self.invalid(
+                            path,
+                            value,
+                            format!("{bp} in body should be greater than {}", fmt_num(min)),
+                        );
                     } else if !excl_min && x < min {
-                        self.invalid(path, value, format!("{bp} in body should be greater than or equal to {}", fmt_num(min)));
+                        self.invalid(
+                            path,
+                            value,
+                            format!(
+                                "{bp} in body should be greater than or equal to {}",
+                                fmt_num(min)
+                            ),
+                        );
                     }
                 }
                 if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
                     if excl_max && x >= max {
-                        self.invalid(path, value, format!("{bp} in body should be less than {}", fmt_num(max)));
+                        self.invalid(
+                            path,
+                            value,
+                            format!("{bp} in body should be less than {}", fmt_num(max)),
+                        );
                     } else if !excl_max && x > max {
-                        self.invalid(path, value, format!("{bp} in body should be less than or equal to {}", fmt_num(max)));
+                        self.invalid(
+                            path,
+                            value,
+                            format!(
+                                "{bp} in body should be less than or equal to {}",
+                                fmt_num(max)
+                            ),
+                        );
                     }
                 }
                 if let Some(m) = schema.get("multipleOf").and_then(Value::as_f64)
                     && m > 0.0
                     && (x / m).fract() != 0.0
                 {
-                    self.invalid(path, value, format!("{bp} in body should be a multiple of {}", fmt_num(m)));
+                    self.invalid(
+                        path,
+                        value,
+                        format!("{bp} in body should be a multiple of {}", fmt_num(m)),
+                    );
                 }
                 if let Some(format) = schema.get("format").and_then(Value::as_str) {
                     let out_of_range = match format {
@@ -620,7 +672,11 @@ impl Walker<'_> {
                         _ => false,
                     };
                     if out_of_range {
-                        self.invalid(path, value, format!("{bp} in body must be of type {format}: \"{}\"", fmt_num(x)));
+                        self.invalid(
+                            path,
+                            value,
+                            format!("{bp} in body must be of type {format}: \"{}\"", fmt_num(x)),
+                        );
                     }
                 }
             }
@@ -639,12 +695,20 @@ impl Walker<'_> {
                 if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
                     && len < min
                 {
-                    self.invalid(path, value, format!("{bp} in body should be at least {min} chars long"));
+                    self.invalid(
+                        path,
+                        value,
+                        format!("{bp} in body should be at least {min} chars long"),
+                    );
                 }
                 if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
                     match regex::Regex::new(pattern) {
                         Ok(re) if !re.is_match(s) => {
-                            self.invalid(path, value, format!("{bp} in body should match '{pattern}'"));
+                            self.invalid(
+                                path,
+                                value,
+                                format!("{bp} in body should match '{pattern}'"),
+                            );
                         }
                         Ok(_) => {}
                         Err(e) => self.push(
@@ -658,7 +722,11 @@ impl Walker<'_> {
                 if let Some(format) = schema.get("format").and_then(Value::as_str)
                     && !format_ok(format, s)
                 {
-                    self.invalid(path, value, format!("{bp} in body must be of type {format}: {s:?}"));
+                    self.invalid(
+                        path,
+                        value,
+                        format!("{bp} in body must be of type {format}: {s:?}"),
+                    );
                 }
             }
             Value::Array(items) => {
@@ -676,7 +744,11 @@ impl Walker<'_> {
                 if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
                     && n < min
                 {
-                    self.invalid(path, value, format!("{bp} in body should have at least {min} items"));
+                    self.invalid(
+                        path,
+                        value,
+                        format!("{bp} in body should have at least {min} items"),
+                    );
                 }
             }
             Value::Object(map) => {
@@ -694,7 +766,11 @@ impl Walker<'_> {
                 if let Some(min) = schema.get("minProperties").and_then(Value::as_u64)
                     && n < min
                 {
-                    self.invalid(path, value, format!("{bp} in body should have at least {min} properties"));
+                    self.invalid(
+                        path,
+                        value,
+                        format!("{bp} in body should have at least {min} properties"),
+                    );
                 }
             }
             _ => {}
@@ -719,18 +795,30 @@ impl Walker<'_> {
             && !any.is_empty()
             && !any.iter().any(passes)
         {
-            self.invalid(path, value, format!("{bp} in body must validate at least one schema (anyOf)"));
+            self.invalid(
+                path,
+                value,
+                format!("{bp} in body must validate at least one schema (anyOf)"),
+            );
         }
         if let Some(one) = schema.get("oneOf").and_then(Value::as_array)
             && !one.is_empty()
             && one.iter().filter(|b| passes(b)).count() != 1
         {
-            self.invalid(path, value, format!("{bp} in body must validate one and only one schema (oneOf)"));
+            self.invalid(
+                path,
+                value,
+                format!("{bp} in body must validate one and only one schema (oneOf)"),
+            );
         }
         if let Some(not) = schema.get("not")
             && passes(not)
         {
-            self.invalid(path, value, format!("{bp} in body must not validate the schema (not)"));
+            self.invalid(
+                path,
+                value,
+                format!("{bp} in body must not validate the schema (not)"),
+            );
         }
     }
 
@@ -746,13 +834,22 @@ impl Walker<'_> {
             for r in required.iter().filter_map(Value::as_str) {
                 // A required field set to null counts as missing.
                 if map.get(r).is_none_or(Value::is_null) {
-                    self.push(FieldErrorKind::Required, &child_path(path, r), None, String::new());
+                    self.push(
+                        FieldErrorKind::Required,
+                        &child_path(path, r),
+                        None,
+                        String::new(),
+                    );
                 }
             }
         }
         if is_embedded(schema) {
             for field in ["apiVersion", "kind"] {
-                if map.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
+                if map
+                    .get(field)
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
                     self.push(
                         FieldErrorKind::Required,
                         &child_path(path, field),
@@ -765,7 +862,10 @@ impl Walker<'_> {
         let props = schema.get("properties").and_then(Value::as_object);
         let additional = schema.get("additionalProperties").filter(|a| a.is_object());
         for (key, child) in map {
-            if root && (key == "apiVersion" || key == "kind") && props.is_none_or(|p| !p.contains_key(key)) {
+            if root
+                && (key == "apiVersion" || key == "kind")
+                && props.is_none_or(|p| !p.contains_key(key))
+            {
                 continue;
             }
             let old_child = old.and_then(|o| o.get(key));
@@ -792,7 +892,12 @@ impl Walker<'_> {
                 let mut seen = BTreeSet::new();
                 for (i, item) in items.iter().enumerate() {
                     if !seen.insert(item.to_string()) {
-                        self.push(FieldErrorKind::Duplicate, &index_path(path, i), Some(item.clone()), String::new());
+                        self.push(
+                            FieldErrorKind::Duplicate,
+                            &index_path(path, i),
+                            Some(item.clone()),
+                            String::new(),
+                        );
                     }
                 }
             }
@@ -822,7 +927,9 @@ impl Walker<'_> {
         for (i, item) in items.iter().enumerate() {
             // Ratcheting correlates items only for map lists (by key) and sets (by value).
             let old_item = match (list_type, old_items) {
-                ("map", Some(olds)) => olds.iter().find(|o| keys.iter().all(|k| o.get(*k) == item.get(*k))),
+                ("map", Some(olds)) => olds
+                    .iter()
+                    .find(|o| keys.iter().all(|k| o.get(*k) == item.get(*k))),
                 ("set", Some(olds)) => olds.iter().find(|o| *o == item),
                 _ => None,
             };
@@ -862,7 +969,9 @@ fn format_ok(format: &str, s: &str) -> bool {
                         && !l.ends_with('-')
                 })
         }
-        "email" => s.split_once('@').is_some_and(|(a, b)| !a.is_empty() && b.contains('.')),
+        "email" => s
+            .split_once('@')
+            .is_some_and(|(a, b)| !a.is_empty() && b.contains('.')),
         "duration" => is_go_duration(s),
         _ => true,
     }
@@ -941,16 +1050,25 @@ fn cel_errors(
                     let kind = FieldErrorKind::from_reason(e.reason.as_deref());
                     let bad = match kind {
                         FieldErrorKind::Invalid => Some(Value::String(
-                            value_at(object, &e.field_path).map_or("object", type_name).to_string(),
+                            value_at(object, &e.field_path)
+                                .map_or("object", type_name)
+                                .to_string(),
                         )),
                         FieldErrorKind::Duplicate => value_at(object, &e.field_path).cloned(),
                         _ => None,
                     };
                     FieldError::new(kind, &field, bad, e.message)
                 }
-                _ => FieldError::new(FieldErrorKind::Invalid, &field, Some(Value::String(
-                    value_at(object, &e.field_path).map_or("object", type_name).to_string(),
-                )), e.message),
+                _ => FieldError::new(
+                    FieldErrorKind::Invalid,
+                    &field,
+                    Some(Value::String(
+                        value_at(object, &e.field_path)
+                            .map_or("object", type_name)
+                            .to_string(),
+                    )),
+                    e.message,
+                ),
             }
         })
         .collect()
@@ -963,7 +1081,10 @@ fn ratcheted(e: &cel::ValidationError, object: &Value, old: Option<&Value>) -> b
     if e.rule.contains("oldSelf") {
         return false;
     }
-    match (value_at(object, &e.field_path), value_at(old, &e.field_path)) {
+    match (
+        value_at(object, &e.field_path),
+        value_at(old, &e.field_path),
+    ) {
         (Some(new), Some(old)) => new == old,
         _ => false,
     }
@@ -978,7 +1099,11 @@ fn cel_path(p: &str) -> String {
 /// The value at a kube-cel style path (`spec.items[0].name`).
 fn value_at<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
     let mut cur = root;
-    for seg in path.trim_start_matches('.').split('.').filter(|s| !s.is_empty()) {
+    for seg in path
+        .trim_start_matches('.')
+        .split('.')
+        .filter(|s| !s.is_empty())
+    {
         let (name, indexes) = match seg.find('[') {
             Some(i) => (&seg[..i], &seg[i..]),
             None => (seg, ""),
@@ -1059,7 +1184,9 @@ mod tests {
         let v = run(json!({"spec": {"image": "app", "api": {"replicas": -1}}}));
         assert_eq!(
             messages(&v),
-            vec!["spec.api.replicas: Invalid value: -1: spec.api.replicas in body should be greater than or equal to 0"]
+            vec![
+                "spec.api.replicas: Invalid value: -1: spec.api.replicas in body should be greater than or equal to 0"
+            ]
         );
         assert_eq!(v.errors[0].reason(), "FieldValueInvalid");
     }
@@ -1083,7 +1210,10 @@ mod tests {
     #[test]
     fn wrong_type_blocks_cel_and_says_so() {
         let v = run(json!({"spec": {"image": "a", "api": {"replicas": "two"}}}));
-        assert_eq!(v.errors[0].to_string(), r#"spec.api.replicas: Invalid value: "two": spec.api.replicas in body must be of type integer: "string""#);
+        assert_eq!(
+            v.errors[0].to_string(),
+            r#"spec.api.replicas: Invalid value: "two": spec.api.replicas in body must be of type integer: "string""#
+        );
         assert_eq!(v.errors[0].reason(), "FieldValueTypeInvalid");
         assert_eq!(v.errors.len(), 2);
         assert_eq!(v.errors[1].kind, FieldErrorKind::Internal);
@@ -1103,7 +1233,10 @@ mod tests {
             "metadata": {"name": "x", "bogus": 1},
             "spec": {"image": "a", "foo": 1, "raw": {"anything": {"goes": true}}, "env": [{"name": "A", "extra": 1}]}
         }));
-        assert_eq!(v.unknown_fields, vec!["metadata.bogus", "spec.env[0].extra", "spec.foo"]);
+        assert_eq!(
+            v.unknown_fields,
+            vec!["metadata.bogus", "spec.env[0].extra", "spec.foo"]
+        );
         assert!(v.object["spec"].get("foo").is_none());
         assert_eq!(v.object["spec"]["raw"]["anything"]["goes"], true);
     }
@@ -1113,21 +1246,34 @@ mod tests {
         let v = run(json!({"spec": {"image": "UPPER", "labels": {"k": "toolong"}}}));
         let m = messages(&v);
         assert!(m.contains(&r#"spec.image: Invalid value: "UPPER": spec.image in body should match '^[a-z0-9./:-]+$'"#.to_string()), "{m:?}");
-        assert!(m.contains(&"spec.labels[k]: Too long: may not be more than 5 bytes".to_string()), "{m:?}");
+        assert!(
+            m.contains(&"spec.labels[k]: Too long: may not be more than 5 bytes".to_string()),
+            "{m:?}"
+        );
     }
 
     #[test]
     fn max_items_is_too_many() {
-        let v = run(json!({"spec": {"image": "a", "env": [{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}]}}));
-        assert_eq!(messages(&v), vec!["spec.env: Too many: 4: must have at most 3 items"]);
+        let v = run(
+            json!({"spec": {"image": "a", "env": [{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}]}}),
+        );
+        assert_eq!(
+            messages(&v),
+            vec!["spec.env: Too many: 4: must have at most 3 items"]
+        );
     }
 
     #[test]
     fn list_map_keys_and_sets_must_be_unique() {
-        let v = run(json!({"spec": {"image": "a", "env": [{"name": "a"}, {"name": "a"}], "tags": ["x", "x"]}}));
+        let v = run(
+            json!({"spec": {"image": "a", "env": [{"name": "a"}, {"name": "a"}], "tags": ["x", "x"]}}),
+        );
         assert_eq!(
             messages(&v),
-            vec![r#"spec.env[1]: Duplicate value: {"name":"a"}"#, r#"spec.tags[1]: Duplicate value: "x""#]
+            vec![
+                r#"spec.env[1]: Duplicate value: {"name":"a"}"#,
+                r#"spec.tags[1]: Duplicate value: "x""#
+            ]
         );
     }
 
@@ -1143,14 +1289,20 @@ mod tests {
         let v = run(json!({"spec": {"image": "a", "template": {"metadata": {"name": "x"}}}}));
         assert_eq!(
             messages(&v),
-            vec!["spec.template.apiVersion: Required value: must not be empty", "spec.template.kind: Required value: must not be empty"]
+            vec![
+                "spec.template.apiVersion: Required value: must not be empty",
+                "spec.template.kind: Required value: must not be empty"
+            ]
         );
     }
 
     #[test]
     fn cel_rule_failure_names_the_field_path() {
         let v = run(json!({"spec": {"image": "a", "api": {"replicas": 11}}}));
-        assert_eq!(messages(&v), vec![r#"spec.api.replicas: Invalid value: "integer": at most 10 API replicas"#]);
+        assert_eq!(
+            messages(&v),
+            vec![r#"spec.api.replicas: Invalid value: "integer": at most 10 API replicas"#]
+        );
     }
 
     #[test]
@@ -1159,7 +1311,10 @@ mod tests {
         let new = json!({"spec": {"image": "a", "immutable": "y"}});
         assert!(run(new.clone()).is_valid());
         let v = validate(&schema(), &new, Some(&old), "example.com/v1", "Thing");
-        assert_eq!(messages(&v), vec![r#"spec.immutable: Invalid value: "string": immutable"#]);
+        assert_eq!(
+            messages(&v),
+            vec![r#"spec.immutable: Invalid value: "string": immutable"#]
+        );
     }
 
     #[test]
