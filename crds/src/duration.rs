@@ -56,7 +56,7 @@ pub fn parse_duration(value: &str) -> Result<Duration, DurationError> {
 /// Formats a duration the way the spec writes it, in whole seconds when it has no milliseconds.
 pub fn format_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         format!("{}s", millis / 1000)
     } else {
         format!("{millis}ms")
