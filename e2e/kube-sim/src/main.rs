@@ -26,6 +26,9 @@ struct Args {
     /// Do not preload the CNPG `postgresql.cnpg.io/v1` Cluster CRD.
     #[arg(long)]
     no_cnpg_crd: bool,
+    /// The simulated controllers (kubelet, Deployments, Jobs, CNPG, Services, quotas).
+    #[command(flatten)]
+    controllers: kube_sim::controllers::ControllerArgs,
 }
 
 #[tokio::main]
@@ -54,14 +57,39 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let controllers = match start_controllers(&server, &args.controllers).await {
+        Ok(controllers) => controllers,
+        Err(e) => {
+            eprintln!("kube-sim: {e}");
+            server.shutdown().await;
+            return ExitCode::FAILURE;
+        }
+    };
     println!(
         "kube-sim ready at {} (kubeconfig {})",
         server.url(),
         args.kubeconfig.display()
     );
     wait_for_signal().await;
+    if let Some(controllers) = controllers {
+        controllers.shutdown().await;
+    }
     server.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// Starts the simulated controllers unless `--no-controllers`.
+async fn start_controllers(
+    server: &kube_sim::ServerHandle,
+    args: &kube_sim::controllers::ControllerArgs,
+) -> Result<Option<kube_sim::controllers::Controllers>, kube_sim::controllers::Error> {
+    if args.no_controllers {
+        return Ok(None);
+    }
+    let config = args.to_config(std::sync::Arc::new(kube_sim::controllers::DiscardLogs))?;
+    kube_sim::controllers::Controllers::start_for(server, config)
+        .await
+        .map(Some)
 }
 
 async fn wait_for_signal() {
