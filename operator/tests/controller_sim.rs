@@ -30,13 +30,61 @@ use tokio::sync::watch;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-struct Harness {
-    _server: kube_sim::ServerHandle,
-    client: Client,
-    postgres: TempPostgres,
+struct Operator {
     metrics: Arc<Metrics>,
     stop: watch::Sender<bool>,
-    operator: tokio::task::JoinHandle<Result<(), kumiko_operator::Error>>,
+    handle: tokio::task::JoinHandle<Result<(), kumiko_operator::Error>>,
+}
+
+/// Starts one operator replica campaigning for the Lease as `identity`.
+fn spawn_operator(client: &Client, identity: &str) -> Operator {
+    let metrics = Arc::new(Metrics::new());
+    let (stop, stop_rx) = watch::channel(false);
+    let settings = RunSettings {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        lease_name: "kumiko-operator".to_owned(),
+        lease_namespace: "default".to_owned(),
+        identity: identity.to_owned(),
+        concurrency: 4,
+        leader_election: true,
+    };
+    let handle = tokio::spawn(run_with(
+        client.clone(),
+        settings,
+        Arc::new(PostgresRoles),
+        metrics.clone(),
+        stop_rx,
+    ));
+    Operator {
+        metrics,
+        stop,
+        handle,
+    }
+}
+
+impl Operator {
+    /// SIGTERM: a graceful stop, which must end without error.
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        let result = tokio::time::timeout(WAIT, self.handle)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    /// A crash: the replica vanishes without releasing anything.
+    async fn kill(self) {
+        self.handle.abort();
+        let _ = self.handle.await;
+    }
+}
+
+struct Harness {
+    server: kube_sim::ServerHandle,
+    client: Client,
+    postgres: TempPostgres,
+    operator: Operator,
 }
 
 async fn start() -> Harness {
@@ -60,29 +108,11 @@ async fn start() -> Harness {
     crds.create(&PostParams::default(), &Cluster::crd())
         .await
         .unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let (stop, stop_rx) = watch::channel(false);
-    let settings = RunSettings {
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        lease_name: "kumiko-operator".to_owned(),
-        lease_namespace: "default".to_owned(),
-        identity: "test-operator".to_owned(),
-        concurrency: 4,
-        leader_election: true,
-    };
-    let operator = tokio::spawn(run_with(
-        client.clone(),
-        settings,
-        Arc::new(PostgresRoles),
-        metrics.clone(),
-        stop_rx,
-    ));
+    let operator = spawn_operator(&client, "operator-a");
     Harness {
-        _server: server,
+        server,
         client,
         postgres,
-        metrics,
-        stop,
         operator,
     }
 }
@@ -300,12 +330,7 @@ async fn roles_in_postgres(postgres: &TempPostgres, app: &str) -> Vec<String> {
 }
 
 async fn stop(harness: Harness) {
-    harness.stop.send(true).unwrap();
-    let result = tokio::time::timeout(WAIT, harness.operator)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(result.is_ok(), "{result:?}");
+    harness.operator.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,8 +375,8 @@ async fn minimal_app_becomes_ready_and_a_resync_writes_nothing() {
 
     // Steady state: a resync of the unchanged app writes nothing.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let writes = harness.metrics.writes_total();
-    let reconciles = harness.metrics.reconciles_total();
+    let writes = harness.operator.metrics.writes_total();
+    let reconciles = harness.operator.metrics.reconciles_total();
     apps.patch(
         "shop",
         &PatchParams::default(),
@@ -360,15 +385,15 @@ async fn minimal_app_becomes_ready_and_a_resync_writes_nothing() {
     .await
     .unwrap();
     eventually("a resync", || async {
-        (harness.metrics.reconciles_total() > reconciles).then_some(())
+        (harness.operator.metrics.reconciles_total() > reconciles).then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        harness.metrics.writes_total(),
+        harness.operator.metrics.writes_total(),
         writes,
         "{}",
-        harness.metrics.encode()
+        harness.operator.metrics.encode()
     );
 
     stop(harness).await;
@@ -472,6 +497,267 @@ async fn a_second_app_in_the_namespace_stalls_naming_the_first() {
             .await
             .unwrap()
             .is_none()
+    );
+    stop(harness).await;
+}
+
+/// Creates `app` in a new namespace and plays CNPG, the Job and the Deployments until `Ready=True`.
+async fn drive_to_ready(harness: &Harness, app: KumikoApp) -> KumikoApp {
+    let name = app.metadata.name.clone().unwrap();
+    let ns = name.clone();
+    namespace(&harness.client, &ns).await;
+    let apps: Api<KumikoApp> = Api::namespaced(harness.client.clone(), &ns);
+    let image = app.spec.image.clone();
+    apps.create(&PostParams::default(), &app).await.unwrap();
+    cnpg_makes_the_cluster_ready(harness, &ns, &name).await;
+    the_migrate_job_finishes(harness, &ns, &name, &image, "Complete").await;
+    deployment_becomes_available(harness, &ns, &names::api(&name), &image).await;
+    deployment_becomes_available(harness, &ns, &names::worker(&name), &image).await;
+    wait_for_condition(harness, &ns, &name, condition::READY, "True").await
+}
+
+fn secret_value(secret: &Secret, key: &str) -> String {
+    String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
+}
+
+async fn can_log_in(postgres: &TempPostgres, user: &str, password: &str, database: &str) -> bool {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(&postgres.url_for(user, password, database))
+        .await
+        .is_ok()
+}
+
+fn checksum_of(deployment: &Deployment) -> Option<String> {
+    deployment
+        .spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(kumiko_operator::desired::CREDENTIALS_CHECKSUM_ANNOTATION)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_rotation_rejects_the_old_password_and_rolls_the_pods() {
+    let harness = start().await;
+    drive_to_ready(&harness, app_manifest("rota", "kumiko-app:1")).await;
+    let secrets: Api<Secret> = Api::namespaced(harness.client.clone(), "rota");
+    let deployments: Api<Deployment> = Api::namespaced(harness.client.clone(), "rota");
+    let before = secrets.get(&names::runtime_secret("rota")).await.unwrap();
+    let old_password = secret_value(&before, "password");
+    assert!(can_log_in(&harness.postgres, "rota_runtime", &old_password, "rota").await);
+    let old_checksum = checksum_of(&deployments.get(&names::api("rota")).await.unwrap());
+    assert!(old_checksum.is_some());
+
+    let apps: Api<KumikoApp> = Api::namespaced(harness.client.clone(), "rota");
+    apps.patch(
+        "rota",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"metadata": {"annotations": {"kumiko.so/rotate-credentials": "2025-01"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually("the rotation recorded in status", || async {
+        apps.get("rota").await.ok().filter(|app| {
+            app.status
+                .as_ref()
+                .and_then(|s| s.rotated_credentials_for.as_deref())
+                == Some("2025-01")
+        })
+    })
+    .await;
+    let after = secrets.get(&names::runtime_secret("rota")).await.unwrap();
+    let new_password = secret_value(&after, "password");
+    assert_ne!(old_password, new_password);
+    assert!(!can_log_in(&harness.postgres, "rota_runtime", &old_password, "rota").await);
+    assert!(can_log_in(&harness.postgres, "rota_runtime", &new_password, "rota").await);
+    let rolled = eventually("the pods to roll", || async {
+        let checksum = checksum_of(&deployments.get(&names::worker("rota")).await.unwrap());
+        (checksum != old_checksum).then_some(checksum)
+    })
+    .await;
+    assert!(rolled.is_some());
+    stop(harness).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_applies_the_reclaim_policy() {
+    let harness = start().await;
+    let mut deleted = app_manifest("gone", "kumiko-app:1");
+    deleted.spec.database.reclaim_policy = kumiko_crds::ReclaimPolicy::Delete;
+    drive_to_ready(&harness, deleted).await;
+    drive_to_ready(&harness, app_manifest("kept", "kumiko-app:1")).await;
+    assert_eq!(roles_in_postgres(&harness.postgres, "gone").await.len(), 2);
+
+    for name in ["gone", "kept"] {
+        let apps: Api<KumikoApp> = Api::namespaced(harness.client.clone(), name);
+        apps.delete(name, &Default::default()).await.unwrap();
+        eventually("the app to be gone", || async {
+            apps.get_opt(name).await.unwrap().is_none().then_some(())
+        })
+        .await;
+    }
+    assert!(
+        roles_in_postgres(&harness.postgres, "gone")
+            .await
+            .is_empty(),
+        "Delete drops the roles"
+    );
+    assert_eq!(
+        roles_in_postgres(&harness.postgres, "kept").await,
+        ["kept_owner", "kept_runtime"],
+        "Retain keeps them"
+    );
+    stop(harness).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_restarted_mid_rollout_adopts_the_job_and_migrates_once() {
+    let mut harness = start().await;
+    namespace(&harness.client, "resume").await;
+    let apps: Api<KumikoApp> = Api::namespaced(harness.client.clone(), "resume");
+    apps.create(
+        &PostParams::default(),
+        &app_manifest("resume", "kumiko-app:1"),
+    )
+    .await
+    .unwrap();
+    cnpg_makes_the_cluster_ready(&harness, "resume", "resume").await;
+    let jobs: Api<Job> = Api::namespaced(harness.client.clone(), "resume");
+    eventually("the migrate Job", || async {
+        (!jobs
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty())
+        .then_some(())
+    })
+    .await;
+
+    // The operator dies while the Job runs; a new one starts.
+    let old = std::mem::replace(
+        &mut harness.operator,
+        spawn_operator(&harness.client, "operator-b"),
+    );
+    old.kill().await;
+    the_migrate_job_finishes(&harness, "resume", "resume", "kumiko-app:1", "Complete").await;
+    deployment_becomes_available(&harness, "resume", &names::api("resume"), "kumiko-app:1").await;
+    deployment_becomes_available(&harness, "resume", &names::worker("resume"), "kumiko-app:1")
+        .await;
+    wait_for_condition(&harness, "resume", "resume", condition::READY, "True").await;
+    let all = jobs.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(all.len(), 1, "the migration ran exactly once");
+    stop(harness).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_one_leads_and_the_other_takes_over_after_it_dies() {
+    let mut harness = start().await;
+    // operator-a took the Lease first; let it settle, then start a second replica.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let follower = spawn_operator(&harness.client, "operator-b");
+    drive_to_ready(&harness, app_manifest("lead", "kumiko-app:1")).await;
+    assert!(harness.operator.metrics.reconciles_total() > 0);
+    assert_eq!(
+        follower.metrics.reconciles_total(),
+        0,
+        "the follower reconciles nothing"
+    );
+
+    let leader = std::mem::replace(&mut harness.operator, follower);
+    leader.kill().await;
+    // The dead leader's Lease expires (15 s); the follower takes over and reconciles new apps.
+    drive_to_ready(&harness, app_manifest("after", "kumiko-app:1")).await;
+    assert!(harness.operator.metrics.reconciles_total() > 0);
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(harness.client.clone(), "default");
+    let lease = leases.get("kumiko-operator").await.unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some("operator-b")
+    );
+    stop(harness).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_api_faults_are_retried_until_the_app_converges() {
+    let harness = start().await;
+    let faults = harness.server.cluster().faults();
+    let rule = |verb: &str, resource: &str, error: u16, times: u32| {
+        serde_json::from_value::<kube_sim::faults::FaultRule>(json!({
+            "verb": verb, "resource": resource, "error": error, "times": times
+        }))
+        .unwrap()
+    };
+    faults.add(rule("patch", "deployments.apps", 409, 2));
+    faults.add(rule("patch", "resourcequotas", 500, 2));
+    faults.add(rule("get", "secrets", 500, 3));
+    faults.add(rule("patch", "kumikoapps.kumiko.so", 409, 1));
+    faults.cut_watches();
+    drive_to_ready(&harness, app_manifest("faulty", "kumiko-app:1")).await;
+    faults.cut_watches();
+    stop(harness).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_the_worker_leaves_the_api_untouched() {
+    let harness = start().await;
+    drive_to_ready(&harness, app_manifest("scale", "kumiko-app:1")).await;
+    let deployments: Api<Deployment> = Api::namespaced(harness.client.clone(), "scale");
+    let api_before = deployments.get(&names::api("scale")).await.unwrap();
+    let apps: Api<KumikoApp> = Api::namespaced(harness.client.clone(), "scale");
+    apps.patch(
+        "scale",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"worker": {"replicas": 3}}})),
+    )
+    .await
+    .unwrap();
+    eventually("the worker scaled", || async {
+        let worker = deployments.get(&names::worker("scale")).await.unwrap();
+        (worker.spec.and_then(|s| s.replicas) == Some(3)).then_some(())
+    })
+    .await;
+    let api_after = deployments.get(&names::api("scale")).await.unwrap();
+    assert_eq!(
+        api_before.metadata.resource_version,
+        api_after.metadata.resource_version
+    );
+    stop(harness).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_app_gets_status_but_no_writes() {
+    let harness = start().await;
+    drive_to_ready(&harness, app_manifest("still", "kumiko-app:1")).await;
+    let apps: Api<KumikoApp> = Api::namespaced(harness.client.clone(), "still");
+    apps.patch(
+        "still",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"paused": true, "image": "kumiko-app:2"}})),
+    )
+    .await
+    .unwrap();
+    let paused = eventually("the paused generation observed", || async {
+        apps.get("still").await.ok().filter(|app| {
+            app.status.as_ref().and_then(|s| s.observed_generation) == app.metadata.generation
+        })
+    })
+    .await;
+    let (status, reason, _) = condition_of(&paused, condition::RECONCILING).unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Paused"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let jobs: Api<Job> = Api::namespaced(harness.client.clone(), "still");
+    assert_eq!(
+        jobs.list(&ListParams::default()).await.unwrap().items.len(),
+        1,
+        "no new Job while paused"
     );
     stop(harness).await;
 }
