@@ -41,8 +41,10 @@ pub fn router(state: AppState) -> axum::Router {
 fn json_response(code: u16, body: &Value, warnings: &[String]) -> Response {
     let mut resp = Response::new(Body::from(body.to_string()));
     *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     for w in warnings {
         let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
         if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
@@ -54,7 +56,7 @@ fn json_response(code: u16, body: &Value, warnings: &[String]) -> Response {
 
 fn error_response(err: &ApiError) -> Response {
     let mut resp = json_response(err.code, &err.to_status(), &[]);
-    if let Some(secs) = err.retry_after_seconds
+    if let Some(secs) = err.details.retry_after_seconds
         && let Ok(v) = HeaderValue::from_str(&secs.to_string())
     {
         resp.headers_mut().insert(header::RETRY_AFTER, v);
@@ -89,7 +91,11 @@ struct Target {
 fn decode_segments(path: &str) -> Vec<String> {
     path.split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .collect()
 }
 
@@ -104,7 +110,9 @@ fn route(cluster: &Cluster, path: &str) -> Option<Route> {
         ["apis", g] => return Some(Route::Group(g.to_string())),
         ["openapi", "v3"] => return Some(Route::OpenApiRoot),
         ["openapi", "v3", "api", v] => return Some(Route::OpenApiGv(String::new(), v.to_string())),
-        ["openapi", "v3", "apis", g, v] => return Some(Route::OpenApiGv(g.to_string(), v.to_string())),
+        ["openapi", "v3", "apis", g, v] => {
+            return Some(Route::OpenApiGv(g.to_string(), v.to_string()));
+        }
         ["sim", "faults"] => return Some(Route::Faults(None)),
         ["sim", "faults", id] => return Some(Route::Faults(Some(id.to_string()))),
         _ => {}
@@ -151,7 +159,11 @@ fn route(cluster: &Cluster, path: &str) -> Option<Route> {
 
 fn query_map(uri: &Uri) -> HashMap<String, String> {
     uri.query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -203,7 +215,10 @@ fn dry_run(q: &HashMap<String, String>) -> Result<bool, ApiError> {
     }
 }
 
-fn write_options(q: &HashMap<String, String>, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
+fn write_options(
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<WriteOptions, ApiError> {
     let explicit = q.get("fieldManager").filter(|m| !m.is_empty()).cloned();
     let manager = explicit.clone().unwrap_or_else(|| {
         let ua = headers
@@ -215,13 +230,17 @@ fn write_options(q: &HashMap<String, String>, headers: &HeaderMap) -> Result<Wri
         m
     });
     if manager.len() > 128 {
-        return Err(ApiError::bad_request("fieldManager: Too long: may not be more than 128 bytes"));
+        return Err(ApiError::bad_request(
+            "fieldManager: Too long: may not be more than 128 bytes",
+        ));
     }
     Ok(WriteOptions {
         dry_run: dry_run(q)?,
         manager,
         manager_explicit: explicit.is_some(),
-        field_validation: FieldValidation::parse(q.get("fieldValidation").map_or("", String::as_str))?,
+        field_validation: FieldValidation::parse(
+            q.get("fieldValidation").map_or("", String::as_str),
+        )?,
         force: parse_bool(q, "force"),
     })
 }
@@ -267,7 +286,11 @@ fn delete_options(q: &HashMap<String, String>, body: &Bytes) -> Result<DeleteOpt
                 "orphanDependents and propagationPolicy cannot both be set",
             ));
         }
-        propagation = Some(if o { Propagation::Orphan } else { Propagation::Background });
+        propagation = Some(if o {
+            Propagation::Orphan
+        } else {
+            Propagation::Background
+        });
     }
     let dry = b
         .get("dryRun")
@@ -299,7 +322,11 @@ fn wants_table(headers: &HeaderMap) -> bool {
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').next().is_some_and(|first| first.contains("as=Table")))
+        .any(|v| {
+            v.split(',')
+                .next()
+                .is_some_and(|first| first.contains("as=Table"))
+        })
 }
 
 fn verb_of(method: &Method, t: &Target, q: &HashMap<String, String>) -> &'static str {
@@ -444,15 +471,25 @@ async fn resource(
         )));
     }
     let table = wants_table(headers);
-    let include_object = q.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into());
+    let include_object = q
+        .get("includeObject")
+        .cloned()
+        .unwrap_or_else(|| "Metadata".into());
     match (verb, t.subresource.as_deref()) {
         ("list", None) => {
             let opts = list_options(&q, &rt)?;
             let list = cl.list(&rt, t.namespace.as_deref(), &opts)?;
             if table {
                 let items = list["items"].as_array().cloned().unwrap_or_default();
-                let items: Vec<Value> = items.iter().map(|i| crate::cluster::render(&rt, i)).collect();
-                return Ok(json_response(200, &table::table(&rt, &items, list["metadata"].clone(), &include_object, true), &[]));
+                let items: Vec<Value> = items
+                    .iter()
+                    .map(|i| crate::cluster::render(&rt, i))
+                    .collect();
+                return Ok(json_response(
+                    200,
+                    &table::table(&rt, &items, list["metadata"].clone(), &include_object, true),
+                    &[],
+                ));
             }
             Ok(json_response(200, &list, &[]))
         }
@@ -465,7 +502,13 @@ async fn resource(
                     value: name.clone(),
                 });
             }
-            let rx = crate::watch::start(cl, &rt, t.namespace.as_deref(), &opts, fault.cut_watch_after)?;
+            let rx = crate::watch::start(
+                cl,
+                &rt,
+                t.namespace.as_deref(),
+                &opts,
+                fault.cut_watch_after,
+            )?;
             let rt2 = rt.clone();
             let mut first = true;
             let stream = ReceiverStream::new(rx).map(move |ev| {
@@ -480,16 +523,30 @@ async fn resource(
                 Ok::<Bytes, Infallible>(Bytes::from(format!("{ev}\n")))
             });
             let mut resp = Response::new(Body::from_stream(stream));
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             Ok(resp)
         }
         ("get", None) => {
             let name = t.name.as_deref().unwrap_or_default();
             let obj = cl.get(&rt, &ns, name)?;
             if table {
-                let rv = meta::meta_str(&obj, "resourceVersion").unwrap_or_default().to_string();
-                return Ok(json_response(200, &table::table(&rt, &[obj], json!({"resourceVersion": rv}), &include_object, true), &[]));
+                let rv = meta::meta_str(&obj, "resourceVersion")
+                    .unwrap_or_default()
+                    .to_string();
+                return Ok(json_response(
+                    200,
+                    &table::table(
+                        &rt,
+                        &[obj],
+                        json!({"resourceVersion": rv}),
+                        &include_object,
+                        true,
+                    ),
+                    &[],
+                ));
             }
             Ok(json_response(200, &obj, &[]))
         }
@@ -503,7 +560,11 @@ async fn resource(
         ("create", None) => {
             let opts = write_options(&q, headers)?;
             let w = cl.create(&rt, &ns, parse_body(body)?, &opts)?;
-            Ok(json_response(if w.created { 201 } else { 200 }, &w.object, &w.warnings))
+            Ok(json_response(
+                if w.created { 201 } else { 200 },
+                &w.object,
+                &w.warnings,
+            ))
         }
         ("create", Some("eviction")) if rt.group.is_empty() && rt.kind == "Pod" => {
             let name = t.name.as_deref().unwrap_or_default();
@@ -517,14 +578,25 @@ async fn resource(
                 ..Default::default()
             };
             cl.delete(&rt, &ns, name, &del)?;
-            Ok(json_response(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}), &[]))
+            Ok(json_response(
+                201,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                &[],
+            ))
         }
         ("update", sub @ (None | Some("status") | Some("finalize"))) => {
             if sub == Some("finalize") && !(rt.group.is_empty() && rt.kind == "Namespace") {
                 return Err(ApiError::path_not_found(uri.path()));
             }
             let opts = write_options(&q, headers)?;
-            let w = cl.update(&rt, &ns, t.name.as_deref().unwrap_or_default(), parse_body(body)?, sub, &opts)?;
+            let w = cl.update(
+                &rt,
+                &ns,
+                t.name.as_deref().unwrap_or_default(),
+                parse_body(body)?,
+                sub,
+                &opts,
+            )?;
             Ok(json_response(200, &w.object, &w.warnings))
         }
         ("patch", sub @ (None | Some("status"))) => {
@@ -538,8 +610,20 @@ async fn resource(
                 ))
             })?;
             let opts = write_options(&q, headers)?;
-            let w = cl.patch(&rt, &ns, t.name.as_deref().unwrap_or_default(), pt, body, sub, &opts)?;
-            Ok(json_response(if w.created { 201 } else { 200 }, &w.object, &w.warnings))
+            let w = cl.patch(
+                &rt,
+                &ns,
+                t.name.as_deref().unwrap_or_default(),
+                pt,
+                body,
+                sub,
+                &opts,
+            )?;
+            Ok(json_response(
+                if w.created { 201 } else { 200 },
+                &w.object,
+                &w.warnings,
+            ))
         }
         ("delete", None) => {
             let name = t.name.as_deref().unwrap_or_default();
@@ -589,7 +673,11 @@ async fn pod_log(
         .get("spec")
         .and_then(|s| s.get("containers"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let container = match q.get("container").filter(|c| !c.is_empty()) {
         Some(c) if names.contains(c) => c.clone(),

@@ -80,7 +80,9 @@ fn unknown_fields(input: &Value, canonical: &Value, path: &str, out: &mut Vec<St
                 };
                 match b.get(k) {
                     Some(cv) => unknown_fields(v, cv, &p, out),
-                    None if !v.is_null() && !(path.is_empty() && (k == "apiVersion" || k == "kind")) => {
+                    None if !v.is_null()
+                        && !(path.is_empty() && (k == "apiVersion" || k == "kind")) =>
+                    {
                         out.push(p)
                     }
                     None => {}
@@ -118,7 +120,10 @@ pub(crate) fn default(state: &mut State, rt: &ResourceType, obj: &mut Value, old
             if old.is_none() {
                 let qos = qos_class(obj.get("spec"));
                 if let Some(m) = obj.as_object_mut() {
-                    m.insert("status".into(), json!({"phase": "Pending", "qosClass": qos}));
+                    m.insert(
+                        "status".into(),
+                        json!({"phase": "Pending", "qosClass": qos}),
+                    );
                 }
             }
         }
@@ -189,9 +194,17 @@ pub(crate) fn default(state: &mut State, rt: &ResourceType, obj: &mut Value, old
         }
         ("networking.k8s.io", "NetworkPolicy") => {
             if let Some(spec) = obj_mut(obj, "spec") {
-                if spec.get("policyTypes").and_then(Value::as_array).is_none_or(Vec::is_empty) {
+                if spec
+                    .get("policyTypes")
+                    .and_then(Value::as_array)
+                    .is_none_or(Vec::is_empty)
+                {
                     let mut types = vec![json!("Ingress")];
-                    if spec.get("egress").and_then(Value::as_array).is_some_and(|e| !e.is_empty()) {
+                    if spec
+                        .get("egress")
+                        .and_then(Value::as_array)
+                        .is_some_and(|e| !e.is_empty())
+                    {
                         types.push(json!("Egress"));
                     }
                     spec.insert("policyTypes".into(), Value::Array(types));
@@ -199,7 +212,8 @@ pub(crate) fn default(state: &mut State, rt: &ResourceType, obj: &mut Value, old
                 for dir in ["ingress", "egress"] {
                     if let Some(rules) = spec.get_mut(dir).and_then(Value::as_array_mut) {
                         for rule in rules {
-                            if let Some(ports) = rule.get_mut("ports").and_then(Value::as_array_mut) {
+                            if let Some(ports) = rule.get_mut("ports").and_then(Value::as_array_mut)
+                            {
                                 for p in ports.iter_mut().filter_map(Value::as_object_mut) {
                                     set_default(p, "protocol", json!("TCP"));
                                 }
@@ -213,7 +227,11 @@ pub(crate) fn default(state: &mut State, rt: &ResourceType, obj: &mut Value, old
             if let Some(spec) = obj_mut(obj, "spec") {
                 set_default(spec, "conversion", json!({"strategy": "None"}));
                 if let Some(names) = spec.get_mut("names").and_then(Value::as_object_mut) {
-                    let kind = names.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+                    let kind = names
+                        .get("kind")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
                     set_default(names, "singular", json!(kind.to_lowercase()));
                     set_default(names, "listKind", json!(format!("{kind}List")));
                 }
@@ -328,7 +346,9 @@ fn default_job(obj: &mut Value, old: Option<&Value>) {
     let Some(spec) = obj_mut(obj, "spec") else {
         return;
     };
-    if spec.get("completions").is_none_or(Value::is_null) && spec.get("parallelism").is_none_or(Value::is_null) {
+    if spec.get("completions").is_none_or(Value::is_null)
+        && spec.get("parallelism").is_none_or(Value::is_null)
+    {
         spec.insert("completions".into(), json!(1));
     }
     set_default(spec, "parallelism", json!(1));
@@ -375,20 +395,28 @@ fn default_service(state: &mut State, obj: &mut Value, old: Option<&Value>) {
         return;
     };
     set_default(spec, "type", json!("ClusterIP"));
-    let svc_type = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    let svc_type = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
     set_default(spec, "sessionAffinity", json!("None"));
     if svc_type != "ExternalName" {
         // Allocated values carry over from the stored object when an update leaves them out.
         if let Some(os) = &old_spec {
             for f in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
-                if spec.get(f).is_none_or(|v| v.is_null() || v == "") {
-                    if let Some(v) = os.get(f) {
-                        spec.insert(f.into(), v.clone());
-                    }
+                if spec.get(f).is_none_or(|v| v.is_null() || v == "")
+                    && let Some(v) = os.get(f)
+                {
+                    spec.insert(f.into(), v.clone());
                 }
             }
         }
-        let ip = spec.get("clusterIP").and_then(Value::as_str).unwrap_or_default().to_string();
+        let ip = spec
+            .get("clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if ip.is_empty() {
             let ip = state.allocate_cluster_ip();
             spec.insert("clusterIP".into(), json!(ip));
@@ -419,36 +447,66 @@ fn default_service(state: &mut State, obj: &mut Value, old: Option<&Value>) {
 fn container_causes(spec: &Value, base: &str, out: &mut Vec<Cause>) {
     let containers = spec.get("containers").and_then(Value::as_array);
     match containers {
-        None => out.push(cause("FieldValueRequired", &format!("{base}.containers"), "Required value")),
-        Some(cs) if cs.is_empty() => {
-            out.push(cause("FieldValueRequired", &format!("{base}.containers"), "Required value"))
-        }
+        None => out.push(cause(
+            "FieldValueRequired",
+            &format!("{base}.containers"),
+            "Required value",
+        )),
+        Some(cs) if cs.is_empty() => out.push(cause(
+            "FieldValueRequired",
+            &format!("{base}.containers"),
+            "Required value",
+        )),
         Some(cs) => {
             let mut seen = BTreeSet::new();
             for (i, c) in cs.iter().enumerate() {
                 let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
                 let path = format!("{base}.containers[{i}]");
                 if let Err(msg) = crate::names::validate_dns1123_label(name) {
-                    out.push(cause("FieldValueInvalid", &format!("{path}.name"), format!("Invalid value: {name:?}: {msg}")));
+                    out.push(cause(
+                        "FieldValueInvalid",
+                        &format!("{path}.name"),
+                        format!("Invalid value: {name:?}: {msg}"),
+                    ));
                 }
                 if !seen.insert(name.to_string()) {
-                    out.push(cause("FieldValueDuplicate", &format!("{path}.name"), format!("Duplicate value: {name:?}")));
+                    out.push(cause(
+                        "FieldValueDuplicate",
+                        &format!("{path}.name"),
+                        format!("Duplicate value: {name:?}"),
+                    ));
                 }
-                if c.get("image").and_then(Value::as_str).is_none_or(str::is_empty) {
-                    out.push(cause("FieldValueRequired", &format!("{path}.image"), "Required value"));
+                if c.get("image")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    out.push(cause(
+                        "FieldValueRequired",
+                        &format!("{path}.image"),
+                        "Required value",
+                    ));
                 }
                 if let Some(ports) = c.get("ports").and_then(Value::as_array) {
                     for (j, p) in ports.iter().enumerate() {
                         let n = p.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
                         if !(1..=65535).contains(&n) {
-                            out.push(cause("FieldValueInvalid", &format!("{path}.ports[{j}].containerPort"), format!("Invalid value: {n}: must be between 1 and 65535, inclusive")));
+                            out.push(cause(
+                                "FieldValueInvalid",
+                                &format!("{path}.ports[{j}].containerPort"),
+                                format!(
+                                    "Invalid value: {n}: must be between 1 and 65535, inclusive"
+                                ),
+                            ));
                         }
                     }
                 }
             }
         }
     }
-    let restart = spec.get("restartPolicy").and_then(Value::as_str).unwrap_or("Always");
+    let restart = spec
+        .get("restartPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("Always");
     if !matches!(restart, "Always" | "OnFailure" | "Never") {
         out.push(cause(
             "FieldValueNotSupported",
@@ -468,7 +526,11 @@ fn selector_matches_template(spec: &Value) -> bool {
     if sel.requirements.is_empty() {
         return false;
     }
-    sel.matches(spec.get("template").and_then(|t| t.get("metadata")).and_then(|m| m.get("labels")))
+    sel.matches(
+        spec.get("template")
+            .and_then(|t| t.get("metadata"))
+            .and_then(|m| m.get("labels")),
+    )
 }
 
 /// The validations of the type (beyond ObjectMeta, checked for every kind).
@@ -508,39 +570,84 @@ pub(crate) fn validate(
         }
         ("apps", "Deployment") => {
             if spec.get("selector").is_none_or(Value::is_null) {
-                out.push(cause("FieldValueRequired", "spec.selector", "Required value"));
+                out.push(cause(
+                    "FieldValueRequired",
+                    "spec.selector",
+                    "Required value",
+                ));
             } else if !selector_matches_template(&spec) {
                 out.push(cause("FieldValueInvalid", "spec.template.metadata.labels", "Invalid value: the template labels: `selector` does not match template `labels`"));
             }
             if let Some(r) = spec.get("replicas").and_then(Value::as_i64)
                 && r < 0
             {
-                out.push(cause("FieldValueInvalid", "spec.replicas", format!("Invalid value: {r}: must be greater than or equal to 0")));
+                out.push(cause(
+                    "FieldValueInvalid",
+                    "spec.replicas",
+                    format!("Invalid value: {r}: must be greater than or equal to 0"),
+                ));
             }
-            let tspec = spec.get("template").and_then(|t| t.get("spec")).cloned().unwrap_or(Value::Null);
+            let tspec = spec
+                .get("template")
+                .and_then(|t| t.get("spec"))
+                .cloned()
+                .unwrap_or(Value::Null);
             container_causes(&tspec, "spec.template.spec", &mut out);
-            let restart = tspec.get("restartPolicy").and_then(Value::as_str).unwrap_or("Always");
+            let restart = tspec
+                .get("restartPolicy")
+                .and_then(Value::as_str)
+                .unwrap_or("Always");
             if restart != "Always" {
-                out.push(cause("FieldValueNotSupported", "spec.template.spec.restartPolicy", format!("Unsupported value: {restart:?}: supported values: \"Always\"")));
+                out.push(cause(
+                    "FieldValueNotSupported",
+                    "spec.template.spec.restartPolicy",
+                    format!("Unsupported value: {restart:?}: supported values: \"Always\""),
+                ));
             }
             if let Some(old) = old
                 && old.get("spec").and_then(|s| s.get("selector")) != spec.get("selector")
             {
-                out.push(cause("FieldValueInvalid", "spec.selector", "Invalid value: field is immutable"));
+                out.push(cause(
+                    "FieldValueInvalid",
+                    "spec.selector",
+                    "Invalid value: field is immutable",
+                ));
             }
         }
         ("batch", "Job") => {
-            let tspec = spec.get("template").and_then(|t| t.get("spec")).cloned().unwrap_or(Value::Null);
+            let tspec = spec
+                .get("template")
+                .and_then(|t| t.get("spec"))
+                .cloned()
+                .unwrap_or(Value::Null);
             container_causes(&tspec, "spec.template.spec", &mut out);
-            let restart = tspec.get("restartPolicy").and_then(Value::as_str).unwrap_or("Always");
+            let restart = tspec
+                .get("restartPolicy")
+                .and_then(Value::as_str)
+                .unwrap_or("Always");
             if !matches!(restart, "OnFailure" | "Never") {
-                out.push(cause("FieldValueNotSupported", "spec.template.spec.restartPolicy", format!("Unsupported value: {restart:?}: supported values: \"OnFailure\", \"Never\"")));
+                out.push(cause(
+                    "FieldValueNotSupported",
+                    "spec.template.spec.restartPolicy",
+                    format!(
+                        "Unsupported value: {restart:?}: supported values: \"OnFailure\", \"Never\""
+                    ),
+                ));
             }
-            for f in ["parallelism", "completions", "backoffLimit", "activeDeadlineSeconds"] {
+            for f in [
+                "parallelism",
+                "completions",
+                "backoffLimit",
+                "activeDeadlineSeconds",
+            ] {
                 if let Some(n) = spec.get(f).and_then(Value::as_i64)
                     && n < 0
                 {
-                    out.push(cause("FieldValueInvalid", &format!("spec.{f}"), format!("Invalid value: {n}: must be greater than or equal to 0")));
+                    out.push(cause(
+                        "FieldValueInvalid",
+                        &format!("spec.{f}"),
+                        format!("Invalid value: {n}: must be greater than or equal to 0"),
+                    ));
                 }
             }
             if let Some(old) = old
@@ -549,15 +656,26 @@ pub(crate) fn validate(
                 let os = old.get("spec").cloned().unwrap_or(Value::Null);
                 for f in ["template", "selector", "completions", "completionMode"] {
                     if os.get(f) != spec.get(f) {
-                        out.push(cause("FieldValueInvalid", &format!("spec.{f}"), "Invalid value: field is immutable"));
+                        out.push(cause(
+                            "FieldValueInvalid",
+                            &format!("spec.{f}"),
+                            "Invalid value: field is immutable",
+                        ));
                     }
                 }
             }
         }
         ("", "Service") => {
-            let svc_type = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP");
+            let svc_type = spec
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("ClusterIP");
             let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
-            let ports = spec.get("ports").and_then(Value::as_array).cloned().unwrap_or_default();
+            let ports = spec
+                .get("ports")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             if ports.is_empty() && svc_type != "ExternalName" && !headless {
                 out.push(cause("FieldValueRequired", "spec.ports", "Required value"));
             }
@@ -565,20 +683,36 @@ pub(crate) fn validate(
             for (i, p) in ports.iter().enumerate() {
                 let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
                 if !(1..=65535).contains(&port) {
-                    out.push(cause("FieldValueInvalid", &format!("spec.ports[{i}].port"), format!("Invalid value: {port}: must be between 1 and 65535, inclusive")));
+                    out.push(cause(
+                        "FieldValueInvalid",
+                        &format!("spec.ports[{i}].port"),
+                        format!("Invalid value: {port}: must be between 1 and 65535, inclusive"),
+                    ));
                 }
                 let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
                 if ports.len() > 1 && name.is_empty() {
-                    out.push(cause("FieldValueRequired", &format!("spec.ports[{i}].name"), "Required value"));
+                    out.push(cause(
+                        "FieldValueRequired",
+                        &format!("spec.ports[{i}].name"),
+                        "Required value",
+                    ));
                 }
                 if !name.is_empty() && !names.insert(name.to_string()) {
-                    out.push(cause("FieldValueDuplicate", &format!("spec.ports[{i}].name"), format!("Duplicate value: {name:?}")));
+                    out.push(cause(
+                        "FieldValueDuplicate",
+                        &format!("spec.ports[{i}].name"),
+                        format!("Duplicate value: {name:?}"),
+                    ));
                 }
             }
             if let Some(old) = old {
                 let oip = old.get("spec").and_then(|s| s.get("clusterIP"));
                 if oip.is_some() && oip != spec.get("clusterIP") {
-                    out.push(cause("FieldValueInvalid", "spec.clusterIPs[0]", "Invalid value: may not change once set"));
+                    out.push(cause(
+                        "FieldValueInvalid",
+                        "spec.clusterIPs[0]",
+                        "Invalid value: may not change once set",
+                    ));
                 }
             }
         }
@@ -589,38 +723,64 @@ pub(crate) fn validate(
                     for (k, v) in d {
                         size += v.as_str().map_or(0, str::len);
                         if let Err(msg) = crate::names::validate_config_key(k) {
-                            out.push(cause("FieldValueInvalid", &format!("{field}[{k}]"), format!("Invalid value: {k:?}: {msg}")));
+                            out.push(cause(
+                                "FieldValueInvalid",
+                                &format!("{field}[{k}]"),
+                                format!("Invalid value: {k:?}: {msg}"),
+                            ));
                         }
                     }
                 }
             }
             if size > 1024 * 1024 {
-                out.push(cause("FieldValueTooLong", "data", "Too long: must have at most 1048576 bytes"));
+                out.push(cause(
+                    "FieldValueTooLong",
+                    "data",
+                    "Too long: must have at most 1048576 bytes",
+                ));
             }
             if let Some(old) = old
                 && old.get("immutable").and_then(Value::as_bool) == Some(true)
             {
-                if old.get("data") != obj.get("data") || old.get("binaryData") != obj.get("binaryData") {
-                    out.push(cause("FieldValueForbidden", "data", "Forbidden: field is immutable when `immutable` is set"));
+                if old.get("data") != obj.get("data")
+                    || old.get("binaryData") != obj.get("binaryData")
+                {
+                    out.push(cause(
+                        "FieldValueForbidden",
+                        "data",
+                        "Forbidden: field is immutable when `immutable` is set",
+                    ));
                 }
                 if obj.get("immutable").and_then(Value::as_bool) != Some(true) {
-                    out.push(cause("FieldValueForbidden", "immutable", "Forbidden: field is immutable when `immutable` is set"));
+                    out.push(cause(
+                        "FieldValueForbidden",
+                        "immutable",
+                        "Forbidden: field is immutable when `immutable` is set",
+                    ));
                 }
             }
             if rt.kind == "Secret"
                 && let Some(old) = old
                 && old.get("type") != obj.get("type")
             {
-                out.push(cause("FieldValueInvalid", "type", "Invalid value: field is immutable"));
+                out.push(cause(
+                    "FieldValueInvalid",
+                    "type",
+                    "Invalid value: field is immutable",
+                ));
             }
         }
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             out.extend(crate::crd::validate(obj, old));
         }
-        ("policy", "PodDisruptionBudget") => {
-            if spec.get("minAvailable").is_some() && spec.get("maxUnavailable").is_some() {
-                out.push(cause("FieldValueInvalid", "spec", "Invalid value: minAvailable and maxUnavailable cannot be both set"));
-            }
+        ("policy", "PodDisruptionBudget")
+            if spec.get("minAvailable").is_some() && spec.get("maxUnavailable").is_some() =>
+        {
+            out.push(cause(
+                "FieldValueInvalid",
+                "spec",
+                "Invalid value: minAvailable and maxUnavailable cannot be both set",
+            ));
         }
         _ => {}
     }
@@ -634,14 +794,26 @@ mod tests {
 
     fn rt(group: &str, plural: &str) -> ResourceType {
         let version = "v1";
-        Registry::with_builtins().get(group, version, plural).cloned().unwrap()
+        Registry::with_builtins()
+            .get(group, version, plural)
+            .cloned()
+            .unwrap()
     }
 
     #[test]
     fn type_errors_are_decode_errors() {
-        let err = decode(&rt("apps", "deployments"), &json!({"spec": {"replicas": "three"}})).unwrap_err();
+        let err = decode(
+            &rt("apps", "deployments"),
+            &json!({"spec": {"replicas": "three"}}),
+        )
+        .unwrap_err();
         assert_eq!(err.code, 400);
-        assert!(err.message.starts_with("Deployment in version \"v1\" cannot be handled as a Deployment"), "{}", err.message);
+        assert!(
+            err.message
+                .starts_with("Deployment in version \"v1\" cannot be handled as a Deployment"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
@@ -666,7 +838,10 @@ mod tests {
         default(&mut st, &rt("apps", "deployments"), &mut obj, None);
         assert_eq!(obj["spec"]["replicas"], 1);
         assert_eq!(obj["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
-        assert_eq!(obj["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(
+            obj["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+            "IfNotPresent"
+        );
         assert!(validate(&rt("apps", "deployments"), &obj, None, None).is_empty());
     }
 
@@ -680,8 +855,21 @@ mod tests {
 
     #[test]
     fn qos_classes() {
-        assert_eq!(qos_class(Some(&json!({"containers": [{"name": "a"}]}))), "BestEffort");
-        assert_eq!(qos_class(Some(&json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}))), "Guaranteed");
-        assert_eq!(qos_class(Some(&json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]}))), "Burstable");
+        assert_eq!(
+            qos_class(Some(&json!({"containers": [{"name": "a"}]}))),
+            "BestEffort"
+        );
+        assert_eq!(
+            qos_class(Some(
+                &json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]})
+            )),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(Some(
+                &json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]})
+            )),
+            "Burstable"
+        );
     }
 }

@@ -140,7 +140,9 @@ impl State {
     }
 
     pub(crate) fn get(&self, key: &StoreKey, ns: &str, name: &str) -> Option<&Value> {
-        self.stores.get(key)?.get(&(ns.to_string(), name.to_string()))
+        self.stores
+            .get(key)?
+            .get(&(ns.to_string(), name.to_string()))
     }
 
     /// Records a change: bumps the resourceVersion, updates the store and the uid index, appends
@@ -231,7 +233,9 @@ impl Cluster {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The fault injector (latency, errors, cut watches).
@@ -312,7 +316,9 @@ impl Cluster {
             let remaining = rest.len();
             state.next_continuation += 1;
             let id = state.next_continuation;
-            state.continuations.insert(id, Continuation { rv, items: rest });
+            state
+                .continuations
+                .insert(id, Continuation { rv, items: rest });
             // Keep a bounded number of snapshots; the oldest expire (410 on use).
             while state.continuations.len() > 64 {
                 state.continuations.pop_first();
@@ -371,7 +377,7 @@ pub(crate) fn too_large_rv(requested: u64, current: u64) -> ApiError {
     ));
     err.code = 504;
     err.reason = "Timeout".into();
-    err.retry_after_seconds = Some(1);
+    err.details.retry_after_seconds = Some(1);
     err
 }
 
@@ -414,7 +420,10 @@ fn decode_continue(token: &str) -> Result<(u64, u64), ApiError> {
         .decode(token)
         .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    match (v.get("rv").and_then(Value::as_u64), v.get("id").and_then(Value::as_u64)) {
+    match (
+        v.get("rv").and_then(Value::as_u64),
+        v.get("id").and_then(Value::as_u64),
+    ) {
         (Some(rv), Some(id)) => Ok((rv, id)),
         _ => Err(bad()),
     }

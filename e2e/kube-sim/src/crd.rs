@@ -15,7 +15,9 @@ use crate::strategy::cause;
 pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
 
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> &'a str {
-    meta::get_path(v, path).and_then(Value::as_str).unwrap_or_default()
+    meta::get_path(v, path)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 /// Validates a CRD as kube-apiserver does, for the parts that matter here.
@@ -28,15 +30,31 @@ pub(crate) fn validate(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
     if group.is_empty() {
         out.push(cause("FieldValueRequired", "spec.group", "Required value"));
     } else if !group.contains('.') {
-        out.push(cause("FieldValueInvalid", "spec.group", format!("Invalid value: {group:?}: should be a domain with at least one dot")));
+        out.push(cause(
+            "FieldValueInvalid",
+            "spec.group",
+            format!("Invalid value: {group:?}: should be a domain with at least one dot"),
+        ));
     }
     if plural.is_empty() {
-        out.push(cause("FieldValueRequired", "spec.names.plural", "Required value"));
+        out.push(cause(
+            "FieldValueRequired",
+            "spec.names.plural",
+            "Required value",
+        ));
     } else if let Err(msg) = crate::names::validate_dns1123_label(plural) {
-        out.push(cause("FieldValueInvalid", "spec.names.plural", format!("Invalid value: {plural:?}: {msg}")));
+        out.push(cause(
+            "FieldValueInvalid",
+            "spec.names.plural",
+            format!("Invalid value: {plural:?}: {msg}"),
+        ));
     }
     if kind.is_empty() {
-        out.push(cause("FieldValueRequired", "spec.names.kind", "Required value"));
+        out.push(cause(
+            "FieldValueRequired",
+            "spec.names.kind",
+            "Required value",
+        ));
     }
     if !group.is_empty() && !plural.is_empty() && name != format!("{plural}.{group}") {
         out.push(cause(
@@ -60,7 +78,11 @@ pub(crate) fn validate(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
         .cloned()
         .unwrap_or_default();
     if versions.is_empty() {
-        out.push(cause("FieldValueInvalid", "spec.versions", "Invalid value: must have exactly one version marked as storage version"));
+        out.push(cause(
+            "FieldValueInvalid",
+            "spec.versions",
+            "Invalid value: must have exactly one version marked as storage version",
+        ));
     }
     let storage = versions
         .iter()
@@ -73,13 +95,25 @@ pub(crate) fn validate(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
         let path = format!("spec.versions[{i}]");
         let vname = str_at(v, &["name"]);
         if let Err(msg) = crate::names::validate_dns1123_label(vname) {
-            out.push(cause("FieldValueInvalid", &format!("{path}.name"), format!("Invalid value: {vname:?}: {msg}")));
+            out.push(cause(
+                "FieldValueInvalid",
+                &format!("{path}.name"),
+                format!("Invalid value: {vname:?}: {msg}"),
+            ));
         }
         match v.get("schema").and_then(|s| s.get("openAPIV3Schema")) {
-            None => out.push(cause("FieldValueRequired", &format!("{path}.schema.openAPIV3Schema"), "Required value: schemas are required")),
+            None => out.push(cause(
+                "FieldValueRequired",
+                &format!("{path}.schema.openAPIV3Schema"),
+                "Required value: schemas are required",
+            )),
             Some(schema) => {
                 if schema.get("type").and_then(Value::as_str) != Some("object") {
-                    out.push(cause("FieldValueInvalid", &format!("{path}.schema.openAPIV3Schema.type"), "Invalid value: must be object at the root"));
+                    out.push(cause(
+                        "FieldValueInvalid",
+                        &format!("{path}.schema.openAPIV3Schema.type"),
+                        "Invalid value: must be object at the root",
+                    ));
                 }
                 for err in kumiko_crds::validate::compile_rules(schema) {
                     out.push(cause(
@@ -93,10 +127,18 @@ pub(crate) fn validate(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
     }
     if let Some(old) = old {
         if str_at(old, &["spec", "group"]) != group {
-            out.push(cause("FieldValueInvalid", "spec.group", "Invalid value: field is immutable"));
+            out.push(cause(
+                "FieldValueInvalid",
+                "spec.group",
+                "Invalid value: field is immutable",
+            ));
         }
         if str_at(old, &["spec", "scope"]) != scope {
-            out.push(cause("FieldValueInvalid", "spec.scope", "Invalid value: field is immutable"));
+            out.push(cause(
+                "FieldValueInvalid",
+                "spec.scope",
+                "Invalid value: field is immutable",
+            ));
         }
     }
     out
@@ -124,7 +166,11 @@ pub(crate) fn types_of(crd: &Value) -> Vec<ResourceType> {
         names
             .get(key)
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let namespaced = str_at(crd, &["spec", "scope"]) == "Namespaced";
@@ -182,7 +228,10 @@ pub(crate) fn establish(cl: &Cluster, state: &mut State, crd: &Value) {
     let name = meta::name(crd).to_string();
     state.registry.remove_crd(&name);
     let types = types_of(crd);
-    let storage = types.first().map(|t| t.storage_version.clone()).unwrap_or_default();
+    let storage = types
+        .first()
+        .map(|t| t.storage_version.clone())
+        .unwrap_or_default();
     for t in types {
         state.registry.insert(t);
     }
@@ -196,12 +245,19 @@ pub(crate) fn establish(cl: &Cluster, state: &mut State, crd: &Value) {
     if !storage.is_empty() && !stored.contains(&json!(storage)) {
         stored.push(json!(storage));
     }
-    let names = crd.get("spec").and_then(|s| s.get("names")).cloned().unwrap_or_default();
+    let names = crd
+        .get("spec")
+        .and_then(|s| s.get("names"))
+        .cloned()
+        .unwrap_or_default();
     let condition = |t: &str, reason: &str, message: &str| {
         let existing = old_status
             .get("conditions")
             .and_then(Value::as_array)
-            .and_then(|cs| cs.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(t)))
+            .and_then(|cs| {
+                cs.iter()
+                    .find(|c| c.get("type").and_then(Value::as_str) == Some(t))
+            })
             .filter(|c| c.get("status").and_then(Value::as_str) == Some("True"));
         let since = existing
             .and_then(|c| c.get("lastTransitionTime").cloned())
@@ -234,7 +290,11 @@ mod tests {
     #[test]
     fn shipped_cnpg_crd_is_valid() {
         let crd: Value = serde_saphyr::from_str(CNPG_CLUSTER_CRD).unwrap();
-        assert!(validate(&crd, None).is_empty(), "{:?}", validate(&crd, None));
+        assert!(
+            validate(&crd, None).is_empty(),
+            "{:?}",
+            validate(&crd, None)
+        );
         let types = types_of(&crd);
         assert_eq!(types.len(), 1);
         assert_eq!(types[0].kind, "Cluster");

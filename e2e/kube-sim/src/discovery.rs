@@ -8,7 +8,7 @@ use std::hash::{Hash, Hasher};
 use serde_json::{Map, Value, json};
 
 use crate::registry::{Registry, ResourceType, TypeSource, api_version};
-use crate::shape::{builtin_defs, builtin_def_name};
+use crate::shape::{builtin_def_name, builtin_defs};
 
 /// The Kubernetes version the sim reports.
 pub const KUBE_VERSION: (&str, &str) = ("1", "33");
@@ -52,7 +52,11 @@ fn group_json(registry: &Registry, group: &str) -> Value {
 
 /// `/apis`.
 pub fn group_list(registry: &Registry) -> Value {
-    let groups: Vec<Value> = registry.groups().iter().map(|g| group_json(registry, g)).collect();
+    let groups: Vec<Value> = registry
+        .groups()
+        .iter()
+        .map(|g| group_json(registry, g))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -69,7 +73,16 @@ pub fn group(registry: &Registry, group: &str) -> Option<Value> {
     Some(g)
 }
 
-const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 /// `/api/v1` or `/apis/{group}/{version}`, if served.
 pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<Value> {
@@ -203,7 +216,11 @@ pub fn openapi_gv(registry: &Registry, group: &str, version: &str) -> Option<Val
             TypeSource::Builtin => roots.push(name.clone()),
         }
         let item_path = if t.namespaced {
-            format!("/{}/namespaces/{{namespace}}/{}/{{name}}", gv_path(&t.group, &t.version), t.plural)
+            format!(
+                "/{}/namespaces/{{namespace}}/{}/{{name}}",
+                gv_path(&t.group, &t.version),
+                t.plural
+            )
         } else {
             format!("/{}/{}/{{name}}", gv_path(&t.group, &t.version), t.plural)
         };
@@ -251,7 +268,10 @@ pub fn openapi_root(registry: &Registry) -> Value {
     for (g, v) in gvs {
         if let Some(doc) = openapi_gv(registry, &g, &v) {
             let p = gv_path(&g, &v);
-            paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash_of(&doc))}));
+            paths.insert(
+                p.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash_of(&doc))}),
+            );
         }
     }
     json!({"paths": paths})
@@ -265,7 +285,12 @@ mod tests {
     fn core_resource_list_has_pod_subresources() {
         let r = Registry::with_builtins();
         let list = resource_list(&r, "", "v1").unwrap();
-        let names: Vec<&str> = list["resources"].as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = list["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["name"].as_str().unwrap())
+            .collect();
         assert!(names.contains(&"pods/log"));
         assert!(names.contains(&"pods/status"));
         assert!(!names.contains(&"configmaps/status"));
@@ -277,7 +302,13 @@ mod tests {
         let doc = openapi_gv(&r, "apps", "v1").unwrap();
         let op = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
         assert_eq!(op["x-kubernetes-group-version-kind"]["kind"], "Deployment");
-        assert!(op["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+        assert!(
+            op["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "fieldValidation")
+        );
         assert!(doc["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"].is_object());
         assert!(doc["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"].is_object());
     }

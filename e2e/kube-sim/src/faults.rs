@@ -133,8 +133,14 @@ impl Faults {
                     .resource
                     .as_deref()
                     .is_none_or(|r| r == qualified || r == resource)
-                && rule.subresource.as_deref().is_none_or(|s| Some(s) == subresource)
-                && rule.namespace.as_deref().is_none_or(|n| Some(n) == namespace)
+                && rule
+                    .subresource
+                    .as_deref()
+                    .is_none_or(|s| Some(s) == subresource)
+                && rule
+                    .namespace
+                    .as_deref()
+                    .is_none_or(|n| Some(n) == namespace)
                 && rule.times != Some(0);
             if !matches {
                 continue;
@@ -159,7 +165,12 @@ impl Faults {
 
 fn injected_error(code: u16, group: &str, resource: &str) -> ApiError {
     match code {
-        409 => ApiError::conflict(group, resource, "", "injected fault: the object has been modified; please apply your changes to the latest version and try again"),
+        409 => ApiError::conflict(
+            group,
+            resource,
+            "",
+            "injected fault: the object has been modified; please apply your changes to the latest version and try again",
+        ),
         429 => ApiError::too_many_requests("injected fault: too many requests"),
         500 => ApiError::internal("injected fault"),
         404 => ApiError::not_found(group, resource, ""),
@@ -195,18 +206,33 @@ mod tests {
         });
         assert_eq!(f.take("get", "apps", "deployments", None, None).error, None);
         assert_eq!(
-            f.take("create", "apps", "deployments", None, None).error.map(|e| e.code),
+            f.take("create", "apps", "deployments", None, None)
+                .error
+                .map(|e| e.code),
             Some(409)
         );
-        assert_eq!(f.take("create", "apps", "deployments", None, None).error, None);
+        assert_eq!(
+            f.take("create", "apps", "deployments", None, None).error,
+            None
+        );
         assert!(f.list().is_empty());
     }
 
     #[test]
     fn latencies_add_up() {
         let f = Faults::default();
-        f.add(FaultRule { latency_ms: 5, ..Default::default() });
-        f.add(FaultRule { latency_ms: 7, resource: Some("pods".into()), ..Default::default() });
-        assert_eq!(f.take("list", "", "pods", None, None).latency, Duration::from_millis(12));
+        f.add(FaultRule {
+            latency_ms: 5,
+            ..Default::default()
+        });
+        f.add(FaultRule {
+            latency_ms: 7,
+            resource: Some("pods".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            f.take("list", "", "pods", None, None).latency,
+            Duration::from_millis(12)
+        );
     }
 }

@@ -68,7 +68,10 @@ fn refers_to(dep: &Value, uid: &str) -> bool {
 
 fn remove_finalizer(cl: &Cluster, state: &mut State, key: &StoreKey, obj: &Value, fin: &str) {
     let mut new = obj.clone();
-    let fins: Vec<String> = meta::finalizers(obj).into_iter().filter(|f| f != fin).collect();
+    let fins: Vec<String> = meta::finalizers(obj)
+        .into_iter()
+        .filter(|f| f != fin)
+        .collect();
     meta::set_finalizers(&mut new, &fins);
     store_or_finish(cl, state, key, obj, new);
 }
@@ -111,7 +114,9 @@ pub(crate) fn collect(cl: &Cluster, state: &mut State) -> bool {
         let fins = meta::finalizers(obj);
         if fins.iter().any(|f| f == ORPHAN) {
             for (dk, dep) in objects.iter().filter(|(_, d)| refers_to(d, uid)) {
-                let Some(current) = state.get(dk, meta::namespace(dep), meta::name(dep)).cloned()
+                let Some(current) = state
+                    .get(dk, meta::namespace(dep), meta::name(dep))
+                    .cloned()
                 else {
                     continue;
                 };
@@ -123,7 +128,10 @@ pub(crate) fn collect(cl: &Cluster, state: &mut State) -> bool {
                 set_owner_refs(&mut new, refs);
                 store_or_finish(cl, state, dk, &current, new);
             }
-            if let Some(current) = state.get(key, meta::namespace(obj), meta::name(obj)).cloned() {
+            if let Some(current) = state
+                .get(key, meta::namespace(obj), meta::name(obj))
+                .cloned()
+            {
                 remove_finalizer(cl, state, key, &current, ORPHAN);
             }
         } else if fins.iter().any(|f| f == FOREGROUND) {
@@ -138,14 +146,18 @@ pub(crate) fn collect(cl: &Cluster, state: &mut State) -> bool {
                 }
             }
             let blocking = deps.iter().any(|(dk, dep)| {
-                state.get(dk, meta::namespace(dep), meta::name(dep)).is_some()
+                state
+                    .get(dk, meta::namespace(dep), meta::name(dep))
+                    .is_some()
                     && meta::owner_references(dep).iter().any(|r| {
                         r.get("uid").and_then(Value::as_str) == Some(uid)
                             && r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true)
                     })
             });
             if !blocking
-                && let Some(current) = state.get(key, meta::namespace(obj), meta::name(obj)).cloned()
+                && let Some(current) = state
+                    .get(key, meta::namespace(obj), meta::name(obj))
+                    .cloned()
             {
                 remove_finalizer(cl, state, key, &current, FOREGROUND);
             }
@@ -172,7 +184,9 @@ pub(crate) fn collect(cl: &Cluster, state: &mut State) -> bool {
         for r in &refs {
             let uid = r.get("uid").and_then(Value::as_str).unwrap_or_default();
             match state.by_uid(uid) {
-                Some((_, owner)) if meta::namespace(owner).is_empty() || meta::namespace(owner) == ns => {
+                Some((_, owner))
+                    if meta::namespace(owner).is_empty() || meta::namespace(owner) == ns =>
+                {
                     if meta::is_deleting(owner)
                         && meta::finalizers(owner).iter().any(|f| f == FOREGROUND)
                     {
@@ -219,9 +233,7 @@ pub(crate) fn collect(cl: &Cluster, state: &mut State) -> bool {
                 .stores
                 .values()
                 .any(|s| s.keys().any(|(ons, _)| *ons == ns));
-            if !remaining
-                && let Some(current) = state.get(key, "", &ns).cloned()
-            {
+            if !remaining && let Some(current) = state.get(key, "", &ns).cloned() {
                 let mut new = current.clone();
                 if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
                     spec.insert("finalizers".into(), json!([]));
@@ -232,8 +244,12 @@ pub(crate) fn collect(cl: &Cluster, state: &mut State) -> bool {
         } else if key.group == "apiextensions.k8s.io"
             && meta::finalizers(obj).iter().any(|f| f == CLEANUP_FINALIZER)
         {
-            let group = meta::get_path(obj, &["spec", "group"]).and_then(Value::as_str).unwrap_or_default();
-            let plural = meta::get_path(obj, &["spec", "names", "plural"]).and_then(Value::as_str).unwrap_or_default();
+            let group = meta::get_path(obj, &["spec", "group"])
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let plural = meta::get_path(obj, &["spec", "names", "plural"])
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             let crs = StoreKey {
                 group: group.into(),
                 plural: plural.into(),

@@ -59,7 +59,8 @@ impl PodLogs {
 
     /// Forgets every log of a pod (called when the pod is deleted).
     pub fn remove_pod(&self, namespace: &str, pod: &str) {
-        self.lock().retain(|(ns, p, _), _| !(ns == namespace && p == pod));
+        self.lock()
+            .retain(|(ns, p, _), _| !(ns == namespace && p == pod));
         self.changed.send_modify(|n| *n += 1);
     }
 

@@ -75,6 +75,11 @@ impl PathElement {
     }
 }
 
+/// A value's compact JSON text.
+fn json_text(v: &Value) -> String {
+    v.to_string()
+}
+
 /// JSON with object keys sorted (serde_json's map is sorted), compact.
 fn canonical(v: &Value) -> String {
     v.to_string()
@@ -193,9 +198,19 @@ fn strip(obj: &Value, subresource: Option<&str>, rt: &ResourceType) -> Value {
     o
 }
 
-fn field_values(obj: &Value, shape: &Shape, subresource: Option<&str>, rt: &ResourceType) -> FieldValues {
+fn field_values(
+    obj: &Value,
+    shape: &Shape,
+    subresource: Option<&str>,
+    rt: &ResourceType,
+) -> FieldValues {
     let mut out = FieldValues::new();
-    collect(&strip(obj, subresource, rt), shape.root(), &mut Vec::new(), &mut out);
+    collect(
+        &strip(obj, subresource, rt),
+        shape.root(),
+        &mut Vec::new(),
+        &mut out,
+    );
     out
 }
 
@@ -274,7 +289,12 @@ fn read_entries(obj: Option<&Value>) -> Vec<Entry> {
     };
     list.iter()
         .map(|e| {
-            let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+            let s = |k: &str| {
+                e.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
             let mut fields = BTreeSet::new();
             if let Some(f) = e.get("fieldsV1") {
                 parse_fields(f, &mut Vec::new(), &mut fields);
@@ -366,7 +386,9 @@ pub fn record_update(
         Some(r) if old.is_some() && Some(r) != stored => read_entries(Some(new)),
         _ => read_entries(old),
     };
-    let old_fv = old.map(|o| field_values(o, &shape, subresource, rt)).unwrap_or_default();
+    let old_fv = old
+        .map(|o| field_values(o, &shape, subresource, rt))
+        .unwrap_or_default();
     let new_fv = field_values(new, &shape, subresource, rt);
     let (changed, removed) = changes(&old_fv, &new_fv);
     let sub = subresource.unwrap_or_default();
@@ -508,7 +530,9 @@ fn remove_path(obj: &mut Value, path: &[PathElement]) {
     for pe in parent_path {
         let next = match (pe, cur) {
             (PathElement::Field(n), Value::Object(m)) => m.get_mut(n),
-            (PathElement::Key(k), Value::Array(items)) => items.iter_mut().find(|i| key_matches(i, k)),
+            (PathElement::Key(k), Value::Array(items)) => {
+                items.iter_mut().find(|i| key_matches(i, k))
+            }
             (PathElement::Value(v), Value::Array(items)) => {
                 items.iter_mut().find(|i| i.to_string() == *v)
             }
@@ -525,7 +549,7 @@ fn remove_path(obj: &mut Value, path: &[PathElement]) {
             m.remove(n);
         }
         (PathElement::Key(k), Value::Array(items)) => items.retain(|i| !key_matches(i, k)),
-        (PathElement::Value(v), Value::Array(items)) => items.retain(|i| i.to_string() != *v),
+        (PathElement::Value(v), Value::Array(items)) => items.retain(|i| json_text(i) != *v),
         _ => {}
     }
 }
@@ -645,7 +669,10 @@ mod tests {
     use crate::registry::Registry;
 
     fn deploy_rt() -> ResourceType {
-        Registry::with_builtins().get("apps", "v1", "deployments").cloned().unwrap()
+        Registry::with_builtins()
+            .get("apps", "v1", "deployments")
+            .cloned()
+            .unwrap()
     }
 
     #[test]
@@ -682,7 +709,13 @@ mod tests {
         assert!(apply(Some(&live), &a, "bob", false, None, &shape, &rt).is_ok());
         let forced = apply(Some(&live), &b, "bob", true, None, &shape, &rt).unwrap();
         assert_eq!(forced.object["spec"]["replicas"], 2);
-        let managers: Vec<&str> = forced.managed_fields.as_array().unwrap().iter().map(|e| e["manager"].as_str().unwrap()).collect();
+        let managers: Vec<&str> = forced
+            .managed_fields
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["manager"].as_str().unwrap())
+            .collect();
         assert_eq!(managers, vec!["bob"]);
     }
 
@@ -704,9 +737,13 @@ mod tests {
         let rt = deploy_rt();
         let shape = Shape::for_type(&rt);
         let live = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "1"}, {"name": "b", "image": "2"}]}}}});
-        let applied = json!({"spec": {"template": {"spec": {"containers": [{"name": "b", "image": "3"}]}}}});
+        let applied =
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "b", "image": "3"}]}}}});
         let merged = merge(&live, &applied, shape.root());
-        assert_eq!(merged["spec"]["template"]["spec"]["containers"], json!([{"name": "a", "image": "1"}, {"name": "b", "image": "3"}]));
+        assert_eq!(
+            merged["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "a", "image": "1"}, {"name": "b", "image": "3"}])
+        );
     }
 
     #[test]

@@ -54,7 +54,11 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
     obj.get("metadata")
         .and_then(|m| m.get("finalizers"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -66,7 +70,12 @@ pub fn set_finalizers(obj: &mut Value, finalizers: &[String]) {
     } else {
         meta.insert(
             "finalizers".into(),
-            Value::Array(finalizers.iter().map(|f| Value::String(f.clone())).collect()),
+            Value::Array(
+                finalizers
+                    .iter()
+                    .map(|f| Value::String(f.clone()))
+                    .collect(),
+            ),
         );
     }
 }

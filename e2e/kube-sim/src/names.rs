@@ -57,7 +57,8 @@ fn qualified_name_part_ok(s: &str) -> bool {
     let alnum = |c: char| c.is_ascii_alphanumeric();
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| alnum(c) || c == '-' || c == '_' || c == '.')
+        && s.chars()
+            .all(|c| alnum(c) || c == '-' || c == '_' || c == '.')
         && s.chars().next().is_some_and(alnum)
         && s.chars().last().is_some_and(alnum)
 }

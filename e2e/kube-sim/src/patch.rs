@@ -35,7 +35,9 @@ pub fn json_patch(target: &Value, patch: &Value) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     let mut doc = target.clone();
     json_patch::patch(&mut doc, &ops.0).map_err(|e| {
-        let mut err = ApiError::bad_request(format!("the server rejected our request due to an error in our request: {e}"));
+        let mut err = ApiError::bad_request(format!(
+            "the server rejected our request due to an error in our request: {e}"
+        ));
         err.code = 422;
         err.reason = "Invalid".into();
         err
@@ -46,7 +48,9 @@ pub fn json_patch(target: &Value, patch: &Value) -> Result<Value, ApiError> {
 /// Strategic merge patch of a built-in object.
 pub fn strategic_merge(target: &Value, patch: &Value, shape: &Shape) -> Result<Value, ApiError> {
     if !patch.is_object() {
-        return Err(ApiError::bad_request("strategic merge patch must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "strategic merge patch must be a JSON object",
+        ));
     }
     Ok(smp_value(Some(target), patch, shape.root())?.unwrap_or(Value::Null))
 }
@@ -76,13 +80,19 @@ fn strip_directives(v: &Value) -> Option<Value> {
             }
             Some(Value::Object(out))
         }
-        Value::Array(items) => Some(Value::Array(items.iter().filter_map(strip_directives).collect())),
+        Value::Array(items) => Some(Value::Array(
+            items.iter().filter_map(strip_directives).collect(),
+        )),
         other => Some(other.clone()),
     }
 }
 
 /// Merges `patch` into `original`; None means "delete this value".
-fn smp_value(original: Option<&Value>, patch: &Value, node: Node<'_>) -> Result<Option<Value>, ApiError> {
+fn smp_value(
+    original: Option<&Value>,
+    patch: &Value,
+    node: Node<'_>,
+) -> Result<Option<Value>, ApiError> {
     let Value::Object(p) = patch else {
         return Ok(Some(patch.clone()));
     };
@@ -91,7 +101,9 @@ fn smp_value(original: Option<&Value>, patch: &Value, node: Node<'_>) -> Result<
         Some("replace") => return Ok(strip_directives(patch)),
         Some("merge") | None => {}
         Some(other) => {
-            return Err(ApiError::bad_request(format!("unknown patch type: {other:?} in map")));
+            return Err(ApiError::bad_request(format!(
+                "unknown patch type: {other:?} in map"
+            )));
         }
     }
     let mut out = match original {
@@ -150,7 +162,9 @@ fn item_key<'v>(item: &'v Value, key: &str) -> Option<&'v Value> {
 fn smp_list(original: &[Value], patch: &[Value], node: Node<'_>) -> Result<Value, ApiError> {
     let strategy = node.patch_strategy().unwrap_or_default();
     if !strategy.split(',').any(|s| s == "merge") {
-        return Ok(strip_directives(&Value::Array(patch.to_vec())).unwrap_or(Value::Array(Vec::new())));
+        return Ok(
+            strip_directives(&Value::Array(patch.to_vec())).unwrap_or(Value::Array(Vec::new()))
+        );
     }
     // `$patch: replace` as a list element replaces the whole list.
     if patch
@@ -239,15 +253,26 @@ mod tests {
 
     #[test]
     fn merge_patch_deletes_with_null() {
-        let out = merge_patch(&json!({"a": 1, "b": {"c": 2, "d": 3}}), &json!({"a": null, "b": {"c": 5}}));
+        let out = merge_patch(
+            &json!({"a": 1, "b": {"c": 2, "d": 3}}),
+            &json!({"a": null, "b": {"c": 5}}),
+        );
         assert_eq!(out, json!({"b": {"c": 5, "d": 3}}));
     }
 
     #[test]
     fn json_patch_test_failure_is_422() {
-        let err = json_patch(&json!({"a": 1}), &json!([{"op": "test", "path": "/a", "value": 2}])).unwrap_err();
+        let err = json_patch(
+            &json!({"a": 1}),
+            &json!([{"op": "test", "path": "/a", "value": 2}]),
+        )
+        .unwrap_err();
         assert_eq!(err.code, 422);
-        let ok = json_patch(&json!({"a": 1}), &json!([{"op": "replace", "path": "/a", "value": 2}])).unwrap();
+        let ok = json_patch(
+            &json!({"a": 1}),
+            &json!([{"op": "replace", "path": "/a", "value": 2}]),
+        )
+        .unwrap();
         assert_eq!(ok, json!({"a": 2}));
     }
 
@@ -273,7 +298,10 @@ mod tests {
         let target = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "args": ["a", "b"]}]}}}});
         let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "args": ["c"]}]}}}});
         let out = strategic_merge(&target, &patch, &deploy()).unwrap();
-        assert_eq!(out["spec"]["template"]["spec"]["containers"][0]["args"], json!(["c"]));
+        assert_eq!(
+            out["spec"]["template"]["spec"]["containers"][0]["args"],
+            json!(["c"])
+        );
     }
 
     #[test]

@@ -187,9 +187,9 @@ impl Registry {
 
     /// The type of a storage key at its storage version.
     pub fn storage_type(&self, key: &StoreKey) -> Option<&ResourceType> {
-        self.types
-            .values()
-            .find(|t| t.group == key.group && t.plural == key.plural && t.version == t.storage_version)
+        self.types.values().find(|t| {
+            t.group == key.group && t.plural == key.plural && t.version == t.storage_version
+        })
     }
 
     /// The type of an `apiVersion` + `kind` pair.
@@ -213,7 +213,7 @@ impl Registry {
             .filter(|t| t.group == group)
             .map(|t| t.version.clone())
             .collect();
-        versions.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+        versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
         versions.dedup();
         versions
     }
@@ -273,14 +273,18 @@ mod tests {
     #[test]
     fn ga_versions_sort_before_beta_and_alpha() {
         let mut v = vec!["v1alpha1", "v2beta1", "v1", "v1beta2", "v2"];
-        v.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+        v.sort_by_key(|x| std::cmp::Reverse(version_priority(x)));
         assert_eq!(v, vec!["v2", "v1", "v2beta1", "v1beta2", "v1alpha1"]);
     }
 
     #[test]
     fn builtins_are_found_by_kind() {
         let r = Registry::with_builtins();
-        assert_eq!(r.by_kind("apps/v1", "Deployment").map(|t| t.plural.as_str()), Some("deployments"));
+        assert_eq!(
+            r.by_kind("apps/v1", "Deployment")
+                .map(|t| t.plural.as_str()),
+            Some("deployments")
+        );
         assert!(r.get("", "v1", "pods").is_some_and(|t| t.namespaced));
     }
 }

@@ -61,25 +61,40 @@ impl LabelSelector {
         let mut requirements = Vec::new();
         if let Some(ml) = sel.get("matchLabels").and_then(Value::as_object) {
             for (k, v) in ml {
-                let v = v.as_str().ok_or_else(|| format!("matchLabels[{k}] must be a string"))?;
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| format!("matchLabels[{k}] must be a string"))?;
                 requirements.push(Requirement::Equals(k.clone(), v.to_string()));
             }
         }
         if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
             for e in exprs {
-                let key = e.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
+                let key = e
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 let values: Vec<String> = e
                     .get("values")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    })
                     .unwrap_or_default();
-                let op = e.get("operator").and_then(Value::as_str).unwrap_or_default();
+                let op = e
+                    .get("operator")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 requirements.push(match op {
                     "In" => Requirement::In(key, values),
                     "NotIn" => Requirement::NotIn(key, values),
                     "Exists" => Requirement::Exists(key),
                     "DoesNotExist" => Requirement::DoesNotExist(key),
-                    other => return Err(format!("{other:?} is not a valid label selector operator")),
+                    other => {
+                        return Err(format!("{other:?} is not a valid label selector operator"));
+                    }
                 });
             }
         }
@@ -155,7 +170,10 @@ fn parse_requirement(part: &str) -> Result<Requirement, ApiError> {
             check_value(v, part)?;
         }
         if values.is_empty() {
-            return Err(bad_selector(part, "for 'in', 'notin' operators, values set can't be empty"));
+            return Err(bad_selector(
+                part,
+                "for 'in', 'notin' operators, values set can't be empty",
+            ));
         }
         return Ok(if op == "in" {
             Requirement::In(key.into(), values)
@@ -326,7 +344,10 @@ mod tests {
     #[test]
     fn double_equals_is_equality() {
         let sel = LabelSelector::parse("app==web").unwrap();
-        assert_eq!(sel.requirements, vec![Requirement::Equals("app".into(), "web".into())]);
+        assert_eq!(
+            sel.requirements,
+            vec![Requirement::Equals("app".into(), "web".into())]
+        );
     }
 
     #[test]

@@ -69,7 +69,8 @@ impl Default for Config {
 }
 
 /// The namespaces every cluster starts with.
-pub const INITIAL_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const INITIAL_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Entry point of the library.
 #[derive(Debug)]
@@ -151,7 +152,10 @@ fn preload(cluster: &Arc<Cluster>, cnpg: bool) -> Result<(), SimError> {
                 })?;
         }
     }
-    if cnpg && let Some(crd_rt) = registry.get("apiextensions.k8s.io", "v1", "customresourcedefinitions") {
+    if cnpg
+        && let Some(crd_rt) =
+            registry.get("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+    {
         let crd: Value = serde_saphyr::from_str(crate::crd::CNPG_CLUSTER_CRD).map_err(|e| {
             SimError::Preload {
                 what: "the CNPG Cluster CRD".into(),

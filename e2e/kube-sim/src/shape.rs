@@ -179,7 +179,11 @@ impl<'a> Node<'a> {
             Some("map") => ListType::Map(
                 self.ext("x-kubernetes-list-map-keys")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_string)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|k| k.as_str().map(str::to_string))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             ),
             _ => ListType::Atomic,
@@ -193,12 +197,14 @@ impl<'a> Node<'a> {
 
     /// The strategic-merge-patch strategy of this list or object (`merge`, `replace`, `retainKeys`).
     pub fn patch_strategy(&self) -> Option<&'a str> {
-        self.ext("x-kubernetes-patch-strategy").and_then(Value::as_str)
+        self.ext("x-kubernetes-patch-strategy")
+            .and_then(Value::as_str)
     }
 
     /// The strategic-merge-patch merge key of this list.
     pub fn patch_merge_key(&self) -> Option<&'a str> {
-        self.ext("x-kubernetes-patch-merge-key").and_then(Value::as_str)
+        self.ext("x-kubernetes-patch-merge-key")
+            .and_then(Value::as_str)
     }
 }
 
@@ -218,10 +224,19 @@ pub fn builtin_def_name(group: &str, kind: &str) -> Option<String> {
     Some(format!("{prefix}.{kind}"))
 }
 
-/// (definition, property, list type, list-map keys, patch strategy, patch merge key), as in the
-/// Kubernetes OpenAPI.
+/// (definition, property, list type, list-map keys, patch strategy, patch merge key).
+type ListAnnotation = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+    &'static str,
+);
+
+/// The list annotations of the Kubernetes OpenAPI for the types used here.
 #[rustfmt::skip]
-const LIST_ANNOTATIONS: &[(&str, &str, &str, &[&str], &str, &str)] = &[
+const LIST_ANNOTATIONS: &[ListAnnotation] = &[
     ("io.k8s.api.core.v1.PodSpec", "containers", "map", &["name"], "merge", "name"),
     ("io.k8s.api.core.v1.PodSpec", "initContainers", "map", &["name"], "merge", "name"),
     ("io.k8s.api.core.v1.PodSpec", "ephemeralContainers", "map", &["name"], "merge", "name"),
@@ -340,12 +355,25 @@ mod tests {
         assert!(shape.root().field("metadata").is_struct());
         assert!(!shape.root().field("metadata").field("labels").is_struct());
         assert!(shape.root().field("metadata").is_declared("labels"));
-        assert!(!shape.root().field("metadata").field("labels").is_declared("app"));
+        assert!(
+            !shape
+                .root()
+                .field("metadata")
+                .field("labels")
+                .is_declared("app")
+        );
     }
 
     #[test]
     fn finalizers_are_a_set() {
         let shape = Shape::Builtin(builtin_def_name("", "ConfigMap"));
-        assert_eq!(shape.root().field("metadata").field("finalizers").list_type(), ListType::Set);
+        assert_eq!(
+            shape
+                .root()
+                .field("metadata")
+                .field("finalizers")
+                .list_type(),
+            ListType::Set
+        );
     }
 }

@@ -13,6 +13,19 @@ pub struct Cause {
     pub field: String,
 }
 
+/// `details` of a Status beyond the causes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Details {
+    /// `details.name`.
+    pub name: Option<String>,
+    /// `details.group`.
+    pub group: Option<String>,
+    /// `details.kind` (kube-apiserver puts the resource or the kind here, depending on the error).
+    pub kind: Option<String>,
+    /// `details.retryAfterSeconds`.
+    pub retry_after_seconds: Option<u32>,
+}
+
 /// An error answered as a `metav1.Status` object.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ApiError {
@@ -22,16 +35,10 @@ pub struct ApiError {
     pub reason: String,
     /// The message, in kube-apiserver's wording.
     pub message: String,
-    /// `details.name`.
-    pub name: Option<String>,
-    /// `details.group`.
-    pub group: Option<String>,
-    /// `details.kind` (kube-apiserver puts the resource or the kind here, depending on the error).
-    pub kind: Option<String>,
     /// `details.causes`.
     pub causes: Vec<Cause>,
-    /// `details.retryAfterSeconds`.
-    pub retry_after_seconds: Option<u32>,
+    /// The rest of `details`.
+    pub details: Box<Details>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -57,18 +64,15 @@ impl ApiError {
             code,
             reason: reason.to_string(),
             message: message.into(),
-            name: None,
-            group: None,
-            kind: None,
             causes: Vec::new(),
-            retry_after_seconds: None,
+            details: Box::default(),
         }
     }
 
     fn with_details(mut self, group: &str, kind: &str, name: &str) -> Self {
-        self.group = Some(group.to_string());
-        self.kind = Some(kind.to_string());
-        self.name = Some(name.to_string());
+        self.details.group = Some(group.to_string());
+        self.details.kind = Some(kind.to_string());
+        self.details.name = Some(name.to_string());
         self
     }
 
@@ -85,7 +89,11 @@ impl ApiError {
     /// 404 `NotFound` for a path that names no resource.
     pub fn path_not_found(path: &str) -> Self {
         let _ = path;
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     /// 409 `AlreadyExists`: `configmaps "x" already exists`.
@@ -93,7 +101,10 @@ impl ApiError {
         Self::new(
             409,
             "AlreadyExists",
-            format!("{} \"{name}\" already exists", group_resource(group, resource)),
+            format!(
+                "{} \"{name}\" already exists",
+                group_resource(group, resource)
+            ),
         )
         .with_details(group, resource, name)
     }
@@ -208,22 +219,22 @@ impl ApiError {
     /// 429 `TooManyRequests`.
     pub fn too_many_requests(message: impl Into<String>) -> Self {
         let mut e = Self::new(429, "TooManyRequests", message);
-        e.retry_after_seconds = Some(1);
+        e.details.retry_after_seconds = Some(1);
         e
     }
 
     /// The `metav1.Status` object.
     pub fn to_status(&self) -> Value {
         let mut details = serde_json::Map::new();
-        if let Some(name) = &self.name {
+        if let Some(name) = &self.details.name {
             details.insert("name".into(), json!(name));
         }
-        if let Some(group) = &self.group
+        if let Some(group) = &self.details.group
             && !group.is_empty()
         {
             details.insert("group".into(), json!(group));
         }
-        if let Some(kind) = &self.kind {
+        if let Some(kind) = &self.details.kind {
             details.insert("kind".into(), json!(kind));
         }
         if !self.causes.is_empty() {
@@ -232,12 +243,14 @@ impl ApiError {
                 Value::Array(
                     self.causes
                         .iter()
-                        .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                        .map(
+                            |c| json!({"reason": c.reason, "message": c.message, "field": c.field}),
+                        )
                         .collect(),
                 ),
             );
         }
-        if let Some(secs) = self.retry_after_seconds {
+        if let Some(secs) = self.details.retry_after_seconds {
             details.insert("retryAfterSeconds".into(), json!(secs));
         }
         let mut status = json!({
@@ -295,7 +308,10 @@ mod tests {
             err.message,
             "KumikoApp.kumiko.so \"web\" is invalid: spec.image: Required value"
         );
-        assert_eq!(err.to_status()["details"]["causes"][0]["field"], "spec.image");
+        assert_eq!(
+            err.to_status()["details"]["causes"][0]["field"],
+            "spec.image"
+        );
     }
 
     #[test]

@@ -62,7 +62,9 @@ fn unknown_fields_outcome(
 /// The fields of an object its type does not declare.
 pub(crate) fn unknown_fields(rt: &ResourceType, obj: &Value) -> Result<Vec<String>, ApiError> {
     match &rt.source {
-        TypeSource::Custom(schema) => Ok(kumiko_crds::validate::unknown_fields(&schema.schema, obj)),
+        TypeSource::Custom(schema) => {
+            Ok(kumiko_crds::validate::unknown_fields(&schema.schema, obj))
+        }
         TypeSource::Builtin => crate::builtin::decode(rt, obj).map(|(_, unknown)| unknown),
     }
 }
@@ -87,7 +89,11 @@ pub(crate) fn admit(
                 &rt.api_version(),
                 &rt.kind,
             );
-            causes.extend(v.errors.iter().map(|e| cause(e.reason(), &e.field, e.body())));
+            causes.extend(
+                v.errors
+                    .iter()
+                    .map(|e| cause(e.reason(), &e.field, e.body())),
+            );
             (v.object, v.unknown_fields)
         }
         TypeSource::Builtin => {
@@ -210,7 +216,10 @@ fn validate_object_meta(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> 
         let mut controllers = 0;
         for (i, r) in refs.iter().enumerate() {
             for field in ["apiVersion", "kind", "name", "uid"] {
-                if r.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
+                if r.get(field)
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
                     let detail = match field {
                         "apiVersion" => "version must not be empty",
                         "kind" => "kind must not be empty",
@@ -424,7 +433,13 @@ pub(crate) fn after_delete(cl: &Cluster, state: &mut State, key: &StoreKey, obj:
 }
 
 /// Stores a new status for an object (used by built-in controllers of the server itself).
-pub(crate) fn set_status(cl: &Cluster, state: &mut State, key: &StoreKey, obj: &Value, status: Value) {
+pub(crate) fn set_status(
+    cl: &Cluster,
+    state: &mut State,
+    key: &StoreKey,
+    obj: &Value,
+    status: Value,
+) {
     let mut new = obj.clone();
     if let Some(m) = new.as_object_mut() {
         m.insert("status".into(), status);

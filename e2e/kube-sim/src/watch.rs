@@ -32,19 +32,27 @@ pub fn start(
         let ns_filter = ns_filter.clone();
         let opts = opts.clone();
         move |obj: &Value| {
-            ns_filter.as_deref().is_none_or(|n| meta::namespace(obj) == n) && matches_selectors(obj, &opts)
+            ns_filter
+                .as_deref()
+                .is_none_or(|n| meta::namespace(obj) == n)
+                && matches_selectors(obj, &opts)
         }
     };
     let send_initial = opts.send_initial_events == Some(true);
     if send_initial
         && (!opts.allow_bookmarks || opts.resource_version_match.as_deref() != Some("NotOlderThan"))
     {
-        let mut err = ApiError::bad_request("sendInitialEvents is forbidden for watch unless both resourceVersionMatch=NotOlderThan and allowWatchBookmarks=true are set");
+        let mut err = ApiError::bad_request(
+            "sendInitialEvents is forbidden for watch unless both resourceVersionMatch=NotOlderThan and allowWatchBookmarks=true are set",
+        );
         err.code = 422;
         err.reason = "Invalid".into();
         return Err(err);
     }
-    let requested_rv = opts.resource_version.as_deref().filter(|s| !s.is_empty() && *s != "0");
+    let requested_rv = opts
+        .resource_version
+        .as_deref()
+        .filter(|s| !s.is_empty() && *s != "0");
     let mut initial: Vec<WireEvent> = Vec::new();
     let rx_events: broadcast::Receiver<Arc<WatchEvent>>;
     let mut last_rv: u64;
@@ -54,9 +62,9 @@ pub fn start(
         last_rv = state.rv;
         match requested_rv {
             Some(rv) if !send_initial => {
-                let n: u64 = rv
-                    .parse()
-                    .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
+                let n: u64 = rv.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resource version: {rv}"))
+                })?;
                 if n < state.compacted_rv {
                     let status = ApiError::expired(format!(
                         "too old resource version: {n} ({})",
@@ -150,7 +158,11 @@ fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> WireEvent {
 }
 
 /// The wire form of a history event for this watch, if the watch sees it.
-fn wire(rt: &ResourceType, ev: &WatchEvent, in_scope: &impl Fn(&Value) -> bool) -> Option<WireEvent> {
+fn wire(
+    rt: &ResourceType,
+    ev: &WatchEvent,
+    in_scope: &impl Fn(&Value) -> bool,
+) -> Option<WireEvent> {
     let now = in_scope(&ev.object);
     let before = ev.old.as_ref().is_some_and(in_scope);
     let kind = match ev.kind {

@@ -194,7 +194,17 @@ impl Cluster {
     ) -> Result<Written, ApiError> {
         let result = {
             let mut state = self.lock();
-            patch_locked(self, &mut state, rt, ns, name, patch_type, patch_body, subresource, opts)
+            patch_locked(
+                self,
+                &mut state,
+                rt,
+                ns,
+                name,
+                patch_type,
+                patch_body,
+                subresource,
+                opts,
+            )
         };
         self.gc_wake.notify_one();
         result
@@ -340,12 +350,15 @@ fn check_namespace_lifecycle(
             &rt.group,
             &rt.plural,
             name,
-            &format!("unable to create new content in namespace {ns} because it is being terminated"),
+            &format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            ),
         )),
         Some(_) => Ok(()),
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_admission(
     cl: &Cluster,
     state: &State,
@@ -479,7 +492,10 @@ pub(crate) fn create_locked(
         None,
         opts.dry_run,
     )?;
-    if state.get(&rt.store_key(), meta::namespace(&obj), &name).is_some() {
+    if state
+        .get(&rt.store_key(), meta::namespace(&obj), &name)
+        .is_some()
+    {
         return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
     }
     match preset_managed {
@@ -760,11 +776,8 @@ fn unreachable_apply() -> Value {
 }
 
 pub(crate) fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "error decoding patch: {e}"
-        ))
-    })
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
 }
 
 /// Parses an apply body: YAML (JSON is YAML).
@@ -796,10 +809,18 @@ fn apply_locked(
     }
     let mut applied = parse_apply(body)?;
     if !applied.is_object() {
-        return Err(ApiError::bad_request("the applied configuration must be an object"));
+        return Err(ApiError::bad_request(
+            "the applied configuration must be an object",
+        ));
     }
-    let av = applied.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-    let kind = applied.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let av = applied
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let kind = applied
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if av.is_empty() || kind.is_empty() {
         return Err(ApiError::bad_request(
             "invalid object type: apiVersion and kind must be set in an applied configuration",
@@ -847,8 +868,9 @@ fn apply_locked(
             if subresource.is_some() {
                 return Err(ApiError::not_found(&rt.group, &rt.plural, name));
             }
-            let outcome = managed::apply(None, &applied, &opts.manager, opts.force, None, &shape, rt)
-                .map_err(|c| conflict_error(rt, name, c))?;
+            let outcome =
+                managed::apply(None, &applied, &opts.manager, opts.force, None, &shape, rt)
+                    .map_err(|c| conflict_error(rt, name, c))?;
             let mut obj = outcome.object;
             meta::meta_mut(&mut obj).remove("managedFields");
             create_locked(cl, state, rt, ns, obj, opts, Some(outcome.managed_fields))
@@ -898,14 +920,21 @@ fn conflict_error(rt: &ResourceType, name: &str, conflicts: Vec<managed::Conflic
     } else {
         let mut by_manager: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
         for c in &conflicts {
-            by_manager.entry(c.manager_display()).or_default().push(&c.field);
+            by_manager
+                .entry(c.manager_display())
+                .or_default()
+                .push(&c.field);
         }
         let mut lines = Vec::new();
         for (manager, fields) in by_manager {
             lines.push(format!("conflicts with {manager}:"));
             lines.extend(fields.iter().map(|f| format!("- {f}")));
         }
-        format!("Apply failed with {} conflicts: {}", conflicts.len(), lines.join("\n"))
+        format!(
+            "Apply failed with {} conflicts: {}",
+            conflicts.len(),
+            lines.join("\n")
+        )
     };
     let mut err = ApiError::conflict(&rt.group, &rt.plural, name, "");
     err.message = message;

@@ -11,8 +11,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
-    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
-    WatchEvent, WatchParams,
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
 };
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
@@ -94,13 +94,18 @@ fn widget_crd() -> Value {
 }
 
 fn widget_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1", "Widget"), "widgets")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Widget"),
+        "widgets",
+    )
 }
 
 async fn with_widgets(client: &Client) -> Api<DynamicObject> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd: CustomResourceDefinition = serde_json::from_value(widget_crd()).expect("crd");
-    crds.create(&PostParams::default(), &crd).await.expect("crd created");
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .expect("crd created");
     Api::namespaced_with(client.clone(), "default", &widget_resource())
 }
 
@@ -109,7 +114,9 @@ fn widget(name: &str, spec: Value) -> DynamicObject {
         .expect("widget")
 }
 
-async fn next_event<K>(stream: &mut (impl futures::Stream<Item = kube::Result<WatchEvent<K>>> + Unpin)) -> WatchEvent<K> {
+async fn next_event<K>(
+    stream: &mut (impl futures::Stream<Item = kube::Result<WatchEvent<K>>> + Unpin),
+) -> WatchEvent<K> {
     tokio::time::timeout(Duration::from_secs(5), stream.next())
         .await
         .expect("an event within 5s")
@@ -142,11 +149,20 @@ async fn sim_starts_in_under_a_second() {
 async fn watch_resumes_from_a_resource_version() {
     let (_s, client) = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
-    let a = api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
+    let a = api
+        .create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap();
     let rv = a.resource_version().unwrap();
-    api.create(&PostParams::default(), &cm("b", &[])).await.unwrap();
+    api.create(&PostParams::default(), &cm("b", &[]))
+        .await
+        .unwrap();
     api.delete("a", &DeleteParams::default()).await.unwrap();
-    let mut stream = api.watch(&WatchParams::default(), &rv).await.unwrap().boxed();
+    let mut stream = api
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
     match next_event(&mut stream).await {
         WatchEvent::Added(o) => assert_eq!(o.name_any(), "b"),
         other => panic!("expected ADDED b, got {other:?}"),
@@ -155,7 +171,9 @@ async fn watch_resumes_from_a_resource_version() {
         WatchEvent::Deleted(o) => assert_eq!(o.name_any(), "a"),
         other => panic!("expected DELETED a, got {other:?}"),
     }
-    api.create(&PostParams::default(), &cm("c", &[])).await.unwrap();
+    api.create(&PostParams::default(), &cm("c", &[]))
+        .await
+        .unwrap();
     match next_event(&mut stream).await {
         WatchEvent::Added(o) => assert_eq!(o.name_any(), "c"),
         other => panic!("expected ADDED c, got {other:?}"),
@@ -166,11 +184,20 @@ async fn watch_resumes_from_a_resource_version() {
 /// error event with code 410 (reason Expired).
 #[tokio::test]
 async fn watch_from_a_compacted_version_is_410_gone() {
-    let (_s, client) = start_with(ClusterConfig { event_history: 2, ..Default::default() }).await;
+    let (_s, client) = start_with(ClusterConfig {
+        event_history: 2,
+        ..Default::default()
+    })
+    .await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
-    let first = api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
+    let first = api
+        .create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap();
     for n in ["b", "c", "d"] {
-        api.create(&PostParams::default(), &cm(n, &[])).await.unwrap();
+        api.create(&PostParams::default(), &cm(n, &[]))
+            .await
+            .unwrap();
     }
     let mut stream = api
         .watch(&WatchParams::default(), &first.resource_version().unwrap())
@@ -190,11 +217,21 @@ async fn watch_from_a_compacted_version_is_410_gone() {
 /// carrying a resourceVersion.
 #[tokio::test]
 async fn watch_bookmarks_are_sent_when_asked_for() {
-    let (_s, client) = start_with(ClusterConfig { bookmark_interval: Duration::from_millis(100), ..Default::default() }).await;
+    let (_s, client) = start_with(ClusterConfig {
+        bookmark_interval: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
-    let created = api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
+    let created = api
+        .create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap();
     let mut stream = api
-        .watch(&WatchParams::default(), &created.resource_version().unwrap())
+        .watch(
+            &WatchParams::default(),
+            &created.resource_version().unwrap(),
+        )
         .await
         .unwrap()
         .boxed();
@@ -213,12 +250,21 @@ async fn watch_bookmarks_are_sent_when_asked_for() {
 async fn streaming_list_ends_with_the_initial_events_bookmark() {
     let (_s, client) = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
-    api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
-    let mut stream = api.watch(&WatchParams::streaming_lists(), "0").await.unwrap().boxed();
+    api.create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap();
+    let mut stream = api
+        .watch(&WatchParams::streaming_lists(), "0")
+        .await
+        .unwrap()
+        .boxed();
     assert!(matches!(next_event(&mut stream).await, WatchEvent::Added(o) if o.name_any() == "a"));
     match next_event(&mut stream).await {
         WatchEvent::Bookmark(b) => assert_eq!(
-            b.metadata.annotations.get("k8s.io/initial-events-end").map(String::as_str),
+            b.metadata
+                .annotations
+                .get("k8s.io/initial-events-end")
+                .map(String::as_str),
             Some("true")
         ),
         other => panic!("expected the initial-events-end bookmark, got {other:?}"),
@@ -230,8 +276,13 @@ async fn streaming_list_ends_with_the_initial_events_bookmark() {
 async fn kube_runtime_watcher_follows_changes() {
     let (_s, client) = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
-    api.create(&PostParams::default(), &cm("before", &[])).await.unwrap();
-    for cfg in [kube::runtime::watcher::Config::default(), kube::runtime::watcher::Config::default().streaming_lists()] {
+    api.create(&PostParams::default(), &cm("before", &[]))
+        .await
+        .unwrap();
+    for cfg in [
+        kube::runtime::watcher::Config::default(),
+        kube::runtime::watcher::Config::default().streaming_lists(),
+    ] {
         let mut objects = kube::runtime::watcher(api.clone(), cfg).boxed();
         let mut seen = Vec::new();
         let creator = {
@@ -242,9 +293,14 @@ async fn kube_runtime_watcher_follows_changes() {
             })
         };
         while !seen.contains(&"after".to_string()) {
-            let ev = tokio::time::timeout(Duration::from_secs(5), objects.try_next()).await.unwrap().unwrap().unwrap();
+            let ev = tokio::time::timeout(Duration::from_secs(5), objects.try_next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
             match ev {
-                kube::runtime::watcher::Event::InitApply(o) | kube::runtime::watcher::Event::Apply(o) => seen.push(o.name_any()),
+                kube::runtime::watcher::Event::InitApply(o)
+                | kube::runtime::watcher::Event::Apply(o) => seen.push(o.name_any()),
                 _ => {}
             }
         }
@@ -259,8 +315,14 @@ async fn kube_runtime_watcher_follows_changes() {
 async fn create_of_an_existing_name_is_409_already_exists() {
     let (_s, client) = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
-    api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
-    let err = api_error(api.create(&PostParams::default(), &cm("a", &[])).await.unwrap_err());
+    api.create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap();
+    let err = api_error(
+        api.create(&PostParams::default(), &cm("a", &[]))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((err.code, err.reason.as_str()), (409, "AlreadyExists"));
     assert_eq!(err.message, "configmaps \"a\" already exists");
 }
@@ -275,7 +337,11 @@ async fn generate_name_creates_distinct_names() {
     obj.metadata.generate_name = Some("gen-".into());
     let a = api.create(&PostParams::default(), &obj).await.unwrap();
     let b = api.create(&PostParams::default(), &obj).await.unwrap();
-    assert!(a.name_any().starts_with("gen-") && a.name_any().len() == 9, "{}", a.name_any());
+    assert!(
+        a.name_any().starts_with("gen-") && a.name_any().len() == 9,
+        "{}",
+        a.name_any()
+    );
     assert_ne!(a.name_any(), b.name_any());
 }
 
@@ -285,14 +351,31 @@ async fn generate_name_creates_distinct_names() {
 async fn update_with_a_stale_resource_version_is_409_conflict() {
     let (_s, client) = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
-    let created = api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
+    let created = api
+        .create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap();
     let mut fresh = created.clone();
     fresh.data = Some(BTreeMap::from([("k".into(), "2".into())]));
-    let updated = api.replace("a", &PostParams::default(), &fresh).await.unwrap();
-    assert!(updated.resource_version().unwrap().parse::<u64>().unwrap() > created.resource_version().unwrap().parse::<u64>().unwrap());
-    let err = api_error(api.replace("a", &PostParams::default(), &created).await.unwrap_err());
+    let updated = api
+        .replace("a", &PostParams::default(), &fresh)
+        .await
+        .unwrap();
+    assert!(
+        updated.resource_version().unwrap().parse::<u64>().unwrap()
+            > created.resource_version().unwrap().parse::<u64>().unwrap()
+    );
+    let err = api_error(
+        api.replace("a", &PostParams::default(), &created)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
-    assert!(err.message.contains("the object has been modified"), "{}", err.message);
+    assert!(
+        err.message.contains("the object has been modified"),
+        "{}",
+        err.message
+    );
 }
 
 /// API Concepts: an update that changes nothing is a no-op (same resourceVersion).
@@ -300,8 +383,14 @@ async fn update_with_a_stale_resource_version_is_409_conflict() {
 async fn no_op_update_keeps_the_resource_version() {
     let (_s, client) = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
-    let created = api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
-    let same = api.replace("a", &PostParams::default(), &created).await.unwrap();
+    let created = api
+        .create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap();
+    let same = api
+        .replace("a", &PostParams::default(), &created)
+        .await
+        .unwrap();
     assert_eq!(same.resource_version(), created.resource_version());
 }
 
@@ -312,19 +401,52 @@ async fn server_side_apply_conflict_names_the_manager_and_force_takes_ownership(
     let (_s, client) = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
     let cfg = |v: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": v}});
-    api.patch("a", &PatchParams::apply("alice"), &Patch::Apply(cfg("1"))).await.unwrap();
+    api.patch("a", &PatchParams::apply("alice"), &Patch::Apply(cfg("1")))
+        .await
+        .unwrap();
     // Same value: shared ownership, no conflict.
-    api.patch("a", &PatchParams::apply("carol"), &Patch::Apply(cfg("1"))).await.unwrap();
-    let err = api_error(api.patch("a", &PatchParams::apply("bob"), &Patch::Apply(cfg("2"))).await.unwrap_err());
+    api.patch("a", &PatchParams::apply("carol"), &Patch::Apply(cfg("1")))
+        .await
+        .unwrap();
+    let err = api_error(
+        api.patch("a", &PatchParams::apply("bob"), &Patch::Apply(cfg("2")))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 409);
     assert_eq!(err.reason, "Conflict");
-    assert!(err.message.starts_with("Apply failed with 2 conflicts"), "{}", err.message);
+    assert!(
+        err.message.starts_with("Apply failed with 2 conflicts"),
+        "{}",
+        err.message
+    );
     let causes = err.details.unwrap().causes;
-    assert!(causes.iter().all(|c| c.reason == "FieldManagerConflict" && c.field == ".data.k"));
-    assert!(causes.iter().any(|c| c.message == "conflict with \"alice\" using v1"));
-    let forced = api.patch("a", &PatchParams::apply("bob").force(), &Patch::Apply(cfg("2"))).await.unwrap();
+    assert!(
+        causes
+            .iter()
+            .all(|c| c.reason == "FieldManagerConflict" && c.field == ".data.k")
+    );
+    assert!(
+        causes
+            .iter()
+            .any(|c| c.message == "conflict with \"alice\" using v1")
+    );
+    let forced = api
+        .patch(
+            "a",
+            &PatchParams::apply("bob").force(),
+            &Patch::Apply(cfg("2")),
+        )
+        .await
+        .unwrap();
     assert_eq!(forced.data.unwrap()["k"], "2");
-    let managers: Vec<String> = forced.metadata.managed_fields.unwrap().iter().map(|m| m.manager.clone().unwrap()).collect();
+    let managers: Vec<String> = forced
+        .metadata
+        .managed_fields
+        .unwrap()
+        .iter()
+        .map(|m| m.manager.clone().unwrap())
+        .collect();
     assert_eq!(managers, vec!["bob".to_string()]);
 }
 
@@ -335,13 +457,36 @@ async fn server_side_apply_removes_fields_a_manager_stops_applying() {
     let (_s, client) = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
     let cfg = |data: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": data});
-    api.patch("a", &PatchParams::apply("alice"), &Patch::Apply(cfg(json!({"x": "1", "y": "2", "z": "3"})))).await.unwrap();
-    api.patch("a", &PatchParams::apply("bob"), &Patch::Apply(cfg(json!({"z": "3"})))).await.unwrap();
-    let after = api.patch("a", &PatchParams::apply("alice"), &Patch::Apply(cfg(json!({"x": "1"})))).await.unwrap();
+    api.patch(
+        "a",
+        &PatchParams::apply("alice"),
+        &Patch::Apply(cfg(json!({"x": "1", "y": "2", "z": "3"}))),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "a",
+        &PatchParams::apply("bob"),
+        &Patch::Apply(cfg(json!({"z": "3"}))),
+    )
+    .await
+    .unwrap();
+    let after = api
+        .patch(
+            "a",
+            &PatchParams::apply("alice"),
+            &Patch::Apply(cfg(json!({"x": "1"}))),
+        )
+        .await
+        .unwrap();
     let data = after.data.unwrap();
     assert_eq!(data.get("x").map(String::as_str), Some("1"));
     assert!(!data.contains_key("y"), "y was only alice's: removed");
-    assert_eq!(data.get("z").map(String::as_str), Some("3"), "z is bob's too: kept");
+    assert_eq!(
+        data.get("z").map(String::as_str),
+        Some("3"),
+        "z is bob's too: kept"
+    );
 }
 
 /// Server-Side Apply, "Field management": updates record an Update entry in managedFields and take
@@ -351,16 +496,34 @@ async fn managed_fields_record_updates_and_applies() {
     let (_s, client) = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
     let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "1"}});
-    api.patch("a", &PatchParams::apply("alice"), &Patch::Apply(applied)).await.unwrap();
+    api.patch("a", &PatchParams::apply("alice"), &Patch::Apply(applied))
+        .await
+        .unwrap();
     let updated = api
-        .patch("a", &PatchParams { field_manager: Some("editor".into()), ..Default::default() }, &Patch::Merge(json!({"data": {"k": "2"}})))
+        .patch(
+            "a",
+            &PatchParams {
+                field_manager: Some("editor".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"data": {"k": "2"}})),
+        )
         .await
         .unwrap();
     let mf = updated.metadata.managed_fields.unwrap();
-    let editor = mf.iter().find(|m| m.manager.as_deref() == Some("editor")).expect("editor entry");
+    let editor = mf
+        .iter()
+        .find(|m| m.manager.as_deref() == Some("editor"))
+        .expect("editor entry");
     assert_eq!(editor.operation.as_deref(), Some("Update"));
-    assert_eq!(editor.fields_v1.as_ref().unwrap().0, json!({"f:data": {"f:k": {}}}));
-    assert!(mf.iter().all(|m| m.manager.as_deref() != Some("alice")), "alice lost her only field");
+    assert_eq!(
+        editor.fields_v1.as_ref().unwrap().0,
+        json!({"f:data": {"f:k": {}}})
+    );
+    assert!(
+        mf.iter().all(|m| m.manager.as_deref() != Some("alice")),
+        "alice lost her only field"
+    );
 }
 
 /// Server-side apply creates the object when it does not exist, and list-map items merge by key.
@@ -368,28 +531,51 @@ async fn managed_fields_record_updates_and_applies() {
 async fn server_side_apply_creates_and_merges_list_maps_by_key() {
     let (_s, client) = start().await;
     let api: Api<Deployment> = Api::default_namespaced(client);
-    let deploy = |containers: Value| json!({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": containers}}}
-    });
-    api.patch("web", &PatchParams::apply("a"), &Patch::Apply(deploy(json!([{"name": "app", "image": "app:1", "ports": [{"containerPort": 80}]}])))).await.unwrap();
-    let after = api.patch("web", &PatchParams::apply("b"), &Patch::Apply(deploy(json!([{"name": "sidecar", "image": "side:1"}])))).await.unwrap();
+    let deploy = |containers: Value| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": containers}}}
+        })
+    };
+    api.patch(
+        "web",
+        &PatchParams::apply("a"),
+        &Patch::Apply(deploy(
+            json!([{"name": "app", "image": "app:1", "ports": [{"containerPort": 80}]}]),
+        )),
+    )
+    .await
+    .unwrap();
+    let after = api
+        .patch(
+            "web",
+            &PatchParams::apply("b"),
+            &Patch::Apply(deploy(json!([{"name": "sidecar", "image": "side:1"}]))),
+        )
+        .await
+        .unwrap();
     let containers = after.spec.unwrap().template.spec.unwrap().containers;
     let names: Vec<&str> = containers.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, vec!["app", "sidecar"]);
-    assert_eq!(containers[0].ports.as_ref().unwrap().len(), 1, "the defaulted protocol key matches the applied port");
+    assert_eq!(
+        containers[0].ports.as_ref().unwrap().len(),
+        1,
+        "the defaulted protocol key matches the applied port"
+    );
 }
 
 fn owned_cm(name: &str, owner: &ConfigMap, block: bool) -> ConfigMap {
     let mut c = cm(name, &[]);
-    c.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-        api_version: "v1".into(),
-        kind: "ConfigMap".into(),
-        name: owner.name_any(),
-        uid: owner.uid().unwrap(),
-        block_owner_deletion: Some(block),
-        controller: Some(true),
-    }]);
+    c.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: owner.name_any(),
+            uid: owner.uid().unwrap(),
+            block_owner_deletion: Some(block),
+            controller: Some(true),
+        },
+    ]);
     c
 }
 
@@ -414,11 +600,21 @@ where
 async fn background_deletion_garbage_collects_dependents() {
     let (_s, client) = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
-    let owner = api.create(&PostParams::default(), &cm("owner", &[])).await.unwrap();
-    api.create(&PostParams::default(), &owned_cm("dep", &owner, false)).await.unwrap();
-    api.delete("owner", &DeleteParams::background()).await.unwrap();
+    let owner = api
+        .create(&PostParams::default(), &cm("owner", &[]))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &owned_cm("dep", &owner, false))
+        .await
+        .unwrap();
+    api.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
     assert!(api.get_opt("owner").await.unwrap().is_none());
-    eventually("dependent collected", || async { api.get_opt("dep").await.unwrap().is_none() }).await;
+    eventually("dependent collected", || async {
+        api.get_opt("dep").await.unwrap().is_none()
+    })
+    .await;
 }
 
 /// Garbage Collection, "Foreground cascading deletion": the owner gets deletionTimestamp and the
@@ -427,22 +623,49 @@ async fn background_deletion_garbage_collects_dependents() {
 async fn foreground_deletion_waits_for_blocking_dependents() {
     let (_s, client) = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
-    let owner = api.create(&PostParams::default(), &cm("owner", &[])).await.unwrap();
+    let owner = api
+        .create(&PostParams::default(), &cm("owner", &[]))
+        .await
+        .unwrap();
     let mut dep = owned_cm("dep", &owner, true);
     dep.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     api.create(&PostParams::default(), &dep).await.unwrap();
-    let pending = api.delete("owner", &DeleteParams::foreground()).await.unwrap();
+    let pending = api
+        .delete("owner", &DeleteParams::foreground())
+        .await
+        .unwrap();
     let pending = pending.left().expect("the owner is still there");
     assert!(pending.metadata.deletion_timestamp.is_some());
-    assert!(pending.finalizers().contains(&"foregroundDeletion".to_string()));
+    assert!(
+        pending
+            .finalizers()
+            .contains(&"foregroundDeletion".to_string())
+    );
     eventually("dependent marked for deletion", || async {
-        api.get("dep").await.unwrap().metadata.deletion_timestamp.is_some()
+        api.get("dep")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
     })
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(api.get_opt("owner").await.unwrap().is_some(), "blocked by the dependent");
-    api.patch("dep", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
-    eventually("owner deleted", || async { api.get_opt("owner").await.unwrap().is_none() }).await;
+    assert!(
+        api.get_opt("owner").await.unwrap().is_some(),
+        "blocked by the dependent"
+    );
+    api.patch(
+        "dep",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    eventually("owner deleted", || async {
+        api.get_opt("owner").await.unwrap().is_none()
+    })
+    .await;
 }
 
 /// Garbage Collection, "Orphaned dependents": with propagationPolicy Orphan the dependents stay and
@@ -451,10 +674,18 @@ async fn foreground_deletion_waits_for_blocking_dependents() {
 async fn orphan_deletion_keeps_dependents_without_the_owner_reference() {
     let (_s, client) = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
-    let owner = api.create(&PostParams::default(), &cm("owner", &[])).await.unwrap();
-    api.create(&PostParams::default(), &owned_cm("dep", &owner, true)).await.unwrap();
+    let owner = api
+        .create(&PostParams::default(), &cm("owner", &[]))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &owned_cm("dep", &owner, true))
+        .await
+        .unwrap();
     api.delete("owner", &DeleteParams::orphan()).await.unwrap();
-    eventually("owner deleted", || async { api.get_opt("owner").await.unwrap().is_none() }).await;
+    eventually("owner deleted", || async {
+        api.get_opt("owner").await.unwrap().is_none()
+    })
+    .await;
     let dep = api.get("dep").await.unwrap();
     assert!(dep.metadata.owner_references.unwrap_or_default().is_empty());
 }
@@ -468,16 +699,33 @@ async fn finalizers_hold_deletion_until_removed() {
     let mut obj = cm("a", &[]);
     obj.metadata.finalizers = Some(vec!["example.com/cleanup".into()]);
     api.create(&PostParams::default(), &obj).await.unwrap();
-    let pending = api.delete("a", &DeleteParams::default()).await.unwrap().left().expect("pending");
+    let pending = api
+        .delete("a", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .expect("pending");
     assert!(pending.metadata.deletion_timestamp.is_some());
     let err = api_error(
-        api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/cleanup", "example.com/more"]}})))
-            .await
-            .unwrap_err(),
+        api.patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"finalizers": ["example.com/cleanup", "example.com/more"]}}),
+            ),
+        )
+        .await
+        .unwrap_err(),
     );
     assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
     assert_eq!(err.details.unwrap().causes[0].field, "metadata.finalizers");
-    api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
     assert!(api.get_opt("a").await.unwrap().is_none());
 }
 
@@ -492,16 +740,27 @@ async fn status_subresource_splits_spec_and_status_writes() {
     let created = api.create(&PostParams::default(), &w).await.unwrap();
     assert!(created.data.get("status").is_none(), "create drops status");
     let after = api
-        .patch_status("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 5}, "status": {"phase": "Ready"}})))
+        .patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 5}, "status": {"phase": "Ready"}})),
+        )
         .await
         .unwrap();
     assert_eq!(after.data["status"]["phase"], "Ready");
     assert_eq!(after.data["spec"]["size"], 1, "/status ignores spec");
     let main = api
-        .patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 2}, "status": {"phase": "Hacked"}})))
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 2}, "status": {"phase": "Hacked"}})),
+        )
         .await
         .unwrap();
-    assert_eq!(main.data["status"]["phase"], "Ready", "the main endpoint ignores status");
+    assert_eq!(
+        main.data["status"]["phase"], "Ready",
+        "the main endpoint ignores status"
+    );
     assert_eq!(main.data["spec"]["size"], 2);
 }
 
@@ -511,13 +770,37 @@ async fn status_subresource_splits_spec_and_status_writes() {
 async fn generation_is_bumped_on_spec_changes_only() {
     let (_s, client) = start().await;
     let api = with_widgets(&client).await;
-    let created = api.create(&PostParams::default(), &widget("w", json!({"size": 1}))).await.unwrap();
+    let created = api
+        .create(&PostParams::default(), &widget("w", json!({"size": 1})))
+        .await
+        .unwrap();
     assert_eq!(created.metadata.generation, Some(1));
-    let s = api.patch_status("w", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Ready"}}))).await.unwrap();
+    let s = api
+        .patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Ready"}})),
+        )
+        .await
+        .unwrap();
     assert_eq!(s.metadata.generation, Some(1));
-    let l = api.patch("w", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}}))).await.unwrap();
+    let l = api
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
     assert_eq!(l.metadata.generation, Some(1));
-    let sp = api.patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 3}}))).await.unwrap();
+    let sp = api
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 3}})),
+        )
+        .await
+        .unwrap();
     assert_eq!(sp.metadata.generation, Some(2));
 }
 
@@ -527,14 +810,27 @@ async fn generation_is_bumped_on_spec_changes_only() {
 async fn schema_violations_are_422_with_field_paths_and_defaults_apply() {
     let (_s, client) = start().await;
     let api = with_widgets(&client).await;
-    let err = api_error(api.create(&PostParams::default(), &widget("w", json!({"size": -1, "color": "green"}))).await.unwrap_err());
+    let err = api_error(
+        api.create(
+            &PostParams::default(),
+            &widget("w", json!({"size": -1, "color": "green"})),
+        )
+        .await
+        .unwrap_err(),
+    );
     assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
     let causes = err.details.unwrap().causes;
     let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
     assert_eq!(fields, vec!["spec.color", "spec.size"]);
-    assert_eq!(causes[1].message, "Invalid value: -1: spec.size in body should be greater than or equal to 0");
+    assert_eq!(
+        causes[1].message,
+        "Invalid value: -1: spec.size in body should be greater than or equal to 0"
+    );
     assert_eq!(causes[0].reason, "FieldValueNotSupported");
-    let ok = api.create(&PostParams::default(), &widget("w", json!({"size": 1}))).await.unwrap();
+    let ok = api
+        .create(&PostParams::default(), &widget("w", json!({"size": 1})))
+        .await
+        .unwrap();
     assert_eq!(ok.data["spec"]["maxSize"], 10, "default applied");
 }
 
@@ -544,13 +840,33 @@ async fn schema_violations_are_422_with_field_paths_and_defaults_apply() {
 async fn cel_rules_reject_with_422_and_transition_rules_use_old_self() {
     let (_s, client) = start().await;
     let api = with_widgets(&client).await;
-    let err = api_error(api.create(&PostParams::default(), &widget("w", json!({"size": 11}))).await.unwrap_err());
+    let err = api_error(
+        api.create(&PostParams::default(), &widget("w", json!({"size": 11})))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 422);
     let cause = &err.details.unwrap().causes[0];
     assert_eq!(cause.field, "spec.size");
-    assert_eq!(cause.message, "Invalid value: \"integer\": size must not exceed maxSize");
-    api.create(&PostParams::default(), &widget("w", json!({"size": 1, "color": "red"}))).await.unwrap();
-    let err = api_error(api.patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"color": "blue"}}))).await.unwrap_err());
+    assert_eq!(
+        cause.message,
+        "Invalid value: \"integer\": size must not exceed maxSize"
+    );
+    api.create(
+        &PostParams::default(),
+        &widget("w", json!({"size": 1, "color": "red"})),
+    )
+    .await
+    .unwrap();
+    let err = api_error(
+        api.patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"color": "blue"}})),
+        )
+        .await
+        .unwrap_err(),
+    );
     assert_eq!(err.code, 422);
     assert_eq!(err.details.unwrap().causes[0].field, "spec.color");
 }
@@ -571,7 +887,10 @@ async fn unknown_fields_follow_field_validation() {
         .unwrap();
     assert_eq!(strict.status(), 400);
     let status: Value = strict.json().await.unwrap();
-    assert_eq!(status["message"], "strict decoding error: unknown field \"spec.bogus\"");
+    assert_eq!(
+        status["message"],
+        "strict decoding error: unknown field \"spec.bogus\""
+    );
     // Warn: pruned, and the Warning header says so.
     let resp = reqwest::Client::new()
         .post(format!("{}/apis/example.com/v1/namespaces/default/widgets", server.url()))
@@ -581,7 +900,13 @@ async fn unknown_fields_follow_field_validation() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 201);
-    let warning = resp.headers().get("warning").unwrap().to_str().unwrap().to_string();
+    let warning = resp
+        .headers()
+        .get("warning")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     assert_eq!(warning, "299 - \"unknown field \\\"spec.bogus\\\"\"");
     let stored: Value = resp.json().await.unwrap();
     assert!(stored["spec"].get("bogus").is_none());
@@ -592,12 +917,28 @@ async fn unknown_fields_follow_field_validation() {
 async fn label_selectors_filter_lists() {
     let (_s, client) = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
-    api.create(&PostParams::default(), &cm("a", &[("app", "web"), ("tier", "front")])).await.unwrap();
-    api.create(&PostParams::default(), &cm("b", &[("app", "worker")])).await.unwrap();
-    api.create(&PostParams::default(), &cm("c", &[])).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &cm("a", &[("app", "web"), ("tier", "front")]),
+    )
+    .await
+    .unwrap();
+    api.create(&PostParams::default(), &cm("b", &[("app", "worker")]))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &cm("c", &[]))
+        .await
+        .unwrap();
     let q = |s: &'static str| {
         let api = api.clone();
-        async move { names(&api.list(&ListParams::default().labels(s)).await.unwrap().items) }
+        async move {
+            names(
+                &api.list(&ListParams::default().labels(s))
+                    .await
+                    .unwrap()
+                    .items,
+            )
+        }
     };
     assert_eq!(q("app=web").await, vec!["a"]);
     assert_eq!(q("app==web").await, vec!["a"]);
@@ -613,18 +954,41 @@ async fn label_selectors_filter_lists() {
 async fn field_selectors_on_name_and_namespace() {
     let (_s, client) = start().await;
     let ns: Api<Namespace> = Api::all(client.clone());
-    ns.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "other"}})).unwrap()).await.unwrap();
+    ns.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "other"}})).unwrap(),
+    )
+    .await
+    .unwrap();
     let here: Api<ConfigMap> = Api::default_namespaced(client.clone());
     let there: Api<ConfigMap> = Api::namespaced(client.clone(), "other");
-    here.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
-    there.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
-    there.create(&PostParams::default(), &cm("b", &[])).await.unwrap();
+    here.create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap();
+    there
+        .create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap();
+    there
+        .create(&PostParams::default(), &cm("b", &[]))
+        .await
+        .unwrap();
     let all: Api<ConfigMap> = Api::all(client);
-    let by_name = all.list(&ListParams::default().fields("metadata.name=a")).await.unwrap();
+    let by_name = all
+        .list(&ListParams::default().fields("metadata.name=a"))
+        .await
+        .unwrap();
     assert_eq!(by_name.items.len(), 2);
-    let by_ns = all.list(&ListParams::default().fields("metadata.namespace=other,metadata.name!=a")).await.unwrap();
+    let by_ns = all
+        .list(&ListParams::default().fields("metadata.namespace=other,metadata.name!=a"))
+        .await
+        .unwrap();
     assert_eq!(names(&by_ns.items), vec!["b"]);
-    let err = api_error(all.list(&ListParams::default().fields("data.k=v")).await.unwrap_err());
+    let err = api_error(
+        all.list(&ListParams::default().fields("data.k=v"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 400);
 }
 
@@ -635,15 +999,29 @@ async fn lists_page_with_limit_and_continue() {
     let (_s, client) = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
     for n in ["a", "b", "c"] {
-        api.create(&PostParams::default(), &cm(n, &[])).await.unwrap();
+        api.create(&PostParams::default(), &cm(n, &[]))
+            .await
+            .unwrap();
     }
     let first = api.list(&ListParams::default().limit(2)).await.unwrap();
     assert_eq!(names(&first.items), vec!["a", "b"]);
     let token = first.metadata.continue_.clone().unwrap();
-    api.create(&PostParams::default(), &cm("d", &[])).await.unwrap();
-    let second = api.list(&ListParams::default().limit(2).continue_token(&token)).await.unwrap();
-    assert_eq!(names(&second.items), vec!["c"], "the snapshot does not see d");
-    assert_eq!(second.metadata.resource_version, first.metadata.resource_version);
+    api.create(&PostParams::default(), &cm("d", &[]))
+        .await
+        .unwrap();
+    let second = api
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&second.items),
+        vec!["c"],
+        "the snapshot does not see d"
+    );
+    assert_eq!(
+        second.metadata.resource_version,
+        first.metadata.resource_version
+    );
 }
 
 /// API Concepts, "Dry-run": dryRun=All validates and answers but stores nothing.
@@ -651,14 +1029,38 @@ async fn lists_page_with_limit_and_continue() {
 async fn dry_run_stores_nothing() {
     let (_s, client) = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
-    let out = api.create(&PostParams { dry_run: true, ..Default::default() }, &cm("a", &[])).await.unwrap();
+    let out = api
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &cm("a", &[]),
+        )
+        .await
+        .unwrap();
     assert_eq!(out.name_any(), "a");
     assert!(api.get_opt("a").await.unwrap().is_none());
-    api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
-    let pp = PatchParams { dry_run: true, ..Default::default() };
-    api.patch("a", &pp, &Patch::Merge(json!({"data": {"k": "dry"}}))).await.unwrap();
+    api.create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap();
+    let pp = PatchParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    api.patch("a", &pp, &Patch::Merge(json!({"data": {"k": "dry"}})))
+        .await
+        .unwrap();
     assert_eq!(api.get("a").await.unwrap().data.unwrap()["k"], "v");
-    api.delete("a", &DeleteParams { dry_run: true, ..Default::default() }).await.unwrap();
+    api.delete(
+        "a",
+        &DeleteParams {
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert!(api.get_opt("a").await.unwrap().is_some());
 }
 
@@ -668,21 +1070,41 @@ async fn merge_and_json_patches() {
     let (server, client) = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
     let mut obj = cm("a", &[]);
-    obj.data = Some(BTreeMap::from([("x".into(), "1".into()), ("y".into(), "2".into())]));
+    obj.data = Some(BTreeMap::from([
+        ("x".into(), "1".into()),
+        ("y".into(), "2".into()),
+    ]));
     api.create(&PostParams::default(), &obj).await.unwrap();
-    let merged = api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"x": null, "z": "3"}}))).await.unwrap();
-    assert_eq!(merged.data.unwrap(), BTreeMap::from([("y".into(), "2".into()), ("z".into(), "3".into())]));
+    let merged = api
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"x": null, "z": "3"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        merged.data.unwrap(),
+        BTreeMap::from([("y".into(), "2".into()), ("z".into(), "3".into())])
+    );
     let json_patch = |ops: Value| {
         reqwest::Client::new()
-            .patch(format!("{}/api/v1/namespaces/default/configmaps/a", server.url()))
+            .patch(format!(
+                "{}/api/v1/namespaces/default/configmaps/a",
+                server.url()
+            ))
             .header("Content-Type", "application/json-patch+json")
             .body(ops.to_string())
             .send()
     };
-    let ok = json_patch(json!([{"op": "replace", "path": "/data/y", "value": "9"}])).await.unwrap();
+    let ok = json_patch(json!([{"op": "replace", "path": "/data/y", "value": "9"}]))
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     assert_eq!(api.get("a").await.unwrap().data.unwrap()["y"], "9");
-    let failed = json_patch(json!([{"op": "test", "path": "/data/y", "value": "0"}])).await.unwrap();
+    let failed = json_patch(json!([{"op": "test", "path": "/data/y", "value": "0"}]))
+        .await
+        .unwrap();
     assert_eq!(failed.status(), 422);
     let status: Value = failed.json().await.unwrap();
     assert_eq!(status["kind"], "Status");
@@ -709,11 +1131,29 @@ async fn strategic_merge_patch_merges_by_key_and_is_refused_for_custom_resources
     let cs = patched.spec.unwrap().template.spec.unwrap().containers;
     assert_eq!(cs.len(), 2);
     assert_eq!(cs[0].image.as_deref(), Some("app:2"));
-    let env: Vec<&str> = cs[0].env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
+    let env: Vec<&str> = cs[0]
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
     assert_eq!(env, vec!["A", "B"]);
     let widgets = with_widgets(&client).await;
-    widgets.create(&PostParams::default(), &widget("w", json!({"size": 1}))).await.unwrap();
-    let err = api_error(widgets.patch("w", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"size": 2}}))).await.unwrap_err());
+    widgets
+        .create(&PostParams::default(), &widget("w", json!({"size": 1})))
+        .await
+        .unwrap();
+    let err = api_error(
+        widgets
+            .patch(
+                "w",
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {"size": 2}})),
+            )
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 415);
 }
 
@@ -736,19 +1176,55 @@ async fn errors_are_status_objects() {
 async fn namespace_lifecycle() {
     let (_s, client) = start().await;
     let missing: Api<ConfigMap> = Api::namespaced(client.clone(), "nope");
-    assert_eq!(api_error(missing.create(&PostParams::default(), &cm("a", &[])).await.unwrap_err()).code, 404);
+    assert_eq!(
+        api_error(
+            missing
+                .create(&PostParams::default(), &cm("a", &[]))
+                .await
+                .unwrap_err()
+        )
+        .code,
+        404
+    );
     let ns: Api<Namespace> = Api::all(client.clone());
-    ns.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "tmp"}})).unwrap()).await.unwrap();
+    ns.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "tmp"}})).unwrap(),
+    )
+    .await
+    .unwrap();
     let inside: Api<ConfigMap> = Api::namespaced(client.clone(), "tmp");
     let mut held = cm("held", &[]);
     held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     inside.create(&PostParams::default(), &held).await.unwrap();
     ns.delete("tmp", &DeleteParams::default()).await.unwrap();
     let terminating = ns.get("tmp").await.unwrap();
-    assert_eq!(terminating.status.unwrap().phase.as_deref(), Some("Terminating"));
-    assert_eq!(api_error(inside.create(&PostParams::default(), &cm("new", &[])).await.unwrap_err()).code, 403);
-    inside.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
-    eventually("namespace gone", || async { ns.get_opt("tmp").await.unwrap().is_none() }).await;
+    assert_eq!(
+        terminating.status.unwrap().phase.as_deref(),
+        Some("Terminating")
+    );
+    assert_eq!(
+        api_error(
+            inside
+                .create(&PostParams::default(), &cm("new", &[]))
+                .await
+                .unwrap_err()
+        )
+        .code,
+        403
+    );
+    inside
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    eventually("namespace gone", || async {
+        ns.get_opt("tmp").await.unwrap().is_none()
+    })
+    .await;
 }
 
 fn pod(name: &str) -> Pod {
@@ -761,17 +1237,30 @@ fn pod(name: &str) -> Pod {
 async fn bound_pods_terminate_gracefully() {
     let (_s, client) = start().await;
     let pods: Api<Pod> = Api::default_namespaced(client);
-    let created = pods.create(&PostParams::default(), &pod("free")).await.unwrap();
+    let created = pods
+        .create(&PostParams::default(), &pod("free"))
+        .await
+        .unwrap();
     assert_eq!(created.status.unwrap().phase.as_deref(), Some("Pending"));
     pods.delete("free", &DeleteParams::default()).await.unwrap();
     assert!(pods.get_opt("free").await.unwrap().is_none());
     let mut bound = pod("bound");
     bound.spec.as_mut().unwrap().node_name = Some("sim-node".into());
     pods.create(&PostParams::default(), &bound).await.unwrap();
-    pods.delete("bound", &DeleteParams::default()).await.unwrap();
+    pods.delete("bound", &DeleteParams::default())
+        .await
+        .unwrap();
     let terminating = pods.get("bound").await.unwrap();
     assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(30));
-    pods.delete("bound", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    pods.delete(
+        "bound",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert!(pods.get_opt("bound").await.unwrap().is_none());
 }
 
@@ -780,13 +1269,34 @@ async fn bound_pods_terminate_gracefully() {
 async fn pod_logs_come_from_the_log_store() {
     let (server, client) = start().await;
     let pods: Api<Pod> = Api::default_namespaced(client);
-    pods.create(&PostParams::default(), &pod("p")).await.unwrap();
+    pods.create(&PostParams::default(), &pod("p"))
+        .await
+        .unwrap();
     let err = api_error(pods.logs("p", &Default::default()).await.unwrap_err());
     assert_eq!(err.code, 400);
-    assert!(err.message.contains("is waiting to start"), "{}", err.message);
-    server.cluster().pod_logs().append("default", "p", "app", b"one\ntwo\nthree\n");
-    assert_eq!(pods.logs("p", &Default::default()).await.unwrap(), "one\ntwo\nthree\n");
-    let tail = pods.logs("p", &kube::api::LogParams { tail_lines: Some(1), ..Default::default() }).await.unwrap();
+    assert!(
+        err.message.contains("is waiting to start"),
+        "{}",
+        err.message
+    );
+    server
+        .cluster()
+        .pod_logs()
+        .append("default", "p", "app", b"one\ntwo\nthree\n");
+    assert_eq!(
+        pods.logs("p", &Default::default()).await.unwrap(),
+        "one\ntwo\nthree\n"
+    );
+    let tail = pods
+        .logs(
+            "p",
+            &kube::api::LogParams {
+                tail_lines: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(tail, "three\n");
 }
 
@@ -798,16 +1308,28 @@ async fn admission_hook_rejects_with_403() {
     server.cluster().admission().register(std::sync::Arc::new(
         |req: &AdmissionRequest<'_>, _obj: &mut Value, ctx: &mut AdmissionContext<'_>| {
             if req.resource == "pods" && ctx.list("", "pods", Some(req.namespace)).len() >= 1 {
-                return Err(Rejection { message: "exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1".into() });
+                return Err(Rejection {
+                    message: "exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1"
+                        .into(),
+                });
             }
             Ok(())
         },
     ));
     let pods: Api<Pod> = Api::default_namespaced(client);
-    pods.create(&PostParams::default(), &pod("a")).await.unwrap();
-    let err = api_error(pods.create(&PostParams::default(), &pod("b")).await.unwrap_err());
+    pods.create(&PostParams::default(), &pod("a"))
+        .await
+        .unwrap();
+    let err = api_error(
+        pods.create(&PostParams::default(), &pod("b"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((err.code, err.reason.as_str()), (403, "Forbidden"));
-    assert_eq!(err.message, "pods \"b\" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1");
+    assert_eq!(
+        err.message,
+        "pods \"b\" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1"
+    );
 }
 
 /// Fault injection over HTTP: injected 409s and 500s per verb and resource, then cleared.
@@ -817,7 +1339,10 @@ async fn faults_are_injected_over_http() {
     let http = reqwest::Client::new();
     let resp = http
         .post(format!("{}/sim/faults", server.url()))
-        .body(json!({"verb": "create", "resource": "configmaps", "error": 409, "times": 1}).to_string())
+        .body(
+            json!({"verb": "create", "resource": "configmaps", "error": 409, "times": 1})
+                .to_string(),
+        )
         .send()
         .await
         .unwrap();
@@ -828,10 +1353,23 @@ async fn faults_are_injected_over_http() {
         .await
         .unwrap();
     let api: Api<ConfigMap> = Api::default_namespaced(client);
-    assert_eq!(api_error(api.create(&PostParams::default(), &cm("a", &[])).await.unwrap_err()).code, 409);
-    api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
+    assert_eq!(
+        api_error(
+            api.create(&PostParams::default(), &cm("a", &[]))
+                .await
+                .unwrap_err()
+        )
+        .code,
+        409
+    );
+    api.create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap();
     assert_eq!(api_error(api.get("a").await.unwrap_err()).code, 500);
-    http.delete(format!("{}/sim/faults", server.url())).send().await.unwrap();
+    http.delete(format!("{}/sim/faults", server.url()))
+        .send()
+        .await
+        .unwrap();
     api.get("a").await.unwrap();
 }
 
@@ -840,10 +1378,22 @@ async fn faults_are_injected_over_http() {
 async fn cut_watches_end_the_stream() {
     let (server, client) = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
-    let created = api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
-    let mut stream = api.watch(&WatchParams::default(), &created.resource_version().unwrap()).await.unwrap().boxed();
+    let created = api
+        .create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap();
+    let mut stream = api
+        .watch(
+            &WatchParams::default(),
+            &created.resource_version().unwrap(),
+        )
+        .await
+        .unwrap()
+        .boxed();
     server.cluster().faults().cut_watches();
-    let end = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap();
     assert!(end.is_none(), "the watch ended");
 }
 
@@ -856,27 +1406,55 @@ async fn crds_are_established_served_and_clean_up() {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = crds.get("widgets.example.com").await.unwrap();
     let conditions = crd.status.unwrap().conditions.unwrap();
-    assert!(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"));
-    let discovery = kube::discovery::Discovery::new(client.clone()).run().await.unwrap();
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+    );
+    let discovery = kube::discovery::Discovery::new(client.clone())
+        .run()
+        .await
+        .unwrap();
     assert!(discovery.groups().any(|g| g.name() == "example.com"));
-    api.create(&PostParams::default(), &widget("w", json!({"size": 1}))).await.unwrap();
-    crds.delete("widgets.example.com", &DeleteParams::default()).await.unwrap();
-    eventually("CRD gone", || async { crds.get_opt("widgets.example.com").await.unwrap().is_none() }).await;
-    assert!(api.list(&ListParams::default()).await.is_err(), "no longer served");
+    api.create(&PostParams::default(), &widget("w", json!({"size": 1})))
+        .await
+        .unwrap();
+    crds.delete("widgets.example.com", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("CRD gone", || async {
+        crds.get_opt("widgets.example.com").await.unwrap().is_none()
+    })
+    .await;
+    assert!(
+        api.list(&ListParams::default()).await.is_err(),
+        "no longer served"
+    );
 }
 
 /// The shipped CNPG Cluster CRD is preloaded and checks `spec.instances`.
 #[tokio::test]
 async fn cnpg_cluster_crd_is_preloaded_and_validates() {
     let (_s, client) = start().await;
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"), "clusters");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"),
+        "clusters",
+    );
     let clusters: Api<DynamicObject> = Api::namespaced_with(client, "default", &ar);
     let obj = |instances: i64| -> DynamicObject {
         serde_json::from_value(json!({"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "metadata": {"name": "db"}, "spec": {"instances": instances, "storage": {"size": "1Gi"}}})).unwrap()
     };
-    let err = api_error(clusters.create(&PostParams::default(), &obj(0)).await.unwrap_err());
+    let err = api_error(
+        clusters
+            .create(&PostParams::default(), &obj(0))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.details.unwrap().causes[0].field, "spec.instances");
-    clusters.create(&PostParams::default(), &obj(1)).await.unwrap();
+    clusters
+        .create(&PostParams::default(), &obj(1))
+        .await
+        .unwrap();
 }
 
 fn repo_file(path: &str) -> String {
@@ -893,7 +1471,10 @@ async fn kumikoapp_crd_accepts_examples_and_rejects_invalid_ones() {
     let crd: CustomResourceDefinition = serde_saphyr_from(&repo_file("crds/kumikoapp.yaml"));
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &crd).await.unwrap();
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kumiko.so", "v1alpha1", "KumikoApp"), "kumikoapps");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kumiko.so", "v1alpha1", "KumikoApp"),
+        "kumikoapps",
+    );
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let mut checked = 0;
@@ -904,10 +1485,18 @@ async fn kumikoapp_crd_accepts_examples_and_rejects_invalid_ones() {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            for doc in text.split("\n---").filter(|d| d.contains("kind: KumikoApp")) {
+            for doc in text
+                .split("\n---")
+                .filter(|d| d.contains("kind: KumikoApp"))
+            {
                 let obj: DynamicObject = serde_saphyr_from(doc);
                 let ns = obj.namespace().unwrap_or_else(|| "default".into());
-                let _ = namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap()).await;
+                let _ = namespaces
+                    .create(
+                        &PostParams::default(),
+                        &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+                    )
+                    .await;
                 let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
                 let resp = reqwest::Client::new()
                     .post(format!("{url}/apis/kumiko.so/v1alpha1/namespaces/{ns}/kumikoapps?fieldValidation=Strict"))
@@ -920,9 +1509,15 @@ async fn kumikoapp_crd_accepts_examples_and_rejects_invalid_ones() {
                 let body: Value = resp.json().await.unwrap();
                 if valid {
                     assert_eq!(code, 201, "{} should be accepted: {body}", path.display());
-                    api.delete(&obj.name_any(), &DeleteParams::default()).await.unwrap();
+                    api.delete(&obj.name_any(), &DeleteParams::default())
+                        .await
+                        .unwrap();
                 } else {
-                    assert!(matches!(code, 400 | 422), "{} should be rejected: {body}", path.display());
+                    assert!(
+                        matches!(code, 400 | 422),
+                        "{} should be rejected: {body}",
+                        path.display()
+                    );
                     assert_eq!(body["kind"], "Status");
                 }
                 checked += 1;
