@@ -176,10 +176,15 @@ fn list_options(q: &HashMap<String, String>, rt: &ResourceType) -> Result<ListOp
         Some(s) => LabelSelector::parse(s)?,
         None => LabelSelector::default(),
     };
-    let field_selector = match q.get("fieldSelector") {
+    let mut field_selector = match q.get("fieldSelector") {
         Some(s) => FieldSelector::parse(s, &rt.kind, rt.namespaced)?,
         None => FieldSelector::default(),
     };
+    if rt.group == "events.k8s.io" {
+        for t in &mut field_selector.terms {
+            t.field = crate::events::core_field(&t.field);
+        }
+    }
     let limit = match q.get("limit") {
         Some(l) => l
             .parse::<i64>()

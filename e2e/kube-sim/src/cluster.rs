@@ -388,6 +388,9 @@ pub(crate) fn matches_selectors(obj: &Value, opts: &ListOptions) -> bool {
 /// The object as served at `rt`'s version (custom resources are stored once for all versions
 /// and converted with the `None` strategy: only `apiVersion` changes).
 pub fn render(rt: &ResourceType, obj: &Value) -> Value {
+    if rt.group == "events.k8s.io" && rt.kind == "Event" {
+        return crate::events::core_to_events(obj);
+    }
     let mut out = obj.clone();
     if let Some(map) = out.as_object_mut() {
         map.insert("apiVersion".into(), json!(rt.api_version()));

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod controllers;
 pub mod crd;
 pub mod discovery;
+pub mod events;
 pub mod faults;
 pub mod gc;
 pub mod logs;

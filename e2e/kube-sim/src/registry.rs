@@ -64,8 +64,15 @@ impl ResourceType {
         api_version(&self.group, &self.version)
     }
 
-    /// The key objects are stored under (one store for all versions of a resource).
+    /// The key objects are stored under (one store for all versions of a resource; core and
+    /// events.k8s.io Events share one).
     pub fn store_key(&self) -> StoreKey {
+        if self.group == "events.k8s.io" && self.plural == "events" {
+            return StoreKey {
+                group: String::new(),
+                plural: "events".into(),
+            };
+        }
         StoreKey {
             group: self.group.clone(),
             plural: self.plural.clone(),

@@ -290,6 +290,7 @@ fn field_supported(field: &str, kind: &str, namespaced: bool) -> bool {
                 | "involvedObject.fieldPath"
                 | "reason"
                 | "reportingComponent"
+                | "reportingController"
                 | "source"
                 | "type"
                 | "regarding.kind"

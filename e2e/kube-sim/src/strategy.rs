@@ -111,6 +111,9 @@ pub(crate) fn admit(
         m.insert("apiVersion".into(), json!(rt.api_version()));
         m.insert("kind".into(), json!(rt.kind));
     }
+    if rt.group == "events.k8s.io" && rt.kind == "Event" {
+        object = crate::events::events_to_core(&object);
+    }
     Ok(Admitted { object, warnings })
 }
 

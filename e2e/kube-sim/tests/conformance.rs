@@ -1432,6 +1432,32 @@ async fn crds_are_established_served_and_clean_up() {
     );
 }
 
+/// Events: core/v1 and events.k8s.io/v1 Events are the same objects through two versions.
+#[tokio::test]
+async fn events_are_shared_between_core_and_events_api() {
+    let (_s, client) = start().await;
+    let new_api: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(client.clone());
+    let ev: k8s_openapi::api::events::v1::Event = serde_json::from_value(json!({
+        "metadata": {"name": "e1"},
+        "eventTime": "2024-01-01T00:00:00.000000Z",
+        "reportingController": "kumiko.so/operator", "reportingInstance": "op-1",
+        "action": "Reconcile", "reason": "Ready", "type": "Normal", "note": "all good",
+        "regarding": {"apiVersion": "kumiko.so/v1alpha1", "kind": "KumikoApp", "name": "app", "namespace": "default"}
+    })).unwrap();
+    new_api.create(&PostParams::default(), &ev).await.unwrap();
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::default_namespaced(client);
+    let listed = core
+        .list(&ListParams::default().fields("involvedObject.name=app"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].message.as_deref(), Some("all good"));
+    assert_eq!(
+        listed.items[0].reporting_component.as_deref(),
+        Some("kumiko.so/operator")
+    );
+}
+
 /// The shipped CNPG Cluster CRD is preloaded and checks `spec.instances`.
 #[tokio::test]
 async fn cnpg_cluster_crd_is_preloaded_and_validates() {
