@@ -88,6 +88,11 @@ struct Harness {
 }
 
 async fn start() -> Harness {
+    start_with(KumikoApp::crd()).await
+}
+
+/// Starts kube-sim with `app_crd` as the KumikoApp CRD, a Postgres, and one operator.
+async fn start_with(app_crd: CustomResourceDefinition) -> Harness {
     kumiko_operator::controller::run::init_logging();
     let postgres = TempPostgres::start().unwrap();
     // kube-sim's shipped CNPG CRD declares `metadata: {type: object}` (as CNPG's does), and its
@@ -102,9 +107,7 @@ async fn start() -> Harness {
     let config = kube::Config::new(server.url().parse().unwrap());
     let client = Client::try_from(config).unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &KumikoApp::crd())
-        .await
-        .unwrap();
+    crds.create(&PostParams::default(), &app_crd).await.unwrap();
     crds.create(&PostParams::default(), &Cluster::crd())
         .await
         .unwrap();
@@ -257,6 +260,51 @@ async fn the_migrate_job_finishes(
     .await
     .unwrap();
     name
+}
+
+/// Plays the Job controller for a failing migration: its pod logs an error (and a line with a
+/// password, which must never reach the status), then the Job fails.
+async fn failing_migration_with_a_log(
+    harness: &Harness,
+    ns: &str,
+    app: &str,
+    image: &str,
+) -> String {
+    let jobs: Api<Job> = Api::namespaced(harness.client.clone(), ns);
+    let job = eventually("the migrate Job", || async {
+        jobs.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|job| {
+                job.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("kumiko.so/image"))
+                    == Some(&image.to_owned())
+            })
+    })
+    .await;
+    let job_name = job.metadata.name.clone().unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(harness.client.clone(), ns);
+    let pod_name = format!("{job_name}-x7k2p");
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": pod_name, "labels": {"job-name": job_name, "app.kubernetes.io/instance": app}},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "migrate", "image": image}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let logs = harness.server.cluster().pod_logs();
+    for line in [
+        "applying 0001_init\n",
+        "connecting with password=hunter2\n",
+        "applying 0002_users\n",
+        "ERROR: relation \"users\" already exists\n",
+    ] {
+        logs.append(ns, &pod_name, "migrate", line.as_bytes());
+    }
+    the_migrate_job_finishes(harness, ns, app, image, "Failed").await
 }
 
 /// Plays the Deployment controller: every replica of `name` at `image` is available.
@@ -424,7 +472,7 @@ async fn failed_migration_keeps_the_old_image_and_a_fixed_image_recovers() {
     .await
     .unwrap();
     let failed_job =
-        the_migrate_job_finishes(&harness, "blog", "blog", "kumiko-app:broken", "Failed").await;
+        failing_migration_with_a_log(&harness, "blog", "blog", "kumiko-app:broken").await;
     let failed = wait_for_condition(&harness, "blog", "blog", condition::STALLED, "True").await;
     let (status, reason, message) = condition_of(&failed, condition::MIGRATED).unwrap();
     assert_eq!(
@@ -432,6 +480,23 @@ async fn failed_migration_keeps_the_old_image_and_a_fixed_image_recovers() {
         ("False", "MigrationFailed")
     );
     assert!(message.contains(&failed_job), "{message}");
+    assert!(
+        message.contains("ERROR: relation \"users\" already exists"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("hunter2"),
+        "no secret in the status: {message}"
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(harness.client.clone(), "blog");
+    let events = events.list(&ListParams::default()).await.unwrap().items;
+    assert!(
+        events
+            .iter()
+            .any(|event| event.reason.as_deref() == Some("MigrationFailed")),
+        "{events:?}"
+    );
     let deployments: Api<Deployment> = Api::namespaced(harness.client.clone(), "blog");
     let api = deployments.get(&names::api("blog")).await.unwrap();
     let image = api.spec.unwrap().template.spec.unwrap().containers[0]
@@ -760,4 +825,151 @@ async fn a_paused_app_gets_status_but_no_writes() {
         "no new Job while paused"
     );
     stop(harness).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_app_does_not_stall_the_others() {
+    // A CRD without a schema lets an object through that the operator's types cannot read.
+    let mut loose = KumikoApp::crd();
+    for version in &mut loose.spec.versions {
+        version.schema = Some(
+            serde_json::from_value(json!({"openAPIV3Schema": {
+                "type": "object", "x-kubernetes-preserve-unknown-fields": true
+            }}))
+            .unwrap(),
+        );
+    }
+    let harness = start_with(loose).await;
+    namespace(&harness.client, "bad").await;
+    let bad: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        harness.client.clone(),
+        "bad",
+        &kube::api::ApiResource::erase::<KumikoApp>(&()),
+    );
+    let malformed: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "kumiko.so/v1alpha1", "kind": "KumikoApp",
+        "metadata": {"name": "bad"},
+        "spec": {"image": 42, "api": "many"}
+    }))
+    .unwrap();
+    bad.create(&PostParams::default(), &malformed)
+        .await
+        .unwrap();
+    drive_to_ready(&harness, app_manifest("good", "kumiko-app:1")).await;
+    stop(harness).await;
+}
+
+/// One HTTP/1.0 GET on loopback: (status code, body).
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())?;
+    Some((code, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_process_serves_probes_and_metrics_logs_json_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let server = kube_sim::Server::start(kube_sim::Config {
+        kubeconfig: Some(kubeconfig.clone()),
+        preload_cnpg: false,
+        ..kube_sim::Config::default()
+    })
+    .await
+    .unwrap();
+    let client = Client::try_from(kube::Config::new(server.url().parse().unwrap())).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &KumikoApp::crd())
+        .await
+        .unwrap();
+    crds.create(&PostParams::default(), &Cluster::crd())
+        .await
+        .unwrap();
+    let port = kumiko_testkit::free_port().unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_kumiko-operator"))
+        .args(["run", "--http-addr", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", "default")
+        .env("POD_NAME", "operator-process")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("/readyz", || async {
+        http_get(port, "/readyz")
+            .await
+            .filter(|(code, _)| *code == 200)
+    })
+    .await;
+    assert_eq!(http_get(port, "/healthz").await.unwrap().0, 200);
+    drive_namespace_app(&client).await;
+    let metrics = eventually("a reconcile in /metrics", || async {
+        http_get(port, "/metrics")
+            .await
+            .filter(|(_, body)| body.contains("kumiko_operator_reconciles_total{result=\"ok\"}"))
+    })
+    .await;
+    for family in [
+        "kumiko_operator_reconcile_duration_seconds",
+        "kumiko_operator_apps",
+        "kumiko_operator_writes_total",
+        "kumiko_operator_leader 1",
+    ] {
+        assert!(
+            metrics.1.contains(family),
+            "{family} missing from\n{}",
+            metrics.1
+        );
+    }
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(output.status.success(), "exit status {:?}", output.status);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.lines().count() > 2, "{stdout}");
+    for line in stdout.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
+    }
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client, "default");
+    let lease = leases.get("kumiko-operator").await.unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity,
+        None,
+        "the Lease is released on SIGTERM"
+    );
+    server.shutdown().await;
+}
+
+/// Creates one app for the process test (its first reconcile is what the test waits for).
+async fn drive_namespace_app(client: &Client) {
+    namespace(client, "proc").await;
+    let apps: Api<KumikoApp> = Api::namespaced(client.clone(), "proc");
+    apps.create(
+        &PostParams::default(),
+        &app_manifest("proc", "kumiko-app:1"),
+    )
+    .await
+    .unwrap();
 }
