@@ -1,0 +1,235 @@
+//! The installed `kubectl` against kube-sim: server-side apply of the KumikoApp CRD and the
+//! examples, printer columns, `-o yaml`, `wait --for=condition`, `delete`, `explain`, `logs`.
+//!
+//! The CRD (`crds/kumikoapp.yaml`) and `examples/minimal.yaml` come from the repository; a missing
+//! file fails the test with a message naming it.
+
+mod controllers_support;
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use controllers_support::{SIM_POD_IMAGE, Sim};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube_sim::controllers::ControllersConfig;
+use serde_json::json;
+
+/// The workspace root.
+fn repository() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A file of the repository, which must exist.
+fn repository_file(relative: &str) -> PathBuf {
+    let path = repository().join(relative);
+    assert!(
+        path.is_file(),
+        "{relative} is missing: the kubectl suite applies it (generate it with `make crds` or add the example)"
+    );
+    path
+}
+
+/// kubectl against one sim, with its own kubeconfig and discovery cache.
+struct Kubectl {
+    kubeconfig: PathBuf,
+    cache: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+}
+
+impl Kubectl {
+    fn new(sim: &Sim) -> Kubectl {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, sim.server.kubeconfig_yaml()).expect("kubeconfig written");
+        Kubectl {
+            kubeconfig,
+            cache: tempfile::tempdir().expect("cache dir"),
+            _dir: dir,
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        tokio::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.cache.path())
+            .args(args)
+            .output()
+            .await
+            .expect("kubectl is installed (make deps)")
+    }
+
+    /// Runs kubectl, asserts success, returns stdout.
+    async fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args).await;
+        assert!(
+            output.status.success(),
+            "kubectl {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+fn kumikoapps(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kumiko.so", "v1alpha1", "KumikoApp"),
+        "kumikoapps",
+    );
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+#[tokio::test]
+async fn kubectl_applies_crd_and_example_server_side_and_shows_printer_columns() {
+    let crd = repository_file("crds/kumikoapp.yaml");
+    let example = repository_file("examples/minimal.yaml");
+    let sim = Sim::start(ControllersConfig::default()).await;
+    let kubectl = Kubectl::new(&sim);
+
+    let applied = kubectl
+        .ok(&["apply", "--server-side", "-f", &crd.display().to_string()])
+        .await;
+    assert!(applied.contains("serverside-applied"), "{applied}");
+    kubectl
+        .ok(&["wait", "--for=condition=Established", "crd/kumikoapps.kumiko.so", "--timeout=30s"])
+        .await;
+    // The namespace by server-side apply: `kubectl create` sends protobuf, which kube-sim
+    // answers with 415 (it speaks JSON and YAML only).
+    let namespace = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(namespace.path(), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: status\n")
+        .expect("namespace manifest");
+    kubectl
+        .ok(&["apply", "--server-side", "-f", &namespace.path().display().to_string()])
+        .await;
+    let applied = kubectl
+        .ok(&["apply", "--server-side", "-f", &example.display().to_string()])
+        .await;
+    assert!(applied.contains("kumikoapp.kumiko.so/status serverside-applied"), "{applied}");
+
+    // The printer columns of the CRD, with the status as an operator would write it.
+    let params = PatchParams::default();
+    kumikoapps(&sim.client, "status")
+        .patch_status(
+            "status",
+            &params,
+            &Patch::Merge(json!({"status": {
+                "api": {"summary": "2/2", "replicas": 2, "readyReplicas": 2,
+                    "updatedReplicas": 2, "availableReplicas": 2},
+                "worker": {"summary": "1/1", "replicas": 1, "readyReplicas": 1,
+                    "updatedReplicas": 1, "availableReplicas": 1},
+                "conditions": [{"type": "Ready", "status": "True", "reason": "RolledOut",
+                    "message": "all processes run the current generation",
+                    "lastTransitionTime": "2025-01-01T00:00:00Z", "observedGeneration": 1}]
+            }})),
+        )
+        .await
+        .expect("status written");
+    let table = kubectl.ok(&["get", "kumikoapps", "-n", "status"]).await;
+    let header: Vec<&str> = table.lines().next().expect("header").split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "IMAGE", "API", "WORKER", "AGE"], "{table}");
+    let row: Vec<&str> = table.lines().nth(1).expect("row").split_whitespace().collect();
+    assert_eq!(&row[..5], ["status", "True", "kumiko-app:dev", "2/2", "1/1"], "{table}");
+    let wide = kubectl.ok(&["get", "kumikoapps", "-n", "status", "-o", "wide"]).await;
+    assert!(wide.lines().next().expect("header").ends_with("REASON"), "{wide}");
+    assert!(wide.contains("RolledOut"), "{wide}");
+
+    let yaml = kubectl
+        .ok(&["get", "kumikoapp", "status", "-n", "status", "-o", "yaml", "--show-managed-fields"])
+        .await;
+    assert!(yaml.contains("kind: KumikoApp"), "{yaml}");
+    assert!(yaml.contains("image: kumiko-app:dev"), "{yaml}");
+    assert!(yaml.contains("manager: kubectl\n    operation: Apply"), "server-side apply records kubectl's field manager: {yaml}");
+
+    kubectl
+        .ok(&["wait", "--for=condition=Ready", "kumikoapp/status", "-n", "status", "--timeout=30s"])
+        .await;
+
+    let deleted = kubectl
+        .ok(&["delete", "-f", &example.display().to_string(), "--wait=true"])
+        .await;
+    assert!(deleted.contains("kumikoapp.kumiko.so \"status\" deleted"), "{deleted}");
+    let gone = kubectl.run(&["get", "kumikoapp", "status", "-n", "status"]).await;
+    assert!(!gone.status.success());
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("NotFound"),
+        "{}",
+        String::from_utf8_lossy(&gone.stderr)
+    );
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn kubectl_explain_reads_the_crd_schema_through_discovery() {
+    let crd = repository_file("crds/kumikoapp.yaml");
+    let sim = Sim::start(ControllersConfig::default()).await;
+    let kubectl = Kubectl::new(&sim);
+    kubectl
+        .ok(&["apply", "--server-side", "-f", &crd.display().to_string()])
+        .await;
+    kubectl
+        .ok(&["wait", "--for=condition=Established", "crd/kumikoapps.kumiko.so", "--timeout=30s"])
+        .await;
+    let explained = kubectl.ok(&["explain", "kumikoapps.spec"]).await;
+    assert!(explained.contains("KIND:") && explained.contains("KumikoApp"), "{explained}");
+    assert!(explained.contains("image"), "the spec's fields are listed: {explained}");
+    let resources = kubectl.ok(&["api-resources", "--api-group=kumiko.so"]).await;
+    assert!(resources.contains("kumikoapps"), "{resources}");
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn kubectl_waits_for_a_deployment_and_reads_pod_logs() {
+    let sim = Sim::start(ControllersConfig::default()).await;
+    let kubectl = Kubectl::new(&sim);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("web.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: default
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+      - name: app
+        image: {SIM_POD_IMAGE}
+        readinessProbe:
+          httpGet: {{path: /health/ready, port: 3000}}
+          periodSeconds: 1
+"
+        ),
+    )
+    .expect("manifest written");
+    kubectl
+        .ok(&["apply", "--server-side", "-f", &manifest.display().to_string()])
+        .await;
+    kubectl
+        .ok(&["wait", "--for=condition=Available", "deployment/web", "--timeout=60s"])
+        .await;
+    kubectl
+        .ok(&["rollout", "status", "deployment/web", "--timeout=60s"])
+        .await;
+    let pods = kubectl.ok(&["get", "pods", "-l", "app=web"]).await;
+    assert_eq!(pods.lines().filter(|l| l.contains("1/1") && l.contains("Running")).count(), 2, "{pods}");
+    let logs = kubectl.ok(&["logs", "deployment/web"]).await;
+    assert!(logs.contains("listening on"), "{logs}");
+    kubectl.ok(&["delete", "deployment", "web"]).await;
+    kubectl
+        .ok(&["wait", "--for=delete", "pod", "-l", "app=web", "--timeout=60s"])
+        .await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    sim.stop().await;
+}
