@@ -794,6 +794,33 @@ async fn scaling_the_worker_leaves_the_api_untouched() {
         api_before.metadata.resource_version,
         api_after.metadata.resource_version
     );
+
+    // Dropping the worker removes its Deployment and its replicas from the status.
+    apps.patch(
+        "scale",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"worker": null}})),
+    )
+    .await
+    .unwrap();
+    eventually("the worker removed", || async {
+        deployments
+            .get_opt(&names::worker("scale"))
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    eventually("the status without a worker, Ready", || async {
+        apps.get("scale").await.ok().filter(|app| {
+            app.status
+                .as_ref()
+                .is_some_and(|status| status.worker.is_none())
+                && condition_of(app, condition::READY).is_some_and(|(s, _, _)| s == "True")
+        })
+    })
+    .await;
     stop(harness).await;
 }
 

@@ -235,7 +235,7 @@ async fn write_status(
         .patch_status(
             &name,
             &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "status": computed })),
+            &Patch::Merge(serde_json::json!({ "status": status_patch(&computed) })),
         )
         .await
         .map_err(|source| Error::Kube {
@@ -244,6 +244,26 @@ async fn write_status(
         })?;
     context.metrics.wrote("KumikoAppStatus");
     Ok(())
+}
+
+/// The status as a merge patch: every optional field the computed status leaves out is sent as
+/// `null`, so a fact that no longer holds (a removed worker) leaves the stored status too.
+fn status_patch(status: &KumikoAppStatus) -> serde_json::Value {
+    let mut value = serde_json::to_value(status).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        for key in [
+            "observedGeneration",
+            "image",
+            "migratedImage",
+            "migrationJob",
+            "api",
+            "worker",
+            "rotatedCredentialsFor",
+        ] {
+            map.entry(key).or_insert(serde_json::Value::Null);
+        }
+    }
+    value
 }
 
 /// The roles step's inputs, from the spec and what is stored.
@@ -510,6 +530,9 @@ async fn converge(
             apply(context, &worker.pod_disruption_budget).await?;
         }
     }
+    if !paused && app.spec.worker.is_none() && world.worker.is_some() {
+        remove_worker(context, &namespace, &name).await?;
+    }
     progress.image = built.rollout_image.clone();
     let (api_check, api_counts) =
         availability(world.api.as_ref(), &spec_image, app.spec.api.replicas);
@@ -540,6 +563,36 @@ async fn converge(
                         source,
                     });
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the worker Deployment and its PodDisruptionBudget after the spec dropped the worker.
+async fn remove_worker(context: &Context, namespace: &str, name: &str) -> Result<(), Error> {
+    let worker = names::worker(name);
+    let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), namespace);
+    let budgets: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(context.client.clone(), namespace);
+    for result in [
+        deployments
+            .delete(&worker, &DeleteParams::background())
+            .await
+            .map(|_| "Deployment"),
+        budgets
+            .delete(&worker, &DeleteParams::background())
+            .await
+            .map(|_| "PodDisruptionBudget"),
+    ] {
+        match result {
+            Ok(kind) => context.metrics.wrote(kind),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Kube {
+                    action: format!("removing the worker {namespace}/{worker}"),
+                    source,
+                });
             }
         }
     }
