@@ -211,6 +211,60 @@ pub fn validate(
     api_version: &str,
     kind: &str,
 ) -> Validated {
+    validate_with(
+        schema,
+        &cel::compile_schema(schema),
+        object,
+        old,
+        api_version,
+        kind,
+    )
+}
+
+/// A schema with its CEL rules compiled once, for validating many objects.
+pub struct SchemaValidator {
+    schema: Value,
+    compiled: cel::CompiledSchema,
+}
+
+impl std::fmt::Debug for SchemaValidator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SchemaValidator").finish_non_exhaustive()
+    }
+}
+
+impl SchemaValidator {
+    /// Compiles the schema's rules.
+    pub fn new(schema: Value) -> Self {
+        let compiled = cel::compile_schema(&schema);
+        SchemaValidator { schema, compiled }
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> &Value {
+        &self.schema
+    }
+
+    /// Same as [`validate`], without compiling the rules again.
+    pub fn validate(
+        &self,
+        object: &Value,
+        old: Option<&Value>,
+        api_version: &str,
+        kind: &str,
+    ) -> Validated {
+        validate_with(&self.schema, &self.compiled, object, old, api_version, kind)
+    }
+}
+
+fn validate_with(
+    schema: &Value,
+    compiled: &cel::CompiledSchema,
+    object: &Value,
+    old: Option<&Value>,
+    api_version: &str,
+    kind: &str,
+) -> Validated {
     let mut unknown_fields = Vec::new();
     let mut pruned = object.clone();
     prune_root(schema, &mut pruned, &mut unknown_fields);
@@ -241,7 +295,7 @@ pub fn validate(
         ));
     } else {
         errors.extend(cel_errors(
-            schema,
+            compiled,
             &defaulted,
             old.as_ref(),
             api_version,
@@ -1018,8 +1072,13 @@ fn is_go_duration(s: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // CEL
 
+thread_local! {
+    /// Registering the Kubernetes CEL functions is not free: once per thread.
+    static CEL: cel::Validator = cel::Validator::new();
+}
+
 fn cel_errors(
-    schema: &Value,
+    compiled: &cel::CompiledSchema,
     object: &Value,
     old: Option<&Value>,
     api_version: &str,
@@ -1031,8 +1090,7 @@ fn cel_errors(
         api_group: group.to_string(),
         kind: kind.to_string(),
     };
-    let validator = cel::Validator::new();
-    let result = validator.validate_with_context(schema, object, old, Some(&root));
+    let result = CEL.with(|v| v.validate_compiled_with_context(compiled, object, old, Some(&root)));
     let Err(errors) = result else {
         return Vec::new();
     };
@@ -1329,6 +1387,18 @@ mod tests {
         let s = json!({"type": "object", "x-kubernetes-validations": [{"rule": "self.a ==="}]});
         assert_eq!(compile_rules(&s).len(), 1);
         assert!(compile_rules(&schema()).is_empty());
+    }
+
+    #[test]
+    fn a_compiled_validator_is_shareable_and_agrees() {
+        fn shareable<T: Send + Sync>(_: &T) {}
+        let v = SchemaValidator::new(schema());
+        shareable(&v);
+        let obj = json!({"spec": {"image": "a", "api": {"replicas": 11}}});
+        assert_eq!(
+            v.validate(&obj, None, "example.com/v1", "Thing"),
+            validate(&schema(), &obj, None, "example.com/v1", "Thing")
+        );
     }
 
     #[test]

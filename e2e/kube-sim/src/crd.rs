@@ -204,19 +204,23 @@ pub(crate) fn types_of(crd: &Value) -> Vec<ResourceType> {
                 .is_some(),
             has_generation: true,
             storage_version: storage_version.clone(),
-            source: TypeSource::Custom(Arc::new(CustomSchema {
-                crd_name: meta::name(crd).to_string(),
-                schema: v
+            source: TypeSource::Custom(Arc::new({
+                let schema = v
                     .get("schema")
                     .and_then(|s| s.get("openAPIV3Schema"))
                     .cloned()
-                    .unwrap_or_else(|| json!({"type": "object"})),
-                printer_columns: v
-                    .get("additionalPrinterColumns")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default(),
-                scale: v.get("subresources").and_then(|s| s.get("scale")).cloned(),
+                    .unwrap_or_else(|| json!({"type": "object"}));
+                CustomSchema {
+                    crd_name: meta::name(crd).to_string(),
+                    validator: kumiko_crds::validate::SchemaValidator::new(schema.clone()),
+                    schema,
+                    printer_columns: v
+                        .get("additionalPrinterColumns")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                    scale: v.get("subresources").and_then(|s| s.get("scale")).cloned(),
+                }
             })),
         })
         .collect()

@@ -21,6 +21,8 @@ pub struct CustomSchema {
     pub crd_name: String,
     /// The version's `schema.openAPIV3Schema`.
     pub schema: Value,
+    /// The schema with its CEL rules compiled.
+    pub validator: kumiko_crds::validate::SchemaValidator,
     /// The version's `additionalPrinterColumns`.
     pub printer_columns: Vec<Value>,
     /// Whether `subresources.scale` is enabled (recorded; not served).

@@ -82,13 +82,9 @@ pub(crate) fn admit(
     let mut causes = validate_object_meta(rt, &obj, old);
     let (mut object, unknown) = match &rt.source {
         TypeSource::Custom(schema) => {
-            let v = kumiko_crds::validate::validate(
-                &schema.schema,
-                &obj,
-                old,
-                &rt.api_version(),
-                &rt.kind,
-            );
+            let v = schema
+                .validator
+                .validate(&obj, old, &rt.api_version(), &rt.kind);
             causes.extend(
                 v.errors
                     .iter()
