@@ -180,6 +180,81 @@ async fn watch_resumes_from_a_resource_version() {
     }
 }
 
+/// API Concepts, "Watches" with a label selector: an object that stops matching is delivered as
+/// DELETED, one that starts matching as ADDED.
+#[tokio::test]
+async fn watch_with_a_selector_sees_objects_leave_and_enter() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let created = api
+        .create(&PostParams::default(), &cm("a", &[("app", "web")]))
+        .await
+        .unwrap();
+    let mut stream = api
+        .watch(
+            &WatchParams::default().labels("app=web"),
+            &created.resource_version().unwrap(),
+        )
+        .await
+        .unwrap()
+        .boxed();
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "db"}}})),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(next_event(&mut stream).await, WatchEvent::Deleted(o) if o.name_any() == "a"));
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "web"}}})),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(next_event(&mut stream).await, WatchEvent::Added(o) if o.name_any() == "a"));
+}
+
+/// Fault injection: latency applies to the matching verb, and a watch is cut after the given time.
+#[tokio::test]
+async fn injected_latency_and_watch_cuts_apply_per_verb() {
+    use kube_sim::faults::FaultRule;
+    let (server, client) = start().await;
+    let faults = server.cluster().faults();
+    faults.add(FaultRule {
+        verb: Some("list".into()),
+        resource: Some("configmaps".into()),
+        latency_ms: 300,
+        ..Default::default()
+    });
+    faults.add(FaultRule {
+        verb: Some("watch".into()),
+        cut_watch_after_ms: Some(200),
+        ..Default::default()
+    });
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let begin = Instant::now();
+    api.list(&ListParams::default()).await.unwrap();
+    assert!(begin.elapsed() >= Duration::from_millis(300));
+    let created = api
+        .create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap();
+    let mut stream = api
+        .watch(
+            &WatchParams::default(),
+            &created.resource_version().unwrap(),
+        )
+        .await
+        .unwrap()
+        .boxed();
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap();
+    assert!(end.is_none(), "the watch was cut");
+}
+
 /// API Concepts, "410 Gone responses": a watch from a version older than the history kept gets an
 /// error event with code 410 (reason Expired).
 #[tokio::test]
@@ -1330,6 +1405,61 @@ async fn admission_hook_rejects_with_403() {
         err.message,
         "pods \"b\" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1"
     );
+}
+
+/// Admission: a hook can change the object and charge another object's status in the same step;
+/// a dry run charges nothing.
+#[tokio::test]
+async fn admission_hook_mutates_and_updates_status_atomically() {
+    use kube_sim::admission::{AdmissionContext, AdmissionRequest, Operation, Rejection};
+    let (server, client) = start().await;
+    server.cluster().admission().register(std::sync::Arc::new(
+        |req: &AdmissionRequest<'_>,
+         obj: &mut Value,
+         ctx: &mut AdmissionContext<'_>|
+         -> Result<(), Rejection> {
+            if req.resource == "pods" && req.operation == Operation::Create {
+                obj["metadata"]["annotations"] = json!({"admitted": "yes"});
+                let used = ctx.list("", "pods", Some(req.namespace)).len() + 1;
+                ctx.update_status(
+                    "",
+                    "configmaps",
+                    req.namespace,
+                    "usage",
+                    json!({"pods": used}),
+                );
+            }
+            Ok(())
+        },
+    ));
+    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    cms.create(&PostParams::default(), &cm("usage", &[]))
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(client);
+    pods.create(
+        &PostParams {
+            dry_run: true,
+            ..Default::default()
+        },
+        &pod("dry"),
+    )
+    .await
+    .unwrap();
+    let raw = |server: &ServerHandle| server.cluster().snapshot("", "configmaps", Some("default"));
+    assert!(
+        raw(&server)[0].get("status").is_none(),
+        "a dry run charges nothing"
+    );
+    let created = pods
+        .create(&PostParams::default(), &pod("p"))
+        .await
+        .unwrap();
+    assert_eq!(
+        created.annotations().get("admitted").map(String::as_str),
+        Some("yes")
+    );
+    assert_eq!(raw(&server)[0]["status"], json!({"pods": 1}));
 }
 
 /// Fault injection over HTTP: injected 409s and 500s per verb and resource, then cleared.
