@@ -41,8 +41,8 @@ bench: deps ## Benchmarks, printed as figures and ratios
 	  bash "$$bench"; \
 	done
 
-demo: deps ## From nothing to a Ready KumikoApp on the local cluster
-	@echo "demo: not available yet (needs e2e/kube-sim)"; exit 1
+demo: deps ## From nothing to a Ready KumikoApp on the local cluster (kubeconfig: target/demo/kubeconfig; Ctrl-C stops)
+	@bash scripts/demo.sh
 
 e2e: deps ## The e2e suite on the local cluster (kube-sim)
 	cargo nextest run -p kumiko-e2e --no-fail-fast

@@ -159,7 +159,7 @@ async fn cnpg_clusters_share_an_existing_postgres_given_by_url() {
     assert_eq!(data["port"], postgres.port().to_string());
     assert_eq!((data["username"].as_str(), data["dbname"].as_str()), ("app", "app"));
     assert!(secrets.get_opt("db-superuser").await.expect("read").is_none(), "superuser access is off");
-    let mut connection = sqlx::postgres::PgConnection::connect(&data["uri"])
+    let connection = sqlx::postgres::PgConnection::connect(&data["uri"])
         .await
         .expect("the app Secret reaches the given Postgres");
     let _ = connection.close().await;

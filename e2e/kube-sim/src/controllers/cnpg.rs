@@ -485,8 +485,35 @@ fn service(cluster: &DynamicObject, suffix: &str, selector: Value) -> Value {
     })
 }
 
-/// The status of a healthy Cluster.
-pub fn healthy_status(name: &str, instances: i64, generation: Option<i64>) -> Value {
+/// The `lastTransitionTime` of the Ready condition: kept while its status stays the same.
+fn transition_time(previous: Option<&Value>, status: &str) -> String {
+    previous
+        .and_then(|status| status.get("conditions"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|condition| condition.get("type").and_then(Value::as_str) == Some("Ready"))
+        .filter(|condition| condition.get("status").and_then(Value::as_str) == Some(status))
+        .and_then(|condition| condition.get("lastTransitionTime"))
+        .and_then(Value::as_str)
+        .map_or_else(|| now_text(), str::to_owned)
+}
+
+fn now_text() -> String {
+    // Whole seconds, as metav1.Time is serialised.
+    let now = super::pods::now();
+    jiff::Timestamp::from_second(now.as_second())
+        .unwrap_or(now)
+        .to_string()
+}
+
+/// The status of a healthy Cluster (`previous`: the current status, for transition times).
+pub fn healthy_status(
+    name: &str,
+    instances: i64,
+    generation: Option<i64>,
+    previous: Option<&Value>,
+) -> Value {
     json!({
         "phase": "Cluster in healthy state",
         "instances": instances,
@@ -501,12 +528,13 @@ pub fn healthy_status(name: &str, instances: i64, generation: Option<i64>) -> Va
             "status": "True",
             "reason": "ClusterIsReady",
             "message": "Cluster is Ready",
+            "lastTransitionTime": transition_time(previous, "True"),
             "observedGeneration": generation,
         }],
     })
 }
 
-fn setting_up_status(instances: i64, reason: &str) -> Value {
+fn setting_up_status(instances: i64, reason: &str, previous: Option<&Value>) -> Value {
     json!({
         "phase": "Setting up primary",
         "phaseReason": reason,
@@ -517,6 +545,7 @@ fn setting_up_status(instances: i64, reason: &str) -> Value {
             "status": "False",
             "reason": "ClusterIsNotReady",
             "message": reason,
+            "lastTransitionTime": transition_time(previous, "False"),
         }],
     })
 }
@@ -563,6 +592,7 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
                     setting_up_status(
                         settings.instances,
                         "kube-sim has no Postgres: start it with --postgres URL or --start-postgres",
+                        cluster.data.get("status"),
                     ),
                 )
                 .await?;
@@ -570,7 +600,7 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
         }
         Err(error) => {
             controller
-                .set_status(&cluster, setting_up_status(settings.instances, &error.to_string()))
+                .set_status(&cluster, setting_up_status(settings.instances, &error.to_string(), cluster.data.get("status")))
                 .await?;
             return Err(error);
         }
@@ -597,7 +627,7 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
         && let Err(error) = provision(admin, &settings.owner, &password, &settings.database).await
     {
         controller
-            .set_status(&cluster, setting_up_status(settings.instances, &error.to_string()))
+            .set_status(&cluster, setting_up_status(settings.instances, &error.to_string(), cluster.data.get("status")))
             .await?;
         return Err(error);
     }
@@ -656,7 +686,12 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
     controller
         .set_status(
             &cluster,
-            healthy_status(&name, settings.instances, cluster.metadata.generation),
+            healthy_status(
+                &name,
+                settings.instances,
+                cluster.metadata.generation,
+                cluster.data.get("status"),
+            ),
         )
         .await?;
     Ok(Action::requeue(Duration::from_secs(300)))
@@ -730,6 +765,19 @@ mod tests {
             Credentials { username: "u".into(), password: "hunter2".into(), dbname: "d".into(), port: 1 }
         );
         assert!(!debug.contains("hunter2"));
+    }
+
+    #[test]
+    fn ready_condition_keeps_its_transition_time_while_unchanged() {
+        let first = healthy_status("db", 1, Some(1), None);
+        let time = first["conditions"][0]["lastTransitionTime"].clone();
+        assert!(time.as_str().is_some_and(|t| t.ends_with('Z')));
+        let previous = json!({"conditions": [{"type": "Ready", "status": "True",
+            "lastTransitionTime": "2025-01-01T00:00:00Z"}]});
+        let again = healthy_status("db", 1, Some(1), Some(&previous));
+        assert_eq!(again["conditions"][0]["lastTransitionTime"], json!("2025-01-01T00:00:00Z"));
+        let failing = setting_up_status(1, "x", Some(&previous));
+        assert_ne!(failing["conditions"][0]["lastTransitionTime"], json!("2025-01-01T00:00:00Z"));
     }
 
     #[test]
