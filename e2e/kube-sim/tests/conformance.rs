@@ -839,6 +839,41 @@ async fn status_subresource_splits_spec_and_status_writes() {
     assert_eq!(main.data["spec"]["size"], 2);
 }
 
+/// Server-Side Apply on the status subresource: a controller owns status fields under a `status`
+/// subresource entry; spec and generation are untouched.
+#[tokio::test]
+async fn server_side_apply_of_status_owns_status_only() {
+    let (_s, client) = start().await;
+    let api = with_widgets(&client).await;
+    api.create(&PostParams::default(), &widget("w", json!({"size": 1})))
+        .await
+        .unwrap();
+    let applied = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 9}, "status": {"phase": "Ready"}});
+    let after = api
+        .patch_status(
+            "w",
+            &PatchParams::apply("widget-controller").force(),
+            &Patch::Apply(applied),
+        )
+        .await
+        .unwrap();
+    assert_eq!(after.data["status"]["phase"], "Ready");
+    assert_eq!(after.data["spec"]["size"], 1);
+    assert_eq!(after.metadata.generation, Some(1));
+    let entry = after
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .find(|m| m.manager.as_deref() == Some("widget-controller"))
+        .unwrap();
+    assert_eq!(entry.subresource.as_deref(), Some("status"));
+    assert_eq!(
+        entry.fields_v1.unwrap().0,
+        json!({"f:status": {"f:phase": {}}})
+    );
+}
+
 /// API Concepts / Custom Resources: metadata.generation starts at 1 and is bumped on spec changes
 /// only, not on status or metadata changes.
 #[tokio::test]
