@@ -509,7 +509,9 @@ impl Default for RoleSpec {
 }
 
 /// What happens to the app's Postgres roles and database when the KumikoApp is deleted.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub enum ReclaimPolicy {
     /// Keep the roles and the data.
     #[default]

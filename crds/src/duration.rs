@@ -11,7 +11,9 @@ pub const DURATION_PATTERN: &str = "^([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$"
 
 /// Why a duration string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{value:?} is not a duration: write whole numbers of h, m, s and ms in that order, like \"40s\" or \"1m30s\"")]
+#[error(
+    "{value:?} is not a duration: write whole numbers of h, m, s and ms in that order, like \"40s\" or \"1m30s\""
+)]
 pub struct DurationError {
     /// The refused input.
     pub value: String,
@@ -78,7 +80,9 @@ mod tests {
 
     #[test]
     fn refuses_what_the_pattern_refuses() {
-        for bad in ["", "40", "s", "1.5s", "30s1m", "1s1s", "-1s", "1d", " 1s", "1S"] {
+        for bad in [
+            "", "40", "s", "1.5s", "30s1m", "1s1s", "-1s", "1d", " 1s", "1S",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} must be refused");
         }
     }

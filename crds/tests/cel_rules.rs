@@ -74,7 +74,11 @@ fn two_database_modes_are_rejected() {
 
 #[test]
 fn no_database_mode_is_rejected() {
-    let app = with(minimal(), "/spec/database", json!({"reclaimPolicy": "Retain"}));
+    let app = with(
+        minimal(),
+        "/spec/database",
+        json!({"reclaimPolicy": "Retain"}),
+    );
     assert_rejected_naming(&app, None, "exactly one of cluster, shared or external");
 }
 
@@ -158,10 +162,22 @@ fn quota_storage_must_fit_the_cluster_volumes() {
 
 #[test]
 fn storage_can_grow_but_not_shrink() {
-    let old = with(minimal(), "/spec/database/cluster/storage/size", json!("10Gi"));
-    let grown = with(minimal(), "/spec/database/cluster/storage/size", json!("20Gi"));
+    let old = with(
+        minimal(),
+        "/spec/database/cluster/storage/size",
+        json!("10Gi"),
+    );
+    let grown = with(
+        minimal(),
+        "/spec/database/cluster/storage/size",
+        json!("20Gi"),
+    );
     assert_eq!(broken_rules(&grown, Some(&old)), Vec::<String>::new());
-    let shrunk = with(minimal(), "/spec/database/cluster/storage/size", json!("5Gi"));
+    let shrunk = with(
+        minimal(),
+        "/spec/database/cluster/storage/size",
+        json!("5Gi"),
+    );
     assert_rejected_naming(&shrunk, Some(&old), "cannot shrink");
 }
 
@@ -219,7 +235,11 @@ fn env_cannot_override_contract_variables() {
         json!([{"name": "FEATURE_X", "value": "1"}, {"name": "DATABASE_URL", "value": "postgres://x"}]),
     );
     assert_rejected_naming(&app, None, "env must not set PORT, DATABASE_URL");
-    let app = with(minimal(), "/spec/env", json!([{"name": "FEATURE_X", "value": "1"}]));
+    let app = with(
+        minimal(),
+        "/spec/env",
+        json!([{"name": "FEATURE_X", "value": "1"}]),
+    );
     assert_eq!(broken_rules(&app, None), Vec::<String>::new());
 }
 
@@ -227,7 +247,10 @@ fn env_cannot_override_contract_variables() {
 fn every_rule_fits_the_api_server_cost_budget() {
     use kube::core::cel::{compile_schema, estimate_rule_cost};
     fn rules_with_schema(schema: &Value, found: &mut Vec<(String, Value)>) {
-        if let Some(rules) = schema.get("x-kubernetes-validations").and_then(Value::as_array) {
+        if let Some(rules) = schema
+            .get("x-kubernetes-validations")
+            .and_then(Value::as_array)
+        {
             for rule in rules {
                 if let Some(text) = rule.get("rule").and_then(Value::as_str) {
                     found.push((text.to_owned(), schema.clone()));
@@ -245,7 +268,11 @@ fn every_rule_fits_the_api_server_cost_budget() {
     }
     let mut found = Vec::new();
     rules_with_schema(&schema(), &mut found);
-    assert!(found.len() >= 12, "expected every rule, found {}", found.len());
+    assert!(
+        found.len() >= 12,
+        "expected every rule, found {}",
+        found.len()
+    );
     for (rule, at) in found {
         let compiled = compile_schema(&at);
         let warnings = estimate_rule_cost(&rule, &compiled);

@@ -55,7 +55,10 @@ mod tests {
         assert_eq!(parse_quantity("2"), Some(2.0));
         assert_eq!(parse_quantity("128Mi"), Some(134_217_728.0));
         assert_eq!(parse_quantity("1G"), Some(1e9));
-        assert_eq!(parse_quantity("1.5Gi"), Some(1.5 * 1024.0 * 1024.0 * 1024.0));
+        assert_eq!(
+            parse_quantity("1.5Gi"),
+            Some(1.5 * 1024.0 * 1024.0 * 1024.0)
+        );
         assert_eq!(parse_quantity("2e3"), Some(2000.0));
         assert_eq!(parse_quantity("1Qi"), None);
         assert_eq!(parse_quantity("abc"), None);

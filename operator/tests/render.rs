@@ -74,8 +74,14 @@ fn invalid_manifests_exit_non_zero_naming_the_field() {
         let output = render_cli(&path);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
-        assert!(stderr.contains(field), "{name}: {stderr} should name {field}");
-        assert!(output.stdout.is_empty(), "{name}: nothing printed on stdout");
+        assert!(
+            stderr.contains(field),
+            "{name}: {stderr} should name {field}"
+        );
+        assert!(
+            output.stdout.is_empty(),
+            "{name}: nothing printed on stdout"
+        );
     }
 }
 
@@ -92,7 +98,9 @@ fn malformed_yaml_and_wrong_kinds_are_refused() {
     std::fs::write(&deployment, "apiVersion: apps/v1\nkind: Deployment\n").expect("write");
     let output = render_cli(&deployment);
     assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("expected apiVersion kumiko.so/v1alpha1"));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("expected apiVersion kumiko.so/v1alpha1")
+    );
 
     let missing = dir.path().join("missing.yaml");
     let output = render_cli(&missing);

@@ -184,7 +184,12 @@ impl TempPostgres {
         let mut init = command_as(&initdb, as_postgres_user);
         init.arg("-D")
             .arg(&data)
-            .args(["-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ])
             .arg(format!("--pwfile={}", pwfile.display()))
             .args(["--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"]);
         run(&mut init, "initdb")?;
@@ -241,7 +246,10 @@ impl TempPostgres {
 
     /// A `postgres://` URL for `user` with `password` to `database` on this server.
     pub fn url_for(&self, user: &str, password: &str, database: &str) -> String {
-        format!("postgres://{user}:{password}@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgres://{user}:{password}@127.0.0.1:{}/{database}",
+            self.port
+        )
     }
 
     /// The server's log file, for a test's failure message.
@@ -266,7 +274,12 @@ fn command_as(binary: &Path, as_postgres_user: bool) -> Command {
     if as_postgres_user {
         let mut command = Command::new("setpriv");
         command
-            .args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"])
+            .args([
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--init-groups",
+                "--",
+            ])
             .arg(binary);
         command
     } else {
@@ -312,7 +325,14 @@ impl TempRedis {
         let port = free_port().map_err(Error::TempDir)?;
         let child = Command::new(&binary)
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())

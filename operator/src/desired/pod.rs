@@ -189,10 +189,10 @@ pub(super) fn container(
     let spec = &context.app.spec;
     let serves_health = process != Process::Migrate;
     let startup_seconds = seconds(&spec.lifecycle.startup_timeout, 120);
-    let startup_failures =
-        ((startup_seconds as i32 + STARTUP_PROBE_PERIOD_SECONDS - 1) / STARTUP_PROBE_PERIOD_SECONDS)
-            .max(1)
-            + 1;
+    let startup_failures = ((startup_seconds as i32 + STARTUP_PROBE_PERIOD_SECONDS - 1)
+        / STARTUP_PROBE_PERIOD_SECONDS)
+        .max(1)
+        + 1;
     Container {
         name: process.name().to_owned(),
         image: Some(image.to_owned()),

@@ -67,7 +67,15 @@ fn migrated_image_rolls_out_and_needs_no_job() {
     let desired = desired(&app, &migrated(&app.spec.image));
     assert!(desired.migrate_job.is_none());
     let deployment = &desired.api.expect("api").deployment;
-    let image = deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+    let image = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
         .image
         .clone();
     assert_eq!(image.as_deref(), Some("ghcr.io/acme/status:1.4.2"));
@@ -83,7 +91,10 @@ fn migration_failure_keeps_old_image() {
         desired.rollout_image.as_deref(),
         Some("ghcr.io/acme/status:1.4.2")
     );
-    assert!(desired.migrate_job.is_some(), "the new image's Job is desired");
+    assert!(
+        desired.migrate_job.is_some(),
+        "the new image's Job is desired"
+    );
     for spec in all_pod_specs(&desired).into_iter().skip(1) {
         assert_eq!(
             spec.containers[0].image.as_deref(),
@@ -104,7 +115,10 @@ fn every_pod_is_restricted() {
         let pod = spec.security_context.as_ref().unwrap();
         assert_eq!(pod.run_as_non_root, Some(true));
         assert!(pod.run_as_user.unwrap() > 0);
-        assert_eq!(pod.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        assert_eq!(
+            pod.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
         assert_eq!(spec.automount_service_account_token, Some(false));
         for container in &spec.containers {
             let sc = container.security_context.as_ref().unwrap();
@@ -140,11 +154,18 @@ fn grace_period_and_probes_follow_the_lifecycle() {
         Some("/health/ready")
     );
     let live = container.liveness_probe.as_ref().unwrap();
-    assert_eq!(live.http_get.as_ref().unwrap().path.as_deref(), Some("/health"));
+    assert_eq!(
+        live.http_get.as_ref().unwrap().path.as_deref(),
+        Some("/health")
+    );
     let strategy = spec.strategy.unwrap().rolling_update.unwrap();
     assert_eq!(strategy.max_unavailable, Some(IntOrString::Int(0)));
     let env = container.env.as_ref().unwrap();
-    let value = |name: &str| env.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
     assert_eq!(value("KUMIKO_SHUTDOWN_TIMEOUT").as_deref(), Some("60s"));
     assert_eq!(value("KUMIKO_STARTUP_TIMEOUT").as_deref(), Some("45s"));
     assert_eq!(value("KUMIKO_PROCESS").as_deref(), Some("api"));
@@ -294,6 +315,12 @@ spec:
         .clone()
         .unwrap();
     let url = env.iter().find(|e| e.name == "DATABASE_URL").unwrap();
-    let secret = url.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+    let secret = url
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
     assert_eq!((secret.name.as_str(), secret.key.as_str()), ("pg", "url"));
 }

@@ -54,21 +54,21 @@ fn desired_deployment(context: &Context<'_>, shape: &ProcessShape<'_>, image: &s
     pod_spec.tolerations =
         (!scheduling.tolerations.is_empty()).then(|| scheduling.tolerations.clone());
     pod_spec.affinity = scheduling.affinity.clone();
-    pod_spec.topology_spread_constraints = Some(if scheduling.topology_spread_constraints.is_empty()
-    {
-        vec![TopologySpreadConstraint {
-            max_skew: 1,
-            topology_key: "kubernetes.io/hostname".to_owned(),
-            when_unsatisfiable: "ScheduleAnyway".to_owned(),
-            label_selector: Some(LabelSelector {
-                match_labels: Some(context.selector_labels(component)),
-                match_expressions: None,
-            }),
-            ..TopologySpreadConstraint::default()
-        }]
-    } else {
-        scheduling.topology_spread_constraints.clone()
-    });
+    pod_spec.topology_spread_constraints =
+        Some(if scheduling.topology_spread_constraints.is_empty() {
+            vec![TopologySpreadConstraint {
+                max_skew: 1,
+                topology_key: "kubernetes.io/hostname".to_owned(),
+                when_unsatisfiable: "ScheduleAnyway".to_owned(),
+                label_selector: Some(LabelSelector {
+                    match_labels: Some(context.selector_labels(component)),
+                    match_expressions: None,
+                }),
+                ..TopologySpreadConstraint::default()
+            }]
+        } else {
+            scheduling.topology_spread_constraints.clone()
+        });
     let annotations = context
         .observed
         .credentials_checksum
@@ -179,10 +179,6 @@ pub(super) fn desired_worker(context: &Context<'_>, image: &str) -> Option<Proce
     Some(ProcessObjects {
         deployment: desired_deployment(context, &shape, image),
         service: None,
-        pod_disruption_budget: desired_pod_disruption_budget(
-            context,
-            name,
-            Process::Worker.name(),
-        ),
+        pod_disruption_budget: desired_pod_disruption_budget(context, name, Process::Worker.name()),
     })
 }
