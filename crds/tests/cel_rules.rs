@@ -1,6 +1,9 @@
 //! Every CEL rule of the KumikoApp CRD, tested both ways against the generated schema with kube's
 //! client-side CEL evaluator (the same rules the API server runs, defaults applied first).
 
+// Test helpers may panic: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use kube::CustomResourceExt;
 use kube::core::cel::Validator;
 use kumiko_crds::KumikoApp;

@@ -1,5 +1,8 @@
 //! `kumiko-operator render`: snapshots of every example's output, and bad input refused by name.
 
+// Test helpers may panic: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
