@@ -1,6 +1,9 @@
 //! The simulated kubelet against the in-process API server, with real processes (`sim-pod`),
 //! real probes and real signals.
 
+// Test helpers outside #[test] functions: a failed set-up is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod controllers_support;
 
 use std::time::{Duration, Instant};
@@ -32,7 +35,9 @@ fn condition(pod: &Pod, type_: &str) -> Option<String> {
 
 async fn http_get(port: u16, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = String::new();
@@ -58,16 +63,20 @@ async fn kubelet_resolves_env_runs_the_process_and_readiness_probe_makes_it_read
     secrets
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "db"}, "stringData": {"password": "pw-1"}}))
-                .expect("secret"),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "db"}, "stringData": {"password": "pw-1"}}),
+            )
+            .expect("secret"),
         )
         .await
         .expect("secret created");
     config_maps
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "settings"}, "data": {"LEVEL": "debug"}}))
-                .expect("config map"),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "settings"}, "data": {"LEVEL": "debug"}}),
+            )
+            .expect("config map"),
         )
         .await
         .expect("config map created");
@@ -98,28 +107,49 @@ async fn kubelet_resolves_env_runs_the_process_and_readiness_probe_makes_it_read
     })
     .await;
     assert_eq!(condition(&running, "PodScheduled").as_deref(), Some("True"));
-    let ready = wait_for("the readiness probe to pass", Duration::from_secs(20), || async {
-        let pod = pods.get("web").await.ok()?;
-        (condition(&pod, "Ready").as_deref() == Some("True")).then_some(pod)
-    })
+    let ready = wait_for(
+        "the readiness probe to pass",
+        Duration::from_secs(20),
+        || async {
+            let pod = pods.get("web").await.ok()?;
+            (condition(&pod, "Ready").as_deref() == Some("True")).then_some(pod)
+        },
+    )
     .await;
     let status = ready.status.clone().expect("status");
     assert_eq!(status.pod_ip.as_deref(), Some("127.0.0.1"));
     let container = &status.container_statuses.expect("container statuses")[0];
     assert!(container.ready && container.started == Some(true));
-    assert!(container.state.as_ref().and_then(|s| s.running.as_ref()).is_some());
-    assert_eq!(ready.spec.as_ref().and_then(|s| s.node_name.as_deref()), Some("kube-sim"));
+    assert!(
+        container
+            .state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .is_some()
+    );
+    assert_eq!(
+        ready.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some("kube-sim")
+    );
 
     let port = port_of(&ready);
-    let answer = http_get(port, "/").await.expect("the process serves on its port");
-    assert!(answer.ends_with("web"), "HOSTNAME is the pod name: {answer}");
+    let answer = http_get(port, "/")
+        .await
+        .expect("the process serves on its port");
+    assert!(
+        answer.ends_with("web"),
+        "HOSTNAME is the pod name: {answer}"
+    );
 
     let logs = pods.logs("web", &LogParams::default()).await.expect("logs");
     assert!(logs.contains("DB_PASSWORD=pw-1"), "{logs}");
     assert!(logs.contains("LEVEL=debug"), "{logs}");
     assert!(logs.contains("POD_NAME=web"), "{logs}");
     assert!(logs.contains("POD_NAMESPACE=default"), "{logs}");
-    assert!(logs.contains(&format!("PORT={port}")), "PORT is the pod's own port: {logs}");
+    assert!(
+        logs.contains(&format!("PORT={port}")),
+        "PORT is the pod's own port: {logs}"
+    );
     assert!(logs.contains(r#"args=["serve", "--name=web"]"#), "{logs}");
     assert!(logs.contains("request /health/ready -> 503"), "{logs}");
     sim.stop().await;
@@ -152,14 +182,25 @@ async fn kubelet_sends_sigterm_then_sigkill_after_the_grace_period() {
     // Graceful deletion: the pod stays, terminating, while the process ignores SIGTERM.
     let terminating = pods.get("stubborn").await.expect("still there");
     assert!(terminating.metadata.deletion_timestamp.is_some());
-    wait_for("SIGTERM to reach the process", Duration::from_secs(10), || async {
-        let logs = sim.server.cluster().pod_logs().read("default", "stubborn", "app")?;
-        String::from_utf8_lossy(&logs)
-            .contains("SIGTERM received, ignored")
-            .then_some(())
-    })
+    wait_for(
+        "SIGTERM to reach the process",
+        Duration::from_secs(10),
+        || async {
+            let logs = sim
+                .server
+                .cluster()
+                .pod_logs()
+                .read("default", "stubborn", "app")?;
+            String::from_utf8_lossy(&logs)
+                .contains("SIGTERM received, ignored")
+                .then_some(())
+        },
+    )
     .await;
-    assert!(http_get(port, "/health").await.is_some(), "alive after SIGTERM");
+    assert!(
+        http_get(port, "/health").await.is_some(),
+        "alive after SIGTERM"
+    );
     wait_for("the pod to be removed", Duration::from_secs(20), || async {
         pods.get_opt("stubborn").await.ok()?.is_none().then_some(())
     })
@@ -168,7 +209,10 @@ async fn kubelet_sends_sigterm_then_sigkill_after_the_grace_period() {
         deleted_at.elapsed() >= Duration::from_millis(1900),
         "the kubelet waited for the grace period before SIGKILL"
     );
-    assert!(http_get(port, "/health").await.is_none(), "SIGKILL ended the process");
+    assert!(
+        http_get(port, "/health").await.is_none(),
+        "SIGKILL ended the process"
+    );
     sim.stop().await;
 }
 
@@ -193,11 +237,21 @@ async fn liveness_failure_restarts_the_container_and_exit_codes_are_reported() {
     http_get(port_of(&ready), "/fail-liveness")
         .await
         .expect("liveness switched off");
-    let restarted = wait_for("a restart after the liveness failure", Duration::from_secs(20), || async {
-        let pod = pods.get("flaky").await.ok()?;
-        let container = pod.status.as_ref()?.container_statuses.as_ref()?.first()?.clone();
-        (container.restart_count == 1 && container.ready).then_some(container)
-    })
+    let restarted = wait_for(
+        "a restart after the liveness failure",
+        Duration::from_secs(20),
+        || async {
+            let pod = pods.get("flaky").await.ok()?;
+            let container = pod
+                .status
+                .as_ref()?
+                .container_statuses
+                .as_ref()?
+                .first()?
+                .clone();
+            (container.restart_count == 1 && container.ready).then_some(container)
+        },
+    )
     .await;
     let last = restarted
         .last_state
@@ -205,7 +259,9 @@ async fn liveness_failure_restarts_the_container_and_exit_codes_are_reported() {
         .expect("the last state is the terminated run");
     assert_eq!(last.exit_code, 0, "sim-pod exits 0 on SIGTERM");
     assert!(
-        last.message.unwrap_or_default().contains("Liveness probe failed"),
+        last.message
+            .unwrap_or_default()
+            .contains("Liveness probe failed"),
         "the termination names the probe"
     );
 
@@ -219,12 +275,19 @@ async fn liveness_failure_restarts_the_container_and_exit_codes_are_reported() {
         (pod.status.as_ref()?.phase.as_deref() == Some("Failed")).then_some(pod)
     })
     .await;
-    let terminated = failed.status.expect("status").container_statuses.expect("statuses")[0]
+    let terminated = failed
+        .status
+        .expect("status")
+        .container_statuses
+        .expect("statuses")[0]
         .state
         .clone()
         .and_then(|s| s.terminated)
         .expect("terminated");
-    assert_eq!((terminated.exit_code, terminated.reason.as_deref()), (3, Some("Error")));
+    assert_eq!(
+        (terminated.exit_code, terminated.reason.as_deref()),
+        (3, Some("Error"))
+    );
     sim.stop().await;
 }
 
@@ -237,26 +300,47 @@ async fn missing_secret_holds_the_container_until_it_exists() {
     pods.create(&PostParams::default(), &pod("waits", spec))
         .await
         .expect("pod created");
-    let waiting = wait_for("CreateContainerConfigError", Duration::from_secs(20), || async {
-        let pod = pods.get("waits").await.ok()?;
-        let waiting = pod.status.as_ref()?.container_statuses.as_ref()?.first()?.state.clone()?.waiting?;
-        (waiting.reason.as_deref() == Some("CreateContainerConfigError")).then_some(waiting)
-    })
+    let waiting = wait_for(
+        "CreateContainerConfigError",
+        Duration::from_secs(20),
+        || async {
+            let pod = pods.get("waits").await.ok()?;
+            let waiting = pod
+                .status
+                .as_ref()?
+                .container_statuses
+                .as_ref()?
+                .first()?
+                .state
+                .clone()?
+                .waiting?;
+            (waiting.reason.as_deref() == Some("CreateContainerConfigError")).then_some(waiting)
+        },
+    )
     .await;
-    assert_eq!(waiting.message.as_deref(), Some("secret \"later\" not found"));
+    assert_eq!(
+        waiting.message.as_deref(),
+        Some("secret \"later\" not found")
+    );
     let secrets: Api<Secret> = Api::namespaced(sim.client.clone(), "default");
     secrets
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "later"}, "stringData": {"x": "1"}}))
-                .expect("secret"),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "later"}, "stringData": {"x": "1"}}),
+            )
+            .expect("secret"),
         )
         .await
         .expect("secret created");
-    wait_for("the container to start", Duration::from_secs(20), || async {
-        let pod = pods.get("waits").await.ok()?;
-        (condition(&pod, "Ready").as_deref() == Some("True")).then_some(())
-    })
+    wait_for(
+        "the container to start",
+        Duration::from_secs(20),
+        || async {
+            let pod = pods.get("waits").await.ok()?;
+            (condition(&pod, "Ready").as_deref() == Some("True")).then_some(())
+        },
+    )
     .await;
     sim.stop().await;
 }
@@ -271,11 +355,18 @@ async fn unmapped_image_is_ready_after_its_probe_initial_delay() {
     pods.create(&PostParams::default(), &pod("unmapped", spec))
         .await
         .expect("pod created");
-    wait_for("the unmapped pod to be ready", Duration::from_secs(20), || async {
-        let pod = pods.get("unmapped").await.ok()?;
-        (condition(&pod, "Ready").as_deref() == Some("True")).then_some(())
-    })
+    wait_for(
+        "the unmapped pod to be ready",
+        Duration::from_secs(20),
+        || async {
+            let pod = pods.get("unmapped").await.ok()?;
+            (condition(&pod, "Ready").as_deref() == Some("True")).then_some(())
+        },
+    )
     .await;
-    assert!(created_at.elapsed() >= Duration::from_millis(900), "not before the initial delay");
+    assert!(
+        created_at.elapsed() >= Duration::from_millis(900),
+        "not before the initial delay"
+    );
     sim.stop().await;
 }

@@ -1,6 +1,9 @@
 //! CNPG Clusters against a real Postgres, the Service proxies, and quota admission, against the
 //! in-process API server.
 
+// Test helpers outside #[test] functions: a failed set-up is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod controllers_support;
 
 use std::collections::BTreeMap;
@@ -73,11 +76,26 @@ async fn cnpg_secrets_reach_a_real_postgres() {
     let owner = &app.metadata.owner_references.as_ref().expect("owned")[0];
     assert_eq!(owner.kind, "Cluster");
     let data = secret_strings(&app);
-    for key in ["username", "user", "password", "host", "port", "dbname", "uri", "jdbc-uri", "pgpass", "fqdn-uri", "fqdn-jdbc-uri"] {
+    for key in [
+        "username",
+        "user",
+        "password",
+        "host",
+        "port",
+        "dbname",
+        "uri",
+        "jdbc-uri",
+        "pgpass",
+        "fqdn-uri",
+        "fqdn-jdbc-uri",
+    ] {
         assert!(data.contains_key(key), "the app Secret has {key}");
     }
     assert_eq!(data["host"], "127.0.0.1");
-    assert_eq!((data["username"].as_str(), data["dbname"].as_str()), ("shop_owner", "shop"));
+    assert_eq!(
+        (data["username"].as_str(), data["dbname"].as_str()),
+        ("shop_owner", "shop")
+    );
 
     // The app Secret's URI logs in to the real database as its owner.
     let mut connection = sqlx::postgres::PgConnection::connect(&data["uri"])
@@ -99,7 +117,12 @@ async fn cnpg_secrets_reach_a_real_postgres() {
     let _ = connection.close().await;
 
     // The superuser Secret too, built from host and port.
-    let superuser = secret_strings(&secrets.get("shop-db-superuser").await.expect("superuser secret"));
+    let superuser = secret_strings(
+        &secrets
+            .get("shop-db-superuser")
+            .await
+            .expect("superuser secret"),
+    );
     let url = format!(
         "postgres://{}:{}@{}:{}/postgres",
         superuser["username"], superuser["password"], superuser["host"], superuser["port"]
@@ -107,10 +130,11 @@ async fn cnpg_secrets_reach_a_real_postgres() {
     let mut connection = sqlx::postgres::PgConnection::connect(&url)
         .await
         .expect("the superuser Secret reaches Postgres");
-    let is_superuser: bool = sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-        .fetch_one(&mut connection)
-        .await
-        .expect("query");
+    let is_superuser: bool =
+        sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(&mut connection)
+            .await
+            .expect("query");
     assert!(is_superuser);
     let _ = connection.close().await;
 
@@ -157,8 +181,18 @@ async fn cnpg_clusters_share_an_existing_postgres_given_by_url() {
     let secrets: Api<Secret> = Api::namespaced(sim.client.clone(), "default");
     let data = secret_strings(&secrets.get("db-app").await.expect("app secret"));
     assert_eq!(data["port"], postgres.port().to_string());
-    assert_eq!((data["username"].as_str(), data["dbname"].as_str()), ("app", "app"));
-    assert!(secrets.get_opt("db-superuser").await.expect("read").is_none(), "superuser access is off");
+    assert_eq!(
+        (data["username"].as_str(), data["dbname"].as_str()),
+        ("app", "app")
+    );
+    assert!(
+        secrets
+            .get_opt("db-superuser")
+            .await
+            .expect("read")
+            .is_none(),
+        "superuser access is off"
+    );
     let connection = sqlx::postgres::PgConnection::connect(&data["uri"])
         .await
         .expect("the app Secret reaches the given Postgres");
@@ -168,7 +202,9 @@ async fn cnpg_clusters_share_an_existing_postgres_given_by_url() {
 
 async fn fetch(port: u16) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
@@ -199,7 +235,9 @@ async fn service_proxy_skips_unready_and_terminating_pods() {
                     "periodSeconds": 1, "failureThreshold": 1}}]}
         }))
         .expect("pod");
-        pods.create(&PostParams::default(), &pod).await.expect("pod created");
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .expect("pod created");
     }
     let services: Api<Service> = Api::namespaced(sim.client.clone(), "default");
     let service: Service = serde_json::from_value(json!({
@@ -207,11 +245,23 @@ async fn service_proxy_skips_unready_and_terminating_pods() {
         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]}
     }))
     .expect("service");
-    services.create(&PostParams::default(), &service).await.expect("service created");
-    let proxy_port: u16 = wait_for("the proxy port annotation", Duration::from_secs(20), || async {
-        let service = services.get("web").await.ok()?;
-        service.metadata.annotations?.get("kube-sim.kumiko.so/proxy-port-80")?.parse().ok()
-    })
+    services
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("service created");
+    let proxy_port: u16 = wait_for(
+        "the proxy port annotation",
+        Duration::from_secs(20),
+        || async {
+            let service = services.get("web").await.ok()?;
+            service
+                .metadata
+                .annotations?
+                .get("kube-sim.kumiko.so/proxy-port-80")?
+                .parse()
+                .ok()
+        },
+    )
     .await;
     wait_for("every pod to be ready", Duration::from_secs(30), || async {
         let listed = pods.list(&Default::default()).await.ok()?;
@@ -223,7 +273,11 @@ async fn service_proxy_skips_unready_and_terminating_pods() {
     for _ in 0..9 {
         seen.insert(fetch(proxy_port).await.expect("the proxy answers"));
     }
-    assert_eq!(seen, ["a", "b", "c"].map(str::to_owned).into(), "round robin over ready pods");
+    assert_eq!(
+        seen,
+        ["a", "b", "c"].map(str::to_owned).into(),
+        "round robin over ready pods"
+    );
 
     // b turns unready: it leaves the rotation.
     let b = pods.get("b").await.expect("b");
@@ -236,13 +290,24 @@ async fn service_proxy_skips_unready_and_terminating_pods() {
     })
     .await;
     // c terminates (it ignores SIGTERM, so it stays for its 5s grace period): it leaves too.
-    pods.delete("c", &DeleteParams::default()).await.expect("delete c");
+    pods.delete("c", &DeleteParams::default())
+        .await
+        .expect("delete c");
     wait_for("c to be terminating", Duration::from_secs(10), || async {
-        pods.get("c").await.ok()?.metadata.deletion_timestamp.map(|_| ())
+        pods.get("c")
+            .await
+            .ok()?
+            .metadata
+            .deletion_timestamp
+            .map(|_| ())
     })
     .await;
     for _ in 0..6 {
-        assert_eq!(fetch(proxy_port).await.as_deref(), Some("a"), "only the ready, live pod");
+        assert_eq!(
+            fetch(proxy_port).await.as_deref(),
+            Some("a"),
+            "only the ready, live pod"
+        );
     }
     sim.stop().await;
 }
@@ -270,7 +335,10 @@ async fn quota_rejects_pods_over_its_hard_limits_and_counts_usage() {
         "spec": {"hard": {"pods": "2", "requests.memory": "1Gi"}}
     }))
     .expect("quota");
-    quotas.create(&PostParams::default(), &quota).await.expect("quota created");
+    quotas
+        .create(&PostParams::default(), &quota)
+        .await
+        .expect("quota created");
     let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
     let pod = |name: &str, memory: &str| -> Pod {
         serde_json::from_value(json!({
@@ -296,15 +364,21 @@ async fn quota_rejects_pods_over_its_hard_limits_and_counts_usage() {
         "pods \"second\" is forbidden: exceeded quota: compute, requested: requests.memory=512Mi, \
          used: requests.memory=768Mi, limited: requests.memory=1Gi"
     );
-    let used = wait_for("the quota's used figures", Duration::from_secs(20), || async {
-        let quota = quotas.get("compute").await.ok()?;
-        let used = quota.status?.used?;
-        (used.get("pods")?.0 == "1").then_some(used)
-    })
+    let used = wait_for(
+        "the quota's used figures",
+        Duration::from_secs(20),
+        || async {
+            let quota = quotas.get("compute").await.ok()?;
+            let used = quota.status?.used?;
+            (used.get("pods")?.0 == "1").then_some(used)
+        },
+    )
     .await;
     assert_eq!(used["requests.memory"].0, "768Mi");
 
-    pods.delete("first", &DeleteParams::default()).await.expect("deleted");
+    pods.delete("first", &DeleteParams::default())
+        .await
+        .expect("deleted");
     wait_for("the usage to drop", Duration::from_secs(20), || async {
         let used = quotas.get("compute").await.ok()?.status?.used?;
         (used.get("pods")?.0 == "0").then_some(())

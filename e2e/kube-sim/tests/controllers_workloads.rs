@@ -1,5 +1,8 @@
 //! Deployments and Jobs against the in-process API server, with real `sim-pod` processes.
 
+// Test helpers outside #[test] functions: a failed set-up is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod controllers_support;
 
 use std::time::Duration;
@@ -75,16 +78,30 @@ async fn deployment_rolling_update_honours_max_surge_and_max_unavailable() {
         .create(&PostParams::default(), &deployment(3, "v1"))
         .await
         .expect("deployment created");
-    let first = wait_for("the first rollout", Duration::from_secs(60), || rolled_out(&deployments, 3)).await;
+    let first = wait_for("the first rollout", Duration::from_secs(60), || {
+        rolled_out(&deployments, 3)
+    })
+    .await;
     assert_eq!(
         condition_reason(&first, "Available"),
         Some(("True".to_owned(), "MinimumReplicasAvailable".to_owned()))
     );
-    let first_pods = pods.list(&ListParams::default().labels("app=web")).await.expect("pods");
-    let first_hash = first_pods.items[0].metadata.labels.as_ref().expect("labels")["pod-template-hash"].clone();
+    let first_pods = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .expect("pods");
+    let first_hash = first_pods.items[0]
+        .metadata
+        .labels
+        .as_ref()
+        .expect("labels")["pod-template-hash"]
+        .clone();
     for pod in &first_pods.items {
         let owner = &pod.metadata.owner_references.as_ref().expect("owner")[0];
-        assert_eq!((owner.kind.as_str(), owner.controller), ("Deployment", Some(true)));
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("Deployment", Some(true))
+        );
     }
 
     // Roll out v2 and watch every step: never more than 3 + maxSurge(1) live pods, never fewer
@@ -99,7 +116,10 @@ async fn deployment_rolling_update_honours_max_surge_and_max_unavailable() {
     let mut most_live = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let listed = pods.list(&ListParams::default().labels("app=web")).await.expect("pods");
+        let listed = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .expect("pods");
         let live: Vec<&Pod> = listed
             .items
             .iter()
@@ -109,26 +129,48 @@ async fn deployment_rolling_update_honours_max_surge_and_max_unavailable() {
         most_live = most_live.max(live.len());
         assert!(live.len() <= 4, "maxSurge 1: {} live pods", live.len());
         assert!(ready >= 3, "maxUnavailable 0: only {ready} ready pods");
-        if rolled_out(&deployments, 3).await.is_some_and(|d| {
-            d.metadata.generation == Some(2)
-        }) {
+        if rolled_out(&deployments, 3)
+            .await
+            .is_some_and(|d| d.metadata.generation == Some(2))
+        {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the v2 rollout did not finish");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the v2 rollout did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(most_live >= 3);
-    let after = pods.list(&ListParams::default().labels("app=web")).await.expect("pods");
-    let live: Vec<&Pod> = after.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+    let after = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .expect("pods");
+    let live: Vec<&Pod> = after
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
     assert_eq!(live.len(), 3);
-    assert!(live.iter().all(|p| p.metadata.labels.as_ref().expect("labels")["pod-template-hash"] != first_hash));
+    assert!(
+        live.iter().all(
+            |p| p.metadata.labels.as_ref().expect("labels")["pod-template-hash"] != first_hash
+        )
+    );
 
     // Scale down: the status follows and terminating pods are not counted.
     deployments
-        .patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 1}})))
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
         .await
         .expect("scaled");
-    wait_for("the scale-down", Duration::from_secs(30), || rolled_out(&deployments, 1)).await;
+    wait_for("the scale-down", Duration::from_secs(30), || {
+        rolled_out(&deployments, 1)
+    })
+    .await;
     sim.stop().await;
 }
 
@@ -164,9 +206,12 @@ async fn job_backoff_limit_and_active_deadline_seconds() {
     // Every pod fails: backoffLimit 2 allows three pods, then the Job fails.
     jobs.create(
         &PostParams::default(),
-        &job("fails", json!({"backoffLimit": 2, "template": {"spec": {"restartPolicy": "Never",
+        &job(
+            "fails",
+            json!({"backoffLimit": 2, "template": {"spec": {"restartPolicy": "Never",
             "containers": [{"name": "m", "image": SIM_POD_IMAGE,
-                "env": [{"name": "SIM_POD_EXIT_CODE", "value": "1"}]}]}}})),
+                "env": [{"name": "SIM_POD_EXIT_CODE", "value": "1"}]}]}}}),
+        ),
     )
     .await
     .expect("job created");
@@ -184,21 +229,37 @@ async fn job_backoff_limit_and_active_deadline_seconds() {
         Some(("True".to_owned(), "BackoffLimitExceeded".to_owned()))
     );
     let status = failed.status.clone().expect("status");
-    assert_eq!((status.failed, status.succeeded, status.active), (Some(3), Some(0), Some(0)));
+    assert_eq!(
+        (status.failed, status.succeeded, status.active),
+        (Some(3), Some(0), Some(0))
+    );
     let job_pods = pods
         .list(&ListParams::default().labels("batch.kubernetes.io/job-name=fails"))
         .await
         .expect("pods");
-    assert_eq!(job_pods.items.len(), 3, "one pod per attempt, kept for their logs");
-    assert!(job_pods.items.iter().all(|p| p.metadata.labels.as_ref().expect("labels").contains_key("controller-uid")));
+    assert_eq!(
+        job_pods.items.len(),
+        3,
+        "one pod per attempt, kept for their logs"
+    );
+    assert!(job_pods.items.iter().all(|p| {
+        p.metadata
+            .labels
+            .as_ref()
+            .expect("labels")
+            .contains_key("controller-uid")
+    }));
 
     // A pod that runs forever: activeDeadlineSeconds ends it.
     let created_at = std::time::Instant::now();
     jobs.create(
         &PostParams::default(),
-        &job("slow", json!({"activeDeadlineSeconds": 2, "template": {"spec": {"restartPolicy": "Never",
+        &job(
+            "slow",
+            json!({"activeDeadlineSeconds": 2, "template": {"spec": {"restartPolicy": "Never",
             "terminationGracePeriodSeconds": 1,
-            "containers": [{"name": "m", "image": SIM_POD_IMAGE}]}}})),
+            "containers": [{"name": "m", "image": SIM_POD_IMAGE}]}}}),
+        ),
     )
     .await
     .expect("job created");
@@ -212,22 +273,32 @@ async fn job_backoff_limit_and_active_deadline_seconds() {
         Some(("True".to_owned(), "DeadlineExceeded".to_owned()))
     );
     // status.startTime has whole seconds, as in Kubernetes: the deadline is 1 to 2s away.
-    assert!(created_at.elapsed() >= Duration::from_millis(1000), "not before the deadline");
-    wait_for("the deadline's pod to be gone", Duration::from_secs(30), || async {
-        let listed = pods
-            .list(&ListParams::default().labels("job-name=slow"))
-            .await
-            .ok()?;
-        listed.items.is_empty().then_some(())
-    })
+    assert!(
+        created_at.elapsed() >= Duration::from_millis(1000),
+        "not before the deadline"
+    );
+    wait_for(
+        "the deadline's pod to be gone",
+        Duration::from_secs(30),
+        || async {
+            let listed = pods
+                .list(&ListParams::default().labels("job-name=slow"))
+                .await
+                .ok()?;
+            listed.items.is_empty().then_some(())
+        },
+    )
     .await;
 
     // A pod that succeeds: SuccessCriteriaMet, then Complete with a completion time.
     jobs.create(
         &PostParams::default(),
-        &job("works", json!({"template": {"spec": {"restartPolicy": "Never",
+        &job(
+            "works",
+            json!({"template": {"spec": {"restartPolicy": "Never",
             "containers": [{"name": "m", "image": SIM_POD_IMAGE,
-                "env": [{"name": "SIM_POD_EXIT_CODE", "value": "0"}]}]}}})),
+                "env": [{"name": "SIM_POD_EXIT_CODE", "value": "0"}]}]}}}),
+        ),
     )
     .await
     .expect("job created");

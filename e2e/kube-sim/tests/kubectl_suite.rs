@@ -4,6 +4,9 @@
 //! The CRD (`crds/kumikoapp.yaml`) and `examples/minimal.yaml` come from the repository; a missing
 //! file fails the test with a message naming it.
 
+// Test helpers outside #[test] functions: a failed set-up is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod controllers_support;
 
 use std::path::PathBuf;
@@ -95,20 +98,41 @@ async fn kubectl_applies_crd_and_example_server_side_and_shows_printer_columns()
         .await;
     assert!(applied.contains("serverside-applied"), "{applied}");
     kubectl
-        .ok(&["wait", "--for=condition=Established", "crd/kumikoapps.kumiko.so", "--timeout=30s"])
+        .ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/kumikoapps.kumiko.so",
+            "--timeout=30s",
+        ])
         .await;
     // The namespace by server-side apply: `kubectl create` sends protobuf, which kube-sim
     // answers with 415 (it speaks JSON and YAML only).
     let namespace = tempfile::NamedTempFile::new().expect("temp file");
-    std::fs::write(namespace.path(), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: status\n")
-        .expect("namespace manifest");
+    std::fs::write(
+        namespace.path(),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: status\n",
+    )
+    .expect("namespace manifest");
     kubectl
-        .ok(&["apply", "--server-side", "-f", &namespace.path().display().to_string()])
+        .ok(&[
+            "apply",
+            "--server-side",
+            "-f",
+            &namespace.path().display().to_string(),
+        ])
         .await;
     let applied = kubectl
-        .ok(&["apply", "--server-side", "-f", &example.display().to_string()])
+        .ok(&[
+            "apply",
+            "--server-side",
+            "-f",
+            &example.display().to_string(),
+        ])
         .await;
-    assert!(applied.contains("kumikoapp.kumiko.so/status serverside-applied"), "{applied}");
+    assert!(
+        applied.contains("kumikoapp.kumiko.so/status serverside-applied"),
+        "{applied}"
+    );
 
     // The printer columns of the CRD, with the status as an operator would write it.
     let params = PatchParams::default();
@@ -129,30 +153,82 @@ async fn kubectl_applies_crd_and_example_server_side_and_shows_printer_columns()
         .await
         .expect("status written");
     let table = kubectl.ok(&["get", "kumikoapps", "-n", "status"]).await;
-    let header: Vec<&str> = table.lines().next().expect("header").split_whitespace().collect();
-    assert_eq!(header, ["NAME", "READY", "IMAGE", "API", "WORKER", "AGE"], "{table}");
-    let row: Vec<&str> = table.lines().nth(1).expect("row").split_whitespace().collect();
-    assert_eq!(&row[..5], ["status", "True", "kumiko-app:dev", "2/2", "1/1"], "{table}");
-    let wide = kubectl.ok(&["get", "kumikoapps", "-n", "status", "-o", "wide"]).await;
-    assert!(wide.lines().next().expect("header").ends_with("REASON"), "{wide}");
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .expect("header")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "IMAGE", "API", "WORKER", "AGE"],
+        "{table}"
+    );
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .expect("row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        &row[..5],
+        ["status", "True", "kumiko-app:dev", "2/2", "1/1"],
+        "{table}"
+    );
+    let wide = kubectl
+        .ok(&["get", "kumikoapps", "-n", "status", "-o", "wide"])
+        .await;
+    assert!(
+        wide.lines().next().expect("header").ends_with("REASON"),
+        "{wide}"
+    );
     assert!(wide.contains("RolledOut"), "{wide}");
 
     let yaml = kubectl
-        .ok(&["get", "kumikoapp", "status", "-n", "status", "-o", "yaml", "--show-managed-fields"])
+        .ok(&[
+            "get",
+            "kumikoapp",
+            "status",
+            "-n",
+            "status",
+            "-o",
+            "yaml",
+            "--show-managed-fields",
+        ])
         .await;
     assert!(yaml.contains("kind: KumikoApp"), "{yaml}");
     assert!(yaml.contains("image: kumiko-app:dev"), "{yaml}");
-    assert!(yaml.contains("manager: kubectl\n    operation: Apply"), "server-side apply records kubectl's field manager: {yaml}");
+    assert!(
+        yaml.contains("manager: kubectl\n    operation: Apply"),
+        "server-side apply records kubectl's field manager: {yaml}"
+    );
 
     kubectl
-        .ok(&["wait", "--for=condition=Ready", "kumikoapp/status", "-n", "status", "--timeout=30s"])
+        .ok(&[
+            "wait",
+            "--for=condition=Ready",
+            "kumikoapp/status",
+            "-n",
+            "status",
+            "--timeout=30s",
+        ])
         .await;
 
     let deleted = kubectl
-        .ok(&["delete", "-f", &example.display().to_string(), "--wait=true"])
+        .ok(&[
+            "delete",
+            "-f",
+            &example.display().to_string(),
+            "--wait=true",
+        ])
         .await;
-    assert!(deleted.contains("kumikoapp.kumiko.so \"status\" deleted"), "{deleted}");
-    let gone = kubectl.run(&["get", "kumikoapp", "status", "-n", "status"]).await;
+    assert!(
+        deleted.contains("kumikoapp.kumiko.so \"status\" deleted"),
+        "{deleted}"
+    );
+    let gone = kubectl
+        .run(&["get", "kumikoapp", "status", "-n", "status"])
+        .await;
     assert!(!gone.status.success());
     assert!(
         String::from_utf8_lossy(&gone.stderr).contains("NotFound"),
@@ -171,12 +247,25 @@ async fn kubectl_explain_reads_the_crd_schema_through_discovery() {
         .ok(&["apply", "--server-side", "-f", &crd.display().to_string()])
         .await;
     kubectl
-        .ok(&["wait", "--for=condition=Established", "crd/kumikoapps.kumiko.so", "--timeout=30s"])
+        .ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/kumikoapps.kumiko.so",
+            "--timeout=30s",
+        ])
         .await;
     let explained = kubectl.ok(&["explain", "kumikoapps.spec"]).await;
-    assert!(explained.contains("KIND:") && explained.contains("KumikoApp"), "{explained}");
-    assert!(explained.contains("image"), "the spec's fields are listed: {explained}");
-    let resources = kubectl.ok(&["api-resources", "--api-group=kumiko.so"]).await;
+    assert!(
+        explained.contains("KIND:") && explained.contains("KumikoApp"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("image"),
+        "the spec's fields are listed: {explained}"
+    );
+    let resources = kubectl
+        .ok(&["api-resources", "--api-group=kumiko.so"])
+        .await;
     assert!(resources.contains("kumikoapps"), "{resources}");
     sim.stop().await;
 }
@@ -214,21 +303,44 @@ spec:
     )
     .expect("manifest written");
     kubectl
-        .ok(&["apply", "--server-side", "-f", &manifest.display().to_string()])
+        .ok(&[
+            "apply",
+            "--server-side",
+            "-f",
+            &manifest.display().to_string(),
+        ])
         .await;
     kubectl
-        .ok(&["wait", "--for=condition=Available", "deployment/web", "--timeout=60s"])
+        .ok(&[
+            "wait",
+            "--for=condition=Available",
+            "deployment/web",
+            "--timeout=60s",
+        ])
         .await;
     kubectl
         .ok(&["rollout", "status", "deployment/web", "--timeout=60s"])
         .await;
     let pods = kubectl.ok(&["get", "pods", "-l", "app=web"]).await;
-    assert_eq!(pods.lines().filter(|l| l.contains("1/1") && l.contains("Running")).count(), 2, "{pods}");
+    assert_eq!(
+        pods.lines()
+            .filter(|l| l.contains("1/1") && l.contains("Running"))
+            .count(),
+        2,
+        "{pods}"
+    );
     let logs = kubectl.ok(&["logs", "deployment/web"]).await;
     assert!(logs.contains("listening on"), "{logs}");
     kubectl.ok(&["delete", "deployment", "web"]).await;
     kubectl
-        .ok(&["wait", "--for=delete", "pod", "-l", "app=web", "--timeout=60s"])
+        .ok(&[
+            "wait",
+            "--for=delete",
+            "pod",
+            "-l",
+            "app=web",
+            "--timeout=60s",
+        ])
         .await;
     tokio::time::sleep(Duration::from_millis(10)).await;
     sim.stop().await;

@@ -21,7 +21,9 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|value| value.parse().ok())
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
 }
 
 struct State {
@@ -107,7 +109,8 @@ async fn main() -> ExitCode {
         return ExitCode::from(code);
     }
     let port = env_u64("PORT").unwrap_or(3000);
-    let listener = match TcpListener::bind(("127.0.0.1", u16::try_from(port).unwrap_or(3000))).await {
+    let listener = match TcpListener::bind(("127.0.0.1", u16::try_from(port).unwrap_or(3000))).await
+    {
         Ok(listener) => listener,
         Err(error) => {
             eprintln!("sim-pod: cannot listen on {port}: {error}");

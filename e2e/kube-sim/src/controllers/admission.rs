@@ -108,7 +108,9 @@ fn container_defaults(limit_ranges: &[LimitRange]) -> ContainerDefaults {
             }
             let mut requests = item.default_request.clone().unwrap_or_default();
             for (name, value) in &limits {
-                requests.entry(name.clone()).or_insert_with(|| value.clone());
+                requests
+                    .entry(name.clone())
+                    .or_insert_with(|| value.clone());
             }
             for (name, value) in limits {
                 defaults.limits.entry(name).or_insert(value);
@@ -181,7 +183,11 @@ fn check_limit_range_bounds(pod: &Pod, limit_ranges: &[LimitRange]) -> Result<()
         let Some(range_spec) = &range.spec else {
             continue;
         };
-        for item in range_spec.limits.iter().filter(|item| item.type_ == "Container") {
+        for item in range_spec
+            .limits
+            .iter()
+            .filter(|item| item.type_ == "Container")
+        {
             for container in spec
                 .containers
                 .iter()
@@ -243,7 +249,9 @@ fn check_limit_range_bounds(pod: &Pod, limit_ranges: &[LimitRange]) -> Result<()
 /// Whether a pod uses quota: pods in a terminal phase do not.
 pub fn pod_counts_against_quota(pod: &Pod) -> bool {
     !matches!(
-        pod.status.as_ref().and_then(|status| status.phase.as_deref()),
+        pod.status
+            .as_ref()
+            .and_then(|status| status.phase.as_deref()),
         Some("Succeeded" | "Failed")
     )
 }
@@ -269,7 +277,7 @@ pub fn pod_usage(pod: &Pod) -> BTreeMap<String, Quantity> {
             let mut sum: Option<Quantity> = None;
             for container in &spec.containers {
                 if let Some(amount) = container_amount(container, kind, resource) {
-                    sum = Some(sum.map_or(amount, |total| total.add(amount)));
+                    sum = Some(sum.map_or(amount, |total| total.plus(amount)));
                 }
             }
             for container in spec.init_containers.iter().flatten() {
@@ -326,7 +334,7 @@ pub fn quota_usage<'a>(
                 *total = if total.is_zero() {
                     amount
                 } else {
-                    total.add(amount)
+                    total.plus(amount)
                 };
             }
         }
@@ -400,7 +408,7 @@ fn check_quotas(pod: &Pod, quotas: &[ResourceQuota], existing: &[Pod]) -> Result
                 continue;
             };
             let in_use = used.get(resource).copied().unwrap_or(Quantity::ZERO);
-            if in_use.add(*amount) > limit_q {
+            if in_use.plus(*amount) > limit_q {
                 exceeded_requested.push((resource.clone(), *amount));
                 exceeded_used.push((resource.clone(), in_use));
                 exceeded_limited.push((resource.clone(), limit_q));
@@ -459,13 +467,21 @@ mod tests {
     fn pod_within_quota_is_admitted_and_terminal_pods_use_nothing() {
         let quota = quota(json!({"pods": "1"}));
         let mut finished = pod("done", json!({}), json!({}));
-        finished.status = Some(serde_json::from_value(json!({"phase": "Succeeded"})).expect("status"));
+        finished.status =
+            Some(serde_json::from_value(json!({"phase": "Succeeded"})).expect("status"));
         let mut new = pod("b", json!({}), json!({}));
-        assert_eq!(admit_pod(&mut new, &[], &[quota.clone()], &[finished]), Ok(()));
+        assert_eq!(
+            admit_pod(&mut new, &[], std::slice::from_ref(&quota), &[finished]),
+            Ok(())
+        );
         let running = pod("a", json!({}), json!({}));
         let rejection =
             admit_pod(&mut new, &[], &[quota], &[running]).expect_err("pod count exceeded");
-        assert!(rejection.message.contains("requested: pods=1, used: pods=1, limited: pods=1"));
+        assert!(
+            rejection
+                .message
+                .contains("requested: pods=1, used: pods=1, limited: pods=1")
+        );
     }
 
     #[test]
@@ -473,7 +489,10 @@ mod tests {
         let quota = quota(json!({"limits.cpu": "2"}));
         let mut new = pod("b", json!({}), json!({}));
         let rejection = admit_pod(&mut new, &[], &[quota], &[]).expect_err("must specify");
-        assert_eq!(rejection.message, "failed quota: compute: must specify limits.cpu");
+        assert_eq!(
+            rejection.message,
+            "failed quota: compute: must specify limits.cpu"
+        );
     }
 
     #[test]
@@ -494,7 +513,10 @@ mod tests {
         let requests = resources.requests.expect("requests");
         let limits = resources.limits.expect("limits");
         assert_eq!(requests["cpu"].0, "100m");
-        assert_eq!(requests["memory"].0, "256Mi", "defaultRequest falls back to default");
+        assert_eq!(
+            requests["memory"].0, "256Mi",
+            "defaultRequest falls back to default"
+        );
         assert_eq!(limits["cpu"].0, "500m");
         assert!(
             new.metadata.annotations.expect("annotations")[LIMIT_RANGER_ANNOTATION]
@@ -528,6 +550,9 @@ mod tests {
         let used = status.used.expect("used");
         assert_eq!(used["requests.cpu"].0, "1");
         assert_eq!(used["pods"].0, "2");
-        assert!(!used.contains_key("services"), "untracked resources are not reported");
+        assert!(
+            !used.contains_key("services"),
+            "untracked resources are not reported"
+        );
     }
 }

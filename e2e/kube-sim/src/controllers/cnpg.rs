@@ -199,7 +199,9 @@ fn parse_admin_url(text: &str) -> Result<AdminTarget> {
     };
     let url = url::Url::parse(text).map_err(|error| invalid(&error.to_string()))?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
-        return Err(invalid("expected postgres://USER:PASSWORD@HOST:PORT/DATABASE"));
+        return Err(invalid(
+            "expected postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+        ));
     }
     let decode = |part: &str| {
         percent_encoding::percent_decode_str(part)
@@ -243,7 +245,9 @@ async fn provision(admin: &AdminTarget, owner: &str, password: &str, database: &
         .disable_statement_logging();
     let mut connection = sqlx::postgres::PgConnection::connect_with(&options)
         .await
-        .map_err(postgres_error("connecting to Postgres as its administrator"))?;
+        .map_err(postgres_error(
+            "connecting to Postgres as its administrator",
+        ))?;
     let role_exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
             .bind(owner)
@@ -376,7 +380,11 @@ impl CnpgController {
         let live: Vec<String> = clusters.state().iter().filter_map(|c| c.uid()).collect();
         let gone: Vec<Arc<TempPostgres>> = {
             let mut servers = self.lock_servers();
-            let stale: Vec<String> = servers.keys().filter(|uid| !live.contains(uid)).cloned().collect();
+            let stale: Vec<String> = servers
+                .keys()
+                .filter(|uid| !live.contains(uid))
+                .cloned()
+                .collect();
             stale.iter().filter_map(|uid| servers.remove(uid)).collect()
         };
         if !gone.is_empty() {
@@ -420,12 +428,16 @@ impl CnpgController {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PatchParams::default()
         };
-        api.patch_status(&cluster.name_any(), &params, &Patch::Merge(json!({ "status": status })))
-            .await
-            .map_err(kube_error(format!(
-                "updating the status of Cluster {namespace}/{}",
-                cluster.name_any()
-            )))?;
+        api.patch_status(
+            &cluster.name_any(),
+            &params,
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .map_err(kube_error(format!(
+            "updating the status of Cluster {namespace}/{}",
+            cluster.name_any()
+        )))?;
         Ok(())
     }
 }
@@ -496,7 +508,7 @@ fn transition_time(previous: Option<&Value>, status: &str) -> String {
         .filter(|condition| condition.get("status").and_then(Value::as_str) == Some(status))
         .and_then(|condition| condition.get("lastTransitionTime"))
         .and_then(Value::as_str)
-        .map_or_else(|| now_text(), str::to_owned)
+        .map_or_else(now_text, str::to_owned)
 }
 
 fn now_text() -> String {
@@ -582,7 +594,10 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let apply = PatchParams::apply(FIELD_MANAGER).force();
 
-    let admin = match controller.admin_for(&uid, &format!("{namespace}/{name}")).await {
+    let admin = match controller
+        .admin_for(&uid, &format!("{namespace}/{name}"))
+        .await
+    {
         Ok(Some(admin)) => Some(admin),
         Ok(None) if controller.inner.config.instant => None,
         Ok(None) => {
@@ -600,7 +615,14 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
         }
         Err(error) => {
             controller
-                .set_status(&cluster, setting_up_status(settings.instances, &error.to_string(), cluster.data.get("status")))
+                .set_status(
+                    &cluster,
+                    setting_up_status(
+                        settings.instances,
+                        &error.to_string(),
+                        cluster.data.get("status"),
+                    ),
+                )
                 .await?;
             return Err(error);
         }
@@ -627,7 +649,14 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
         && let Err(error) = provision(admin, &settings.owner, &password, &settings.database).await
     {
         controller
-            .set_status(&cluster, setting_up_status(settings.instances, &error.to_string(), cluster.data.get("status")))
+            .set_status(
+                &cluster,
+                setting_up_status(
+                    settings.instances,
+                    &error.to_string(),
+                    cluster.data.get("status"),
+                ),
+            )
             .await?;
         return Err(error);
     }
@@ -640,14 +669,27 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
             port,
         };
         secrets
-            .patch(&app_secret, &apply, &Patch::Apply(credentials_secret(&cluster, &app_secret, "app", &credentials)))
+            .patch(
+                &app_secret,
+                &apply,
+                &Patch::Apply(credentials_secret(
+                    &cluster,
+                    &app_secret,
+                    "app",
+                    &credentials,
+                )),
+            )
             .await
-            .map_err(kube_error(format!("writing Secret {namespace}/{app_secret}")))?;
+            .map_err(kube_error(format!(
+                "writing Secret {namespace}/{app_secret}"
+            )))?;
     }
     let superuser_secret = format!("{name}-superuser");
     if settings.superuser_access {
         let credentials = Credentials {
-            username: admin.as_ref().map_or_else(|| "postgres".to_owned(), |a| a.username.clone()),
+            username: admin
+                .as_ref()
+                .map_or_else(|| "postgres".to_owned(), |a| a.username.clone()),
             password: admin
                 .as_ref()
                 .map_or_else(generate_password, |a| a.password.clone()),
@@ -658,11 +700,20 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
             .patch(
                 &superuser_secret,
                 &apply,
-                &Patch::Apply(credentials_secret(&cluster, &superuser_secret, "superuser", &credentials)),
+                &Patch::Apply(credentials_secret(
+                    &cluster,
+                    &superuser_secret,
+                    "superuser",
+                    &credentials,
+                )),
             )
             .await
-            .map_err(kube_error(format!("writing Secret {namespace}/{superuser_secret}")))?;
-    } else if let Err(error) = secrets.delete(&superuser_secret, &DeleteParams::default()).await
+            .map_err(kube_error(format!(
+                "writing Secret {namespace}/{superuser_secret}"
+            )))?;
+    } else if let Err(error) = secrets
+        .delete(&superuser_secret, &DeleteParams::default())
+        .await
         && !is_not_found(&error)
     {
         return Err(Error::Kube {
@@ -672,15 +723,30 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
     }
 
     for (suffix, selector) in [
-        ("rw", json!({"cnpg.io/cluster": name, "cnpg.io/instanceRole": "primary"})),
-        ("ro", json!({"cnpg.io/cluster": name, "cnpg.io/instanceRole": "replica"})),
-        ("r", json!({"cnpg.io/cluster": name, "cnpg.io/podRole": "instance"})),
+        (
+            "rw",
+            json!({"cnpg.io/cluster": name, "cnpg.io/instanceRole": "primary"}),
+        ),
+        (
+            "ro",
+            json!({"cnpg.io/cluster": name, "cnpg.io/instanceRole": "replica"}),
+        ),
+        (
+            "r",
+            json!({"cnpg.io/cluster": name, "cnpg.io/podRole": "instance"}),
+        ),
     ] {
         let service_name = format!("{name}-{suffix}");
         services
-            .patch(&service_name, &apply, &Patch::Apply(service(&cluster, suffix, selector)))
+            .patch(
+                &service_name,
+                &apply,
+                &Patch::Apply(service(&cluster, suffix, selector)),
+            )
             .await
-            .map_err(kube_error(format!("writing Service {namespace}/{service_name}")))?;
+            .map_err(kube_error(format!(
+                "writing Service {namespace}/{service_name}"
+            )))?;
     }
 
     controller
@@ -697,7 +763,11 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-fn error_policy(_cluster: Arc<DynamicObject>, error: &Error, _controller: Arc<CnpgController>) -> Action {
+fn error_policy(
+    _cluster: Arc<DynamicObject>,
+    error: &Error,
+    _controller: Arc<CnpgController>,
+) -> Action {
     tracing::warn!(%error, "cnpg controller");
     Action::requeue(Duration::from_secs(2))
 }
@@ -721,7 +791,10 @@ mod tests {
         );
         let named = bootstrap(&json!({"instances": 1, "enableSuperuserAccess": true,
             "bootstrap": {"initdb": {"database": "shop"}}}));
-        assert_eq!((named.database.as_str(), named.owner.as_str()), ("shop", "shop"));
+        assert_eq!(
+            (named.database.as_str(), named.owner.as_str()),
+            ("shop", "shop")
+        );
         assert!(named.superuser_access);
     }
 
@@ -737,8 +810,17 @@ mod tests {
         assert_eq!(
             keys,
             [
-                "dbname", "fqdn-jdbc-uri", "fqdn-uri", "host", "jdbc-uri", "password", "pgpass",
-                "port", "uri", "user", "username"
+                "dbname",
+                "fqdn-jdbc-uri",
+                "fqdn-uri",
+                "host",
+                "jdbc-uri",
+                "password",
+                "pgpass",
+                "port",
+                "uri",
+                "user",
+                "username"
             ]
         );
         assert_eq!(data["host"], "127.0.0.1");
@@ -758,11 +840,24 @@ mod tests {
             Ok(_) => panic!("mysql is not postgres"),
         };
         assert!(!error.contains("hunter2"), "{error}");
-        let target = parse_admin_url("postgres://admin:s%40cret@127.0.0.1:6543/postgres").expect("url");
-        assert_eq!((target.username.as_str(), target.password.as_str(), target.port), ("admin", "s@cret", 6543));
+        let target =
+            parse_admin_url("postgres://admin:s%40cret@127.0.0.1:6543/postgres").expect("url");
+        assert_eq!(
+            (
+                target.username.as_str(),
+                target.password.as_str(),
+                target.port
+            ),
+            ("admin", "s@cret", 6543)
+        );
         let debug = format!(
             "{:?}",
-            Credentials { username: "u".into(), password: "hunter2".into(), dbname: "d".into(), port: 1 }
+            Credentials {
+                username: "u".into(),
+                password: "hunter2".into(),
+                dbname: "d".into(),
+                port: 1
+            }
         );
         assert!(!debug.contains("hunter2"));
     }
@@ -775,9 +870,15 @@ mod tests {
         let previous = json!({"conditions": [{"type": "Ready", "status": "True",
             "lastTransitionTime": "2025-01-01T00:00:00Z"}]});
         let again = healthy_status("db", 1, Some(1), Some(&previous));
-        assert_eq!(again["conditions"][0]["lastTransitionTime"], json!("2025-01-01T00:00:00Z"));
+        assert_eq!(
+            again["conditions"][0]["lastTransitionTime"],
+            json!("2025-01-01T00:00:00Z")
+        );
         let failing = setting_up_status(1, "x", Some(&previous));
-        assert_ne!(failing["conditions"][0]["lastTransitionTime"], json!("2025-01-01T00:00:00Z"));
+        assert_ne!(
+            failing["conditions"][0]["lastTransitionTime"],
+            json!("2025-01-01T00:00:00Z")
+        );
     }
 
     #[test]

@@ -295,7 +295,11 @@ pub fn counts(sets: &PodSets<'_>, min_ready: i32, now: Timestamp) -> Counts {
         replicas: count(sets.new.len() + sets.old.len()),
         updated: count(sets.new.len()),
         ready: count(live().filter(|pod| is_ready(pod)).count()),
-        available: count(live().filter(|pod| is_available(pod, min_ready, now)).count()),
+        available: count(
+            live()
+                .filter(|pod| is_available(pod, min_ready, now))
+                .count(),
+        ),
     }
 }
 
@@ -320,7 +324,9 @@ fn set_condition(
 ) -> DeploymentCondition {
     let same_status = previous.is_some_and(|p| p.status == status);
     let same_reason = previous.is_some_and(|p| {
-        p.status == status && p.reason.as_deref() == Some(reason) && p.message.as_deref() == Some(&message)
+        p.status == status
+            && p.reason.as_deref() == Some(reason)
+            && p.message.as_deref() == Some(&message)
     });
     DeploymentCondition {
         type_: type_.to_owned(),
@@ -419,7 +425,8 @@ pub fn deployment_status(
             now,
         )
     } else if input.progressed
-        || previous_progressing.is_none_or(|p| p.reason.as_deref() == Some("NewReplicaSetAvailable"))
+        || previous_progressing
+            .is_none_or(|p| p.reason.as_deref() == Some("NewReplicaSetAvailable"))
     {
         // Touch lastUpdateTime on progress, as the controller does.
         let mut condition = set_condition(
@@ -500,13 +507,14 @@ fn new_pod(deployment: &Deployment, hash: &str) -> Result<Pod> {
     let name = deployment.name_any();
     let mut labels = template_meta.labels.unwrap_or_default();
     labels.insert(TEMPLATE_HASH_LABEL.to_owned(), hash.to_owned());
-    let owner = controller_reference("apps/v1", "Deployment", &deployment.metadata).ok_or_else(
-        || Error::InvalidObject {
-            object: format!("Deployment {}", object_key(&deployment.metadata)),
-            field: "metadata.uid".to_owned(),
-            message: "the Deployment has no name or uid yet".to_owned(),
-        },
-    )?;
+    let owner =
+        controller_reference("apps/v1", "Deployment", &deployment.metadata).ok_or_else(|| {
+            Error::InvalidObject {
+                object: format!("Deployment {}", object_key(&deployment.metadata)),
+                field: "metadata.uid".to_owned(),
+                message: "the Deployment has no name or uid yet".to_owned(),
+            }
+        })?;
     let prefix = format!("{name}-{hash}-");
     Ok(Pod {
         metadata: ObjectMeta {
@@ -532,7 +540,9 @@ async fn reconcile(deployment: Arc<Deployment>, context: Arc<Context>) -> Result
     if is_terminating(&deployment.metadata) {
         return Ok(Action::await_change());
     }
-    let namespace = deployment.namespace().unwrap_or_else(|| "default".to_owned());
+    let namespace = deployment
+        .namespace()
+        .unwrap_or_else(|| "default".to_owned());
     let uid = deployment.uid().unwrap_or_default();
     let mut rollout = rollout(&deployment)?;
     if context.config.instant {
@@ -559,7 +569,10 @@ async fn reconcile(deployment: Arc<Deployment>, context: Arc<Context>) -> Result
     let pods: Vec<Pod> = pods_api
         .list(&ListParams::default().labels(&selector_string(&match_labels)))
         .await
-        .map_err(kube_error(format!("listing the pods of Deployment {namespace}/{}", deployment.name_any())))?
+        .map_err(kube_error(format!(
+            "listing the pods of Deployment {namespace}/{}",
+            deployment.name_any()
+        )))?
         .items
         .into_iter()
         .filter(|pod| controller_uid(&pod.metadata) == Some(uid.as_str()))
@@ -655,12 +668,20 @@ fn error_policy(_deployment: Arc<Deployment>, error: &Error, _context: Arc<Conte
 }
 
 /// Runs the Deployment controller until `shutdown`.
-pub async fn run(client: kube::Client, config: Arc<ControllersConfig>, shutdown: CancellationToken) {
+pub async fn run(
+    client: kube::Client,
+    config: Arc<ControllersConfig>,
+    shutdown: CancellationToken,
+) {
     let deployments: Api<Deployment> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let stream = Controller::new(deployments, watcher::Config::default())
         .owns(pods, watcher::Config::default())
-        .run(reconcile, error_policy, Arc::new(Context { client, config }))
+        .run(
+            reconcile,
+            error_policy,
+            Arc::new(Context { client, config }),
+        )
         .for_each(|_| async {});
     tokio::select! {
         () = stream => {}
@@ -672,7 +693,11 @@ pub async fn run(client: kube::Client, config: Arc<ControllersConfig>, shutdown:
 mod tests {
     use super::*;
 
-    fn deployment(replicas: i32, surge: serde_json::Value, unavailable: serde_json::Value) -> Deployment {
+    fn deployment(
+        replicas: i32,
+        surge: serde_json::Value,
+        unavailable: serde_json::Value,
+    ) -> Deployment {
         serde_json::from_value(json!({
             "metadata": {"name": "web", "namespace": "default", "uid": "d-1", "generation": 2},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
@@ -705,17 +730,29 @@ mod tests {
         assert_eq!(resolve_int_or_percent(Some(&quarter), "", 3, true), Ok(1));
         assert_eq!(resolve_int_or_percent(Some(&quarter), "", 3, false), Ok(0));
         assert_eq!(resolve_int_or_percent(None, "25%", 4, false), Ok(1));
-        assert!(resolve_int_or_percent(Some(&IntOrString::String("x".into())), "", 3, true).is_err());
+        assert!(
+            resolve_int_or_percent(Some(&IntOrString::String("x".into())), "", 3, true).is_err()
+        );
     }
 
     #[test]
     fn rolling_update_with_max_unavailable_zero_surges_before_removing_old_pods() {
         let deployment = deployment(3, json!(1), json!(0));
         let rollout = rollout(&deployment).expect("rollout");
-        let old = [pod("o1", "old", true), pod("o2", "old", true), pod("o3", "old", true)];
+        let old = [
+            pod("o1", "old", true),
+            pod("o2", "old", true),
+            pod("o3", "old", true),
+        ];
         let sets = pod_sets(&old, "new");
         // First step: one surge pod, no old pod goes (availability would drop below 3).
-        assert_eq!(plan(&rollout, &sets, at()), Plan { create: 1, delete: vec![] });
+        assert_eq!(
+            plan(&rollout, &sets, at()),
+            Plan {
+                create: 1,
+                delete: vec![]
+            }
+        );
 
         // The surge pod is not Ready yet: nothing more happens.
         let mut pods = old.to_vec();
@@ -765,16 +802,25 @@ mod tests {
     #[test]
     fn recreate_waits_for_old_pods_to_be_gone() {
         let mut deployment = deployment(2, json!(1), json!(0));
-        deployment.spec.as_mut().expect("spec").strategy = Some(
-            serde_json::from_value(json!({"type": "Recreate"})).expect("strategy"),
-        );
+        deployment.spec.as_mut().expect("spec").strategy =
+            Some(serde_json::from_value(json!({"type": "Recreate"})).expect("strategy"));
         let rollout = rollout(&deployment).expect("rollout");
         let old = [pod("o1", "old", true)];
         let step = plan(&rollout, &pod_sets(&old, "new"), at());
-        assert_eq!(step, Plan { create: 0, delete: vec!["o1".to_owned()] });
+        assert_eq!(
+            step,
+            Plan {
+                create: 0,
+                delete: vec!["o1".to_owned()]
+            }
+        );
         let mut terminating = pod("o1", "old", true);
         terminating.metadata.deletion_timestamp = Some(Time(at()));
-        let step = plan(&rollout, &pod_sets(std::slice::from_ref(&terminating), "new"), at());
+        let step = plan(
+            &rollout,
+            &pod_sets(std::slice::from_ref(&terminating), "new"),
+            at(),
+        );
         assert_eq!(step, Plan::default());
         assert_eq!(plan(&rollout, &pod_sets(&[], "new"), at()).create, 2);
     }
@@ -785,7 +831,10 @@ mod tests {
         deployment.spec.as_mut().expect("spec").paused = Some(true);
         let rollout = rollout(&deployment).expect("rollout");
         let old = [pod("o1", "old", true)];
-        assert_eq!(plan(&rollout, &pod_sets(&old, "new"), at()), Plan::default());
+        assert_eq!(
+            plan(&rollout, &pod_sets(&old, "new"), at()),
+            Plan::default()
+        );
     }
 
     #[test]
@@ -806,7 +855,13 @@ mod tests {
         let status = deployment_status(&deployment, &rollout, counts, &input, at());
         assert_eq!(status.observed_generation, Some(2));
         assert_eq!(
-            (status.replicas, status.updated_replicas, status.ready_replicas, status.available_replicas, status.unavailable_replicas),
+            (
+                status.replicas,
+                status.updated_replicas,
+                status.ready_replicas,
+                status.available_replicas,
+                status.unavailable_replicas
+            ),
             (Some(2), Some(2), Some(2), Some(2), Some(0))
         );
         let conditions = status.conditions.expect("conditions");
@@ -850,6 +905,9 @@ mod tests {
         let status = deployment_status(&deployment, &rollout, counts(&sets, 0, at()), &input, at());
         let progressing = status.conditions.expect("conditions")[1].clone();
         assert_eq!(progressing.status, "False");
-        assert_eq!(progressing.reason.as_deref(), Some("ProgressDeadlineExceeded"));
+        assert_eq!(
+            progressing.reason.as_deref(),
+            Some("ProgressDeadlineExceeded")
+        );
     }
 }

@@ -30,7 +30,9 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
+use kube::api::{
+    DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy,
+};
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
@@ -39,7 +41,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{Error, Result, kube_error};
 use super::names::generate_name;
-use super::pods::{controller_reference, controller_uid, is_ready, is_terminating, now, object_key, phase, to_std};
+use super::pods::{
+    controller_reference, controller_uid, is_ready, is_terminating, now, object_key, phase, to_std,
+};
 use super::{ControllersConfig, FIELD_MANAGER};
 
 /// The longest pod-failure back-off (Kubernetes: `MaxJobPodFailureBackOff`, 10 minutes).
@@ -48,8 +52,14 @@ const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(600);
 /// The labels of a Job's pods that name the Job.
 pub fn job_pod_labels(job_name: &str, uid: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("batch.kubernetes.io/controller-uid".to_owned(), uid.to_owned()),
-        ("batch.kubernetes.io/job-name".to_owned(), job_name.to_owned()),
+        (
+            "batch.kubernetes.io/controller-uid".to_owned(),
+            uid.to_owned(),
+        ),
+        (
+            "batch.kubernetes.io/job-name".to_owned(),
+            job_name.to_owned(),
+        ),
         ("controller-uid".to_owned(), uid.to_owned()),
         ("job-name".to_owned(), job_name.to_owned()),
     ])
@@ -101,7 +111,8 @@ pub fn job_pods(pods: &[Pod]) -> JobPods<'_> {
             "Succeeded" => counted.succeeded += 1,
             "Failed" => {
                 counted.failed += 1;
-                let at = finished_at(pod).or_else(|| pod.metadata.creation_timestamp.as_ref().map(|t| t.0));
+                let at = finished_at(pod)
+                    .or_else(|| pod.metadata.creation_timestamp.as_ref().map(|t| t.0));
                 counted.last_failure = counted.last_failure.max(at);
             }
             _ if is_terminating(&pod.metadata) => counted.terminating += 1,
@@ -144,7 +155,14 @@ fn find<'a>(status: &'a JobStatus, type_: &str) -> Option<&'a JobCondition> {
         .find(|condition| condition.type_ == type_ && condition.status == "True")
 }
 
-fn upsert(status: &mut JobStatus, type_: &str, value: &str, reason: &str, message: &str, now: Timestamp) {
+fn upsert(
+    status: &mut JobStatus,
+    type_: &str,
+    value: &str,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
     let conditions = status.conditions.get_or_insert_with(Vec::new);
     if let Some(existing) = conditions.iter_mut().find(|c| c.type_ == type_) {
         if existing.status == value
@@ -177,7 +195,8 @@ fn pod_failure_backoff(base: Duration, failures: i32) -> Duration {
         return Duration::ZERO;
     }
     let exponent = u32::try_from(failures - 1).unwrap_or(0).min(20);
-    base.saturating_mul(1_u32 << exponent).min(MAX_FAILURE_BACKOFF)
+    base.saturating_mul(1_u32 << exponent)
+        .min(MAX_FAILURE_BACKOFF)
 }
 
 fn until(now: Timestamp, at: Timestamp) -> Duration {
@@ -258,7 +277,14 @@ pub fn plan_job(job: &Job, pods: &JobPods<'_>, backoff_base: Duration, now: Time
     if spec.suspend == Some(true) {
         plan.delete = active_names;
         status.active = Some(0);
-        upsert(&mut status, "Suspended", "True", "JobSuspended", "Job suspended", now);
+        upsert(
+            &mut status,
+            "Suspended",
+            "True",
+            "JobSuspended",
+            "Job suspended",
+            now,
+        );
         plan.status = status;
         return plan;
     }
@@ -268,7 +294,14 @@ pub fn plan_job(job: &Job, pods: &JobPods<'_>, backoff_base: Duration, now: Time
         .flatten()
         .any(|c| c.type_ == "Suspended" && c.status == "True")
     {
-        upsert(&mut status, "Suspended", "False", "JobResumed", "Job resumed", now);
+        upsert(
+            &mut status,
+            "Suspended",
+            "False",
+            "JobResumed",
+            "Job resumed",
+            now,
+        );
         status.start_time = None;
     }
     let start = status.start_time.as_ref().map_or(now, |t| t.0);
@@ -289,9 +322,15 @@ pub fn plan_job(job: &Job, pods: &JobPods<'_>, backoff_base: Duration, now: Time
         .active_deadline_seconds
         .map(|seconds| add_seconds(start, seconds));
     let failure = if failures > backoff_limit {
-        Some(("BackoffLimitExceeded", "Job has reached the specified backoff limit"))
+        Some((
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+        ))
     } else if deadline.is_some_and(|deadline| now >= deadline) {
-        Some(("DeadlineExceeded", "Job was active longer than specified deadline"))
+        Some((
+            "DeadlineExceeded",
+            "Job was active longer than specified deadline",
+        ))
     } else {
         None
     };
@@ -331,9 +370,13 @@ pub fn plan_job(job: &Job, pods: &JobPods<'_>, backoff_base: Duration, now: Time
     let missing = wanted - count(pods.active.len());
     status.active = Some(count(pods.active.len()));
     if missing > 0 {
-        let ready_at = pods
-            .last_failure
-            .map(|at| at.saturating_add(SignedDuration::try_from(pod_failure_backoff(backoff_base, pods.failed)).unwrap_or(SignedDuration::MAX)).unwrap_or(Timestamp::MAX));
+        let ready_at = pods.last_failure.map(|at| {
+            at.saturating_add(
+                SignedDuration::try_from(pod_failure_backoff(backoff_base, pods.failed))
+                    .unwrap_or(SignedDuration::MAX),
+            )
+            .unwrap_or(Timestamp::MAX)
+        });
         match ready_at {
             Some(at) if at > now => plan.requeue = Some(until(now, at)),
             _ => plan.create = missing,
@@ -396,7 +439,10 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action> {
     let pods: Vec<Pod> = pods_api
         .list(&ListParams::default().labels(&format!("batch.kubernetes.io/controller-uid={uid}")))
         .await
-        .map_err(kube_error(format!("listing the pods of Job {namespace}/{}", job.name_any())))?
+        .map_err(kube_error(format!(
+            "listing the pods of Job {namespace}/{}",
+            job.name_any()
+        )))?
         .items
         .into_iter()
         .filter(|pod| controller_uid(&pod.metadata) == Some(uid.as_str()))
@@ -441,9 +487,16 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action> {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PatchParams::default()
         };
-        api.patch_status(&job.name_any(), &params, &Patch::Merge(json!({ "status": plan.status })))
-            .await
-            .map_err(kube_error(format!("updating the status of Job {namespace}/{}", job.name_any())))?;
+        api.patch_status(
+            &job.name_any(),
+            &params,
+            &Patch::Merge(json!({ "status": plan.status })),
+        )
+        .await
+        .map_err(kube_error(format!(
+            "updating the status of Job {namespace}/{}",
+            job.name_any()
+        )))?;
     }
     Ok(match plan.requeue {
         Some(wait) => Action::requeue(wait + Duration::from_millis(20)),
@@ -457,12 +510,20 @@ fn error_policy(_job: Arc<Job>, error: &Error, _context: Arc<Context>) -> Action
 }
 
 /// Runs the Job controller until `shutdown`.
-pub async fn run(client: kube::Client, config: Arc<ControllersConfig>, shutdown: CancellationToken) {
+pub async fn run(
+    client: kube::Client,
+    config: Arc<ControllersConfig>,
+    shutdown: CancellationToken,
+) {
     let jobs: Api<Job> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let stream = Controller::new(jobs, watcher::Config::default())
         .owns(pods, watcher::Config::default())
-        .run(reconcile, error_policy, Arc::new(Context { client, config }))
+        .run(
+            reconcile,
+            error_policy,
+            Arc::new(Context { client, config }),
+        )
         .for_each(|_| async {});
     tokio::select! {
         () = stream => {}
@@ -499,7 +560,13 @@ mod tests {
             .conditions
             .iter()
             .flatten()
-            .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone().unwrap_or_default()))
+            .map(|c| {
+                (
+                    c.type_.clone(),
+                    c.status.clone(),
+                    c.reason.clone().unwrap_or_default(),
+                )
+            })
             .collect()
     }
 
@@ -510,19 +577,37 @@ mod tests {
     #[test]
     fn job_starts_one_pod_and_records_its_start_time() {
         let job = job(json!({"template": template()}));
-        let plan = plan_job(&job, &job_pods(&[]), Duration::ZERO, at("2025-01-01T00:00:00Z"));
+        let plan = plan_job(
+            &job,
+            &job_pods(&[]),
+            Duration::ZERO,
+            at("2025-01-01T00:00:00Z"),
+        );
         assert_eq!(plan.create, 1);
-        assert_eq!(plan.status.start_time, Some(Time(at("2025-01-01T00:00:00Z"))));
+        assert_eq!(
+            plan.status.start_time,
+            Some(Time(at("2025-01-01T00:00:00Z")))
+        );
     }
 
     #[test]
     fn failed_pod_is_replaced_after_the_back_off() {
         let job = job(json!({"backoffLimit": 2, "template": template()}));
         let pods = [pod("a", "Failed")];
-        let plan = plan_job(&job, &job_pods(&pods), Duration::from_secs(10), at("2025-01-01T00:00:05Z"));
+        let plan = plan_job(
+            &job,
+            &job_pods(&pods),
+            Duration::from_secs(10),
+            at("2025-01-01T00:00:05Z"),
+        );
         assert_eq!(plan.create, 0);
         assert_eq!(plan.requeue, Some(Duration::from_secs(5)));
-        let plan = plan_job(&job, &job_pods(&pods), Duration::from_secs(10), at("2025-01-01T00:00:10Z"));
+        let plan = plan_job(
+            &job,
+            &job_pods(&pods),
+            Duration::from_secs(10),
+            at("2025-01-01T00:00:10Z"),
+        );
         assert_eq!(plan.create, 1);
     }
 
@@ -535,15 +620,27 @@ mod tests {
         assert_eq!(plan.create, 0);
         assert_eq!(
             conditions(&plan.status),
-            vec![("FailureTarget".into(), "True".into(), "BackoffLimitExceeded".into())]
+            vec![(
+                "FailureTarget".into(),
+                "True".into(),
+                "BackoffLimitExceeded".into()
+            )]
         );
         job.status = Some(plan.status);
         let plan = plan_job(&job, &job_pods(&pods), Duration::ZERO, now);
         assert_eq!(
             conditions(&plan.status),
             vec![
-                ("FailureTarget".into(), "True".into(), "BackoffLimitExceeded".into()),
-                ("Failed".into(), "True".into(), "BackoffLimitExceeded".into())
+                (
+                    "FailureTarget".into(),
+                    "True".into(),
+                    "BackoffLimitExceeded".into()
+                ),
+                (
+                    "Failed".into(),
+                    "True".into(),
+                    "BackoffLimitExceeded".into()
+                )
             ]
         );
         assert_eq!(plan.status.failed, Some(2));
@@ -553,16 +650,32 @@ mod tests {
     #[test]
     fn active_deadline_kills_running_pods_and_fails_the_job() {
         let mut job = job(json!({"activeDeadlineSeconds": 5, "template": template()}));
-        job.status = Some(serde_json::from_value(json!({"startTime": "2025-01-01T00:00:00Z"})).expect("status"));
+        job.status = Some(
+            serde_json::from_value(json!({"startTime": "2025-01-01T00:00:00Z"})).expect("status"),
+        );
         let pods = [pod("a", "Running")];
-        let early = plan_job(&job, &job_pods(&pods), Duration::ZERO, at("2025-01-01T00:00:02Z"));
+        let early = plan_job(
+            &job,
+            &job_pods(&pods),
+            Duration::ZERO,
+            at("2025-01-01T00:00:02Z"),
+        );
         assert!(early.delete.is_empty());
         assert_eq!(early.requeue, Some(Duration::from_secs(3)));
-        let late = plan_job(&job, &job_pods(&pods), Duration::ZERO, at("2025-01-01T00:00:05Z"));
+        let late = plan_job(
+            &job,
+            &job_pods(&pods),
+            Duration::ZERO,
+            at("2025-01-01T00:00:05Z"),
+        );
         assert_eq!(late.delete, vec!["a".to_owned()]);
         assert_eq!(
             conditions(&late.status),
-            vec![("FailureTarget".into(), "True".into(), "DeadlineExceeded".into())]
+            vec![(
+                "FailureTarget".into(),
+                "True".into(),
+                "DeadlineExceeded".into()
+            )]
         );
     }
 
@@ -577,8 +690,16 @@ mod tests {
         assert_eq!(
             conditions(&plan.status),
             vec![
-                ("SuccessCriteriaMet".into(), "True".into(), "CompletionsReached".into()),
-                ("Complete".into(), "True".into(), "CompletionsReached".into())
+                (
+                    "SuccessCriteriaMet".into(),
+                    "True".into(),
+                    "CompletionsReached".into()
+                ),
+                (
+                    "Complete".into(),
+                    "True".into(),
+                    "CompletionsReached".into()
+                )
             ]
         );
         assert_eq!(plan.status.completion_time, Some(Time(now)));
@@ -588,27 +709,51 @@ mod tests {
     #[test]
     fn finished_job_is_deleted_after_its_ttl() {
         let mut job = job(json!({"ttlSecondsAfterFinished": 10, "template": template()}));
-        job.status = Some(serde_json::from_value(json!({"conditions": [{"type": "Complete", "status": "True",
-            "lastTransitionTime": "2025-01-01T00:00:00Z"}]})).expect("status"));
-        let plan = plan_job(&job, &job_pods(&[]), Duration::ZERO, at("2025-01-01T00:00:04Z"));
+        job.status = Some(
+            serde_json::from_value(json!({"conditions": [{"type": "Complete", "status": "True",
+            "lastTransitionTime": "2025-01-01T00:00:00Z"}]}))
+            .expect("status"),
+        );
+        let plan = plan_job(
+            &job,
+            &job_pods(&[]),
+            Duration::ZERO,
+            at("2025-01-01T00:00:04Z"),
+        );
         assert!(!plan.delete_job);
         assert_eq!(plan.requeue, Some(Duration::from_secs(6)));
-        let plan = plan_job(&job, &job_pods(&[]), Duration::ZERO, at("2025-01-01T00:00:10Z"));
+        let plan = plan_job(
+            &job,
+            &job_pods(&[]),
+            Duration::ZERO,
+            at("2025-01-01T00:00:10Z"),
+        );
         assert!(plan.delete_job);
     }
 
     #[test]
     fn on_failure_restarts_count_against_the_backoff_limit() {
-        let job = job(json!({"backoffLimit": 1, "template": {"spec": {"restartPolicy": "OnFailure",
-            "containers": [{"name": "m", "image": "x"}]}}}));
+        let job = job(
+            json!({"backoffLimit": 1, "template": {"spec": {"restartPolicy": "OnFailure",
+            "containers": [{"name": "m", "image": "x"}]}}}),
+        );
         let running: Pod = serde_json::from_value(json!({"metadata": {"name": "a"},
             "status": {"phase": "Running", "containerStatuses": [{"name": "m", "image": "x",
                 "imageID": "", "ready": false, "restartCount": 2}]}}))
         .expect("pod");
-        let plan = plan_job(&job, &job_pods(std::slice::from_ref(&running)), Duration::ZERO, at("2025-01-01T00:00:00Z"));
+        let plan = plan_job(
+            &job,
+            &job_pods(std::slice::from_ref(&running)),
+            Duration::ZERO,
+            at("2025-01-01T00:00:00Z"),
+        );
         assert_eq!(
             conditions(&plan.status),
-            vec![("FailureTarget".into(), "True".into(), "BackoffLimitExceeded".into())]
+            vec![(
+                "FailureTarget".into(),
+                "True".into(),
+                "BackoffLimitExceeded".into()
+            )]
         );
     }
 }

@@ -128,9 +128,9 @@ impl std::str::FromStr for ImageMapping {
             value: value.to_owned(),
             reason: reason.to_owned(),
         };
-        let (image, binary) = value
-            .split_once('=')
-            .ok_or_else(|| invalid("expected NAME=PATH, e.g. kumiko-app:dev=target/debug/kumiko-app"))?;
+        let (image, binary) = value.split_once('=').ok_or_else(|| {
+            invalid("expected NAME=PATH, e.g. kumiko-app:dev=target/debug/kumiko-app")
+        })?;
         if image.trim().is_empty() {
             return Err(invalid("the image name before `=` is empty"));
         }
@@ -292,7 +292,11 @@ impl Controllers {
         let cnpg = cnpg::CnpgController::new(client.clone(), config.clone()).await?;
         let tasks = vec![
             tokio::spawn(kubelet.clone().run(shutdown.clone())),
-            tokio::spawn(deployment::run(client.clone(), config.clone(), shutdown.clone())),
+            tokio::spawn(deployment::run(
+                client.clone(),
+                config.clone(),
+                shutdown.clone(),
+            )),
             tokio::spawn(job::run(client.clone(), config.clone(), shutdown.clone())),
             tokio::spawn(cnpg.clone().run(shutdown.clone())),
             tokio::spawn(service_proxy::run(client.clone(), shutdown.clone())),
@@ -308,7 +312,10 @@ impl Controllers {
 
     /// Starts every controller against an in-process server: registers pod admission (LimitRange,
     /// ResourceQuota, binding to the node) and sends container output to the server's log store.
-    pub async fn start_for(server: &crate::ServerHandle, mut config: ControllersConfig) -> Result<Self> {
+    pub async fn start_for(
+        server: &crate::ServerHandle,
+        mut config: ControllersConfig,
+    ) -> Result<Self> {
         server
             .cluster()
             .admission()
@@ -360,7 +367,9 @@ mod tests {
 
     fn mappings() -> Vec<ImageMapping> {
         vec![
-            "kumiko-app:dev=target/debug/kumiko-app".parse().expect("mapping"),
+            "kumiko-app:dev=target/debug/kumiko-app"
+                .parse()
+                .expect("mapping"),
             "sim-pod=/bin/sim-pod".parse().expect("mapping"),
         ]
     }
@@ -394,7 +403,10 @@ mod tests {
 
     #[test]
     fn repository_keeps_registry_port() {
-        assert_eq!(image_repository("host:5000/app:1@sha256:00"), "host:5000/app");
+        assert_eq!(
+            image_repository("host:5000/app:1@sha256:00"),
+            "host:5000/app"
+        );
         assert_eq!(image_repository("host:5000/app"), "host:5000/app");
         assert_eq!(image_repository("app"), "app");
     }

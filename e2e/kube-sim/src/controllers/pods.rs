@@ -65,7 +65,9 @@ pub fn available_in(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> Option
     }
     let since = ready_since(pod)?;
     let due = since
-        .saturating_add(SignedDuration::from_secs(i64::from(min_ready_seconds.max(0))))
+        .saturating_add(SignedDuration::from_secs(i64::from(
+            min_ready_seconds.max(0),
+        )))
         .unwrap_or(Timestamp::MAX);
     Some(if due <= now {
         SignedDuration::ZERO
@@ -144,9 +146,9 @@ mod tests {
     #[test]
     fn terminating_pod_is_neither_ready_nor_available() {
         let mut pod = ready_pod("2025-01-01T00:00:00Z");
-        pod.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            Timestamp::UNIX_EPOCH,
-        ));
+        pod.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::UNIX_EPOCH),
+        );
         assert!(!is_ready(&pod));
         assert_eq!(available_in(&pod, 0, now()), None);
     }

@@ -146,7 +146,7 @@ impl Quantity {
     }
 
     /// The sum, in the format of `self` (as `Quantity.Add` keeps the receiver's format).
-    pub fn add(self, other: Quantity) -> Quantity {
+    pub fn plus(self, other: Quantity) -> Quantity {
         Quantity {
             nanos: self.nanos.saturating_add(other.nanos),
             format: self.format,
@@ -178,13 +178,13 @@ impl Quantity {
             return "0".to_owned();
         }
         let units_per_nano = NANOS_PER_UNIT.unsigned_abs();
-        if self.format == QuantityFormat::BinarySi && magnitude % units_per_nano == 0 {
+        if self.format == QuantityFormat::BinarySi && magnitude.is_multiple_of(units_per_nano) {
             let units = magnitude / units_per_nano;
             if units >= 1024 {
                 let suffixes = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
                 let mut value = units;
                 let mut index = 0;
-                while index + 1 < suffixes.len() && value % 1024 == 0 {
+                while index + 1 < suffixes.len() && value.is_multiple_of(1024) {
                     value /= 1024;
                     index += 1;
                 }
@@ -194,7 +194,7 @@ impl Quantity {
         // Decimal: the largest power of 1000 that keeps the mantissa whole.
         let mut value = magnitude;
         let mut exponent: i32 = -9;
-        while exponent < 18 && value % 1000 == 0 {
+        while exponent < 18 && value.is_multiple_of(1000) {
             value /= 1000;
             exponent += 3;
         }
@@ -275,8 +275,8 @@ mod tests {
         assert_eq!(q("2048Mi").canonical(), "2Gi");
         assert_eq!(q("0").canonical(), "0");
         assert_eq!(q("1e3").canonical(), "1e3");
-        assert_eq!(q("100Mi").add(q("100Mi")).canonical(), "200Mi");
-        assert_eq!(q("500m").add(q("500m")).canonical(), "1");
+        assert_eq!(q("100Mi").plus(q("100Mi")).canonical(), "200Mi");
+        assert_eq!(q("500m").plus(q("500m")).canonical(), "1");
     }
 
     #[test]

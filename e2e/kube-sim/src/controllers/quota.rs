@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::admission::{LIMIT_RANGER_ANNOTATION, admit_pod, quota_status};
 use super::error::{Error, Result, kube_error};
 use super::kubelet::env::NODE_NAME;
-use super::{FIELD_MANAGER, ControllersConfig};
+use super::{ControllersConfig, FIELD_MANAGER};
 use crate::admission::{
     AdmissionContext, AdmissionHook, AdmissionRequest, Operation, Rejection as ApiRejection,
 };
@@ -57,9 +57,10 @@ impl AdmissionHook for PodAdmission {
         {
             return Ok(());
         }
-        let mut pod: Pod = serde_json::from_value(object.clone()).map_err(|error| ApiRejection {
-            message: format!("kube-sim cannot read the pod for admission: {error}"),
-        })?;
+        let mut pod: Pod =
+            serde_json::from_value(object.clone()).map_err(|error| ApiRejection {
+                message: format!("kube-sim cannot read the pod for admission: {error}"),
+            })?;
         let namespace = request.namespace;
         let ranges: Vec<LimitRange> = parse_all(context.list("", "limitranges", Some(namespace)));
         let quotas: Vec<ResourceQuota> =
@@ -93,9 +94,7 @@ impl AdmissionHook for PodAdmission {
             .and_then(|annotations| annotations.get(LIMIT_RANGER_ANNOTATION))
             && let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut)
         {
-            let annotations = metadata
-                .entry("annotations")
-                .or_insert_with(|| json!({}));
+            let annotations = metadata.entry("annotations").or_insert_with(|| json!({}));
             annotations[LIMIT_RANGER_ANNOTATION] = json!(note);
         }
         if self.bind_to_node
@@ -133,7 +132,9 @@ async fn reconcile(quota: Arc<ResourceQuota>, context: Arc<Context>) -> Result<A
     let pods = pods
         .list(&ListParams::default())
         .await
-        .map_err(kube_error(format!("listing the pods of namespace {namespace}")))?
+        .map_err(kube_error(format!(
+            "listing the pods of namespace {namespace}"
+        )))?
         .items;
     let status = quota_status(&quota, pods.iter());
     if quota.status.as_ref() != Some(&status) {
@@ -144,7 +145,13 @@ async fn reconcile(quota: Arc<ResourceQuota>, context: Arc<Context>) -> Result<A
             for key in quota
                 .status
                 .as_ref()
-                .and_then(|s| if field == "hard" { s.hard.as_ref() } else { s.used.as_ref() })
+                .and_then(|s| {
+                    if field == "hard" {
+                        s.hard.as_ref()
+                    } else {
+                        s.used.as_ref()
+                    }
+                })
                 .into_iter()
                 .flat_map(|map| map.keys())
             {
@@ -173,7 +180,11 @@ fn error_policy(_quota: Arc<ResourceQuota>, error: &Error, _context: Arc<Context
 }
 
 /// Keeps every ResourceQuota's status current until `shutdown`.
-pub async fn run(client: kube::Client, _config: Arc<ControllersConfig>, shutdown: CancellationToken) {
+pub async fn run(
+    client: kube::Client,
+    _config: Arc<ControllersConfig>,
+    shutdown: CancellationToken,
+) {
     let quotas: Api<ResourceQuota> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let controller = Controller::new(quotas, watcher::Config::default());

@@ -49,14 +49,19 @@ pub struct Target {
 }
 
 fn annotation_port(pod: &Pod, key: &str) -> Option<u16> {
-    pod.annotations().get(key).and_then(|value| value.parse().ok())
+    pod.annotations()
+        .get(key)
+        .and_then(|value| value.parse().ok())
 }
 
 /// The loopback port of `pod` that `target_port` refers to, if the pod serves it.
 pub fn pod_target_port(pod: &Pod, target_port: &IntOrString) -> Option<u16> {
     let containers = pod.spec.as_ref().map(|spec| spec.containers.as_slice())?;
     let container_port = |container: &k8s_openapi::api::core::v1::Container| {
-        annotation_port(pod, &format!("{CONTAINER_PORT_ANNOTATION_PREFIX}{}", container.name))
+        annotation_port(
+            pod,
+            &format!("{CONTAINER_PORT_ANNOTATION_PREFIX}{}", container.name),
+        )
     };
     match target_port {
         IntOrString::Int(number) => {
@@ -99,7 +104,9 @@ pub fn endpoints<'a>(pods: impl IntoIterator<Item = &'a Pod>, target: &Target) -
         })
         .filter(|pod| !is_terminating(&pod.metadata) && phase(pod) == "Running")
         .filter(|pod| target.publish_not_ready || is_ready(pod))
-        .filter_map(|pod| pod_target_port(pod, &target.target_port).map(|port| (pod.name_any(), port)))
+        .filter_map(|pod| {
+            pod_target_port(pod, &target.target_port).map(|port| (pod.name_any(), port))
+        })
         .collect();
     selected.sort();
     selected.into_iter().map(|(_, port)| port).collect()
@@ -236,8 +243,8 @@ impl Proxies {
         let mut annotations = serde_json::Map::new();
         let current = service.annotations();
         for (key, value) in current {
-            if key.starts_with(PROXY_PORT_ANNOTATION_PREFIX) {
-                let port: Option<i32> = key[PROXY_PORT_ANNOTATION_PREFIX.len()..].parse().ok();
+            if let Some(suffix) = key.strip_prefix(PROXY_PORT_ANNOTATION_PREFIX) {
+                let port: Option<i32> = suffix.parse().ok();
                 if port.is_none_or(|port| !proxies.is_some_and(|p| p.contains_key(&port))) {
                     annotations.insert(key.clone(), Value::Null);
                 } else if let Some(proxy) = port.and_then(|port| proxies.and_then(|p| p.get(&port)))
@@ -268,11 +275,8 @@ impl Proxies {
                 tracing::debug!(%error, service = %service.name_any(), "service proxy: annotating failed");
             }
         }
-        let is_load_balancer = service
-            .spec
-            .as_ref()
-            .and_then(|spec| spec.type_.as_deref())
-            == Some("LoadBalancer");
+        let is_load_balancer =
+            service.spec.as_ref().and_then(|spec| spec.type_.as_deref()) == Some("LoadBalancer");
         let has_ingress = service
             .status
             .as_ref()
@@ -307,7 +311,8 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
         pods,
         services: HashMap::new(),
     };
-    let services = watcher(Api::<Service>::all(client), watcher::Config::default()).default_backoff();
+    let services =
+        watcher(Api::<Service>::all(client), watcher::Config::default()).default_backoff();
     let mut services = std::pin::pin!(services);
     let mut listed: Option<HashSet<String>> = None;
     loop {
@@ -395,7 +400,10 @@ mod tests {
     fn unknown_named_target_port_selects_no_pod() {
         let pods = [pod("a", true, false, 4001)];
         assert!(endpoints(pods.iter(), &target(IntOrString::String("grpc".to_owned()))).is_empty());
-        assert_eq!(endpoints(pods.iter(), &target(IntOrString::Int(8080))), vec![4001]);
+        assert_eq!(
+            endpoints(pods.iter(), &target(IntOrString::Int(8080))),
+            vec![4001]
+        );
     }
 
     #[test]
@@ -413,6 +421,9 @@ mod tests {
         .expect("service");
         let ports = proxied_ports(&normal);
         assert_eq!(ports.len(), 1);
-        assert_eq!(ports[0].1.target_port, IntOrString::String("http".to_owned()));
+        assert_eq!(
+            ports[0].1.target_port,
+            IntOrString::String("http".to_owned())
+        );
     }
 }

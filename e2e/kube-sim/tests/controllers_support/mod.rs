@@ -3,6 +3,8 @@
 //! assertion).
 
 #![allow(dead_code)]
+// Test helpers: a failed set-up is a failed test.
+#![allow(clippy::expect_used)]
 
 use std::future::Future;
 use std::time::Duration;
@@ -31,7 +33,9 @@ impl Sim {
             image: SIM_POD_IMAGE.to_owned(),
             binary: env!("CARGO_BIN_EXE_sim-pod").into(),
         });
-        let server = Server::start(Config::default()).await.expect("kube-sim starts");
+        let server = Server::start(Config::default())
+            .await
+            .expect("kube-sim starts");
         let controllers = Controllers::start_for(&server, config)
             .await
             .expect("controllers start");

@@ -150,7 +150,10 @@ struct Exit {
 enum ProbeEvent {
     Started,
     Ready(bool),
-    Kill { message: String, grace: Option<Duration> },
+    Kill {
+        message: String,
+        grace: Option<Duration>,
+    },
 }
 
 impl ContainerContext {
@@ -179,7 +182,11 @@ impl ContainerContext {
 
     fn current(&self) -> Option<ContainerRuntime> {
         let runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
-        let list = if self.init { &runtime.init } else { &runtime.main };
+        let list = if self.init {
+            &runtime.init
+        } else {
+            &runtime.main
+        };
         list.get(self.index).cloned()
     }
 
@@ -244,8 +251,8 @@ pub async fn run_container(context: ContainerContext) -> bool {
             Some(binary) => run_process(&context, &binary, &env, &mut stop).await,
             None => run_unmapped(&context, &mut stop).await,
         };
-        let restart = !exit.stopped
-            && should_restart(context.restart_policy, context.init, exit.exit_code);
+        let restart =
+            !exit.stopped && should_restart(context.restart_policy, context.init, exit.exit_code);
         let succeeded = exit.exit_code == 0;
         let terminated = RunState::Terminated {
             exit_code: exit.exit_code,
@@ -422,7 +429,10 @@ async fn run_process(
         .args(process_arguments(&context.spec, env))
         .env_clear()
         .envs(base_environment(context))
-        .envs(env.iter().map(|(key, value)| (key.as_str(), value.as_str())))
+        .envs(
+            env.iter()
+                .map(|(key, value)| (key.as_str(), value.as_str())),
+        )
         .current_dir(&context.workdir)
         .process_group(0)
         .stdin(Stdio::null())
@@ -432,7 +442,10 @@ async fn run_process(
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {
-            return start_error(format!("kube-sim: cannot run {}: {error}", binary.display()));
+            return start_error(format!(
+                "kube-sim: cannot run {}: {error}",
+                binary.display()
+            ));
         }
     };
     let started_at = now();
@@ -445,7 +458,11 @@ async fn run_process(
             .unwrap_or_else(|p| p.into_inner())
             .insert(pid);
     }
-    context.logs.start(&context.namespace(), &context.pod_name(), &context.spec.name);
+    context.logs.start(
+        &context.namespace(),
+        &context.pod_name(),
+        &context.spec.name,
+    );
     if let Some(stdout) = child.stdout.take() {
         forward_output(context, stdout);
     }
@@ -636,10 +653,7 @@ async fn run_probes(
             if counter.record(result.is_ok(), &spec) == Verdict::Failing {
                 let _ = events
                     .send(ProbeEvent::Kill {
-                        message: format!(
-                            "Liveness probe failed: {}",
-                            failure.unwrap_or_default()
-                        ),
+                        message: format!("Liveness probe failed: {}", failure.unwrap_or_default()),
                         grace: spec.termination_grace,
                     })
                     .await;

@@ -61,10 +61,7 @@ pub fn referenced_objects(container: &Container) -> (BTreeSet<String>, BTreeSet<
 }
 
 fn secret_data(secret: &Secret) -> BTreeMap<String, String> {
-    let mut data: BTreeMap<String, String> = secret
-        .string_data
-        .clone()
-        .unwrap_or_default();
+    let mut data: BTreeMap<String, String> = secret.string_data.clone().unwrap_or_default();
     for (key, value) in secret.data.iter().flatten() {
         data.insert(key.clone(), String::from_utf8_lossy(&value.0).into_owned());
     }
@@ -131,7 +128,12 @@ fn field_value(pod: &Pod, path: &str) -> Result<String, String> {
     let meta = &pod.metadata;
     let from_map = |map: &Option<BTreeMap<String, String>>, prefix: &str| -> Option<String> {
         let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
-        Some(map.as_ref().and_then(|m| m.get(key)).cloned().unwrap_or_default())
+        Some(
+            map.as_ref()
+                .and_then(|m| m.get(key))
+                .cloned()
+                .unwrap_or_default(),
+        )
     };
     if let Some(value) = from_map(&meta.labels, "metadata.labels['") {
         return Ok(value);
@@ -153,7 +155,11 @@ fn field_value(pod: &Pod, path: &str) -> Result<String, String> {
     })
 }
 
-fn resource_value(pod: &Pod, container: &Container, selector: &k8s_openapi::api::core::v1::ResourceFieldSelector) -> Result<String, String> {
+fn resource_value(
+    pod: &Pod,
+    container: &Container,
+    selector: &k8s_openapi::api::core::v1::ResourceFieldSelector,
+) -> Result<String, String> {
     let target = match &selector.container_name {
         Some(name) if !name.is_empty() => pod
             .spec
@@ -163,21 +169,32 @@ fn resource_value(pod: &Pod, container: &Container, selector: &k8s_openapi::api:
             .ok_or_else(|| format!("resourceFieldRef: no container named {name:?}"))?,
         _ => container,
     };
-    let (kind, resource) = selector
-        .resource
-        .split_once('.')
-        .ok_or_else(|| format!("unsupported resourceFieldRef resource: {}", selector.resource))?;
+    let (kind, resource) = selector.resource.split_once('.').ok_or_else(|| {
+        format!(
+            "unsupported resourceFieldRef resource: {}",
+            selector.resource
+        )
+    })?;
     let resources = target.resources.clone().unwrap_or_default();
     let map = match kind {
         "limits" => resources.limits,
         "requests" => resources.requests,
-        _ => return Err(format!("unsupported resourceFieldRef resource: {}", selector.resource)),
+        _ => {
+            return Err(format!(
+                "unsupported resourceFieldRef resource: {}",
+                selector.resource
+            ));
+        }
     };
     let amount = match map.as_ref().and_then(|m| m.get(resource)) {
         Some(value) => Quantity::parse(&value.0).map_err(|error| error.to_string())?,
         // An unset limit is the node's allocatable amount; an unset request is zero.
-        None if kind == "limits" => node_allocatable(resource)
-            .ok_or_else(|| format!("unsupported resourceFieldRef resource: {}", selector.resource))?,
+        None if kind == "limits" => node_allocatable(resource).ok_or_else(|| {
+            format!(
+                "unsupported resourceFieldRef resource: {}",
+                selector.resource
+            )
+        })?,
         None => Quantity::ZERO,
     };
     let divisor = match &selector.divisor {
@@ -363,23 +380,26 @@ mod tests {
     #[test]
     fn env_resolves_values_secrets_config_maps_and_field_refs() {
         let pod = pod(json!({"name": "app", "image": "x",
-            "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
-            "env": [
-                {"name": "PLAIN", "value": "1"},
-                {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
-                {"name": "LEVEL", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "LEVEL"}}},
-                {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-                {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
-                {"name": "GREETING", "value": "$(POD) in $(NS) costs $$5 $(NOPE)"}
-            ]}));
+        "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+        "env": [
+            {"name": "PLAIN", "value": "1"},
+            {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
+            {"name": "LEVEL", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "LEVEL"}}},
+            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+            {"name": "GREETING", "value": "$(POD) in $(NS) costs $$5 $(NOPE)"}
+        ]}));
         let container = &pod.spec.as_ref().expect("spec").containers[0];
         let env: BTreeMap<_, _> = resolve_env(&pod, container, &sources())
             .expect("resolves")
             .into_iter()
             .collect();
         assert_eq!(env["CFG_LEVEL"], "debug");
-        assert!(!env.contains_key("CFG_bad key"), "invalid names are skipped");
+        assert!(
+            !env.contains_key("CFG_bad key"),
+            "invalid names are skipped"
+        );
         assert_eq!(env["PASSWORD"], "s3cr3t");
         assert_eq!(env["LEVEL"], "debug");
         assert_eq!(env["POD"], "web-1");
@@ -441,11 +461,11 @@ mod tests {
     #[test]
     fn resource_field_ref_divides_and_rounds_up() {
         let pod = pod(json!({"name": "app", "image": "x",
-            "resources": {"limits": {"cpu": "1500m", "memory": "256Mi"}},
-            "env": [
-                {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
-                {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}}
-            ]}));
+        "resources": {"limits": {"cpu": "1500m", "memory": "256Mi"}},
+        "env": [
+            {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+            {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}}
+        ]}));
         let container = &pod.spec.as_ref().expect("spec").containers[0];
         let env: BTreeMap<_, _> = resolve_env(&pod, container, &sources())
             .expect("resolves")

@@ -31,10 +31,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::watcher;
-use kube::runtime::WatchStreamExt;
 use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::json;
@@ -431,7 +431,10 @@ impl PodWorker {
             .iter()
             .map(|_| free_port().unwrap_or(0))
             .collect();
-        let workdir = tempfile::Builder::new().prefix("kube-sim-pod-").tempdir().ok();
+        let workdir = tempfile::Builder::new()
+            .prefix("kube-sim-pod-")
+            .tempdir()
+            .ok();
         let workdir_path = workdir
             .as_ref()
             .map_or_else(std::env::temp_dir, |dir| dir.path().to_path_buf());
@@ -478,12 +481,24 @@ impl PodWorker {
                 .init_containers
                 .iter()
                 .flatten()
-                .map(|c| ContainerRuntime::new(&c.name, c.image.as_deref().unwrap_or(""), container_id(&c.name)))
+                .map(|c| {
+                    ContainerRuntime::new(
+                        &c.name,
+                        c.image.as_deref().unwrap_or(""),
+                        container_id(&c.name),
+                    )
+                })
                 .collect(),
             main: spec
                 .containers
                 .iter()
-                .map(|c| ContainerRuntime::new(&c.name, c.image.as_deref().unwrap_or(""), container_id(&c.name)))
+                .map(|c| {
+                    ContainerRuntime::new(
+                        &c.name,
+                        c.image.as_deref().unwrap_or(""),
+                        container_id(&c.name),
+                    )
+                })
                 .collect(),
         }));
         if !spec.init_containers.as_ref().is_none_or(Vec::is_empty) {
@@ -500,7 +515,9 @@ impl PodWorker {
         let restart_policy = RestartPolicy::of(&pod);
         let pod_grace = spec
             .termination_grace_period_seconds
-            .map_or(DEFAULT_GRACE, |s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
+            .map_or(DEFAULT_GRACE, |s| {
+                Duration::from_secs(u64::try_from(s).unwrap_or(0))
+            });
         let context = |container: &k8s_openapi::api::core::v1::Container,
                        index: usize,
                        init: bool,
@@ -655,7 +672,10 @@ mod tests {
         pod.metadata.deletion_grace_period_seconds = Some(2);
         assert_eq!(grace_period(&pod), Duration::from_secs(2));
         pod.metadata.deletion_grace_period_seconds = None;
-        pod.spec.as_mut().expect("spec").termination_grace_period_seconds = None;
+        pod.spec
+            .as_mut()
+            .expect("spec")
+            .termination_grace_period_seconds = None;
         assert_eq!(grace_period(&pod), DEFAULT_GRACE);
     }
 
@@ -673,7 +693,11 @@ mod tests {
         }))
         .expect("status");
         let basis = status_basis(&current, Some(&written));
-        let conditions = basis.status.expect("status").conditions.expect("conditions");
+        let conditions = basis
+            .status
+            .expect("status")
+            .conditions
+            .expect("conditions");
         let types: Vec<(&str, &str)> = conditions
             .iter()
             .map(|c| (c.type_.as_str(), c.status.as_str()))

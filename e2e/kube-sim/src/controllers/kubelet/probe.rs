@@ -80,7 +80,11 @@ fn count(value: Option<i32>, default: i32) -> u32 {
 
 /// The loopback port a probe port refers to: a number, or the name of one of the container's
 /// ports, always served at the container's `PORT`.
-fn probe_port(container: &Container, port: &IntOrString, loopback_port: u16) -> Result<u16, String> {
+fn probe_port(
+    container: &Container,
+    port: &IntOrString,
+    loopback_port: u16,
+) -> Result<u16, String> {
     match port {
         IntOrString::Int(_) => Ok(loopback_port),
         IntOrString::String(name) => {
@@ -95,7 +99,10 @@ fn probe_port(container: &Container, port: &IntOrString, loopback_port: u16) -> 
             if declared {
                 Ok(loopback_port)
             } else {
-                Err(format!("port {name:?} is not a named port of container {:?}", container.name))
+                Err(format!(
+                    "port {name:?} is not a named port of container {:?}",
+                    container.name
+                ))
             }
         }
     }
@@ -105,7 +112,13 @@ fn probe_port(container: &Container, port: &IntOrString, loopback_port: u16) -> 
 pub fn probe_spec(container: &Container, probe: &Probe, loopback_port: u16) -> ProbeSpec {
     let action = if let Some(http) = &probe.http_get {
         match probe_port(container, &http.port, loopback_port) {
-            Ok(port) if http.scheme.as_deref().unwrap_or("HTTP").eq_ignore_ascii_case("HTTP") => {
+            Ok(port)
+                if http
+                    .scheme
+                    .as_deref()
+                    .unwrap_or("HTTP")
+                    .eq_ignore_ascii_case("HTTP") =>
+            {
                 ProbeAction::Http {
                     port,
                     path: http.path.clone().unwrap_or_else(|| "/".to_owned()),
@@ -243,7 +256,9 @@ async fn http_get(port: u16, path: &str, headers: &[(String, String)]) -> Result
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|error| format!("Get \"http://127.0.0.1:{port}{path}\": {error}"))?;
-    let has_host = headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host"));
+    let has_host = headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"));
     let mut request = format!("GET {path} HTTP/1.1\r\n");
     if !has_host {
         request.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
@@ -343,13 +358,18 @@ mod tests {
 
     #[test]
     fn status_line_is_parsed() {
-        assert_eq!(parse_status_code(b"HTTP/1.1 503 Service Unavailable\r\n"), Some(503));
+        assert_eq!(
+            parse_status_code(b"HTTP/1.1 503 Service Unavailable\r\n"),
+            Some(503)
+        );
         assert_eq!(parse_status_code(b"garbage\r\n"), None);
     }
 
     #[tokio::test]
     async fn http_probe_reads_the_real_status_code() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let server = tokio::spawn(async move {
             for code in ["200 OK", "503 Service Unavailable"] {

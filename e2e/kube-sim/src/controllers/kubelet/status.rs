@@ -158,9 +158,7 @@ pub fn container_status(runtime: &ContainerRuntime) -> ContainerStatus {
         name: runtime.name.clone(),
         image: runtime.image.clone(),
         image_id,
-        container_id: runtime
-            .has_run()
-            .then(|| runtime.container_id.clone()),
+        container_id: runtime.has_run().then(|| runtime.container_id.clone()),
         ready: runtime.ready && runtime.is_running(),
         started: Some(runtime.started && runtime.is_running()),
         restart_count: runtime.restart_count,
@@ -268,7 +266,11 @@ fn qos_class(pod: &Pod) -> &'static str {
             limit.is_some() && limit == request
         })
     });
-    if guaranteed { "Guaranteed" } else { "Burstable" }
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
 }
 
 /// The whole pod status.
@@ -305,7 +307,14 @@ pub fn pod_status(
         .collect();
 
     let mut conditions = vec![
-        condition(previous, "PodReadyToStartContainers", !completed, None, None, now),
+        condition(
+            previous,
+            "PodReadyToStartContainers",
+            !completed,
+            None,
+            None,
+            now,
+        ),
         condition(
             previous,
             "Initialized",
@@ -314,7 +323,10 @@ pub fn pod_status(
             (!initialized).then(|| {
                 let incomplete: Vec<&ContainerRuntime> =
                     init.iter().filter(|c| !c.succeeded()).collect();
-                format!("containers with incomplete status: [{}]", names(&incomplete))
+                format!(
+                    "containers with incomplete status: [{}]",
+                    names(&incomplete)
+                )
             }),
             now,
         ),
@@ -324,7 +336,10 @@ pub fn pod_status(
     } else if !containers_ready {
         (
             Some("ContainersNotReady"),
-            Some(format!("containers with unready status: [{}]", names(&unready))),
+            Some(format!(
+                "containers with unready status: [{}]",
+                names(&unready)
+            )),
         )
     } else if !unmet_gates.is_empty() {
         (
@@ -448,7 +463,13 @@ mod tests {
             pod_phase(&[], &[terminated("a", 0), terminated("b", 2)]),
             "Failed"
         );
-        assert_eq!(pod_phase(&[creating.clone()], &[creating.clone()]), "Pending");
+        assert_eq!(
+            pod_phase(
+                std::slice::from_ref(&creating),
+                std::slice::from_ref(&creating)
+            ),
+            "Pending"
+        );
         assert_eq!(pod_phase(&[terminated("init", 1)], &[creating]), "Failed");
     }
 
@@ -478,7 +499,13 @@ mod tests {
         assert_eq!(ready(&status).status, "True");
         assert_eq!(ready(&status).last_transition_time, Some(Time(later)));
         pod.status = Some(status);
-        let status = pod_status(&pod, &[], &[running("app", true)], now, at("2025-01-01T00:01:00Z"));
+        let status = pod_status(
+            &pod,
+            &[],
+            &[running("app", true)],
+            now,
+            at("2025-01-01T00:01:00Z"),
+        );
         assert_eq!(
             ready(&status).last_transition_time,
             Some(Time(later)),
@@ -494,10 +521,7 @@ mod tests {
         assert_eq!(status.restart_count, 2);
         assert!(!status.ready);
         assert_eq!(
-            status
-                .state
-                .and_then(|s| s.terminated)
-                .map(|t| t.exit_code),
+            status.state.and_then(|s| s.terminated).map(|t| t.exit_code),
             Some(137)
         );
     }
