@@ -224,7 +224,7 @@ async fn liveness_failure_restarts_the_container_and_exit_codes_are_reported() {
         "terminationGracePeriodSeconds": 1,
         "containers": [{"name": "app", "image": SIM_POD_IMAGE,
             "livenessProbe": {"httpGet": {"path": "/health", "port": 3000},
-                "periodSeconds": 1, "failureThreshold": 1}}]
+                "periodSeconds": 1, "failureThreshold": 1, "timeoutSeconds": 5}}]
     });
     pods.create(&PostParams::default(), &pod("flaky", spec))
         .await

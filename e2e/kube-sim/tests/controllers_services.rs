@@ -232,7 +232,7 @@ async fn service_proxy_skips_unready_and_terminating_pods() {
                 "ports": [{"name": "http", "containerPort": 3000}],
                 "env": [{"name": "SIM_POD_IGNORE_SIGTERM", "value": if name == "c" { "1" } else { "0" }}],
                 "readinessProbe": {"httpGet": {"path": "/health/ready", "port": "http"},
-                    "periodSeconds": 1, "failureThreshold": 1}}]}
+                    "periodSeconds": 1, "failureThreshold": 1, "timeoutSeconds": 5}}]}
         }))
         .expect("pod");
         pods.create(&PostParams::default(), &pod)

@@ -316,3 +316,66 @@ async fn job_backoff_limit_and_active_deadline_seconds() {
     assert_eq!(status.succeeded, Some(1));
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn instant_mode_readies_deployments_and_completes_jobs_without_processes() {
+    let sim = Sim::start(ControllersConfig {
+        instant: true,
+        ..ControllersConfig::default()
+    })
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(sim.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    let jobs: Api<Job> = Api::namespaced(sim.client.clone(), "default");
+    // A readiness probe that would take 60s: instant mode skips it.
+    let mut slow = deployment(2, "v1");
+    slow.spec
+        .as_mut()
+        .expect("spec")
+        .template
+        .spec
+        .as_mut()
+        .expect("pod spec")
+        .containers[0]
+        .readiness_probe
+        .as_mut()
+        .expect("probe")
+        .initial_delay_seconds = Some(60);
+    deployments
+        .create(&PostParams::default(), &slow)
+        .await
+        .expect("deployment created");
+    wait_for("the instant rollout", Duration::from_secs(20), || {
+        rolled_out(&deployments, 2)
+    })
+    .await;
+    let listed = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .expect("pods");
+    assert!(
+        listed.items.iter().all(|pod| pod
+            .metadata
+            .annotations
+            .as_ref()
+            .is_none_or(|a| !a.contains_key("kube-sim.kumiko.so/port"))),
+        "no process, no port"
+    );
+
+    jobs.create(
+        &PostParams::default(),
+        &job(
+            "instant",
+            json!({"template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "m", "image": SIM_POD_IMAGE}]}}}),
+        ),
+    )
+    .await
+    .expect("job created");
+    wait_for("the instant Job", Duration::from_secs(20), || async {
+        let job = jobs.get("instant").await.ok()?;
+        job_condition(&job, "Complete").is_some().then_some(())
+    })
+    .await;
+    sim.stop().await;
+}
