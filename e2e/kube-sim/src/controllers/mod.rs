@@ -15,6 +15,36 @@
 //!
 //! Every controller has an instant mode ([`ControllersConfig::instant`]) for benchmarks: pods run no
 //! process and are Ready (or Succeeded, for run-to-completion pods) at once, and no delay applies.
+//!
+//! # Starting them
+//!
+//! In-process: [`Controllers::start_for`] with a [`crate::ServerHandle`] (registers the pod
+//! admission hook and sends container output to the server's log store). The `kube-sim` binary
+//! starts them unless `--no-controllers`, with these flags ([`ControllerArgs`]):
+//! `--image NAME=PATH` (repeatable), `--postgres URL` or `--start-postgres`, `--instant`,
+//! `--backoff-seconds S` (CrashLoopBackOff and Job back-off base, 10 by default).
+//!
+//! # What they publish
+//!
+//! - pods: `status.podIP` and `status.hostIP` `127.0.0.1`, `spec.nodeName` `kube-sim` (set at
+//!   admission), annotations [`POD_PORT_ANNOTATION`] (`kube-sim.kumiko.so/port`, the first
+//!   container's `PORT`) and `kube-sim.kumiko.so/port-CONTAINER` for each container;
+//! - Services: `kube-sim.kumiko.so/proxy-port-PORT` ([`PROXY_PORT_ANNOTATION_PREFIX`]) per proxied
+//!   port, and `status.loadBalancer.ingress[0].ip: 127.0.0.1` for `LoadBalancer` Services;
+//! - CNPG Secrets with host `127.0.0.1` and the real Postgres port.
+//!
+//! # Known differences from Kubernetes
+//!
+//! - Volumes are not mounted: mount paths cannot be honoured for local processes; each pod gets a
+//!   temporary directory as working directory, `HOME` and `TMPDIR` (which stands in for an
+//!   `emptyDir` at `/tmp`). The environment holds only `PATH`, `LANG`, `HOME`, `TMPDIR`,
+//!   `HOSTNAME` (the pod name), the spec's variables and `PORT`; no Service link variables.
+//! - Every container port and probe port is the container's one loopback `PORT`.
+//! - Lifecycle hooks (`postStart`, `preStop`), gRPC and HTTPS probes, sidecar init containers,
+//!   ReplicaSets (and so `kubectl rollout history/undo`), Job `completionMode: Indexed`,
+//!   `podFailurePolicy` and `successPolicy`, quota scopes, and Events are not implemented.
+//! - Job pods carry no tracking finalizer: a Job pod deleted before it finished is not counted as
+//!   failed.
 
 pub mod admission;
 pub mod cnpg;
