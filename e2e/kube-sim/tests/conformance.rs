@@ -3,6 +3,9 @@
 //! (Kubernetes documentation: "API Concepts", "Server-Side Apply", "Garbage Collection",
 //! "Finalizers", "Custom Resources", "Validation Rules").
 
+// Test helpers may panic: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -1417,7 +1420,7 @@ async fn admission_hook_rejects_with_403() {
     let (server, client) = start().await;
     server.cluster().admission().register(std::sync::Arc::new(
         |req: &AdmissionRequest<'_>, _obj: &mut Value, ctx: &mut AdmissionContext<'_>| {
-            if req.resource == "pods" && ctx.list("", "pods", Some(req.namespace)).len() >= 1 {
+            if req.resource == "pods" && !ctx.list("", "pods", Some(req.namespace)).is_empty() {
                 return Err(Rejection {
                     message: "exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1"
                         .into(),
