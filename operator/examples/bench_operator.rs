@@ -245,6 +245,8 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let resync_writes = metric(port, "kumiko_operator_writes_total").await - writes_to_ready;
     let rss = peak_rss_kib(operator.id());
+    let reconciles = metric(port, "kumiko_operator_reconcile_duration_seconds_count").await;
+    let reconcile_seconds = metric(port, "kumiko_operator_reconcile_duration_seconds_sum").await;
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &operator.id().to_string()])
         .status();
@@ -265,6 +267,10 @@ async fn main() {
         writes_to_ready / apps_wanted as f64
     );
     println!("writes in one steady-state resync: {resync_writes} (goal 0)");
+    println!(
+        "reconciles:                        {reconciles} (mean {:.1} ms)",
+        1000.0 * reconcile_seconds / reconciles.max(1.0)
+    );
     println!(
         "operator peak RSS:                 {:.1} MiB (goal < 64 MiB)",
         rss as f64 / 1024.0

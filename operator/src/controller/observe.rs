@@ -130,22 +130,47 @@ pub async fn observe(context: &Context, app: &KumikoApp) -> Result<World, Error>
         world.database_message = "the database is reachable".to_owned();
     }
 
-    world.owner_secret = read_secret(&secrets, &namespace, &names::owner_secret(&name)).await?;
-    world.runtime_secret = read_secret(&secrets, &namespace, &names::runtime_secret(&name)).await?;
-
+    // The remaining reads are independent: issue them at once.
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client, &namespace);
     let selector = format!(
         "{}={name},{}=migrate",
         names::INSTANCE_LABEL,
         names::COMPONENT_LABEL
     );
-    let mut listed = jobs
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(kube_error(format!(
-            "listing the migrate Jobs in {namespace}"
-        )))?
-        .items;
+    let list_params = ListParams::default().labels(&selector);
+    let (api_name, worker_name) = (names::api(&name), names::worker(&name));
+    let (owner_name, runtime_name) = (names::owner_secret(&name), names::runtime_secret(&name));
+    let (owner_secret, runtime_secret, listed, api, worker) = futures::try_join!(
+        read_secret(&secrets, &namespace, &owner_name),
+        read_secret(&secrets, &namespace, &runtime_name),
+        async {
+            jobs.list(&list_params).await.map_err(kube_error(format!(
+                "listing the migrate Jobs in {namespace}"
+            )))
+        },
+        async {
+            deployments
+                .get_opt(&api_name)
+                .await
+                .map_err(kube_error(format!(
+                    "reading Deployment {namespace}/{api_name}"
+                )))
+        },
+        async {
+            deployments
+                .get_opt(&worker_name)
+                .await
+                .map_err(kube_error(format!(
+                    "reading Deployment {namespace}/{worker_name}"
+                )))
+        },
+    )?;
+    world.owner_secret = owner_secret;
+    world.runtime_secret = runtime_secret;
+    world.api = api;
+    world.worker = worker;
+    let mut listed = listed.items;
     listed.sort_by(|a, b| {
         (
             a.metadata.creation_timestamp.as_ref().map(|t| t.0),
@@ -157,22 +182,6 @@ pub async fn observe(context: &Context, app: &KumikoApp) -> Result<World, Error>
             ))
     });
     world.jobs = listed;
-
-    let deployments: Api<Deployment> = Api::namespaced(client, &namespace);
-    world.api = deployments
-        .get_opt(&names::api(&name))
-        .await
-        .map_err(kube_error(format!(
-            "reading Deployment {namespace}/{}",
-            names::api(&name)
-        )))?;
-    world.worker = deployments
-        .get_opt(&names::worker(&name))
-        .await
-        .map_err(kube_error(format!(
-            "reading Deployment {namespace}/{}",
-            names::worker(&name)
-        )))?;
     Ok(world)
 }
 

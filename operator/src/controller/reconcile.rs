@@ -343,9 +343,11 @@ async fn converge(
     };
     let first = desired::desired(app, &observed);
     if !paused {
-        apply(context, &first.service_account).await?;
-        apply(context, &first.resource_quota).await?;
-        apply(context, &first.limit_range).await?;
+        futures::try_join!(
+            apply(context, &first.service_account),
+            apply(context, &first.resource_quota),
+            apply(context, &first.limit_range),
+        )?;
         if let Some(cluster) = &first.database_cluster {
             apply(context, cluster).await?;
         }
@@ -518,17 +520,32 @@ async fn converge(
 
     // 5. The Deployments, Service and PodDisruptionBudgets.
     if !paused {
-        if let Some(api) = &built.api {
-            apply(context, &api.deployment).await?;
-            if let Some(service) = &api.service {
-                apply(context, service).await?;
+        // The API's objects and the worker's are independent of each other: applied at once.
+        let api = async {
+            if let Some(api) = &built.api {
+                futures::try_join!(
+                    apply(context, &api.deployment),
+                    async {
+                        match &api.service {
+                            Some(service) => apply(context, service).await,
+                            None => Ok(false),
+                        }
+                    },
+                    apply(context, &api.pod_disruption_budget),
+                )?;
             }
-            apply(context, &api.pod_disruption_budget).await?;
-        }
-        if let Some(worker) = &built.worker {
-            apply(context, &worker.deployment).await?;
-            apply(context, &worker.pod_disruption_budget).await?;
-        }
+            Ok::<(), Error>(())
+        };
+        let worker = async {
+            if let Some(worker) = &built.worker {
+                futures::try_join!(
+                    apply(context, &worker.deployment),
+                    apply(context, &worker.pod_disruption_budget),
+                )?;
+            }
+            Ok::<(), Error>(())
+        };
+        futures::try_join!(api, worker)?;
     }
     if !paused && app.spec.worker.is_none() && world.worker.is_some() {
         remove_worker(context, &namespace, &name).await?;

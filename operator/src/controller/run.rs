@@ -200,8 +200,12 @@ async fn controller(
     let apps: Api<DeserializeGuard<KumikoApp>> = Api::all(client.clone());
     let owned =
         watcher::Config::default().labels(&format!("{}={MANAGER}", names::MANAGED_BY_LABEL));
-    let controller = Controller::new(apps, watcher::Config::default())
-        .with_config(Config::default().concurrency(settings.concurrency));
+    let controller = Controller::new(apps, watcher::Config::default()).with_config(
+        Config::default()
+            .concurrency(settings.concurrency)
+            // A burst of child events (apply, status, rollout) becomes one reconcile.
+            .debounce(Duration::from_millis(200)),
+    );
     let store = controller.store();
     let mapper_store = store.clone();
     let recorder = Recorder::new(
