@@ -8,9 +8,9 @@ pub mod cli;
 pub mod cnpg;
 pub mod controller;
 pub mod desired;
+pub mod error;
 pub mod observed;
 pub mod quantity;
-pub mod error;
 pub mod render;
 pub mod validation;
 
