@@ -2,7 +2,6 @@
 //!
 //! The reconcile pipeline is `observe -> validate -> build desired -> apply -> status`; each step is
 //! its own module (DESIGN §3). Only `observe`, `apply` and the status write touch the network.
-pub mod roles;
 
 pub mod cli;
 pub mod cnpg;
@@ -12,6 +11,7 @@ pub mod error;
 pub mod observed;
 pub mod quantity;
 pub mod render;
+pub mod roles;
 pub mod validation;
 
 pub use error::Error;
