@@ -6,6 +6,7 @@
 
 mod api;
 mod migrate;
+mod phases;
 mod serve;
 mod worker;
 

@@ -8,17 +8,15 @@ use futures::future::BoxFuture;
 use kumiko_runtime::boot::{Backoff, BootError, Phase, PhaseError, PhasePolicy};
 use kumiko_runtime::component::Component;
 use kumiko_runtime::config::{Env, ProcessKind, parse_duration};
+use kumiko_runtime::leader;
 use kumiko_runtime::runtime::{self, Runtime};
 use kumiko_runtime::statuspage::uptime;
-use kumiko_runtime::{leader, migrations};
 use tokio::sync::broadcast;
 
 use crate::api::{self, AppState};
 
 /// How long one Redis command may take.
 const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long the boot gate (phase 9) may take.
-const MIGRATION_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default interval between SSE heartbeats.
 const DEFAULT_EVENTS_INTERVAL: Duration = Duration::from_secs(15);
 
@@ -82,24 +80,7 @@ fn boot(runtime: &mut Runtime) -> BoxFuture<'_, Result<Router, BootError>> {
     Box::pin(async move {
         let pool = runtime.connect_database().await?;
 
-        let target = runtime.config.database.clone();
-        let mode = runtime.config.migrations_mode;
-        runtime
-            .boot
-            .run(
-                Phase::MigrationCheck,
-                PhasePolicy::exit(MIGRATION_CHECK_TIMEOUT),
-                || {
-                    let target = target.clone();
-                    async move {
-                        migrations::boot_gate(&target, migrations::embedded(&target), mode)
-                            .await
-                            .map(drop)
-                            .map_err(PhaseError::from)
-                    }
-                },
-            )
-            .await?;
+        crate::phases::check_migrations(runtime).await?;
 
         // Phase 10: Redis, when the tier has it (the API only checks it; the worker elects).
         if let Some(url) = runtime.config.redis_url.clone() {

@@ -23,7 +23,6 @@ use kumiko_runtime::component::Component;
 use kumiko_runtime::config::{Env, ProcessKind, parse_duration};
 use kumiko_runtime::jobs::{JobsWorker, WorkerConfig};
 use kumiko_runtime::leader::{self, LeaderConfig, LeaderElection};
-use kumiko_runtime::migrations;
 use kumiko_runtime::runtime::{self, Runtime};
 use kumiko_runtime::statuspage::uptime;
 
@@ -31,8 +30,6 @@ use kumiko_runtime::statuspage::uptime;
 const POLL_INTERVAL_SETTING: &str = "KUMIKO_JOBS_POLL_INTERVAL";
 /// The setting for the bound on one job run.
 const JOB_TIMEOUT_SETTING: &str = "KUMIKO_JOB_TIMEOUT";
-/// How long the boot gate (phase 9) may take.
-const MIGRATION_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the jobs worker gets to finish its current job at shutdown.
 const WORKER_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long releasing the leader key may take at shutdown.
@@ -101,24 +98,7 @@ fn boot(runtime: &mut Runtime) -> BoxFuture<'_, Result<Router, BootError>> {
     Box::pin(async move {
         let pool = runtime.connect_database().await?;
 
-        let target = runtime.config.database.clone();
-        let mode = runtime.config.migrations_mode;
-        runtime
-            .boot
-            .run(
-                Phase::MigrationCheck,
-                PhasePolicy::exit(MIGRATION_CHECK_TIMEOUT),
-                || {
-                    let target = target.clone();
-                    async move {
-                        migrations::boot_gate(&target, migrations::embedded(&target), mode)
-                            .await
-                            .map(drop)
-                            .map_err(PhaseError::from)
-                    }
-                },
-            )
-            .await?;
+        crate::phases::check_migrations(runtime).await?;
 
         let leader_config = LeaderConfig {
             key: runtime
