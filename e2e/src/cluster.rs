@@ -1,0 +1,352 @@
+//! A cluster for one test: kube-sim started in-process (the default), or an existing cluster named
+//! by `KUMIKO_E2E_KUBECONFIG`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube_sim::controllers::{
+    Controllers, ControllersConfig, ImageMapping, POD_PORT_ANNOTATION,
+    PROXY_PORT_ANNOTATION_PREFIX, PostgresSource,
+};
+use kumiko_operator::controller::metrics::Metrics;
+use kumiko_operator::controller::roles_backend::PostgresRoles;
+use kumiko_operator::controller::run::{RunSettings, init_logging, run_with};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::binaries;
+use crate::wait::eventually;
+
+/// The kubeconfig of an existing cluster to run against (nothing is started then).
+pub const KUBECONFIG_ENV: &str = "KUMIKO_E2E_KUBECONFIG";
+/// On an existing cluster: the image of the reference app.
+pub const APP_IMAGE_ENV: &str = "KUMIKO_E2E_APP_IMAGE";
+/// On an existing cluster: a second tag of the reference app, for image updates.
+pub const APP_IMAGE_V2_ENV: &str = "KUMIKO_E2E_APP_IMAGE_V2";
+/// On an existing cluster: the namespace the operator was installed in.
+pub const OPERATOR_NAMESPACE_ENV: &str = "KUMIKO_E2E_OPERATOR_NAMESPACE";
+
+/// The image every app uses on kube-sim (mapped to the local `kumiko-app` binary).
+pub const SIM_APP_IMAGE: &str = "kumiko-app:dev";
+/// A second tag of the same binary on kube-sim, for image updates.
+pub const SIM_APP_IMAGE_V2: &str = "kumiko-app:v2";
+
+/// The field manager the suite writes with.
+pub const FIELD_MANAGER: &str = "kumiko-e2e";
+
+/// How long a cluster-wide step (CRD established, namespace created) may take.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A cluster for one test, with the operator running against it.
+pub struct TestCluster {
+    client: Client,
+    kubeconfig: PathBuf,
+    app_image: String,
+    app_image_v2: Option<String>,
+    local: Option<LocalCluster>,
+}
+
+/// What the harness started for a kube-sim run (dropped in reverse order of start).
+struct LocalCluster {
+    operator_stop: watch::Sender<bool>,
+    operator: Option<JoinHandle<Result<(), kumiko_operator::Error>>>,
+    controllers: Option<Controllers>,
+    server: Option<kube_sim::ServerHandle>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// The cluster this run targets: an existing one when `KUMIKO_E2E_KUBECONFIG` is set,
+    /// otherwise a fresh kube-sim with its controllers and the operator.
+    pub async fn start() -> Result<Self> {
+        match std::env::var_os(KUBECONFIG_ENV) {
+            Some(path) => Self::existing(PathBuf::from(path)).await,
+            None => Self::local().await,
+        }
+    }
+
+    async fn existing(kubeconfig: PathBuf) -> Result<Self> {
+        let app_image = std::env::var(APP_IMAGE_ENV).with_context(|| {
+            format!("{KUBECONFIG_ENV} is set, so {APP_IMAGE_ENV} must name the app image loaded into the cluster")
+        })?;
+        let yaml = std::fs::read_to_string(&kubeconfig)
+            .with_context(|| format!("reading {KUBECONFIG_ENV}={}", kubeconfig.display()))?;
+        let config = kube::Config::from_custom_kubeconfig(
+            Kubeconfig::from_yaml(&yaml).context("parsing the kubeconfig")?,
+            &KubeConfigOptions::default(),
+        )
+        .await
+        .context("loading the kubeconfig")?;
+        let client = Client::try_from(config).context("building a client")?;
+        let cluster = TestCluster {
+            client,
+            kubeconfig,
+            app_image,
+            app_image_v2: std::env::var(APP_IMAGE_V2_ENV).ok(),
+            local: None,
+        };
+        cluster.apply_crd().await?;
+        Ok(cluster)
+    }
+
+    async fn local() -> Result<Self> {
+        init_logging();
+        let app_binary = binaries::kumiko_app()?;
+        let dir = tempfile::tempdir().context("creating a temporary directory")?;
+        let kubeconfig = dir.path().join("kubeconfig");
+        let server = kube_sim::Server::start(kube_sim::Config {
+            kubeconfig: Some(kubeconfig.clone()),
+            ..kube_sim::Config::default()
+        })
+        .await
+        .context("starting kube-sim")?;
+        let controllers = Controllers::start_for(
+            &server,
+            ControllersConfig {
+                // Every tag of `kumiko-app` runs the one local binary.
+                images: vec![ImageMapping {
+                    image: "kumiko-app".to_owned(),
+                    binary: app_binary,
+                }],
+                postgres: PostgresSource::Throwaway,
+                instant: false,
+                backoff_base: Duration::from_secs(1),
+                ..ControllersConfig::default()
+            },
+        )
+        .await
+        .context("starting kube-sim's controllers")?;
+        let client = Client::try_from(kube::Config::new(
+            server.url().parse().context("kube-sim's URL")?,
+        ))
+        .context("building a client for kube-sim")?;
+        let (operator_stop, stop_rx) = watch::channel(false);
+        let mut cluster = TestCluster {
+            client: client.clone(),
+            kubeconfig,
+            app_image: SIM_APP_IMAGE.to_owned(),
+            app_image_v2: Some(SIM_APP_IMAGE_V2.to_owned()),
+            local: Some(LocalCluster {
+                operator_stop,
+                operator: None,
+                controllers: Some(controllers),
+                server: Some(server),
+                _dir: dir,
+            }),
+        };
+        cluster.apply_crd().await?;
+        let settings = RunSettings {
+            http_addr: "127.0.0.1:0".parse().context("the operator's address")?,
+            lease_name: "kumiko-operator".to_owned(),
+            lease_namespace: "default".to_owned(),
+            identity: "kumiko-e2e".to_owned(),
+            concurrency: 4,
+            leader_election: false,
+        };
+        let operator = tokio::spawn(run_with(
+            client,
+            settings,
+            Arc::new(PostgresRoles),
+            Arc::new(Metrics::new()),
+            stop_rx,
+        ));
+        if let Some(local) = cluster.local.as_mut() {
+            local.operator = Some(operator);
+        }
+        Ok(cluster)
+    }
+
+    /// Applies `crds/kumikoapp.yaml` (server-side) and waits until it is Established.
+    async fn apply_crd(&self) -> Result<()> {
+        let path = binaries::workspace_root().join("crds/kumikoapp.yaml");
+        let yaml = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}: run `make crds`", path.display()))?;
+        let crd: CustomResourceDefinition =
+            serde_saphyr::from_str(&yaml).with_context(|| format!("parsing {}", path.display()))?;
+        let name = crd.metadata.name.clone().context("the CRD has no name")?;
+        let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        crds.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .with_context(|| format!("applying the CRD {name}"))?;
+        eventually("the KumikoApp CRD to be Established", SETUP_TIMEOUT, || {
+            let crds = crds.clone();
+            let name = name.clone();
+            async move {
+                let crd = crds.get(&name).await?;
+                let established = crd
+                    .status
+                    .and_then(|status| status.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                Ok(established.then_some(()))
+            }
+        })
+        .await
+    }
+
+    /// A client of the cluster.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The kubeconfig file of the cluster (for `kubectl`).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Whether this is the in-process kube-sim (where pods and Services are reachable on
+    /// loopback ports and Postgres on 127.0.0.1).
+    pub fn is_local(&self) -> bool {
+        self.local.is_some()
+    }
+
+    /// The app image.
+    pub fn app_image(&self) -> &str {
+        &self.app_image
+    }
+
+    /// A second tag of the app image (same behaviour), for image updates.
+    pub fn app_image_v2(&self) -> Result<&str> {
+        self.app_image_v2.as_deref().with_context(|| {
+            format!(
+                "{APP_IMAGE_V2_ENV} must name a second tag of the app image loaded into the cluster"
+            )
+        })
+    }
+
+    /// The kube-sim server, when running locally.
+    pub fn sim(&self) -> Option<&kube_sim::ServerHandle> {
+        self.local.as_ref().and_then(|local| local.server.as_ref())
+    }
+
+    /// Creates a namespace named `<prefix>-<pid>-<n>` (unique within and across test processes)
+    /// and returns its name.
+    pub async fn namespace(&self, prefix: &str) -> Result<String> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let mut namespace = Namespace::default();
+        namespace.metadata.name = Some(name.clone());
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .with_context(|| format!("creating namespace {name}"))?;
+        Ok(name)
+    }
+
+    /// GETs `path` on a pod's first container port; returns the HTTP status code. On kube-sim
+    /// through the pod's loopback port; elsewhere through the API server's pod proxy (`kubectl
+    /// get --raw`, which only tells 2xx from the rest).
+    pub async fn pod_http_status(&self, pod: &Pod, path: &str) -> Result<u16> {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        if self.is_local() {
+            let port = pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(POD_PORT_ANNOTATION))
+                .with_context(|| format!("pod {name} has no {POD_PORT_ANNOTATION} annotation"))?;
+            let response = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+                .await
+                .with_context(|| format!("GET {path} on pod {name}"))?;
+            return Ok(response.status().as_u16());
+        }
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let port = pod
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.containers.first())
+            .and_then(|c| c.ports.as_ref())
+            .and_then(|ports| ports.first())
+            .map(|p| p.container_port)
+            .with_context(|| format!("pod {name} declares no container port"))?;
+        let raw = format!("/api/v1/namespaces/{namespace}/pods/{name}:{port}/proxy{path}");
+        let output = tokio::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["get", "--raw", &raw])
+            .output()
+            .await
+            .context("running kubectl get --raw")?;
+        Ok(if output.status.success() { 200 } else { 503 })
+    }
+
+    /// The base URL (`http://127.0.0.1:PORT`) of a Service port, through kube-sim's proxy.
+    pub async fn service_url(&self, namespace: &str, service: &str, port: u16) -> Result<String> {
+        if !self.is_local() {
+            bail!("reaching Services from the test is only implemented on kube-sim");
+        }
+        let services: Api<Service> = Api::namespaced(self.client.clone(), namespace);
+        let annotation = format!("{PROXY_PORT_ANNOTATION_PREFIX}{port}");
+        eventually(
+            &format!("the proxy of Service {namespace}/{service}:{port}"),
+            SETUP_TIMEOUT,
+            || {
+                let services = services.clone();
+                let annotation = annotation.clone();
+                async move {
+                    Ok(services.get_opt(service).await?.and_then(|svc| {
+                        svc.metadata
+                            .annotations
+                            .and_then(|a| a.get(&annotation).cloned())
+                    }))
+                }
+            },
+        )
+        .await
+        .map(|port| format!("http://127.0.0.1:{port}"))
+    }
+
+    /// Stops what the harness started: the operator (gracefully), the controllers (pod processes,
+    /// throwaway Postgres servers), then kube-sim. Dropping the cluster does the same, abruptly.
+    pub async fn shutdown(mut self) -> Result<()> {
+        let Some(mut local) = self.local.take() else {
+            return Ok(());
+        };
+        let _ = local.operator_stop.send(true);
+        if let Some(operator) = local.operator.take() {
+            match tokio::time::timeout(SETUP_TIMEOUT, operator).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => bail!("the operator stopped with an error: {error}"),
+                Ok(Err(error)) => bail!("the operator task failed: {error}"),
+                Err(_) => bail!("the operator did not stop within 30s"),
+            }
+        }
+        if let Some(controllers) = local.controllers.take() {
+            controllers.shutdown().await;
+        }
+        if let Some(server) = local.server.take() {
+            server.shutdown().await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let _ = self.operator_stop.send(true);
+        if let Some(operator) = self.operator.take() {
+            operator.abort();
+        }
+        // Controllers' own Drop kills pod processes and removes throwaway Postgres servers.
+        drop(self.controllers.take());
+        drop(self.server.take());
+    }
+}
