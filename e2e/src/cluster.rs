@@ -19,6 +19,7 @@ use kube_sim::controllers::{
 use kumiko_operator::controller::metrics::Metrics;
 use kumiko_operator::controller::roles_backend::PostgresRoles;
 use kumiko_operator::controller::run::{RunSettings, init_logging, run_with};
+use kumiko_testkit::TempPostgres;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -45,6 +46,15 @@ pub const FIELD_MANAGER: &str = "kumiko-e2e";
 /// How long a cluster-wide step (CRD established, namespace created) may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Choices for the cluster of one test.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterOptions {
+    /// On kube-sim: every CNPG Cluster uses one Postgres that the harness owns and that outlives
+    /// the Clusters (so a test can look into it after an app and its Cluster are deleted), instead
+    /// of a throwaway Postgres per Cluster. Ignored on an existing cluster.
+    pub shared_postgres: bool,
+}
+
 /// A cluster for one test, with the operator running against it.
 pub struct TestCluster {
     client: Client,
@@ -60,6 +70,7 @@ struct LocalCluster {
     operator: Option<JoinHandle<Result<(), kumiko_operator::Error>>>,
     controllers: Option<Controllers>,
     server: Option<kube_sim::ServerHandle>,
+    postgres: Option<TempPostgres>,
     _dir: tempfile::TempDir,
 }
 
@@ -67,9 +78,14 @@ impl TestCluster {
     /// The cluster this run targets: an existing one when `KUMIKO_E2E_KUBECONFIG` is set,
     /// otherwise a fresh kube-sim with its controllers and the operator.
     pub async fn start() -> Result<Self> {
+        Self::start_with(ClusterOptions::default()).await
+    }
+
+    /// [`TestCluster::start`] with options.
+    pub async fn start_with(options: ClusterOptions) -> Result<Self> {
         match std::env::var_os(KUBECONFIG_ENV) {
             Some(path) => Self::existing(PathBuf::from(path)).await,
-            None => Self::local().await,
+            None => Self::local(options).await,
         }
     }
 
@@ -97,9 +113,23 @@ impl TestCluster {
         Ok(cluster)
     }
 
-    async fn local() -> Result<Self> {
+    async fn local(options: ClusterOptions) -> Result<Self> {
         init_logging();
         let app_binary = binaries::kumiko_app()?;
+        let shared_postgres = if options.shared_postgres {
+            Some(
+                tokio::task::spawn_blocking(TempPostgres::start)
+                    .await
+                    .context("starting Postgres")?
+                    .context("starting Postgres")?,
+            )
+        } else {
+            None
+        };
+        let postgres = match &shared_postgres {
+            Some(server) => PostgresSource::Url(server.superuser_url("postgres")),
+            None => PostgresSource::Throwaway,
+        };
         let dir = tempfile::tempdir().context("creating a temporary directory")?;
         let kubeconfig = dir.path().join("kubeconfig");
         let server = kube_sim::Server::start(kube_sim::Config {
@@ -116,7 +146,7 @@ impl TestCluster {
                     image: "kumiko-app".to_owned(),
                     binary: app_binary,
                 }],
-                postgres: PostgresSource::Throwaway,
+                postgres,
                 instant: false,
                 backoff_base: Duration::from_secs(1),
                 ..ControllersConfig::default()
@@ -139,6 +169,7 @@ impl TestCluster {
                 operator: None,
                 controllers: Some(controllers),
                 server: Some(server),
+                postgres: shared_postgres,
                 _dir: dir,
             }),
         };
@@ -230,6 +261,13 @@ impl TestCluster {
     /// The kube-sim server, when running locally.
     pub fn sim(&self) -> Option<&kube_sim::ServerHandle> {
         self.local.as_ref().and_then(|local| local.server.as_ref())
+    }
+
+    /// The superuser URL of the shared Postgres ([`ClusterOptions::shared_postgres`]), for
+    /// `database`.
+    pub fn postgres_superuser_url(&self, database: &str) -> Option<String> {
+        let local = self.local.as_ref()?;
+        Some(local.postgres.as_ref()?.superuser_url(database))
     }
 
     /// Creates a namespace named `<prefix>-<pid>-<n>` (unique within and across test processes)
@@ -335,6 +373,9 @@ impl TestCluster {
         if let Some(server) = local.server.take() {
             server.shutdown().await;
         }
+        if let Some(postgres) = local.postgres.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(postgres)).await;
+        }
         Ok(())
     }
 }
@@ -348,5 +389,6 @@ impl Drop for LocalCluster {
         // Controllers' own Drop kills pod processes and removes throwaway Postgres servers.
         drop(self.controllers.take());
         drop(self.server.take());
+        drop(self.postgres.take());
     }
 }

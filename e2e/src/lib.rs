@@ -18,5 +18,5 @@ pub mod postgres;
 pub mod wait;
 
 pub use app::TestApp;
-pub use cluster::TestCluster;
+pub use cluster::{ClusterOptions, TestCluster};
 pub use wait::eventually;
