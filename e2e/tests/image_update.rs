@@ -107,10 +107,10 @@ async fn image_update_migrates_then_rolls_out_without_failed_requests() {
         tokio::spawn(async move {
             let mut events = watcher(pods, watcher::Config::default().labels(&selector)).boxed();
             while let Some(event) = events.next().await {
-                if let Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) = event {
-                    if let Some(uid) = pod.metadata.uid.clone() {
-                        last_seen.lock().await.insert(uid, pod);
-                    }
+                if let Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) = event
+                    && let Some(uid) = pod.metadata.uid.clone()
+                {
+                    last_seen.lock().await.insert(uid, pod);
                 }
             }
         })
