@@ -45,6 +45,7 @@ demo: deps ## From nothing to a Ready KumikoApp on the local cluster (kubeconfig
 	@bash scripts/demo.sh
 
 e2e: deps ## The e2e suite on the local cluster (kube-sim)
+	cargo build -p kumiko-runtime --bin kumiko-app
 	cargo nextest run -p kumiko-e2e --no-fail-fast
 
 e2e-kind: ## The e2e suite on a kind cluster (needs Docker, kind): STEP=cluster|cnpg|images|chart|test|example|logs|down, default all
