@@ -40,6 +40,15 @@ pub const SIM_APP_IMAGE: &str = "kumiko-app:dev";
 /// A second tag of the same binary on kube-sim, for image updates.
 pub const SIM_APP_IMAGE_V2: &str = "kumiko-app:v2";
 
+/// On kube-sim: an image whose `migrate` command fails (a script that prints an error and exits
+/// 1) and whose other commands run the app binary.
+pub const SIM_BROKEN_MIGRATION_IMAGE: &str = "kumiko-app:broken-migration";
+/// On an existing cluster: an image whose migration fails.
+pub const BROKEN_MIGRATION_IMAGE_ENV: &str = "KUMIKO_E2E_BROKEN_MIGRATION_IMAGE";
+/// The error line the broken-migration image prints (to find in the log tail).
+pub const BROKEN_MIGRATION_ERROR: &str =
+    "migration 20990101000000 failed: relation \"widgets\" already exists";
+
 /// The field manager the suite writes with.
 pub const FIELD_MANAGER: &str = "kumiko-e2e";
 
@@ -61,6 +70,7 @@ pub struct TestCluster {
     kubeconfig: PathBuf,
     app_image: String,
     app_image_v2: Option<String>,
+    broken_migration_image: Option<String>,
     local: Option<LocalCluster>,
 }
 
@@ -107,6 +117,7 @@ impl TestCluster {
             kubeconfig,
             app_image,
             app_image_v2: std::env::var(APP_IMAGE_V2_ENV).ok(),
+            broken_migration_image: std::env::var(BROKEN_MIGRATION_IMAGE_ENV).ok(),
             local: None,
         };
         cluster.apply_crd().await?;
@@ -132,6 +143,7 @@ impl TestCluster {
         };
         let dir = tempfile::tempdir().context("creating a temporary directory")?;
         let kubeconfig = dir.path().join("kubeconfig");
+        let broken_migration = write_broken_migration_script(dir.path(), &app_binary)?;
         let server = kube_sim::Server::start(kube_sim::Config {
             kubeconfig: Some(kubeconfig.clone()),
             ..kube_sim::Config::default()
@@ -142,10 +154,16 @@ impl TestCluster {
             &server,
             ControllersConfig {
                 // Every tag of `kumiko-app` runs the one local binary.
-                images: vec![ImageMapping {
-                    image: "kumiko-app".to_owned(),
-                    binary: app_binary,
-                }],
+                images: vec![
+                    ImageMapping {
+                        image: SIM_BROKEN_MIGRATION_IMAGE.to_owned(),
+                        binary: broken_migration,
+                    },
+                    ImageMapping {
+                        image: "kumiko-app".to_owned(),
+                        binary: app_binary,
+                    },
+                ],
                 postgres,
                 instant: false,
                 backoff_base: Duration::from_secs(1),
@@ -164,6 +182,7 @@ impl TestCluster {
             kubeconfig,
             app_image: SIM_APP_IMAGE.to_owned(),
             app_image_v2: Some(SIM_APP_IMAGE_V2.to_owned()),
+            broken_migration_image: Some(SIM_BROKEN_MIGRATION_IMAGE.to_owned()),
             local: Some(LocalCluster {
                 operator_stop,
                 operator: None,
@@ -255,6 +274,13 @@ impl TestCluster {
             format!(
                 "{APP_IMAGE_V2_ENV} must name a second tag of the app image loaded into the cluster"
             )
+        })
+    }
+
+    /// An image whose migration fails with [`BROKEN_MIGRATION_ERROR`] in its log.
+    pub fn broken_migration_image(&self) -> Result<&str> {
+        self.broken_migration_image.as_deref().with_context(|| {
+            format!("{BROKEN_MIGRATION_IMAGE_ENV} must name an image whose `migrate apply` fails")
         })
     }
 
@@ -378,6 +404,28 @@ impl TestCluster {
         }
         Ok(())
     }
+}
+
+/// Writes the program behind [`SIM_BROKEN_MIGRATION_IMAGE`]: `migrate ...` prints
+/// [`BROKEN_MIGRATION_ERROR`] and exits 1; anything else runs `app_binary`.
+fn write_broken_migration_script(dir: &Path, app_binary: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("kumiko-app-broken-migration");
+    let script = format!(
+        "#!/bin/sh\n\
+         case \" $* \" in\n\
+         *\" migrate \"*)\n\
+         \techo 'kumiko: applying migrations' >&2\n\
+         \techo '{BROKEN_MIGRATION_ERROR}' >&2\n\
+         \texit 1 ;;\n\
+         esac\n\
+         exec '{}' \"$@\"\n",
+        app_binary.display()
+    );
+    std::fs::write(&path, script).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} executable", path.display()))?;
+    Ok(path)
 }
 
 impl Drop for LocalCluster {
