@@ -62,6 +62,16 @@ pub struct ClusterOptions {
     /// the Clusters (so a test can look into it after an app and its Cluster are deleted), instead
     /// of a throwaway Postgres per Cluster. Ignored on an existing cluster.
     pub shared_postgres: bool,
+    /// On kube-sim: start no operator (the test starts its own with
+    /// [`TestCluster::start_operator`]). Ignored on an existing cluster.
+    pub no_operator: bool,
+}
+
+/// One operator replica the harness runs in-process.
+struct OperatorReplica {
+    identity: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), kumiko_operator::Error>>,
 }
 
 /// A cluster for one test, with the operator running against it.
@@ -76,8 +86,7 @@ pub struct TestCluster {
 
 /// What the harness started for a kube-sim run (dropped in reverse order of start).
 struct LocalCluster {
-    operator_stop: watch::Sender<bool>,
-    operator: Option<JoinHandle<Result<(), kumiko_operator::Error>>>,
+    operators: Vec<OperatorReplica>,
     controllers: Option<Controllers>,
     server: Option<kube_sim::ServerHandle>,
     postgres: Option<TempPostgres>,
@@ -153,7 +162,7 @@ impl TestCluster {
         let controllers = Controllers::start_for(
             &server,
             ControllersConfig {
-                // Every tag of `kumiko-app` runs the one local binary.
+                // The broken-migration tag runs its script; every other tag of `kumiko-app` the binary.
                 images: vec![
                     ImageMapping {
                         image: SIM_BROKEN_MIGRATION_IMAGE.to_owned(),
@@ -176,16 +185,14 @@ impl TestCluster {
             server.url().parse().context("kube-sim's URL")?,
         ))
         .context("building a client for kube-sim")?;
-        let (operator_stop, stop_rx) = watch::channel(false);
         let mut cluster = TestCluster {
-            client: client.clone(),
+            client,
             kubeconfig,
             app_image: SIM_APP_IMAGE.to_owned(),
             app_image_v2: Some(SIM_APP_IMAGE_V2.to_owned()),
             broken_migration_image: Some(SIM_BROKEN_MIGRATION_IMAGE.to_owned()),
             local: Some(LocalCluster {
-                operator_stop,
-                operator: None,
+                operators: Vec::new(),
                 controllers: Some(controllers),
                 server: Some(server),
                 postgres: shared_postgres,
@@ -193,23 +200,8 @@ impl TestCluster {
             }),
         };
         cluster.apply_crd().await?;
-        let settings = RunSettings {
-            http_addr: "127.0.0.1:0".parse().context("the operator's address")?,
-            lease_name: "kumiko-operator".to_owned(),
-            lease_namespace: "default".to_owned(),
-            identity: "kumiko-e2e".to_owned(),
-            concurrency: 4,
-            leader_election: false,
-        };
-        let operator = tokio::spawn(run_with(
-            client,
-            settings,
-            Arc::new(PostgresRoles),
-            Arc::new(Metrics::new()),
-            stop_rx,
-        ));
-        if let Some(local) = cluster.local.as_mut() {
-            local.operator = Some(operator);
+        if !options.no_operator {
+            cluster.start_operator("kumiko-e2e", false)?;
         }
         Ok(cluster)
     }
@@ -287,6 +279,69 @@ impl TestCluster {
     /// The kube-sim server, when running locally.
     pub fn sim(&self) -> Option<&kube_sim::ServerHandle> {
         self.local.as_ref().and_then(|local| local.server.as_ref())
+    }
+
+    /// On kube-sim: starts an operator replica in-process as `identity`, campaigning for the
+    /// Lease `default/kumiko-operator` when `leader_election`. On an existing cluster the
+    /// operator's Deployment replaces killed pods by itself, so this does nothing.
+    pub fn start_operator(&mut self, identity: &str, leader_election: bool) -> Result<()> {
+        let client = self.client.clone();
+        let Some(local) = self.local.as_mut() else {
+            return Ok(());
+        };
+        let settings = RunSettings {
+            http_addr: "127.0.0.1:0".parse().context("the operator's address")?,
+            lease_name: "kumiko-operator".to_owned(),
+            lease_namespace: "default".to_owned(),
+            identity: identity.to_owned(),
+            concurrency: 4,
+            leader_election,
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run_with(
+            client,
+            settings,
+            Arc::new(PostgresRoles),
+            Arc::new(Metrics::new()),
+            stop_rx,
+        ));
+        local.operators.push(OperatorReplica {
+            identity: identity.to_owned(),
+            stop,
+            task,
+        });
+        Ok(())
+    }
+
+    /// Kills the operator as a crash would. On kube-sim: the replica `identity` (its task is
+    /// aborted mid-flight: nothing is released, no status is written on the way out). On an
+    /// existing cluster: every pod of `KUMIKO_E2E_OPERATOR_NAMESPACE`, with grace period 0.
+    pub async fn kill_operator(&mut self, identity: &str) -> Result<()> {
+        let Some(local) = self.local.as_mut() else {
+            let namespace = std::env::var(OPERATOR_NAMESPACE_ENV).with_context(|| {
+                format!("{OPERATOR_NAMESPACE_ENV} must name the operator's namespace")
+            })?;
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+            pods.delete_collection(
+                &kube::api::DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..kube::api::DeleteParams::default()
+                },
+                &kube::api::ListParams::default(),
+            )
+            .await
+            .with_context(|| format!("deleting the operator's pods in {namespace}"))?;
+            return Ok(());
+        };
+        let index = local
+            .operators
+            .iter()
+            .position(|replica| replica.identity == identity)
+            .with_context(|| format!("no operator replica {identity}"))?;
+        let replica = local.operators.remove(index);
+        replica.task.abort();
+        let _ = replica.task.await;
+        Ok(())
     }
 
     /// The superuser URL of the shared Postgres ([`ClusterOptions::shared_postgres`]), for
@@ -384,13 +439,14 @@ impl TestCluster {
         let Some(mut local) = self.local.take() else {
             return Ok(());
         };
-        let _ = local.operator_stop.send(true);
-        if let Some(operator) = local.operator.take() {
-            match tokio::time::timeout(SETUP_TIMEOUT, operator).await {
+        for replica in std::mem::take(&mut local.operators) {
+            let _ = replica.stop.send(true);
+            let identity = replica.identity;
+            match tokio::time::timeout(SETUP_TIMEOUT, replica.task).await {
                 Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(error))) => bail!("the operator stopped with an error: {error}"),
-                Ok(Err(error)) => bail!("the operator task failed: {error}"),
-                Err(_) => bail!("the operator did not stop within 30s"),
+                Ok(Ok(Err(error))) => bail!("operator {identity} stopped with an error: {error}"),
+                Ok(Err(error)) => bail!("operator {identity}'s task failed: {error}"),
+                Err(_) => bail!("operator {identity} did not stop within 30s"),
             }
         }
         if let Some(controllers) = local.controllers.take() {
@@ -430,9 +486,9 @@ fn write_broken_migration_script(dir: &Path, app_binary: &Path) -> Result<PathBu
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
-        let _ = self.operator_stop.send(true);
-        if let Some(operator) = self.operator.take() {
-            operator.abort();
+        for replica in self.operators.drain(..) {
+            let _ = replica.stop.send(true);
+            replica.task.abort();
         }
         // Controllers' own Drop kills pod processes and removes throwaway Postgres servers.
         drop(self.controllers.take());

@@ -68,6 +68,7 @@ async fn delete(app: &TestApp) {
 async fn deletion_with_delete_policy_drops_the_database() {
     let cluster = TestCluster::start_with(ClusterOptions {
         shared_postgres: true,
+        ..ClusterOptions::default()
     })
     .await
     .unwrap();
@@ -97,6 +98,7 @@ async fn deletion_with_delete_policy_drops_the_database() {
 async fn deletion_with_retain_policy_keeps_the_database() {
     let cluster = TestCluster::start_with(ClusterOptions {
         shared_postgres: true,
+        ..ClusterOptions::default()
     })
     .await
     .unwrap();
