@@ -52,12 +52,37 @@ pub(crate) async fn run(cluster: std::sync::Weak<Cluster>) {
 
 type ObjRef = (StoreKey, String, String);
 
-fn all_objects(state: &State) -> Vec<(StoreKey, Value)> {
+/// Copies of the objects that `wanted` selects. The collector runs after every write, under the
+/// cluster lock, so it looks at every object by reference and copies only the few it acts on.
+fn objects_where(
+    state: &State,
+    wanted: impl Fn(&StoreKey, &Value) -> bool,
+) -> Vec<(StoreKey, Value)> {
     state
         .stores
         .iter()
-        .flat_map(|(k, s)| s.values().map(move |o| (k.clone(), o.clone())))
+        .flat_map(|(k, s)| s.values().map(move |o| (k, o)))
+        .filter(|(k, o)| wanted(k, o))
+        .map(|(k, o)| (k.clone(), o.clone()))
         .collect()
+}
+
+/// Whether one of `obj`'s owner references names an owner that is gone (or lives in another
+/// namespace, which Kubernetes treats as absent).
+fn has_absent_owner(state: &State, obj: &Value) -> bool {
+    let Some(refs) = obj
+        .get("metadata")
+        .and_then(|m| m.get("ownerReferences"))
+        .and_then(Value::as_array)
+    else {
+        return false;
+    };
+    let ns = meta::namespace(obj);
+    refs.iter().any(|r| {
+        let uid = r.get("uid").and_then(Value::as_str).unwrap_or_default();
+        !matches!(state.by_uid(uid), Some((_, owner))
+            if meta::namespace(owner).is_empty() || meta::namespace(owner) == ns)
+    })
 }
 
 fn refers_to(dep: &Value, uid: &str) -> bool {
@@ -104,16 +129,13 @@ fn obj_ref(key: &StoreKey, obj: &Value) -> ObjRef {
 /// One pass; whether anything changed.
 pub(crate) fn collect(cl: &Cluster, state: &mut State) -> bool {
     let rv_before = state.rv;
-    let objects = all_objects(state);
+    let deleting = objects_where(state, |_, o| meta::is_deleting(o));
 
-    for (key, obj) in &objects {
-        if !meta::is_deleting(obj) {
-            continue;
-        }
+    for (key, obj) in &deleting {
         let uid = meta::uid(obj);
         let fins = meta::finalizers(obj);
         if fins.iter().any(|f| f == ORPHAN) {
-            for (dk, dep) in objects.iter().filter(|(_, d)| refers_to(d, uid)) {
+            for (dk, dep) in &objects_where(state, |_, d| refers_to(d, uid)) {
                 let Some(current) = state
                     .get(dk, meta::namespace(dep), meta::name(dep))
                     .cloned()
@@ -135,11 +157,7 @@ pub(crate) fn collect(cl: &Cluster, state: &mut State) -> bool {
                 remove_finalizer(cl, state, key, &current, ORPHAN);
             }
         } else if fins.iter().any(|f| f == FOREGROUND) {
-            let deps: Vec<(StoreKey, Value)> = objects
-                .iter()
-                .filter(|(_, d)| refers_to(d, uid))
-                .cloned()
-                .collect();
+            let deps = objects_where(state, |_, d| refers_to(d, uid));
             for (dk, dep) in &deps {
                 if !meta::is_deleting(dep) {
                     delete(cl, state, &obj_ref(dk, dep), Propagation::Foreground);
@@ -165,7 +183,8 @@ pub(crate) fn collect(cl: &Cluster, state: &mut State) -> bool {
     }
 
     // Dependents of owners that are gone.
-    for (key, snapshot) in &objects {
+    let orphaned = objects_where(state, |_, o| has_absent_owner(state, o));
+    for (key, snapshot) in &orphaned {
         // Earlier steps of this pass may have changed or removed it.
         let Some(current) = state
             .get(key, meta::namespace(snapshot), meta::name(snapshot))
@@ -212,18 +231,11 @@ pub(crate) fn collect(cl: &Cluster, state: &mut State) -> bool {
     }
 
     // Terminating namespaces and deleting CRDs.
-    let objects = all_objects(state);
-    for (key, obj) in &objects {
-        if !meta::is_deleting(obj) {
-            continue;
-        }
+    let deleting = objects_where(state, |_, o| meta::is_deleting(o));
+    for (key, obj) in &deleting {
         if key.group.is_empty() && key.plural == "namespaces" {
             let ns = meta::name(obj).to_string();
-            let contents: Vec<(StoreKey, Value)> = objects
-                .iter()
-                .filter(|(_, o)| meta::namespace(o) == ns)
-                .cloned()
-                .collect();
+            let contents = objects_where(state, |_, o| meta::namespace(o) == ns);
             for (ck, c) in &contents {
                 if !meta::is_deleting(c) {
                     delete(cl, state, &obj_ref(ck, c), Propagation::Background);
