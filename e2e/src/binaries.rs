@@ -54,8 +54,13 @@ fn locate_or_build() -> Result<PathBuf> {
         return Ok(path);
     }
     let binary = profile_dir()?.join("kumiko-app");
-    if binary.is_file() {
-        return Ok(binary);
+    // A concurrent cargo build replaces the file (remove, then link): give it a moment to
+    // reappear before building it ourselves (which would queue behind that build's lock).
+    for _ in 0..50 {
+        if binary.is_file() {
+            return Ok(binary);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(&cargo)

@@ -27,6 +27,13 @@ async fn two_operator_replicas_elect_one_leader_and_fail_over() {
     })
     .await
     .unwrap();
+    let started = std::time::Instant::now();
+    let phase = |name: &str| {
+        eprintln!(
+            "e2e[leader] {:>6.1}s {name}",
+            started.elapsed().as_secs_f64()
+        )
+    };
     if !cluster.is_local() {
         eprintln!("skipped: needs operator replicas started by the harness (kube-sim)");
         return;
@@ -38,6 +45,7 @@ async fn two_operator_replicas_elect_one_leader_and_fail_over() {
     })
     .await
     .unwrap();
+    phase("replica-a leads");
     cluster.start_operator("replica-b", true).unwrap();
 
     let namespace = cluster.namespace("leader").await.unwrap();
@@ -48,6 +56,7 @@ async fn two_operator_replicas_elect_one_leader_and_fail_over() {
     .await
     .unwrap();
     app.wait_ready().await.unwrap();
+    phase("app ready");
     assert_eq!(
         holder(&leases).await.unwrap().as_deref(),
         Some("replica-a"),
@@ -65,6 +74,7 @@ async fn two_operator_replicas_elect_one_leader_and_fail_over() {
     })
     .await
     .unwrap();
+    phase("replica-b leads");
     eventually("two ready workers", Duration::from_secs(60), || {
         let app = app.clone();
         async move {
@@ -75,6 +85,8 @@ async fn two_operator_replicas_elect_one_leader_and_fail_over() {
     .await
     .unwrap();
     app.wait_ready().await.unwrap();
+    phase("scaled by replica-b");
 
     cluster.shutdown().await.unwrap();
+    phase("shut down");
 }
