@@ -449,11 +449,13 @@ impl TestCluster {
                 Err(_) => bail!("operator {identity} did not stop within 30s"),
             }
         }
+        // Bounded: a connection that never closes must not hold the test (dropping what is
+        // left kills the pod processes and aborts the server).
         if let Some(controllers) = local.controllers.take() {
-            controllers.shutdown().await;
+            let _ = tokio::time::timeout(SETUP_TIMEOUT, controllers.shutdown()).await;
         }
         if let Some(server) = local.server.take() {
-            server.shutdown().await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), server.shutdown()).await;
         }
         if let Some(postgres) = local.postgres.take() {
             let _ = tokio::task::spawn_blocking(move || drop(postgres)).await;
