@@ -9,6 +9,15 @@
 //! - **an existing cluster** (`make e2e-kind`): when `KUMIKO_E2E_KUBECONFIG` is set, the harness
 //!   starts nothing and uses that kubeconfig; the operator is expected to be installed already
 //!   (Helm, namespace `KUMIKO_E2E_OPERATOR_NAMESPACE`), and apps use `KUMIKO_E2E_APP_IMAGE`.
+//!   The image-update scenarios also need `KUMIKO_E2E_APP_IMAGE_V2` (a second tag of the same
+//!   app) and the failed-migration scenario `KUMIKO_E2E_BROKEN_MIGRATION_IMAGE` (an image whose
+//!   `migrate apply` fails). Checks that reach pods, Services or Postgres from the test process
+//!   (loopback ports published by kube-sim) are kube-sim only.
+//!
+//! On kube-sim the `kumiko-app` binary is `<target>/debug/kumiko-app` (built once by the harness
+//! when missing; `make e2e` builds it first), or `KUMIKO_E2E_APP_BINARY`. Every tag of
+//! `kumiko-app` runs it; `kumiko-app:broken-migration` runs a script that fails `migrate` and
+//! runs the binary otherwise.
 
 pub mod app;
 pub mod binaries;
