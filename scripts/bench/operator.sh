@@ -4,8 +4,8 @@
 # (goal 0) and the operator's peak RSS. KUMIKO_BENCH_APPS: space-separated app counts (default 100).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build -q -p kumiko-operator --bin kumiko-operator --example bench_operator
+cargo build -q --release -p kumiko-operator --bin kumiko-operator --example bench_operator
 for apps in ${KUMIKO_BENCH_APPS:-100}; do
   echo "operator bench: $apps apps"
-  target/debug/examples/bench_operator "$apps"
+  target/release/examples/bench_operator "$apps"
 done
