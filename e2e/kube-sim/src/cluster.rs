@@ -1,7 +1,7 @@
 //! The cluster state: every object, the global resourceVersion, the bounded event history, and the
 //! read paths (get, list). Writes live in [`crate::write`], watches in [`crate::watch`].
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -92,6 +92,73 @@ pub(crate) struct State {
     pub continuations: BTreeMap<u64, Continuation>,
     pub next_continuation: u64,
     pub history_limit: usize,
+    /// The garbage collector's indexes, kept up to date by [`State::commit`].
+    pub gc_index: GcIndex,
+}
+
+/// An object's address: its store, namespace and name.
+pub(crate) type ObjKey = (StoreKey, String, String);
+
+/// What the garbage collector needs without scanning every object after every write (the way
+/// kube-controller-manager keeps a graph of owners and dependents fed by its informers).
+#[derive(Debug, Default)]
+pub(crate) struct GcIndex {
+    /// Objects with `metadata.deletionTimestamp` set.
+    pub deleting: BTreeSet<ObjKey>,
+    /// Owner uid → the objects whose `ownerReferences` name it.
+    pub dependents: HashMap<String, BTreeSet<ObjKey>>,
+    /// Objects whose owners may be gone: written with owner references, or dependents of an
+    /// object that was just deleted. The collector drains this set.
+    pub maybe_orphaned: BTreeSet<ObjKey>,
+}
+
+impl GcIndex {
+    fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
+        obj.get("metadata")
+            .and_then(|m| m.get("ownerReferences"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.get("uid").and_then(Value::as_str))
+    }
+
+    /// Forgets what `previous` (the stored object about to be replaced or removed) contributed.
+    fn remove(&mut self, at: &ObjKey, previous: &Value) {
+        self.deleting.remove(at);
+        for uid in Self::owner_uids(previous) {
+            if let Some(set) = self.dependents.get_mut(uid) {
+                set.remove(at);
+                if set.is_empty() {
+                    self.dependents.remove(uid);
+                }
+            }
+        }
+    }
+
+    /// Records what the stored object `current` contributes.
+    fn insert(&mut self, at: &ObjKey, current: &Value) {
+        if meta::is_deleting(current) {
+            self.deleting.insert(at.clone());
+        }
+        let mut has_owner = false;
+        for uid in Self::owner_uids(current) {
+            has_owner = true;
+            self.dependents
+                .entry(uid.to_owned())
+                .or_default()
+                .insert(at.clone());
+        }
+        if has_owner {
+            self.maybe_orphaned.insert(at.clone());
+        }
+    }
+
+    /// An object with `uid` is gone: its dependents may now be orphans.
+    fn owner_gone(&mut self, uid: &str) {
+        if let Some(set) = self.dependents.get(uid) {
+            self.maybe_orphaned.extend(set.iter().cloned());
+        }
+    }
 }
 
 /// The simulated cluster: shared by the HTTP layer, the garbage collector and in-process hooks.
@@ -162,15 +229,25 @@ impl State {
         let name = meta::name(&object).to_string();
         let uid = meta::uid(&object).to_string();
         let store = self.stores.entry(key.clone()).or_default();
-        match kind {
+        let at: ObjKey = (key.clone(), ns.clone(), name.clone());
+        let previous = match kind {
             EventKind::Deleted => {
-                store.remove(&(ns.clone(), name.clone()));
+                let previous = store.remove(&(ns, name));
                 self.uids.remove(&uid);
+                self.gc_index.owner_gone(&uid);
+                previous
             }
             EventKind::Added | EventKind::Modified => {
-                store.insert((ns.clone(), name.clone()), object.clone());
+                let previous = store.insert((ns.clone(), name.clone()), object.clone());
                 self.uids.insert(uid, (key.clone(), ns, name));
+                previous
             }
+        };
+        if let Some(previous) = &previous {
+            self.gc_index.remove(&at, previous);
+        }
+        if kind != EventKind::Deleted {
+            self.gc_index.insert(&at, &object);
         }
         let event = Arc::new(WatchEvent {
             rv,
@@ -220,6 +297,7 @@ impl Cluster {
             continuations: BTreeMap::new(),
             next_continuation: 0,
             history_limit: config.event_history.max(1),
+            gc_index: GcIndex::default(),
         };
         Arc::new(Cluster {
             state: Mutex::new(state),
@@ -299,9 +377,7 @@ impl Cluster {
             let items: Vec<Value> = state
                 .store(&rt.store_key())
                 .map(|s| {
-                    s.iter()
-                        .filter(|((ons, _), _)| ns.is_none_or(|n| n == ons))
-                        .map(|(_, o)| o)
+                    in_scope(s, ns)
                         .filter(|o| matches_selectors(o, opts))
                         .cloned()
                         .collect()
@@ -344,14 +420,24 @@ impl Cluster {
         let state = self.lock();
         state
             .store(&key)
-            .map(|s| {
-                s.iter()
-                    .filter(|((ons, _), _)| ns.is_none_or(|n| n == ons))
-                    .map(|(_, o)| o.clone())
-                    .collect()
-            })
+            .map(|s| in_scope(s, ns).cloned().collect())
             .unwrap_or_default()
     }
+}
+
+/// The objects of `store` in namespace `ns` (every object when `None`), in key order, without
+/// visiting other namespaces.
+fn in_scope<'a>(
+    store: &'a BTreeMap<(String, String), Value>,
+    ns: Option<&'a str>,
+) -> impl Iterator<Item = &'a Value> + 'a {
+    let range = match ns {
+        Some(ns) => store.range((ns.to_owned(), String::new())..),
+        None => store.range::<(String, String), _>(..),
+    };
+    range
+        .take_while(move |((object_ns, _), _)| ns.is_none_or(|ns| ns == object_ns))
+        .map(|(_, object)| object)
 }
 
 fn check_list_rv(state: &State, opts: &ListOptions) -> Result<(), ApiError> {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cluster::{Cluster, EventKind, State};
+use crate::cluster::{Cluster, EventKind, ObjKey, State};
 use crate::crd::CLEANUP_FINALIZER;
 use crate::meta;
 use crate::registry::StoreKey;
@@ -50,20 +50,44 @@ pub(crate) async fn run(cluster: std::sync::Weak<Cluster>) {
     }
 }
 
-type ObjRef = (StoreKey, String, String);
+type ObjRef = ObjKey;
 
-/// Copies of the objects that `wanted` selects. The collector runs after every write, under the
-/// cluster lock, so it looks at every object by reference and copies only the few it acts on.
-fn objects_where(
+/// Copies of the objects at `keys` that still exist.
+fn objects_at<'a>(
     state: &State,
-    wanted: impl Fn(&StoreKey, &Value) -> bool,
+    keys: impl IntoIterator<Item = &'a ObjKey>,
 ) -> Vec<(StoreKey, Value)> {
+    keys.into_iter()
+        .filter_map(|(key, ns, name)| Some((key.clone(), state.get(key, ns, name)?.clone())))
+        .collect()
+}
+
+/// Copies of the objects being deleted.
+fn deleting_objects(state: &State) -> Vec<(StoreKey, Value)> {
+    objects_at(state, &state.gc_index.deleting)
+}
+
+/// Copies of the objects whose owner references name `uid`.
+fn dependents_of(state: &State, uid: &str) -> Vec<(StoreKey, Value)> {
+    state
+        .gc_index
+        .dependents
+        .get(uid)
+        .map(|keys| objects_at(state, keys))
+        .unwrap_or_default()
+}
+
+/// The addresses of every object in namespace `ns`.
+fn namespace_contents(state: &State, ns: &str) -> Vec<ObjRef> {
     state
         .stores
         .iter()
-        .flat_map(|(k, s)| s.values().map(move |o| (k, o)))
-        .filter(|(k, o)| wanted(k, o))
-        .map(|(k, o)| (k.clone(), o.clone()))
+        .flat_map(|(key, store)| {
+            store
+                .range((ns.to_owned(), String::new())..)
+                .take_while(move |((ons, _), _)| ons == ns)
+                .map(move |((ons, name), _)| (key.clone(), ons.clone(), name.clone()))
+        })
         .collect()
 }
 
@@ -83,12 +107,6 @@ fn has_absent_owner(state: &State, obj: &Value) -> bool {
         !matches!(state.by_uid(uid), Some((_, owner))
             if meta::namespace(owner).is_empty() || meta::namespace(owner) == ns)
     })
-}
-
-fn refers_to(dep: &Value, uid: &str) -> bool {
-    meta::owner_references(dep)
-        .iter()
-        .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
 }
 
 fn remove_finalizer(cl: &Cluster, state: &mut State, key: &StoreKey, obj: &Value, fin: &str) {
@@ -129,13 +147,13 @@ fn obj_ref(key: &StoreKey, obj: &Value) -> ObjRef {
 /// One pass; whether anything changed.
 pub(crate) fn collect(cl: &Cluster, state: &mut State) -> bool {
     let rv_before = state.rv;
-    let deleting = objects_where(state, |_, o| meta::is_deleting(o));
+    let deleting = deleting_objects(state);
 
     for (key, obj) in &deleting {
         let uid = meta::uid(obj);
         let fins = meta::finalizers(obj);
         if fins.iter().any(|f| f == ORPHAN) {
-            for (dk, dep) in &objects_where(state, |_, d| refers_to(d, uid)) {
+            for (dk, dep) in &dependents_of(state, uid) {
                 let Some(current) = state
                     .get(dk, meta::namespace(dep), meta::name(dep))
                     .cloned()
@@ -157,7 +175,7 @@ pub(crate) fn collect(cl: &Cluster, state: &mut State) -> bool {
                 remove_finalizer(cl, state, key, &current, ORPHAN);
             }
         } else if fins.iter().any(|f| f == FOREGROUND) {
-            let deps = objects_where(state, |_, d| refers_to(d, uid));
+            let deps = dependents_of(state, uid);
             for (dk, dep) in &deps {
                 if !meta::is_deleting(dep) {
                     delete(cl, state, &obj_ref(dk, dep), Propagation::Foreground);
@@ -183,7 +201,11 @@ pub(crate) fn collect(cl: &Cluster, state: &mut State) -> bool {
     }
 
     // Dependents of owners that are gone.
-    let orphaned = objects_where(state, |_, o| has_absent_owner(state, o));
+    let candidates = std::mem::take(&mut state.gc_index.maybe_orphaned);
+    let orphaned: Vec<(StoreKey, Value)> = objects_at(state, &candidates)
+        .into_iter()
+        .filter(|(_, o)| has_absent_owner(state, o))
+        .collect();
     for (key, snapshot) in &orphaned {
         // Earlier steps of this pass may have changed or removed it.
         let Some(current) = state
@@ -231,20 +253,17 @@ pub(crate) fn collect(cl: &Cluster, state: &mut State) -> bool {
     }
 
     // Terminating namespaces and deleting CRDs.
-    let deleting = objects_where(state, |_, o| meta::is_deleting(o));
+    let deleting = deleting_objects(state);
     for (key, obj) in &deleting {
         if key.group.is_empty() && key.plural == "namespaces" {
             let ns = meta::name(obj).to_string();
-            let contents = objects_where(state, |_, o| meta::namespace(o) == ns);
+            let contents = objects_at(state, &namespace_contents(state, &ns));
             for (ck, c) in &contents {
                 if !meta::is_deleting(c) {
                     delete(cl, state, &obj_ref(ck, c), Propagation::Background);
                 }
             }
-            let remaining = state
-                .stores
-                .values()
-                .any(|s| s.keys().any(|(ons, _)| *ons == ns));
+            let remaining = !namespace_contents(state, &ns).is_empty();
             if !remaining && let Some(current) = state.get(key, "", &ns).cloned() {
                 let mut new = current.clone();
                 if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {

@@ -768,6 +768,99 @@ async fn orphan_deletion_keeps_dependents_without_the_owner_reference() {
     assert!(dep.metadata.owner_references.unwrap_or_default().is_empty());
 }
 
+/// Garbage Collection: a dependent whose owner reference names no existing object (a uid that
+/// never existed, or an owner in another namespace) is collected as soon as it is written.
+#[tokio::test]
+async fn dependent_of_an_absent_or_cross_namespace_owner_is_collected() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let mut ghost = cm("ghost", &[]);
+    ghost.metadata.uid = Some("00000000-0000-0000-0000-00000000dead".into());
+    api.create(&PostParams::default(), &owned_cm("orphan", &ghost, false))
+        .await
+        .unwrap();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let mut other = k8s_openapi::api::core::v1::Namespace::default();
+    other.metadata.name = Some("elsewhere".into());
+    namespaces
+        .create(&PostParams::default(), &other)
+        .await
+        .unwrap();
+    let elsewhere: Api<ConfigMap> = Api::namespaced(client, "elsewhere");
+    let foreign_owner = elsewhere
+        .create(&PostParams::default(), &cm("owner", &[]))
+        .await
+        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &owned_cm("cross", &foreign_owner, false),
+    )
+    .await
+    .unwrap();
+    eventually("both dependents collected", || async {
+        api.get_opt("orphan").await.unwrap().is_none()
+            && api.get_opt("cross").await.unwrap().is_none()
+    })
+    .await;
+    assert!(elsewhere.get_opt("owner").await.unwrap().is_some());
+}
+
+/// Garbage Collection: only the references an object holds now count. A dependent that dropped
+/// its owner reference outlives the owner; one with a second, live owner loses the reference to
+/// the deleted one and stays.
+#[tokio::test]
+async fn only_current_owner_references_lead_to_collection() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let owner = api
+        .create(&PostParams::default(), &cm("owner", &[]))
+        .await
+        .unwrap();
+    let second = api
+        .create(&PostParams::default(), &cm("second", &[]))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &owned_cm("released", &owner, false))
+        .await
+        .unwrap();
+    api.patch(
+        "released",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"ownerReferences": null}})),
+    )
+    .await
+    .unwrap();
+    let mut shared = owned_cm("shared", &owner, false);
+    let mut second_ref = shared.metadata.owner_references.clone().unwrap()[0].clone();
+    second_ref.name = second.name_any();
+    second_ref.uid = second.uid().unwrap();
+    second_ref.controller = None;
+    shared
+        .metadata
+        .owner_references
+        .as_mut()
+        .unwrap()
+        .push(second_ref);
+    api.create(&PostParams::default(), &shared).await.unwrap();
+    api.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
+    eventually("the reference to the deleted owner removed", || async {
+        api.get("shared")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .iter()
+            .all(|r| r.name == "second")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(api.get_opt("released").await.unwrap().is_some());
+    assert!(api.get_opt("shared").await.unwrap().is_some());
+}
+
 /// Finalizers: deleting an object with finalizers sets deletionTimestamp; it goes when the last
 /// finalizer is removed; no new finalizer may be added meanwhile.
 #[tokio::test]
