@@ -33,9 +33,15 @@ pub struct AppState {
     pub address: String,
 }
 
-/// The router.
+/// The router: the connect subresources (proxy, portforward) first, then everything else.
 pub fn router(state: AppState) -> axum::Router {
-    axum::Router::new().fallback(handle).with_state(state)
+    axum::Router::new()
+        .fallback(handle)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::connect::intercept,
+        ))
+        .with_state(state)
 }
 
 fn json_response(code: u16, body: &Value, warnings: &[String]) -> Response {

@@ -14,8 +14,17 @@
 //!   `host`, `port`, `dbname`, `uri`, `jdbc-uri`, `pgpass`, `fqdn-uri`, `fqdn-jdbc-uri`) and
 //!   labels (`cnpg.io/cluster`, `cnpg.io/reload`, `cnpg.io/userType`); unlike CNPG, `host` is
 //!   `127.0.0.1` and `port` the real port (also in every URI), because no cluster DNS exists;
-//! - writes the `<cluster>-rw`, `-ro` and `-r` Services (port 5432, CNPG's selectors; no pod
-//!   matches them, so their proxies have no endpoint: connect with the Secrets' host and port);
+//! - writes the `<cluster>-rw`, `-ro` and `-r` Services (port 5432, CNPG's selectors);
+//! - creates the instance pods `<cluster>-1` (the primary) to `<cluster>-N` with CNPG's labels
+//!   (`cnpg.io/cluster`, `cnpg.io/instanceName`, `cnpg.io/podRole: instance`,
+//!   `cnpg.io/instanceRole` and `role`: `primary` or `replica`), one container `postgres`
+//!   declaring port 5432 (`postgresql`) with the Cluster's `resources`, bound to the node
+//!   [`INSTANCE_NODE`] (so the kubelet leaves them alone), with grace period 0, and Running and
+//!   Ready at once; each publishes the real Postgres port as its container's loopback port
+//!   (`kube-sim.kumiko.so/port-postgres`), so the Services' endpoints, the API server's proxy and
+//!   `pods/NAME/portforward` reach the real Postgres through them, as they reach CNPG's pods.
+//!   Deleted instance pods are recreated; they go with the Cluster. Without a Postgres (instant
+//!   mode with none configured) no pod is created;
 //! - sets the status CNPG reports when healthy: `phase: Cluster in healthy state`, `instances`,
 //!   `readyInstances` (= `spec.instances`), `currentPrimary`/`targetPrimary` `<cluster>-1`,
 //!   `writeService`, `readService`, and a `Ready` condition (`ClusterIsReady`). While the
@@ -32,7 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -47,10 +56,22 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{Error, Result, is_not_found, kube_error};
 use super::pods::is_terminating;
-use super::{ControllersConfig, FIELD_MANAGER, PostgresSource};
+use super::{
+    CONTAINER_PORT_ANNOTATION_PREFIX, ControllersConfig, FIELD_MANAGER, POD_PORT_ANNOTATION,
+    PostgresSource,
+};
 
 /// The host every Secret names: the real Postgres listens on loopback.
 pub const POSTGRES_HOST: &str = "127.0.0.1";
+
+/// The node the instance pods are bound to: not the kubelet's, so no process is started for them.
+pub const INSTANCE_NODE: &str = "kube-sim-cnpg";
+
+/// The container port of Postgres in an instance pod (named `postgresql`, as in CNPG).
+pub const INSTANCE_POSTGRES_PORT: i32 = 5432;
+
+/// The image an instance pod names when the Cluster gives no `imageName`.
+pub const DEFAULT_INSTANCE_IMAGE: &str = "ghcr.io/cloudnative-pg/postgresql:17";
 
 /// The CNPG Cluster resource.
 pub fn cluster_resource() -> ApiResource {
@@ -396,7 +417,13 @@ impl CnpgController {
     pub async fn run(self, shutdown: CancellationToken) {
         let resource = cluster_resource();
         let clusters: Api<DynamicObject> = Api::all_with(self.inner.client.clone(), &resource);
-        let controller = Controller::new_with(clusters, watcher::Config::default(), resource);
+        let instances: Api<Pod> = Api::all(self.inner.client.clone());
+        let controller = Controller::new_with(clusters, watcher::Config::default(), resource)
+            .owns_with(
+                instances,
+                (),
+                watcher::Config::default().labels("cnpg.io/podRole=instance"),
+            );
         let store = controller.store();
         let stream = controller
             .run(reconcile, error_policy, Arc::new(self.clone()))
@@ -476,6 +503,136 @@ fn credentials_secret(
         "type": "kubernetes.io/basic-auth",
         "stringData": secret_data(credentials),
     })
+}
+
+/// Instance pod `index` (1-based) of a Cluster whose Postgres listens on `port`.
+pub fn instance_pod(cluster: &DynamicObject, index: i64, port: u16) -> Value {
+    let cluster_name = cluster.name_any();
+    let name = format!("{cluster_name}-{index}");
+    let role = if index == 1 { "primary" } else { "replica" };
+    let spec = cluster.data.get("spec");
+    let image = spec
+        .and_then(|spec| spec.get("imageName"))
+        .and_then(Value::as_str)
+        .unwrap_or(DEFAULT_INSTANCE_IMAGE);
+    let mut container = json!({
+        "name": "postgres",
+        "image": image,
+        "ports": [{"name": "postgresql", "containerPort": INSTANCE_POSTGRES_PORT, "protocol": "TCP"}],
+    });
+    if let Some(resources) = spec.and_then(|spec| spec.get("resources")) {
+        container["resources"] = resources.clone();
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": cluster.namespace(),
+            "labels": {
+                "cnpg.io/cluster": cluster_name,
+                "cnpg.io/instanceName": name,
+                "cnpg.io/podRole": "instance",
+                "cnpg.io/instanceRole": role,
+                "role": role,
+            },
+            "annotations": {
+                POD_PORT_ANNOTATION: port.to_string(),
+                format!("{CONTAINER_PORT_ANNOTATION_PREFIX}postgres"): port.to_string(),
+            },
+            "ownerReferences": owner_reference(cluster).map(|o| vec![o]),
+        },
+        "spec": {
+            "nodeName": INSTANCE_NODE,
+            "terminationGracePeriodSeconds": 0,
+            "containers": [container],
+        },
+    })
+}
+
+/// The status of a running, ready instance pod (`started`: when it started).
+pub fn instance_status(image: &str, uid: &str, started: &str) -> Value {
+    let condition =
+        |type_: &str| json!({"type": type_, "status": "True", "lastTransitionTime": started});
+    json!({
+        "phase": "Running",
+        "hostIP": POSTGRES_HOST,
+        "hostIPs": [{"ip": POSTGRES_HOST}],
+        "podIP": POSTGRES_HOST,
+        "podIPs": [{"ip": POSTGRES_HOST}],
+        "startTime": started,
+        "qosClass": "Burstable",
+        "conditions": [
+            condition("PodReadyToStartContainers"),
+            condition("Initialized"),
+            condition("Ready"),
+            condition("ContainersReady"),
+            condition("PodScheduled"),
+        ],
+        "containerStatuses": [{
+            "name": "postgres",
+            "image": image,
+            "imageID": image,
+            "containerID": format!("kube-sim://{uid}-postgres"),
+            "ready": true,
+            "started": true,
+            "restartCount": 0,
+            "state": {"running": {"startedAt": started}},
+        }],
+    })
+}
+
+/// Creates the missing instance pods and marks them Running and Ready.
+async fn ensure_instances(
+    client: &kube::Client,
+    cluster: &DynamicObject,
+    instances: i64,
+    port: u16,
+) -> Result<()> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    for index in 1..=instances.max(1) {
+        let name = format!("{}-{index}", cluster.name_any());
+        let existing = pods
+            .get_opt(&name)
+            .await
+            .map_err(kube_error(format!("reading pod {namespace}/{name}")))?;
+        let pod = match existing {
+            Some(pod) if is_terminating(&pod.metadata) => continue,
+            Some(pod) => pod,
+            None => {
+                let manifest: Pod = serde_json::from_value(instance_pod(cluster, index, port))
+                    .map_err(|error| Error::InvalidObject {
+                        object: format!("pod {namespace}/{name}"),
+                        field: "(the instance pod kube-sim builds)".to_owned(),
+                        message: error.to_string(),
+                    })?;
+                pods.create(&kube::api::PostParams::default(), &manifest)
+                    .await
+                    .map_err(kube_error(format!("creating pod {namespace}/{name}")))?
+            }
+        };
+        let ready = super::pods::is_ready(&pod) && super::pods::phase(&pod) == "Running";
+        if !ready {
+            let image = pod
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.containers.first())
+                .and_then(|container| container.image.clone())
+                .unwrap_or_default();
+            let status = instance_status(&image, &pod.uid().unwrap_or_default(), &now_text());
+            pods.patch_status(&name, &params, &Patch::Merge(json!({ "status": status })))
+                .await
+                .map_err(kube_error(format!(
+                    "updating the status of pod {namespace}/{name}"
+                )))?;
+        }
+    }
+    Ok(())
 }
 
 fn service(cluster: &DynamicObject, suffix: &str, selector: Value) -> Value {
@@ -747,6 +904,10 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
             .map_err(kube_error(format!(
                 "writing Service {namespace}/{service_name}"
             )))?;
+    }
+
+    if admin.is_some() {
+        ensure_instances(&client, &cluster, settings.instances, port).await?;
     }
 
     controller

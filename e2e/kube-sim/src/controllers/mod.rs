@@ -9,7 +9,8 @@
 //! - [`job`]: Jobs with backoffLimit, activeDeadlineSeconds, ttlSecondsAfterFinished and the
 //!   terminal conditions of Kubernetes 1.31+.
 //! - [`cnpg`]: CloudNativePG `Cluster`s backed by a real Postgres: the `-app`/`-superuser`
-//!   Secrets, the `-rw`/`-ro`/`-r` Services and a healthy status.
+//!   Secrets, the `-rw`/`-ro`/`-r` Services, instance pods that publish the real Postgres port
+//!   (so the Services have endpoints and portforward reaches Postgres), and a healthy status.
 //! - [`service_proxy`]: a local TCP proxy per Service port, as kube-proxy would provide.
 //! - [`admission`] and [`quota`]: LimitRange and ResourceQuota admission of pods, and quota status.
 //!
@@ -31,7 +32,9 @@
 //!   container's `PORT`) and `kube-sim.kumiko.so/port-CONTAINER` for each container;
 //! - Services: `kube-sim.kumiko.so/proxy-port-PORT` ([`PROXY_PORT_ANNOTATION_PREFIX`]) per proxied
 //!   port, and `status.loadBalancer.ingress[0].ip: 127.0.0.1` for `LoadBalancer` Services;
-//! - CNPG Secrets with host `127.0.0.1` and the real Postgres port.
+//! - CNPG Secrets with host `127.0.0.1` and the real Postgres port; CNPG instance pods
+//!   `<cluster>-N` on node `kube-sim-cnpg` (no kubelet runs them) whose container port 5432 is the
+//!   real Postgres port.
 //!
 //! # Known differences from Kubernetes
 //!

@@ -15,6 +15,9 @@
 //!   `terminationGracePeriodSeconds`, else 30s), then deletes the pod with grace period 0, as
 //!   the kubelet does; if the API removed the pod at once, the processes are stopped the same way.
 //!
+//! Pods bound to another node than `kube-sim` are left alone (the CNPG simulation runs its
+//! instance pods itself).
+//!
 //! In instant mode no process runs: pods are Running and Ready at once (Succeeded at once when
 //! their restartPolicy is Never or OnFailure), and deletion completes at once.
 
@@ -152,6 +155,11 @@ impl Kubelet {
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
         };
+        // Pods bound to another node (the CNPG simulation's instances) are not this kubelet's.
+        let node = pod.spec.as_ref().and_then(|spec| spec.node_name.as_deref());
+        if node.is_some_and(|node| !node.is_empty() && node != env::NODE_NAME) {
+            return;
+        }
         let pod = Arc::new(pod);
         let mut workers = self.lock_workers();
         match workers.get(&uid) {
