@@ -31,6 +31,42 @@ pub fn profile_dir() -> Result<PathBuf> {
     Ok(profile.to_path_buf())
 }
 
+/// The name of the broken-migration program (`src/bin/kumiko-app-broken-migration.rs`).
+pub const BROKEN_MIGRATION_BINARY: &str = "kumiko-app-broken-migration";
+
+/// Puts the broken-migration program into `dir` beside a link `kumiko-app` to `app_binary` (the
+/// program runs the `kumiko-app` beside itself), and returns its path. The program is
+/// `<target>/debug/kumiko-app-broken-migration`, which cargo builds with this crate's tests
+/// (built here when missing).
+pub fn broken_migration_beside(dir: &Path, app_binary: &Path) -> Result<PathBuf> {
+    let built = profile_dir()?.join(BROKEN_MIGRATION_BINARY);
+    if !built.is_file() {
+        cargo_build(&["-p", "kumiko-e2e", "--bin", BROKEN_MIGRATION_BINARY])?;
+    }
+    let program = dir.join(BROKEN_MIGRATION_BINARY);
+    std::fs::copy(&built, &program)
+        .with_context(|| format!("copying {} to {}", built.display(), program.display()))?;
+    let app_link = dir.join("kumiko-app");
+    std::os::unix::fs::symlink(app_binary, &app_link)
+        .with_context(|| format!("linking {} to {}", app_link.display(), app_binary.display()))?;
+    Ok(program)
+}
+
+/// Runs `cargo build ARGS` in the workspace.
+fn cargo_build(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(&cargo)
+        .arg("build")
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running `cargo build {}`", args.join(" ")))?;
+    if !status.success() {
+        bail!("`cargo build {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
 /// The `kumiko-app` binary: `KUMIKO_E2E_APP_BINARY`, else `<target>/debug/kumiko-app`, built with
 /// `cargo build -p kumiko-runtime --bin kumiko-app` when it does not exist yet (once per process;
 /// cargo's own lock serialises concurrent test processes).
@@ -62,15 +98,7 @@ fn locate_or_build() -> Result<PathBuf> {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(&cargo)
-        .args(["build", "-p", "kumiko-runtime", "--bin", "kumiko-app"])
-        .current_dir(workspace_root())
-        .status()
-        .context("running `cargo build -p kumiko-runtime --bin kumiko-app`")?;
-    if !status.success() {
-        bail!("`cargo build -p kumiko-runtime --bin kumiko-app` failed ({status})");
-    }
+    cargo_build(&["-p", "kumiko-runtime", "--bin", "kumiko-app"])?;
     if !binary.is_file() {
         bail!(
             "`cargo build` succeeded but {} does not exist: set {APP_BINARY_ENV}",

@@ -7,23 +7,21 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube_sim::controllers::{
-    Controllers, ControllersConfig, ImageMapping, POD_PORT_ANNOTATION,
-    PROXY_PORT_ANNOTATION_PREFIX, PostgresSource,
-};
+use kube_sim::controllers::{Controllers, ControllersConfig, ImageMapping, PostgresSource};
 use kumiko_operator::controller::metrics::Metrics;
 use kumiko_operator::controller::roles_backend::PostgresRoles;
 use kumiko_operator::controller::run::{RunSettings, init_logging, run_with};
-use kumiko_testkit::TempPostgres;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::binaries;
+use crate::postgres::{self, Reachable};
 use crate::wait::eventually;
 
 /// The kubeconfig of an existing cluster to run against (nothing is started then).
@@ -40,12 +38,13 @@ pub const SIM_APP_IMAGE: &str = "kumiko-app:dev";
 /// A second tag of the same binary on kube-sim, for image updates.
 pub const SIM_APP_IMAGE_V2: &str = "kumiko-app:v2";
 
-/// On kube-sim: an image whose `migrate` command fails (a script that prints an error and exits
-/// 1) and whose other commands run the app binary.
+/// On kube-sim: an image whose `migrate` command fails and whose other commands run the app
+/// (`kumiko-app-broken-migration`, the program the kind image runs too).
 pub const SIM_BROKEN_MIGRATION_IMAGE: &str = "kumiko-app:broken-migration";
 /// On an existing cluster: an image whose migration fails.
 pub const BROKEN_MIGRATION_IMAGE_ENV: &str = "KUMIKO_E2E_BROKEN_MIGRATION_IMAGE";
-/// The error line the broken-migration image prints (to find in the log tail).
+/// The error line the broken-migration image prints (to find in the log tail); the same text as
+/// in `src/bin/kumiko-app-broken-migration.rs`.
 pub const BROKEN_MIGRATION_ERROR: &str =
     "migration 20990101000000 failed: relation \"widgets\" already exists";
 
@@ -55,13 +54,14 @@ pub const FIELD_MANAGER: &str = "kumiko-e2e";
 /// How long a cluster-wide step (CRD established, namespace created) may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The Lease the operator replicas elect a leader on (the chart's `leaseName`).
+pub const OPERATOR_LEASE: &str = "kumiko-operator";
+/// The namespace of the Lease on kube-sim (on an existing cluster: the operator's namespace).
+const SIM_LEASE_NAMESPACE: &str = "default";
+
 /// Choices for the cluster of one test.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ClusterOptions {
-    /// On kube-sim: every CNPG Cluster uses one Postgres that the harness owns and that outlives
-    /// the Clusters (so a test can look into it after an app and its Cluster are deleted), instead
-    /// of a throwaway Postgres per Cluster. Ignored on an existing cluster.
-    pub shared_postgres: bool,
     /// On kube-sim: start no operator (the test starts its own with
     /// [`TestCluster::start_operator`]). Ignored on an existing cluster.
     pub no_operator: bool,
@@ -77,6 +77,9 @@ struct OperatorReplica {
 /// A cluster for one test, with the operator running against it.
 pub struct TestCluster {
     client: Client,
+    /// The same client without kube-rs's retries of 503 and 429, for the proxy subresources,
+    /// whose 503s are the upstream's answers.
+    proxy_client: Client,
     kubeconfig: PathBuf,
     app_image: String,
     app_image_v2: Option<String>,
@@ -89,7 +92,6 @@ struct LocalCluster {
     operators: Vec<OperatorReplica>,
     controllers: Option<Controllers>,
     server: Option<kube_sim::ServerHandle>,
-    postgres: Option<TempPostgres>,
     _dir: tempfile::TempDir,
 }
 
@@ -120,9 +122,11 @@ impl TestCluster {
         )
         .await
         .context("loading the kubeconfig")?;
-        let client = Client::try_from(config).context("building a client")?;
+        let client = Client::try_from(config.clone()).context("building a client")?;
+        let proxy_client = without_retries(config)?;
         let cluster = TestCluster {
             client,
+            proxy_client,
             kubeconfig,
             app_image,
             app_image_v2: std::env::var(APP_IMAGE_V2_ENV).ok(),
@@ -136,23 +140,9 @@ impl TestCluster {
     async fn local(options: ClusterOptions) -> Result<Self> {
         init_logging();
         let app_binary = binaries::kumiko_app()?;
-        let shared_postgres = if options.shared_postgres {
-            Some(
-                tokio::task::spawn_blocking(TempPostgres::start)
-                    .await
-                    .context("starting Postgres")?
-                    .context("starting Postgres")?,
-            )
-        } else {
-            None
-        };
-        let postgres = match &shared_postgres {
-            Some(server) => PostgresSource::Url(server.superuser_url("postgres")),
-            None => PostgresSource::Throwaway,
-        };
         let dir = tempfile::tempdir().context("creating a temporary directory")?;
         let kubeconfig = dir.path().join("kubeconfig");
-        let broken_migration = write_broken_migration_script(dir.path(), &app_binary)?;
+        let broken_migration = binaries::broken_migration_beside(dir.path(), &app_binary)?;
         let server = kube_sim::Server::start(kube_sim::Config {
             kubeconfig: Some(kubeconfig.clone()),
             ..kube_sim::Config::default()
@@ -173,7 +163,7 @@ impl TestCluster {
                         binary: app_binary,
                     },
                 ],
-                postgres,
+                postgres: PostgresSource::Throwaway,
                 instant: false,
                 backoff_base: Duration::from_secs(1),
                 ..ControllersConfig::default()
@@ -181,12 +171,12 @@ impl TestCluster {
         )
         .await
         .context("starting kube-sim's controllers")?;
-        let client = Client::try_from(kube::Config::new(
-            server.url().parse().context("kube-sim's URL")?,
-        ))
-        .context("building a client for kube-sim")?;
+        let config = kube::Config::new(server.url().parse().context("kube-sim's URL")?);
+        let client = Client::try_from(config.clone()).context("building a client for kube-sim")?;
+        let proxy_client = without_retries(config)?;
         let mut cluster = TestCluster {
             client,
+            proxy_client,
             kubeconfig,
             app_image: SIM_APP_IMAGE.to_owned(),
             app_image_v2: Some(SIM_APP_IMAGE_V2.to_owned()),
@@ -195,7 +185,6 @@ impl TestCluster {
                 operators: Vec::new(),
                 controllers: Some(controllers),
                 server: Some(server),
-                postgres: shared_postgres,
                 _dir: dir,
             }),
         };
@@ -249,8 +238,7 @@ impl TestCluster {
         &self.kubeconfig
     }
 
-    /// Whether this is the in-process kube-sim (where pods and Services are reachable on
-    /// loopback ports and Postgres on 127.0.0.1).
+    /// Whether this is the in-process kube-sim (started by the harness).
     pub fn is_local(&self) -> bool {
         self.local.is_some()
     }
@@ -282,7 +270,7 @@ impl TestCluster {
     }
 
     /// On kube-sim: starts an operator replica in-process as `identity`, campaigning for the
-    /// Lease `default/kumiko-operator` when `leader_election`. On an existing cluster the
+    /// Lease [`TestCluster::operator_lease`] when `leader_election`. On an existing cluster the
     /// operator's Deployment replaces killed pods by itself, so this does nothing.
     pub fn start_operator(&mut self, identity: &str, leader_election: bool) -> Result<()> {
         let client = self.client.clone();
@@ -291,8 +279,8 @@ impl TestCluster {
         };
         let settings = RunSettings {
             http_addr: "127.0.0.1:0".parse().context("the operator's address")?,
-            lease_name: "kumiko-operator".to_owned(),
-            lease_namespace: "default".to_owned(),
+            lease_name: OPERATOR_LEASE.to_owned(),
+            lease_namespace: SIM_LEASE_NAMESPACE.to_owned(),
             identity: identity.to_owned(),
             concurrency: 4,
             leader_election,
@@ -318,9 +306,7 @@ impl TestCluster {
     /// existing cluster: every pod of `KUMIKO_E2E_OPERATOR_NAMESPACE`, with grace period 0.
     pub async fn kill_operator(&mut self, identity: &str) -> Result<()> {
         let Some(local) = self.local.as_mut() else {
-            let namespace = std::env::var(OPERATOR_NAMESPACE_ENV).with_context(|| {
-                format!("{OPERATOR_NAMESPACE_ENV} must name the operator's namespace")
-            })?;
+            let namespace = operator_namespace()?;
             let pods: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
             pods.delete_collection(
                 &kube::api::DeleteParams {
@@ -344,11 +330,55 @@ impl TestCluster {
         Ok(())
     }
 
-    /// The superuser URL of the shared Postgres ([`ClusterOptions::shared_postgres`]), for
-    /// `database`.
-    pub fn postgres_superuser_url(&self, database: &str) -> Option<String> {
-        let local = self.local.as_ref()?;
-        Some(local.postgres.as_ref()?.superuser_url(database))
+    /// The Lease the operator replicas elect their leader on: `default/kumiko-operator` on
+    /// kube-sim, `<KUMIKO_E2E_OPERATOR_NAMESPACE>/kumiko-operator` (the chart's `leaseName`, in
+    /// the release namespace) on an existing cluster.
+    pub fn operator_lease(&self) -> Result<Api<Lease>> {
+        let namespace = if self.is_local() {
+            SIM_LEASE_NAMESPACE.to_owned()
+        } else {
+            operator_namespace()?
+        };
+        Ok(Api::namespaced(self.client.clone(), &namespace))
+    }
+
+    /// The identity holding the operator's Lease now, if any.
+    pub async fn operator_leader(&self) -> Result<Option<String>> {
+        Ok(self
+            .operator_lease()?
+            .get_opt(OPERATOR_LEASE)
+            .await
+            .context("reading the operator's Lease")?
+            .and_then(|lease| lease.spec)
+            .and_then(|spec| spec.holder_identity))
+    }
+
+    /// Kills one operator replica as a crash would: on kube-sim the replica `identity` (see
+    /// [`TestCluster::kill_operator`]); on an existing cluster the pod named `identity` (the
+    /// chart's replicas hold the Lease under their pod names), deleted with grace period 0.
+    pub async fn kill_operator_replica(&mut self, identity: &str) -> Result<()> {
+        if self.is_local() {
+            return self.kill_operator(identity).await;
+        }
+        let namespace = operator_namespace()?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        pods.delete(
+            identity,
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            },
+        )
+        .await
+        .with_context(|| format!("deleting the operator pod {namespace}/{identity}"))?;
+        Ok(())
+    }
+
+    /// A Postgres URI from a Secret of `namespace`, made reachable from the test process: as it
+    /// is when its host is an address (kube-sim), else through a tunnel over the API server's
+    /// portforward to a ready pod of the Service the host names (`<cluster>-rw`, as on kind).
+    pub async fn postgres(&self, namespace: &str, uri: &str) -> Result<Reachable> {
+        postgres::reachable(&self.client, namespace, uri).await
     }
 
     /// Creates a namespace named `<prefix>-<pid>-<n>` (unique within and across test processes)
@@ -370,23 +400,10 @@ impl TestCluster {
         Ok(name)
     }
 
-    /// GETs `path` on a pod's first container port; returns the HTTP status code. On kube-sim
-    /// through the pod's loopback port; elsewhere through the API server's pod proxy (`kubectl
-    /// get --raw`, which only tells 2xx from the rest).
+    /// GETs `path` on a pod's first container port through the API server's pod proxy
+    /// (`pods/NAME:PORT/proxy/PATH`); returns the pod's HTTP status code.
     pub async fn pod_http_status(&self, pod: &Pod, path: &str) -> Result<u16> {
         let name = pod.metadata.name.clone().unwrap_or_default();
-        if self.is_local() {
-            let port = pod
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(POD_PORT_ANNOTATION))
-                .with_context(|| format!("pod {name} has no {POD_PORT_ANNOTATION} annotation"))?;
-            let response = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
-                .await
-                .with_context(|| format!("GET {path} on pod {name}"))?;
-            return Ok(response.status().as_u16());
-        }
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let port = pod
             .spec
@@ -397,40 +414,43 @@ impl TestCluster {
             .map(|p| p.container_port)
             .with_context(|| format!("pod {name} declares no container port"))?;
         let raw = format!("/api/v1/namespaces/{namespace}/pods/{name}:{port}/proxy{path}");
-        let output = tokio::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["get", "--raw", &raw])
-            .output()
-            .await
-            .context("running kubectl get --raw")?;
-        Ok(if output.status.success() { 200 } else { 503 })
+        let (status, _) = self.proxy_get(&raw).await?;
+        Ok(status)
     }
 
-    /// The base URL (`http://127.0.0.1:PORT`) of a Service port, through kube-sim's proxy.
-    pub async fn service_url(&self, namespace: &str, service: &str, port: u16) -> Result<String> {
-        if !self.is_local() {
-            bail!("reaching Services from the test is only implemented on kube-sim");
-        }
-        let services: Api<Service> = Api::namespaced(self.client.clone(), namespace);
-        let annotation = format!("{PROXY_PORT_ANNOTATION_PREFIX}{port}");
-        eventually(
-            &format!("the proxy of Service {namespace}/{service}:{port}"),
-            SETUP_TIMEOUT,
-            || {
-                let services = services.clone();
-                let annotation = annotation.clone();
-                async move {
-                    Ok(services.get_opt(service).await?.and_then(|svc| {
-                        svc.metadata
-                            .annotations
-                            .and_then(|a| a.get(&annotation).cloned())
-                    }))
-                }
-            },
-        )
+    /// GETs `path` on port `port` of Service `namespace/service` through the API server's Service
+    /// proxy (`services/NAME:PORT/proxy/PATH`, to a ready endpoint); returns the status code and
+    /// the body as the endpoint answered them (a 503 with a Status when no endpoint is ready).
+    pub async fn service_get(
+        &self,
+        namespace: &str,
+        service: &str,
+        port: u16,
+        path: &str,
+    ) -> Result<(u16, String)> {
+        self.proxy_get(&format!(
+            "/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy{path}"
+        ))
         .await
-        .map(|port| format!("http://127.0.0.1:{port}"))
+    }
+
+    /// GETs an API path; returns the status code and the body, whatever the status.
+    async fn proxy_get(&self, path: &str) -> Result<(u16, String)> {
+        let request = hyper::Request::get(path)
+            .body(kube::client::Body::from(Vec::new()))
+            .with_context(|| format!("building GET {path}"))?;
+        let response = self
+            .proxy_client
+            .send(request)
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect_bytes()
+            .await
+            .with_context(|| format!("reading the body of GET {path}"))?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 
     /// Stops what the harness started: the operator (gracefully), the controllers (pod processes,
@@ -457,33 +477,21 @@ impl TestCluster {
         if let Some(server) = local.server.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), server.shutdown()).await;
         }
-        if let Some(postgres) = local.postgres.take() {
-            let _ = tokio::task::spawn_blocking(move || drop(postgres)).await;
-        }
         Ok(())
     }
 }
 
-/// Writes the program behind [`SIM_BROKEN_MIGRATION_IMAGE`]: `migrate ...` prints
-/// [`BROKEN_MIGRATION_ERROR`] and exits 1; anything else runs `app_binary`.
-fn write_broken_migration_script(dir: &Path, app_binary: &Path) -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join("kumiko-app-broken-migration");
-    let script = format!(
-        "#!/bin/sh\n\
-         case \" $* \" in\n\
-         *\" migrate \"*)\n\
-         \techo 'kumiko: applying migrations' >&2\n\
-         \techo '{BROKEN_MIGRATION_ERROR}' >&2\n\
-         \texit 1 ;;\n\
-         esac\n\
-         exec '{}' \"$@\"\n",
-        app_binary.display()
-    );
-    std::fs::write(&path, script).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("making {} executable", path.display()))?;
-    Ok(path)
+/// The operator's namespace on an existing cluster (`KUMIKO_E2E_OPERATOR_NAMESPACE`).
+fn operator_namespace() -> Result<String> {
+    std::env::var(OPERATOR_NAMESPACE_ENV)
+        .with_context(|| format!("{OPERATOR_NAMESPACE_ENV} must name the operator's namespace"))
+}
+
+/// A client that returns 503 and 429 answers as they are (kube-rs retries them by default, up
+/// to 15 times with a growing back-off).
+fn without_retries(mut config: kube::Config) -> Result<Client> {
+    config.default_retry = false;
+    Client::try_from(config).context("building a client without retries")
 }
 
 impl Drop for LocalCluster {
@@ -495,6 +503,5 @@ impl Drop for LocalCluster {
         // Controllers' own Drop kills pod processes and removes throwaway Postgres servers.
         drop(self.controllers.take());
         drop(self.server.take());
-        drop(self.postgres.take());
     }
 }

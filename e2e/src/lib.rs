@@ -24,8 +24,11 @@ pub mod binaries;
 pub mod cluster;
 pub mod manifests;
 pub mod postgres;
+pub mod shared_postgres;
+pub mod tunnel;
 pub mod wait;
 
 pub use app::TestApp;
 pub use cluster::{ClusterOptions, TestCluster};
+pub use shared_postgres::SharedPostgres;
 pub use wait::eventually;

@@ -10,7 +10,10 @@ use kumiko_e2e::{TestApp, TestCluster, manifests};
 async fn injected_api_faults_still_converge_to_ready() {
     let cluster = TestCluster::start().await.unwrap();
     let Some(sim) = cluster.sim() else {
-        eprintln!("skipped: fault injection needs kube-sim (KUMIKO_E2E_KUBECONFIG is set)");
+        eprintln!(
+            "skipped: API faults can only be injected into kube-sim's API server, and \
+             KUMIKO_E2E_KUBECONFIG names another cluster"
+        );
         return;
     };
     let namespace = cluster.namespace("faults").await.unwrap();

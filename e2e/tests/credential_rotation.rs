@@ -23,7 +23,8 @@ async fn credential_rotation_rejects_the_old_password_and_rolls_the_pods() {
     .unwrap();
     app.wait_ready().await.unwrap();
     let old_uri = app.runtime_uri().await.unwrap();
-    postgres::current_user(&old_uri).await.unwrap();
+    let old = cluster.postgres(&namespace, &old_uri).await.unwrap();
+    postgres::current_user(old.uri()).await.unwrap();
     let mut old_pods = BTreeSet::new();
     for component in ["api", "worker"] {
         for pod in app.pods(component).await.unwrap() {
@@ -53,12 +54,13 @@ async fn credential_rotation_rejects_the_old_password_and_rolls_the_pods() {
     .unwrap();
     let new_uri = app.runtime_uri().await.unwrap();
     assert_ne!(new_uri, old_uri, "the runtime Secret holds a new password");
-    let rejected = postgres::current_user(&old_uri).await.unwrap_err();
+    let rejected = postgres::current_user(old.uri()).await.unwrap_err();
     assert!(
         format!("{rejected:#}").contains("password authentication failed"),
         "{rejected:#}"
     );
-    postgres::current_user(&new_uri).await.unwrap();
+    let new = cluster.postgres(&namespace, &new_uri).await.unwrap();
+    postgres::current_user(new.uri()).await.unwrap();
 
     // Every API and worker pod is replaced, and the app is Ready on the new password.
     eventually("the pods to roll", Duration::from_secs(90), || {

@@ -1,5 +1,7 @@
-//! Deleting an app: with `reclaimPolicy: Delete` its database and roles are dropped from
-//! Postgres; with `Retain` (the default) they stay.
+//! Deleting an app on a shared CNPG cluster: with `reclaimPolicy: Delete` its database and roles
+//! are dropped from Postgres; with `Retain` (the default) they stay. The cluster is one the
+//! harness owns ([`SharedPostgres`]), so Postgres outlives the app and the test looks into it as
+//! its superuser, the same way on kube-sim and on kind.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,7 +9,10 @@ use std::time::Duration;
 
 use kube::api::DeleteParams;
 use kumiko_crds::names;
-use kumiko_e2e::{ClusterOptions, TestApp, TestCluster, eventually, manifests, postgres};
+use kumiko_e2e::{SharedPostgres, TestApp, TestCluster, eventually, manifests, postgres};
+
+/// The admin Secret each app's namespace gets for the shared cluster.
+const ADMIN_SECRET: &str = "shared-pg-admin";
 
 /// What an app owns in Postgres.
 struct Owned {
@@ -16,11 +21,41 @@ struct Owned {
     database: String,
 }
 
-/// Applies an app with `reclaim_policy`, waits until Ready, and returns what it owns in Postgres
-/// (checked to exist).
-async fn ready_app(cluster: &TestCluster, name: &str, reclaim_policy: &str) -> (TestApp, Owned) {
+/// Whether each of the app's roles and its database exist, asked as the superuser.
+async fn existing(
+    cluster: &TestCluster,
+    shared: &SharedPostgres,
+    owned: &Owned,
+) -> (bool, bool, bool) {
+    let admin = shared.superuser(cluster, "postgres").await.unwrap();
+    (
+        postgres::role_exists(admin.uri(), &owned.owner)
+            .await
+            .unwrap(),
+        postgres::role_exists(admin.uri(), &owned.runtime)
+            .await
+            .unwrap(),
+        postgres::database_exists(admin.uri(), &owned.database)
+            .await
+            .unwrap(),
+    )
+}
+
+/// Applies an app on the shared cluster with `reclaim_policy`, waits until Ready, and returns
+/// what it owns in Postgres (checked to exist).
+async fn ready_app(
+    cluster: &TestCluster,
+    shared: &SharedPostgres,
+    name: &str,
+    reclaim_policy: &str,
+) -> (TestApp, Owned) {
     let namespace = cluster.namespace(name).await.unwrap();
+    shared
+        .write_admin_secret(cluster, &namespace, ADMIN_SECRET)
+        .await
+        .unwrap();
     let mut manifest = manifests::minimal_app(name, &namespace, cluster.app_image());
+    manifest["spec"]["database"] = shared.database_spec(ADMIN_SECRET);
     manifest["spec"]["database"]["reclaimPolicy"] = reclaim_policy.into();
     let app = TestApp::apply(cluster.client(), &manifest).await.unwrap();
     app.wait_ready().await.unwrap();
@@ -38,13 +73,10 @@ async fn ready_app(cluster: &TestCluster, name: &str, reclaim_policy: &str) -> (
             .await
             .unwrap(),
     };
-    let admin = cluster.postgres_superuser_url("postgres").unwrap();
-    assert!(postgres::role_exists(&admin, &owned.owner).await.unwrap());
-    assert!(postgres::role_exists(&admin, &owned.runtime).await.unwrap());
-    assert!(
-        postgres::database_exists(&admin, &owned.database)
-            .await
-            .unwrap()
+    assert_eq!(
+        existing(cluster, shared, &owned).await,
+        (true, true, true),
+        "the app's roles and database exist while it runs"
     );
     (app, owned)
 }
@@ -66,60 +98,40 @@ async fn delete(app: &TestApp) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_with_delete_policy_drops_the_database() {
-    let cluster = TestCluster::start_with(ClusterOptions {
-        shared_postgres: true,
-        ..ClusterOptions::default()
-    })
-    .await
-    .unwrap();
-    let (app, owned) = ready_app(&cluster, "dropped", "Delete").await;
+    let cluster = TestCluster::start().await.unwrap();
+    let shared = SharedPostgres::create(&cluster, "shared-pg").await.unwrap();
+    let (app, owned) = ready_app(&cluster, &shared, "dropped", "Delete").await;
 
     delete(&app).await;
 
-    let admin = cluster.postgres_superuser_url("postgres").unwrap();
-    assert!(
-        !postgres::database_exists(&admin, &owned.database)
-            .await
-            .unwrap(),
-        "database {} was dropped",
+    assert_eq!(
+        existing(&cluster, &shared, &owned).await,
+        (false, false, false),
+        "roles {} and {} and database {} were dropped",
+        owned.owner,
+        owned.runtime,
         owned.database
     );
-    for role in [&owned.owner, &owned.runtime] {
-        assert!(
-            !postgres::role_exists(&admin, role).await.unwrap(),
-            "role {role} was dropped"
-        );
-    }
 
     cluster.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_with_retain_policy_keeps_the_database() {
-    let cluster = TestCluster::start_with(ClusterOptions {
-        shared_postgres: true,
-        ..ClusterOptions::default()
-    })
-    .await
-    .unwrap();
-    let (app, owned) = ready_app(&cluster, "kept", "Retain").await;
+    let cluster = TestCluster::start().await.unwrap();
+    let shared = SharedPostgres::create(&cluster, "shared-pg").await.unwrap();
+    let (app, owned) = ready_app(&cluster, &shared, "kept", "Retain").await;
 
     delete(&app).await;
 
-    let admin = cluster.postgres_superuser_url("postgres").unwrap();
-    assert!(
-        postgres::database_exists(&admin, &owned.database)
-            .await
-            .unwrap(),
-        "database {} was kept",
+    assert_eq!(
+        existing(&cluster, &shared, &owned).await,
+        (true, true, true),
+        "roles {} and {} and database {} were kept",
+        owned.owner,
+        owned.runtime,
         owned.database
     );
-    for role in [&owned.owner, &owned.runtime] {
-        assert!(
-            postgres::role_exists(&admin, role).await.unwrap(),
-            "role {role} was kept"
-        );
-    }
 
     cluster.shutdown().await.unwrap();
 }

@@ -81,12 +81,14 @@ async fn failed_migration_keeps_the_old_image_serving_until_the_image_is_fixed()
         .await
         .unwrap();
     let port = u16::try_from(service.spec.unwrap().ports.unwrap()[0].port).unwrap();
-    let url = cluster
-        .service_url(&namespace, &names::api(&app.name), port)
+    let (status, body) = cluster
+        .service_get(&namespace, &names::api(&app.name), port, "/api/status")
         .await
         .unwrap();
-    let response = reqwest::get(format!("{url}/api/status")).await.unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
+    assert_eq!(
+        status, 200,
+        "the old pods answer through the Service: {body}"
+    );
 
     // Fixing the image recovers.
     app.patch_spec(json!({"image": v2})).await.unwrap();

@@ -26,24 +26,25 @@ struct Traffic {
     failures: Vec<String>,
 }
 
-/// Sends `GET {url}/api/status` over and over (a new connection each time, as a client without
-/// keep-alive) until `stop`, counting failures.
-async fn send_requests(url: String, stop: Arc<AtomicBool>) -> Traffic {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+/// Sends `GET /api/status` to the Service through the API server's Service proxy, about 20 a
+/// second, until `stop`, counting failures (any status but 2xx, or no answer within 10 s).
+async fn send_requests(
+    cluster: Arc<TestCluster>,
+    namespace: String,
+    service: String,
+    port: u16,
+    stop: Arc<AtomicBool>,
+) -> Traffic {
     let mut traffic = Traffic::default();
     while !stop.load(Ordering::Relaxed) {
-        match client.get(format!("{url}/api/status")).send().await {
-            Ok(response) if response.status().is_success() => traffic.succeeded += 1,
-            Ok(response) => traffic
-                .failures
-                .push(format!("HTTP {}", response.status().as_u16())),
-            Err(error) => traffic.failures.push(format!("{error:?}")),
+        let request = cluster.service_get(&namespace, &service, port, "/api/status");
+        match tokio::time::timeout(Duration::from_secs(10), request).await {
+            Ok(Ok((status, _))) if (200..300).contains(&status) => traffic.succeeded += 1,
+            Ok(Ok((status, body))) => traffic.failures.push(format!("HTTP {status}: {body}")),
+            Ok(Err(error)) => traffic.failures.push(format!("{error:#}")),
+            Err(_) => traffic.failures.push("no answer within 10s".to_owned()),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     traffic
 }
@@ -66,7 +67,7 @@ fn image_of_pod(pod: &Pod) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn image_update_migrates_then_rolls_out_without_failed_requests() {
-    let cluster = TestCluster::start().await.unwrap();
+    let cluster = Arc::new(TestCluster::start().await.unwrap());
     let namespace = cluster.namespace("update").await.unwrap();
     let v1 = cluster.app_image().to_owned();
     let v2 = cluster.app_image_v2().unwrap().to_owned();
@@ -123,12 +124,19 @@ async fn image_update_migrates_then_rolls_out_without_failed_requests() {
         .await
         .unwrap();
     let port = u16::try_from(service.spec.unwrap().ports.unwrap()[0].port).unwrap();
-    let url = cluster
-        .service_url(&namespace, &names::api(&app.name), port)
+    let (status, body) = cluster
+        .service_get(&namespace, &names::api(&app.name), port, "/api/status")
         .await
         .unwrap();
+    assert_eq!(status, 200, "the Service answers before the update: {body}");
     let stop = Arc::new(AtomicBool::new(false));
-    let traffic = tokio::spawn(send_requests(url, stop.clone()));
+    let traffic = tokio::spawn(send_requests(
+        cluster.clone(),
+        namespace.clone(),
+        names::api(&app.name),
+        port,
+        stop.clone(),
+    ));
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     app.patch_spec(json!({"image": v2})).await.unwrap();
@@ -255,5 +263,9 @@ async fn image_update_migrates_then_rolls_out_without_failed_requests() {
     .unwrap();
     recorder.abort();
 
-    cluster.shutdown().await.unwrap();
+    Arc::into_inner(cluster)
+        .expect("the request loop has ended")
+        .shutdown()
+        .await
+        .unwrap();
 }

@@ -32,9 +32,21 @@ async fn minimal_app_becomes_ready_with_real_processes() {
         .await
         .unwrap();
     assert_ne!(owner, runtime, "owner and runtime must be distinct roles");
-    assert_eq!(postgres::current_user(&owner_uri).await.unwrap(), owner);
-    assert_eq!(postgres::current_user(&runtime_uri).await.unwrap(), runtime);
-    assert!(postgres::role_exists(&owner_uri, &runtime).await.unwrap());
+    let owner_uri = cluster.postgres(&namespace, &owner_uri).await.unwrap();
+    let runtime_uri = cluster.postgres(&namespace, &runtime_uri).await.unwrap();
+    assert_eq!(
+        postgres::current_user(owner_uri.uri()).await.unwrap(),
+        owner
+    );
+    assert_eq!(
+        postgres::current_user(runtime_uri.uri()).await.unwrap(),
+        runtime
+    );
+    assert!(
+        postgres::role_exists(owner_uri.uri(), &runtime)
+            .await
+            .unwrap()
+    );
 
     // The migrate Job completed, and its pod really ran `kumiko-app migrate apply`.
     let jobs = app.migrate_jobs().await.unwrap();
