@@ -4,7 +4,9 @@
 #
 #   cluster  create the kind cluster (infra/kind/cluster.yaml), or reuse it if it exists
 #   cnpg     install CloudNativePG, the exact version in infra/cnpg/VERSION
-#   images   build kumiko-operator:dev and kumiko-app:dev (infra/docker) and `kind load` them
+#   images   build kumiko-operator:dev, kumiko-app:dev (tagged kumiko-app:v2 too, the image-update
+#            scenarios' second tag) and kumiko-app:broken-migration (infra/docker), and
+#            `kind load` them
 #   chart    apply the CRDs server-side, then `helm upgrade --install` the operator chart
 #   test     run the e2e suite (kumiko-e2e) against the cluster
 #   example  apply infra/kind/hello.yaml and wait until the KumikoApp is Ready
@@ -24,6 +26,8 @@ work_dir=${E2E_KIND_DIR:-$root/target/e2e-kind}
 kubeconfig="$work_dir/kubeconfig"
 operator_image=kumiko-operator:dev
 app_image=kumiko-app:dev
+app_image_v2=kumiko-app:v2
+broken_migration_image=kumiko-app:broken-migration
 operator_namespace=kumiko-system
 cnpg_version=$(tr -d '[:space:]' <infra/cnpg/VERSION)
 cnpg_minor=${cnpg_version%.*}
@@ -92,10 +96,15 @@ step_images() {
   need_cluster
   say "building $operator_image"
   DOCKER_BUILDKIT=1 docker build -f infra/docker/operator.Dockerfile -t "$operator_image" .
-  say "building $app_image"
+  say "building $app_image (also tagged $app_image_v2)"
   DOCKER_BUILDKIT=1 docker build -f infra/docker/app.Dockerfile -t "$app_image" .
+  docker tag "$app_image" "$app_image_v2"
+  say "building $broken_migration_image"
+  DOCKER_BUILDKIT=1 docker build -f infra/docker/app-broken-migration.Dockerfile \
+    -t "$broken_migration_image" .
   say "loading the images into the nodes of $cluster_name"
-  kind load docker-image "$operator_image" "$app_image" --name "$cluster_name"
+  kind load docker-image "$operator_image" "$app_image" "$app_image_v2" "$broken_migration_image" \
+    --name "$cluster_name"
 }
 
 step_chart() {
@@ -129,6 +138,8 @@ step_test() {
   KUMIKO_E2E_TARGET=kind \
     KUMIKO_E2E_KUBECONFIG="$kubeconfig" \
     KUMIKO_E2E_APP_IMAGE="$app_image" \
+    KUMIKO_E2E_APP_IMAGE_V2="$app_image_v2" \
+    KUMIKO_E2E_BROKEN_MIGRATION_IMAGE="$broken_migration_image" \
     KUMIKO_E2E_OPERATOR_NAMESPACE="$operator_namespace" \
     cargo nextest run -p kumiko-e2e --no-fail-fast
 }
