@@ -342,7 +342,7 @@ impl TestCluster {
         Ok(Api::namespaced(self.client.clone(), &namespace))
     }
 
-    /// The identity holding the operator's Lease now, if any.
+    /// The identity holding the operator's Lease now, if any (a released Lease has none).
     pub async fn operator_leader(&self) -> Result<Option<String>> {
         Ok(self
             .operator_lease()?
@@ -350,7 +350,8 @@ impl TestCluster {
             .await
             .context("reading the operator's Lease")?
             .and_then(|lease| lease.spec)
-            .and_then(|spec| spec.holder_identity))
+            .and_then(|spec| spec.holder_identity)
+            .filter(|holder| !holder.is_empty()))
     }
 
     /// Kills one operator replica as a crash would: on kube-sim the replica `identity` (see
