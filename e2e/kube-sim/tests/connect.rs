@@ -195,6 +195,12 @@ async fn service_proxy_spreads_over_ready_endpoints_and_503s_without_one() {
         status_message(&body).1,
         "no service port \"grpc\" found for service \"web\""
     );
+    let (code, body) = get(&client, "/api/v1/namespaces/default/services/web:81/proxy/").await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(
+        status_message(&body).1,
+        "no service port 81 found for service \"web\""
+    );
 
     // Only ready pods are endpoints: with none ready, 503.
     for name in ["web-a", "web-b"] {
@@ -424,6 +430,21 @@ async fn cnpg_instance_pods_forward_to_the_real_postgres() {
         (pod.metadata.uid.as_deref() != Some(uid.as_str()) && ready(&pod)).then_some(())
     })
     .await;
+
+    // Fewer instances: the pods past the count go.
+    clusters
+        .patch(
+            "pg",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"instances": 1}})),
+        )
+        .await
+        .unwrap();
+    wait_for("pg-2 to go", Duration::from_secs(30), || async {
+        pods.get_opt("pg-2").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(pods.get_opt("pg-1").await.unwrap().is_some());
     bridge.abort();
     sim.stop().await;
 }

@@ -10,8 +10,8 @@
 //!   port; the request goes to a ready endpoint, chosen round robin as the Service proxies choose
 //!   them ([`service_proxy::endpoints`]);
 //! - `503 ServiceUnavailable` (a Status) when nothing can be reached: `no endpoints available for
-//!   service "web"`, `no service port "x" found for service "web"`, `error trying to reach
-//!   service: dial tcp 127.0.0.1:PORT: ...`.
+//!   service "web"`, `no service port "x" found for service "web"` (a number unquoted), `error
+//!   trying to reach service: dial tcp 127.0.0.1:PORT: ...`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -138,8 +138,13 @@ fn service_port(cluster: &Cluster, namespace: &str, target: &NamePort) -> Result
             text => port.name.as_deref() == Some(text) || port.port.to_string() == text,
         })
         .ok_or_else(|| {
+            // kube-apiserver's wording: a number bare, a name quoted.
+            let port = match wanted.parse::<i32>() {
+                Ok(number) => number.to_string(),
+                Err(_) => format!("{wanted:?}"),
+            };
             service_unavailable(format!(
-                "no service port {wanted:?} found for service {:?}",
+                "no service port {port} found for service {:?}",
                 target.name
             ))
         })?;

@@ -23,7 +23,8 @@
 //!   Ready at once; each publishes the real Postgres port as its container's loopback port
 //!   (`kube-sim.kumiko.so/port-postgres`), so the Services' endpoints, the API server's proxy and
 //!   `pods/NAME/portforward` reach the real Postgres through them, as they reach CNPG's pods.
-//!   Deleted instance pods are recreated; they go with the Cluster. Without a Postgres (instant
+//!   Deleted instance pods are recreated, those past `spec.instances` deleted; they go with the
+//!   Cluster. Without a Postgres (instant
 //!   mode with none configured) no pod is created;
 //! - sets the status CNPG reports when healthy: `phase: Cluster in healthy state`, `instances`,
 //!   `readyInstances` (= `spec.instances`), `currentPrimary`/`targetPrimary` `<cluster>-1`,
@@ -582,7 +583,8 @@ pub fn instance_status(image: &str, uid: &str, started: &str) -> Value {
     })
 }
 
-/// Creates the missing instance pods and marks them Running and Ready.
+/// Creates the missing instance pods, marks them Running and Ready, and deletes those past
+/// `spec.instances`.
 async fn ensure_instances(
     client: &kube::Client,
     cluster: &DynamicObject,
@@ -595,7 +597,29 @@ async fn ensure_instances(
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PatchParams::default()
     };
-    for index in 1..=instances.max(1) {
+    let wanted = instances.max(1);
+    let selector = format!(
+        "cnpg.io/cluster={},cnpg.io/podRole=instance",
+        cluster.name_any()
+    );
+    let listed = pods
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_error(format!(
+            "listing the instance pods in {namespace}"
+        )))?;
+    for pod in listed.items {
+        let name = pod.name_any();
+        let index = name
+            .rsplit_once('-')
+            .and_then(|(_, index)| index.parse::<i64>().ok());
+        if index.is_some_and(|index| index > wanted) && !is_terminating(&pod.metadata) {
+            pods.delete(&name, &DeleteParams::default())
+                .await
+                .map_err(kube_error(format!("deleting pod {namespace}/{name}")))?;
+        }
+    }
+    for index in 1..=wanted {
         let name = format!("{}-{index}", cluster.name_any());
         let existing = pods
             .get_opt(&name)
