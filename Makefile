@@ -6,7 +6,7 @@ SHELL := bash
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help deps test lint crds checks bench demo e2e e2e-kind
+.PHONY: help deps test lint crds checks bench demo e2e e2e-existing e2e-kind
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -14,9 +14,10 @@ help: ## List the targets
 deps: ## Install what the tests need (idempotent; quick when all is there)
 	@bash scripts/deps.sh
 
-test: deps ## The test command: lint, every Rust test (unit, real Postgres/Redis, kube-sim e2e), every check
+test: deps ## The test command: lint, every Rust test (unit, real Postgres/Redis, kube-sim e2e), the e2e suite's existing-cluster mode, every check
 	$(MAKE) --no-print-directory lint
 	cargo nextest run --workspace --no-fail-fast
+	bash scripts/e2e-existing.sh
 	$(MAKE) --no-print-directory checks
 
 lint: ## cargo fmt --check and clippy -D warnings
@@ -47,6 +48,9 @@ demo: deps ## From nothing to a Ready KumikoApp on the local cluster (kubeconfig
 e2e: deps ## The e2e suite on the local cluster (kube-sim)
 	cargo build -p kumiko-runtime --bin kumiko-app
 	cargo nextest run -p kumiko-e2e --no-fail-fast
+
+e2e-existing: deps ## The e2e suite in its existing-cluster mode (the path e2e-kind takes) against a standalone kube-sim, the operator as a 2-replica Deployment
+	@bash scripts/e2e-existing.sh
 
 e2e-kind: ## The e2e suite on a kind cluster (needs Docker, kind): STEP=cluster|cnpg|images|chart|test|example|logs|down, default all
 	@bash scripts/e2e-kind.sh $(or $(STEP),all)
