@@ -32,6 +32,11 @@
 //!
 //! Only API fault injection (`tests/api_faults.rs`) is kube-sim's alone.
 //!
+//! `make e2e-existing` (part of `make test`) runs the suite in the existing-cluster mode against a
+//! standalone kube-sim (`scripts/e2e-existing.sh`): the operator installed as a Deployment of two
+//! replicas in `kumiko-system`, images mapped to the local binaries, the same environment
+//! `make e2e-kind` passes. What differs on kind is the cluster, not the suite's code.
+//!
 //! On kube-sim the `kumiko-app` binary is `<target>/debug/kumiko-app` (built once by the harness
 //! when missing; `make e2e` builds it first), or `KUMIKO_E2E_APP_BINARY`. Every tag of
 //! `kumiko-app` runs it; `kumiko-app:broken-migration` runs `kumiko-app-broken-migration` (this
