@@ -38,7 +38,7 @@ pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
         .fallback(handle)
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.cluster.clone(),
             crate::connect::intercept,
         ))
         .with_state(state)

@@ -22,6 +22,8 @@
 pub mod portforward;
 pub mod proxy;
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -29,7 +31,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::api::AppState;
 use crate::cluster::Cluster;
 use crate::status::ApiError;
 
@@ -133,7 +134,11 @@ pub fn parse_path(path: &str) -> Option<ConnectTarget> {
 }
 
 /// Serves the connect subresources; passes every other request on.
-pub async fn intercept(State(app): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn intercept(
+    State(cluster): State<Arc<Cluster>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let Some(target) = parse_path(request.uri().path()) else {
         return next.run(request).await;
     };
@@ -142,14 +147,14 @@ pub async fn intercept(State(app): State<AppState>, request: Request, next: Next
             namespace,
             target,
             path,
-        } => proxy::pod(&app.cluster, &namespace, &target, &path, request).await,
+        } => proxy::pod(&cluster, &namespace, &target, &path, request).await,
         ConnectTarget::ServiceProxy {
             namespace,
             target,
             path,
-        } => proxy::service(&app.cluster, &namespace, &target, &path, request).await,
+        } => proxy::service(&cluster, &namespace, &target, &path, request).await,
         ConnectTarget::PortForward { namespace, pod } => {
-            portforward::serve(&app.cluster, &namespace, &pod, request)
+            portforward::serve(&cluster, &namespace, &pod, request)
         }
     }
 }
