@@ -20,6 +20,7 @@ pub struct Metrics {
     duration: Histogram,
     apps: Family<Labels, Gauge>,
     writes: Family<Labels, Counter>,
+    api_requests: Family<Labels, Counter>,
     leader: Gauge,
     readiness: Mutex<HashMap<String, &'static str>>,
 }
@@ -60,6 +61,12 @@ impl Metrics {
             "Writes to the Kubernetes API, by kind of object (steady state: none)",
             writes.clone(),
         );
+        let api_requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Requests to the Kubernetes API, by verb (get, list and watch read; the rest write)",
+            api_requests.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -73,6 +80,7 @@ impl Metrics {
             duration,
             apps,
             writes,
+            api_requests,
             leader,
             readiness: Mutex::new(HashMap::new()),
         }
@@ -100,6 +108,13 @@ impl Metrics {
     pub fn wrote(&self, kind: &str) {
         self.writes
             .get_or_create(&vec![("kind", kind.to_owned())])
+            .inc();
+    }
+
+    /// Records one request to the Kubernetes API.
+    pub fn api_request(&self, verb: &'static str) {
+        self.api_requests
+            .get_or_create(&vec![("verb", verb.to_owned())])
             .inc();
     }
 

@@ -5,6 +5,7 @@
 //! [`status`] (pure, one write). [`reconcile`] strings them together; [`run`] is the process
 //! (watches, leader election, HTTP, signals).
 
+pub mod api_requests;
 pub mod apply;
 pub mod credentials;
 pub mod http;
