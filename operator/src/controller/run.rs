@@ -17,13 +17,14 @@ use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Config, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
 use kumiko_crds::{KumikoApp, names};
 use tokio::sync::watch;
 
 use super::Context;
+use super::api_requests;
 use super::credentials::RolesBackend;
 use super::http::{self, Probes};
 use super::leader::{self, LeaderConfig};
@@ -82,14 +83,17 @@ async fn termination() {
 /// Runs the operator process until a signal (Ok) or the loss of the Lease (Err).
 pub async fn run(settings: RunSettings) -> Result<(), Error> {
     init_logging();
-    let client = Client::try_default().await.map_err(Error::Connect)?;
+    let metrics = Arc::new(Metrics::new());
+    let config = kube::Config::infer()
+        .await
+        .map_err(|source| Error::Connect(kube::Error::InferConfig(source)))?;
+    let client = api_requests::counted_client(config, metrics.clone())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         termination().await;
         tracing::info!("signal received: shutting down");
         let _ = stop_tx.send(true);
     });
-    let metrics = Arc::new(Metrics::new());
     run_with(client, settings, Arc::new(PostgresRoles), metrics, stop_rx).await
 }
 
@@ -190,6 +194,27 @@ fn apps_reading(
         .collect()
 }
 
+/// A hash of what a reconcile acts on besides children: the spec (through `generation`),
+/// annotations (retry, rotation), labels, finalizers and deletion. Status is left out. An object
+/// that does not deserialize hashes by resourceVersion, so every change of it is seen.
+fn app_inputs(app: &DeserializeGuard<KumikoApp>) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = app.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    match &app.0 {
+        Ok(_) => (
+            meta.generation,
+            &meta.annotations,
+            &meta.labels,
+            &meta.finalizers,
+            meta.deletion_timestamp.as_ref().map(|t| t.0.to_string()),
+        )
+            .hash(&mut hasher),
+        Err(_) => meta.resource_version.hash(&mut hasher),
+    }
+    Some(hasher.finish())
+}
+
 async fn controller(
     client: Client,
     settings: &RunSettings,
@@ -200,7 +225,15 @@ async fn controller(
     let apps: Api<DeserializeGuard<KumikoApp>> = Api::all(client.clone());
     let owned =
         watcher::Config::default().labels(&format!("{}={MANAGER}", names::MANAGED_BY_LABEL));
-    let controller = Controller::new(apps, watcher::Config::default()).with_config(
+    let (app_store, app_writer) = reflector::store();
+    // The operator's own status writes change nothing it acts on: only what `app_inputs` hashes
+    // triggers a reconcile (children's events and requeues do the rest).
+    let app_changes = watcher(apps, watcher::Config::default())
+        .default_backoff()
+        .reflect(app_writer)
+        .applied_objects()
+        .predicate_filter(app_inputs, PredicateConfig::default());
+    let controller = Controller::for_stream(app_changes, app_store).with_config(
         Config::default()
             .concurrency(settings.concurrency)
             // A burst of child events (apply, status, rollout) becomes one reconcile.
