@@ -3,7 +3,7 @@
 //! Starts kube-sim in-process and the real `kumiko-operator run` binary as a separate process
 //! against it. The apps use an external database (the Postgres roles step has its own tests and
 //! figures); this driver acts as instant Job and Deployment controllers (a Job completes and a
-//! Deployment is available as soon as they appear). Prints: the time until every app is Ready,
+//! Deployment is available as soon as they appear, reacting to watch events). Prints: the time until every app is Ready,
 //! operator writes per app, writes during one steady-state resync of every app (goal 0), and the
 //! operator's peak RSS.
 //!
@@ -13,12 +13,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use kumiko_crds::KumikoApp;
 use kumiko_operator::cnpg::Cluster;
@@ -53,6 +55,23 @@ async fn metric(port: u16, name: &str) -> f64 {
         .sum()
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after_comm = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let ticks: f64 = after_comm
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|field| field.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -62,10 +81,13 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// One pass of the instant controllers: finished Jobs, available Deployments.
-async fn play_controllers(client: &Client) {
+/// The instant Job controller: every Job the operator creates completes at once.
+async fn complete_jobs(client: Client) {
     let jobs: Api<Job> = Api::all(client.clone());
-    for job in jobs.list(&ListParams::default()).await.unwrap().items {
+    let mut events = watcher(jobs, watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    while let Some(Ok(job)) = events.next().await {
         if job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0 {
             continue;
         }
@@ -80,13 +102,15 @@ async fn play_controllers(client: &Client) {
             )
             .await;
     }
+}
+
+/// The instant Deployment controller: every generation of every Deployment is available at once.
+async fn roll_out_deployments(client: Client) {
     let deployments: Api<Deployment> = Api::all(client.clone());
-    for deployment in deployments
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-    {
+    let mut events = watcher(deployments, watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    while let Some(Ok(deployment)) = events.next().await {
         let generation = deployment.metadata.generation;
         if deployment
             .status
@@ -114,21 +138,105 @@ async fn play_controllers(client: &Client) {
     }
 }
 
-async fn ready_count(client: &Client) -> usize {
-    let apps: Api<KumikoApp> = Api::all(client.clone());
-    apps.list(&ListParams::default())
+/// Waits until `wanted` apps are `Ready=True`, watching them.
+async fn all_ready(client: Client, wanted: usize) {
+    let apps: Api<KumikoApp> = Api::all(client);
+    let mut ready = std::collections::BTreeSet::new();
+    let mut events = watcher(apps, watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    while let Some(event) = events.next().await {
+        let Ok(app) = event else { continue };
+        let is_ready = app.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        });
+        let key = (app.namespace().unwrap_or_default(), app.name_any());
+        if is_ready {
+            ready.insert(key);
+        } else {
+            ready.remove(&key);
+        }
+        if ready.len() == wanted {
+            return;
+        }
+    }
+}
+
+/// How many creates the driver keeps in flight.
+const CONCURRENT_CREATES: usize = 16;
+
+/// A namespace with the Secret that names the external database.
+async fn create_environment(client: &Client, ns: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut namespace = Namespace::default();
+    namespace.metadata.name = Some(ns.to_owned());
+    namespaces
+        .create(&PostParams::default(), &namespace)
         .await
-        .unwrap()
-        .items
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut secret = Secret {
+        data: Some(BTreeMap::from([(
+            "uri".to_owned(),
+            ByteString(b"postgresql://app:pw@db.example:5432/app".to_vec()),
+        )])),
+        ..Secret::default()
+    };
+    secret.metadata.name = Some("db".to_owned());
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+/// The app of one namespace: an API and a worker on the external database.
+async fn create_app(client: &Client, ns: &str) {
+    let app: KumikoApp = serde_json::from_value(json!({
+        "apiVersion": "kumiko.so/v1alpha1", "kind": "KumikoApp",
+        "metadata": {"name": "app"},
+        "spec": {"image": "kumiko-app:1", "api": {"replicas": 1}, "worker": {"replicas": 1},
+            "database": {"external": {"uriSecret": {"name": "db", "key": "uri"}}}}
+    }))
+    .unwrap();
+    Api::<KumikoApp>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &app)
+        .await
+        .unwrap();
+}
+
+/// The operator's API requests so far: `(reads and writes by verb, watches)`.
+async fn api_requests(port: u16) -> (BTreeMap<&'static str, f64>, f64) {
+    let mut by_verb = BTreeMap::new();
+    for verb in [
+        "get",
+        "list",
+        "create",
+        "update",
+        "patch",
+        "delete",
+        "deletecollection",
+    ] {
+        let name = format!("kumiko_operator_api_requests_total{{verb=\"{verb}\"}}");
+        by_verb.insert(verb, metric(port, &name).await);
+    }
+    let watches = metric(port, "kumiko_operator_api_requests_total{verb=\"watch\"}").await;
+    (by_verb, watches)
+}
+
+/// Reads (get, list) and writes (the rest) between two [`api_requests`] readings.
+fn reads_and_writes(
+    before: &BTreeMap<&'static str, f64>,
+    after: &BTreeMap<&'static str, f64>,
+) -> (f64, f64) {
+    let delta = |verb: &str| after.get(verb).unwrap_or(&0.0) - before.get(verb).unwrap_or(&0.0);
+    let reads = delta("get") + delta("list");
+    let writes = ["create", "update", "patch", "delete", "deletecollection"]
         .iter()
-        .filter(|app| {
-            app.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-            })
-        })
-        .count()
+        .map(|verb| delta(verb))
+        .sum();
+    (reads, writes)
 }
 
 #[tokio::main]
@@ -171,57 +279,36 @@ async fn main() {
         .spawn()
         .expect("the kumiko-operator binary (build it first: cargo build -p kumiko-operator)");
 
+    let instant_jobs = tokio::spawn(complete_jobs(client.clone()));
+    let instant_deployments = tokio::spawn(roll_out_deployments(client.clone()));
+    // The environment (namespaces and the external database's Secret) exists before the apps.
+    futures::stream::iter(0..apps_wanted)
+        .for_each_concurrent(CONCURRENT_CREATES, |i| {
+            let client = client.clone();
+            async move { create_environment(&client, &format!("bench-{i}")).await }
+        })
+        .await;
+    let (requests_before, watches_before) = api_requests(port).await;
+
+    // Timed: every app applied at once (CONCURRENT_CREATES in flight), until all are Ready.
     let started = Instant::now();
-    for i in 0..apps_wanted {
-        let ns = format!("bench-{i}");
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        let mut namespace = Namespace::default();
-        namespace.metadata.name = Some(ns.clone());
-        namespaces
-            .create(&PostParams::default(), &namespace)
-            .await
-            .unwrap();
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-        let mut secret = Secret {
-            data: Some(BTreeMap::from([(
-                "uri".to_owned(),
-                ByteString(b"postgresql://app:pw@db.example:5432/app".to_vec()),
-            )])),
-            ..Secret::default()
-        };
-        secret.metadata.name = Some("db".to_owned());
-        secrets
-            .create(&PostParams::default(), &secret)
-            .await
-            .unwrap();
-        let app: KumikoApp = serde_json::from_value(json!({
-            "apiVersion": "kumiko.so/v1alpha1", "kind": "KumikoApp",
-            "metadata": {"name": "app"},
-            "spec": {"image": "kumiko-app:1", "api": {"replicas": 1}, "worker": {"replicas": 1},
-                "database": {"external": {"uriSecret": {"name": "db", "key": "uri"}}}}
-        }))
-        .unwrap();
-        Api::<KumikoApp>::namespaced(client.clone(), &ns)
-            .create(&PostParams::default(), &app)
-            .await
-            .unwrap();
-    }
+    futures::stream::iter(0..apps_wanted)
+        .for_each_concurrent(CONCURRENT_CREATES, |i| {
+            let client = client.clone();
+            async move { create_app(&client, &format!("bench-{i}")).await }
+        })
+        .await;
     let created = started.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        play_controllers(&client).await;
-        if ready_count(&client).await == apps_wanted {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not all apps became Ready in 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    tokio::time::timeout(
+        Duration::from_secs(600),
+        all_ready(client.clone(), apps_wanted),
+    )
+    .await
+    .expect("all apps Ready within 10 minutes");
     let all_ready = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let writes_to_ready = metric(port, "kumiko_operator_writes_total").await;
+    let (requests_ready, watches_ready) = api_requests(port).await;
     let reconciles_before = metric(port, "kumiko_operator_reconciles_total").await;
 
     // A steady-state resync of every app: touch each (no spec change) and count the writes.
@@ -244,18 +331,23 @@ async fn main() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let resync_writes = metric(port, "kumiko_operator_writes_total").await - writes_to_ready;
+    let (requests_resynced, _) = api_requests(port).await;
     let rss = peak_rss_kib(operator.id());
+    let operator_cpu = cpu_seconds(&operator.id().to_string());
+    let sim_cpu = cpu_seconds("self");
     let reconciles = metric(port, "kumiko_operator_reconcile_duration_seconds_count").await;
     let reconcile_seconds = metric(port, "kumiko_operator_reconcile_duration_seconds_sum").await;
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &operator.id().to_string()])
         .status();
     let _ = operator.wait();
+    instant_jobs.abort();
+    instant_deployments.abort();
     server.shutdown().await;
 
     println!("apps:                              {apps_wanted}");
     println!(
-        "created in:                        {:.2} s",
+        "apps created in:                   {:.2} s ({CONCURRENT_CREATES} creates in flight)",
         created.as_secs_f64()
     );
     println!(
@@ -266,10 +358,25 @@ async fn main() {
         "operator writes per app to Ready:  {:.1}",
         writes_to_ready / apps_wanted as f64
     );
+    let (reads, writes) = reads_and_writes(&requests_before, &requests_ready);
+    println!(
+        "API requests per app to Ready:     {:.1} reads (get, list), {:.1} writes; {} watches in all",
+        reads / apps_wanted as f64,
+        writes / apps_wanted as f64,
+        watches_ready - watches_before
+    );
+    let (resync_reads, resync_api_writes) = reads_and_writes(&requests_ready, &requests_resynced);
     println!("writes in one steady-state resync: {resync_writes} (goal 0)");
+    println!(
+        "API requests in that resync:       {:.1} reads per app, {resync_api_writes} writes",
+        resync_reads / apps_wanted as f64
+    );
     println!(
         "reconciles:                        {reconciles} (mean {:.1} ms)",
         1000.0 * reconcile_seconds / reconciles.max(1.0)
+    );
+    println!(
+        "CPU used:                          operator {operator_cpu:.1} s, kube-sim and driver {sim_cpu:.1} s"
     );
     println!(
         "operator peak RSS:                 {:.1} MiB (goal < 64 MiB)",
