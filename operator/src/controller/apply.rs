@@ -1,8 +1,10 @@
 //! Apply: server-side apply of the desired children, skipped when nothing changed.
 //!
 //! Every applied object carries the annotation [`APPLIED_HASH_ANNOTATION`]: a hash of exactly what
-//! was applied. Before applying, the live object's metadata is read; when it carries the same hash,
-//! nothing is written. A resync of an unchanged app therefore writes nothing, also after a restart.
+//! was applied. Before applying, the live object's hash is looked up (in the watch-fed
+//! [`super::applied::AppliedHashes`], or by reading its metadata while that has not synced); when
+//! it is the same, nothing is written. A resync of an unchanged app therefore writes nothing, also
+//! after a restart.
 
 use std::fmt::Debug;
 
@@ -14,6 +16,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::Context;
+use super::applied::Lookup;
 use crate::Error;
 use crate::desired::MANAGER;
 
@@ -39,27 +42,30 @@ where
     let name = object.name_any();
     let namespace = object.namespace().unwrap_or_default();
     let hash = applied_hash(object);
-    let api: Api<K> = Api::namespaced(context.client.clone(), &namespace);
-    let live = api
-        .get_metadata_opt(&name)
-        .await
-        .map_err(|source| Error::Kube {
-            action: format!("reading {kind} {namespace}/{name}"),
-            source,
-        })?;
-    let unchanged = live
-        .as_ref()
-        .and_then(|live| live.metadata.annotations.as_ref())
-        .and_then(|annotations| annotations.get(APPLIED_HASH_ANNOTATION))
-        .is_some_and(|live_hash| *live_hash == hash);
-    if unchanged {
+    let live_hash = match context.applied.lookup(&kind, &namespace, &name) {
+        Lookup::Present(hash) => hash,
+        Lookup::Absent => None,
+        Lookup::Unknown => {
+            let api: Api<K> = Api::namespaced(context.client.clone(), &namespace);
+            api.get_metadata_opt(&name)
+                .await
+                .map_err(|source| Error::Kube {
+                    action: format!("reading {kind} {namespace}/{name}"),
+                    source,
+                })?
+                .and_then(|live| live.metadata.annotations)
+                .and_then(|mut annotations| annotations.remove(APPLIED_HASH_ANNOTATION))
+        }
+    };
+    if live_hash.as_deref() == Some(hash.as_str()) {
         return Ok(false);
     }
     let mut stamped = object.clone();
     stamped
         .annotations_mut()
-        .insert(APPLIED_HASH_ANNOTATION.to_owned(), hash);
+        .insert(APPLIED_HASH_ANNOTATION.to_owned(), hash.clone());
     server_side_apply(&context.client, &stamped).await?;
+    context.applied.wrote(&kind, &namespace, &name, &hash);
     context.metrics.wrote(&kind);
     tracing::info!(%kind, %namespace, %name, "applied");
     Ok(true)

@@ -6,6 +6,7 @@
 //! (watches, leader election, HTTP, signals).
 
 pub mod api_requests;
+pub mod applied;
 pub mod apply;
 pub mod credentials;
 pub mod http;
@@ -30,6 +31,7 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use kumiko_crds::KumikoApp;
 
+use applied::AppliedHashes;
 use credentials::RolesBackend;
 use metrics::Metrics;
 
@@ -50,6 +52,8 @@ pub struct Context {
     pub apps: Store<DeserializeGuard<KumikoApp>>,
     /// The Postgres roles.
     pub roles: Arc<dyn RolesBackend>,
+    /// The applied hashes of the children, as their watches last saw them.
+    pub applied: Arc<AppliedHashes>,
     attempts: Mutex<HashMap<String, usize>>,
 }
 
@@ -68,6 +72,7 @@ impl Context {
             recorder,
             apps,
             roles,
+            applied: Arc::new(AppliedHashes::default()),
             attempts: Mutex::new(HashMap::new()),
         }
     }

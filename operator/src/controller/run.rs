@@ -12,7 +12,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Config, Controller};
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 
 use super::Context;
 use super::api_requests;
+use super::applied::{self, AppliedHashes};
 use super::credentials::RolesBackend;
 use super::http::{self, Probes};
 use super::leader::{self, LeaderConfig};
@@ -230,6 +232,8 @@ async fn controller(
     // triggers a reconcile (children's events and requeues do the rest).
     let app_changes = watcher(apps, watcher::Config::default())
         .default_backoff()
+        // Nothing reads managedFields: the store keeps apps without them.
+        .modify(|app| app.managed_fields_mut().clear())
         .reflect(app_writer)
         .applied_objects()
         .predicate_filter(app_inputs, PredicateConfig::default());
@@ -255,6 +259,7 @@ async fn controller(
         store,
         roles,
     ));
+    let applied_watches = watch_applied_children(&client, &context.applied);
     controller
         .owns(Api::<Deployment>::all(client.clone()), owned.clone())
         .owns(Api::<Job>::all(client.clone()), owned.clone())
@@ -272,5 +277,43 @@ async fn controller(
             }
         })
         .await;
+    for watch in applied_watches {
+        watch.abort();
+    }
     tracing::info!("controller stopped");
+}
+
+/// One metadata watch per kind the operator applies, feeding `hashes`.
+fn watch_applied_children(
+    client: &Client,
+    hashes: &Arc<AppliedHashes>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    fn spawn<K>(client: &Client, hashes: &Arc<AppliedHashes>) -> tokio::task::JoinHandle<()>
+    where
+        K: Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+    {
+        let selector = format!("{}={MANAGER}", names::MANAGED_BY_LABEL);
+        tokio::spawn(applied::watch_kind::<K>(
+            client.clone(),
+            hashes.clone(),
+            selector,
+        ))
+    }
+    vec![
+        spawn::<ServiceAccount>(client, hashes),
+        spawn::<ResourceQuota>(client, hashes),
+        spawn::<LimitRange>(client, hashes),
+        spawn::<Cluster>(client, hashes),
+        spawn::<Secret>(client, hashes),
+        spawn::<Job>(client, hashes),
+        spawn::<Deployment>(client, hashes),
+        spawn::<Service>(client, hashes),
+        spawn::<PodDisruptionBudget>(client, hashes),
+    ]
 }
