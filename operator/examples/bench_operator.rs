@@ -308,6 +308,17 @@ async fn main() {
     let all_ready = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let writes_to_ready = metric(port, "kumiko_operator_writes_total").await;
+    let mut writes_by_kind = Vec::new();
+    for kind in kumiko_operator::controller::metrics::WRITE_KINDS {
+        let count = metric(
+            port,
+            &format!("kumiko_operator_writes_total{{kind=\"{kind}\"}}"),
+        )
+        .await;
+        if count > 0.0 {
+            writes_by_kind.push(format!("{kind} {:.1}", count / apps_wanted as f64));
+        }
+    }
     let (requests_ready, watches_ready) = api_requests(port).await;
     let reconciles_before = metric(port, "kumiko_operator_reconciles_total").await;
 
@@ -357,6 +368,10 @@ async fn main() {
     println!(
         "operator writes per app to Ready:  {:.1}",
         writes_to_ready / apps_wanted as f64
+    );
+    println!(
+        "  by kind:                         {}",
+        writes_by_kind.join(", ")
     );
     let (reads, writes) = reads_and_writes(&requests_before, &requests_ready);
     println!(
