@@ -383,7 +383,7 @@ async fn main() {
     let (resync_reads, resync_api_writes) = reads_and_writes(&requests_ready, &requests_resynced);
     println!("writes in one steady-state resync: {resync_writes} (goal 0)");
     println!(
-        "API requests in that resync:       {:.1} reads per app, {resync_api_writes} writes",
+        "API requests in that resync:       {:.1} reads per app, {resync_api_writes} writes (Lease renewals)",
         resync_reads / apps_wanted as f64
     );
     println!(
