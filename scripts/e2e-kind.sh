@@ -8,7 +8,9 @@
 #            scenarios' second tag) and kumiko-app:broken-migration (infra/docker), and
 #            `kind load` them
 #   chart    apply the CRDs server-side, then `helm upgrade --install` the operator chart
-#   test     run the e2e suite (kumiko-e2e) against the cluster
+#   test     run the e2e suite (kumiko-e2e) against the cluster: two tests at a time (each
+#            starts a CNPG cluster; E2E_KIND_TEST_THREADS), every wait five times as long as on
+#            kube-sim (image pulls, Postgres start; KUMIKO_E2E_TIMEOUT_SCALE)
 #   example  apply infra/kind/hello.yaml and wait until the KumikoApp is Ready
 #   logs     collect cluster state and logs into target/e2e-kind/logs
 #   down     delete the kind cluster
@@ -141,7 +143,9 @@ step_test() {
     KUMIKO_E2E_APP_IMAGE_V2="$app_image_v2" \
     KUMIKO_E2E_BROKEN_MIGRATION_IMAGE="$broken_migration_image" \
     KUMIKO_E2E_OPERATOR_NAMESPACE="$operator_namespace" \
-    cargo nextest run -p kumiko-e2e --no-fail-fast
+    KUMIKO_E2E_TIMEOUT_SCALE="${KUMIKO_E2E_TIMEOUT_SCALE:-5}" \
+    cargo nextest run --profile kind -p kumiko-e2e --no-fail-fast \
+      --test-threads "${E2E_KIND_TEST_THREADS:-2}"
 }
 
 step_example() {

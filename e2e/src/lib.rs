@@ -13,6 +13,8 @@
 //!   scenarios also need `KUMIKO_E2E_APP_IMAGE_V2` (a second tag of the same app) and the
 //!   failed-migration scenario `KUMIKO_E2E_BROKEN_MIGRATION_IMAGE` (an image running
 //!   `kumiko-app-broken-migration`, `src/bin/`, whose `migrate` fails).
+//!   `KUMIKO_E2E_TIMEOUT_SCALE` multiplies every wait (`make e2e-kind` sets 5: image pulls and
+//!   CNPG start far slower than kube-sim).
 //!
 //! The test process reaches the cluster only through the Kubernetes API, on both:
 //!
