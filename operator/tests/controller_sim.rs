@@ -1000,3 +1000,31 @@ async fn drive_namespace_app(client: &Client) {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_child_is_restored_at_once_not_at_the_next_resync() {
+    let harness = start().await;
+    drive_to_ready(&harness, app_manifest("drift", "kumiko-app:1")).await;
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(harness.client.clone(), "drift");
+    let before = services.get(&names::api("drift")).await.unwrap();
+    services
+        .delete(&names::api("drift"), &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    // A Ready app is requeued only after RESYNC (minutes): within WAIT, only the deletion's
+    // watch event can have brought the Service back.
+    let restored = eventually("the API Service restored", || async {
+        services
+            .get_opt(&names::api("drift"))
+            .await
+            .unwrap()
+            .filter(|service| service.metadata.uid != before.metadata.uid)
+    })
+    .await;
+    assert_eq!(
+        restored.spec.unwrap().selector,
+        before.spec.unwrap().selector
+    );
+    stop(harness).await;
+}

@@ -2,7 +2,8 @@
 //! child, kept current by one metadata-only watch per kind the operator applies (children carry
 //! the `app.kubernetes.io/managed-by` label). Deciding whether a child needs a write then reads
 //! nothing from the API; until a kind's watch has listed once, [`AppliedHashes::lookup`] says so
-//! and the caller reads the object's metadata itself.
+//! and the caller reads the object's metadata itself. The same watches report a deleted child's
+//! app, so that it is restored at once rather than at the next resync.
 //!
 //! [`APPLIED_HASH_ANNOTATION`]: super::apply::APPLIED_HASH_ANNOTATION
 
@@ -11,9 +12,13 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::StreamExt;
+use futures::channel::mpsc::UnboundedSender;
 use kube::api::{Api, PartialObjectMeta};
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
+use kumiko_crds::KumikoApp;
 use serde::de::DeserializeOwned;
 
 use super::apply::APPLIED_HASH_ANNOTATION;
@@ -119,11 +124,31 @@ impl AppliedHashes {
     }
 }
 
+/// The KumikoApp that controls `object`, if one does.
+pub fn owning_app<K: Resource>(object: &K) -> Option<ObjectRef<DeserializeGuard<KumikoApp>>> {
+    let namespace = object.meta().namespace.as_deref()?;
+    object
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|owner| {
+            owner.controller == Some(true)
+                && owner.kind == KumikoApp::kind(&())
+                && owner.api_version == KumikoApp::api_version(&())
+        })
+        .map(|owner| ObjectRef::new(&owner.name).within(namespace))
+}
+
 /// Keeps `hashes` current for kind `K`: a metadata-only watch of the objects labelled
-/// `selector`, across namespaces. Runs until the stream ends (never, in practice: the watcher
-/// retries with back-off and relists).
-pub async fn watch_kind<K>(client: Client, hashes: Arc<AppliedHashes>, selector: String)
-where
+/// `selector`, across namespaces; sends the app of every deleted child to `deleted`. Runs until
+/// the stream ends (never, in practice: the watcher retries with back-off and relists).
+pub async fn watch_kind<K>(
+    client: Client,
+    hashes: Arc<AppliedHashes>,
+    selector: String,
+    deleted: UnboundedSender<ObjectRef<DeserializeGuard<KumikoApp>>>,
+) where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let kind = K::kind(&()).into_owned();
@@ -133,7 +158,15 @@ where
         .boxed();
     while let Some(event) = events.next().await {
         match event {
-            Ok(event) => hashes.observe(&kind, event),
+            Ok(event) => {
+                if let watcher::Event::Delete(object) = &event
+                    && let Some(app) = owning_app(object)
+                {
+                    // The controller is gone when the receiver is: nothing to tell.
+                    let _ = deleted.unbounded_send(app);
+                }
+                hashes.observe(&kind, event);
+            }
             Err(error) => tracing::debug!(%kind, %error, "watch of applied children"),
         }
     }
@@ -152,6 +185,30 @@ mod tests {
         service.metadata.annotations = hash
             .map(|hash| BTreeMap::from([(APPLIED_HASH_ANNOTATION.to_owned(), hash.to_owned())]));
         service
+    }
+
+    #[test]
+    fn a_child_names_the_app_that_controls_it() {
+        let mut child = service("web", None);
+        assert_eq!(owning_app(&child), None);
+        let owner = |kind: &str, controller| {
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "kumiko.so/v1alpha1".to_owned(),
+                kind: kind.to_owned(),
+                name: "shop".to_owned(),
+                uid: "u".to_owned(),
+                controller: Some(controller),
+                block_owner_deletion: None,
+            }
+        };
+        child.metadata.owner_references = Some(vec![owner("KumikoApp", false)]);
+        assert_eq!(owning_app(&child), None, "not the controller");
+        child.metadata.owner_references =
+            Some(vec![owner("Other", true), owner("KumikoApp", true)]);
+        assert_eq!(
+            owning_app(&child),
+            Some(ObjectRef::new("shop").within("shop"))
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota, Secret, Service, ServiceAccount};
@@ -259,8 +260,11 @@ async fn controller(
         store,
         roles,
     ));
-    let applied_watches = watch_applied_children(&client, &context.applied);
+    let (deleted_tx, deleted_children) = futures::channel::mpsc::unbounded();
+    let applied_watches = watch_applied_children(&client, &context.applied, &deleted_tx);
     controller
+        // A child deleted by someone else: reconcile its app now, not at the next resync.
+        .reconcile_on(deleted_children)
         .owns(Api::<Deployment>::all(client.clone()), owned.clone())
         .owns(Api::<Job>::all(client.clone()), owned.clone())
         .owns(Api::<Cluster>::all(client.clone()), owned)
@@ -287,8 +291,13 @@ async fn controller(
 fn watch_applied_children(
     client: &Client,
     hashes: &Arc<AppliedHashes>,
+    deleted: &UnboundedSender<ObjectRef<DeserializeGuard<KumikoApp>>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    fn spawn<K>(client: &Client, hashes: &Arc<AppliedHashes>) -> tokio::task::JoinHandle<()>
+    fn spawn<K>(
+        client: &Client,
+        hashes: &Arc<AppliedHashes>,
+        deleted: &UnboundedSender<ObjectRef<DeserializeGuard<KumikoApp>>>,
+    ) -> tokio::task::JoinHandle<()>
     where
         K: Resource<DynamicType = ()>
             + Clone
@@ -303,17 +312,18 @@ fn watch_applied_children(
             client.clone(),
             hashes.clone(),
             selector,
+            deleted.clone(),
         ))
     }
     vec![
-        spawn::<ServiceAccount>(client, hashes),
-        spawn::<ResourceQuota>(client, hashes),
-        spawn::<LimitRange>(client, hashes),
-        spawn::<Cluster>(client, hashes),
-        spawn::<Secret>(client, hashes),
-        spawn::<Job>(client, hashes),
-        spawn::<Deployment>(client, hashes),
-        spawn::<Service>(client, hashes),
-        spawn::<PodDisruptionBudget>(client, hashes),
+        spawn::<ServiceAccount>(client, hashes, deleted),
+        spawn::<ResourceQuota>(client, hashes, deleted),
+        spawn::<LimitRange>(client, hashes, deleted),
+        spawn::<Cluster>(client, hashes, deleted),
+        spawn::<Secret>(client, hashes, deleted),
+        spawn::<Job>(client, hashes, deleted),
+        spawn::<Deployment>(client, hashes, deleted),
+        spawn::<Service>(client, hashes, deleted),
+        spawn::<PodDisruptionBudget>(client, hashes, deleted),
     ]
 }
