@@ -340,6 +340,29 @@ fn wants_table(headers: &HeaderMap) -> bool {
         })
 }
 
+/// Whether the client asked for metadata only (`as=PartialObjectMetadata` for objects and watch
+/// events, `as=PartialObjectMetadataList` for lists), as its first choice.
+fn wants_metadata(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .next()
+                .is_some_and(|first| first.contains("as=PartialObjectMetadata"))
+        })
+}
+
+/// An object as `meta.k8s.io/v1` `PartialObjectMetadata`: its metadata, nothing else.
+fn partial_object_metadata(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
 fn verb_of(method: &Method, t: &Target, q: &HashMap<String, String>) -> &'static str {
     match (method.as_str(), t.name.is_some()) {
         ("GET", false) if t.legacy_watch || parse_bool(q, "watch") => "watch",
@@ -482,6 +505,7 @@ async fn resource(
         )));
     }
     let table = wants_table(headers);
+    let metadata_only = !table && wants_metadata(headers);
     let include_object = q
         .get("includeObject")
         .cloned()
@@ -499,6 +523,22 @@ async fn resource(
                 return Ok(json_response(
                     200,
                     &table::table(&rt, &items, list["metadata"].clone(), &include_object, true),
+                    &[],
+                ));
+            }
+            if metadata_only {
+                let items: Vec<Value> = list["items"]
+                    .as_array()
+                    .map(|items| items.iter().map(partial_object_metadata).collect())
+                    .unwrap_or_default();
+                return Ok(json_response(
+                    200,
+                    &json!({
+                        "kind": "PartialObjectMetadataList",
+                        "apiVersion": "meta.k8s.io/v1",
+                        "metadata": list["metadata"].clone(),
+                        "items": items,
+                    }),
                     &[],
                 ));
             }
@@ -528,6 +568,8 @@ async fn resource(
                     let tbl = table::table(&rt2, &[obj], json!({}), &include_object, first);
                     first = false;
                     json!({"type": ev["type"], "object": tbl})
+                } else if metadata_only && ev["type"] != "ERROR" && ev["type"] != "BOOKMARK" {
+                    json!({"type": ev["type"], "object": partial_object_metadata(&ev["object"])})
                 } else {
                     ev
                 };
@@ -558,6 +600,9 @@ async fn resource(
                     ),
                     &[],
                 ));
+            }
+            if metadata_only {
+                return Ok(json_response(200, &partial_object_metadata(&obj), &[]));
             }
             Ok(json_response(200, &obj, &[]))
         }

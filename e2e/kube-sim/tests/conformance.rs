@@ -861,6 +861,56 @@ async fn only_current_owner_references_lead_to_collection() {
     assert!(api.get_opt("shared").await.unwrap().is_some());
 }
 
+/// Metadata-only requests (`Accept: application/json;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1`)
+/// answer `meta.k8s.io/v1` PartialObjectMetadata: the metadata, no spec or data, for get, list and
+/// watch events.
+#[tokio::test]
+async fn metadata_only_requests_answer_partial_object_metadata() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    api.create(&PostParams::default(), &cm("meta", &[("big", "value")]))
+        .await
+        .unwrap();
+
+    let one = api.get_metadata("meta").await.unwrap();
+    assert_eq!(one.types.unwrap().kind, "PartialObjectMetadata");
+    assert_eq!(one.metadata.name.as_deref(), Some("meta"));
+
+    let list = api.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(list.types.kind, "PartialObjectMetadataList");
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(
+        list.items[0].types.as_ref().unwrap().api_version,
+        "meta.k8s.io/v1"
+    );
+
+    let mut events = api
+        .watch_metadata(
+            &WatchParams::default(),
+            &list.metadata.resource_version.unwrap(),
+        )
+        .await
+        .unwrap()
+        .boxed();
+    api.patch(
+        "meta",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"seen": "yes"}}})),
+    )
+    .await
+    .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), events.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let kube::api::WatchEvent::Modified(changed) = event else {
+        panic!("expected MODIFIED, got {event:?}");
+    };
+    assert_eq!(changed.types.unwrap().kind, "PartialObjectMetadata");
+    assert_eq!(changed.metadata.labels.unwrap()["seen"], "yes");
+}
+
 /// Finalizers: deleting an object with finalizers sets deletionTimestamp; it goes when the last
 /// finalizer is removed; no new finalizer may be added meanwhile.
 #[tokio::test]
