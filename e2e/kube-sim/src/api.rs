@@ -328,7 +328,8 @@ fn delete_options(q: &HashMap<String, String>, body: &Bytes) -> Result<DeleteOpt
     })
 }
 
-fn wants_table(headers: &HeaderMap) -> bool {
+/// Whether the client's first choice in `Accept` names `media_type_parameter` (`as=Table`, ...).
+fn first_accepted_has(headers: &HeaderMap, media_type_parameter: &str) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()
@@ -336,22 +337,18 @@ fn wants_table(headers: &HeaderMap) -> bool {
         .any(|v| {
             v.split(',')
                 .next()
-                .is_some_and(|first| first.contains("as=Table"))
+                .is_some_and(|first| first.contains(media_type_parameter))
         })
+}
+
+fn wants_table(headers: &HeaderMap) -> bool {
+    first_accepted_has(headers, "as=Table")
 }
 
 /// Whether the client asked for metadata only (`as=PartialObjectMetadata` for objects and watch
 /// events, `as=PartialObjectMetadataList` for lists), as its first choice.
 fn wants_metadata(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .next()
-                .is_some_and(|first| first.contains("as=PartialObjectMetadata"))
-        })
+    first_accepted_has(headers, "as=PartialObjectMetadata")
 }
 
 /// An object as `meta.k8s.io/v1` `PartialObjectMetadata`: its metadata, nothing else.
