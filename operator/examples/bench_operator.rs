@@ -239,6 +239,11 @@ fn reads_and_writes(
     (reads, writes)
 }
 
+/// The allocator of the kube-sim binary, so that the simulated API server costs what it costs in
+/// `make test` and the demo.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let apps_wanted: usize = std::env::args()
