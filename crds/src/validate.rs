@@ -20,6 +20,9 @@ use std::fmt;
 use kube::core::cel;
 use serde_json::{Map, Value};
 
+mod cel_rules;
+use cel_rules::CelRules;
+
 /// The type of a field error, as `k8s.io/apimachinery/pkg/util/validation/field.ErrorType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FieldErrorKind {
@@ -213,7 +216,7 @@ pub fn validate(
 ) -> Validated {
     validate_with(
         schema,
-        &cel::compile_schema(schema),
+        &CelRules::new(schema),
         object,
         old,
         api_version,
@@ -224,7 +227,7 @@ pub fn validate(
 /// A schema with its CEL rules compiled once, for validating many objects.
 pub struct SchemaValidator {
     schema: Value,
-    compiled: cel::CompiledSchema,
+    rules: CelRules,
 }
 
 impl std::fmt::Debug for SchemaValidator {
@@ -236,8 +239,8 @@ impl std::fmt::Debug for SchemaValidator {
 impl SchemaValidator {
     /// Compiles the schema's rules.
     pub fn new(schema: Value) -> Self {
-        let compiled = cel::compile_schema(&schema);
-        SchemaValidator { schema, compiled }
+        let rules = CelRules::new(&schema);
+        SchemaValidator { schema, rules }
     }
 
     /// The schema.
@@ -253,13 +256,13 @@ impl SchemaValidator {
         api_version: &str,
         kind: &str,
     ) -> Validated {
-        validate_with(&self.schema, &self.compiled, object, old, api_version, kind)
+        validate_with(&self.schema, &self.rules, object, old, api_version, kind)
     }
 }
 
 fn validate_with(
     schema: &Value,
-    compiled: &cel::CompiledSchema,
+    rules: &CelRules,
     object: &Value,
     old: Option<&Value>,
     api_version: &str,
@@ -295,7 +298,7 @@ fn validate_with(
         ));
     } else {
         errors.extend(cel_errors(
-            compiled,
+            rules,
             &defaulted,
             old.as_ref(),
             api_version,
@@ -1078,7 +1081,7 @@ thread_local! {
 }
 
 fn cel_errors(
-    compiled: &cel::CompiledSchema,
+    rules: &CelRules,
     object: &Value,
     old: Option<&Value>,
     api_version: &str,
@@ -1090,11 +1093,7 @@ fn cel_errors(
         api_group: group.to_string(),
         kind: kind.to_string(),
     };
-    let result = CEL.with(|v| v.validate_compiled_with_context(compiled, object, old, Some(&root)));
-    let Err(errors) = result else {
-        return Vec::new();
-    };
-    errors
+    CEL.with(|validator| rules.evaluate(validator, object, old, &root))
         .into_iter()
         .filter(|e| !ratcheted(e, object, old))
         .map(|e| {
