@@ -1382,6 +1382,72 @@ mod tests {
     }
 
     #[test]
+    fn transition_rules_in_an_unchanged_spec_are_still_evaluated() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "x-kubernetes-validations": [{"rule": "self.count <= 10", "message": "at most 10"}],
+                    "properties": {
+                        "count": {"type": "integer"},
+                        "inner": {
+                            "type": "object",
+                            "properties": {"level": {
+                                "type": "integer",
+                                "x-kubernetes-validations": [{"rule": "self > oldSelf", "message": "must rise on every write"}]
+                            }}
+                        }
+                    }
+                },
+                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+            }
+        });
+        let old = json!({"spec": {"count": 11, "inner": {"level": 1}}});
+        let status_only = json!({"spec": {"count": 11, "inner": {"level": 1}}, "status": {"x": 1}});
+        let v = validate(&schema, &status_only, Some(&old), "example.com/v1", "Thing");
+        // The unchanged count ratchets; the transition rule is not ratcheted (as kube-apiserver).
+        assert_eq!(
+            messages(&v),
+            vec![r#"spec.inner.level: Invalid value: "integer": must rise on every write"#]
+        );
+    }
+
+    #[test]
+    fn root_rules_see_the_identity_of_the_object_and_may_read_the_spec() {
+        let schema = |rule: &str| {
+            json!({
+                "type": "object",
+                "x-kubernetes-validations": [{"rule": rule, "message": "rejected by the root rule"}],
+                "properties": {
+                    "metadata": {"type": "object"},
+                    "spec": {"type": "object", "properties": {"image": {"type": "string"}}}
+                }
+            })
+        };
+        let object = |name: &str, image: &str| {
+            json!({
+                "apiVersion": "example.com/v1", "kind": "Thing",
+                "metadata": {"name": name, "managedFields": [{"manager": "m", "fieldsV1": {"f:spec": {}}}]},
+                "spec": {"image": image}
+            })
+        };
+        let identity = schema("size(self.metadata.name) <= 5 && self.kind == 'Thing'");
+        let check = |schema: &Value, object: &Value| {
+            messages(&validate(schema, object, None, "example.com/v1", "Thing"))
+        };
+        assert!(check(&identity, &object("short", "a")).is_empty());
+        assert_eq!(
+            check(&identity, &object("much-longer", "a")),
+            vec!["<nil>: Invalid value: \"object\": rejected by the root rule"]
+        );
+        // A root rule that reads more than the identity sees the whole object.
+        let spec = schema("self.spec.image != 'forbidden'");
+        assert!(check(&spec, &object("a", "allowed")).is_empty());
+        assert_eq!(check(&spec, &object("a", "forbidden")).len(), 1);
+    }
+
+    #[test]
     fn rule_compile_errors_are_reported() {
         let s = json!({"type": "object", "x-kubernetes-validations": [{"rule": "self.a ==="}]});
         assert_eq!(compile_rules(&s).len(), 1);
