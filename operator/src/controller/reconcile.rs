@@ -28,7 +28,7 @@ use super::observe::{World, job_log_tail, observe};
 use super::status::{
     self, Check, MIGRATION_FAILED, Progress, WAITING, compute_status, needs_write,
 };
-use super::steps::{JobOutcome, availability, job_outcome, jobs_to_delete};
+use super::steps::{JobOutcome, availability, job_outcome, jobs_to_delete, just_created};
 use super::validate::validate;
 use crate::Error;
 use crate::desired::{self, MANAGER, migration_hash};
@@ -449,10 +449,7 @@ async fn converge(
         }
         JobOutcome::Running => {
             progress.migration_job = Some(job_name.clone());
-            progress.migrated = Check::not_yet(
-                "Running",
-                format!("Job {job_name} is migrating the database to {spec_image}"),
-            );
+            progress.migrated = migrating(&job_name, &spec_image);
         }
         JobOutcome::Failed { message } => {
             progress.migration_job = Some(job_name.clone());
@@ -498,10 +495,8 @@ async fn converge(
             Some(job) if !paused => {
                 apply(context, job).await?;
                 progress.migration_job = Some(job_name.clone());
-                progress.migrated = Check::not_yet(
-                    "Started",
-                    format!("Job {job_name} started to migrate the database to {spec_image}"),
-                );
+                // Said as the running Job is, so that the next look at it writes no status.
+                progress.migrated = migrating(&job_name, &spec_image);
                 context
                     .publish(
                         app,
@@ -551,13 +546,32 @@ async fn converge(
         remove_worker(context, &namespace, &name).await?;
     }
     progress.image = built.rollout_image.clone();
-    let (api_check, api_counts) =
-        availability(world.api.as_ref(), &spec_image, app.spec.api.replicas);
+    // A Deployment created just now is judged as the next reconcile will find it (rolling out,
+    // nothing ready), so that one writes no status of its own.
+    let created = |observed: &Option<Deployment>, desired: Option<&Deployment>| {
+        desired
+            .filter(|_| observed.is_none() && !paused)
+            .map(just_created)
+    };
+    let created_api = created(&world.api, built.api.as_ref().map(|api| &api.deployment));
+    let created_worker = created(
+        &world.worker,
+        built.worker.as_ref().map(|worker| &worker.deployment),
+    );
+    let (api_check, api_counts) = availability(
+        world.api.as_ref().or(created_api.as_ref()),
+        &spec_image,
+        app.spec.api.replicas,
+    );
     progress.api = api_check;
     progress.api_replicas = api_counts;
     match &app.spec.worker {
         Some(worker) => {
-            let (check, counts) = availability(world.worker.as_ref(), &spec_image, worker.replicas);
+            let (check, counts) = availability(
+                world.worker.as_ref().or(created_worker.as_ref()),
+                &spec_image,
+                worker.replicas,
+            );
             progress.worker = check;
             progress.worker_replicas = counts;
         }
@@ -584,6 +598,14 @@ async fn converge(
         }
     }
     Ok(())
+}
+
+/// `Migrated` while the Job for `image` runs (from its creation on).
+fn migrating(job_name: &str, image: &str) -> Check {
+    Check::not_yet(
+        "Running",
+        format!("Job {job_name} is migrating the database to {image}"),
+    )
 }
 
 /// Deletes the worker Deployment and its PodDisruptionBudget after the spec dropped the worker.

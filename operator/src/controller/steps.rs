@@ -132,6 +132,15 @@ pub fn availability(
     (check, Some(counts))
 }
 
+/// A Deployment as the API server holds it right after creating it from `desired`: generation 1,
+/// no status yet.
+pub fn just_created(desired: &Deployment) -> Deployment {
+    let mut created = desired.clone();
+    created.metadata.generation = Some(1);
+    created.status = None;
+    created
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +236,22 @@ mod tests {
             "False"
         );
         assert_eq!(availability(None, "app:2", 2).0.status, "False");
+    }
+
+    #[test]
+    fn a_deployment_created_now_is_judged_as_its_first_observation_will_be() {
+        for replicas in [0, 1, 3] {
+            let mut desired = deployment("app:2", replicas, 0);
+            desired.metadata.generation = None;
+            desired.status = None;
+            // What the next reconcile reads: the API server's object, not yet seen by the
+            // Deployment controller.
+            let mut stored = desired.clone();
+            stored.metadata.generation = Some(1);
+            stored.metadata.uid = Some("uid".to_owned());
+            let now = availability(Some(&just_created(&desired)), "app:2", replicas);
+            assert_eq!(now, availability(Some(&stored), "app:2", replicas));
+            assert_eq!(now.0.reason, "RollingOut", "{replicas} replicas");
+        }
     }
 }
