@@ -141,9 +141,18 @@ pub async fn observe(context: &Context, app: &KumikoApp) -> Result<World, Error>
     let list_params = ListParams::default().labels(&selector);
     let (api_name, worker_name) = (names::api(&name), names::worker(&name));
     let (owner_name, runtime_name) = (names::owner_secret(&name), names::runtime_secret(&name));
-    let (owner_secret, runtime_secret, listed, api, worker) = futures::try_join!(
-        read_secret(&secrets, &namespace, &owner_name),
-        read_secret(&secrets, &namespace, &runtime_name),
+    // An external database comes with its own credentials: the operator makes no role Secrets.
+    let role_secrets = async {
+        if app.spec.database.mode() == Some(DatabaseMode::External) {
+            return Ok((None, None));
+        }
+        futures::try_join!(
+            read_secret(&secrets, &namespace, &owner_name),
+            read_secret(&secrets, &namespace, &runtime_name),
+        )
+    };
+    let ((owner_secret, runtime_secret), listed, api, worker) = futures::try_join!(
+        role_secrets,
         async {
             jobs.list(&list_params).await.map_err(kube_error(format!(
                 "listing the migrate Jobs in {namespace}"
