@@ -242,7 +242,7 @@ fn reads_and_writes(
 /// The allocator of the kube-sim binary, so that the simulated API server costs what it costs in
 /// `make test` and the demo.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() {

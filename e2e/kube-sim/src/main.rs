@@ -7,10 +7,10 @@ use std::time::Duration;
 use clap::Parser;
 use kube_sim::{ClusterConfig, Config, Server};
 
-/// Every request builds and drops JSON trees; mimalloc serves that pattern far faster than the
+/// Every request builds and drops JSON trees; jemalloc serves that pattern far faster than the
 /// system allocator (see `make bench`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// A local Kubernetes API server for tests and demos where no cluster runs.
 #[derive(Debug, Parser)]
