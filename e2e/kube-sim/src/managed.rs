@@ -160,42 +160,56 @@ fn collect(value: &Value, node: Node<'_>, path: &mut Path, out: &mut FieldValues
     }
 }
 
-/// Removes what field management never tracks: apiVersion, kind, server-set metadata, and status
-/// or everything but status depending on the endpoint.
+/// Metadata that field management never tracks (set by the server, or managedFields itself).
+const UNTRACKED_METADATA: [&str; 11] = [
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "selfLink",
+    "generateName",
+];
+
+/// What field management tracks of an object: not apiVersion, kind or server-set metadata, and
+/// status or everything but status depending on the endpoint. Copies only what it keeps (the
+/// untracked managedFields are often the bulk of an object).
 fn strip(obj: &Value, subresource: Option<&str>, rt: &ResourceType) -> Value {
-    let mut o = obj.clone();
-    if let Some(m) = o.as_object_mut() {
-        m.remove("apiVersion");
-        m.remove("kind");
-        if subresource == Some("status") {
-            m.retain(|k, _| k == "status");
-        } else {
-            if rt.status_subresource {
-                m.remove("status");
+    let Some(fields) = obj.as_object() else {
+        return obj.clone();
+    };
+    let status_endpoint = subresource == Some("status");
+    let mut kept = Map::new();
+    for (key, value) in fields {
+        let tracked = match key.as_str() {
+            "apiVersion" | "kind" => false,
+            "status" => status_endpoint || !rt.status_subresource,
+            _ => !status_endpoint,
+        };
+        if !tracked {
+            continue;
+        }
+        match (key.as_str(), value) {
+            ("metadata", Value::Object(metadata)) => {
+                let metadata: Map<String, Value> = metadata
+                    .iter()
+                    .filter(|(field, _)| !UNTRACKED_METADATA.contains(&field.as_str()))
+                    .map(|(field, value)| (field.clone(), value.clone()))
+                    .collect();
+                if !metadata.is_empty() {
+                    kept.insert(key.clone(), Value::Object(metadata));
+                }
             }
-            if let Some(Value::Object(meta)) = m.get_mut("metadata") {
-                for f in [
-                    "name",
-                    "namespace",
-                    "uid",
-                    "resourceVersion",
-                    "generation",
-                    "creationTimestamp",
-                    "deletionTimestamp",
-                    "deletionGracePeriodSeconds",
-                    "managedFields",
-                    "selfLink",
-                    "generateName",
-                ] {
-                    meta.remove(f);
-                }
-                if meta.is_empty() {
-                    m.remove("metadata");
-                }
+            _ => {
+                kept.insert(key.clone(), value.clone());
             }
         }
     }
-    o
+    Value::Object(kept)
 }
 
 fn field_values(
