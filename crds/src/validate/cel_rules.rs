@@ -40,10 +40,7 @@ struct RuleMap {
 impl RuleMap {
     fn of(node: &cel::CompiledSchema) -> Self {
         let own = !node.validations.is_empty();
-        let own_transition = node
-            .validations
-            .iter()
-            .any(|rule| rule.as_ref().map_or(true, |rule| rule.is_transition_rule));
+        let own_transition = own_transition(node);
         let properties: HashMap<String, RuleMap> = node
             .properties
             .iter()
@@ -263,6 +260,7 @@ impl Walk<'_> {
     }
 }
 
+/// Whether a node carries a transition rule (or a rule that did not compile: always reported).
 fn own_transition(compiled: &cel::CompiledSchema) -> bool {
     compiled
         .validations
