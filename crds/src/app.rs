@@ -372,8 +372,24 @@ pub struct DatabaseSpec {
     #[serde(default)]
     pub role: RoleSpec,
 
-    /// What happens to the app's Postgres roles and database when the KumikoApp is deleted:
-    /// `Retain` (the default) keeps them; `Delete` drops them.
+    /// What happens to the app's data when the KumikoApp is deleted. `Retain` (the default)
+    /// keeps it; `Delete` removes it. By database mode:
+    ///
+    /// - `cluster`: with `Retain` the CNPG Cluster (and so its PersistentVolumeClaims and
+    ///   volumes), its roles and its database outlive the app: the Cluster carries no owner
+    ///   reference to the app, only its labels (`app.kubernetes.io/instance: <app>`), and a
+    ///   KumikoApp created again with the same name in the same namespace adopts it, data
+    ///   included. With `Delete` the operator drops the app's roles and database, then the
+    ///   Cluster is garbage-collected with the app, and CNPG's claims and volumes with it.
+    /// - `shared`: the cluster is never touched. `Retain` keeps the app's roles and database on
+    ///   it; `Delete` terminates the app's sessions and drops them.
+    /// - `external`: the operator creates nothing in that database and removes nothing.
+    ///
+    /// In every mode the credential Secrets (`<app>-db-owner`, `<app>-db-runtime`) go with the
+    /// app; a re-created app sets new passwords on the retained roles. Deleting the whole
+    /// namespace deletes everything in it, a retained Cluster and its claims included: keep data
+    /// that must survive its namespace in a shared cluster elsewhere, or in backups
+    /// (`cluster.backup`).
     #[serde(default)]
     pub reclaim_policy: ReclaimPolicy,
 }
@@ -513,10 +529,11 @@ impl Default for RoleSpec {
     Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
 )]
 pub enum ReclaimPolicy {
-    /// Keep the roles and the data.
+    /// Keep the roles and the data (and a dedicated Cluster, which a re-created app adopts).
     #[default]
     Retain,
-    /// Terminate the app's sessions, then drop its roles and its database.
+    /// Terminate the app's sessions, then drop its roles and its database (and a dedicated
+    /// Cluster with its volumes).
     Delete,
 }
 

@@ -9,6 +9,15 @@ pub enum Error {
     /// Writing YAML failed.
     #[error("serializing YAML")]
     SerializeYaml(#[source] serde_saphyr::SerializeError),
+    /// Serializing an object to JSON failed (a bug: the types always serialize).
+    #[error("serializing {what}")]
+    Serialize {
+        /// What was being serialized.
+        what: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Writing to standard output failed.
     #[error("writing to standard output")]
     Stdout(#[source] std::io::Error),
@@ -97,7 +106,7 @@ impl Error {
     /// A short, static name of the kind of error, for metrics labels.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::SerializeYaml(_) => "serialize",
+            Self::SerializeYaml(_) | Self::Serialize { .. } => "serialize",
             Self::Stdout(_) | Self::ReadFile { .. } => "io",
             Self::InvalidManifest { .. } | Self::InvalidApp { .. } => "invalid_input",
             Self::Kube { .. } | Self::Connect(_) => "kube_api",
@@ -129,9 +138,18 @@ impl Error {
                 kube::Error::Api(status) if status.code == 400 || status.code == 422 || status.code == 403
             ),
             Self::Roles { source, .. } => source.is_transient(),
-            Self::Stalled { .. } | Self::InvalidManifest { .. } | Self::InvalidApp { .. } => false,
-            Self::SecretContent { .. } => true,
-            _ => true,
+            Self::Stalled { .. }
+            | Self::InvalidManifest { .. }
+            | Self::InvalidApp { .. }
+            | Self::Serialize { .. }
+            | Self::SerializeYaml(_) => false,
+            Self::SecretContent { .. }
+            | Self::Stdout(_)
+            | Self::ReadFile { .. }
+            | Self::Http { .. }
+            | Self::Connect(_)
+            | Self::Runtime(_)
+            | Self::Leader(_) => true,
         }
     }
 }

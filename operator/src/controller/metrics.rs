@@ -21,6 +21,7 @@ pub struct Metrics {
     apps: Family<Labels, Gauge>,
     writes: Family<Labels, Counter>,
     api_requests: Family<Labels, Counter>,
+    drift_corrections: Family<Labels, Counter>,
     leader: Gauge,
     readiness: Mutex<HashMap<String, &'static str>>,
 }
@@ -67,6 +68,12 @@ impl Metrics {
             "Requests to the Kubernetes API, by verb (get, list and watch read; the rest write)",
             api_requests.clone(),
         );
+        let drift_corrections = Family::<Labels, Counter>::default();
+        registry.register(
+            "drift_corrections",
+            "Children put back after someone else changed a field the operator manages, by kind",
+            drift_corrections.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -81,6 +88,7 @@ impl Metrics {
             apps,
             writes,
             api_requests,
+            drift_corrections,
             leader,
             readiness: Mutex::new(HashMap::new()),
         }
@@ -109,6 +117,25 @@ impl Metrics {
         self.writes
             .get_or_create(&vec![("kind", kind.to_owned())])
             .inc();
+    }
+
+    /// Records one child of `kind` put back after someone else changed it.
+    pub fn drift_corrected(&self, kind: &str) {
+        self.drift_corrections
+            .get_or_create(&vec![("kind", kind.to_owned())])
+            .inc();
+    }
+
+    /// The number of drift corrections so far, all kinds together.
+    pub fn drift_corrections_total(&self) -> u64 {
+        WRITE_KINDS
+            .iter()
+            .filter_map(|kind| {
+                self.drift_corrections
+                    .get(&vec![("kind", (*kind).to_owned())])
+            })
+            .map(|counter| counter.get())
+            .sum()
     }
 
     /// Records one request to the Kubernetes API.

@@ -22,7 +22,7 @@ use kumiko_crds::duration::parse_duration;
 use kumiko_crds::{DatabaseMode, KumikoApp, KumikoAppStatus, ReclaimPolicy, condition, names};
 
 use super::Context;
-use super::apply::apply;
+use super::apply::{Applied, apply};
 use super::credentials::{RolesRequest, credentials_checksum, redact};
 use super::observe::{World, job_log_tail, observe};
 use super::status::{
@@ -31,6 +31,7 @@ use super::status::{
 use super::steps::{JobOutcome, availability, job_outcome, jobs_to_delete, just_created};
 use super::validate::validate;
 use crate::Error;
+use crate::cnpg::Cluster;
 use crate::desired::{self, MANAGER, migration_hash};
 use crate::observed::Observed;
 
@@ -344,12 +345,27 @@ async fn converge(
     let first = desired::desired(app, &observed);
     if !paused {
         futures::try_join!(
-            apply(context, &first.service_account),
-            apply(context, &first.resource_quota),
-            apply(context, &first.limit_range),
+            apply(context, app, &first.service_account),
+            apply(context, app, &first.resource_quota),
+            apply(context, app, &first.limit_range),
         )?;
         if let Some(cluster) = &first.database_cluster {
-            apply(context, cluster).await?;
+            apply(context, app, cluster).await?;
+            if adopts_retained_cluster(app, world.cluster.as_ref(), previous) {
+                let cluster_name = cluster.name_any();
+                context
+                    .publish(
+                        app,
+                        EventType::Normal,
+                        "AdoptedDatabase",
+                        "Adopt",
+                        &format!(
+                            "adopted the CNPG Cluster {cluster_name} retained from an earlier \
+                             KumikoApp {name}, with its roles and data"
+                        ),
+                    )
+                    .await;
+            }
         }
     }
     progress.database = if world.database_ready {
@@ -392,11 +408,13 @@ async fn converge(
             let outcome = context.roles.ensure(&request).await?;
             apply(
                 context,
+                app,
                 &credential_secret(app, names::owner_secret(&name), &outcome.owner),
             )
             .await?;
             apply(
                 context,
+                app,
                 &credential_secret(app, names::runtime_secret(&name), &outcome.runtime),
             )
             .await?;
@@ -493,7 +511,7 @@ async fn converge(
         }
         JobOutcome::Absent => match &built.migrate_job {
             Some(job) if !paused => {
-                apply(context, job).await?;
+                apply(context, app, job).await?;
                 progress.migration_job = Some(job_name.clone());
                 // Said as the running Job is, so that the next look at it writes no status.
                 progress.migrated = migrating(&job_name, &spec_image);
@@ -519,14 +537,14 @@ async fn converge(
         let api = async {
             if let Some(api) = &built.api {
                 futures::try_join!(
-                    apply(context, &api.deployment),
+                    apply(context, app, &api.deployment),
                     async {
                         match &api.service {
-                            Some(service) => apply(context, service).await,
-                            None => Ok(false),
+                            Some(service) => apply(context, app, service).await,
+                            None => Ok(Applied::Unchanged),
                         }
                     },
-                    apply(context, &api.pod_disruption_budget),
+                    apply(context, app, &api.pod_disruption_budget),
                 )?;
             }
             Ok::<(), Error>(())
@@ -534,8 +552,8 @@ async fn converge(
         let worker = async {
             if let Some(worker) = &built.worker {
                 futures::try_join!(
-                    apply(context, &worker.deployment),
-                    apply(context, &worker.pod_disruption_budget),
+                    apply(context, app, &worker.deployment),
+                    apply(context, app, &worker.pod_disruption_budget),
                 )?;
             }
             Ok::<(), Error>(())
@@ -598,6 +616,27 @@ async fn converge(
         }
     }
     Ok(())
+}
+
+/// Whether this is the first look of `app` at a dedicated Cluster that was there before the app
+/// was created: one retained (`reclaimPolicy: Retain`) from an earlier KumikoApp of the same name.
+fn adopts_retained_cluster(
+    app: &KumikoApp,
+    cluster: Option<&Cluster>,
+    previous: Option<&KumikoAppStatus>,
+) -> bool {
+    let first_look = previous
+        .and_then(|status| find_condition(status, condition::DATABASE_READY))
+        .is_none();
+    let created = |meta: &ObjectMeta| meta.creation_timestamp.as_ref().map(|time| time.0);
+    let predates_app = match (
+        cluster.and_then(|c| created(&c.metadata)),
+        created(&app.metadata),
+    ) {
+        (Some(cluster), Some(app)) => cluster < app,
+        _ => false,
+    };
+    first_look && predates_app
 }
 
 /// `Migrated` while the Job for `image` runs (from its creation on).

@@ -267,7 +267,10 @@ async fn controller(
         .reconcile_on(deleted_children)
         .owns(Api::<Deployment>::all(client.clone()), owned.clone())
         .owns(Api::<Job>::all(client.clone()), owned.clone())
-        .owns(Api::<Cluster>::all(client.clone()), owned)
+        // By label, not owner: a retained Cluster has no owner reference (see `owning_app`).
+        .watches(Api::<Cluster>::all(client.clone()), owned, |cluster| {
+            applied::owning_app(&cluster)
+        })
         .watches(
             Api::<Secret>::all(client),
             watcher::Config::default(),

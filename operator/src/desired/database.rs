@@ -1,10 +1,15 @@
 //! The dedicated CNPG Cluster of an app in `cluster` mode.
+//!
+//! Its lifetime follows `spec.database.reclaimPolicy`, not the app's: with `Delete` it is owned by
+//! the app (garbage-collected with it); with `Retain` it has no owner reference and outlives it.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kumiko_crds::{DEFAULT_DATABASE_CPU_REQUEST, DEFAULT_DATABASE_MEMORY_REQUEST, names};
+use kumiko_crds::{
+    DEFAULT_DATABASE_CPU_REQUEST, DEFAULT_DATABASE_MEMORY_REQUEST, ReclaimPolicy, names,
+};
 
 use super::Context;
 use crate::cnpg::{Cluster, ClusterSpec, ClusterStorage};
@@ -42,5 +47,11 @@ pub(super) fn desired_cluster(context: &Context<'_>) -> Option<Cluster> {
         },
     );
     object.metadata = context.metadata(names::database_cluster(&context.name), "database");
+    if context.app.spec.database.reclaim_policy == ReclaimPolicy::Retain {
+        // CNPG makes the claims owned by the Cluster: an owner reference to the app would have
+        // the garbage collector take Cluster, claims and volumes with the app. Retained, the
+        // Cluster keeps only its labels, by which a re-created app of the same name adopts it.
+        object.metadata.owner_references = None;
+    }
     Some(object)
 }

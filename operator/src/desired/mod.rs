@@ -2,7 +2,9 @@
 //!
 //! `desired(app, observed)` is a pure function. `kumiko-operator render` prints exactly its result,
 //! so what a user previews is what the controller applies. Every object carries the
-//! `app.kubernetes.io/*` labels and a controller owner reference to the KumikoApp.
+//! `app.kubernetes.io/*` labels and a controller owner reference to the KumikoApp, except a
+//! dedicated CNPG Cluster under `reclaimPolicy: Retain`, which must outlive the app (see
+//! `database`).
 
 mod budget;
 mod database;

@@ -236,9 +236,46 @@ fn migrate_job_name_changes_with_image_env_and_retry_but_not_replicas() {
     assert_ne!(name(&retried), original);
 }
 
+/// `minimal()` with `spec.database.reclaimPolicy` set.
+fn with_reclaim_policy(policy: &str) -> KumikoApp {
+    let mut app = minimal();
+    app.spec.database.reclaim_policy = serde_json::from_value(serde_json::json!(policy)).unwrap();
+    app
+}
+
+#[test]
+fn a_retained_cluster_has_no_owner_so_garbage_collection_cannot_reach_its_volumes() {
+    let app = with_reclaim_policy("Retain");
+    let desired = desired(&app, &Observed::default_for_render());
+    let cluster = desired.database_cluster.unwrap();
+    assert_eq!(cluster.metadata.owner_references, None);
+    let labels = cluster.metadata.labels.unwrap();
+    assert_eq!(
+        labels["app.kubernetes.io/instance"], "status",
+        "labelled with its app"
+    );
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "kumiko-operator");
+    assert_eq!(labels["app.kubernetes.io/component"], "database");
+}
+
+#[test]
+fn a_cluster_reclaimed_with_delete_is_owned_by_the_app() {
+    let app = with_reclaim_policy("Delete");
+    let desired = desired(&app, &Observed::default_for_render());
+    let owners = desired
+        .database_cluster
+        .unwrap()
+        .metadata
+        .owner_references
+        .unwrap();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(owners[0].kind, "KumikoApp");
+    assert_eq!(owners[0].controller, Some(true));
+}
+
 #[test]
 fn every_child_is_labelled_and_owned_by_the_app() {
-    let app = minimal();
+    let app = with_reclaim_policy("Delete");
     let mut observed = migrated("other:1");
     observed.running_image = Some(app.spec.image.clone());
     let desired = desired(&app, &observed);
