@@ -74,6 +74,20 @@ impl TestApp {
         Ok(())
     }
 
+    /// Deletes the app and waits until it is gone (its finalizer ran).
+    pub async fn delete_and_wait(&self) -> Result<()> {
+        self.apps()
+            .delete(&self.name, &kube::api::DeleteParams::default())
+            .await
+            .with_context(|| format!("deleting KumikoApp {}/{}", self.namespace, self.name))?;
+        eventually("the app to be gone", Duration::from_secs(60), || {
+            let apps = self.apps();
+            let name = self.name.clone();
+            async move { Ok(apps.get_opt(&name).await?.is_none().then_some(())) }
+        })
+        .await
+    }
+
     /// The KumikoApps of the namespace.
     pub fn apps(&self) -> Api<KumikoApp> {
         Api::namespaced(self.client.clone(), &self.namespace)

@@ -440,17 +440,27 @@ impl TestCluster {
         let request = hyper::Request::get(path)
             .body(kube::client::Body::from(Vec::new()))
             .with_context(|| format!("building GET {path}"))?;
+        self.proxy_send(request, &format!("GET {path}")).await
+    }
+
+    /// Sends `request` to the API server; returns the status code and the body, whatever the
+    /// status.
+    async fn proxy_send(
+        &self,
+        request: hyper::Request<kube::client::Body>,
+        what: &str,
+    ) -> Result<(u16, String)> {
         let response = self
             .proxy_client
             .send(request)
             .await
-            .with_context(|| format!("GET {path}"))?;
+            .with_context(|| what.to_owned())?;
         let status = response.status().as_u16();
         let body = response
             .into_body()
             .collect_bytes()
             .await
-            .with_context(|| format!("reading the body of GET {path}"))?;
+            .with_context(|| format!("reading the body of {what}"))?;
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 

@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use kube::api::DeleteParams;
 use kumiko_crds::names;
 use kumiko_e2e::{SharedPostgres, TestApp, TestCluster, eventually, manifests, postgres};
 
@@ -81,28 +80,13 @@ async fn ready_app(
     (app, owned)
 }
 
-/// Deletes the app and waits until it is gone (its finalizer ran).
-async fn delete(app: &TestApp) {
-    app.apps()
-        .delete(&app.name, &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually("the app to be gone", Duration::from_secs(60), || {
-        let apps = app.apps();
-        let name = app.name.clone();
-        async move { Ok(apps.get_opt(&name).await?.is_none().then_some(())) }
-    })
-    .await
-    .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_with_delete_policy_drops_the_database() {
     let cluster = TestCluster::start().await.unwrap();
     let shared = SharedPostgres::create(&cluster, "shared-pg").await.unwrap();
     let (app, owned) = ready_app(&cluster, &shared, "dropped", "Delete").await;
 
-    delete(&app).await;
+    app.delete_and_wait().await.unwrap();
 
     assert_eq!(
         existing(&cluster, &shared, &owned).await,
@@ -122,7 +106,7 @@ async fn deletion_with_retain_policy_keeps_the_database() {
     let shared = SharedPostgres::create(&cluster, "shared-pg").await.unwrap();
     let (app, owned) = ready_app(&cluster, &shared, "kept", "Retain").await;
 
-    delete(&app).await;
+    app.delete_and_wait().await.unwrap();
 
     assert_eq!(
         existing(&cluster, &shared, &owned).await,
