@@ -5,10 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
 use kumiko_crds::names;
-use kumiko_e2e::{SharedPostgres, TestApp, TestCluster, eventually, manifests, postgres};
+use kumiko_e2e::{SharedPostgres, TestApp, TestCluster, manifests, postgres};
 
 /// The admin Secret each app's namespace gets for the shared cluster.
 const ADMIN_SECRET: &str = "shared-pg-admin";
