@@ -263,6 +263,32 @@ async fn image_update_migrates_then_rolls_out_without_failed_requests() {
     .unwrap();
     recorder.abort();
 
+    // Each migration has an Event of its own, naming its image (`kubectl get events` shows which
+    // image is migrating, not the first one's note folded into a series).
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = app.api();
+    let started: Vec<String> = events
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|event| event.reason.as_deref() == Some("MigrationStarted"))
+        .filter_map(|event| event.note)
+        .collect();
+    assert_eq!(
+        started.len(),
+        2,
+        "one MigrationStarted Event per migration: {started:?}"
+    );
+    for image in [&v1, &v2] {
+        assert!(
+            started
+                .iter()
+                .any(|note| note.ends_with(&format!("for {image}"))),
+            "a MigrationStarted Event for {image}: {started:?}"
+        );
+    }
+
     Arc::into_inner(cluster)
         .expect("the request loop has ended")
         .shutdown()

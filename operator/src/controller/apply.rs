@@ -126,8 +126,9 @@ where
         .map(|manager| format!(" (changed by field manager {manager:?})"))
         .unwrap_or_default();
     context
-        .publish(
+        .publish_related(
             app,
+            super::reconcile::reference::<K>(&namespace, &name),
             EventType::Normal,
             "DriftCorrected",
             "Apply",

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
@@ -501,7 +501,14 @@ async fn converge(
                         status::MAX_MESSAGE,
                     );
                     context
-                        .publish(app, EventType::Warning, MIGRATION_FAILED, "Migrate", &text)
+                        .publish_related(
+                            app,
+                            reference::<Job>(&namespace, &job_name),
+                            EventType::Warning,
+                            MIGRATION_FAILED,
+                            "Migrate",
+                            &text,
+                        )
                         .await;
                     text
                 }
@@ -516,8 +523,9 @@ async fn converge(
                 // Said as the running Job is, so that the next look at it writes no status.
                 progress.migrated = migrating(&job_name, &spec_image);
                 context
-                    .publish(
+                    .publish_related(
                         app,
+                        reference::<Job>(&namespace, &job_name),
                         EventType::Normal,
                         "MigrationStarted",
                         "Migrate",
@@ -742,16 +750,56 @@ impl Context {
         action: &str,
         note: &str,
     ) {
+        self.publish_event(app, None, type_, reason, action, note)
+            .await;
+    }
+
+    /// Publishes an Event about `app` that concerns `related` as well (the migrate Job, a child
+    /// put back). The recorder folds repeats of one reason about one object into a series that
+    /// keeps the first note; the related object keeps the Events of different objects apart.
+    pub async fn publish_related(
+        &self,
+        app: &KumikoApp,
+        related: ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        self.publish_event(app, Some(related), type_, reason, action, note)
+            .await;
+    }
+
+    async fn publish_event(
+        &self,
+        app: &KumikoApp,
+        related: Option<ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
         let event = Event {
             type_,
             reason: reason.to_owned(),
             note: Some(status::bounded(note, 1000)),
             action: action.to_owned(),
-            secondary: None,
+            secondary: related,
         };
         match self.recorder.publish(&event, &app.object_ref(&())).await {
             Ok(()) => self.metrics.wrote("Event"),
             Err(error) => tracing::warn!(%error, reason, "publishing an Event failed"),
         }
+    }
+}
+
+/// A reference to the `K` named `name` in `namespace`, for an Event's related object.
+pub fn reference<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: Some(name.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        ..ObjectReference::default()
     }
 }
