@@ -55,6 +55,18 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// An API the app needs is not served by the cluster (its CRD is not installed); retried, so
+    /// the app converges once it is installed.
+    #[error("the cluster does not serve {api}: {fix}")]
+    ApiNotServed {
+        /// The group, version and kind.
+        api: &'static str,
+        /// How to fix it.
+        fix: &'static str,
+        /// The API server's answer.
+        #[source]
+        source: kube::Error,
+    },
     /// A KumikoApp cannot be reconciled until its spec (or its namespace) changes.
     #[error("{message}")]
     Stalled {
@@ -110,6 +122,7 @@ impl Error {
             Self::Stdout(_) | Self::ReadFile { .. } => "io",
             Self::InvalidManifest { .. } | Self::InvalidApp { .. } => "invalid_input",
             Self::Kube { .. } | Self::Connect(_) => "kube_api",
+            Self::ApiNotServed { .. } => "api_not_served",
             Self::Stalled { .. } => "stalled",
             Self::Roles { source, .. } => source.category(),
             Self::SecretContent { .. } => "secret_content",
@@ -144,6 +157,7 @@ impl Error {
             | Self::Serialize { .. }
             | Self::SerializeYaml(_) => false,
             Self::SecretContent { .. }
+            | Self::ApiNotServed { .. }
             | Self::Stdout(_)
             | Self::ReadFile { .. }
             | Self::Http { .. }

@@ -350,7 +350,9 @@ async fn converge(
             apply(context, app, &first.limit_range),
         )?;
         if let Some(cluster) = &first.database_cluster {
-            apply(context, app, cluster).await?;
+            apply(context, app, cluster)
+                .await
+                .map_err(cnpg_not_served)?;
             if adopts_retained_cluster(app, world.cluster.as_ref(), previous) {
                 let cluster_name = cluster.name_any();
                 context
@@ -624,6 +626,23 @@ async fn converge(
         }
     }
     Ok(())
+}
+
+/// A 404 from applying a Cluster: the object cannot be missing (an apply creates it), so the API
+/// itself is: CloudNativePG is not installed (or not its `postgresql.cnpg.io/v1` version).
+fn cnpg_not_served(error: Error) -> Error {
+    match error {
+        Error::Kube {
+            source: kube::Error::Api(status),
+            ..
+        } if status.code == 404 => Error::ApiNotServed {
+            api: "postgresql.cnpg.io/v1 Cluster",
+            fix: "install CloudNativePG 1.27 (infra/cnpg), or use spec.database.shared or \
+                  spec.database.external",
+            source: kube::Error::Api(status),
+        },
+        other => other,
+    }
 }
 
 /// Whether this is the first look of `app` at a dedicated Cluster that was there before the app
