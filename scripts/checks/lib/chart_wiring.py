@@ -189,6 +189,14 @@ def check(objects, namespace):
                     problem(f"ClusterRole {obj['metadata']['name']} grants leases cluster-wide; the Role in the release namespace is enough")
                 if "*" in rule.get("verbs", []) or "*" in rule.get("resources", []):
                     problem(f"ClusterRole {obj['metadata']['name']} has a wildcard rule")
+                # Data is sacred: the operator never deletes a CNPG Cluster (the garbage collector
+                # does, for reclaimPolicy Delete), so it must not be able to.
+                if (
+                    "postgresql.cnpg.io" in rule.get("apiGroups", [])
+                    and {"clusters", "*"} & set(rule.get("resources", []))
+                    and {"delete", "deletecollection"} & set(rule.get("verbs", []))
+                ):
+                    problem(f"ClusterRole {obj['metadata']['name']} may delete CNPG Clusters, which hold the apps' data")
 
     return problems
 
