@@ -198,3 +198,51 @@ async fn a_dedicated_cluster_with_delete_policy_goes_with_its_app_data_and_all()
 
     cluster.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_delete_to_retain_releases_the_cluster_before_the_app_is_deleted() {
+    let cluster = TestCluster::start().await.unwrap();
+    let namespace = cluster.namespace("switched").await.unwrap();
+    let app = TestApp::apply(
+        cluster.client(),
+        &manifest(&cluster, "switched", &namespace, "Delete"),
+    )
+    .await
+    .unwrap();
+    app.wait_ready().await.unwrap();
+    let database = names::database_cluster(&app.name);
+    let owned = clusters(&cluster, &namespace).get(&database).await.unwrap();
+    assert_eq!(
+        owned.owner_references().len(),
+        1,
+        "owned by the app under Delete"
+    );
+
+    // The policy changes on the live app: server-side apply drops the owner reference the
+    // operator no longer applies.
+    app.reapply(&manifest(&cluster, "switched", &namespace, "Retain"))
+        .await
+        .unwrap();
+    eventually(
+        "the Cluster to lose its owner reference",
+        Duration::from_secs(30),
+        || {
+            let clusters = clusters(&cluster, &namespace);
+            let database = database.clone();
+            async move {
+                let object = clusters.get(&database).await?;
+                Ok(object.owner_references().is_empty().then_some(()))
+            }
+        },
+    )
+    .await
+    .unwrap();
+
+    app.delete_and_wait().await.unwrap();
+    wait_collected(&app).await;
+    let after = clusters(&cluster, &namespace).get(&database).await.unwrap();
+    assert_eq!(after.uid(), owned.uid(), "the Cluster outlived the app");
+    assert!(after.metadata.deletion_timestamp.is_none());
+
+    cluster.shutdown().await.unwrap();
+}
