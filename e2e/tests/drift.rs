@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams};
 use kumiko_crds::names;
@@ -84,5 +85,58 @@ async fn a_deployment_scaled_by_hand_is_put_back_within_seconds() {
 
     app.wait_ready().await.unwrap();
     println!("restored {restored_after:?} after the edit");
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_credential_secret_is_written_again_from_the_roles() {
+    let cluster = TestCluster::start().await.unwrap();
+    let namespace = cluster.namespace("drift-secret").await.unwrap();
+    let app = TestApp::apply(
+        cluster.client(),
+        &manifests::minimal_app("drifts", &namespace, cluster.app_image()),
+    )
+    .await
+    .unwrap();
+    app.wait_ready().await.unwrap();
+    let runtime = names::runtime_secret(&app.name);
+    let host = app.secret_value(&runtime, "host").await.unwrap();
+    let uri = app.secret_value(&runtime, "uri").await.unwrap();
+
+    // By hand: the runtime Secret's host and uri point somewhere else.
+    let secrets = app.api::<Secret>();
+    secrets
+        .patch(
+            &runtime,
+            &PatchParams {
+                field_manager: Some(HAND.to_owned()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(
+                json!({"stringData": {"host": "elsewhere", "uri": "postgresql://x@elsewhere/db"}}),
+            ),
+        )
+        .await
+        .unwrap();
+
+    eventually(
+        "the runtime Secret's host and uri put back",
+        Duration::from_secs(5),
+        || {
+            let app = app.clone();
+            let runtime = runtime.clone();
+            let (host, uri) = (host.clone(), uri.clone());
+            async move {
+                let now = (
+                    app.secret_value(&runtime, "host").await?,
+                    app.secret_value(&runtime, "uri").await?,
+                );
+                Ok((now == (host, uri)).then_some(()))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    app.wait_ready().await.unwrap();
     cluster.shutdown().await.unwrap();
 }

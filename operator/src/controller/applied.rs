@@ -202,6 +202,17 @@ impl AppliedHashes {
         }
     }
 
+    /// Whether someone else changed fields the operator applied to `kind` `namespace/name`.
+    pub fn drifted(&self, kind: &str, namespace: &str, name: &str) -> bool {
+        matches!(
+            self.lookup(kind, namespace, name),
+            Lookup::Present {
+                drift: Drift::Changed { .. },
+                ..
+            }
+        )
+    }
+
     /// The ownership facts of `kind` `namespace/name` as its watch last saw them.
     pub fn lookup_ownership(&self, kind: &str, namespace: &str, name: &str) -> Option<Ownership> {
         let kinds = self.kinds();

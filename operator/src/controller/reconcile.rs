@@ -402,8 +402,16 @@ async fn converge(
             .is_some_and(|roles| roles.status == "True");
         let generation_seen =
             previous.and_then(|status| status.observed_generation) == app.metadata.generation;
-        let needed =
-            credentials.is_none() || rotate_pending || !previously_ready || !generation_seen;
+        // A credential Secret someone else edited is written again from the roles' facts (a
+        // changed password is kept and set on the role, so the two never disagree).
+        let secrets_drifted = [names::owner_secret(&name), names::runtime_secret(&name)]
+            .iter()
+            .any(|secret| context.applied.drifted("Secret", &namespace, secret));
+        let needed = credentials.is_none()
+            || rotate_pending
+            || !previously_ready
+            || !generation_seen
+            || secrets_drifted;
         if needed && !paused {
             let admin = world.admin_secret.clone().unwrap_or_default();
             let request = roles_request(app, world, admin, rotate_pending)?;
