@@ -360,7 +360,7 @@ fn changes(old: &FieldValues, new: &FieldValues) -> (BTreeSet<Path>, BTreeSet<Pa
             }
             Some(ov) => {
                 if let (Some(a), Some(b)) = (ov, v)
-                    && a != b
+                    && !same_value(a, b)
                 {
                     changed.insert(p.clone());
                 }
@@ -373,6 +373,30 @@ fn changes(old: &FieldValues, new: &FieldValues) -> (BTreeSet<Path>, BTreeSet<Pa
         }
     }
     (changed, removed)
+}
+
+/// Whether two values are equal as structured-merge-diff compares them (`value.Equals`): numbers
+/// by their numeric value, so `1` and `1.0` are the same (a YAML client may send either for the
+/// same manifest: sigs.k8s.io/yaml writes a float `1.0` as `1`), maps regardless of key order.
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => match (x.as_u64(), y.as_u64()) {
+                (Some(x), Some(y)) => x == y,
+                _ => x.as_f64() == y.as_f64(),
+            },
+        },
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_value(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(key, x)| y.get(key).is_some_and(|y| same_value(x, y)))
+        }
+        _ => a == b,
+    }
 }
 
 /// Records an `Update` operation by `manager` in `new.metadata.managedFields`.
@@ -731,6 +755,55 @@ mod tests {
             .map(|e| e["manager"].as_str().unwrap())
             .collect();
         assert_eq!(managers, vec!["bob"]);
+    }
+
+    #[test]
+    fn the_same_number_written_as_integer_or_float_is_co_owned_not_a_conflict() {
+        // The server-side apply documentation, "Conflicts": managers that apply the same value
+        // share it. kubectl sends `minimum: 1.0` from a YAML file as `1`; another client as `1.0`.
+        let rt = deploy_rt();
+        let shape = Shape::for_type(&rt);
+        let template = |minimum: Value| json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "annotations": {"a": "x"}}, "spec": {"replicas": 3, "template": {"spec": {"tolerations": [{"key": "k", "tolerationSeconds": minimum}]}}}});
+        let first = apply(
+            None,
+            &template(json!(1.0)),
+            "alice",
+            false,
+            None,
+            &shape,
+            &rt,
+        )
+        .unwrap();
+        let mut live = first.object.clone();
+        live["metadata"]["managedFields"] = first.managed_fields.clone();
+        assert!(
+            apply(
+                Some(&live),
+                &template(json!(1)),
+                "bob",
+                false,
+                None,
+                &shape,
+                &rt
+            )
+            .is_ok()
+        );
+        let err = apply(
+            Some(&live),
+            &template(json!(2)),
+            "bob",
+            false,
+            None,
+            &shape,
+            &rt,
+        )
+        .unwrap_err();
+        assert_eq!(err[0].field, ".spec.template.spec.tolerations");
+        assert!(same_value(
+            &json!({"a": 1, "b": [2.0]}),
+            &json!({"b": [2], "a": 1.0})
+        ));
+        assert!(!same_value(&json!(1), &json!("1")));
     }
 
     #[test]

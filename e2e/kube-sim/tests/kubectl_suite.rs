@@ -97,6 +97,18 @@ async fn kubectl_applies_crd_and_example_server_side_and_shows_printer_columns()
         .ok(&["apply", "--server-side", "-f", &crd.display().to_string()])
         .await;
     assert!(applied.contains("serverside-applied"), "{applied}");
+    // A second manager applying the identical CRD co-owns its fields (the server-side apply
+    // documentation, "Conflicts"): Helm and `kubectl apply --server-side` of the same chart CRD.
+    let again = kubectl
+        .ok(&[
+            "apply",
+            "--server-side",
+            "--field-manager=helm",
+            "-f",
+            &crd.display().to_string(),
+        ])
+        .await;
+    assert!(again.contains("serverside-applied"), "{again}");
     kubectl
         .ok(&[
             "wait",
