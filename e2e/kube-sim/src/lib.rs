@@ -22,6 +22,7 @@ pub mod managed;
 pub mod meta;
 pub mod names;
 pub mod patch;
+pub mod rbac;
 pub mod registry;
 pub mod selectors;
 pub mod server;
