@@ -227,7 +227,7 @@ pub fn authorize(user: &UserInfo, request: &Request, rbac: &RbacObjects) -> Deci
 fn applies_to(subject: &Subject, user: &UserInfo, binding_namespace: &str) -> bool {
     match subject.kind.as_str() {
         "User" => subject.name == user.name,
-        "Group" => user.groups.iter().any(|group| *group == subject.name),
+        "Group" => user.groups.contains(&subject.name),
         "ServiceAccount" => {
             let namespace = subject
                 .namespace
