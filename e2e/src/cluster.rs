@@ -171,7 +171,9 @@ impl TestCluster {
         )
         .await
         .context("starting kube-sim's controllers")?;
-        let config = kube::Config::new(server.url().parse().context("kube-sim's URL")?);
+        let config = server
+            .client_config()
+            .context("a client configuration for kube-sim")?;
         let client = Client::try_from(config.clone()).context("building a client for kube-sim")?;
         let proxy_client = without_retries(config)?;
         let mut cluster = TestCluster {

@@ -259,7 +259,7 @@ async fn main() {
     })
     .await
     .unwrap();
-    let client = Client::try_from(kube::Config::new(server.url().parse().unwrap())).unwrap();
+    let client = server.client().unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &KumikoApp::crd())
         .await

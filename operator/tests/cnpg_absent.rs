@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt};
 use kumiko_crds::KumikoApp;
 use kumiko_operator::controller::metrics::Metrics;
 use kumiko_operator::controller::roles_backend::PostgresRoles;
@@ -28,7 +28,7 @@ async fn a_dedicated_cluster_without_cnpg_installed_is_reported_naming_what_to_i
     })
     .await
     .unwrap();
-    let client = Client::try_from(kube::Config::new(server.url().parse().unwrap())).unwrap();
+    let client = server.client().unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &KumikoApp::crd())
         .await

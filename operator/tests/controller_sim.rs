@@ -104,8 +104,7 @@ async fn start_with(app_crd: CustomResourceDefinition) -> Harness {
     })
     .await
     .unwrap();
-    let config = kube::Config::new(server.url().parse().unwrap());
-    let client = Client::try_from(config).unwrap();
+    let client = server.client().unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &app_crd).await.unwrap();
     crds.create(&PostParams::default(), &Cluster::crd())
@@ -916,7 +915,7 @@ async fn the_operator_process_serves_probes_and_metrics_logs_json_and_stops_on_s
     })
     .await
     .unwrap();
-    let client = Client::try_from(kube::Config::new(server.url().parse().unwrap())).unwrap();
+    let client = server.client().unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &KumikoApp::crd())
         .await

@@ -33,7 +33,8 @@ pub struct AppState {
     pub address: String,
 }
 
-/// The router: the connect subresources (proxy, portforward) first, then everything else.
+/// The router: authentication first, then the connect subresources (proxy, portforward), then
+/// everything else.
 pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
         .fallback(handle)
@@ -41,7 +42,39 @@ pub fn router(state: AppState) -> axum::Router {
             state.cluster.clone(),
             crate::connect::intercept,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.cluster.clone(),
+            authenticate,
+        ))
         .with_state(state)
+}
+
+/// Authenticates a request by its bearer token (see [`crate::authn`]): the user goes into the
+/// request's extensions and the `Authorization` header is removed; no known token is 401.
+async fn authenticate(
+    State(cluster): State<Arc<Cluster>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let token = crate::authn::bearer(
+        request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok()),
+    );
+    let user = cluster
+        .authenticator()
+        .authenticate(token, |namespace, name| {
+            cluster.service_account_uid(namespace, name)
+        });
+    match user {
+        Some(user) => {
+            request.headers_mut().remove(header::AUTHORIZATION);
+            request.extensions_mut().insert(user);
+            next.run(request).await
+        }
+        None => error_response(&ApiError::unauthorized()),
+    }
 }
 
 fn json_response(code: u16, body: &Value, warnings: &[String]) -> Response {

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast};
 
 use crate::admission::AdmissionChain;
+use crate::authn::Authenticator;
 use crate::faults::Faults;
 use crate::logs::PodLogs;
 use crate::meta;
@@ -170,6 +171,7 @@ pub struct Cluster {
     pub(crate) faults: Faults,
     pub(crate) admission: AdmissionChain,
     pub(crate) logs: PodLogs,
+    pub(crate) authenticator: Authenticator,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -307,7 +309,26 @@ impl Cluster {
             faults: Faults::default(),
             admission: AdmissionChain::default(),
             logs: PodLogs::default(),
+            authenticator: Authenticator::new(),
         })
+    }
+
+    /// The tokens the API server accepts (the admin token, ServiceAccount tokens).
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.authenticator
+    }
+
+    /// The uid of ServiceAccount `namespace/name`, if it exists.
+    pub fn service_account_uid(&self, namespace: &str, name: &str) -> Option<String> {
+        let key = StoreKey {
+            group: String::new(),
+            plural: "serviceaccounts".into(),
+        };
+        self.lock()
+            .get(&key, namespace, name)
+            .and_then(|account| account.pointer("/metadata/uid"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {

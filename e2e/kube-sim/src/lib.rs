@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod authn;
 pub mod builtin;
 pub mod cluster;
 pub mod connect;
@@ -30,6 +31,7 @@ pub mod shape;
 pub mod status;
 pub mod strategy;
 pub mod table;
+pub mod tls;
 pub mod watch;
 pub mod write;
 

@@ -9,7 +9,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::api::{AppState, router};
+use base64::Engine as _;
+
 use crate::cluster::{Cluster, ClusterConfig};
+use crate::tls::Pki;
 use crate::write::WriteOptions;
 
 /// Errors of starting the server.
@@ -32,6 +35,15 @@ pub enum SimError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// The certificates could not be made.
+    #[error("setting up TLS: {0}")]
+    Tls(#[source] crate::tls::TlsError),
+    /// A client configuration could not be built.
+    #[error("building a client configuration: {reason}")]
+    ClientConfig {
+        /// What failed.
+        reason: String,
     },
     /// A preloaded object was refused (a bug in the shipped manifests).
     #[error("cannot preload {what}: {source}")]
@@ -82,6 +94,7 @@ pub struct ServerHandle {
     url: String,
     addr: SocketAddr,
     kubeconfig: Option<PathBuf>,
+    credentials: Credentials,
     cluster: Arc<Cluster>,
     shutdown: Option<oneshot::Sender<()>>,
     serve: Option<JoinHandle<()>>,
@@ -103,36 +116,90 @@ impl Server {
             port: config.port,
             source,
         })?;
-        let url = format!("http://{addr}");
+        let pki = Arc::new(Pki::new(&[addr.ip()]).map_err(SimError::Tls)?);
+        let url = format!("https://{addr}");
+        let credentials = Credentials {
+            ca_pem: pki.ca_pem().to_owned(),
+            token: cluster.authenticator().admin_token().to_owned(),
+        };
         if let Some(path) = &config.kubeconfig {
-            write_kubeconfig(path, &url)?;
+            write_kubeconfig(path, &url, &credentials)?;
         }
         let app = router(AppState {
             cluster: cluster.clone(),
             address: addr.to_string(),
         });
         let (tx, rx) = oneshot::channel::<()>();
-        let serve = tokio::spawn(async move {
-            let result = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "kube-sim stopped serving");
-            }
-        });
+        let serve = tokio::spawn(serve_tls(listener, pki.acceptor(), app, rx));
         let gc = crate::gc::spawn(&cluster);
         Ok(ServerHandle {
             url,
             addr,
             kubeconfig: config.kubeconfig,
+            credentials,
             cluster,
             shutdown: Some(tx),
             serve: Some(serve),
             gc,
         })
     }
+}
+
+/// Accepts connections until `stop`, each on its own task: the TLS handshake, then HTTP/1.1 with
+/// upgrades (portforward and the proxy's WebSockets). Stopping ends every open connection.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut stop => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "accepting a connection");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        connections.spawn(async move {
+            let stream = match acceptor.accept(stream).await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::debug!(%error, "TLS handshake");
+                    return;
+                }
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            if let Err(error) = builder
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%error, "serving a connection");
+            }
+        });
+        // Forget finished connections.
+        while connections.try_join_next().is_some() {}
+    }
+    connections.shutdown().await;
+}
+
+/// What a client needs to trust and authenticate to the server.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    /// The CA certificate, PEM.
+    pub ca_pem: String,
+    /// The admin bearer token.
+    pub token: String,
 }
 
 fn preload(cluster: &Arc<Cluster>, cnpg: bool) -> Result<(), SimError> {
@@ -172,14 +239,17 @@ fn preload(cluster: &Arc<Cluster>, cnpg: bool) -> Result<(), SimError> {
     Ok(())
 }
 
-/// The kubeconfig YAML for a server URL (context `kube-sim`, namespace `default`, no credentials).
-pub fn kubeconfig_yaml(url: &str) -> String {
+/// The kubeconfig YAML for a server URL (context `kube-sim`, namespace `default`): the CA to trust
+/// and the admin token.
+pub fn kubeconfig_yaml(url: &str, credentials: &Credentials) -> String {
+    let ca = base64::engine::general_purpose::STANDARD.encode(credentials.ca_pem.as_bytes());
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-sim\n  cluster:\n    server: {url}\ncontexts:\n- name: kube-sim\n  context:\n    cluster: kube-sim\n    user: kube-sim\n    namespace: default\ncurrent-context: kube-sim\nusers:\n- name: kube-sim\n  user: {{}}\npreferences: {{}}\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-sim\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\ncontexts:\n- name: kube-sim\n  context:\n    cluster: kube-sim\n    user: kube-sim-admin\n    namespace: default\ncurrent-context: kube-sim\nusers:\n- name: kube-sim-admin\n  user:\n    token: {}\npreferences: {{}}\n",
+        credentials.token
     )
 }
 
-fn write_kubeconfig(path: &Path, url: &str) -> Result<(), SimError> {
+fn write_kubeconfig(path: &Path, url: &str, credentials: &Credentials) -> Result<(), SimError> {
     let err = |source| SimError::Kubeconfig {
         path: path.to_path_buf(),
         source,
@@ -187,11 +257,40 @@ fn write_kubeconfig(path: &Path, url: &str) -> Result<(), SimError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    std::fs::write(path, kubeconfig_yaml(url)).map_err(err)
+    std::fs::write(path, kubeconfig_yaml(url, credentials)).map_err(err)
+}
+
+/// A kube client configuration for `url` that trusts the CA of `credentials` and sends its token.
+pub fn client_config(url: &str, credentials: &Credentials) -> Result<kube::Config, SimError> {
+    let invalid = |reason: String| SimError::ClientConfig { reason };
+    let cluster_url = url
+        .parse()
+        .map_err(|error| invalid(format!("the URL {url}: {error}")))?;
+    let mut config = kube::Config::new(cluster_url);
+    let ca = pem_to_der(&credentials.ca_pem)
+        .ok_or_else(|| invalid("the CA certificate is not PEM".to_owned()))?;
+    config.root_cert = Some(vec![ca]);
+    let authorization = http::HeaderValue::from_str(&format!("Bearer {}", credentials.token))
+        .map_err(|error| invalid(format!("the token: {error}")))?;
+    config
+        .headers
+        .push((http::header::AUTHORIZATION, authorization));
+    Ok(config)
+}
+
+/// The DER bytes of the first PEM block.
+fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
+    let body: String = pem
+        .lines()
+        .skip_while(|line| !line.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|line| !line.starts_with("-----END"))
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
 impl ServerHandle {
-    /// The base URL, e.g. `http://127.0.0.1:41234`.
+    /// The base URL, e.g. `https://127.0.0.1:41234`.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -206,9 +305,26 @@ impl ServerHandle {
         self.kubeconfig.as_deref()
     }
 
-    /// The kubeconfig YAML for this server.
+    /// The kubeconfig YAML for this server (its CA, the admin token).
     pub fn kubeconfig_yaml(&self) -> String {
-        kubeconfig_yaml(&self.url)
+        kubeconfig_yaml(&self.url, &self.credentials)
+    }
+
+    /// The CA and the admin token.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// A kube client configuration as the cluster's admin (trusts the CA, sends the token).
+    pub fn client_config(&self) -> Result<kube::Config, SimError> {
+        client_config(&self.url, &self.credentials)
+    }
+
+    /// A kube client as the cluster's admin.
+    pub fn client(&self) -> Result<kube::Client, SimError> {
+        kube::Client::try_from(self.client_config()?).map_err(|error| SimError::ClientConfig {
+            reason: error.to_string(),
+        })
     }
 
     /// The cluster behind the server: faults, admission hooks, pod logs, direct reads.

@@ -182,6 +182,11 @@ impl ApiError {
         .with_details(group, resource, name)
     }
 
+    /// 401 `Unauthorized`: no credentials, or ones the server does not know.
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
     /// 405 `MethodNotAllowed`.
     pub fn method_not_allowed(verb: &str, group: &str, resource: &str) -> Self {
         let _ = (group, resource);

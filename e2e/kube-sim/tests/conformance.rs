@@ -29,9 +29,38 @@ async fn start_with(cluster: ClusterConfig) -> (ServerHandle, Client) {
     })
     .await
     .expect("kube-sim starts");
-    let config = kube::Config::new(server.url().parse().expect("url"));
-    let client = Client::try_from(config).expect("client");
+    let client = server.client().expect("client");
     (server, client)
+}
+
+/// Sends one request through `client` (HTTPS, the admin token); returns the status code, the
+/// `Warning` header and the body as JSON (`null` when empty).
+async fn send_raw(
+    client: &Client,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: String,
+) -> (u16, Option<String>, Value) {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("Content-Type", content_type)
+        .body(kube::client::Body::from(body.into_bytes()))
+        .unwrap();
+    let response = client.send(request).await.unwrap();
+    let code = response.status().as_u16();
+    let warning = response
+        .headers()
+        .get("warning")
+        .map(|value| value.to_str().unwrap().to_owned());
+    let bytes = response.into_body().collect_bytes().await.unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (code, warning, body)
 }
 
 async fn start() -> (ServerHandle, Client) {
@@ -1131,40 +1160,37 @@ async fn cel_rules_reject_with_422_and_transition_rules_use_old_self() {
 /// under Warn (the default), silently under Ignore.
 #[tokio::test]
 async fn unknown_fields_follow_field_validation() {
-    let (server, client) = start().await;
+    let (_server, client) = start().await;
     let api = with_widgets(&client).await;
     let _ = api;
-    let strict = reqwest::Client::new()
-        .post(format!("{}/apis/example.com/v1/namespaces/default/widgets?fieldValidation=Strict", server.url()))
-        .header("Content-Type", "application/json")
-        .body(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 1, "bogus": 1}}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(strict.status(), 400);
-    let status: Value = strict.json().await.unwrap();
+    let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 1, "bogus": 1}}).to_string();
+    let (code, _, status) = send_raw(
+        &client,
+        "POST",
+        "/apis/example.com/v1/namespaces/default/widgets?fieldValidation=Strict",
+        "application/json",
+        widget.clone(),
+    )
+    .await;
+    assert_eq!(code, 400);
     assert_eq!(
         status["message"],
         "strict decoding error: unknown field \"spec.bogus\""
     );
     // Warn: pruned, and the Warning header says so.
-    let resp = reqwest::Client::new()
-        .post(format!("{}/apis/example.com/v1/namespaces/default/widgets", server.url()))
-        .header("Content-Type", "application/json")
-        .body(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 1, "bogus": 1}}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let warning = resp
-        .headers()
-        .get("warning")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(warning, "299 - \"unknown field \\\"spec.bogus\\\"\"");
-    let stored: Value = resp.json().await.unwrap();
+    let (code, warning, stored) = send_raw(
+        &client,
+        "POST",
+        "/apis/example.com/v1/namespaces/default/widgets",
+        "application/json",
+        widget,
+    )
+    .await;
+    assert_eq!(code, 201);
+    assert_eq!(
+        warning.unwrap(),
+        "299 - \"unknown field \\\"spec.bogus\\\"\""
+    );
     assert!(stored["spec"].get("bogus").is_none());
 }
 
@@ -1323,8 +1349,8 @@ async fn dry_run_stores_nothing() {
 /// API Concepts, "Patch": JSON merge patch (null deletes), JSON patch (a failed test is 422).
 #[tokio::test]
 async fn merge_and_json_patches() {
-    let (server, client) = start().await;
-    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let (_server, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
     let mut obj = cm("a", &[]);
     obj.data = Some(BTreeMap::from([
         ("x".into(), "1".into()),
@@ -1344,25 +1370,20 @@ async fn merge_and_json_patches() {
         BTreeMap::from([("y".into(), "2".into()), ("z".into(), "3".into())])
     );
     let json_patch = |ops: Value| {
-        reqwest::Client::new()
-            .patch(format!(
-                "{}/api/v1/namespaces/default/configmaps/a",
-                server.url()
-            ))
-            .header("Content-Type", "application/json-patch+json")
-            .body(ops.to_string())
-            .send()
+        send_raw(
+            &client,
+            "PATCH",
+            "/api/v1/namespaces/default/configmaps/a",
+            "application/json-patch+json",
+            ops.to_string(),
+        )
     };
-    let ok = json_patch(json!([{"op": "replace", "path": "/data/y", "value": "9"}]))
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
+    let (ok, _, _) = json_patch(json!([{"op": "replace", "path": "/data/y", "value": "9"}])).await;
+    assert_eq!(ok, 200);
     assert_eq!(api.get("a").await.unwrap().data.unwrap()["y"], "9");
-    let failed = json_patch(json!([{"op": "test", "path": "/data/y", "value": "0"}]))
-        .await
-        .unwrap();
-    assert_eq!(failed.status(), 422);
-    let status: Value = failed.json().await.unwrap();
+    let (failed, _, status) =
+        json_patch(json!([{"op": "test", "path": "/data/y", "value": "0"}])).await;
+    assert_eq!(failed, 422);
     assert_eq!(status["kind"], "Status");
 }
 
@@ -1646,24 +1667,25 @@ async fn admission_hook_mutates_and_updates_status_atomically() {
 /// Fault injection over HTTP: injected 409s and 500s per verb and resource, then cleared.
 #[tokio::test]
 async fn faults_are_injected_over_http() {
-    let (server, client) = start().await;
-    let http = reqwest::Client::new();
-    let resp = http
-        .post(format!("{}/sim/faults", server.url()))
-        .body(
-            json!({"verb": "create", "resource": "configmaps", "error": 409, "times": 1})
-                .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    http.post(format!("{}/sim/faults", server.url()))
-        .body(json!({"verb": "get", "resource": "configmaps", "error": 500}).to_string())
-        .send()
-        .await
-        .unwrap();
-    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let (_server, client) = start().await;
+    let (code, _, _) = send_raw(
+        &client,
+        "POST",
+        "/sim/faults",
+        "application/json",
+        json!({"verb": "create", "resource": "configmaps", "error": 409, "times": 1}).to_string(),
+    )
+    .await;
+    assert_eq!(code, 201);
+    send_raw(
+        &client,
+        "POST",
+        "/sim/faults",
+        "application/json",
+        json!({"verb": "get", "resource": "configmaps", "error": 500}).to_string(),
+    )
+    .await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
     assert_eq!(
         api_error(
             api.create(&PostParams::default(), &cm("a", &[]))
@@ -1677,10 +1699,14 @@ async fn faults_are_injected_over_http() {
         .await
         .unwrap();
     assert_eq!(api_error(api.get("a").await.unwrap_err()).code, 500);
-    http.delete(format!("{}/sim/faults", server.url()))
-        .send()
-        .await
-        .unwrap();
+    send_raw(
+        &client,
+        "DELETE",
+        "/sim/faults",
+        "application/json",
+        String::new(),
+    )
+    .await;
     api.get("a").await.unwrap();
 }
 
@@ -1803,8 +1829,7 @@ fn repo_file(path: &str) -> String {
 /// examples/invalid is rejected with 422 (or 400 for an unknown field under Strict).
 #[tokio::test]
 async fn kumikoapp_crd_accepts_examples_and_rejects_invalid_ones() {
-    let (server, client) = start().await;
-    let url = server.url().to_string();
+    let (_server, client) = start().await;
     let crd: CustomResourceDefinition = serde_saphyr_from(&repo_file("crds/kumikoapp.yaml"));
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &crd).await.unwrap();
@@ -1835,15 +1860,16 @@ async fn kumikoapp_crd_accepts_examples_and_rejects_invalid_ones() {
                     )
                     .await;
                 let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
-                let resp = reqwest::Client::new()
-                    .post(format!("{url}/apis/kumiko.so/v1alpha1/namespaces/{ns}/kumikoapps?fieldValidation=Strict"))
-                    .header("Content-Type", "application/json")
-                    .body(serde_json::to_string(&obj).unwrap())
-                    .send()
-                    .await
-                    .unwrap();
-                let code = resp.status().as_u16();
-                let body: Value = resp.json().await.unwrap();
+                let (code, _, body) = send_raw(
+                    &client,
+                    "POST",
+                    &format!(
+                        "/apis/kumiko.so/v1alpha1/namespaces/{ns}/kumikoapps?fieldValidation=Strict"
+                    ),
+                    "application/json",
+                    serde_json::to_string(&obj).unwrap(),
+                )
+                .await;
                 if valid {
                     assert_eq!(code, 201, "{} should be accepted: {body}", path.display());
                     api.delete(&obj.name_any(), &DeleteParams::default())
@@ -1867,4 +1893,71 @@ async fn kumikoapp_crd_accepts_examples_and_rejects_invalid_ones() {
 fn serde_saphyr_from<T: serde::de::DeserializeOwned>(text: &str) -> T {
     let v: Value = serde_saphyr::from_str(text).expect("yaml");
     serde_json::from_value(v).expect("object")
+}
+
+/// "Controlling Access to the Kubernetes API" and "Authenticating": the server speaks TLS with a
+/// certificate its kubeconfig's CA signed, and a request without a token it knows is 401
+/// Unauthorized (anonymous requests are disabled, `--anonymous-auth=false`).
+#[tokio::test]
+async fn requests_without_a_known_bearer_token_are_unauthorized() {
+    let (server, client) = start().await;
+    assert!(server.url().starts_with("https://"), "{}", server.url());
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    api.list(&ListParams::default()).await.unwrap();
+
+    for token in [None, Some("not-a-token")] {
+        let mut config = server.client_config().unwrap();
+        config.headers.clear();
+        if let Some(token) = token {
+            config.headers.push((
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+            ));
+        }
+        let anonymous: Api<ConfigMap> = Api::default_namespaced(Client::try_from(config).unwrap());
+        let error = api_error(anonymous.list(&ListParams::default()).await.unwrap_err());
+        assert_eq!(error.code, 401, "{token:?}");
+        assert_eq!(error.reason, "Unauthorized");
+    }
+
+    // A client that does not trust the server's CA does not get through TLS.
+    let mut untrusting = server.client_config().unwrap();
+    untrusting.root_cert = None;
+    let untrusting: Api<ConfigMap> = Api::default_namespaced(Client::try_from(untrusting).unwrap());
+    assert!(untrusting.list(&ListParams::default()).await.is_err());
+}
+
+/// "Authenticating", service account tokens: a token issued for a ServiceAccount identifies
+/// `system:serviceaccount:<namespace>:<name>`, and, like a bound token, stops working when the
+/// ServiceAccount is deleted.
+#[tokio::test]
+async fn a_service_account_token_works_until_its_account_is_deleted() {
+    let (server, client) = start().await;
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::default_namespaced(client.clone());
+    let account = accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "robot"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let token = server
+        .cluster()
+        .authenticator()
+        .issue_service_account_token("default", "robot", &account.uid().unwrap());
+    let mut config = server.client_config().unwrap();
+    config.headers = vec![(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    )];
+    let robot: Api<ConfigMap> = Api::default_namespaced(Client::try_from(config).unwrap());
+    robot.list(&ListParams::default()).await.unwrap();
+
+    accounts
+        .delete("robot", &DeleteParams::default())
+        .await
+        .unwrap();
+    let error = api_error(robot.list(&ListParams::default()).await.unwrap_err());
+    assert_eq!(error.code, 401);
 }

@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// A client that returns 503s as they come: kube-rs retries them by default (up to 15 times, with
 /// a growing back-off), which would hide the proxied status.
 fn proxy_client(sim: &Sim) -> kube::Client {
-    let mut config = kube::Config::new(sim.server.url().parse().expect("URL"));
+    let mut config = sim.server.client_config().expect("client config");
     config.default_retry = false;
     kube::Client::try_from(config).expect("client")
 }

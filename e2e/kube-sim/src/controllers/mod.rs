@@ -111,18 +111,19 @@ impl PodLogSink for ClusterLogs {
     }
 }
 
-/// A client of the sim at `url` (`http://127.0.0.1:PORT`).
-pub fn client_for(url: &str) -> Result<kube::Client> {
+/// A client of an in-process sim, as its admin (over HTTPS, with the admin token).
+pub fn client_for(server: &crate::ServerHandle) -> Result<kube::Client> {
     let invalid = |reason: String| Error::InvalidOption {
         option: "server URL",
-        value: url.to_owned(),
+        value: server.url().to_owned(),
         reason,
     };
-    let uri = url.parse().map_err(|error| invalid(format!("{error}")))?;
-    let mut config = kube::Config::new(uri);
+    let mut config = server
+        .client_config()
+        .map_err(|error| invalid(error.to_string()))?;
     config.default_namespace = "default".to_owned();
     kube::Client::try_from(config).map_err(|source| Error::Kube {
-        action: format!("building a client for {url}"),
+        action: format!("building a client for {}", server.url()),
         source,
     })
 }
@@ -354,7 +355,7 @@ impl Controllers {
             .admission()
             .register(Arc::new(quota::PodAdmission { bind_to_node: true }));
         config.log_sink = Arc::new(ClusterLogs(server.cluster().clone()));
-        let client = client_for(server.url())?;
+        let client = client_for(server)?;
         Self::start(client, config).await
     }
 

@@ -39,7 +39,7 @@ impl Sim {
         let controllers = Controllers::start_for(&server, config)
             .await
             .expect("controllers start");
-        let client = client_for(server.url()).expect("client");
+        let client = client_for(&server).expect("client");
         Sim {
             server,
             controllers: Some(controllers),
