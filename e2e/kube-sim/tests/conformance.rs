@@ -1487,6 +1487,74 @@ fn pod(name: &str) -> Pod {
     serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "app", "image": "app:1"}]}})).unwrap()
 }
 
+/// Pod validation, `ValidateResourceRequirements` (pkg/apis/core/validation/validation.go): a
+/// container whose request exceeds its limit is 422 Invalid, for a Pod and for a Deployment's pod
+/// template alike, at `<containers[i]>.resources.requests` with the canonical quantities; a
+/// request equal to its limit, or a limit alone, is accepted.
+#[tokio::test]
+async fn a_request_above_its_limit_is_422_for_pods_and_pod_templates() {
+    let (_s, client) = start().await;
+    let container =
+        |resources: Value| json!([{"name": "app", "image": "app:1", "resources": resources}]);
+    let over = json!({"requests": {"cpu": "0.25", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "1Gi"}});
+
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let pod_with = |name: &str, resources: Value| -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": name}, "spec": {"containers": container(resources)}}),
+        )
+        .unwrap()
+    };
+    let err = api_error(
+        pods.create(&PostParams::default(), &pod_with("over", over.clone()))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    let causes = err.details.unwrap().causes;
+    assert_eq!(causes.len(), 1, "{causes:?}");
+    assert_eq!(causes[0].field, "spec.containers[0].resources.requests");
+    assert_eq!(
+        causes[0].message,
+        r#"Invalid value: "250m": must be less than or equal to cpu limit of 100m"#
+    );
+    for (name, resources) in [
+        (
+            "equal",
+            json!({"requests": {"cpu": "100m"}, "limits": {"cpu": "0.1"}}),
+        ),
+        (
+            "limit-only",
+            json!({"limits": {"cpu": "100m", "memory": "64Mi"}}),
+        ),
+    ] {
+        pods.create(&PostParams::default(), &pod_with(name, resources))
+            .await
+            .unwrap();
+    }
+
+    let deployments: Api<Deployment> = Api::default_namespaced(client);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": container(over)}}
+        }
+    }))
+    .unwrap();
+    let err = api_error(
+        deployments
+            .create(&PostParams::default(), &deployment)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 422);
+    assert_eq!(
+        err.message,
+        r#"Deployment.apps "web" is invalid: spec.template.spec.containers[0].resources.requests: Invalid value: "250m": must be less than or equal to cpu limit of 100m"#
+    );
+}
+
 /// Pod lifecycle, "Termination of Pods": a pod bound to a node is deleted gracefully (it stays
 /// with deletionTimestamp until the kubelet deletes it with grace period 0); an unbound pod goes at once.
 #[tokio::test]
