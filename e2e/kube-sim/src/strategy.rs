@@ -113,6 +113,33 @@ pub(crate) fn admit(
     Ok(Admitted { object, warnings })
 }
 
+/// Validates a built-in object again after mutating admission changed it. kube-apiserver runs
+/// mutating admission before the strategy's validation (the create and update handlers in
+/// `k8s.io/apiserver/pkg/endpoints/handlers` admit, then `rest.BeforeCreate`/`BeforeUpdate`
+/// validate), so a pod that LimitRanger's defaults made invalid, say a `default` memory limit
+/// below the container's own memory request, is 422 Invalid, not stored.
+pub(crate) fn validate_after_mutation(
+    rt: &ResourceType,
+    obj: &Value,
+    old: Option<&Value>,
+    subresource: Option<&str>,
+) -> Result<(), ApiError> {
+    if !matches!(rt.source, TypeSource::Builtin) {
+        return Ok(());
+    }
+    let causes = crate::builtin::validate(rt, obj, old, subresource);
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            &rt.group,
+            &rt.kind,
+            meta::name(obj),
+            causes,
+        ))
+    }
+}
+
 /// ObjectMeta validation shared by every kind (apimachinery `ValidateObjectMeta`).
 fn validate_object_meta(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     let mut causes = Vec::new();

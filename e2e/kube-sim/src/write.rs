@@ -482,6 +482,7 @@ pub(crate) fn create_locked(
     }
     let admitted = strategy::admit(state, rt, obj, None, opts, None)?;
     let mut obj = admitted.object;
+    let before_admission = obj.clone();
     let updates = run_admission(
         cl,
         state,
@@ -492,6 +493,9 @@ pub(crate) fn create_locked(
         None,
         opts.dry_run,
     )?;
+    if obj != before_admission {
+        strategy::validate_after_mutation(rt, &obj, None, None)?;
+    }
     if state
         .get(&rt.store_key(), meta::namespace(&obj), &name)
         .is_some()
@@ -631,6 +635,7 @@ pub(crate) fn commit_update(
         let g = meta::generation(&old) + 1;
         meta::meta_mut(&mut new).insert("generation".into(), json!(g));
     }
+    let before_admission = new.clone();
     let updates = run_admission(
         cl,
         state,
@@ -641,6 +646,9 @@ pub(crate) fn commit_update(
         Some(&old),
         opts.dry_run,
     )?;
+    if new != before_admission {
+        strategy::validate_after_mutation(rt, &new, Some(&old), subresource)?;
+    }
     match preset_managed {
         Some(mf) => {
             let meta = meta::meta_mut(&mut new);

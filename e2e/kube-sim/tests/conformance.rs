@@ -1555,6 +1555,89 @@ async fn a_request_above_its_limit_is_422_for_pods_and_pod_templates() {
     );
 }
 
+/// "Limit Ranges": LimitRanger gives a container with neither request nor limit the `defaultRequest`
+/// and the `default` (limit); a container with a limit only has its request defaulted to the
+/// limit (Pod defaulting, before admission); and since kube-apiserver validates after mutating
+/// admission, a `default` limit below a container's own request makes the pod 422 Invalid
+/// (`must be less than or equal to memory limit of 128Mi`), not stored.
+#[tokio::test]
+async fn limit_range_defaults_then_validation_refuses_a_default_limit_below_the_request() {
+    use k8s_openapi::api::core::v1::LimitRange;
+    let (server, client) = start().await;
+    server.cluster().admission().register(std::sync::Arc::new(
+        kube_sim::controllers::quota::PodAdmission {
+            bind_to_node: false,
+        },
+    ));
+    let ranges: Api<LimitRange> = Api::default_namespaced(client.clone());
+    let range: LimitRange = serde_json::from_value(json!({
+        "metadata": {"name": "budget"},
+        "spec": {"limits": [{"type": "Container",
+            "default": {"memory": "128Mi"},
+            "defaultRequest": {"cpu": "100m", "memory": "128Mi"}}]}
+    }))
+    .unwrap();
+    ranges.create(&PostParams::default(), &range).await.unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(client);
+    let pod_with = |name: &str, resources: Value| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"containers": [
+            {"name": "app", "image": "app:1", "resources": resources}
+        ]}}))
+        .unwrap()
+    };
+    let resources = |pod: &Pod| {
+        let r = pod.spec.as_ref().unwrap().containers[0]
+            .resources
+            .clone()
+            .unwrap();
+        let text = |m: Option<
+            BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+        >| {
+            m.unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| format!("{k}={}", v.0))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        (text(r.requests), text(r.limits))
+    };
+
+    let neither = pods
+        .create(&PostParams::default(), &pod_with("neither", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        resources(&neither),
+        ("cpu=100m,memory=128Mi".into(), "memory=128Mi".into())
+    );
+    let limit_only = pods
+        .create(
+            &PostParams::default(),
+            &pod_with("limit-only", json!({"limits": {"memory": "64Mi"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        resources(&limit_only),
+        ("cpu=100m,memory=64Mi".into(), "memory=64Mi".into())
+    );
+
+    let err = api_error(
+        pods.create(
+            &PostParams::default(),
+            &pod_with("big", json!({"requests": {"memory": "256Mi"}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        err.message,
+        r#"Pod "big" is invalid: spec.containers[0].resources.requests: Invalid value: "256Mi": must be less than or equal to memory limit of 128Mi"#
+    );
+    assert!(pods.get_opt("big").await.unwrap().is_none());
+}
+
 /// Pod lifecycle, "Termination of Pods": a pod bound to a node is deleted gracefully (it stays
 /// with deletionTimestamp until the kubelet deletes it with grace period 0); an unbound pod goes at once.
 #[tokio::test]
