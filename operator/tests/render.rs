@@ -137,7 +137,7 @@ fn invalid_manifests_exit_non_zero_naming_the_field() {
             "api.resources.requests.cpu must be less than or equal to api.resources.limits.cpu",
         ),
         (
-            "listmap-duplicate-env",
+            "schema-duplicate-env",
             r#"spec.env[1]: Duplicate value: map[string]interface {}{"name":"FEATURE_X"}"#,
         ),
     ];
