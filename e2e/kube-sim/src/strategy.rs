@@ -90,6 +90,25 @@ pub(crate) fn admit(
                     .iter()
                     .map(|e| cause(e.reason(), &e.field, e.body())),
             );
+            // CloudNativePG's validating webhook runs after the schema admitted the Cluster
+            // (validating admission follows validation); kube-apiserver keeps its 422 and
+            // prefixes the message with the webhook's name.
+            if causes.is_empty()
+                && rt.group == "postgresql.cnpg.io"
+                && rt.kind == "Cluster"
+                && subresource.is_none()
+            {
+                let denied = crate::controllers::cnpg::webhook_causes(&v.object);
+                if !denied.is_empty() {
+                    let mut error = ApiError::invalid(&rt.group, &rt.kind, &name, denied);
+                    error.message = format!(
+                        "admission webhook {:?} denied the request: {}",
+                        crate::controllers::cnpg::VALIDATING_WEBHOOK,
+                        error.message
+                    );
+                    return Err(error);
+                }
+            }
             (v.object, v.unknown_fields)
         }
         TypeSource::Builtin => {

@@ -1945,6 +1945,55 @@ async fn cnpg_cluster_crd_is_preloaded_and_validates() {
         .unwrap();
 }
 
+/// CloudNativePG's validating webhook (`vcluster.cnpg.io`, `validateResources` in
+/// internal/webhook/v1/cluster_webhook.go, CNPG 1.27) refuses a Cluster whose CPU or memory
+/// request exceeds its limit; kube-apiserver answers with the webhook's 422, its message prefixed
+/// `admission webhook "vcluster.cnpg.io" denied the request: `. Equal values are accepted.
+#[tokio::test]
+async fn cnpg_webhook_refuses_a_cluster_request_above_its_limit() {
+    let (_s, client) = start().await;
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"),
+        "clusters",
+    );
+    let clusters: Api<DynamicObject> = Api::namespaced_with(client, "default", &ar);
+    let obj = |name: &str, resources: Value| -> DynamicObject {
+        serde_json::from_value(
+            json!({"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+            "metadata": {"name": name},
+            "spec": {"instances": 1, "storage": {"size": "1Gi"}, "resources": resources}}),
+        )
+        .unwrap()
+    };
+    let err = api_error(
+        clusters
+            .create(
+                &PostParams::default(),
+                &obj(
+                    "db",
+                    json!({"requests": {"cpu": "0.5", "memory": "512Mi"}, "limits": {"cpu": "250m", "memory": "256Mi"}}),
+                ),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 422);
+    assert_eq!(
+        err.message,
+        r#"admission webhook "vcluster.cnpg.io" denied the request: Cluster.postgresql.cnpg.io "db" is invalid: [spec.resources.requests.cpu: Invalid value: "500m": CPU request is greater than the limit, spec.resources.requests.memory: Invalid value: "512Mi": Memory request is greater than the limit]"#
+    );
+    clusters
+        .create(
+            &PostParams::default(),
+            &obj(
+                "db",
+                json!({"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}}),
+            ),
+        )
+        .await
+        .unwrap();
+}
+
 fn repo_file(path: &str) -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
