@@ -870,6 +870,21 @@ fn apply_locked(
         )));
     }
     let shape = crate::shape::Shape::for_type(rt);
+    // Repeated list-map keys fail the same conversion, as a plain error kube-apiserver answers
+    // with 500 (structured-merge-diff's message; several are listed under `errors:`).
+    let duplicates = managed::duplicate_list_map_keys(&applied, &shape);
+    if !duplicates.is_empty() {
+        let detail = match duplicates.as_slice() {
+            [only] => only.clone(),
+            many => format!("errors:\n  {}", many.join("\n  ")),
+        };
+        // `objectGVKNN` of k8s.io/apimachinery's managedfields: `namespace/name; group/version,
+        // Kind=kind` (an empty namespace and group print as nothing).
+        return Err(ApiError::unknown(format!(
+            "failed to create typed patch object ({ns}/{name}; {}/{}, Kind={}): {detail}",
+            rt.group, rt.version, rt.kind,
+        )));
+    }
     let live = state.get(&rt.store_key(), ns, name).cloned();
     match live {
         None => {

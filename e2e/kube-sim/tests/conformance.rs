@@ -642,6 +642,73 @@ async fn server_side_apply_creates_and_merges_list_maps_by_key() {
     );
 }
 
+/// Server-side apply converts the applied configuration to a typed value first, and
+/// structured-merge-diff refuses a list-map with a repeated key: kube-apiserver answers 500 with
+/// `failed to create typed patch object (<ns>/<name>; <group>/<version>, Kind=<kind>):
+/// <path>: duplicate entries for key [name="A"]` (objectGVKNN in apimachinery's managedfields;
+/// a reported known behaviour, kubernetes/kubernetes#121575). Nothing is stored.
+#[tokio::test]
+async fn server_side_apply_refuses_repeated_list_map_keys() {
+    let (_s, client) = start().await;
+    let api: Api<Deployment> = Api::default_namespaced(client);
+    let deploy = |env: Value, pull_secrets: Value| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                "imagePullSecrets": pull_secrets,
+                "containers": [{"name": "app", "image": "app:1", "env": env}]
+            }}}
+        })
+    };
+    let err = api_error(
+        api.patch(
+            "web",
+            &PatchParams::apply("a"),
+            &Patch::Apply(deploy(
+                json!([{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+                json!([{"name": "ghcr"}]),
+            )),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(err.code, 500);
+    assert_eq!(
+        err.message,
+        r#"failed to create typed patch object (default/web; apps/v1, Kind=Deployment): .spec.template.spec.containers[name="app"].env: duplicate entries for key [name="A"]"#
+    );
+    let err = api_error(
+        api.patch(
+            "web",
+            &PatchParams::apply("a"),
+            &Patch::Apply(deploy(
+                json!([{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+                json!([{"name": "ghcr"}, {"name": "ghcr"}]),
+            )),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(
+        err.message.ends_with(
+            ": errors:\n  .spec.template.spec.containers[name=\"app\"].env: duplicate entries for key [name=\"A\"]\n  .spec.template.spec.imagePullSecrets: duplicate entries for key [name=\"ghcr\"]"
+        ),
+        "{}",
+        err.message
+    );
+    assert!(api.get_opt("web").await.unwrap().is_none());
+    api.patch(
+        "web",
+        &PatchParams::apply("a"),
+        &Patch::Apply(deploy(
+            json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]),
+            json!([{"name": "ghcr"}]),
+        )),
+    )
+    .await
+    .unwrap();
+}
+
 fn owned_cm(name: &str, owner: &ConfigMap, block: bool) -> ConfigMap {
     let mut c = cm(name, &[]);
     c.metadata.owner_references = Some(vec![
