@@ -24,13 +24,17 @@ pub const MAX_APP_NAME_LENGTH: usize = 40;
 /// The port the API process listens on unless `spec.api.port` says otherwise (DESIGN §4).
 pub const DEFAULT_PORT: i32 = 3000;
 
-/// The CPU request given to a Kumiko container (and the LimitRange default) when the spec sets none.
+/// The CPU request given to a Kumiko container (and the LimitRange default) when the spec sets
+/// none; a CPU limit below it lowers it to the limit.
 pub const DEFAULT_CPU_REQUEST: &str = "100m";
-/// The memory request given to a Kumiko container (and the LimitRange default) when the spec sets none.
+/// The memory request given to a Kumiko container (and the LimitRange default) when the spec sets
+/// neither a memory request nor a memory limit. It is also the memory limit of such a container.
 pub const DEFAULT_MEMORY_REQUEST: &str = "128Mi";
-/// The CPU request of a Postgres instance of a dedicated cluster when the spec sets none.
+/// The CPU request of a Postgres instance of a dedicated cluster when the spec sets none; a CPU
+/// limit below it lowers it to the limit.
 pub const DEFAULT_DATABASE_CPU_REQUEST: &str = "250m";
-/// The memory request of a Postgres instance of a dedicated cluster when the spec sets none.
+/// The memory request (and then the memory limit) of a Postgres instance of a dedicated cluster
+/// when the spec sets neither a memory request nor a memory limit.
 pub const DEFAULT_DATABASE_MEMORY_REQUEST: &str = "256Mi";
 
 /// A Kumiko app: one image, an API and a worker process type, a database and a resource budget.
@@ -78,16 +82,21 @@ pub struct KumikoAppSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<ImagePullPolicy>,
 
-    /// Secrets in the app's namespace used to pull the image.
+    /// Secrets in the app's namespace used to pull the image, each named once: a list keyed by
+    /// `name`, as the Pod's `imagePullSecrets` is (`x-kubernetes-list-type: map`), so the API server
+    /// rejects a repeated name here rather than when it applies the pod templates.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub image_pull_secrets: Vec<LocalObjectReference>,
 
     /// Environment variables for every process type (API, worker, migrate). The names of the
     /// operator/app contract (`PORT`, `DATABASE_URL`, `REDIS_URL`, `KUMIKO_*`) are the operator's
-    /// and cannot be set here: use the spec fields that drive them.
+    /// and cannot be set here: use the spec fields that drive them. Each name appears once: a list
+    /// keyed by `name`, as a container's `env` is (`x-kubernetes-list-type: map`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     #[x_kube(validation = rules::env_leaves_contract_names_alone())]
     pub env: Vec<EnvVar>,
 
@@ -174,9 +183,15 @@ pub struct SchedulingSpec {
     pub affinity: Option<Affinity>,
 
     /// How pods spread across zones and nodes. When empty, the operator spreads the process type's
-    /// pods across nodes (`ScheduleAnyway`).
+    /// pods across nodes (`ScheduleAnyway`). Each `topologyKey` and `whenUnsatisfiable` pair appears
+    /// once: a list keyed by both, as the Pod's `topologySpreadConstraints` is
+    /// (`x-kubernetes-list-type: map`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
+    #[schemars(extend(
+        "x-kubernetes-list-type" = "map",
+        "x-kubernetes-list-map-keys" = ["topologyKey", "whenUnsatisfiable"]
+    ))]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
 }
 
@@ -205,7 +220,16 @@ pub struct ApiSpec {
     pub port: i32,
 
     /// CPU and memory of each API container. Requests default to 100m CPU and 128Mi memory.
+    /// A request may not exceed its limit (the API server rejects such a container). Memory: a
+    /// container always gets a memory limit, so no app can take a node's memory from its
+    /// neighbours; without one here it equals the memory request, and with only a memory limit the
+    /// request takes the limit (as Kubernetes defaults it). CPU: a CPU limit only where given here,
+    /// because CPU is compressible: a busy container is throttled, not killed, and an unused limit
+    /// only strands cores; with only a CPU limit below the default request, the request takes the
+    /// limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::request_within_limit("api.resources", rules::Resource::Cpu))]
+    #[x_kube(validation = rules::request_within_limit("api.resources", rules::Resource::Memory))]
     pub resources: Option<ResourceRequirements>,
 
     /// Where API pods may run.
@@ -246,7 +270,16 @@ pub struct WorkerSpec {
     pub args: Option<Vec<String>>,
 
     /// CPU and memory of each worker container. Requests default to 100m CPU and 128Mi memory.
+    /// A request may not exceed its limit (the API server rejects such a container). Memory: a
+    /// container always gets a memory limit, so no app can take a node's memory from its
+    /// neighbours; without one here it equals the memory request, and with only a memory limit the
+    /// request takes the limit (as Kubernetes defaults it). CPU: a CPU limit only where given here,
+    /// because CPU is compressible: a busy container is throttled, not killed, and an unused limit
+    /// only strands cores; with only a CPU limit below the default request, the request takes the
+    /// limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::request_within_limit("worker.resources", rules::Resource::Cpu))]
+    #[x_kube(validation = rules::request_within_limit("worker.resources", rules::Resource::Memory))]
     pub resources: Option<ResourceRequirements>,
 
     /// Where worker pods may run.
@@ -292,7 +325,16 @@ pub struct MigrateSpec {
     pub backoff_limit: i32,
 
     /// CPU and memory of the migrate container. Requests default to 100m CPU and 128Mi memory.
+    /// A request may not exceed its limit (the API server rejects such a container). Memory: a
+    /// container always gets a memory limit, so no app can take a node's memory from its
+    /// neighbours; without one here it equals the memory request, and with only a memory limit the
+    /// request takes the limit (as Kubernetes defaults it). CPU: a CPU limit only where given here,
+    /// because CPU is compressible: a busy container is throttled, not killed, and an unused limit
+    /// only strands cores; with only a CPU limit below the default request, the request takes the
+    /// limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::request_within_limit("migrate.resources", rules::Resource::Cpu))]
+    #[x_kube(validation = rules::request_within_limit("migrate.resources", rules::Resource::Memory))]
     pub resources: Option<ResourceRequirements>,
 }
 
@@ -435,7 +477,16 @@ pub struct ClusterDatabase {
     pub image_name: Option<String>,
 
     /// CPU and memory of each Postgres instance. Requests default to 250m CPU and 256Mi memory.
+    /// A request may not exceed its limit (the API server rejects such a container). Memory: a
+    /// container always gets a memory limit, so no app can take a node's memory from its
+    /// neighbours; without one here it equals the memory request, and with only a memory limit the
+    /// request takes the limit (as Kubernetes defaults it). CPU: a CPU limit only where given here,
+    /// because CPU is compressible: a busy container is throttled, not killed, and an unused limit
+    /// only strands cores; with only a CPU limit below the default request, the request takes the
+    /// limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::request_within_limit("database.cluster.resources", rules::Resource::Cpu))]
+    #[x_kube(validation = rules::request_within_limit("database.cluster.resources", rules::Resource::Memory))]
     pub resources: Option<ResourceRequirements>,
 
     /// Passed unchanged to the Cluster's `spec.backup` (see the CloudNativePG documentation).
@@ -704,18 +755,77 @@ pub mod rules {
             .reason(Reason::FieldValueForbidden)
     }
 
-    /// The CEL expression for the request of `resource` (cpu or memory) of a container whose
-    /// `ResourceRequirements` lives at `path`, falling back to `default`.
-    fn request(path: &str, resource: &str, default: &str) -> String {
-        format!(
-            "(has({path}.resources) && has({path}.resources.requests) && '{resource}' in {path}.resources.requests ? quantity(string({path}.resources.requests['{resource}'])).asApproximateFloat() : quantity('{default}').asApproximateFloat())"
-        )
+    /// A compute resource a container requests and may be limited in.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Resource {
+        /// `cpu`.
+        Cpu,
+        /// `memory`.
+        Memory,
+    }
+
+    impl Resource {
+        /// The resource's name in `requests` and `limits`.
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Self::Cpu => "cpu",
+                Self::Memory => "memory",
+            }
+        }
+    }
+
+    /// The `resource` request of the `ResourceRequirements` at `field` (e.g. `api.resources`) is
+    /// at most its limit. kube-apiserver rejects a container whose request exceeds its limit
+    /// (`ValidateResourceRequirements` in `pkg/apis/core/validation/validation.go`: "must be less
+    /// than or equal to cpu limit of …"), so such a spec would stall every rollout; here it is
+    /// refused when it is written.
+    pub fn request_within_limit(field: &str, resource: Resource) -> Rule {
+        let name = resource.as_str();
+        Rule::new(format!(
+            "!has(self.requests) || !has(self.limits) || !('{name}' in self.requests) || !('{name}' in self.limits) \
+             || quantity(string(self.requests['{name}'])).compareTo(quantity(string(self.limits['{name}']))) <= 0"
+        ))
+        .message(Message::Message(format!(
+            "{field}.requests.{name} must be less than or equal to {field}.limits.{name}: Kubernetes rejects a container whose request is above its limit; lower the request or raise the limit"
+        )))
+        .reason(Reason::FieldValueInvalid)
+    }
+
+    /// The CEL expression for the effective request of `resource` of a container whose
+    /// `ResourceRequirements` lives at `path`: the spec's request; else, for memory, the spec's
+    /// limit (as Kubernetes defaults a missing request); else `default`, lowered to the spec's CPU
+    /// limit when that is below it. The operator's `peak_requests` computes the same.
+    fn request(path: &str, resource: Resource, default: &str) -> String {
+        let name = resource.as_str();
+        let has = |section: &str| {
+            format!(
+                "has({path}.resources) && has({path}.resources.{section}) && '{name}' in {path}.resources.{section}"
+            )
+        };
+        let value = |section: &str| {
+            format!("quantity(string({path}.resources.{section}['{name}'])).asApproximateFloat()")
+        };
+        let (has_request, request, has_limit, limit) = (
+            has("requests"),
+            value("requests"),
+            has("limits"),
+            value("limits"),
+        );
+        let default = format!("quantity('{default}').asApproximateFloat()");
+        match resource {
+            Resource::Memory => {
+                format!("({has_request} ? {request} : ({has_limit} ? {limit} : {default}))")
+            }
+            Resource::Cpu => format!(
+                "({has_request} ? {request} : ({has_limit} && {limit} < {default} ? {limit} : {default}))"
+            ),
+        }
     }
 
     /// What the spec needs of `resource` at the peak of a rollout: every replica plus one surge pod
     /// per process type, the migrate Job, and the dedicated database's instances plus one CNPG job
     /// pod.
-    fn peak_request(resource: &str, default: &str, database_default: &str) -> String {
+    fn peak_request(resource: Resource, default: &str, database_default: &str) -> String {
         let api = request("self.api", resource, default);
         let worker = request("self.worker", resource, default);
         let migrate = request("self.migrate", resource, default);
@@ -728,14 +838,15 @@ pub mod rules {
         )
     }
 
-    fn quota_fits(field: &str, resource: &str, default: &str, database_default: &str) -> Rule {
+    fn quota_fits(field: &str, resource: Resource, default: &str, database_default: &str) -> Rule {
         // The tolerance absorbs floating-point rounding of sums like 0.1 + 0.2.
         Rule::new(format!(
             "!has(self.quota) || !has(self.quota.{field}) || quantity(string(self.quota.{field})).asApproximateFloat() * 1.000001 >= {}",
             peak_request(resource, default, database_default)
         ))
         .message(Message::Message(format!(
-            "quota.{field} is smaller than the app needs at the peak of a rollout ((api.replicas + 1) + (worker.replicas + 1) + 1 migrate Job + (database instances + 1), each × its {resource} request): raise quota.{field} or remove it to let the operator size it"
+            "quota.{field} is smaller than the app needs at the peak of a rollout ((api.replicas + 1) + (worker.replicas + 1) + 1 migrate Job + (database instances + 1), each × its {} request, a missing request taken as the operator does): raise quota.{field} or remove it to let the operator size it",
+            resource.as_str()
         )))
         .field_path(format!(".quota.{field}"))
         .reason(Reason::FieldValueInvalid)
@@ -745,7 +856,7 @@ pub mod rules {
     pub fn quota_fits_cpu() -> Rule {
         quota_fits(
             "cpu",
-            "cpu",
+            Resource::Cpu,
             super::DEFAULT_CPU_REQUEST,
             super::DEFAULT_DATABASE_CPU_REQUEST,
         )
@@ -755,7 +866,7 @@ pub mod rules {
     pub fn quota_fits_memory() -> Rule {
         quota_fits(
             "memory",
-            "memory",
+            Resource::Memory,
             super::DEFAULT_MEMORY_REQUEST,
             super::DEFAULT_DATABASE_MEMORY_REQUEST,
         )

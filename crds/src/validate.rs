@@ -14,7 +14,7 @@
 //! Used by the operator's `render` command (to reject a manifest the API server would reject) and
 //! by the local cluster `kube-sim` for every custom resource.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt;
 
 use kube::core::cel;
@@ -144,14 +144,43 @@ impl fmt::Display for FieldError {
     }
 }
 
-/// Prints a value as kube-apiserver does in field errors: strings quoted, numbers and booleans bare.
+/// Prints a value as kube-apiserver does in field errors (`field.Error.ErrorBody` in apimachinery's
+/// `pkg/util/validation/field/errors.go`): strings quoted, numbers and booleans bare, and anything
+/// else in Go's `%#v` syntax, e.g. `map[string]interface {}{"name":"A"}`.
 fn render_value(v: &Value) -> String {
     match v {
         Value::String(s) => format!("{s:?}"),
         Value::Null => "\"null\"".to_string(),
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
-        other => other.to_string(),
+        Value::Array(_) | Value::Object(_) => go_sharp_v(v),
+    }
+}
+
+/// A decoded JSON value as Go's `%#v` prints it: `map[string]interface {}{"a":1, "b":"x"}` (keys
+/// sorted), `[]interface {}{1, 2}`, `interface {}(nil)` for a nested null.
+fn go_sharp_v(v: &Value) -> String {
+    match v {
+        Value::Null => "interface {}(nil)".to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("{s:?}"),
+        Value::Array(items) => format!(
+            "[]interface {{}}{{{}}}",
+            items.iter().map(go_sharp_v).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            format!(
+                "map[string]interface {{}}{{{}}}",
+                entries
+                    .iter()
+                    .map(|(k, v)| format!("{k:?}:{}", go_sharp_v(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
     }
 }
 
@@ -944,38 +973,33 @@ impl Walker<'_> {
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        match list_type {
-            "set" => {
-                let mut seen = BTreeSet::new();
-                for (i, item) in items.iter().enumerate() {
-                    if !seen.insert(item.to_string()) {
-                        self.push(
-                            FieldErrorKind::Duplicate,
-                            &index_path(path, i),
-                            Some(item.clone()),
-                            String::new(),
-                        );
-                    }
-                }
-            }
-            "map" => {
-                let mut seen = BTreeSet::new();
-                for (i, item) in items.iter().enumerate() {
-                    let key: Map<String, Value> = keys
-                        .iter()
+        // As apiextensions-apiserver's `listtype.ValidateListSetsAndMaps`: a value (a set) or a key
+        // (a map, made of the key fields the item has) seen before is a Duplicate at the index of
+        // its second appearance, once per value however often it repeats.
+        let identity = |item: &Value| -> Option<Value> {
+            match list_type {
+                "set" => Some(item.clone()),
+                "map" => Some(Value::Object(
+                    keys.iter()
                         .filter_map(|k| item.get(*k).map(|v| (k.to_string(), v.clone())))
-                        .collect();
-                    if !seen.insert(Value::Object(key.clone()).to_string()) {
-                        self.push(
-                            FieldErrorKind::Duplicate,
-                            &index_path(path, i),
-                            Some(Value::Object(key)),
-                            String::new(),
-                        );
-                    }
-                }
+                        .collect(),
+                )),
+                _ => None,
             }
-            _ => {}
+        };
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let Some(id) = identity(item) else { break };
+            let times = seen.entry(id.to_string()).or_insert(0);
+            *times += 1;
+            if *times == 2 {
+                self.push(
+                    FieldErrorKind::Duplicate,
+                    &index_path(path, i),
+                    Some(id),
+                    String::new(),
+                );
+            }
         }
         let Some(item_schema) = schema.get("items") else {
             return;
@@ -1321,16 +1345,30 @@ mod tests {
     }
 
     #[test]
-    fn list_map_keys_and_sets_must_be_unique() {
-        let v = run(
-            json!({"spec": {"image": "a", "env": [{"name": "a"}, {"name": "a"}], "tags": ["x", "x"]}}),
-        );
+    fn list_map_keys_and_sets_must_be_unique_reported_once_in_go_syntax() {
+        let v = run(json!({"spec": {
+            "image": "a",
+            "env": [{"name": "a", "value": "1"}, {"name": "a", "value": "2"}, {"name": "a"}],
+            "tags": ["x", "x"]
+        }}));
         assert_eq!(
             messages(&v),
             vec![
-                r#"spec.env[1]: Duplicate value: {"name":"a"}"#,
+                r#"spec.env[1]: Duplicate value: map[string]interface {}{"name":"a"}"#,
                 r#"spec.tags[1]: Duplicate value: "x""#
             ]
+        );
+    }
+
+    #[test]
+    fn compound_values_print_as_go_prints_them() {
+        assert_eq!(
+            render_value(&json!({"whenUnsatisfiable": "DoNotSchedule", "topologyKey": "zone"})),
+            r#"map[string]interface {}{"topologyKey":"zone", "whenUnsatisfiable":"DoNotSchedule"}"#
+        );
+        assert_eq!(
+            render_value(&json!([1, "a", null])),
+            r#"[]interface {}{1, "a", interface {}(nil)}"#
         );
     }
 

@@ -246,6 +246,93 @@ fn env_cannot_override_contract_variables() {
     assert_eq!(broken_rules(&app, None), Vec::<String>::new());
 }
 
+/// kube-apiserver refuses a container whose request exceeds its limit
+/// (`ValidateResourceRequirements`, pkg/apis/core/validation); the CRD refuses it earlier, for
+/// every process type and the database, naming the field.
+#[test]
+fn a_request_above_its_limit_is_rejected_naming_the_field() {
+    let cases = [
+        ("/spec/api/resources", "cpu", "api.resources.requests.cpu"),
+        (
+            "/spec/worker/resources",
+            "memory",
+            "worker.resources.requests.memory",
+        ),
+        (
+            "/spec/migrate/resources",
+            "cpu",
+            "migrate.resources.requests.cpu",
+        ),
+        (
+            "/spec/database/cluster/resources",
+            "memory",
+            "database.cluster.resources.requests.memory",
+        ),
+    ];
+    for (pointer, resource, field) in cases {
+        let (request, limit) = match resource {
+            "cpu" => ("250m", "100m"),
+            _ => ("256Mi", "128Mi"),
+        };
+        let app = with(
+            minimal(),
+            pointer,
+            json!({"requests": {resource: request}, "limits": {resource: limit}}),
+        );
+        assert_rejected_naming(
+            &app,
+            None,
+            &format!("{field} must be less than or equal to"),
+        );
+    }
+}
+
+#[test]
+fn a_request_equal_to_its_limit_or_a_limit_alone_is_accepted() {
+    for resources in [
+        json!({"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"cpu": "0.1", "memory": "1024Mi"}}),
+        json!({"limits": {"cpu": "50m", "memory": "64Mi"}}),
+        json!({"requests": {"cpu": "2"}, "limits": {"memory": "64Mi"}}),
+    ] {
+        let app = with(minimal(), "/spec/api/resources", resources.clone());
+        assert_eq!(
+            broken_rules(&app, None),
+            Vec::<String>::new(),
+            "{resources}"
+        );
+    }
+}
+
+/// The quota rules count the request the operator gives a container, not the default it would
+/// have had: a memory limit alone is the memory request (as Kubernetes defaults it), and a CPU
+/// limit below the default request lowers the request to it.
+#[test]
+fn quota_counts_the_effective_request_of_a_limit_alone() {
+    let app = with(
+        minimal(),
+        "/spec/api/resources",
+        json!({"limits": {"cpu": "50m", "memory": "1Gi"}}),
+    );
+    // Memory: (2+1)×1Gi api + 128Mi migrate + 2×256Mi db = 3712Mi.
+    let fits = with(app.clone(), "/spec/quota", json!({"memory": "3712Mi"}));
+    assert_eq!(broken_rules(&fits, None), Vec::<String>::new());
+    let short = with(app.clone(), "/spec/quota", json!({"memory": "3711Mi"}));
+    assert_rejected_naming(&short, None, "quota.memory is smaller");
+    // CPU: (2+1)×50m api + 100m migrate + 2×250m db = 750m.
+    let fits = with(app.clone(), "/spec/quota", json!({"cpu": "750m"}));
+    assert_eq!(broken_rules(&fits, None), Vec::<String>::new());
+    let short = with(app, "/spec/quota", json!({"cpu": "749m"}));
+    assert_rejected_naming(&short, None, "quota.cpu is smaller");
+    // A CPU limit above the default leaves the default request: (2+1)×100m + 100m + 500m = 900m.
+    let generous = with(
+        minimal(),
+        "/spec/api/resources",
+        json!({"limits": {"cpu": "2"}}),
+    );
+    let fits = with(generous, "/spec/quota", json!({"cpu": "900m"}));
+    assert_eq!(broken_rules(&fits, None), Vec::<String>::new());
+}
+
 #[test]
 fn every_rule_fits_the_api_server_cost_budget() {
     use kube::core::cel::{compile_schema, estimate_rule_cost};

@@ -48,6 +48,69 @@ fn first_deploy_says_what_follows_the_migration() {
     ));
 }
 
+/// Every container (and the CNPG Cluster, whose resources CNPG gives each of its containers) in
+/// `render`'s output of every example, first deploy and rolled out, has a memory limit no smaller
+/// than its memory request (issue 12, defects 2 and 7).
+#[test]
+fn every_rendered_container_has_a_memory_limit() {
+    fn memory_limit_covers_request(resources: &serde_json::Value, what: &str) {
+        let parse = |q: &serde_json::Value| {
+            q.as_str()
+                .and_then(kumiko_operator::quantity::parse_quantity)
+                .unwrap_or_else(|| panic!("{what}: {q} is not a quantity"))
+        };
+        let limit = &resources["limits"]["memory"];
+        assert!(limit.is_string(), "{what} has no memory limit: {resources}");
+        assert!(
+            parse(&resources["requests"]["memory"]) <= parse(limit),
+            "{what}: memory request above its limit: {resources}"
+        );
+    }
+    fn check(node: &serde_json::Value, at: &str, found: &mut usize) {
+        match node {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Array(containers)) = map.get("containers") {
+                    for container in containers {
+                        *found += 1;
+                        memory_limit_covers_request(
+                            &container["resources"],
+                            &format!("{at}: container {}", container["name"]),
+                        );
+                    }
+                }
+                if map.get("kind").and_then(|k| k.as_str()) == Some("Cluster") {
+                    *found += 1;
+                    memory_limit_covers_request(
+                        &map["spec"]["resources"],
+                        &format!("{at}: the CNPG Cluster"),
+                    );
+                }
+                for (key, child) in map {
+                    check(child, &format!("{at}.{key}"), found);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    check(item, at, found);
+                }
+            }
+            _ => {}
+        }
+    }
+    for name in ["minimal", "production", "shared-cluster"] {
+        for rolled_out in [false, true] {
+            let output = render_example(name, rolled_out);
+            let documents: Vec<serde_json::Value> =
+                serde_saphyr::from_str_multiple(&output).expect("render prints YAML");
+            let mut found = 0;
+            for document in &documents {
+                check(document, name, &mut found);
+            }
+            assert!(found >= 1, "{name}: no container found");
+        }
+    }
+}
+
 fn render_cli(file: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_kumiko-operator"))
         .args(["render", "-f"])
@@ -68,6 +131,14 @@ fn invalid_manifests_exit_non_zero_naming_the_field() {
         (
             "cel-name-too-long",
             "metadata.name must be at most 40 characters",
+        ),
+        (
+            "cel-request-above-limit",
+            "api.resources.requests.cpu must be less than or equal to api.resources.limits.cpu",
+        ),
+        (
+            "schema-duplicate-env",
+            r#"spec.env[1]: Duplicate value: map[string]interface {}{"name":"FEATURE_X"}"#,
         ),
     ];
     for (name, field) in cases {

@@ -6,7 +6,9 @@
 //!
 //! Hooks run after defaulting and validation (as kube-apiserver runs its validating admission
 //! after the type's validation), for create and update, never for dry-run side effects: in a
-//! dry-run request queued status updates are dropped.
+//! dry-run request queued status updates are dropped. A built-in object a hook changed is
+//! validated again before it is stored, because kube-apiserver validates after its mutating
+//! admission (a LimitRange default can make a pod invalid).
 
 use std::sync::{Arc, RwLock};
 

@@ -444,6 +444,46 @@ fn default_service(state: &mut State, obj: &mut Value, old: Option<&Value>) {
     }
 }
 
+/// A container's requests may not exceed its limits, as kube-apiserver's
+/// `ValidateResourceRequirements` (pkg/apis/core/validation/validation.go) rules for every
+/// container of a Pod or pod template: `<path>.resources.requests: Invalid value: "250m": must be
+/// less than or equal to cpu limit of 100m`, the quantities in their canonical form. Requests are
+/// checked in name order (Go's map order is random; each error is the same).
+fn resource_causes(container: &Value, path: &str, out: &mut Vec<Cause>) {
+    use crate::controllers::quantity::Quantity;
+    let resources = container.get("resources");
+    let section = |name: &str| {
+        resources
+            .and_then(|r| r.get(name))
+            .and_then(Value::as_object)
+    };
+    let (Some(requests), Some(limits)) = (section("requests"), section("limits")) else {
+        return;
+    };
+    let quantity = |v: &Value| v.as_str().and_then(|s| Quantity::parse(s).ok());
+    let mut names: Vec<&String> = requests.keys().collect();
+    names.sort();
+    for name in names {
+        let (Some(request), Some(limit)) = (
+            requests.get(name).and_then(quantity),
+            limits.get(name).and_then(quantity),
+        ) else {
+            continue;
+        };
+        if request > limit {
+            out.push(cause(
+                "FieldValueInvalid",
+                &format!("{path}.resources.requests"),
+                format!(
+                    "Invalid value: {:?}: must be less than or equal to {name} limit of {}",
+                    request.canonical(),
+                    limit.canonical()
+                ),
+            ));
+        }
+    }
+}
+
 fn container_causes(spec: &Value, base: &str, out: &mut Vec<Cause>) {
     let containers = spec.get("containers").and_then(Value::as_array);
     match containers {
@@ -476,6 +516,7 @@ fn container_causes(spec: &Value, base: &str, out: &mut Vec<Cause>) {
                         format!("Duplicate value: {name:?}"),
                     ));
                 }
+                resource_causes(c, &path, out);
                 if c.get("image")
                     .and_then(Value::as_str)
                     .is_none_or(str::is_empty)
@@ -501,6 +542,11 @@ fn container_causes(spec: &Value, base: &str, out: &mut Vec<Cause>) {
                     }
                 }
             }
+        }
+    }
+    if let Some(init) = spec.get("initContainers").and_then(Value::as_array) {
+        for (i, c) in init.iter().enumerate() {
+            resource_causes(c, &format!("{base}.initContainers[{i}]"), out);
         }
     }
     let restart = spec

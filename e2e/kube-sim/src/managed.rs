@@ -160,6 +160,54 @@ fn collect(value: &Value, node: Node<'_>, path: &mut Path, out: &mut FieldValues
     }
 }
 
+/// The repeated keys of list-maps in an applied configuration, as structured-merge-diff reports
+/// them when server-side apply converts the configuration to a typed value:
+/// `.spec.template.spec.containers[name="app"].env: duplicate entries for key [name="A"]`, once
+/// per repeated key. Kubernetes cannot apply such a configuration (a create or update can still
+/// store one).
+pub fn duplicate_list_map_keys(applied: &Value, shape: &Shape) -> Vec<String> {
+    fn walk(value: &Value, node: Node<'_>, path: &mut Path, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if node.map_atomic() {
+                    return;
+                }
+                for (k, v) in map {
+                    path.push(PathElement::Field(k.clone()));
+                    walk(v, node.field(k), path, out);
+                    path.pop();
+                }
+            }
+            Value::Array(items) => {
+                let ListType::Map(keys) = node.list_type() else {
+                    return;
+                };
+                let item_node = node.items();
+                let mut seen: BTreeMap<PathElement, usize> = BTreeMap::new();
+                for item in items {
+                    let key = list_key(item, &keys, item_node);
+                    let times = seen.entry(key.clone()).or_insert(0);
+                    *times += 1;
+                    if *times == 2 {
+                        out.push(format!(
+                            "{}: duplicate entries for key {}",
+                            display_path(path),
+                            key.display()
+                        ));
+                    }
+                    path.push(key);
+                    walk(item, item_node, path, out);
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(applied, shape.root(), &mut Vec::new(), &mut out);
+    out
+}
+
 /// Metadata that field management never tracks (set by the server, or managedFields itself).
 const UNTRACKED_METADATA: [&str; 11] = [
     "name",

@@ -221,6 +221,14 @@ impl ApiError {
         )
     }
 
+    /// 500 with no reason (`StatusReasonUnknown`) and the bare message: how kube-apiserver answers
+    /// an error its handlers did not turn into a `metav1.Status` (`ErrorToAPIStatus` in
+    /// k8s.io/apiserver/pkg/endpoints/handlers/responsewriters/status.go), e.g. server-side apply's
+    /// `failed to create typed patch object`.
+    pub fn unknown(message: impl Into<String>) -> Self {
+        Self::new(500, "", message)
+    }
+
     /// 429 `TooManyRequests`.
     pub fn too_many_requests(message: impl Into<String>) -> Self {
         let mut e = Self::new(429, "TooManyRequests", message);

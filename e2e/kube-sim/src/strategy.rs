@@ -90,6 +90,25 @@ pub(crate) fn admit(
                     .iter()
                     .map(|e| cause(e.reason(), &e.field, e.body())),
             );
+            // CloudNativePG's validating webhook runs after the schema admitted the Cluster
+            // (validating admission follows validation); kube-apiserver keeps its 422 and
+            // prefixes the message with the webhook's name.
+            if causes.is_empty()
+                && rt.group == "postgresql.cnpg.io"
+                && rt.kind == "Cluster"
+                && subresource.is_none()
+            {
+                let denied = crate::controllers::cnpg::webhook_causes(&v.object);
+                if !denied.is_empty() {
+                    let mut error = ApiError::invalid(&rt.group, &rt.kind, &name, denied);
+                    error.message = format!(
+                        "admission webhook {:?} denied the request: {}",
+                        crate::controllers::cnpg::VALIDATING_WEBHOOK,
+                        error.message
+                    );
+                    return Err(error);
+                }
+            }
             (v.object, v.unknown_fields)
         }
         TypeSource::Builtin => {
@@ -111,6 +130,33 @@ pub(crate) fn admit(
         object = crate::events::events_to_core(&object);
     }
     Ok(Admitted { object, warnings })
+}
+
+/// Validates a built-in object again after mutating admission changed it. kube-apiserver runs
+/// mutating admission before the strategy's validation (the create and update handlers in
+/// `k8s.io/apiserver/pkg/endpoints/handlers` admit, then `rest.BeforeCreate`/`BeforeUpdate`
+/// validate), so a pod that LimitRanger's defaults made invalid, say a `default` memory limit
+/// below the container's own memory request, is 422 Invalid, not stored.
+pub(crate) fn validate_after_mutation(
+    rt: &ResourceType,
+    obj: &Value,
+    old: Option<&Value>,
+    subresource: Option<&str>,
+) -> Result<(), ApiError> {
+    if !matches!(rt.source, TypeSource::Builtin) {
+        return Ok(());
+    }
+    let causes = crate::builtin::validate(rt, obj, old, subresource);
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            &rt.group,
+            &rt.kind,
+            meta::name(obj),
+            causes,
+        ))
+    }
 }
 
 /// ObjectMeta validation shared by every kind (apimachinery `ValidateObjectMeta`).

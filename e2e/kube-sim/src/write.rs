@@ -482,6 +482,7 @@ pub(crate) fn create_locked(
     }
     let admitted = strategy::admit(state, rt, obj, None, opts, None)?;
     let mut obj = admitted.object;
+    let before_admission = obj.clone();
     let updates = run_admission(
         cl,
         state,
@@ -492,6 +493,9 @@ pub(crate) fn create_locked(
         None,
         opts.dry_run,
     )?;
+    if obj != before_admission {
+        strategy::validate_after_mutation(rt, &obj, None, None)?;
+    }
     if state
         .get(&rt.store_key(), meta::namespace(&obj), &name)
         .is_some()
@@ -631,6 +635,7 @@ pub(crate) fn commit_update(
         let g = meta::generation(&old) + 1;
         meta::meta_mut(&mut new).insert("generation".into(), json!(g));
     }
+    let before_admission = new.clone();
     let updates = run_admission(
         cl,
         state,
@@ -641,6 +646,9 @@ pub(crate) fn commit_update(
         Some(&old),
         opts.dry_run,
     )?;
+    if new != before_admission {
+        strategy::validate_after_mutation(rt, &new, Some(&old), subresource)?;
+    }
     match preset_managed {
         Some(mf) => {
             let meta = meta::meta_mut(&mut new);
@@ -862,6 +870,21 @@ fn apply_locked(
         )));
     }
     let shape = crate::shape::Shape::for_type(rt);
+    // Repeated list-map keys fail the same conversion, as a plain error kube-apiserver answers
+    // with 500 (structured-merge-diff's message; several are listed under `errors:`).
+    let duplicates = managed::duplicate_list_map_keys(&applied, &shape);
+    if !duplicates.is_empty() {
+        let detail = match duplicates.as_slice() {
+            [only] => only.clone(),
+            many => format!("errors:\n  {}", many.join("\n  ")),
+        };
+        // `objectGVKNN` of k8s.io/apimachinery's managedfields: `namespace/name; group/version,
+        // Kind=kind` (an empty namespace and group print as nothing).
+        return Err(ApiError::unknown(format!(
+            "failed to create typed patch object ({ns}/{name}; {}/{}, Kind={}): {detail}",
+            rt.group, rt.version, rt.kind,
+        )));
+    }
     let live = state.get(&rt.store_key(), ns, name).cloned();
     match live {
         None => {

@@ -671,6 +671,73 @@ async fn server_side_apply_creates_and_merges_list_maps_by_key() {
     );
 }
 
+/// Server-side apply converts the applied configuration to a typed value first, and
+/// structured-merge-diff refuses a list-map with a repeated key: kube-apiserver answers 500 with
+/// `failed to create typed patch object (<ns>/<name>; <group>/<version>, Kind=<kind>):
+/// <path>: duplicate entries for key [name="A"]` (objectGVKNN in apimachinery's managedfields;
+/// a reported known behaviour, kubernetes/kubernetes#121575). Nothing is stored.
+#[tokio::test]
+async fn server_side_apply_refuses_repeated_list_map_keys() {
+    let (_s, client) = start().await;
+    let api: Api<Deployment> = Api::default_namespaced(client);
+    let deploy = |env: Value, pull_secrets: Value| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                "imagePullSecrets": pull_secrets,
+                "containers": [{"name": "app", "image": "app:1", "env": env}]
+            }}}
+        })
+    };
+    let err = api_error(
+        api.patch(
+            "web",
+            &PatchParams::apply("a"),
+            &Patch::Apply(deploy(
+                json!([{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+                json!([{"name": "ghcr"}]),
+            )),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(err.code, 500);
+    assert_eq!(
+        err.message,
+        r#"failed to create typed patch object (default/web; apps/v1, Kind=Deployment): .spec.template.spec.containers[name="app"].env: duplicate entries for key [name="A"]"#
+    );
+    let err = api_error(
+        api.patch(
+            "web",
+            &PatchParams::apply("a"),
+            &Patch::Apply(deploy(
+                json!([{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+                json!([{"name": "ghcr"}, {"name": "ghcr"}]),
+            )),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(
+        err.message.ends_with(
+            ": errors:\n  .spec.template.spec.containers[name=\"app\"].env: duplicate entries for key [name=\"A\"]\n  .spec.template.spec.imagePullSecrets: duplicate entries for key [name=\"ghcr\"]"
+        ),
+        "{}",
+        err.message
+    );
+    assert!(api.get_opt("web").await.unwrap().is_none());
+    api.patch(
+        "web",
+        &PatchParams::apply("a"),
+        &Patch::Apply(deploy(
+            json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]),
+            json!([{"name": "ghcr"}]),
+        )),
+    )
+    .await
+    .unwrap();
+}
+
 fn owned_cm(name: &str, owner: &ConfigMap, block: bool) -> ConfigMap {
     let mut c = cm(name, &[]);
     c.metadata.owner_references = Some(vec![
@@ -1508,6 +1575,157 @@ fn pod(name: &str) -> Pod {
     serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "app", "image": "app:1"}]}})).unwrap()
 }
 
+/// Pod validation, `ValidateResourceRequirements` (pkg/apis/core/validation/validation.go): a
+/// container whose request exceeds its limit is 422 Invalid, for a Pod and for a Deployment's pod
+/// template alike, at `<containers[i]>.resources.requests` with the canonical quantities; a
+/// request equal to its limit, or a limit alone, is accepted.
+#[tokio::test]
+async fn a_request_above_its_limit_is_422_for_pods_and_pod_templates() {
+    let (_s, client) = start().await;
+    let container =
+        |resources: Value| json!([{"name": "app", "image": "app:1", "resources": resources}]);
+    let over = json!({"requests": {"cpu": "0.25", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "1Gi"}});
+
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let pod_with = |name: &str, resources: Value| -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": name}, "spec": {"containers": container(resources)}}),
+        )
+        .unwrap()
+    };
+    let err = api_error(
+        pods.create(&PostParams::default(), &pod_with("over", over.clone()))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    let causes = err.details.unwrap().causes;
+    assert_eq!(causes.len(), 1, "{causes:?}");
+    assert_eq!(causes[0].field, "spec.containers[0].resources.requests");
+    assert_eq!(
+        causes[0].message,
+        r#"Invalid value: "250m": must be less than or equal to cpu limit of 100m"#
+    );
+    for (name, resources) in [
+        (
+            "equal",
+            json!({"requests": {"cpu": "100m"}, "limits": {"cpu": "0.1"}}),
+        ),
+        (
+            "limit-only",
+            json!({"limits": {"cpu": "100m", "memory": "64Mi"}}),
+        ),
+    ] {
+        pods.create(&PostParams::default(), &pod_with(name, resources))
+            .await
+            .unwrap();
+    }
+
+    let deployments: Api<Deployment> = Api::default_namespaced(client);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": container(over)}}
+        }
+    }))
+    .unwrap();
+    let err = api_error(
+        deployments
+            .create(&PostParams::default(), &deployment)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 422);
+    assert_eq!(
+        err.message,
+        r#"Deployment.apps "web" is invalid: spec.template.spec.containers[0].resources.requests: Invalid value: "250m": must be less than or equal to cpu limit of 100m"#
+    );
+}
+
+/// "Limit Ranges": LimitRanger gives a container with neither request nor limit the `defaultRequest`
+/// and the `default` (limit); a container with a limit only has its request defaulted to the
+/// limit (Pod defaulting, before admission); and since kube-apiserver validates after mutating
+/// admission, a `default` limit below a container's own request makes the pod 422 Invalid
+/// (`must be less than or equal to memory limit of 128Mi`), not stored.
+#[tokio::test]
+async fn limit_range_defaults_then_validation_refuses_a_default_limit_below_the_request() {
+    use k8s_openapi::api::core::v1::LimitRange;
+    let (server, client) = start().await;
+    server.cluster().admission().register(std::sync::Arc::new(
+        kube_sim::controllers::quota::PodAdmission {
+            bind_to_node: false,
+        },
+    ));
+    let ranges: Api<LimitRange> = Api::default_namespaced(client.clone());
+    let range: LimitRange = serde_json::from_value(json!({
+        "metadata": {"name": "budget"},
+        "spec": {"limits": [{"type": "Container",
+            "default": {"memory": "128Mi"},
+            "defaultRequest": {"cpu": "100m", "memory": "128Mi"}}]}
+    }))
+    .unwrap();
+    ranges.create(&PostParams::default(), &range).await.unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(client);
+    let pod_with = |name: &str, resources: Value| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"containers": [
+            {"name": "app", "image": "app:1", "resources": resources}
+        ]}}))
+        .unwrap()
+    };
+    let resources = |pod: &Pod| {
+        let r = pod.spec.as_ref().unwrap().containers[0]
+            .resources
+            .clone()
+            .unwrap();
+        let text = |m: Option<
+            BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+        >| {
+            m.unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| format!("{k}={}", v.0))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        (text(r.requests), text(r.limits))
+    };
+
+    let neither = pods
+        .create(&PostParams::default(), &pod_with("neither", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        resources(&neither),
+        ("cpu=100m,memory=128Mi".into(), "memory=128Mi".into())
+    );
+    let limit_only = pods
+        .create(
+            &PostParams::default(),
+            &pod_with("limit-only", json!({"limits": {"memory": "64Mi"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        resources(&limit_only),
+        ("cpu=100m,memory=64Mi".into(), "memory=64Mi".into())
+    );
+
+    let err = api_error(
+        pods.create(
+            &PostParams::default(),
+            &pod_with("big", json!({"requests": {"memory": "256Mi"}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        err.message,
+        r#"Pod "big" is invalid: spec.containers[0].resources.requests: Invalid value: "256Mi": must be less than or equal to memory limit of 128Mi"#
+    );
+    assert!(pods.get_opt("big").await.unwrap().is_none());
+}
+
 /// Pod lifecycle, "Termination of Pods": a pod bound to a node is deleted gracefully (it stays
 /// with deletionTimestamp until the kubelet deletes it with grace period 0); an unbound pod goes at once.
 #[tokio::test]
@@ -1816,6 +2034,55 @@ async fn cnpg_cluster_crd_is_preloaded_and_validates() {
     assert_eq!(err.details.unwrap().causes[0].field, "spec.instances");
     clusters
         .create(&PostParams::default(), &obj(1))
+        .await
+        .unwrap();
+}
+
+/// CloudNativePG's validating webhook (`vcluster.cnpg.io`, `validateResources` in
+/// internal/webhook/v1/cluster_webhook.go, CNPG 1.27) refuses a Cluster whose CPU or memory
+/// request exceeds its limit; kube-apiserver answers with the webhook's 422, its message prefixed
+/// `admission webhook "vcluster.cnpg.io" denied the request: `. Equal values are accepted.
+#[tokio::test]
+async fn cnpg_webhook_refuses_a_cluster_request_above_its_limit() {
+    let (_s, client) = start().await;
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"),
+        "clusters",
+    );
+    let clusters: Api<DynamicObject> = Api::namespaced_with(client, "default", &ar);
+    let obj = |name: &str, resources: Value| -> DynamicObject {
+        serde_json::from_value(
+            json!({"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+            "metadata": {"name": name},
+            "spec": {"instances": 1, "storage": {"size": "1Gi"}, "resources": resources}}),
+        )
+        .unwrap()
+    };
+    let err = api_error(
+        clusters
+            .create(
+                &PostParams::default(),
+                &obj(
+                    "db",
+                    json!({"requests": {"cpu": "0.5", "memory": "512Mi"}, "limits": {"cpu": "250m", "memory": "256Mi"}}),
+                ),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 422);
+    assert_eq!(
+        err.message,
+        r#"admission webhook "vcluster.cnpg.io" denied the request: Cluster.postgresql.cnpg.io "db" is invalid: [spec.resources.requests.cpu: Invalid value: "500m": CPU request is greater than the limit, spec.resources.requests.memory: Invalid value: "512Mi": Memory request is greater than the limit]"#
+    );
+    clusters
+        .create(
+            &PostParams::default(),
+            &obj(
+                "db",
+                json!({"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}}),
+            ),
+        )
         .await
         .unwrap();
 }

@@ -3,7 +3,12 @@
 //! Pure: the caller passes what it observed. A problem found here is permanent: the app stalls
 //! (`Stalled=True`) until its spec or its namespace changes.
 
-use kumiko_crds::{KumikoApp, duration::parse_duration};
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kumiko_crds::{KumikoApp, KumikoAppSpec, duration::parse_duration};
+
+use crate::quantity::parse_quantity;
 
 /// Why an app cannot be reconciled, as a condition reason and a message naming the fix.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +56,8 @@ pub fn validate(app: &KumikoApp, neighbours: &[&KumikoApp]) -> Result<(), Invali
             problems.push(format!("{field}: {error}"));
         }
     }
+    problems.extend(duplicate_keys(&app.spec));
+    problems.extend(requests_above_limits(&app.spec));
     if problems.is_empty() {
         Ok(())
     } else {
@@ -59,6 +66,104 @@ pub fn validate(app: &KumikoApp, neighbours: &[&KumikoApp]) -> Result<(), Invali
             message: problems.join("; "),
         })
     }
+}
+
+/// Repeated keys of the lists the operator copies into every pod template. The CRD declares them
+/// list-maps and the API server refuses a duplicate, but an app stored under an older CRD keeps
+/// one (validation ratcheting), and server-side apply of its Deployments would fail on it.
+fn duplicate_keys(spec: &KumikoAppSpec) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut check = |field: &str, keys: Vec<String>, what: &str| {
+        let mut seen = BTreeSet::new();
+        for (index, key) in keys.into_iter().enumerate() {
+            if !seen.insert(key.clone()) {
+                problems.push(format!(
+                    "{field}[{index}]: {key} appears twice: {what}; remove or rename the repeat"
+                ));
+            }
+        }
+    };
+    check(
+        "spec.env",
+        spec.env
+            .iter()
+            .map(|e| format!("name {:?}", e.name))
+            .collect(),
+        "env is keyed by name",
+    );
+    check(
+        "spec.imagePullSecrets",
+        spec.image_pull_secrets
+            .iter()
+            .map(|s| format!("name {:?}", s.name))
+            .collect(),
+        "imagePullSecrets is keyed by name",
+    );
+    let spread = [
+        ("spec.api", Some(&spec.api.scheduling)),
+        ("spec.worker", spec.worker.as_ref().map(|w| &w.scheduling)),
+    ];
+    for (process, scheduling) in spread {
+        let Some(scheduling) = scheduling else {
+            continue;
+        };
+        check(
+            &format!("{process}.scheduling.topologySpreadConstraints"),
+            scheduling
+                .topology_spread_constraints
+                .iter()
+                .map(|c| {
+                    format!(
+                        "topologyKey {:?} with whenUnsatisfiable {:?}",
+                        c.topology_key, c.when_unsatisfiable
+                    )
+                })
+                .collect(),
+            "topologySpreadConstraints is keyed by topologyKey and whenUnsatisfiable",
+        );
+    }
+    problems
+}
+
+/// Requests above their limits, which kube-apiserver refuses in every pod template and CNPG's
+/// webhook in the Cluster (the CRD refuses them too; see [`duplicate_keys`] for why this repeats it).
+fn requests_above_limits(spec: &KumikoAppSpec) -> Vec<String> {
+    let resources: [(&str, Option<&ResourceRequirements>); 4] = [
+        ("spec.api.resources", spec.api.resources.as_ref()),
+        (
+            "spec.worker.resources",
+            spec.worker.as_ref().and_then(|w| w.resources.as_ref()),
+        ),
+        ("spec.migrate.resources", spec.migrate.resources.as_ref()),
+        (
+            "spec.database.cluster.resources",
+            spec.database
+                .cluster
+                .as_ref()
+                .and_then(|c| c.resources.as_ref()),
+        ),
+    ];
+    let mut problems = Vec::new();
+    for (field, resources) in resources {
+        let Some(resources) = resources else { continue };
+        let (Some(requests), Some(limits)) = (&resources.requests, &resources.limits) else {
+            continue;
+        };
+        for (name, request) in requests {
+            let Some(limit) = limits.get(name) else {
+                continue;
+            };
+            if let (Some(r), Some(l)) = (parse_quantity(&request.0), parse_quantity(&limit.0))
+                && r > l
+            {
+                problems.push(format!(
+                    "{field}.requests.{name}: {} is above {field}.limits.{name} ({}): lower the request or raise the limit",
+                    request.0, limit.0
+                ));
+            }
+        }
+    }
+    problems
 }
 
 /// The app that owns the namespace when it is not `app`: the oldest other app (by creation time,
@@ -158,6 +263,58 @@ mod tests {
         other.metadata.namespace = Some("elsewhere".to_owned());
         let second = app("second", 10);
         assert_eq!(validate(&second, &[&other, &second]), Ok(()));
+    }
+
+    /// An app stored before the CRD declared these lists (validation ratcheting keeps it) stalls
+    /// naming the repeated key, instead of failing every Deployment apply.
+    #[test]
+    fn repeated_list_keys_stall_naming_the_field() {
+        let mut broken = app("first", 0);
+        broken.spec.env = serde_json::from_value(serde_json::json!([
+            {"name": "A", "value": "1"}, {"name": "B"}, {"name": "A", "value": "2"}
+        ]))
+        .unwrap();
+        broken.spec.image_pull_secrets =
+            serde_json::from_value(serde_json::json!([{"name": "ghcr"}, {"name": "ghcr"}]))
+                .unwrap();
+        broken.spec.api.scheduling.topology_spread_constraints =
+            serde_json::from_value(serde_json::json!([
+                {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
+                {"maxSkew": 2, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}
+            ]))
+            .unwrap();
+        let invalid = validate(&broken, &[]).unwrap_err();
+        assert_eq!(invalid.reason, INVALID_SPEC);
+        for needle in [
+            "spec.env[2]: name \"A\" appears twice",
+            "spec.imagePullSecrets[1]: name \"ghcr\" appears twice",
+            "spec.api.scheduling.topologySpreadConstraints[1]: topologyKey \"zone\"",
+        ] {
+            assert!(
+                invalid.message.contains(needle),
+                "{needle}: {}",
+                invalid.message
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_above_its_limit_stalls_naming_the_field() {
+        let mut broken = app("first", 0);
+        broken.spec.migrate.resources = serde_json::from_value(serde_json::json!({
+            "requests": {"memory": "1Gi"}, "limits": {"memory": "512Mi"}
+        }))
+        .unwrap();
+        let invalid = validate(&broken, &[]).unwrap_err();
+        assert_eq!(
+            invalid.message,
+            "spec.migrate.resources.requests.memory: 1Gi is above spec.migrate.resources.limits.memory (512Mi): lower the request or raise the limit"
+        );
+        broken.spec.migrate.resources = serde_json::from_value(serde_json::json!({
+            "requests": {"memory": "512Mi"}, "limits": {"memory": "0.5Gi"}
+        }))
+        .unwrap();
+        assert_eq!(validate(&broken, &[]), Ok(()));
     }
 
     #[test]

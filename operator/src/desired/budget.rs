@@ -8,18 +8,17 @@ use k8s_openapi::api::core::v1::{
     ResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kumiko_crds::{
-    DEFAULT_CPU_REQUEST, DEFAULT_DATABASE_CPU_REQUEST, DEFAULT_DATABASE_MEMORY_REQUEST,
-    DEFAULT_MEMORY_REQUEST, KumikoAppSpec, names,
-};
+use kumiko_crds::{DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_REQUEST, KumikoAppSpec, names};
 
-use super::Context;
+use super::{Context, resources};
 use crate::quantity::{format_cpu, format_memory, parse_quantity};
 
 /// What an app's pods request at the peak of a rollout: every replica plus one surge pod per
 /// process type, the migrate Job, and a dedicated database's instances plus one CNPG job pod.
 ///
-/// The same sum the CRD's quota rules compute, so a quota the API accepted always fits.
+/// Each pod counts with its effective requests (`resources::effective`: a memory limit alone is
+/// the request, a CPU limit below the default lowers it). The same sum the CRD's quota rules
+/// compute, so a quota the API accepted always fits.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PeakRequests {
     /// CPU cores.
@@ -32,15 +31,6 @@ pub struct PeakRequests {
     pub storage: f64,
 }
 
-fn request_of(resources: Option<&ResourceRequirements>, resource: &str, default: &str) -> f64 {
-    resources
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|requests| requests.get(resource))
-        .and_then(|quantity| parse_quantity(&quantity.0))
-        .or_else(|| parse_quantity(default))
-        .unwrap_or(0.0)
-}
-
 /// Computes [`PeakRequests`] for a spec.
 pub fn peak_requests(spec: &KumikoAppSpec) -> PeakRequests {
     let api_pods = spec.api.replicas + 1;
@@ -49,24 +39,27 @@ pub fn peak_requests(spec: &KumikoAppSpec) -> PeakRequests {
     let cluster = spec.database.cluster.as_ref();
     let database_pods = cluster.map_or(0, |cluster| cluster.instances + 1);
 
-    let sum = |resource: &str, default: &str, database_default: &str| {
-        f64::from(api_pods) * request_of(spec.api.resources.as_ref(), resource, default)
+    let sum = |resource: &str| {
+        let kumiko = |r: Option<&ResourceRequirements>| {
+            resources::effective_request(r, resources::KUMIKO, resource)
+        };
+        f64::from(api_pods) * kumiko(spec.api.resources.as_ref())
             + worker.map_or(0.0, |w| {
-                f64::from(worker_pods) * request_of(w.resources.as_ref(), resource, default)
+                f64::from(worker_pods) * kumiko(w.resources.as_ref())
             })
-            + request_of(spec.migrate.resources.as_ref(), resource, default)
+            + kumiko(spec.migrate.resources.as_ref())
             + cluster.map_or(0.0, |c| {
                 f64::from(database_pods)
-                    * request_of(c.resources.as_ref(), resource, database_default)
+                    * resources::effective_request(
+                        c.resources.as_ref(),
+                        resources::DATABASE,
+                        resource,
+                    )
             })
     };
     PeakRequests {
-        cpu: sum("cpu", DEFAULT_CPU_REQUEST, DEFAULT_DATABASE_CPU_REQUEST),
-        memory: sum(
-            "memory",
-            DEFAULT_MEMORY_REQUEST,
-            DEFAULT_DATABASE_MEMORY_REQUEST,
-        ),
+        cpu: sum("cpu"),
+        memory: sum("memory"),
         pods: api_pods + worker_pods + 1 + database_pods,
         storage: cluster.map_or(0.0, |c| {
             f64::from(c.instances) * parse_quantity(&c.storage.size.0).unwrap_or(0.0)
@@ -117,7 +110,13 @@ pub(super) fn desired_resource_quota(context: &Context<'_>) -> ResourceQuota {
     }
 }
 
-/// The LimitRange: default requests for containers that set none.
+/// The LimitRange: default requests for containers that set none, and a default memory limit
+/// equal to the default memory request, so that no container in the namespace runs without a
+/// memory limit. No default CPU limit: CPU is compressible (see `resources`).
+///
+/// Kubernetes' LimitRanger admission gives a container without a limit the `default` and without
+/// a request the `defaultRequest` (or, with a limit only, the limit). Every container the operator
+/// renders sets both itself; the LimitRange is for any other pod in the app's namespace.
 pub(super) fn desired_limit_range(context: &Context<'_>) -> LimitRange {
     LimitRange {
         metadata: context.metadata(names::budget(&context.name), "budget"),
@@ -131,6 +130,10 @@ pub(super) fn desired_limit_range(context: &Context<'_>) -> LimitRange {
                         Quantity(DEFAULT_MEMORY_REQUEST.to_owned()),
                     ),
                 ])),
+                default: Some(BTreeMap::from([(
+                    "memory".to_owned(),
+                    Quantity(DEFAULT_MEMORY_REQUEST.to_owned()),
+                )])),
                 ..LimitRangeItem::default()
             }],
         }),

@@ -3,15 +3,10 @@
 //! Its lifetime follows `spec.database.reclaimPolicy`, not the app's: with `Delete` it is owned by
 //! the app (garbage-collected with it); with `Retain` it has no owner reference and outlives it.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kumiko_crds::{
-    DEFAULT_DATABASE_CPU_REQUEST, DEFAULT_DATABASE_MEMORY_REQUEST, ReclaimPolicy, names,
-};
+use kumiko_crds::{ReclaimPolicy, names};
 
-use super::Context;
+use super::{Context, resources};
 use crate::cnpg::{Cluster, ClusterSpec, ClusterStorage};
 
 /// The Cluster, or `None` when the app uses a shared or external database.
@@ -20,14 +15,11 @@ use crate::cnpg::{Cluster, ClusterSpec, ClusterStorage};
 /// `<cluster>-superuser` Secret (see `roles` for the trade-off).
 pub(super) fn desired_cluster(context: &Context<'_>) -> Option<Cluster> {
     let cluster = context.app.spec.database.cluster.as_ref()?;
-    let mut resources = cluster.resources.clone().unwrap_or_default();
-    let requests = resources.requests.get_or_insert_with(BTreeMap::new);
-    requests
-        .entry("cpu".to_owned())
-        .or_insert_with(|| Quantity(DEFAULT_DATABASE_CPU_REQUEST.to_owned()));
-    requests
-        .entry("memory".to_owned())
-        .or_insert_with(|| Quantity(DEFAULT_DATABASE_MEMORY_REQUEST.to_owned()));
+    // CNPG (1.27) gives these to every container it runs for the cluster: postgres
+    // (pkg/specs/pods.go), the bootstrap init container (pkg/specs/containers.go) and the job pods
+    // (pkg/specs/jobs.go); its webhook rejects a request above its limit (validateResources in
+    // internal/webhook/v1/cluster_webhook.go). So each gets a memory limit, none a request above it.
+    let resources = resources::effective(cluster.resources.as_ref(), resources::DATABASE);
     let mut object = Cluster::new(
         &names::database_cluster(&context.name),
         ClusterSpec {

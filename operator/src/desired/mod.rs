@@ -10,6 +10,7 @@ mod budget;
 mod database;
 mod migrate;
 mod pod;
+pub mod resources;
 mod workloads;
 
 use std::collections::BTreeMap;
@@ -39,7 +40,8 @@ pub struct Desired {
     pub service_account: ServiceAccount,
     /// The namespace's budget.
     pub resource_quota: ResourceQuota,
-    /// Default requests for containers that set none, so the quota admits them.
+    /// Default requests for containers that set none, so the quota admits them, and a default
+    /// memory limit, so none runs without one.
     pub limit_range: LimitRange,
     /// The dedicated CNPG Cluster, in `cluster` mode.
     pub database_cluster: Option<Cluster>,

@@ -3,8 +3,6 @@
 //! Environment, commands, probes on `/health/ready` and `/health` plus a startup probe, a grace
 //! period longer than the shutdown timeout, and restricted Pod Security.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, Probe, ResourceRequirements,
@@ -13,9 +11,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kumiko_crds::duration::{format_duration, parse_duration};
-use kumiko_crds::{DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_REQUEST, DatabaseMode, names};
+use kumiko_crds::{DatabaseMode, names};
 
-use super::Context;
+use super::{Context, resources};
 
 /// The pod-template annotation holding a checksum of the database credentials: a rotation changes
 /// it, and so rolls the pods.
@@ -148,19 +146,6 @@ pub(super) fn environment(context: &Context<'_>, process: Process) -> Vec<EnvVar
     env
 }
 
-/// Requests default to the Kumiko defaults where the spec sets none.
-pub(super) fn resources(spec: Option<&ResourceRequirements>) -> ResourceRequirements {
-    let mut resources = spec.cloned().unwrap_or_default();
-    let requests = resources.requests.get_or_insert_with(BTreeMap::new);
-    requests
-        .entry("cpu".to_owned())
-        .or_insert_with(|| Quantity(DEFAULT_CPU_REQUEST.to_owned()));
-    requests
-        .entry("memory".to_owned())
-        .or_insert_with(|| Quantity(DEFAULT_MEMORY_REQUEST.to_owned()));
-    resources
-}
-
 fn http_probe(path: &str, period: i32, failures: i32, timeout: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -209,7 +194,7 @@ pub(super) fn container(
                 ..ContainerPort::default()
             }]
         }),
-        resources: Some(resources(resources_spec)),
+        resources: Some(resources::effective(resources_spec, resources::KUMIKO)),
         // Startup covers the whole boot (KUMIKO_STARTUP_TIMEOUT) before liveness takes over.
         startup_probe: serves_health.then(|| {
             http_probe(

@@ -1,5 +1,6 @@
 //! Unit tests of the pure builders.
 
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kumiko_crds::KumikoApp;
 
 use super::*;
@@ -360,4 +361,136 @@ spec:
         .as_ref()
         .unwrap();
     assert_eq!((secret.name.as_str(), secret.key.as_str()), ("pg", "url"));
+}
+
+/// Every container's requests and limits, named for the assertion messages: the migrate Job, the
+/// Deployments and the CNPG Cluster (whose resources CNPG gives each of its containers).
+fn all_resources(
+    desired: &Desired,
+) -> Vec<(String, k8s_openapi::api::core::v1::ResourceRequirements)> {
+    let mut out = Vec::new();
+    for spec in all_pod_specs(desired) {
+        for container in &spec.containers {
+            out.push((
+                container.name.clone(),
+                container.resources.clone().expect("resources are set"),
+            ));
+        }
+    }
+    if let Some(cluster) = &desired.database_cluster {
+        out.push((
+            "database".to_owned(),
+            cluster.spec.resources.clone().expect("resources are set"),
+        ));
+    }
+    out
+}
+
+fn quantity(map: &Option<std::collections::BTreeMap<String, Quantity>>, key: &str) -> Option<f64> {
+    map.as_ref()
+        .and_then(|m| m.get(key))
+        .map(|q| crate::quantity::parse_quantity(&q.0).expect("a valid quantity"))
+}
+
+/// Issue 12, defect 7: no container may take a node's memory from its neighbours.
+#[test]
+fn every_container_gets_a_memory_limit() {
+    let app = minimal();
+    let mut seen = Vec::new();
+    for observed in [Observed::default_for_render(), migrated(&app.spec.image)] {
+        let desired = desired(&app, &observed);
+        for (name, resources) in all_resources(&desired) {
+            seen.push(name.clone());
+            let limit = quantity(&resources.limits, "memory");
+            let request = quantity(&resources.requests, "memory");
+            assert!(limit.is_some(), "{name} has no memory limit: {resources:?}");
+            assert_eq!(limit, request, "{name}: the limit defaults to the request");
+            assert_eq!(
+                quantity(&resources.limits, "cpu"),
+                None,
+                "{name}: no CPU limit unless the spec gives one"
+            );
+        }
+    }
+    for name in ["migrate", "api", "worker", "database"] {
+        assert!(
+            seen.iter().any(|n| n == name),
+            "{name} not checked: {seen:?}"
+        );
+    }
+}
+
+/// Issue 12, defect 2: a spec with limits only (below the default requests) must not get default
+/// requests above them, or kube-apiserver rejects the Deployment and Job and CNPG the Cluster.
+#[test]
+fn limits_alone_never_leave_a_request_above_its_limit() {
+    let app = app(r#"
+apiVersion: kumiko.so/v1alpha1
+kind: KumikoApp
+metadata: {name: small, namespace: small}
+spec:
+  image: ghcr.io/acme/status:1
+  api: {resources: {limits: {cpu: 50m, memory: 64Mi}}}
+  worker: {replicas: 1, resources: {limits: {memory: 100Mi}}}
+  migrate: {resources: {limits: {cpu: 20m}}}
+  database: {cluster: {storage: {size: 1Gi}, resources: {limits: {cpu: 200m, memory: 200Mi}}}}
+"#);
+    for observed in [Observed::default_for_render(), migrated(&app.spec.image)] {
+        let desired = desired(&app, &observed);
+        for (name, resources) in all_resources(&desired) {
+            for resource in ["cpu", "memory"] {
+                let request = quantity(&resources.requests, resource).expect("a request");
+                if let Some(limit) = quantity(&resources.limits, resource) {
+                    assert!(
+                        request <= limit,
+                        "{name} {resource}: request {request} > limit {limit}"
+                    );
+                }
+            }
+        }
+    }
+    let desired = desired(&app, &migrated(&app.spec.image));
+    let api = all_resources(&desired)
+        .into_iter()
+        .find(|(name, _)| name == "api")
+        .expect("api container")
+        .1;
+    let requests = api.requests.expect("requests");
+    assert_eq!(
+        (requests["cpu"].0.as_str(), requests["memory"].0.as_str()),
+        ("50m", "64Mi")
+    );
+}
+
+/// The quota sums the requests the containers actually get: api 3×50m/64Mi, worker 2×100m/100Mi,
+/// migrate 20m/128Mi, database 2×200m/200Mi.
+#[test]
+fn quota_counts_the_effective_requests() {
+    let app = app(r#"
+apiVersion: kumiko.so/v1alpha1
+kind: KumikoApp
+metadata: {name: small, namespace: small}
+spec:
+  image: ghcr.io/acme/status:1
+  api: {resources: {limits: {cpu: 50m, memory: 64Mi}}}
+  worker: {replicas: 1, resources: {limits: {memory: 100Mi}}}
+  migrate: {resources: {limits: {cpu: 20m}}}
+  database: {cluster: {storage: {size: 1Gi}, resources: {limits: {cpu: 200m, memory: 200Mi}}}}
+"#);
+    let desired = desired(&app, &Observed::default_for_render());
+    let hard = desired.resource_quota.spec.unwrap().hard.unwrap();
+    // 150m + 200m + 20m + 400m.
+    assert_eq!(hard["requests.cpu"].0, "770m");
+    // 192Mi + 200Mi + 128Mi + 400Mi.
+    assert_eq!(hard["requests.memory"].0, "920Mi");
+}
+
+#[test]
+fn limit_range_defaults_a_memory_limit_and_no_cpu_limit() {
+    let desired = desired(&minimal(), &Observed::default_for_render());
+    let item = &desired.limit_range.spec.unwrap().limits[0];
+    let default = item.default.as_ref().expect("a default limit");
+    assert_eq!(default["memory"].0, "128Mi");
+    assert!(!default.contains_key("cpu"));
+    assert_eq!(item.default_request.as_ref().unwrap()["memory"].0, "128Mi");
 }

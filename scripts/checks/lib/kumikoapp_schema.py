@@ -1,5 +1,6 @@
 """Validates KumikoApp manifests against the openAPIV3Schema of crds/kumikoapp.yaml, with unknown
-fields rejected as `kubectl apply` (strict field validation) rejects them. The CRD's CEL rules need
+fields rejected as `kubectl apply` (strict field validation) rejects them and repeated keys of
+list-maps and sets refused as the API server refuses them. The CRD's CEL rules need
 an API server and are not evaluated here (the CEL tests and the e2e suite cover them).
 
 As a program: python3 kumikoapp_schema.py CRD_PATH WHERE < manifests.yaml
@@ -29,6 +30,34 @@ def strict(schema):
     return schema
 
 
+def duplicate_list_keys(schema, value, path, found):
+    """Appends a message for each repeated key of a list the schema declares
+    x-kubernetes-list-type map (by its x-kubernetes-list-map-keys) or set (by value), as the API
+    server refuses them: once per key, at the index of its second appearance."""
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        for key, child in value.items():
+            if key in properties:
+                duplicate_list_keys(properties[key], child, f"{path}.{key}" if path else key, found)
+    elif isinstance(value, list):
+        list_type = schema.get("x-kubernetes-list-type")
+        keys = schema.get("x-kubernetes-list-map-keys", [])
+        seen = {}
+        for index, item in enumerate(value):
+            if list_type == "map" and isinstance(item, dict):
+                identity = repr(sorted((k, repr(item[k])) for k in keys if k in item))
+            elif list_type == "set":
+                identity = repr(item)
+            else:
+                break
+            seen[identity] = seen.get(identity, 0) + 1
+            if seen[identity] == 2:
+                found.append(f"{path}[{index}]: Duplicate value (x-kubernetes-list-type {list_type})")
+        items = schema.get("items", {})
+        for index, item in enumerate(value):
+            duplicate_list_keys(items, item, f"{path}[{index}]", found)
+
+
 def problems(app, crd):
     """Every way `app` (a parsed KumikoApp) breaks the CRD's schema, as `field: message` lines."""
     versions = {version["name"]: version for version in crd["spec"]["versions"]}
@@ -42,6 +71,7 @@ def problems(app, crd):
     for error in sorted(jsonschema.Draft4Validator(schema).iter_errors(body), key=lambda e: list(e.path)):
         field = ".".join(str(part) for part in error.path) or "(root)"
         found.append(f"{field}: {error.message}")
+    duplicate_list_keys(schema, body, "", found)
     return found
 
 

@@ -32,6 +32,9 @@
 //!   database is being set up the phase is `Setting up primary`, with the reason in
 //!   `phaseReason` if it fails.
 //!
+//! The API server also applies the resource rule of CNPG's validating webhook to every Cluster
+//! write ([`webhook_causes`]): a request above its limit is refused.
+//!
 //! Secrets and Services carry an owner reference to the Cluster, so they go with it. With no
 //! Postgres configured, Clusters stay in `Setting up primary` saying so, except in instant mode,
 //! where their Secrets point at `127.0.0.1:5432` and nothing is created.
@@ -955,6 +958,43 @@ fn error_policy(
 ) -> Action {
     tracing::warn!(%error, "cnpg controller");
     Action::requeue(Duration::from_secs(2))
+}
+
+/// The name of CloudNativePG's validating webhook for Clusters, which prefixes its denials.
+pub const VALIDATING_WEBHOOK: &str = "vcluster.cnpg.io";
+
+/// What CloudNativePG's validating webhook for Clusters (`vcluster.cnpg.io`,
+/// `ClusterCustomValidator.validateResources` in internal/webhook/v1/cluster_webhook.go of CNPG
+/// 1.27) refuses of `spec.resources`, on create and update: a CPU or memory request above its
+/// limit (both non-zero), at `spec.resources.requests.<cpu|memory>` with the request in its
+/// canonical form. The webhook's other rules are not simulated.
+pub fn webhook_causes(cluster: &Value) -> Vec<crate::status::Cause> {
+    use super::quantity::Quantity;
+    let resources = cluster.pointer("/spec/resources");
+    let get = |section: &str, name: &str| {
+        resources
+            .and_then(|r| r.get(section))
+            .and_then(|s| s.get(name))
+            .and_then(Value::as_str)
+            .and_then(|text| Quantity::parse(text).ok())
+            .filter(|q| !q.is_zero())
+    };
+    let mut causes = Vec::new();
+    for (name, what) in [("cpu", "CPU"), ("memory", "Memory")] {
+        if let (Some(request), Some(limit)) = (get("requests", name), get("limits", name))
+            && request > limit
+        {
+            causes.push(crate::strategy::cause(
+                "FieldValueInvalid",
+                &format!("spec.resources.requests.{name}"),
+                format!(
+                    "Invalid value: {:?}: {what} request is greater than the limit",
+                    request.canonical()
+                ),
+            ));
+        }
+    }
+    causes
 }
 
 #[cfg(test)]
