@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{
     ResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kumiko_crds::rules::Resource;
 use kumiko_crds::{DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_REQUEST, KumikoAppSpec, names};
 
 use super::{Context, resources};
@@ -39,7 +40,7 @@ pub fn peak_requests(spec: &KumikoAppSpec) -> PeakRequests {
     let cluster = spec.database.cluster.as_ref();
     let database_pods = cluster.map_or(0, |cluster| cluster.instances + 1);
 
-    let sum = |resource: &str| {
+    let sum = |resource: Resource| {
         let kumiko = |r: Option<&ResourceRequirements>| {
             resources::effective_request(r, resources::KUMIKO, resource)
         };
@@ -58,8 +59,8 @@ pub fn peak_requests(spec: &KumikoAppSpec) -> PeakRequests {
             })
     };
     PeakRequests {
-        cpu: sum("cpu"),
-        memory: sum("memory"),
+        cpu: sum(Resource::Cpu),
+        memory: sum(Resource::Memory),
         pods: api_pods + worker_pods + 1 + database_pods,
         storage: cluster.map_or(0.0, |c| {
             f64::from(c.instances) * parse_quantity(&c.storage.size.0).unwrap_or(0.0)

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kumiko_crds::rules::Resource;
 use kumiko_crds::{
     DEFAULT_CPU_REQUEST, DEFAULT_DATABASE_CPU_REQUEST, DEFAULT_DATABASE_MEMORY_REQUEST,
     DEFAULT_MEMORY_REQUEST,
@@ -80,17 +81,17 @@ pub fn effective(spec: Option<&ResourceRequirements>, defaults: Defaults) -> Res
     }
 }
 
-/// The effective request of `resource` (`cpu` or `memory`) as a number (cores or bytes), for
-/// the quota arithmetic; 0 for a quantity that does not parse (the CRD refuses those).
+/// The effective request of `resource` as a number (cores or bytes), for the quota arithmetic;
+/// 0 for a quantity that does not parse (the CRD refuses those).
 pub fn effective_request(
     spec: Option<&ResourceRequirements>,
     defaults: Defaults,
-    resource: &str,
+    resource: Resource,
 ) -> f64 {
     effective(spec, defaults)
         .requests
         .as_ref()
-        .and_then(|requests: &BTreeMap<String, Quantity>| requests.get(resource))
+        .and_then(|requests: &BTreeMap<String, Quantity>| requests.get(resource.as_str()))
         .and_then(|quantity| parse_quantity(&quantity.0))
         .unwrap_or(0.0)
 }
@@ -216,9 +217,9 @@ mod tests {
     fn effective_request_is_a_number_for_the_quota() {
         let given = spec(&[], &[("memory", "1Gi")]);
         assert_eq!(
-            effective_request(Some(&given), KUMIKO, "memory"),
+            effective_request(Some(&given), KUMIKO, Resource::Memory),
             1024.0 * 1024.0 * 1024.0
         );
-        assert_eq!(effective_request(Some(&given), KUMIKO, "cpu"), 0.1);
+        assert_eq!(effective_request(Some(&given), KUMIKO, Resource::Cpu), 0.1);
     }
 }
