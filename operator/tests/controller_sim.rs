@@ -21,6 +21,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
 use kumiko_crds::{KumikoApp, condition, names};
 use kumiko_operator::cnpg::Cluster;
+use kumiko_operator::controller::leader::LeaseTimings;
 use kumiko_operator::controller::metrics::Metrics;
 use kumiko_operator::controller::roles_backend::PostgresRoles;
 use kumiko_operator::controller::run::{RunSettings, run_with};
@@ -47,6 +48,7 @@ fn spawn_operator(client: &Client, identity: &str) -> Operator {
         identity: identity.to_owned(),
         concurrency: 4,
         leader_election: true,
+        lease_timings: LeaseTimings::default(),
     };
     let handle = tokio::spawn(run_with(
         client.clone(),
