@@ -146,7 +146,9 @@ pub async fn run_with(
         metrics.set_leader(true);
     }
 
-    // Losing the Lease drops the controller future here: no reconcile runs past this point.
+    // Losing the Lease drops the controller future here, and with it every reconcile in flight:
+    // kube-runtime runs each in a task behind a `CancelableJoinHandle`, which aborts it when dropped
+    // (kube-runtime 5, `controller/mod.rs` `Controller::run`, `utils/mod.rs`).
     let result = tokio::select! {
         () = controller(client.clone(), &settings, metrics.clone(), roles, stop.clone()) => Ok(()),
         lost = async {
