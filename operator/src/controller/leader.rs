@@ -3,7 +3,10 @@
 //! Every write of the Lease is a create or a replace carrying the resourceVersion that was read, so
 //! two replicas racing for it cannot both win: the loser gets a 409 Conflict and stays a follower.
 //! The leader renews the Lease every [`LeaseTimings::retry_period`]; a follower takes it over once
-//! its `renewTime` is older than its `leaseDurationSeconds`.
+//! it has seen the Lease unchanged for its `leaseDurationSeconds`, timed on the follower's own
+//! monotonic clock from the moment it first saw that version ([`Observation`]), never from the
+//! `renewTime` another node's clock wrote — client-go's rule (`observedTime`, "tolerant to arbitrary
+//! clock skew"), so that nodes whose clocks disagree still never lead at once.
 //!
 //! The leader stops reconciling once it has not renewed within [`LeaseTimings::renew_deadline`],
 //! which is shorter than the lease duration, so that it has stopped before any follower may take
@@ -16,7 +19,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, PostParams};
 use tokio::time::Instant;
@@ -137,14 +140,43 @@ impl std::fmt::Display for LeaseLost {
 /// The instant by which the leader must have renewed again, after a successful take-over or
 /// renewal that started at `started`.
 ///
-/// `started` is read before the request that wrote `renewTime`, so the deadline falls at least
-/// `lease_duration - renew_deadline` before the instant a follower sees the Lease expire.
+/// `started` is read before the request whose write a follower then sees, and a follower counts
+/// the lease duration from when it saw that write ([`Observation`]): the deadline falls at least
+/// `lease_duration - renew_deadline` before any follower may take over.
 pub fn renewal_deadline(started: Instant, timings: &LeaseTimings) -> Instant {
     started + timings.renew_deadline
 }
 
-/// Whether `identity` may take or keep a Lease described by `spec` at `now`.
-pub fn may_hold(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> bool {
+/// What this replica has seen of the Lease, on its own clock: its resourceVersion and when this
+/// replica first saw that version (client-go's `observedRecord` and `observedTime`).
+#[derive(Clone, Debug, Default)]
+pub struct Observation {
+    seen: Option<(String, Instant)>,
+}
+
+impl Observation {
+    /// Records that the Lease is at `version` at `now`, and returns since when this replica has
+    /// seen it unchanged. Any write changes the version, so this errs towards waiting longer.
+    pub fn unchanged_since(&mut self, version: &str, now: Instant) -> Instant {
+        match &self.seen {
+            Some((seen, since)) if seen == version => *since,
+            _ => {
+                self.seen = Some((version.to_owned(), now));
+                now
+            }
+        }
+    }
+}
+
+/// Whether `identity` may take or keep a Lease described by `spec`, which this replica has seen
+/// unchanged since `unchanged_since`, at `now`: a Lease held by another replica only once it has
+/// gone unrenewed for its whole `leaseDurationSeconds` as this replica's clock measures it.
+pub fn may_hold(
+    spec: Option<&LeaseSpec>,
+    identity: &str,
+    unchanged_since: Instant,
+    now: Instant,
+) -> bool {
     let Some(spec) = spec else {
         return true;
     };
@@ -153,14 +185,9 @@ pub fn may_hold(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> boo
         Some(holder) if holder == identity => return true,
         Some(_) => {}
     }
-    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
-        return true;
-    };
-    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
-    renewed
-        .0
-        .saturating_add(duration)
-        .is_ok_and(|expiry| expiry < now)
+    let seconds = spec.lease_duration_seconds.unwrap_or(15);
+    let duration = Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
+    now.saturating_duration_since(unchanged_since) > duration
 }
 
 fn lease_error(action: &str, config: &LeaderConfig) -> impl FnOnce(kube::Error) -> Error {
@@ -173,7 +200,12 @@ fn is_conflict(error: &kube::Error) -> bool {
 }
 
 /// One attempt to take or renew the Lease: `Ok(true)` when this replica holds it afterwards.
-pub async fn try_acquire(client: &Client, config: &LeaderConfig) -> Result<bool, Error> {
+/// `observation` carries what earlier attempts saw of the Lease.
+pub async fn try_acquire(
+    client: &Client,
+    config: &LeaderConfig,
+    observation: &mut Observation,
+) -> Result<bool, Error> {
     let api: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
     let now = Timestamp::now();
     let duration_seconds = config.timings.lease_duration_seconds();
@@ -205,7 +237,10 @@ pub async fn try_acquire(client: &Client, config: &LeaderConfig) -> Result<bool,
             }
         }
         Some(mut lease) => {
-            if !may_hold(lease.spec.as_ref(), &config.identity, now) {
+            let seen_at = Instant::now();
+            let version = lease.metadata.resource_version.clone().unwrap_or_default();
+            let since = observation.unchanged_since(&version, seen_at);
+            if !may_hold(lease.spec.as_ref(), &config.identity, since, seen_at) {
                 return Ok(false);
             }
             let mut spec = lease.spec.take().unwrap_or_default();
@@ -234,10 +269,11 @@ pub async fn try_acquire(client: &Client, config: &LeaderConfig) -> Result<bool,
 /// attempt started (what [`hold`] counts its first deadline from). Each attempt is bounded by the
 /// renew deadline, so a hung connection delays the campaign but cannot stall it.
 pub async fn acquire(client: &Client, config: &LeaderConfig) -> Instant {
+    let mut observation = Observation::default();
     loop {
         let started = Instant::now();
-        match tokio::time::timeout(config.timings.renew_deadline, try_acquire(client, config)).await
-        {
+        let attempt = try_acquire(client, config, &mut observation);
+        match tokio::time::timeout(config.timings.renew_deadline, attempt).await {
             Ok(Ok(true)) => return started,
             Ok(Ok(false)) => {}
             Ok(Err(error)) => tracing::warn!(error = %error.chain(), "leader election"),
@@ -259,6 +295,7 @@ pub async fn acquire(client: &Client, config: &LeaderConfig) -> Instant {
 /// returns by then whatever the API does — before the Lease can expire for a follower.
 pub async fn hold(client: &Client, config: &LeaderConfig, acquired: Instant) -> LeaseLost {
     let mut deadline = renewal_deadline(acquired, &config.timings);
+    let mut observation = Observation::default();
     loop {
         let next_try = Instant::now() + config.timings.retry_period;
         if next_try >= deadline {
@@ -267,7 +304,8 @@ pub async fn hold(client: &Client, config: &LeaderConfig, acquired: Instant) -> 
         }
         tokio::time::sleep_until(next_try).await;
         let started = Instant::now();
-        match tokio::time::timeout_at(deadline, try_acquire(client, config)).await {
+        let attempt = try_acquire(client, config, &mut observation);
+        match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok(true)) => deadline = renewal_deadline(started, &config.timings),
             Ok(Ok(false)) => return LeaseLost::TakenOver,
             Ok(Err(error)) => tracing::warn!(error = %error.chain(), "renewing the lease failed"),
@@ -308,6 +346,7 @@ pub async fn release(client: &Client, config: &LeaderConfig) {
 mod tests {
     use super::*;
 
+    /// A Lease held by `holder` for 15 s, renewed at `renewed_second` by the holder's clock.
     fn spec(holder: &str, renewed_second: i64) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(holder.to_owned()),
@@ -317,16 +356,58 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_fresh_lease_of_another_replica_is_respected() {
-        let now = Timestamp::from_second(1_010).unwrap();
-        assert!(!may_hold(Some(&spec("other", 1_000)), "me", now));
+    fn secs(seconds: u64) -> Duration {
+        Duration::from_secs(seconds)
     }
 
     #[test]
-    fn an_expired_lease_is_taken_over() {
-        let now = Timestamp::from_second(1_016).unwrap();
-        assert!(may_hold(Some(&spec("other", 1_000)), "me", now));
+    fn a_lease_of_another_replica_seen_unchanged_for_less_than_its_duration_is_respected() {
+        let seen = Instant::now();
+        assert!(!may_hold(
+            Some(&spec("other", 1_000)),
+            "me",
+            seen,
+            seen + secs(10)
+        ));
+    }
+
+    #[test]
+    fn a_lease_seen_unchanged_for_longer_than_its_duration_is_taken_over() {
+        let seen = Instant::now();
+        assert!(may_hold(
+            Some(&spec("other", 1_000)),
+            "me",
+            seen,
+            seen + secs(16)
+        ));
+    }
+
+    /// The follower's clock runs an hour ahead of the leader's: the Lease's `renewTime` looks an
+    /// hour old, yet the follower waits a full lease duration from when it saw it, as client-go does.
+    #[test]
+    fn a_renew_time_from_a_skewed_clock_does_not_expire_a_lease_just_seen() {
+        let mut observation = Observation::default();
+        let first = Instant::now();
+        let since = observation.unchanged_since("41", first);
+        assert!(!may_hold(Some(&spec("other", 0)), "me", since, first));
+        let later = first + secs(5);
+        assert_eq!(observation.unchanged_since("41", later), first);
+        assert!(!may_hold(Some(&spec("other", 0)), "me", first, later));
+        // A renewal (a new resourceVersion) restarts the count.
+        let renewed = first + secs(14);
+        assert_eq!(observation.unchanged_since("42", renewed), renewed);
+        assert!(!may_hold(
+            Some(&spec("other", 0)),
+            "me",
+            renewed,
+            first + secs(20)
+        ));
+        assert!(may_hold(
+            Some(&spec("other", 0)),
+            "me",
+            renewed,
+            first + secs(30)
+        ));
     }
 
     #[test]
@@ -401,9 +482,9 @@ mod tests {
 
     #[test]
     fn the_holder_keeps_its_lease_and_a_released_one_is_free() {
-        let now = Timestamp::from_second(1_001).unwrap();
-        assert!(may_hold(Some(&spec("me", 1_000)), "me", now));
-        assert!(may_hold(Some(&spec("", 1_000)), "me", now));
-        assert!(may_hold(None, "me", now));
+        let now = Instant::now();
+        assert!(may_hold(Some(&spec("me", 1_000)), "me", now, now));
+        assert!(may_hold(Some(&spec("", 1_000)), "me", now, now));
+        assert!(may_hold(None, "me", now, now));
     }
 }
