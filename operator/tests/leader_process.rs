@@ -254,6 +254,42 @@ async fn a_leader_whose_renewal_hangs_stops_before_a_follower_takes_over() {
     sim.server.shutdown().await;
 }
 
+/// Another write to the Lease between the leader's read and its write makes the renewal a 409
+/// Conflict. That is retried within the renew deadline, as client-go does, not taken for a lost
+/// Lease: the leader keeps leading (and its process keeps running).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_refused_with_a_conflict_is_retried_not_a_lost_lease() {
+    let sim = start_sim().await;
+    let kubeconfig = sim.kubeconfig("direct", sim.server.url());
+    let mut a = Replica::start(&kubeconfig, "operator-a", &LEASE_ARGS);
+    a.wait_for_log("leading").await;
+    let faults = sim.server.cluster().faults();
+    faults.add(
+        serde_json::from_value(serde_json::json!({
+            "verb": "update", "resource": "leases.coordination.k8s.io", "error": 409, "times": 2
+        }))
+        .unwrap(),
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !faults.list().is_empty() && a.log("stopped leading").is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "the leader renews");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Past the renew deadline (3 s) of the last renewal before the conflicts.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        a.log("stopped leading").is_none(),
+        "{:?}",
+        a.log("stopped leading")
+    );
+    assert!(
+        a.child.try_wait().unwrap().is_none(),
+        "the leader still runs"
+    );
+    drop(a);
+    sim.server.shutdown().await;
+}
+
 /// Asked for port 0, the operator logs the port it bound, and serves there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_logs_the_http_address_it_bound() {

@@ -199,13 +199,25 @@ fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 409)
 }
 
-/// One attempt to take or renew the Lease: `Ok(true)` when this replica holds it afterwards.
-/// `observation` carries what earlier attempts saw of the Lease.
+/// The outcome of one attempt to take or renew the Lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// This replica holds the Lease (it took or renewed it).
+    Held,
+    /// Another replica holds the Lease, and it has not expired.
+    HeldByAnother,
+    /// Another write came between this replica's read and its write (409 Conflict): the next
+    /// attempt reads the Lease again. client-go retries such a failed update too, until the
+    /// renew deadline (`renew`: `wait.PollImmediateUntil` under the `RenewDeadline` timeout).
+    Conflict,
+}
+
+/// One attempt to take or renew the Lease. `observation` carries what earlier attempts saw of it.
 pub async fn try_acquire(
     client: &Client,
     config: &LeaderConfig,
     observation: &mut Observation,
-) -> Result<bool, Error> {
+) -> Result<Attempt, Error> {
     let api: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
     let now = Timestamp::now();
     let duration_seconds = config.timings.lease_duration_seconds();
@@ -231,8 +243,8 @@ pub async fn try_acquire(
                 }),
             };
             match api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(error) if is_conflict(&error) => Ok(false),
+                Ok(_) => Ok(Attempt::Held),
+                Err(error) if is_conflict(&error) => Ok(Attempt::Conflict),
                 Err(error) => Err(lease_error("creating", config)(error)),
             }
         }
@@ -241,7 +253,7 @@ pub async fn try_acquire(
             let version = lease.metadata.resource_version.clone().unwrap_or_default();
             let since = observation.unchanged_since(&version, seen_at);
             if !may_hold(lease.spec.as_ref(), &config.identity, since, seen_at) {
-                return Ok(false);
+                return Ok(Attempt::HeldByAnother);
             }
             let mut spec = lease.spec.take().unwrap_or_default();
             if spec.holder_identity.as_deref() != Some(config.identity.as_str()) {
@@ -257,8 +269,8 @@ pub async fn try_acquire(
                 .replace(&config.name, &PostParams::default(), &lease)
                 .await
             {
-                Ok(_) => Ok(true),
-                Err(error) if is_conflict(&error) => Ok(false),
+                Ok(_) => Ok(Attempt::Held),
+                Err(error) if is_conflict(&error) => Ok(Attempt::Conflict),
                 Err(error) => Err(lease_error("renewing", config)(error)),
             }
         }
@@ -274,8 +286,8 @@ pub async fn acquire(client: &Client, config: &LeaderConfig) -> Instant {
         let started = Instant::now();
         let attempt = try_acquire(client, config, &mut observation);
         match tokio::time::timeout(config.timings.renew_deadline, attempt).await {
-            Ok(Ok(true)) => return started,
-            Ok(Ok(false)) => {}
+            Ok(Ok(Attempt::Held)) => return started,
+            Ok(Ok(Attempt::HeldByAnother | Attempt::Conflict)) => {}
             Ok(Err(error)) => tracing::warn!(error = %error.chain(), "leader election"),
             Err(_) => tracing::warn!(
                 deadline = ?config.timings.renew_deadline,
@@ -289,7 +301,8 @@ pub async fn acquire(client: &Client, config: &LeaderConfig) -> Instant {
 /// Renews the Lease every retry period until it is lost, and returns why; `acquired` is what
 /// [`acquire`] returned.
 ///
-/// The Lease is lost when a renewal finds it held by another replica, or when no renewal has
+/// The Lease is lost when a renewal finds it held by another replica (a write refused with a
+/// conflict is retried: it may be any other write to the Lease), or when no renewal has
 /// succeeded by the [`renewal_deadline`] of the last successful one. That deadline bounds every
 /// request too: a renewal that hangs (a half-open connection) is abandoned when it passes, so this
 /// returns by then whatever the API does — before the Lease can expire for a follower.
@@ -306,8 +319,10 @@ pub async fn hold(client: &Client, config: &LeaderConfig, acquired: Instant) -> 
         let started = Instant::now();
         let attempt = try_acquire(client, config, &mut observation);
         match tokio::time::timeout_at(deadline, attempt).await {
-            Ok(Ok(true)) => deadline = renewal_deadline(started, &config.timings),
-            Ok(Ok(false)) => return LeaseLost::TakenOver,
+            Ok(Ok(Attempt::Held)) => deadline = renewal_deadline(started, &config.timings),
+            Ok(Ok(Attempt::HeldByAnother)) => return LeaseLost::TakenOver,
+            // Retried: if another replica did take the Lease, the next read says so.
+            Ok(Ok(Attempt::Conflict)) => tracing::warn!("renewing the lease: conflict, retrying"),
             Ok(Err(error)) => tracing::warn!(error = %error.chain(), "renewing the lease failed"),
             Err(_) => return LeaseLost::NotRenewedInTime,
         }
