@@ -14,6 +14,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube_sim::controllers::{Controllers, ControllersConfig, ImageMapping, PostgresSource};
+use kumiko_operator::controller::leader::LeaseTimings;
 use kumiko_operator::controller::metrics::Metrics;
 use kumiko_operator::controller::roles_backend::PostgresRoles;
 use kumiko_operator::controller::run::{RunSettings, init_logging, run_with};
@@ -286,6 +287,7 @@ impl TestCluster {
             identity: identity.to_owned(),
             concurrency: 4,
             leader_election,
+            lease_timings: LeaseTimings::default(),
         };
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(run_with(

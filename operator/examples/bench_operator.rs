@@ -7,7 +7,13 @@
 //! operator writes per app, writes during one steady-state resync of every app (goal 0), and the
 //! operator's peak RSS.
 //!
-//! Usage: `cargo run -p kumiko-operator --example bench_operator -- [APPS]` (default 100).
+//! With `--large-secrets N`, N Secrets of 512 KiB (Helm release Secrets are up to 1 MiB) are
+//! created in namespaces of their own before the operator starts: the operator watches every
+//! Secret in the cluster, and its peak RSS shows whether it holds their data (issue 12, defect 5:
+//! the goal is < 64 MiB with 2,000 of them).
+//!
+//! Usage: `cargo run -p kumiko-operator --example bench_operator -- [APPS] [--large-secrets N]`
+//! (default 100 apps, no large Secrets).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -167,6 +173,50 @@ async fn all_ready(client: Client, wanted: usize) {
 /// How many creates the driver keeps in flight.
 const CONCURRENT_CREATES: usize = 16;
 
+/// The size of each `--large-secrets` Secret's data.
+const LARGE_SECRET_BYTES: usize = 512 * 1024;
+
+/// Large Secrets per namespace of their own.
+const LARGE_SECRETS_PER_NAMESPACE: usize = 100;
+
+/// `count` Secrets of [`LARGE_SECRET_BYTES`] shaped like Helm release Secrets, in namespaces
+/// `other-<n>` that hold no app.
+async fn create_large_secrets(client: &Client, count: usize) {
+    let namespaces = count.div_ceil(LARGE_SECRETS_PER_NAMESPACE);
+    for n in 0..namespaces {
+        let mut namespace = Namespace::default();
+        namespace.metadata.name = Some(format!("other-{n}"));
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+    }
+    futures::stream::iter(0..count)
+        .for_each_concurrent(CONCURRENT_CREATES, |i| {
+            let client = client.clone();
+            async move {
+                let release: Vec<u8> = (0..LARGE_SECRET_BYTES)
+                    .map(|byte| (byte.wrapping_mul(31).wrapping_add(i) % 251) as u8)
+                    .collect();
+                let mut secret = Secret {
+                    type_: Some("helm.sh/release.v1".to_owned()),
+                    data: Some(BTreeMap::from([(
+                        "release".to_owned(),
+                        ByteString(release),
+                    )])),
+                    ..Secret::default()
+                };
+                secret.metadata.name = Some(format!("sh.helm.release.v1.release-{i}.v1"));
+                let ns = format!("other-{}", i / LARGE_SECRETS_PER_NAMESPACE);
+                Api::<Secret>::namespaced(client, &ns)
+                    .create(&PostParams::default(), &secret)
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+}
+
 /// A namespace with the Secret that names the external database.
 async fn create_environment(client: &Client, ns: &str) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -246,10 +296,13 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() {
-    let apps_wanted: usize = std::env::args()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(100);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let large_secrets: usize = args
+        .iter()
+        .position(|arg| arg == "--large-secrets")
+        .and_then(|at| args.get(at + 1)?.parse().ok())
+        .unwrap_or(0);
+    let apps_wanted: usize = args.first().and_then(|n| n.parse().ok()).unwrap_or(100);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     let server = kube_sim::Server::start(kube_sim::Config {
@@ -267,6 +320,11 @@ async fn main() {
     crds.create(&PostParams::default(), &Cluster::crd())
         .await
         .unwrap();
+
+    // Before the operator starts: its first list of Secrets holds them all.
+    let secrets_started = Instant::now();
+    create_large_secrets(&client, large_secrets).await;
+    let secrets_created = secrets_started.elapsed();
 
     let port = kumiko_testkit::free_port().unwrap();
     let mut operator = std::process::Command::new(operator_binary())
@@ -362,6 +420,14 @@ async fn main() {
     server.shutdown().await;
 
     println!("apps:                              {apps_wanted}");
+    if large_secrets > 0 {
+        println!(
+            "other Secrets:                     {large_secrets} of {} KiB in other namespaces, \
+             created before the operator started (in {:.1} s)",
+            LARGE_SECRET_BYTES / 1024,
+            secrets_created.as_secs_f64()
+        );
+    }
     println!(
         "apps created in:                   {:.2} s ({CONCURRENT_CREATES} creates in flight)",
         created.as_secs_f64()

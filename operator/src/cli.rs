@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -52,6 +53,30 @@ pub struct RunArgs {
     /// Reconcile without campaigning for the Lease (only for a single replica).
     #[arg(long)]
     pub no_leader_election: bool,
+
+    /// Seconds a Lease stays valid without a renewal; a follower takes over after that (whole
+    /// seconds).
+    #[arg(long, env = "KUMIKO_LEASE_DURATION", default_value = "15", value_parser = seconds)]
+    pub lease_duration: Duration,
+
+    /// Seconds the leader may go without renewing before it stops reconciling; shorter than
+    /// --lease-duration, so that it has stopped before a follower may take over.
+    #[arg(long, env = "KUMIKO_LEASE_RENEW_DEADLINE", default_value = "10", value_parser = seconds)]
+    pub lease_renew_deadline: Duration,
+
+    /// Seconds between the leader's renewals and a follower's attempts; shorter than
+    /// --lease-renew-deadline.
+    #[arg(long, env = "KUMIKO_LEASE_RETRY_PERIOD", default_value = "2", value_parser = seconds)]
+    pub lease_retry_period: Duration,
+}
+
+/// A duration given in seconds, decimals allowed (`2`, `0.5`).
+fn seconds(text: &str) -> Result<Duration, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds (e.g. 2 or 0.5)"))?;
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("`{text}` is not a number of seconds from 0 up (e.g. 2 or 0.5)"))
 }
 
 /// Arguments of `render`.
@@ -105,6 +130,11 @@ fn run(args: RunArgs) -> Result<(), crate::Error> {
         identity,
         concurrency: args.concurrency.max(1),
         leader_election: !args.no_leader_election,
+        lease_timings: crate::controller::leader::LeaseTimings {
+            lease_duration: args.lease_duration,
+            renew_deadline: args.lease_renew_deadline,
+            retry_period: args.lease_retry_period,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -13,6 +13,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kumiko_crds::KumikoApp;
+use kumiko_operator::controller::leader::LeaseTimings;
 use kumiko_operator::controller::metrics::Metrics;
 use kumiko_operator::controller::roles_backend::PostgresRoles;
 use kumiko_operator::controller::run::{RunSettings, run_with};
@@ -52,6 +53,7 @@ async fn a_dedicated_cluster_without_cnpg_installed_is_reported_naming_what_to_i
             identity: "operator".to_owned(),
             concurrency: 4,
             leader_election: false,
+            lease_timings: LeaseTimings::default(),
         },
         Arc::new(PostgresRoles),
         metrics,

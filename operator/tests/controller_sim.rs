@@ -21,6 +21,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
 use kumiko_crds::{KumikoApp, condition, names};
 use kumiko_operator::cnpg::Cluster;
+use kumiko_operator::controller::leader::LeaseTimings;
 use kumiko_operator::controller::metrics::Metrics;
 use kumiko_operator::controller::roles_backend::PostgresRoles;
 use kumiko_operator::controller::run::{RunSettings, run_with};
@@ -47,6 +48,7 @@ fn spawn_operator(client: &Client, identity: &str) -> Operator {
         identity: identity.to_owned(),
         concurrency: 4,
         leader_election: true,
+        lease_timings: LeaseTimings::default(),
     };
     let handle = tokio::spawn(run_with(
         client.clone(),
@@ -1026,4 +1028,102 @@ async fn a_deleted_child_is_restored_at_once_not_at_the_next_resync() {
         before.spec.unwrap().selector
     );
     stop(harness).await;
+}
+
+/// One request the operator sent: method, path and query, and its `Accept` header.
+type Recorded = (String, String, String);
+
+/// Defect 5 of issue 12: the operator learns that a Secret it reads changed from a cluster-wide
+/// watch, which must carry metadata only — a full watch would hold every Secret's data in the
+/// cluster (Helm release Secrets up to 1 MiB each). Metadata-only list and watch are asked for
+/// with `Accept: application/json;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1` (the API
+/// server's `meta.k8s.io/v1` PartialObjectMetadata, as client-go's `metadata` client uses it);
+/// kube-sim answers those with metadata only, as the API server does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cluster_wide_secret_list_and_watch_asks_for_metadata_only() {
+    use tower::util::MapRequestLayer;
+    kumiko_operator::controller::run::init_logging();
+    let server = kube_sim::Server::start(kube_sim::Config {
+        preload_cnpg: false,
+        ..kube_sim::Config::default()
+    })
+    .await
+    .unwrap();
+    let config = server.client_config().unwrap();
+    let client = Client::try_from(config.clone()).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &KumikoApp::crd())
+        .await
+        .unwrap();
+    crds.create(&PostParams::default(), &Cluster::crd())
+        .await
+        .unwrap();
+    let requests: Arc<std::sync::Mutex<Vec<Recorded>>> = Arc::default();
+    let record = requests.clone();
+    let recording = MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
+        let accept = request
+            .headers()
+            .get(http::header::ACCEPT)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let target = request
+            .uri()
+            .path_and_query()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        record
+            .lock()
+            .unwrap()
+            .push((request.method().to_string(), target, accept));
+        request
+    });
+    let operator_client = kube::client::ClientBuilder::try_from(config)
+        .unwrap()
+        .with_layer(&recording)
+        .build();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let settings = RunSettings {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        lease_name: "kumiko-operator".to_owned(),
+        lease_namespace: "default".to_owned(),
+        identity: "operator-a".to_owned(),
+        concurrency: 4,
+        leader_election: false,
+        lease_timings: LeaseTimings::default(),
+    };
+    let operator = tokio::spawn(run_with(
+        operator_client,
+        settings,
+        Arc::new(PostgresRoles),
+        Arc::new(Metrics::new()),
+        stop_rx,
+    ));
+    let is_all_secrets = |target: &str| target.split('?').next() == Some("/api/v1/secrets");
+    eventually("a cluster-wide watch of Secrets", || async {
+        requests
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, target, _)| is_all_secrets(target) && target.contains("watch=true"))
+            .then_some(())
+    })
+    .await;
+    let full: Vec<Recorded> = requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, target, accept)| {
+            is_all_secrets(target) && !accept.contains("as=PartialObjectMetadata")
+        })
+        .cloned()
+        .collect();
+    assert!(
+        full.is_empty(),
+        "cluster-wide Secret requests for whole objects: {full:?}"
+    );
+    stop_tx.send(true).unwrap();
+    let result = tokio::time::timeout(WAIT, operator).await.unwrap().unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    server.shutdown().await;
 }

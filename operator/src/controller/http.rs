@@ -54,25 +54,28 @@ pub fn router(probes: Probes) -> Router {
         .with_state(probes)
 }
 
-/// Binds `addr` (fails at once if it cannot) and serves until `shutdown` completes.
+/// Binds `addr` (fails at once if it cannot), and returns the address bound (with port 0, the
+/// one the system chose) and the server, which serves until `shutdown` completes.
 pub async fn serve(
     addr: SocketAddr,
     probes: Probes,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<impl Future<Output = Result<(), Error>>, Error> {
+) -> Result<(SocketAddr, impl Future<Output = Result<(), Error>>), Error> {
+    let bind_error = |source| Error::Http {
+        addr: addr.to_string(),
+        source,
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| Error::Http {
-            addr: addr.to_string(),
-            source,
-        })?;
-    Ok(async move {
+        .map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((bound, async move {
         axum::serve(listener, router(probes))
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|source| Error::Http {
-                addr: addr.to_string(),
+                addr: bound.to_string(),
                 source,
             })
-    })
+    }))
 }

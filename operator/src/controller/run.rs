@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::Api;
+use kube::api::{Api, PartialObjectMeta};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Config, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -30,7 +30,7 @@ use super::api_requests;
 use super::applied::{self, AppliedHashes};
 use super::credentials::RolesBackend;
 use super::http::{self, Probes};
-use super::leader::{self, LeaderConfig};
+use super::leader::{self, LeaderConfig, LeaseTimings};
 use super::metrics::Metrics;
 use super::reconcile::{error_policy, reconcile};
 use super::roles_backend::PostgresRoles;
@@ -53,6 +53,8 @@ pub struct RunSettings {
     pub concurrency: u16,
     /// Campaign for the Lease (off only for a single replica in tests).
     pub leader_election: bool,
+    /// The Lease's duration, renew deadline and retry period.
+    pub lease_timings: LeaseTimings,
 }
 
 /// Sets up JSON logs filtered by `RUST_LOG` (default `info`). Safe to call twice.
@@ -118,22 +120,23 @@ pub async fn run_with(
         metrics: metrics.clone(),
         ready: ready.clone(),
     };
-    let server = http::serve(settings.http_addr, probes, stopped(stop.clone())).await?;
-    let server = tokio::spawn(server);
-    tracing::info!(addr = %settings.http_addr, "serving /metrics, /healthz, /readyz");
-
     let lease = LeaderConfig {
         namespace: settings.lease_namespace.clone(),
         name: settings.lease_name.clone(),
         identity: settings.identity.clone(),
-        lease_duration: Duration::from_secs(15),
-        renew_every: Duration::from_secs(2),
+        timings: settings.lease_timings.checked()?,
     };
+    let (bound, server) = http::serve(settings.http_addr, probes, stopped(stop.clone())).await?;
+    let server = tokio::spawn(server);
+    // The address bound, not the one asked for: `127.0.0.1:0` becomes a real port.
+    tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz");
+
     ready.store(true, Ordering::SeqCst);
+    let mut acquired = tokio::time::Instant::now();
     if settings.leader_election {
         tracing::info!(lease = %lease.name, identity = %lease.identity, "waiting for the lease");
         tokio::select! {
-            () = leader::acquire(&client, &lease) => {}
+            started = leader::acquire(&client, &lease) => acquired = started,
             () = stopped(stop.clone()) => {
                 let _ = server.await;
                 return Ok(());
@@ -143,18 +146,24 @@ pub async fn run_with(
         metrics.set_leader(true);
     }
 
+    // Losing the Lease drops the controller future here, and with it every reconcile in flight:
+    // kube-runtime runs each in a task behind a `CancelableJoinHandle`, which aborts it when dropped
+    // (kube-runtime 5, `controller/mod.rs` `Controller::run`, `utils/mod.rs`).
     let result = tokio::select! {
         () = controller(client.clone(), &settings, metrics.clone(), roles, stop.clone()) => Ok(()),
-        () = async {
+        lost = async {
             if settings.leader_election {
-                leader::hold(&client, &lease).await;
+                leader::hold(&client, &lease, acquired).await
             } else {
-                std::future::pending::<()>().await;
+                std::future::pending().await
             }
-        } => Err(Error::Leader(format!(
-            "lost Lease {}/{}: stopping so that exactly one replica reconciles",
-            lease.namespace, lease.name
-        ))),
+        } => {
+            tracing::error!(identity = %lease.identity, reason = %lost, "stopped leading");
+            Err(Error::Leader(format!(
+                "lost Lease {}/{} ({lost}): stopping so that exactly one replica reconciles",
+                lease.namespace, lease.name
+            )))
+        }
     };
     metrics.set_leader(false);
     if settings.leader_election && result.is_ok() {
@@ -184,7 +193,7 @@ fn app_reads_secret(app: &KumikoApp, secret: &str) -> bool {
 
 fn apps_reading(
     store: &Store<DeserializeGuard<KumikoApp>>,
-    secret: &Secret,
+    secret: &PartialObjectMeta<Secret>,
 ) -> Vec<ObjectRef<DeserializeGuard<KumikoApp>>> {
     let namespace = secret.namespace();
     let name = secret.name_any();
@@ -271,8 +280,10 @@ async fn controller(
         .watches(Api::<Cluster>::all(client.clone()), owned, |cluster| {
             applied::owning_app(&cluster)
         })
+        // Metadata only: that a Secret changed is all a trigger needs (observe reads the few it
+        // uses), and a full watch of every Secret in the cluster would hold all their data.
         .watches(
-            Api::<Secret>::all(client),
+            Api::<PartialObjectMeta<Secret>>::all(client),
             watcher::Config::default(),
             move |secret| apps_reading(&mapper_store, &secret),
         )
