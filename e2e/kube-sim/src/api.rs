@@ -67,13 +67,83 @@ async fn authenticate(
         .authenticate(token, |namespace, name| {
             cluster.service_account_uid(namespace, name)
         });
-    match user {
-        Some(user) => {
-            request.headers_mut().remove(header::AUTHORIZATION);
-            request.extensions_mut().insert(user);
-            next.run(request).await
+    let Some(user) = user else {
+        return error_response(&ApiError::unauthorized());
+    };
+    let as_user = request
+        .headers()
+        .get("impersonate-user")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let as_groups: Vec<String> = request
+        .headers()
+        .get_all("impersonate-group")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .map(str::to_owned)
+        .collect();
+    let user = match crate::authz::impersonate(&cluster, user, as_user.as_deref(), &as_groups) {
+        Ok(user) => user,
+        Err(error) => return error_response(&error),
+    };
+    let headers = request.headers_mut();
+    headers.remove(header::AUTHORIZATION);
+    headers.remove("impersonate-user");
+    headers.remove("impersonate-group");
+    request.extensions_mut().insert(user);
+    next.run(request).await
+}
+
+/// The authorizer's attributes of a resource request, and whether it may create its object (a
+/// server-side apply of an object that does not exist needs `create` too).
+fn resource_request(
+    cl: &Cluster,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    t: &Target,
+) -> Vec<crate::rbac::Request> {
+    let q = query_map(uri);
+    let watch = t.legacy_watch || parse_bool(&q, "watch");
+    let verb = crate::authz::resource_verb(method.as_str(), t.name.is_some(), watch);
+    let request = |verb: &str| crate::rbac::Request::Resource {
+        verb: verb.to_owned(),
+        group: t.group.clone(),
+        resource: t.plural.clone(),
+        subresource: t.subresource.clone(),
+        namespace: t.namespace.clone(),
+        name: t.name.clone(),
+    };
+    let mut requests = vec![request(verb)];
+    let is_apply = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/apply-patch"));
+    if verb == "patch"
+        && is_apply
+        && t.subresource.is_none()
+        && let (Some(rt), Some(name)) = (
+            cl.resource_type(&t.group, &t.version, &t.plural),
+            t.name.as_deref(),
+        )
+        && cl
+            .get(&rt, t.namespace.as_deref().unwrap_or_default(), name)
+            .is_err()
+    {
+        requests.push(request("create"));
+    }
+    requests
+}
+
+/// Whether `route` is an access review (`authorization.k8s.io/v1` self/subject access reviews),
+/// and which kind.
+fn access_review_kind(t: &Target) -> Option<&'static str> {
+    match (t.group.as_str(), t.plural.as_str(), t.name.as_deref()) {
+        ("authorization.k8s.io", "selfsubjectaccessreviews", None) => {
+            Some("SelfSubjectAccessReview")
         }
-        None => error_response(&ApiError::unauthorized()),
+        ("authorization.k8s.io", "subjectaccessreviews", None) => Some("SubjectAccessReview"),
+        _ => None,
     }
 }
 
@@ -410,15 +480,64 @@ fn verb_of(method: &Method, t: &Target, q: &HashMap<String, String>) -> &'static
 
 async fn handle(
     State(app): State<AppState>,
+    axum::Extension(user): axum::Extension<crate::rbac::UserInfo>,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    mut headers: HeaderMap,
+    mut body: Bytes,
 ) -> Response {
     let cl = &app.cluster;
+    let protobuf = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with(crate::protobuf::CONTENT_TYPE));
+    if protobuf && !body.is_empty() {
+        match crate::protobuf::decode(&body) {
+            Ok(object) => {
+                body = Bytes::from(object.to_string());
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+            }
+            Err(error) => return error_response(&error),
+        }
+    }
     let Some(route) = route(cl, uri.path()) else {
+        let request = crate::authz::non_resource(method.as_str(), uri.path());
+        if let Err(error) = crate::authz::check(cl, &user, &request) {
+            return error_response(&error);
+        }
         return error_response(&ApiError::path_not_found(uri.path()));
     };
+    let requests = match &route {
+        Route::Resource(t) => resource_request(cl, &method, &uri, &headers, t),
+        _ => vec![crate::authz::non_resource(method.as_str(), uri.path())],
+    };
+    for request in &requests {
+        if let Err(error) = crate::authz::check(cl, &user, request) {
+            return error_response(&error);
+        }
+    }
+    if let Route::Resource(t) = &route
+        && let Some(kind) = access_review_kind(t)
+    {
+        if method != Method::POST {
+            return error_response(&ApiError::method_not_allowed(
+                method.as_str(),
+                &t.group,
+                &t.plural,
+            ));
+        }
+        let review: Value = match serde_json::from_slice(&body) {
+            Ok(review) => review,
+            Err(error) => return error_response(&ApiError::bad_request(error.to_string())),
+        };
+        return match crate::authz::access_review(cl, &user, kind, &review) {
+            Ok(answer) => json_response(201, &answer, &[]),
+            Err(error) => error_response(&error),
+        };
+    }
     let get_only = |v: Value| {
         if method == Method::GET {
             json_response(200, &v, &[])

@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod api;
 pub mod authn;
+pub mod authz;
 pub mod builtin;
 pub mod cluster;
 pub mod connect;
@@ -23,6 +24,7 @@ pub mod managed;
 pub mod meta;
 pub mod names;
 pub mod patch;
+pub mod protobuf;
 pub mod rbac;
 pub mod registry;
 pub mod selectors;

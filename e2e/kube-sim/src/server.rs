@@ -219,6 +219,20 @@ fn preload(cluster: &Arc<Cluster>, cnpg: bool) -> Result<(), SimError> {
                 })?;
         }
     }
+    for (plural, object) in crate::authz::bootstrap_policy() {
+        if let Some(rt) = registry.get("rbac.authorization.k8s.io", "v1", plural) {
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            cluster
+                .create(rt, "", object, &opts)
+                .map_err(|source| SimError::Preload {
+                    what: format!("the bootstrap {plural} {name}"),
+                    source,
+                })?;
+        }
+    }
     if cnpg
         && let Some(crd_rt) =
             registry.get("apiextensions.k8s.io", "v1", "customresourcedefinitions")

@@ -59,7 +59,7 @@ pub fn group_resource(group: &str, resource: &str) -> String {
 }
 
 impl ApiError {
-    fn new(code: u16, reason: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: u16, reason: &str, message: impl Into<String>) -> Self {
         ApiError {
             code,
             reason: reason.to_string(),
@@ -180,6 +180,26 @@ impl ApiError {
             ),
         )
         .with_details(group, resource, name)
+    }
+
+    /// 403 `Forbidden` for a request the authorizer denied, worded as `apierrors.NewForbidden`:
+    /// `secrets "x" is forbidden: <detail>`, `secrets is forbidden: <detail>` without a name,
+    /// `forbidden: <detail>` for a non-resource path.
+    pub fn forbidden_request(
+        group: &str,
+        resource: &str,
+        name: Option<&str>,
+        detail: &str,
+    ) -> Self {
+        let message = match (resource.is_empty(), name) {
+            (true, _) => format!("forbidden: {detail}"),
+            (false, Some(name)) => format!(
+                "{} \"{name}\" is forbidden: {detail}",
+                group_resource(group, resource)
+            ),
+            (false, None) => format!("{} is forbidden: {detail}", group_resource(group, resource)),
+        };
+        Self::new(403, "Forbidden", message).with_details(group, resource, name.unwrap_or_default())
     }
 
     /// 401 `Unauthorized`: no credentials, or ones the server does not know.

@@ -34,6 +34,9 @@ pub(crate) fn name_rule(rt: &ResourceType) -> NameRule {
         ("", "Namespace") => NameRule::Label,
         ("", "Service") => NameRule::Dns1035,
         ("", "Event") | ("events.k8s.io", "Event") => NameRule::Subdomain,
+        // pkg/apis/rbac/validation: ValidateRBACName is path.IsValidPathSegmentName
+        // (`system:discovery` is a valid ClusterRole name).
+        ("rbac.authorization.k8s.io", _) => NameRule::PathSegment,
         _ => NameRule::Subdomain,
     }
 }

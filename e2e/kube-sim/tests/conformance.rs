@@ -2194,11 +2194,12 @@ async fn requests_without_a_known_bearer_token_are_unauthorized() {
     assert!(untrusting.list(&ListParams::default()).await.is_err());
 }
 
-/// "Authenticating", service account tokens: a token issued for a ServiceAccount identifies
-/// `system:serviceaccount:<namespace>:<name>`, and, like a bound token, stops working when the
-/// ServiceAccount is deleted.
+/// "Authenticating", service account tokens, and "Using RBAC Authorization": a token issued for
+/// a ServiceAccount identifies `system:serviceaccount:<namespace>:<name>`; what it may do is what
+/// RBAC grants it (403 otherwise, worded as kube-apiserver words it); like a bound token it stops
+/// working when the ServiceAccount is deleted.
 #[tokio::test]
-async fn a_service_account_token_works_until_its_account_is_deleted() {
+async fn a_service_account_may_do_what_rbac_grants_until_its_account_is_deleted() {
     let (server, client) = start().await;
     let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
         Api::default_namespaced(client.clone());
@@ -2218,8 +2219,82 @@ async fn a_service_account_token_works_until_its_account_is_deleted() {
         http::header::AUTHORIZATION,
         http::HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
     )];
-    let robot: Api<ConfigMap> = Api::default_namespaced(Client::try_from(config).unwrap());
+    let robot_client = Client::try_from(config).unwrap();
+    let robot: Api<ConfigMap> = Api::default_namespaced(robot_client.clone());
+    let denied = api_error(robot.list(&ListParams::default()).await.unwrap_err());
+    assert_eq!(denied.code, 403);
+    assert_eq!(denied.reason, "Forbidden");
+    assert_eq!(
+        denied.message,
+        "configmaps is forbidden: User \"system:serviceaccount:default:robot\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"default\""
+    );
+
+    // A Role and a RoleBinding in default: reading ConfigMaps there, nothing else.
+    let rbac_api = |plural: &str| {
+        Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            "default",
+            &ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk(
+                    "rbac.authorization.k8s.io",
+                    "v1",
+                    if plural == "roles" {
+                        "Role"
+                    } else {
+                        "RoleBinding"
+                    },
+                ),
+                plural,
+            ),
+        )
+    };
+    rbac_api("roles")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "reader"}, "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]})).unwrap(),
+        )
+        .await
+        .unwrap();
+    rbac_api("rolebindings")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "reader"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"}, "subjects": [{"kind": "ServiceAccount", "name": "robot", "namespace": "default"}]})).unwrap(),
+        )
+        .await
+        .unwrap();
     robot.list(&ListParams::default()).await.unwrap();
+    let created = api_error(
+        robot
+            .create(&PostParams::default(), &cm("x", &[]))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(created.code, 403);
+    let elsewhere: Api<ConfigMap> = Api::namespaced(robot_client.clone(), "kube-system");
+    assert_eq!(
+        api_error(elsewhere.list(&ListParams::default()).await.unwrap_err()).code,
+        403
+    );
+
+    // SelfSubjectAccessReview, as `kubectl auth can-i` asks it (every authenticated user may).
+    let can_i = |verb: &str| {
+        let robot_client = robot_client.clone();
+        let verb = verb.to_owned();
+        async move {
+            let (code, _, review) = send_raw(
+                &robot_client,
+                "POST",
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                "application/json",
+                json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": {"resourceAttributes": {"namespace": "default", "verb": verb, "resource": "configmaps"}}}).to_string(),
+            )
+            .await;
+            assert_eq!(code, 201, "{review}");
+            review["status"]["allowed"].as_bool().unwrap()
+        }
+    };
+    assert!(can_i("list").await);
+    assert!(!can_i("delete").await);
 
     accounts
         .delete("robot", &DeleteParams::default())

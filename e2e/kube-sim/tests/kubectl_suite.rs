@@ -117,8 +117,8 @@ async fn kubectl_applies_crd_and_example_server_side_and_shows_printer_columns()
             "--timeout=30s",
         ])
         .await;
-    // The namespace by server-side apply: `kubectl create` sends protobuf, which kube-sim
-    // answers with 415 (it speaks JSON and YAML only).
+    // The namespace by server-side apply (`kubectl create namespace` works too: see
+    // kubectl_auth_can_i_answers_from_the_charts_rules).
     let namespace = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(
         namespace.path(),
@@ -355,5 +355,123 @@ spec:
         ])
         .await;
     tokio::time::sleep(Duration::from_millis(10)).await;
+    sim.stop().await;
+}
+
+/// The rendered RBAC objects of the chart (ServiceAccount, roles and bindings), as one YAML stream.
+fn chart_rbac(namespace: &str) -> String {
+    let helm = repository().join(".tools/bin/helm");
+    let helm = if helm.is_file() {
+        helm
+    } else {
+        PathBuf::from("helm")
+    };
+    let output = std::process::Command::new(&helm)
+        .args([
+            "template",
+            "kumiko-operator",
+            &repository()
+                .join("charts/kumiko-operator")
+                .display()
+                .to_string(),
+            "--namespace",
+            namespace,
+        ])
+        .output()
+        .expect("helm is installed (make deps)");
+    assert!(
+        output.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rendered = String::from_utf8(output.stdout).expect("UTF-8");
+    rendered
+        .split("\n---")
+        .filter(|document| {
+            [
+                "kind: ServiceAccount",
+                "kind: ClusterRole\n",
+                "kind: ClusterRoleBinding",
+                "kind: Role\n",
+                "kind: RoleBinding",
+            ]
+            .iter()
+            .any(|kind| document.contains(kind))
+        })
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+/// "Using RBAC Authorization" and `kubectl auth can-i`: with the chart's RBAC applied, the
+/// operator's ServiceAccount may do what the chart grants and nothing else, asked with
+/// impersonation (`--as`) through a SelfSubjectAccessReview.
+#[tokio::test]
+async fn kubectl_auth_can_i_answers_from_the_charts_rules() {
+    let sim = Sim::start(ControllersConfig::default()).await;
+    let kubectl = Kubectl::new(&sim);
+    let namespace = "kumiko-system";
+    let rbac = tempfile::NamedTempFile::new().expect("temp file");
+    // `kubectl create` sends protobuf, which kube-sim reads for the kinds it creates.
+    kubectl.ok(&["create", "namespace", namespace]).await;
+    std::fs::write(rbac.path(), chart_rbac(namespace)).expect("RBAC written");
+    kubectl
+        .ok(&[
+            "apply",
+            "--server-side",
+            "-f",
+            &rbac.path().display().to_string(),
+        ])
+        .await;
+    let crd = repository_file("crds/kumikoapp.yaml");
+    kubectl
+        .ok(&["apply", "--server-side", "-f", &crd.display().to_string()])
+        .await;
+    let operator = format!("--as=system:serviceaccount:{namespace}:kumiko-operator");
+    let kubectl = &kubectl;
+    let can_i = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = kubectl.run(&args).await;
+        let answer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        assert!(
+            answer == "yes" || answer == "no",
+            "kubectl {}: {answer}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        answer == "yes"
+    };
+    let ask = |what: &[&str]| {
+        let mut args = vec!["auth".to_owned(), "can-i".to_owned()];
+        args.extend(what.iter().map(|part| (*part).to_owned()));
+        args.push(operator.clone());
+        args
+    };
+    assert!(can_i(ask(&["list", "secrets", "-A"])).await);
+    assert!(
+        can_i(ask(&[
+            "patch",
+            "kumikoapps.kumiko.so",
+            "--subresource=status",
+            "-n",
+            "shop"
+        ]))
+        .await
+    );
+    assert!(can_i(ask(&["update", "leases/kumiko-operator", "-n", namespace])).await);
+    assert!(
+        !can_i(ask(&["update", "leases/another", "-n", namespace])).await,
+        "only the operator's own Lease"
+    );
+    assert!(
+        !can_i(ask(&[
+            "delete",
+            "clusters.postgresql.cnpg.io",
+            "-n",
+            "shop"
+        ]))
+        .await,
+        "the operator may not delete a CNPG Cluster"
+    );
+    assert!(!can_i(ask(&["create", "clusterroles"])).await);
     sim.stop().await;
 }

@@ -142,6 +142,15 @@ pub async fn intercept(
     let Some(target) = parse_path(request.uri().path()) else {
         return next.run(request).await;
     };
+    if let Some(user) = request.extensions().get::<crate::rbac::UserInfo>()
+        && let Err(error) = crate::authz::check(
+            &cluster,
+            user,
+            &authorization_request(&target, request.method().as_str()),
+        )
+    {
+        return status_response(&error);
+    }
     match target {
         ConnectTarget::PodProxy {
             namespace,
@@ -156,6 +165,43 @@ pub async fn intercept(
         ConnectTarget::PortForward { namespace, pod } => {
             portforward::serve(&cluster, &namespace, &pod, request)
         }
+    }
+}
+
+/// The authorizer's attributes of a connect request: the proxies take the verb of the HTTP method
+/// (`get`, `create`, ...); a portforward is `create` whatever the method (its WebSocket upgrade
+/// is a GET, authorized as `create` since Kubernetes 1.30).
+pub fn authorization_request(target: &ConnectTarget, method: &str) -> crate::rbac::Request {
+    let (resource, subresource, namespace, name, verb) = match target {
+        ConnectTarget::PodProxy {
+            namespace, target, ..
+        } => (
+            "pods",
+            "proxy",
+            namespace,
+            &target.name,
+            crate::authz::resource_verb(method, true, false),
+        ),
+        ConnectTarget::ServiceProxy {
+            namespace, target, ..
+        } => (
+            "services",
+            "proxy",
+            namespace,
+            &target.name,
+            crate::authz::resource_verb(method, true, false),
+        ),
+        ConnectTarget::PortForward { namespace, pod } => {
+            ("pods", "portforward", namespace, pod, "create")
+        }
+    };
+    crate::rbac::Request::Resource {
+        verb: verb.to_owned(),
+        group: String::new(),
+        resource: resource.to_owned(),
+        subresource: Some(subresource.to_owned()),
+        namespace: Some(namespace.clone()),
+        name: Some(name.clone()),
     }
 }
 
