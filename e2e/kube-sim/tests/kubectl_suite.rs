@@ -447,6 +447,41 @@ async fn kubectl_auth_can_i_answers_from_the_charts_rules() {
         args
     };
     assert!(can_i(ask(&["list", "secrets", "-A"])).await);
+    // Every call the operator makes (see the chart's ClusterRole), and nothing it does not.
+    let calls = [
+        ("watch", "kumikoapps.kumiko.so", true),
+        ("patch", "kumikoapps.kumiko.so", true),
+        ("update", "kumikoapps.kumiko.so", false),
+        ("get", "secrets", true),
+        ("patch", "secrets", true),
+        ("create", "secrets", true),
+        ("delete", "secrets", false),
+        ("watch", "services", true),
+        ("delete", "services", false),
+        ("list", "pods", true),
+        ("get", "pods --subresource=log", true),
+        ("delete", "pods", false),
+        ("get", "deployments.apps", true),
+        ("delete", "deployments.apps", true),
+        ("update", "deployments.apps", false),
+        ("create", "jobs.batch", true),
+        ("delete", "jobs.batch", true),
+        ("delete", "poddisruptionbudgets.policy", true),
+        ("get", "clusters.postgresql.cnpg.io", true),
+        ("create", "events.events.k8s.io", true),
+        ("get", "configmaps", false),
+        ("create", "rolebindings.rbac.authorization.k8s.io", false),
+    ];
+    for (verb, resource, expected) in calls {
+        let mut what = vec![verb];
+        what.extend(resource.split(' '));
+        what.extend(["-n", "shop"]);
+        assert_eq!(
+            can_i(ask(&what)).await,
+            expected,
+            "can the operator {verb} {resource}?"
+        );
+    }
     assert!(
         can_i(ask(&[
             "patch",
