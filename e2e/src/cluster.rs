@@ -58,7 +58,11 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The Lease the operator replicas elect a leader on (the chart's `leaseName`).
 pub const OPERATOR_LEASE: &str = "kumiko-operator";
 /// The namespace of the Lease on kube-sim (on an existing cluster: the operator's namespace).
-const SIM_LEASE_NAMESPACE: &str = "default";
+const SIM_LEASE_NAMESPACE: &str = SIM_OPERATOR_NAMESPACE;
+/// On kube-sim: the namespace the chart's ServiceAccount and leader-election Role live in.
+pub const SIM_OPERATOR_NAMESPACE: &str = "kumiko-system";
+/// The operator's ServiceAccount (the chart's default name for release `kumiko-operator`).
+pub const OPERATOR_SERVICE_ACCOUNT: &str = "kumiko-operator";
 
 /// Choices for the cluster of one test.
 #[derive(Debug, Clone, Copy, Default)]
@@ -66,6 +70,9 @@ pub struct ClusterOptions {
     /// On kube-sim: start no operator (the test starts its own with
     /// [`TestCluster::start_operator`]). Ignored on an existing cluster.
     pub no_operator: bool,
+    /// On kube-sim: leave out the chart's ClusterRole rule that grants this resource (to see the
+    /// operator report the 403). Ignored on an existing cluster.
+    pub rbac_without: Option<&'static str>,
 }
 
 /// One operator replica the harness runs in-process.
@@ -90,6 +97,8 @@ pub struct TestCluster {
 
 /// What the harness started for a kube-sim run (dropped in reverse order of start).
 struct LocalCluster {
+    /// The operator's client: the chart's ServiceAccount, under the chart's RBAC.
+    operator_client: Client,
     operators: Vec<OperatorReplica>,
     controllers: Option<Controllers>,
     server: Option<kube_sim::ServerHandle>,
@@ -176,6 +185,8 @@ impl TestCluster {
             .client_config()
             .context("a client configuration for kube-sim")?;
         let client = Client::try_from(config.clone()).context("building a client for kube-sim")?;
+        let operator_client =
+            Self::operator_identity(&client, &server, config.clone(), options.rbac_without).await?;
         let proxy_client = without_retries(config)?;
         let mut cluster = TestCluster {
             client,
@@ -185,6 +196,7 @@ impl TestCluster {
             app_image_v2: Some(SIM_APP_IMAGE_V2.to_owned()),
             broken_migration_image: Some(SIM_BROKEN_MIGRATION_IMAGE.to_owned()),
             local: Some(LocalCluster {
+                operator_client,
                 operators: Vec::new(),
                 controllers: Some(controllers),
                 server: Some(server),
@@ -196,6 +208,50 @@ impl TestCluster {
             cluster.start_operator("kumiko-e2e", false)?;
         }
         Ok(cluster)
+    }
+
+    /// Gives the operator the chart's identity on kube-sim: the release namespace, the chart's
+    /// ServiceAccount, roles and bindings (less the rule for `without`, if given), and a client that
+    /// authenticates with a token of that ServiceAccount.
+    async fn operator_identity(
+        admin: &Client,
+        server: &kube_sim::ServerHandle,
+        mut config: kube::Config,
+        without: Option<&str>,
+    ) -> Result<Client> {
+        let namespaces: Api<Namespace> = Api::all(admin.clone());
+        let mut namespace = Namespace::default();
+        namespace.metadata.name = Some(SIM_OPERATOR_NAMESPACE.to_owned());
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .with_context(|| format!("creating namespace {SIM_OPERATOR_NAMESPACE}"))?;
+        let mut objects = crate::chart::identity_manifests(SIM_OPERATOR_NAMESPACE)?;
+        if let Some(resource) = without {
+            crate::chart::without_rule(&mut objects, resource);
+        }
+        crate::chart::apply(admin, SIM_OPERATOR_NAMESPACE, &objects).await?;
+        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(admin.clone(), SIM_OPERATOR_NAMESPACE);
+        let uid = accounts
+            .get(OPERATOR_SERVICE_ACCOUNT)
+            .await
+            .with_context(|| {
+                format!("reading the chart's ServiceAccount {OPERATOR_SERVICE_ACCOUNT}")
+            })?
+            .metadata
+            .uid
+            .context("the ServiceAccount has no uid")?;
+        let token = server
+            .cluster()
+            .authenticator()
+            .issue_service_account_token(SIM_OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, &uid);
+        config.headers = vec![(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the ServiceAccount token")?,
+        )];
+        Client::try_from(config).context("building the operator's client")
     }
 
     /// Applies `crds/kumikoapp.yaml` (server-side) and waits until it is Established.
@@ -276,10 +332,10 @@ impl TestCluster {
     /// Lease [`TestCluster::operator_lease`] when `leader_election`. On an existing cluster the
     /// operator's Deployment replaces killed pods by itself, so this does nothing.
     pub fn start_operator(&mut self, identity: &str, leader_election: bool) -> Result<()> {
-        let client = self.client.clone();
         let Some(local) = self.local.as_mut() else {
             return Ok(());
         };
+        let client = local.operator_client.clone();
         let settings = RunSettings {
             http_addr: "127.0.0.1:0".parse().context("the operator's address")?,
             lease_name: OPERATOR_LEASE.to_owned(),

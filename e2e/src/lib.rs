@@ -46,6 +46,7 @@
 
 pub mod app;
 pub mod binaries;
+pub mod chart;
 pub mod cluster;
 pub mod manifests;
 pub mod postgres;

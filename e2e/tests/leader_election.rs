@@ -12,9 +12,12 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_operator_replicas_elect_one_leader_and_fail_over() {
-    let mut cluster = TestCluster::start_with(ClusterOptions { no_operator: true })
-        .await
-        .unwrap();
+    let mut cluster = TestCluster::start_with(ClusterOptions {
+        no_operator: true,
+        ..ClusterOptions::default()
+    })
+    .await
+    .unwrap();
     let started = std::time::Instant::now();
     let phase = |name: &str| {
         eprintln!(

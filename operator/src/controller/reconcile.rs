@@ -179,6 +179,13 @@ async fn reconcile_app(app: &KumikoApp, context: &Context) -> Result<Action, Err
                 _ => "PermanentError",
             };
             progress.stalled = Some((reason, error.chain()));
+            tracing::warn!(
+                app = %format!("{namespace}/{name}"),
+                reason,
+                error = %error.chain(),
+                category = error.category(),
+                "reconcile stalled until the spec changes"
+            );
             context
                 .publish(app, EventType::Warning, reason, "Reconcile", &error.chain())
                 .await;
