@@ -16,7 +16,9 @@ deps: ## Install what the tests need (idempotent; quick when all is there)
 
 test: deps ## The test command: lint, every Rust test (unit, real Postgres/Redis, kube-sim e2e), the e2e suite's existing-cluster mode, every check
 	$(MAKE) --no-print-directory lint
-	cargo nextest run --workspace --no-fail-fast
+	rm -rf target/rbac-use
+	# The e2e suite records what the operator's ServiceAccount was allowed and refused (checks/rbac-use.sh).
+	KUMIKO_RBAC_USE_DIR=$(CURDIR)/target/rbac-use cargo nextest run --workspace --no-fail-fast
 	bash scripts/e2e-existing.sh
 	$(MAKE) --no-print-directory checks
 

@@ -99,6 +99,8 @@ pub struct TestCluster {
 struct LocalCluster {
     /// The operator's client: the chart's ServiceAccount, under the chart's RBAC.
     operator_client: Client,
+    /// Whether the chart's RBAC was applied whole (its use is then worth recording).
+    whole_rbac: bool,
     operators: Vec<OperatorReplica>,
     controllers: Option<Controllers>,
     server: Option<kube_sim::ServerHandle>,
@@ -186,7 +188,7 @@ impl TestCluster {
             .context("a client configuration for kube-sim")?;
         let client = Client::try_from(config.clone()).context("building a client for kube-sim")?;
         let operator_client =
-            Self::operator_identity(&client, &server, config.clone(), options.rbac_without).await?;
+            operator_identity(&client, &server, config.clone(), options.rbac_without).await?;
         let proxy_client = without_retries(config)?;
         let mut cluster = TestCluster {
             client,
@@ -197,6 +199,7 @@ impl TestCluster {
             broken_migration_image: Some(SIM_BROKEN_MIGRATION_IMAGE.to_owned()),
             local: Some(LocalCluster {
                 operator_client,
+                whole_rbac: options.rbac_without.is_none(),
                 operators: Vec::new(),
                 controllers: Some(controllers),
                 server: Some(server),
@@ -208,50 +211,6 @@ impl TestCluster {
             cluster.start_operator("kumiko-e2e", false)?;
         }
         Ok(cluster)
-    }
-
-    /// Gives the operator the chart's identity on kube-sim: the release namespace, the chart's
-    /// ServiceAccount, roles and bindings (less the rule for `without`, if given), and a client that
-    /// authenticates with a token of that ServiceAccount.
-    async fn operator_identity(
-        admin: &Client,
-        server: &kube_sim::ServerHandle,
-        mut config: kube::Config,
-        without: Option<&str>,
-    ) -> Result<Client> {
-        let namespaces: Api<Namespace> = Api::all(admin.clone());
-        let mut namespace = Namespace::default();
-        namespace.metadata.name = Some(SIM_OPERATOR_NAMESPACE.to_owned());
-        namespaces
-            .create(&PostParams::default(), &namespace)
-            .await
-            .with_context(|| format!("creating namespace {SIM_OPERATOR_NAMESPACE}"))?;
-        let mut objects = crate::chart::identity_manifests(SIM_OPERATOR_NAMESPACE)?;
-        if let Some(resource) = without {
-            crate::chart::without_rule(&mut objects, resource);
-        }
-        crate::chart::apply(admin, SIM_OPERATOR_NAMESPACE, &objects).await?;
-        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-            Api::namespaced(admin.clone(), SIM_OPERATOR_NAMESPACE);
-        let uid = accounts
-            .get(OPERATOR_SERVICE_ACCOUNT)
-            .await
-            .with_context(|| {
-                format!("reading the chart's ServiceAccount {OPERATOR_SERVICE_ACCOUNT}")
-            })?
-            .metadata
-            .uid
-            .context("the ServiceAccount has no uid")?;
-        let token = server
-            .cluster()
-            .authenticator()
-            .issue_service_account_token(SIM_OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, &uid);
-        config.headers = vec![(
-            http::header::AUTHORIZATION,
-            http::HeaderValue::from_str(&format!("Bearer {token}"))
-                .context("the ServiceAccount token")?,
-        )];
-        Client::try_from(config).context("building the operator's client")
     }
 
     /// Applies `crds/kumikoapp.yaml` (server-side) and waits until it is Established.
@@ -530,6 +489,11 @@ impl TestCluster {
         let Some(mut local) = self.local.take() else {
             return Ok(());
         };
+        if local.whole_rbac
+            && let Some(server) = &local.server
+        {
+            record_rbac_use(server)?;
+        }
         for replica in std::mem::take(&mut local.operators) {
             let _ = replica.stop.send(true);
             let identity = replica.identity;
@@ -575,4 +539,77 @@ impl Drop for LocalCluster {
         drop(self.controllers.take());
         drop(self.server.take());
     }
+}
+
+/// Where the harness writes what the operator's ServiceAccount was allowed and refused, one JSON
+/// file per test (`scripts/checks/rbac-use.sh` compares their union with the chart's rules).
+pub const RBAC_USE_DIR_ENV: &str = "KUMIKO_RBAC_USE_DIR";
+
+/// Writes the operator's authorization decisions into [`RBAC_USE_DIR_ENV`], if it is set.
+fn record_rbac_use(server: &kube_sim::ServerHandle) -> Result<()> {
+    let Some(dir) = std::env::var_os(RBAC_USE_DIR_ENV) else {
+        return Ok(());
+    };
+    let operator =
+        format!("system:serviceaccount:{SIM_OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}");
+    let decisions: Vec<_> = server
+        .cluster()
+        .authorization_log()
+        .into_iter()
+        .filter(|decided| decided.user == operator)
+        .collect();
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = dir.join(format!(
+        "{}-{}.json",
+        std::process::id(),
+        std::thread::current()
+            .name()
+            .unwrap_or("test")
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    ));
+    std::fs::write(&file, serde_json::to_vec_pretty(&decisions)?)
+        .with_context(|| format!("writing {}", file.display()))
+}
+
+/// Gives the operator the chart's identity on kube-sim: the release namespace, the chart's
+/// ServiceAccount, roles and bindings (less the rule for `without`, if given), and a client that
+/// authenticates with a token of that ServiceAccount.
+async fn operator_identity(
+    admin: &Client,
+    server: &kube_sim::ServerHandle,
+    mut config: kube::Config,
+    without: Option<&str>,
+) -> Result<Client> {
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let mut namespace = Namespace::default();
+    namespace.metadata.name = Some(SIM_OPERATOR_NAMESPACE.to_owned());
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .with_context(|| format!("creating namespace {SIM_OPERATOR_NAMESPACE}"))?;
+    let mut objects = crate::chart::identity_manifests(SIM_OPERATOR_NAMESPACE)?;
+    if let Some(resource) = without {
+        crate::chart::without_rule(&mut objects, resource);
+    }
+    crate::chart::apply(admin, SIM_OPERATOR_NAMESPACE, &objects).await?;
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(admin.clone(), SIM_OPERATOR_NAMESPACE);
+    let uid = accounts
+        .get(OPERATOR_SERVICE_ACCOUNT)
+        .await
+        .with_context(|| format!("reading the chart's ServiceAccount {OPERATOR_SERVICE_ACCOUNT}"))?
+        .metadata
+        .uid
+        .context("the ServiceAccount has no uid")?;
+    let token = server
+        .cluster()
+        .authenticator()
+        .issue_service_account_token(SIM_OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, &uid);
+    config.headers = vec![(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("the ServiceAccount token")?,
+    )];
+    Client::try_from(config).context("building the operator's client")
 }

@@ -1,4 +1,5 @@
-//! Scaling the worker changes the worker Deployment alone: the API pods stay the same pods.
+//! Scaling the worker changes the worker Deployment alone: the API pods stay the same pods; dropping
+//! the worker from the spec removes its Deployment and PodDisruptionBudget.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -23,7 +24,7 @@ fn identities(pods: &[Pod]) -> BTreeSet<(String, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scaling_the_worker_leaves_the_api_untouched() {
+async fn scaling_the_worker_leaves_the_api_untouched_and_dropping_it_removes_its_objects() {
     let cluster = TestCluster::start().await.unwrap();
     let namespace = cluster.namespace("scaling").await.unwrap();
     let app = TestApp::apply(
@@ -67,6 +68,28 @@ async fn scaling_the_worker_leaves_the_api_untouched() {
     );
     let api_pods_after = identities(&app.pods("api").await.unwrap());
     assert_eq!(api_pods_after, api_pods_before, "the same API pods");
+
+    // The worker dropped from the spec: its Deployment and PodDisruptionBudget go, the app stays
+    // Ready.
+    app.patch_spec(json!({"worker": null})).await.unwrap();
+    let worker = kumiko_crds::names::worker(&app.name);
+    eventually(
+        "the worker Deployment and PodDisruptionBudget to be deleted",
+        Duration::from_secs(30),
+        || {
+            let deployments = app.api::<k8s_openapi::api::apps::v1::Deployment>();
+            let budgets = app.api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>();
+            let worker = worker.clone();
+            async move {
+                let gone = deployments.get_opt(&worker).await?.is_none()
+                    && budgets.get_opt(&worker).await?.is_none();
+                Ok(gone.then_some(()))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    app.wait_ready().await.unwrap();
 
     cluster.shutdown().await.unwrap();
 }

@@ -41,9 +41,67 @@ pub fn allowed(cluster: &Cluster, user: &UserInfo, request: &Request) -> bool {
     )
 }
 
-/// `Ok` when `user` may do `request`, else the 403 kube-apiserver answers.
+/// One authorization decision about a user other than a `system:masters` member, as the
+/// authorization log keeps it: who asked for what, at which scope, and the answer.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Decided {
+    /// The user.
+    pub user: String,
+    /// The verb.
+    pub verb: String,
+    /// The API group (empty for core; `-` for a non-resource path).
+    pub group: String,
+    /// `resource` or `resource/subresource` (or the path of a non-resource request).
+    pub resource: String,
+    /// Whether the request was namespaced (`false`: the cluster scope).
+    pub namespaced: bool,
+    /// Whether it was allowed.
+    pub allowed: bool,
+}
+
+impl Decided {
+    fn of(user: &UserInfo, request: &Request, allowed: bool) -> Self {
+        let (verb, group, resource, namespaced) = match request {
+            Request::Resource {
+                verb,
+                group,
+                resource,
+                subresource,
+                namespace,
+                ..
+            } => (
+                verb.clone(),
+                group.clone(),
+                match subresource {
+                    Some(subresource) => format!("{resource}/{subresource}"),
+                    None => resource.clone(),
+                },
+                namespace.is_some(),
+            ),
+            Request::NonResource { verb, path } => {
+                (verb.clone(), "-".to_owned(), path.clone(), false)
+            }
+        };
+        Decided {
+            user: user.name.clone(),
+            verb,
+            group,
+            resource,
+            namespaced,
+            allowed,
+        }
+    }
+}
+
+/// `Ok` when `user` may do `request`, else the 403 kube-apiserver answers. Decisions about users
+/// outside `system:masters` are kept in the cluster's authorization log.
 pub fn check(cluster: &Cluster, user: &UserInfo, request: &Request) -> Result<(), ApiError> {
-    if allowed(cluster, user, request) {
+    let is_master = user.groups.iter().any(|group| group == rbac::MASTERS_GROUP);
+    let allowed = allowed(cluster, user, request);
+    if !is_master {
+        cluster.record_decision(Decided::of(user, request, allowed));
+    }
+    if allowed {
         return Ok(());
     }
     let message = rbac::forbidden_message(user, request);

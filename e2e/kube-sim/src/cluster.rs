@@ -172,6 +172,7 @@ pub struct Cluster {
     pub(crate) admission: AdmissionChain,
     pub(crate) logs: PodLogs,
     pub(crate) authenticator: Authenticator,
+    pub(crate) decisions: Mutex<BTreeSet<crate::authz::Decided>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -310,7 +311,27 @@ impl Cluster {
             admission: AdmissionChain::default(),
             logs: PodLogs::default(),
             authenticator: Authenticator::new(),
+            decisions: Mutex::new(BTreeSet::new()),
         })
+    }
+
+    /// Keeps an authorization decision (see [`crate::authz::check`]).
+    pub(crate) fn record_decision(&self, decided: crate::authz::Decided) {
+        self.decisions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(decided);
+    }
+
+    /// Every distinct authorization decision about users outside `system:masters` so far: what
+    /// a ServiceAccount used, and what it was refused.
+    pub fn authorization_log(&self) -> Vec<crate::authz::Decided> {
+        self.decisions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// The tokens the API server accepts (the admin token, ServiceAccount tokens).
