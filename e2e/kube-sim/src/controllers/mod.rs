@@ -228,6 +228,12 @@ pub struct ControllerArgs {
     /// Serve the API only, without any simulated controller.
     #[arg(long)]
     pub no_controllers: bool,
+    /// A hosts file to keep every Service's fully-qualified names in (`<svc>.<ns>.svc`, ...),
+    /// for a program run outside the pods in a mount namespace where this file is bind-mounted
+    /// on `/etc/hosts` (the demo's operator); its own lines are kept. Never the machine's
+    /// `/etc/hosts`.
+    #[arg(long, value_name = "PATH")]
+    pub hosts_file: Option<PathBuf>,
 }
 
 impl ControllerArgs {
@@ -253,6 +259,19 @@ impl ControllerArgs {
                 binary: cwd.join(&mapping.binary),
             })
             .collect();
+        let hosts_file = self.hosts_file.as_ref().map(|path| cwd.join(path));
+        if let Some(path) = &hosts_file
+            && std::fs::canonicalize(path).ok().as_deref() == Some(Path::new("/etc/hosts"))
+        {
+            return Err(Error::InvalidOption {
+                option: "--hosts-file",
+                value: path.display().to_string(),
+                reason:
+                    "is the machine's /etc/hosts: give a copy, and bind-mount it on /etc/hosts \
+                         in the mount namespace of the program that needs the names"
+                        .to_owned(),
+            });
+        }
         let postgres = match (&self.postgres, self.start_postgres) {
             (Some(url), _) => PostgresSource::Url(url.clone()),
             (None, true) => PostgresSource::Throwaway,
@@ -264,7 +283,7 @@ impl ControllerArgs {
             instant: self.instant,
             backoff_base: Duration::from_secs_f64(self.backoff_seconds),
             log_sink,
-            process_hosts_file: None,
+            process_hosts_file: hosts_file,
         })
     }
 }
