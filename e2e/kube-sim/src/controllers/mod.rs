@@ -25,7 +25,8 @@
 //! admission hook and sends container output to the server's log store). The `kube-sim` binary
 //! starts them unless `--no-controllers`, with these flags ([`ControllerArgs`]):
 //! `--image NAME=PATH` (repeatable), `--postgres URL` or `--start-postgres`, `--instant`,
-//! `--backoff-seconds S` (CrashLoopBackOff and Job back-off base, 10 by default).
+//! `--backoff-seconds S` (CrashLoopBackOff and Job back-off base, 10 by default), `--hosts-file
+//! PATH` (a hosts file to keep the Services' fully-qualified names in, see [`dns`]).
 //!
 //! # What they publish
 //!
