@@ -10,7 +10,7 @@ pub mod admission;
 pub mod api;
 pub mod builtin;
 pub mod cluster;
-mod cluster_ips;
+pub mod cluster_ips;
 pub mod connect;
 pub mod controllers;
 pub mod crd;
