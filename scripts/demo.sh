@@ -64,7 +64,13 @@ cargo build --quiet -p kube-sim --bin kube-sim -p kumiko-runtime --bin kumiko-ap
 mkdir -p "$demo_dir"
 rm -f "$kubeconfig"
 say "starting kube-sim (throwaway Postgres per CNPG Cluster, kumiko-app:dev -> target/debug/kumiko-app)"
+# The operator runs outside kube-sim's pods: it resolves the Services' names
+# (`<cluster>-rw.<ns>.svc`) through a copy of /etc/hosts that kube-sim keeps them in, bind-mounted
+# on /etc/hosts in a mount namespace of its own (as kube-sim's kubelet does for its pods).
+hosts_file="$demo_dir/hosts"
+cat /etc/hosts >"$hosts_file"
 setsid target/debug/kube-sim --kubeconfig "$kubeconfig" --start-postgres \
+  --hosts-file "$hosts_file" \
   --image "kumiko-app:dev=$root/target/debug/kumiko-app" >"$demo_dir/kube-sim.log" 2>&1 &
 sim_pid=$!
 for _ in $(seq 1 300); do
@@ -79,7 +85,10 @@ operator_runs=false
 if target/debug/kumiko-operator --help 2>/dev/null | grep -qE '^[[:space:]]+run[[:space:]]'; then
   operator_runs=true
   say "starting kumiko-operator run"
-  KUBECONFIG="$kubeconfig" setsid target/debug/kumiko-operator run --no-leader-election \
+  # shellcheck disable=SC2016 # $0 and $@ are the inner shell's.
+  KUBECONFIG="$kubeconfig" setsid unshare --mount --propagation private -- \
+    sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$hosts_file" \
+    target/debug/kumiko-operator run --no-leader-election \
     --http-addr 127.0.0.1:0 >"$demo_dir/operator.log" 2>&1 &
   operator_pid=$!
 fi

@@ -517,14 +517,19 @@ pub struct SharedDatabase {
     #[schemars(length(min = 1, max = 50))]
     pub cluster_name: String,
 
-    /// The shared Cluster's namespace. Default: the app's namespace.
+    /// The shared Cluster's namespace. A short host in the admin Secret (CNPG writes its
+    /// `-rw` Service name, `<clusterName>-rw`) is qualified with it, as
+    /// `<host>.<clusterNamespace>.svc`, for the operator and in the app's credential Secrets, so
+    /// the app's pods resolve it from their own namespace. Default: the app's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub cluster_namespace: Option<String>,
 
-    /// A Secret in the app's namespace with admin credentials for the shared cluster, in CNPG's keys
-    /// (`username`, `password`, and optionally `host`, `port`, `dbname`) or as one `uri`. The
-    /// operator uses it only to create this app's roles and database.
+    /// A Secret in the app's namespace with admin credentials for the shared cluster: a copy of
+    /// CNPG's `<clusterName>-superuser` Secret, or CNPG's keys (`username`, `password`, and
+    /// optionally `host`, `port`, `dbname`), or one `uri`. Without a host the operator dials
+    /// `<clusterName>-rw` on port 5432; a `dbname` of `*` means `postgres`. The operator uses it
+    /// only to create this app's roles and database.
     pub admin_secret: LocalObjectReference,
 }
 

@@ -44,6 +44,25 @@ pub const SIM_APP_IMAGE_V2: &str = "kumiko-app:v2";
 pub const SIM_BROKEN_MIGRATION_IMAGE: &str = "kumiko-app:broken-migration";
 /// On an existing cluster: an image whose migration fails.
 pub const BROKEN_MIGRATION_IMAGE_ENV: &str = "KUMIKO_E2E_BROKEN_MIGRATION_IMAGE";
+/// Set to `1` by `scripts/private-hosts.sh` (nextest's wrapper of this suite): the test process
+/// runs in a mount namespace of its own whose `/etc/hosts` is a private copy, so the in-process
+/// kube-sim may write the Services' fully-qualified names into it.
+pub const PRIVATE_ETC_HOSTS_ENV: &str = "KUMIKO_E2E_PRIVATE_ETC_HOSTS";
+
+/// The hosts file the in-process kube-sim keeps the Services' names in, so that this process (the
+/// harness and the in-process operator) resolves `<svc>.<ns>.svc` as a pod does: `/etc/hosts`,
+/// only when [`PRIVATE_ETC_HOSTS_ENV`] says it is this process's own copy.
+fn private_hosts_file() -> Result<PathBuf> {
+    if std::env::var(PRIVATE_ETC_HOSTS_ENV).as_deref() != Ok("1") {
+        bail!(
+            "the e2e suite on the local cluster resolves Service names through a private /etc/hosts: \
+             run it with `cargo nextest run -p kumiko-e2e` as root (the wrapper script \
+             scripts/private-hosts.sh, configured in .config/nextest.toml, sets {PRIVATE_ETC_HOSTS_ENV}=1 \
+             after mounting it), or set {KUBECONFIG_ENV} to test another cluster"
+        );
+    }
+    Ok(PathBuf::from("/etc/hosts"))
+}
 /// The error line the broken-migration image prints (to find in the log tail); the same text as
 /// in `src/bin/kumiko-app-broken-migration.rs`.
 pub const BROKEN_MIGRATION_ERROR: &str =
@@ -151,6 +170,7 @@ impl TestCluster {
 
     async fn local(options: ClusterOptions) -> Result<Self> {
         init_logging();
+        let process_hosts_file = private_hosts_file()?;
         let app_binary = binaries::kumiko_app()?;
         let dir = tempfile::tempdir().context("creating a temporary directory")?;
         let kubeconfig = dir.path().join("kubeconfig");
@@ -178,6 +198,7 @@ impl TestCluster {
                 postgres: PostgresSource::Throwaway,
                 instant: false,
                 backoff_base: Duration::from_secs(1),
+                process_hosts_file: Some(process_hosts_file),
                 ..ControllersConfig::default()
             },
         )

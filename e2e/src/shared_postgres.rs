@@ -99,21 +99,20 @@ impl SharedPostgres {
         Ok(shared)
     }
 
-    /// The host apps and the operator dial: the Secret's, with a short Service name qualified
-    /// with the Cluster's namespace (apps live elsewhere); CNPG's `-rw` Service when the Secret
-    /// names none (older CNPG versions).
-    pub fn host(&self) -> String {
-        match self.superuser.get("host").filter(|host| !host.is_empty()) {
-            Some(host) if host.contains('.') || host.contains(':') || host == "localhost" => {
-                host.clone()
-            }
-            Some(host) => format!("{host}.{}.svc", self.namespace),
-            None => format!("{}-rw.{}.svc", self.name, self.namespace),
-        }
+    /// The host CNPG's superuser Secret names, as it is: the short `-rw` Service name (CNPG 1.27
+    /// writes `<cluster>-rw`), which resolves only in the Cluster's namespace; `<cluster>-rw` when
+    /// the Secret names none (older CNPG versions). Never qualified here: qualifying it is the
+    /// operator's job (`spec.database.shared.clusterNamespace`).
+    fn secret_host(&self) -> String {
+        self.superuser
+            .get("host")
+            .filter(|host| !host.is_empty())
+            .cloned()
+            .unwrap_or_else(|| format!("{}-rw", self.name))
     }
 
     /// The Postgres port (5432 when the Secret names none).
-    pub fn port(&self) -> String {
+    fn secret_port(&self) -> String {
         self.superuser
             .get("port")
             .filter(|port| !port.is_empty())
@@ -128,9 +127,10 @@ impl SharedPostgres {
             .with_context(|| format!("the superuser Secret of {} has no {key}", self.name))
     }
 
-    /// A superuser connection to `database`, reachable from the test process.
+    /// A superuser connection to `database`, reachable from the test process (through a tunnel
+    /// to the Service the Secret's host names, in the Cluster's namespace).
     pub async fn superuser(&self, cluster: &TestCluster, database: &str) -> Result<Reachable> {
-        let uri = self.superuser_uri(&self.host(), &self.port(), database)?;
+        let uri = self.superuser_uri(&self.secret_host(), &self.secret_port(), database)?;
         cluster.postgres(&self.namespace, &uri).await
     }
 
@@ -150,24 +150,22 @@ impl SharedPostgres {
         self.value("username")
     }
 
-    /// Writes the admin Secret `secret` into `app_namespace` (CNPG's keys, the host qualified)
-    /// for an app's `spec.database.shared.adminSecret`.
+    /// Writes the admin Secret `secret` into `app_namespace` for an app's
+    /// `spec.database.shared.adminSecret` (which names a Secret of the app's namespace): a
+    /// verbatim copy of CNPG's `<cluster>-superuser` Secret, every key as CNPG wrote it (on
+    /// CNPG 1.27 the short `host: <cluster>-rw`, `dbname: *`, `uri` on `<cluster>-rw.<ns>`), as a
+    /// user copies it. Nothing is qualified or rewritten.
     pub async fn write_admin_secret(
         &self,
         cluster: &TestCluster,
         app_namespace: &str,
         secret: &str,
     ) -> Result<()> {
-        let data: BTreeMap<String, ByteString> = [
-            ("username", self.value("username")?.to_owned()),
-            ("password", self.value("password")?.to_owned()),
-            ("host", self.host()),
-            ("port", self.port()),
-            ("dbname", "postgres".to_owned()),
-        ]
-        .into_iter()
-        .map(|(key, value)| (key.to_owned(), ByteString(value.into_bytes())))
-        .collect();
+        let data: BTreeMap<String, ByteString> = self
+            .superuser
+            .iter()
+            .map(|(key, value)| (key.clone(), ByteString(value.clone().into_bytes())))
+            .collect();
         let manifest = Secret {
             metadata: kube::api::ObjectMeta {
                 name: Some(secret.to_owned()),

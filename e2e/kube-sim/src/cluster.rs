@@ -90,6 +90,8 @@ pub(crate) struct State {
     pub compacted_rv: u64,
     pub uids: HashMap<String, (StoreKey, String, String)>,
     pub next_ip: u32,
+    /// The loopback block ClusterIPs come from.
+    pub ip_block: crate::cluster_ips::IpBlock,
     pub continuations: BTreeMap<u64, Continuation>,
     pub next_continuation: u64,
     pub history_limit: usize,
@@ -277,11 +279,11 @@ impl State {
         Some((key, obj))
     }
 
-    /// Allocates a ClusterIP from 10.96.0.0/12 (sequentially; never reused).
+    /// Allocates a ClusterIP from this kube-sim's loopback block (sequentially; never reused
+    /// until the block's 65,534 addresses are spent), see [`crate::cluster_ips`].
     pub(crate) fn allocate_cluster_ip(&mut self) -> String {
         self.next_ip += 1;
-        let n = self.next_ip;
-        format!("10.96.{}.{}", (n >> 8) & 0xff, n & 0xff)
+        self.ip_block.address(self.next_ip).to_string()
     }
 }
 
@@ -296,7 +298,8 @@ impl Cluster {
             history: VecDeque::new(),
             compacted_rv: 0,
             uids: HashMap::new(),
-            next_ip: 1,
+            next_ip: 0,
+            ip_block: crate::cluster_ips::IpBlock::claim(),
             continuations: BTreeMap::new(),
             next_continuation: 0,
             history_limit: config.event_history.max(1),

@@ -12,6 +12,7 @@ pub mod authn;
 pub mod authz;
 pub mod builtin;
 pub mod cluster;
+pub mod cluster_ips;
 pub mod connect;
 pub mod controllers;
 pub mod crd;

@@ -223,8 +223,11 @@ async fn liveness_failure_restarts_the_container_and_exit_codes_are_reported() {
     let spec = json!({
         "terminationGracePeriodSeconds": 1,
         "containers": [{"name": "app", "image": SIM_POD_IMAGE,
+            // The first probe waits a second: with `failureThreshold: 1` a probe that beats the
+            // process to its port would kill it, on a real cluster as here.
             "livenessProbe": {"httpGet": {"path": "/health", "port": 3000},
-                "periodSeconds": 1, "failureThreshold": 1, "timeoutSeconds": 5}}]
+                "initialDelaySeconds": 1, "periodSeconds": 1, "failureThreshold": 1,
+                "timeoutSeconds": 5}}]
     });
     pods.create(&PostParams::default(), &pod("flaky", spec))
         .await

@@ -9,7 +9,7 @@ mod controllers_support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use controllers_support::{SIM_POD_IMAGE, Sim, wait_for};
+use controllers_support::{SIM_POD_IMAGE, Sim, through_primary_portforward, wait_for};
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota, Secret, Service};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
 use kube_sim::controllers::{ControllersConfig, POD_PORT_ANNOTATION, PostgresSource};
@@ -91,14 +91,19 @@ async fn cnpg_secrets_reach_a_real_postgres() {
     ] {
         assert!(data.contains_key(key), "the app Secret has {key}");
     }
-    assert_eq!(data["host"], "127.0.0.1");
+    assert_eq!(data["host"], "shop-db-rw");
     assert_eq!(
         (data["username"].as_str(), data["dbname"].as_str()),
         ("shop_owner", "shop")
     );
 
-    // The app Secret's URI logs in to the real database as its owner.
-    let mut connection = sqlx::postgres::PgConnection::connect(&data["uri"])
+    assert_eq!(data["port"], "5432");
+
+    // The app Secret's URI logs in to the real database as its owner (from outside the cluster:
+    // through a portforward; pods connect with it as it is, see controllers_dns.rs).
+    let (uri, bridge) =
+        through_primary_portforward(&sim.client, "default", "shop-db", &data["uri"]).await;
+    let mut connection = sqlx::postgres::PgConnection::connect(&uri)
         .await
         .expect("the app Secret reaches Postgres");
     let (user, database): (String, String) =
@@ -116,17 +121,24 @@ async fn cnpg_secrets_reach_a_real_postgres() {
     assert_eq!(owner_of_db, "shop_owner");
     let _ = connection.close().await;
 
-    // The superuser Secret too, built from host and port.
+    // The superuser Secret too: CNPG's `*` database, its `uri` on the `-rw` Service.
     let superuser = secret_strings(
         &secrets
             .get("shop-db-superuser")
             .await
             .expect("superuser secret"),
     );
-    let url = format!(
-        "postgres://{}:{}@{}:{}/postgres",
-        superuser["username"], superuser["password"], superuser["host"], superuser["port"]
+    assert_eq!(
+        (superuser["host"].as_str(), superuser["dbname"].as_str()),
+        ("shop-db-rw", "*")
     );
+    let (url, superuser_bridge) = through_primary_portforward(
+        &sim.client,
+        "default",
+        "shop-db",
+        &superuser["uri"].replace("/*", "/postgres"),
+    )
+    .await;
     let mut connection = sqlx::postgres::PgConnection::connect(&url)
         .await
         .expect("the superuser Secret reaches Postgres");
@@ -149,6 +161,8 @@ async fn cnpg_secrets_reach_a_real_postgres() {
     // A reconciliation keeps the password.
     let again = secret_strings(&secrets.get("shop-db-app").await.expect("app secret"));
     assert_eq!(again["password"], data["password"]);
+    bridge.abort();
+    superuser_bridge.abort();
     sim.stop().await;
 }
 
@@ -180,7 +194,10 @@ async fn cnpg_clusters_share_an_existing_postgres_given_by_url() {
     .await;
     let secrets: Api<Secret> = Api::namespaced(sim.client.clone(), "default");
     let data = secret_strings(&secrets.get("db-app").await.expect("app secret"));
-    assert_eq!(data["port"], postgres.port().to_string());
+    assert_eq!(
+        (data["host"].as_str(), data["port"].as_str()),
+        ("db-rw", "5432")
+    );
     assert_eq!(
         (data["username"].as_str(), data["dbname"].as_str()),
         ("app", "app")
@@ -193,10 +210,13 @@ async fn cnpg_clusters_share_an_existing_postgres_given_by_url() {
             .is_none(),
         "superuser access is off"
     );
-    let connection = sqlx::postgres::PgConnection::connect(&data["uri"])
+    let (uri, bridge) =
+        through_primary_portforward(&sim.client, "default", "db", &data["uri"]).await;
+    let connection = sqlx::postgres::PgConnection::connect(&uri)
         .await
         .expect("the app Secret reaches the given Postgres");
     let _ = connection.close().await;
+    bridge.abort();
     sim.stop().await;
 }
 

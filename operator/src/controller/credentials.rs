@@ -4,8 +4,8 @@
 //! `<cluster>-superuser`, or the shared cluster's admin Secret) and the passwords it already stored,
 //! and gets back the data of the two app Secrets, `<app>-db-owner` and `<app>-db-runtime` (CNPG's
 //! keys: `host`, `port`, `dbname`, `user`, `password`, `uri`, ...). Host and port come from the
-//! admin Secret, never from a hand-built DNS name, so the same code works in a cluster and on the
-//! local one.
+//! admin Secret (CNPG's `-rw` Service when it names no host), a short Service name qualified with
+//! the database cluster's namespace, so the operator and every pod of the app resolve it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
 use crate::Error;
+use crate::roles::ClusterService;
 
 /// What converging one app's roles needs. `Debug` is not derived: it holds passwords.
 pub struct RolesRequest {
@@ -23,6 +24,9 @@ pub struct RolesRequest {
     pub namespace: String,
     /// The admin connection Secret's data (decoded).
     pub admin_secret: BTreeMap<String, String>,
+    /// The database cluster's `-rw` Service: the host when the admin Secret names none, and the
+    /// namespace a short host is qualified with.
+    pub database_service: ClusterService,
     /// `spec.database.role.connectionLimit`.
     pub connection_limit: i32,
     /// `spec.database.role.statementTimeout`.

@@ -34,6 +34,7 @@ use crate::Error;
 use crate::cnpg::Cluster;
 use crate::desired::{self, MANAGER, migration_hash};
 use crate::observed::Observed;
+use crate::roles::ClusterService;
 
 /// The finalizer that applies the reclaim policy to the app's Postgres objects.
 pub const FINALIZER: &str = "kumiko.so/reclaim";
@@ -274,6 +275,27 @@ fn status_patch(status: &KumikoAppStatus) -> serde_json::Value {
     value
 }
 
+/// The `-rw` Service of the app's CloudNativePG cluster: `<app>-db-rw` in the app's namespace
+/// (dedicated mode), `<clusterName>-rw` in `clusterNamespace`, default the app's, in shared mode.
+/// External databases have no roles step; their entry is never used.
+fn database_service(app: &KumikoApp) -> ClusterService {
+    let namespace = app.namespace().unwrap_or_default();
+    match app.spec.database.mode() {
+        Some(DatabaseMode::Shared) => match &app.spec.database.shared {
+            Some(shared) => ClusterService::read_write(
+                &shared.cluster_name,
+                shared.cluster_namespace.as_deref().unwrap_or(&namespace),
+            ),
+            None => {
+                ClusterService::read_write(&names::database_cluster(&app.name_any()), &namespace)
+            }
+        },
+        Some(DatabaseMode::Cluster | DatabaseMode::External) | None => {
+            ClusterService::read_write(&names::database_cluster(&app.name_any()), &namespace)
+        }
+    }
+}
+
 /// The roles step's inputs, from the spec and what is stored.
 fn roles_request(
     app: &KumikoApp,
@@ -294,6 +316,7 @@ fn roles_request(
         app: app.name_any(),
         namespace: app.namespace().unwrap_or_default(),
         admin_secret,
+        database_service: database_service(app),
         connection_limit: role.connection_limit,
         statement_timeout,
         owner_password: password(&world.owner_secret),
@@ -835,5 +858,46 @@ pub fn reference<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> 
         name: Some(name.to_owned()),
         namespace: Some(namespace.to_owned()),
         ..ObjectReference::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(database: &str) -> KumikoApp {
+        serde_saphyr::from_str(&format!(
+            "apiVersion: kumiko.so/v1alpha1\nkind: KumikoApp\nmetadata: {{name: billing, namespace: billing}}\nspec:\n  image: ghcr.io/acme/billing:1.0.0\n  database: {database}\n"
+        ))
+        .expect("test manifest parses")
+    }
+
+    #[test]
+    fn a_shared_cluster_is_found_in_its_cluster_namespace() {
+        let shared = app(
+            "{shared: {clusterName: shared-pg, clusterNamespace: databases, adminSecret: {name: admin}}}",
+        );
+        assert_eq!(
+            database_service(&shared),
+            ClusterService::read_write("shared-pg", "databases")
+        );
+    }
+
+    #[test]
+    fn a_shared_cluster_without_a_namespace_is_in_the_apps() {
+        let shared = app("{shared: {clusterName: shared-pg, adminSecret: {name: admin}}}");
+        assert_eq!(
+            database_service(&shared),
+            ClusterService::read_write("shared-pg", "billing")
+        );
+    }
+
+    #[test]
+    fn a_dedicated_cluster_is_the_apps_own_in_its_namespace() {
+        let dedicated = app("{cluster: {storage: {size: 1Gi}}}");
+        assert_eq!(
+            database_service(&dedicated),
+            ClusterService::read_write(&names::database_cluster("billing"), "billing")
+        );
     }
 }

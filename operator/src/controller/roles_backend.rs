@@ -1,8 +1,6 @@
 //! The [`RolesBackend`] over the [`crate::roles`] module: real Postgres, through the admin
 //! connection Secret of the app's database.
 
-use std::collections::BTreeMap;
-
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
@@ -17,17 +15,6 @@ use crate::roles::{
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PostgresRoles;
 
-/// The host the operator dials for a Secret's `host`: a short Service name (CNPG writes
-/// `<cluster>-rw`) is qualified with the app's namespace, since the operator runs in another one;
-/// anything with a dot, `localhost` or an address is used as it is.
-pub fn operator_host(secret_host: &str, namespace: &str) -> String {
-    if secret_host.contains('.') || secret_host.contains(':') || secret_host == "localhost" {
-        secret_host.to_owned()
-    } else {
-        format!("{secret_host}.{namespace}.svc")
-    }
-}
-
 fn wrap(action: &'static str, request: &RolesRequest) -> impl FnOnce(crate::roles::Error) -> Error {
     let app = format!("{}/{}", request.namespace, request.app);
     move |source| Error::Roles {
@@ -37,12 +24,13 @@ fn wrap(action: &'static str, request: &RolesRequest) -> impl FnOnce(crate::role
     }
 }
 
-fn prepare(request: &RolesRequest) -> Result<(AdminConnection, AppDatabase, String, u16), Error> {
-    let admin = AdminConnection::from_secret_data(&request.admin_secret)
-        .map_err(wrap("reading the database admin Secret", request))?;
-    let secret_host = admin.host().to_owned();
-    let port = admin.port();
-    let admin = admin.with_host(&operator_host(&secret_host, &request.namespace));
+/// The admin connection, and the app's names in Postgres. The operator and the app's pods dial
+/// the same host: the admin Secret's, qualified with the database cluster's namespace
+/// ([`AdminConnection::from_cluster_secret`]).
+fn prepare(request: &RolesRequest) -> Result<(AdminConnection, AppDatabase), Error> {
+    let admin =
+        AdminConnection::from_cluster_secret(&request.admin_secret, &request.database_service)
+            .map_err(wrap("reading the database admin Secret", request))?;
     let mut app = AppDatabase::new(
         &request.app,
         &format!("{}/{}", request.namespace, request.app),
@@ -50,7 +38,7 @@ fn prepare(request: &RolesRequest) -> Result<(AdminConnection, AppDatabase, Stri
     .map_err(wrap("mapping the app onto Postgres names", request))?;
     app.connection_limit = request.connection_limit;
     app.statement_timeout = request.statement_timeout;
-    Ok((admin, app, secret_host, port))
+    Ok((admin, app))
 }
 
 fn stored(role: &str, password: Option<&String>) -> Option<Password> {
@@ -63,7 +51,7 @@ impl RolesBackend for PostgresRoles {
         request: &'a RolesRequest,
     ) -> BoxFuture<'a, Result<RolesOutcome, Error>> {
         async move {
-            let (admin, app, host, port) = prepare(request)?;
+            let (admin, app) = prepare(request)?;
             let names = app.object_names();
             let passwords = StoredPasswords {
                 owner: stored(&names.owner_role, request.owner_password.as_ref()),
@@ -78,12 +66,9 @@ impl RolesBackend for PostgresRoles {
                     .await
                     .map_err(wrap("rotating the runtime password", request))?;
             }
-            let secret_data = |facts: crate::roles::ConnectionFacts| -> BTreeMap<String, String> {
-                facts.with_endpoint(&host, port).secret_data()
-            };
             Ok(RolesOutcome {
-                owner: secret_data(provisioned.owner),
-                runtime: secret_data(runtime),
+                owner: provisioned.owner.secret_data(),
+                runtime: runtime.secret_data(),
             })
         }
         .boxed()
@@ -91,7 +76,7 @@ impl RolesBackend for PostgresRoles {
 
     fn reclaim<'a>(&'a self, request: &'a RolesRequest) -> BoxFuture<'a, Result<(), Error>> {
         async move {
-            let (admin, app, _, _) = prepare(request)?;
+            let (admin, app) = prepare(request)?;
             let policy = if request.delete_on_reclaim {
                 ReclaimPolicy::Delete
             } else {
@@ -109,12 +94,64 @@ impl RolesBackend for PostgresRoles {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::roles::ClusterService;
+
+    fn request(admin_secret: &[(&str, &str)], service: ClusterService) -> RolesRequest {
+        RolesRequest {
+            app: "shop".to_owned(),
+            namespace: "shop".to_owned(),
+            admin_secret: admin_secret
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            database_service: service,
+            connection_limit: 10,
+            statement_timeout: std::time::Duration::from_secs(30),
+            owner_password: None,
+            runtime_password: None,
+            rotate_runtime: false,
+            delete_on_reclaim: false,
+        }
+    }
+
+    /// The operator dials, and the app's Secrets name (their facts take the admin's host and
+    /// port), the shared cluster's `-rw` Service in the cluster's namespace, not the app's.
+    #[test]
+    fn a_shared_cluster_in_another_namespace_is_dialled_by_its_qualified_rw_service() {
+        let cnpg_copy = request(
+            &[
+                ("username", "postgres"),
+                ("password", "pw"),
+                ("host", "shared-rw"),
+                ("port", "5432"),
+                ("dbname", "*"),
+            ],
+            ClusterService::read_write("shared", "databases"),
+        );
+        let (admin, _) = prepare(&cnpg_copy).unwrap();
+        assert_eq!(admin.host(), "shared-rw.databases.svc");
+        assert_eq!(admin.port(), 5432);
+        assert_eq!(admin.dbname(), "postgres");
+
+        let password_only = request(
+            &[("username", "postgres"), ("password", "pw")],
+            ClusterService::read_write("shared", "databases"),
+        );
+        let (admin, _) = prepare(&password_only).unwrap();
+        assert_eq!(admin.host(), "shared-rw.databases.svc");
+    }
 
     #[test]
-    fn short_service_names_are_qualified_with_the_app_namespace() {
-        assert_eq!(operator_host("shop-db-rw", "shop"), "shop-db-rw.shop.svc");
-        assert_eq!(operator_host("db.example.com", "shop"), "db.example.com");
-        assert_eq!(operator_host("127.0.0.1", "shop"), "127.0.0.1");
-        assert_eq!(operator_host("localhost", "shop"), "localhost");
+    fn a_dedicated_clusters_short_host_is_qualified_with_the_app_namespace() {
+        let superuser = request(
+            &[
+                ("username", "postgres"),
+                ("password", "pw"),
+                ("host", "shop-db-rw"),
+            ],
+            ClusterService::read_write("shop-db", "shop"),
+        );
+        let (admin, _) = prepare(&superuser).unwrap();
+        assert_eq!(admin.host(), "shop-db-rw.shop.svc");
     }
 }

@@ -20,6 +20,41 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// `application_name` of the operator's sessions (visible in `pg_stat_activity`).
 pub const APPLICATION_NAME: &str = "kumiko-operator";
 
+/// The read-write Service of a CloudNativePG cluster: `<cluster>-rw` in the cluster's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterService {
+    /// The Service's name, `<cluster>-rw`.
+    pub name: String,
+    /// The cluster's namespace.
+    pub namespace: String,
+}
+
+impl ClusterService {
+    /// The `-rw` Service of CNPG cluster `cluster` in `namespace`.
+    pub fn read_write(cluster: &str, namespace: &str) -> Self {
+        Self {
+            name: format!("{cluster}-rw"),
+            namespace: namespace.to_owned(),
+        }
+    }
+}
+
+/// A host name every pod resolves, wherever it runs: a short Service name (one label: no dot,
+/// not an address, not `localhost`) becomes `<host>.<namespace>.svc`; anything else is returned
+/// as it is. A pod's resolver expands a short name only with its own namespace's search domain
+/// (`<pod namespace>.svc.cluster.local`, see kubernetes.io "DNS for Services and Pods",
+/// "Namespaces of Services"), so a Service of another namespace must be named with its
+/// namespace; `<svc>.<ns>.svc` resolves through the `cluster.local` search domain without
+/// assuming the cluster's domain.
+pub fn qualify_host(host: &str, namespace: &str) -> String {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if host.contains('.') || host == "localhost" || bare.parse::<std::net::IpAddr>().is_ok() {
+        host.to_owned()
+    } else {
+        format!("{host}.{namespace}.svc")
+    }
+}
+
 /// libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum SslMode {
@@ -117,6 +152,30 @@ impl AdminConnection {
     /// CNPG writes the short Service name (`<cluster>-rw`) into `host`; an operator in another
     /// namespace must qualify it with [`AdminConnection::with_host`].
     pub fn from_secret_data(data: &BTreeMap<String, String>) -> Result<Self, Error> {
+        Self::parse(data, None)
+    }
+
+    /// Reads the admin Secret of a CloudNativePG cluster whose read-write Service is
+    /// `service.name` in namespace `service.namespace`: in any of the forms
+    /// [`AdminConnection::from_secret_data`] reads (a verbatim copy of CNPG's
+    /// `<cluster>-superuser` Secret, only a `uri`, or only `username`/`password`), with the host
+    /// defaulting to the `-rw` Service when the Secret names none, and a short host qualified
+    /// by [`qualify_host`] with the cluster's namespace. CNPG 1.27 writes `host: <cluster>-rw`,
+    /// `port: 5432` and `dbname: *` into that Secret (`pkg/specs/secrets.go`, `CreateSecret`,
+    /// called with `GetServiceReadWriteName()` and `"*"` in
+    /// `internal/controller/cluster_create.go`); the short name resolves only inside the
+    /// cluster's namespace, so the operator and the app's pods, elsewhere, dial
+    /// `<cluster>-rw.<namespace>.svc`.
+    pub fn from_cluster_secret(
+        data: &BTreeMap<String, String>,
+        service: &ClusterService,
+    ) -> Result<Self, Error> {
+        let mut admin = Self::parse(data, Some(&service.name))?;
+        admin.host = qualify_host(&admin.host, &service.namespace);
+        Ok(admin)
+    }
+
+    fn parse(data: &BTreeMap<String, String>, default_host: Option<&str>) -> Result<Self, Error> {
         let from_uri = match data.get("uri") {
             Some(uri) => UriParts::parse(uri)?,
             None => UriParts::default(),
@@ -147,6 +206,7 @@ impl AdminConnection {
         let host = get("host")
             .map(str::to_owned)
             .or(from_uri.host)
+            .or_else(|| default_host.map(str::to_owned))
             .ok_or_else(|| missing("host"))?;
         let port = match get("port") {
             Some(text) => text
@@ -506,5 +566,86 @@ mod tests {
         let bad_uri = data(&[("uri", "postgresql://u:TopSecretAdmin@h:notaport/db")]);
         let error = AdminConnection::from_secret_data(&bad_uri).unwrap_err();
         assert!(!format!("{error} {error:?}").contains("TopSecretAdmin"));
+    }
+
+    fn shared() -> ClusterService {
+        ClusterService::read_write("shared", "databases")
+    }
+
+    /// CNPG 1.27's `<cluster>-superuser` Secret, copied verbatim (`pkg/specs/secrets.go`: short
+    /// `host`, `dbname: *`, `uri` on `<host>.<namespace>:5432`).
+    #[test]
+    fn a_verbatim_cnpg_superuser_secret_dials_the_rw_service_qualified_with_the_cluster_namespace()
+    {
+        let admin = AdminConnection::from_cluster_secret(
+            &data(&[
+                ("username", "postgres"),
+                ("user", "postgres"),
+                ("password", "pw"),
+                ("host", "shared-rw"),
+                ("port", "5432"),
+                ("dbname", "*"),
+                (
+                    "uri",
+                    "postgresql://postgres:pw@shared-rw.databases:5432/%2A",
+                ),
+                ("pgpass", "shared-rw:5432:*:postgres:pw\n"),
+            ]),
+            &shared(),
+        )
+        .unwrap();
+        assert_eq!(admin.host(), "shared-rw.databases.svc");
+        assert_eq!(admin.port(), 5432);
+        assert_eq!(admin.dbname(), DEFAULT_ADMIN_DATABASE);
+    }
+
+    #[test]
+    fn an_admin_secret_without_a_host_dials_the_clusters_rw_service_on_5432() {
+        let admin = AdminConnection::from_cluster_secret(
+            &data(&[("username", "u"), ("password", "p")]),
+            &shared(),
+        )
+        .unwrap();
+        assert_eq!(admin.host(), "shared-rw.databases.svc");
+        assert_eq!(admin.port(), DEFAULT_PORT);
+        assert_eq!(admin.dbname(), DEFAULT_ADMIN_DATABASE);
+    }
+
+    #[test]
+    fn an_admin_uri_alone_is_read_and_its_short_host_qualified() {
+        let admin = AdminConnection::from_cluster_secret(
+            &data(&[("uri", "postgresql://admin:p@shared-rw:6543/*")]),
+            &shared(),
+        )
+        .unwrap();
+        assert_eq!(admin.user(), "admin");
+        assert_eq!(admin.host(), "shared-rw.databases.svc");
+        assert_eq!(admin.port(), 6543);
+        assert_eq!(admin.dbname(), DEFAULT_ADMIN_DATABASE);
+        let elsewhere = AdminConnection::from_cluster_secret(
+            &data(&[("uri", "postgresql://admin:p@db.example.com/ops")]),
+            &shared(),
+        )
+        .unwrap();
+        assert_eq!(elsewhere.host(), "db.example.com");
+        assert_eq!(elsewhere.dbname(), "ops");
+    }
+
+    #[test]
+    fn only_a_single_label_service_name_is_qualified() {
+        assert_eq!(qualify_host("shop-db-rw", "shop"), "shop-db-rw.shop.svc");
+        assert_eq!(
+            qualify_host("shared-rw.databases", "shop"),
+            "shared-rw.databases"
+        );
+        assert_eq!(
+            qualify_host("shared-rw.databases.svc.cluster.local", "shop"),
+            "shared-rw.databases.svc.cluster.local"
+        );
+        assert_eq!(qualify_host("db.example.com", "shop"), "db.example.com");
+        assert_eq!(qualify_host("127.0.0.1", "shop"), "127.0.0.1");
+        assert_eq!(qualify_host("::1", "shop"), "::1");
+        assert_eq!(qualify_host("[::1]", "shop"), "[::1]");
+        assert_eq!(qualify_host("localhost", "shop"), "localhost");
     }
 }

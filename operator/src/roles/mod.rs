@@ -83,9 +83,9 @@
 //! # Connection modes
 //!
 //! - **Dedicated CNPG cluster** (one `Cluster` per app): the admin is the cluster's superuser,
-//!   read from the `<cluster>-superuser` Secret with [`AdminConnection::from_secret_data`] (its
-//!   `host` is the short `<cluster>-rw` Service name: qualify it with
-//!   [`AdminConnection::with_host`] as `<cluster>-rw.<namespace>.svc`). CNPG creates that Secret
+//!   read from the `<cluster>-superuser` Secret with [`AdminConnection::from_cluster_secret`]
+//!   (its `host` is the short `<cluster>-rw` Service name, qualified there as
+//!   `<cluster>-rw.<namespace>.svc`). CNPG creates that Secret
 //!   only with `enableSuperuserAccess: true`, so the rendered Cluster sets it. Trade-off: a
 //!   superuser password now exists in the app's namespace, readable by anyone who may read
 //!   Secrets there, and a network path to the server with it is a path to everything on that
@@ -120,8 +120,8 @@ mod settings;
 mod statement;
 
 pub use admin::{
-    APPLICATION_NAME, AdminConnection, CONNECT_TIMEOUT, DEFAULT_ADMIN_DATABASE, DEFAULT_PORT,
-    SslMode,
+    APPLICATION_NAME, AdminConnection, CONNECT_TIMEOUT, ClusterService, DEFAULT_ADMIN_DATABASE,
+    DEFAULT_PORT, SslMode, qualify_host,
 };
 pub use error::Error;
 pub use facts::ConnectionFacts;

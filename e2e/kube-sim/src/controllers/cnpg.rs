@@ -12,8 +12,9 @@
 //!   `spec.enableSuperuserAccess: true`, the `<cluster>-superuser` Secret (removed when it goes
 //!   false), both `kubernetes.io/basic-auth` with CNPG's keys (`username`, `user`, `password`,
 //!   `host`, `port`, `dbname`, `uri`, `jdbc-uri`, `pgpass`, `fqdn-uri`, `fqdn-jdbc-uri`) and
-//!   labels (`cnpg.io/cluster`, `cnpg.io/reload`, `cnpg.io/userType`); unlike CNPG, `host` is
-//!   `127.0.0.1` and `port` the real port (also in every URI), because no cluster DNS exists;
+//!   labels (`cnpg.io/cluster`, `cnpg.io/reload`, `cnpg.io/userType`), with the values CNPG 1.27
+//!   writes ([`secret_data`]: host `<cluster>-rw`, port 5432), which pods resolve through their
+//!   hosts file and reach through the `-rw` Service's proxy;
 //! - writes the `<cluster>-rw`, `-ro` and `-r` Services (port 5432, CNPG's selectors);
 //! - creates the instance pods `<cluster>-1` (the primary) to `<cluster>-N` with CNPG's labels
 //!   (`cnpg.io/cluster`, `cnpg.io/instanceName`, `cnpg.io/podRole: instance`,
@@ -37,7 +38,7 @@
 //!
 //! Secrets and Services carry an owner reference to the Cluster, so they go with it. With no
 //! Postgres configured, Clusters stay in `Setting up primary` saying so, except in instant mode,
-//! where their Secrets point at `127.0.0.1:5432` and nothing is created.
+//! where their Secrets and Services are written but no Postgres, role or pod is created.
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
@@ -65,7 +66,7 @@ use super::{
     PostgresSource,
 };
 
-/// The host every Secret names: the real Postgres listens on loopback.
+/// The instance pods' `podIP` and `hostIP`: the real Postgres listens on loopback.
 pub const POSTGRES_HOST: &str = "127.0.0.1";
 
 /// The node the instance pods are bound to: not the kubelet's, so no process is started for them.
@@ -135,8 +136,6 @@ pub struct Credentials {
     pub password: String,
     /// Database (`*` for the superuser, as CNPG writes it).
     pub dbname: String,
-    /// Port of the real Postgres.
-    pub port: u16,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -146,7 +145,6 @@ impl std::fmt::Debug for Credentials {
             .field("username", &self.username)
             .field("password", &"<redacted>")
             .field("dbname", &self.dbname)
-            .field("port", &self.port)
             .finish()
     }
 }
@@ -155,47 +153,64 @@ fn encode(text: &str) -> String {
     utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
 }
 
-/// The data of a CNPG credentials Secret, with CNPG's keys.
-pub fn secret_data(credentials: &Credentials) -> BTreeMap<String, String> {
+/// The port every CNPG Service and Secret names (CNPG's `postgres.ServerPort`).
+pub const POSTGRES_PORT: u16 = 5432;
+
+/// The data of a CNPG credentials Secret of Cluster `cluster` in `namespace`, as CloudNativePG
+/// 1.27 writes it (`pkg/specs/secrets.go`, `CreateSecret`, called with the `-rw` Service's name
+/// as the host): `host` is the short Service name `<cluster>-rw` and `port` 5432, also in
+/// `pgpass`; `uri` and `jdbc-uri` name `<cluster>-rw.<namespace>:5432`; `fqdn-uri` and
+/// `fqdn-jdbc-uri` name `<cluster>-rw.<namespace>.svc.cluster.local:5432`. A pod reaches them
+/// through its hosts file ([`super::dns`]) and the Service's proxy, as through cluster DNS and
+/// kube-proxy.
+pub fn secret_data(
+    credentials: &Credentials,
+    cluster: &str,
+    namespace: &str,
+) -> BTreeMap<String, String> {
     let Credentials {
         username,
         password,
         dbname,
-        port,
     } = credentials;
-    let uri = format!(
-        "postgresql://{}:{}@{POSTGRES_HOST}:{port}/{}",
-        encode(username),
-        encode(password),
+    let host = format!("{cluster}-rw");
+    let port = POSTGRES_PORT;
+    let database = if dbname == "*" {
+        "*".to_owned()
+    } else {
         encode(dbname)
-    );
-    let jdbc = format!(
-        "jdbc:postgresql://{POSTGRES_HOST}:{port}/{}?password={}&user={}",
-        encode(dbname),
-        encode(password),
-        encode(username)
-    );
-    let escape = |text: &str| text.replace('\\', "\\\\").replace(':', "\\:");
+    };
+    let uri = |server: &str| {
+        format!(
+            "postgresql://{}:{}@{server}:{port}/{database}",
+            encode(username),
+            encode(password),
+        )
+    };
+    let jdbc = |server: &str| {
+        format!(
+            "jdbc:postgresql://{server}:{port}/{database}?password={}&user={}",
+            encode(password),
+            encode(username)
+        )
+    };
+    let namespaced = format!("{host}.{namespace}");
+    let fqdn = format!("{host}.{namespace}.svc.{}", super::dns::CLUSTER_DOMAIN);
     BTreeMap::from([
         ("username".to_owned(), username.clone()),
         ("user".to_owned(), username.clone()),
         ("password".to_owned(), password.clone()),
-        ("host".to_owned(), POSTGRES_HOST.to_owned()),
+        ("host".to_owned(), host.clone()),
         ("port".to_owned(), port.to_string()),
         ("dbname".to_owned(), dbname.clone()),
-        ("uri".to_owned(), uri.clone()),
-        ("jdbc-uri".to_owned(), jdbc.clone()),
+        ("uri".to_owned(), uri(&namespaced)),
+        ("jdbc-uri".to_owned(), jdbc(&namespaced)),
         (
             "pgpass".to_owned(),
-            format!(
-                "{POSTGRES_HOST}:{port}:{}:{}:{}\n",
-                escape(dbname),
-                escape(username),
-                escape(password)
-            ),
+            format!("{host}:{port}:{dbname}:{username}:{password}\n"),
         ),
-        ("fqdn-uri".to_owned(), uri),
-        ("fqdn-jdbc-uri".to_owned(), jdbc),
+        ("fqdn-uri".to_owned(), uri(&fqdn)),
+        ("fqdn-jdbc-uri".to_owned(), jdbc(&fqdn)),
     ])
 }
 
@@ -505,7 +520,7 @@ fn credentials_secret(
             "ownerReferences": owner_reference(cluster).map(|o| vec![o]),
         },
         "type": "kubernetes.io/basic-auth",
-        "stringData": secret_data(credentials),
+        "stringData": secret_data(credentials, &cluster_name, &cluster.namespace().unwrap_or_default()),
     })
 }
 
@@ -850,7 +865,6 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
             username: settings.owner.clone(),
             password: password.clone(),
             dbname: settings.database.clone(),
-            port,
         };
         secrets
             .patch(
@@ -878,7 +892,6 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
                 .as_ref()
                 .map_or_else(generate_password, |a| a.password.clone()),
             dbname: "*".to_owned(),
-            port,
         };
         secrets
             .patch(
@@ -1023,14 +1036,20 @@ mod tests {
         assert!(named.superuser_access);
     }
 
+    /// CloudNativePG 1.27, `pkg/specs/secrets.go` (`CreateSecret`): the short `-rw` Service name
+    /// in `host` and `pgpass` (CNPG writes the password unescaped there), the namespace-qualified
+    /// one in `uri`/`jdbc-uri`, the cluster-domain one in the `fqdn-` forms; port 5432.
     #[test]
-    fn secret_has_cnpg_keys_pointing_at_loopback() {
-        let data = secret_data(&Credentials {
-            username: "app".to_owned(),
-            password: "p:w@".to_owned(),
-            dbname: "app".to_owned(),
-            port: 54321,
-        });
+    fn secret_carries_what_cnpg_1_27_writes() {
+        let data = secret_data(
+            &Credentials {
+                username: "app".to_owned(),
+                password: "p:w@".to_owned(),
+                dbname: "app".to_owned(),
+            },
+            "shop-db",
+            "shop",
+        );
         let keys: Vec<&str> = data.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
@@ -1048,13 +1067,35 @@ mod tests {
                 "username"
             ]
         );
-        assert_eq!(data["host"], "127.0.0.1");
-        assert_eq!(data["port"], "54321");
-        assert_eq!(data["uri"], "postgresql://app:p%3Aw%40@127.0.0.1:54321/app");
-        assert_eq!(data["pgpass"], "127.0.0.1:54321:app:app:p\\:w@\n");
+        assert_eq!(data["host"], "shop-db-rw");
+        assert_eq!(data["port"], "5432");
+        assert_eq!(
+            data["uri"],
+            "postgresql://app:p%3Aw%40@shop-db-rw.shop:5432/app"
+        );
+        assert_eq!(data["pgpass"], "shop-db-rw:5432:app:app:p:w@\n");
         assert_eq!(
             data["jdbc-uri"],
-            "jdbc:postgresql://127.0.0.1:54321/app?password=p%3Aw%40&user=app"
+            "jdbc:postgresql://shop-db-rw.shop:5432/app?password=p%3Aw%40&user=app"
+        );
+        assert_eq!(
+            data["fqdn-uri"],
+            "postgresql://app:p%3Aw%40@shop-db-rw.shop.svc.cluster.local:5432/app"
+        );
+        assert!(!data.values().any(|value| value.contains("127.0.0.1")));
+        let superuser = secret_data(
+            &Credentials {
+                username: "postgres".to_owned(),
+                password: "pw".to_owned(),
+                dbname: "*".to_owned(),
+            },
+            "shop-db",
+            "shop",
+        );
+        assert_eq!(superuser["dbname"], "*");
+        assert_eq!(
+            superuser["uri"],
+            "postgresql://postgres:pw@shop-db-rw.shop:5432/*"
         );
     }
 
@@ -1081,7 +1122,6 @@ mod tests {
                 username: "u".into(),
                 password: "hunter2".into(),
                 dbname: "d".into(),
-                port: 1
             }
         );
         assert!(!debug.contains("hunter2"));

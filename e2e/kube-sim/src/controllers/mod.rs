@@ -11,7 +11,9 @@
 //! - [`cnpg`]: CloudNativePG `Cluster`s backed by a real Postgres: the `-app`/`-superuser`
 //!   Secrets, the `-rw`/`-ro`/`-r` Services, instance pods that publish the real Postgres port
 //!   (so the Services have endpoints and portforward reaches Postgres), and a healthy status.
-//! - [`service_proxy`]: a local TCP proxy per Service port, as kube-proxy would provide.
+//! - [`service_proxy`]: a local TCP proxy per Service port at the Service's ClusterIP (a loopback
+//!   address), as kube-proxy would provide, and the Services' names in [`dns`]'s hosts files,
+//!   which the kubelet mounts on each container's `/etc/hosts`.
 //! - [`admission`] and [`quota`]: LimitRange and ResourceQuota admission of pods, and quota status.
 //!
 //! Every controller has an instant mode ([`ControllersConfig::instant`]) for benchmarks: pods run no
@@ -23,7 +25,8 @@
 //! admission hook and sends container output to the server's log store). The `kube-sim` binary
 //! starts them unless `--no-controllers`, with these flags ([`ControllerArgs`]):
 //! `--image NAME=PATH` (repeatable), `--postgres URL` or `--start-postgres`, `--instant`,
-//! `--backoff-seconds S` (CrashLoopBackOff and Job back-off base, 10 by default).
+//! `--backoff-seconds S` (CrashLoopBackOff and Job back-off base, 10 by default), `--hosts-file
+//! PATH` (a hosts file to keep the Services' fully-qualified names in, see [`dns`]).
 //!
 //! # What they publish
 //!
@@ -32,7 +35,8 @@
 //!   container's `PORT`) and `kube-sim.kumiko.so/port-CONTAINER` for each container;
 //! - Services: `kube-sim.kumiko.so/proxy-port-PORT` ([`PROXY_PORT_ANNOTATION_PREFIX`]) per proxied
 //!   port, and `status.loadBalancer.ingress[0].ip: 127.0.0.1` for `LoadBalancer` Services;
-//! - CNPG Secrets with host `127.0.0.1` and the real Postgres port; CNPG instance pods
+//! - CNPG Secrets as CloudNativePG 1.27 writes them (host `<cluster>-rw`, port 5432); CNPG
+//!   instance pods
 //!   `<cluster>-N` on node `kube-sim-cnpg` (no kubelet runs them) whose container port 5432 is the
 //!   real Postgres port.
 //!
@@ -52,6 +56,7 @@
 pub mod admission;
 pub mod cnpg;
 pub mod deployment;
+pub mod dns;
 pub mod error;
 pub mod job;
 pub mod kubelet;
@@ -131,7 +136,7 @@ pub fn client_for(server: &crate::ServerHandle) -> Result<kube::Client> {
 /// Where CNPG Clusters get their Postgres from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum PostgresSource {
-    /// No Postgres: CNPG Clusters get Secrets that point at `127.0.0.1:5432` and nothing is
+    /// No Postgres: CNPG Clusters get their Secrets and Services but no database, and nothing is
     /// created (instant mode only; otherwise Clusters stay unhealthy with a message).
     #[default]
     None,
@@ -225,6 +230,12 @@ pub struct ControllerArgs {
     /// Serve the API only, without any simulated controller.
     #[arg(long)]
     pub no_controllers: bool,
+    /// A hosts file to keep every Service's fully-qualified names in (`<svc>.<ns>.svc`, ...),
+    /// for a program run outside the pods in a mount namespace where this file is bind-mounted
+    /// on `/etc/hosts` (the demo's operator); its own lines are kept. Never the machine's
+    /// `/etc/hosts`.
+    #[arg(long, value_name = "PATH")]
+    pub hosts_file: Option<PathBuf>,
 }
 
 impl ControllerArgs {
@@ -250,6 +261,19 @@ impl ControllerArgs {
                 binary: cwd.join(&mapping.binary),
             })
             .collect();
+        let hosts_file = self.hosts_file.as_ref().map(|path| cwd.join(path));
+        if let Some(path) = &hosts_file
+            && std::fs::canonicalize(path).ok().as_deref() == Some(Path::new("/etc/hosts"))
+        {
+            return Err(Error::InvalidOption {
+                option: "--hosts-file",
+                value: path.display().to_string(),
+                reason:
+                    "is the machine's /etc/hosts: give a copy, and bind-mount it on /etc/hosts \
+                         in the mount namespace of the program that needs the names"
+                        .to_owned(),
+            });
+        }
         let postgres = match (&self.postgres, self.start_postgres) {
             (Some(url), _) => PostgresSource::Url(url.clone()),
             (None, true) => PostgresSource::Throwaway,
@@ -261,6 +285,7 @@ impl ControllerArgs {
             instant: self.instant,
             backoff_base: Duration::from_secs_f64(self.backoff_seconds),
             log_sink,
+            process_hosts_file: hosts_file,
         })
     }
 }
@@ -278,6 +303,10 @@ pub struct ControllersConfig {
     pub backoff_base: Duration,
     /// Where container output goes.
     pub log_sink: Arc<dyn PodLogSink>,
+    /// The hosts file of this process, to receive every Service's fully-qualified names
+    /// ([`dns`]): only ever `/etc/hosts` of a private mount namespace (the e2e harness's), never
+    /// the machine's.
+    pub process_hosts_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ControllersConfig {
@@ -305,6 +334,7 @@ impl Default for ControllersConfig {
             instant: false,
             backoff_base: Duration::from_secs(10),
             log_sink: Arc::new(DiscardLogs),
+            process_hosts_file: None,
         }
     }
 }
@@ -321,8 +351,9 @@ impl Controllers {
     /// Starts every controller against the API server `client` talks to.
     pub async fn start(client: kube::Client, config: ControllersConfig) -> Result<Self> {
         let shutdown = CancellationToken::new();
+        let hosts = Arc::new(dns::HostsFiles::new(config.process_hosts_file.clone())?);
         let config = Arc::new(config);
-        let kubelet = kubelet::Kubelet::new(client.clone(), config.clone());
+        let kubelet = kubelet::Kubelet::new(client.clone(), config.clone(), hosts.clone());
         let cnpg = cnpg::CnpgController::new(client.clone(), config.clone()).await?;
         let tasks = vec![
             tokio::spawn(kubelet.clone().run(shutdown.clone())),
@@ -333,7 +364,7 @@ impl Controllers {
             )),
             tokio::spawn(job::run(client.clone(), config.clone(), shutdown.clone())),
             tokio::spawn(cnpg.clone().run(shutdown.clone())),
-            tokio::spawn(service_proxy::run(client.clone(), shutdown.clone())),
+            tokio::spawn(service_proxy::run(client.clone(), hosts, shutdown.clone())),
             tokio::spawn(quota::run(client, config.clone(), shutdown.clone())),
         ];
         Ok(Controllers {

@@ -1,7 +1,11 @@
-//! A local TCP proxy per Service port, standing in for kube-proxy.
+//! A local TCP proxy per Service port, standing in for kube-proxy, and the Services' names.
 //!
 //! Every TCP port of a Service with a selector (not `ExternalName`, not headless) gets a listener
-//! on its own loopback port, published on the Service as the annotation
+//! at the Service's ClusterIP (a loopback address, [`crate::cluster_ips`]) on the Service's own
+//! port, as kube-proxy makes `<clusterIP>:<port>` reach the endpoints (kubernetes.io "Virtual IPs
+//! and Service Proxies"); pods reach it by the Service's names, which the hosts files of
+//! [`super::dns`] map to the ClusterIP. It also gets a listener on a loopback port of its own,
+//! published on the Service as the annotation
 //! `kube-sim.kumiko.so/proxy-port-PORT` (PORT: the Service port number); a `LoadBalancer`
 //! Service also gets `status.loadBalancer.ingress[0].ip: 127.0.0.1`. Each connection goes to the
 //! next endpoint, round robin, chosen when the connection arrives from the pods as they are then:
@@ -14,6 +18,7 @@
 //! pod stops being an endpoint.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -29,6 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::dns::{HostsFiles, ServiceRecord};
 use super::pods::{is_ready, is_terminating, phase};
 use super::{
     CONTAINER_PORT_ANNOTATION_PREFIX, FIELD_MANAGER, POD_PORT_ANNOTATION,
@@ -116,12 +122,41 @@ struct PortProxy {
     local_port: u16,
     target: Arc<RwLock<Target>>,
     task: JoinHandle<()>,
+    /// The listener at `<clusterIP>:<port>`.
+    cluster_ip_task: Option<JoinHandle<()>>,
 }
 
 impl Drop for PortProxy {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(task) = &self.cluster_ip_task {
+            task.abort();
+        }
     }
+}
+
+/// The Service's ClusterIP when it is a loopback address (kube-sim's own allocation, or one
+/// given in the spec inside 127.0.0.0/8): the address its proxy listens on and its names
+/// resolve to. Headless and `ExternalName` Services have none.
+pub fn loopback_cluster_ip(service: &Service) -> Option<Ipv4Addr> {
+    let spec = service.spec.as_ref()?;
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return None;
+    }
+    spec.cluster_ip
+        .as_deref()?
+        .parse::<Ipv4Addr>()
+        .ok()
+        .filter(|ip| ip.is_loopback() && *ip != Ipv4Addr::LOCALHOST)
+}
+
+/// The DNS record of a Service: its names at its ClusterIP.
+pub fn service_record(service: &Service) -> Option<ServiceRecord> {
+    Some(ServiceRecord {
+        namespace: service.namespace()?,
+        name: service.name_any(),
+        ip: loopback_cluster_ip(service)?,
+    })
 }
 
 async fn serve(
@@ -191,6 +226,7 @@ fn proxied_ports(service: &Service) -> Vec<(i32, Target)> {
 
 struct Proxies {
     client: kube::Client,
+    hosts: Arc<HostsFiles>,
     pods: Store<Pod>,
     services: HashMap<String, HashMap<i32, PortProxy>>,
 }
@@ -200,8 +236,11 @@ impl Proxies {
         let Some(uid) = service.uid() else { return };
         if is_terminating(&service.metadata) {
             self.services.remove(&uid);
+            self.set_record(&uid, None);
             return;
         }
+        self.set_record(&uid, service_record(service));
+        let cluster_ip = loopback_cluster_ip(service);
         let wanted = proxied_ports(service);
         let proxies = self.services.entry(uid).or_default();
         let wanted_ports: HashSet<i32> = wanted.iter().map(|(port, _)| *port).collect();
@@ -218,22 +257,48 @@ impl Proxies {
                 continue;
             };
             let target = Arc::new(RwLock::new(target));
+            let next = Arc::new(AtomicUsize::new(0));
             let task = tokio::spawn(serve(
                 listener,
                 target.clone(),
                 self.pods.clone(),
-                Arc::new(AtomicUsize::new(0)),
+                next.clone(),
             ));
+            let mut cluster_ip_task = None;
+            if let (Some(ip), Ok(service_port)) = (cluster_ip, u16::try_from(port)) {
+                match TcpListener::bind((ip, service_port)).await {
+                    Ok(listener) => {
+                        cluster_ip_task = Some(tokio::spawn(serve(
+                            listener,
+                            target.clone(),
+                            self.pods.clone(),
+                            next,
+                        )));
+                    }
+                    Err(error) => tracing::warn!(
+                        %error,
+                        service = %service.name_any(),
+                        "service proxy: cannot listen on {ip}:{service_port}"
+                    ),
+                }
+            }
             proxies.insert(
                 port,
                 PortProxy {
                     local_port,
                     target,
                     task,
+                    cluster_ip_task,
                 },
             );
         }
         self.publish(service).await;
+    }
+
+    fn set_record(&self, uid: &str, record: Option<ServiceRecord>) {
+        if let Err(error) = self.hosts.set(uid, record) {
+            tracing::warn!(error = %error, "service proxy: writing the hosts files failed");
+        }
     }
 
     /// Writes the proxy ports onto the Service, if they differ from what it shows.
@@ -295,8 +360,8 @@ impl Proxies {
     }
 }
 
-/// Runs the proxies until `shutdown`.
-pub async fn run(client: kube::Client, shutdown: CancellationToken) {
+/// Runs the proxies, and keeps the Services' names in `hosts`, until `shutdown`.
+pub async fn run(client: kube::Client, hosts: Arc<HostsFiles>, shutdown: CancellationToken) {
     let (pods, writer) = reflector::store();
     let pod_stream = reflector::reflector(
         writer,
@@ -308,6 +373,7 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
 
     let mut proxies = Proxies {
         client: client.clone(),
+        hosts,
         pods,
         services: HashMap::new(),
     };
@@ -331,12 +397,16 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
             Some(Ok(watcher::Event::Delete(service))) => {
                 if let Some(uid) = service.uid() {
                     proxies.services.remove(&uid);
+                    proxies.set_record(&uid, None);
                 }
             }
             Some(Ok(watcher::Event::Init)) => listed = Some(HashSet::new()),
             Some(Ok(watcher::Event::InitDone)) => {
                 if let Some(seen) = listed.take() {
                     proxies.services.retain(|uid, _| seen.contains(uid));
+                    if let Err(error) = proxies.hosts.retain(&seen) {
+                        tracing::warn!(error = %error, "service proxy: writing the hosts files failed");
+                    }
                 }
             }
             Some(Err(error)) => tracing::debug!(%error, "service proxy: watch error"),

@@ -74,3 +74,41 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `uri` (a CNPG Secret's, naming `<cluster>-rw.<namespace>:5432`) made reachable from the test
+/// process, which is outside the cluster and resolves no Service name: its host and port
+/// replaced by a local listener that forwards each connection through the API's
+/// `pods/<cluster>-1/portforward` to port 5432 of the primary, as `kubectl port-forward` would.
+/// The listener lives as long as the returned task.
+pub async fn through_primary_portforward(
+    client: &Client,
+    namespace: &str,
+    cluster: &str,
+    uri: &str,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a local port");
+    let local = listener.local_addr().expect("its address").port();
+    let primary = format!("{cluster}-1");
+    let bridge = tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let Ok(mut forwarder) = pods.portforward(&primary, &[5432]).await else {
+                continue;
+            };
+            let Some(mut upstream) = forwarder.take_stream(5432) else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut upstream).await;
+                drop(upstream);
+                let _ = forwarder.join().await;
+            });
+        }
+    });
+    let service = format!("{cluster}-rw.{namespace}:5432");
+    assert!(uri.contains(&service), "the uri names {service}");
+    (uri.replace(&service, &format!("127.0.0.1:{local}")), bridge)
+}

@@ -133,6 +133,9 @@ pub struct ContainerContext {
     pub pod_grace: Duration,
     /// Process groups alive, for a last SIGKILL when the sim stops.
     pub process_groups: Arc<Mutex<HashSet<i32>>>,
+    /// The hosts file of the pod's namespace ([`crate::controllers::dns`]), mounted on the
+    /// process's `/etc/hosts`; the error if it could not be written.
+    pub hosts_file: Result<PathBuf, String>,
 }
 
 /// How one run of the container ended.
@@ -379,6 +382,38 @@ fn base_environment(context: &ContainerContext) -> Vec<(String, String)> {
     env
 }
 
+/// `unshare(1)`, which runs the container's process in a mount namespace of its own.
+const UNSHARE: &str = "unshare";
+
+/// The arguments of `unshare(1)` before the container's own: a new mount namespace whose
+/// changes stay private, in which `sh` bind-mounts `hosts_file` on `/etc/hosts` and then execs
+/// `binary` (the same process id throughout: `unshare` without `--fork` and `exec` replace
+/// themselves, so signals reach the container's process). On Kubernetes the kubelet mounts a
+/// hosts file it manages on every container's `/etc/hosts` the same way ("Adding entries to Pod
+/// /etc/hosts with HostAliases"), and resolves Service names through the pod's DNS search path
+/// ([`crate::controllers::dns`]). Needs root (CAP_SYS_ADMIN), as kube-sim's pods always have.
+pub fn private_hosts_arguments(
+    hosts_file: &std::path::Path,
+    binary: &std::path::Path,
+) -> Vec<std::ffi::OsString> {
+    [
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+    ]
+    .into_iter()
+    .map(std::ffi::OsString::from)
+    .chain([
+        hosts_file.as_os_str().to_owned(),
+        binary.as_os_str().to_owned(),
+    ])
+    .collect()
+}
+
 fn start_error(message: String) -> Exit {
     Exit {
         exit_code: 128,
@@ -424,8 +459,13 @@ async fn run_process(
             context.spec.image.as_deref().unwrap_or("")
         ));
     }
-    let mut command = tokio::process::Command::new(binary);
+    let hosts_file = match &context.hosts_file {
+        Ok(path) => path,
+        Err(error) => return start_error(format!("kube-sim: no hosts file for the pod: {error}")),
+    };
+    let mut command = tokio::process::Command::new(UNSHARE);
     command
+        .args(private_hosts_arguments(hosts_file, binary))
         .args(process_arguments(&context.spec, env))
         .env_clear()
         .envs(base_environment(context))

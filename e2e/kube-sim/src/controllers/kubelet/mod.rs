@@ -47,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::container::{ContainerContext, PodRuntime, RestartPolicy, run_container};
 use self::status::{ContainerRuntime, RunState, pod_status};
+use super::dns::HostsFiles;
 use super::pods::now;
 use super::{
     CONTAINER_PORT_ANNOTATION_PREFIX, ControllersConfig, FIELD_MANAGER, POD_PORT_ANNOTATION,
@@ -83,6 +84,8 @@ enum Entry {
 struct Inner {
     client: kube::Client,
     config: Arc<ControllersConfig>,
+    /// The namespaces' hosts files, mounted on each container's `/etc/hosts`.
+    hosts: Arc<HostsFiles>,
     workers: Mutex<HashMap<String, Entry>>,
     process_groups: Arc<Mutex<HashSet<i32>>>,
 }
@@ -95,11 +98,16 @@ pub struct Kubelet {
 
 impl Kubelet {
     /// A kubelet for the API `client` talks to.
-    pub fn new(client: kube::Client, config: Arc<ControllersConfig>) -> Self {
+    pub fn new(
+        client: kube::Client,
+        config: Arc<ControllersConfig>,
+        hosts: Arc<HostsFiles>,
+    ) -> Self {
         Kubelet {
             inner: Arc::new(Inner {
                 client,
                 config,
+                hosts,
                 workers: Mutex::new(HashMap::new()),
                 process_groups: Arc::new(Mutex::new(HashSet::new())),
             }),
@@ -526,6 +534,12 @@ impl PodWorker {
             .map_or(DEFAULT_GRACE, |s| {
                 Duration::from_secs(u64::try_from(s).unwrap_or(0))
             });
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let hosts_file = kubelet
+            .inner
+            .hosts
+            .for_namespace(namespace)
+            .map_err(|error| error.to_string());
         let context = |container: &k8s_openapi::api::core::v1::Container,
                        index: usize,
                        init: bool,
@@ -550,6 +564,7 @@ impl PodWorker {
             backoff_base: config.backoff_base,
             pod_grace,
             process_groups: kubelet.inner.process_groups.clone(),
+            hosts_file: hosts_file.clone(),
         };
         let first_port = ports.first().copied().unwrap_or(0);
         let init_contexts: Vec<ContainerContext> = spec
