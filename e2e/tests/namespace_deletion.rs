@@ -32,7 +32,13 @@ async fn deleting_the_namespace_of_an_app_completes() {
         || {
             let namespaces = namespaces.clone();
             let namespace = namespace.clone();
-            async move { Ok(namespaces.get_opt(&namespace).await?.is_none().then_some(())) }
+            async move {
+                Ok(namespaces
+                    .get_opt(&namespace)
+                    .await?
+                    .is_none()
+                    .then_some(()))
+            }
         },
     )
     .await
