@@ -244,7 +244,7 @@ async fn write_status(
         .patch_status(
             &name,
             &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "status": status_patch(&computed) })),
+            &Patch::Merge(serde_json::json!({ "status": status_patch(&computed)? })),
         )
         .await
         .map_err(|source| Error::Kube {
@@ -257,8 +257,12 @@ async fn write_status(
 
 /// The status as a merge patch: every optional field the computed status leaves out is sent as
 /// `null`, so a fact that no longer holds (a removed worker) leaves the stored status too.
-fn status_patch(status: &KumikoAppStatus) -> serde_json::Value {
-    let mut value = serde_json::to_value(status).unwrap_or_default();
+/// A status that does not serialize is an error, never a `{"status": null}` that would wipe it.
+fn status_patch(status: &KumikoAppStatus) -> Result<serde_json::Value, Error> {
+    let mut value = serde_json::to_value(status).map_err(|source| Error::Serialize {
+        what: "the KumikoApp status".to_owned(),
+        source,
+    })?;
     if let Some(map) = value.as_object_mut() {
         for key in [
             "observedGeneration",
@@ -272,7 +276,7 @@ fn status_patch(status: &KumikoAppStatus) -> serde_json::Value {
             map.entry(key).or_insert(serde_json::Value::Null);
         }
     }
-    value
+    Ok(value)
 }
 
 /// The `-rw` Service of the app's CloudNativePG cluster: `<app>-db-rw` in the app's namespace
