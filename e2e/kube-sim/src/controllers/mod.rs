@@ -286,6 +286,7 @@ impl ControllerArgs {
             backoff_base: Duration::from_secs_f64(self.backoff_seconds),
             log_sink,
             process_hosts_file: hosts_file,
+            api_access: None,
         })
     }
 }
@@ -307,6 +308,23 @@ pub struct ControllersConfig {
     /// ([`dns`]): only ever `/etc/hosts` of a private mount namespace (the e2e harness's), never
     /// the machine's.
     pub process_hosts_file: Option<PathBuf>,
+    /// How pods reach the API server, and who issues their ServiceAccount tokens (set by
+    /// [`Controllers::start_for`]; without it pods get no token and no `KUBERNETES_SERVICE_*`).
+    pub api_access: Option<ApiAccess>,
+}
+
+/// What the kubelet gives a pod to reach the API server as its ServiceAccount: the address
+/// (`KUBERNETES_SERVICE_HOST`/`_PORT`), the CA (`ca.crt`) and the token issuer.
+#[derive(Clone)]
+pub struct ApiAccess {
+    /// The in-process server, whose authenticator issues ServiceAccount tokens.
+    pub cluster: Arc<crate::Cluster>,
+    /// The API server's host (an address its serving certificate names).
+    pub host: String,
+    /// The API server's port.
+    pub port: u16,
+    /// The CA certificate, PEM.
+    pub ca_pem: String,
 }
 
 impl std::fmt::Debug for ControllersConfig {
@@ -335,6 +353,7 @@ impl Default for ControllersConfig {
             backoff_base: Duration::from_secs(10),
             log_sink: Arc::new(DiscardLogs),
             process_hosts_file: None,
+            api_access: None,
         }
     }
 }
@@ -386,6 +405,12 @@ impl Controllers {
             .admission()
             .register(Arc::new(quota::PodAdmission { bind_to_node: true }));
         config.log_sink = Arc::new(ClusterLogs(server.cluster().clone()));
+        config.api_access = Some(ApiAccess {
+            cluster: server.cluster().clone(),
+            host: server.addr().ip().to_string(),
+            port: server.addr().port(),
+            ca_pem: server.credentials().ca_pem.clone(),
+        });
         let client = client_for(server)?;
         Self::start(client, config).await
     }

@@ -136,7 +136,15 @@ pub struct ContainerContext {
     /// The hosts file of the pod's namespace ([`crate::controllers::dns`]), mounted on the
     /// process's `/etc/hosts`; the error if it could not be written.
     pub hosts_file: Result<PathBuf, String>,
+    /// The pod's ServiceAccount volume (`token`, `ca.crt`, `namespace`), mounted at
+    /// [`SERVICE_ACCOUNT_MOUNT`] (`None`: not automounted).
+    pub service_account_dir: Option<PathBuf>,
+    /// The API server's host and port (`KUBERNETES_SERVICE_HOST`/`_PORT`).
+    pub api_endpoint: Option<(String, u16)>,
 }
+
+/// Where the kubelet mounts a pod's ServiceAccount token, CA and namespace.
+pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// How one run of the container ended.
 struct Exit {
@@ -379,6 +387,16 @@ fn base_environment(context: &ContainerContext) -> Vec<(String, String)> {
     if let Ok(lang) = std::env::var("LANG") {
         env.push(("LANG".to_owned(), lang));
     }
+    // The kubelet gives every container the `kubernetes` Service's address ("Accessing the
+    // Kubernetes API from a Pod"); in-cluster clients (kube-rs, client-go) read it.
+    if let Some((host, port)) = &context.api_endpoint {
+        env.extend([
+            ("KUBERNETES_SERVICE_HOST".to_owned(), host.clone()),
+            ("KUBERNETES_SERVICE_PORT".to_owned(), port.to_string()),
+            ("KUBERNETES_SERVICE_PORT_HTTPS".to_owned(), port.to_string()),
+            ("KUBERNETES_PORT".to_owned(), format!("tcp://{host}:{port}")),
+        ]);
+    }
     env
 }
 
@@ -386,7 +404,8 @@ fn base_environment(context: &ContainerContext) -> Vec<(String, String)> {
 const UNSHARE: &str = "unshare";
 
 /// The arguments of `unshare(1)` before the container's own: a new mount namespace whose
-/// changes stay private, in which `sh` bind-mounts `hosts_file` on `/etc/hosts` and then execs
+/// changes stay private, in which `sh` bind-mounts `hosts_file` on `/etc/hosts` (and the
+/// ServiceAccount volume on [`SERVICE_ACCOUNT_MOUNT`], when there is one) and then execs
 /// `binary` (the same process id throughout: `unshare` without `--fork` and `exec` replace
 /// themselves, so signals reach the container's process). On Kubernetes the kubelet mounts a
 /// hosts file it manages on every container's `/etc/hosts` the same way ("Adding entries to Pod
@@ -394,8 +413,20 @@ const UNSHARE: &str = "unshare";
 /// ([`crate::controllers::dns`]). Needs root (CAP_SYS_ADMIN), as kube-sim's pods always have.
 pub fn private_hosts_arguments(
     hosts_file: &std::path::Path,
+    service_account_dir: Option<&std::path::Path>,
     binary: &std::path::Path,
 ) -> Vec<std::ffi::OsString> {
+    // $0: the hosts file; $1: the ServiceAccount volume or `-`. The volume is bound on
+    // /var/run/secrets/kubernetes.io/serviceaccount over a private tmpfs on /run (/var/run is
+    // /run), so the path exists for this pod only and nothing is created on the machine.
+    let script = concat!(
+        "mount --bind \"$0\" /etc/hosts && ",
+        "if [ \"$1\" != - ]; then ",
+        "mount -t tmpfs -o size=1m,mode=755 kube-sim-run /run && ",
+        "mkdir -p /run/secrets/kubernetes.io/serviceaccount && ",
+        "mount --bind \"$1\" /run/secrets/kubernetes.io/serviceaccount; fi && ",
+        "shift && exec \"$@\""
+    );
     [
         "--mount",
         "--propagation",
@@ -403,12 +434,13 @@ pub fn private_hosts_arguments(
         "--",
         "sh",
         "-c",
-        "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+        script,
     ]
     .into_iter()
     .map(std::ffi::OsString::from)
     .chain([
         hosts_file.as_os_str().to_owned(),
+        service_account_dir.map_or_else(|| "-".into(), |dir| dir.as_os_str().to_owned()),
         binary.as_os_str().to_owned(),
     ])
     .collect()
@@ -465,7 +497,11 @@ async fn run_process(
     };
     let mut command = tokio::process::Command::new(UNSHARE);
     command
-        .args(private_hosts_arguments(hosts_file, binary))
+        .args(private_hosts_arguments(
+            hosts_file,
+            context.service_account_dir.as_deref(),
+            binary,
+        ))
         .args(process_arguments(&context.spec, env))
         .env_clear()
         .envs(base_environment(context))

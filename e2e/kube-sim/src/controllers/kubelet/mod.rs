@@ -438,6 +438,53 @@ impl Drop for PodWorker {
     }
 }
 
+/// The pod's ServiceAccount volume, as the kubelet projects it ("Configure Service Accounts for
+/// Pods"): a directory holding a `token` for the pod's ServiceAccount (`spec.serviceAccountName`,
+/// default `default`), the API server's `ca.crt` and the pod's `namespace`. None when the pod or
+/// its ServiceAccount sets `automountServiceAccountToken: false`, or when the ServiceAccount does
+/// not exist (a real API server refuses such a pod at admission; kube-sim runs it without).
+async fn service_account_volume(
+    client: &kube::Client,
+    access: &crate::controllers::ApiAccess,
+    pod: &Pod,
+    workdir: &std::path::Path,
+) -> Option<PathBuf> {
+    let spec = pod.spec.as_ref()?;
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = spec
+        .service_account_name
+        .as_deref()
+        .filter(|name| !name.is_empty())
+        .unwrap_or("default");
+    let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let account = accounts.get_opt(name).await.ok().flatten()?;
+    let automount = spec
+        .automount_service_account_token
+        .or(account.automount_service_account_token)
+        .unwrap_or(true);
+    if !automount {
+        return None;
+    }
+    let uid = account.metadata.uid.as_deref()?;
+    let token = access
+        .cluster
+        .authenticator()
+        .issue_service_account_token(namespace, name, uid);
+    let dir = workdir.join("serviceaccount");
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("token"), token))
+        .and_then(|()| std::fs::write(dir.join("ca.crt"), &access.ca_pem))
+        .and_then(|()| std::fs::write(dir.join("namespace"), namespace));
+    match written {
+        Ok(()) => Some(dir),
+        Err(error) => {
+            tracing::warn!(%error, namespace, pod = ?pod.metadata.name, "writing the ServiceAccount volume");
+            None
+        }
+    }
+}
+
 impl PodWorker {
     async fn start(kubelet: Kubelet, pod: Arc<Pod>) -> Self {
         let spec = pod.spec.clone().unwrap_or_default();
@@ -535,6 +582,16 @@ impl PodWorker {
                 Duration::from_secs(u64::try_from(s).unwrap_or(0))
             });
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let service_account_dir = match &config.api_access {
+            Some(access) => {
+                service_account_volume(&kubelet.inner.client, access, &pod, &workdir_path).await
+            }
+            None => None,
+        };
+        let api_endpoint = config
+            .api_access
+            .as_ref()
+            .map(|access| (access.host.clone(), access.port));
         let hosts_file = kubelet
             .inner
             .hosts
@@ -565,6 +622,8 @@ impl PodWorker {
             pod_grace,
             process_groups: kubelet.inner.process_groups.clone(),
             hosts_file: hosts_file.clone(),
+            service_account_dir: service_account_dir.clone(),
+            api_endpoint: api_endpoint.clone(),
         };
         let first_port = ports.first().copied().unwrap_or(0);
         let init_contexts: Vec<ContainerContext> = spec
