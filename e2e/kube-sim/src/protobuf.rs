@@ -2,7 +2,7 @@
 //! protobuf types of `k8s-pb`, for the kinds clients send that way: kubectl sends every built-in
 //! kind it creates by a typed client as protobuf (`kubectl create namespace|secret|configmap|
 //! serviceaccount`, the `SelfSubjectAccessReview` of `kubectl auth can-i`), and so does Helm for
-//! its release Secrets.
+//! its release Secrets and the DeleteOptions with which it purges them.
 //!
 //! The wire format ("Kubernetes Protobuf encoding", the API concepts documentation): the 4-byte
 //! magic `k8s\0`, then a `runtime.Unknown` whose `typeMeta` names the apiVersion and kind and
@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use k8s_pb::api::authorization::v1 as authorization;
 use k8s_pb::api::core::v1 as core;
-use k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_pb::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta};
 use k8s_pb::apimachinery::pkg::runtime::Unknown;
 use prost::Message;
 use serde_json::{Map, Value, json};
@@ -81,6 +81,11 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
                 attributes["uid"] = json!(uid);
             }
             json!({"metadata": metadata(review.metadata), "spec": attributes})
+        }
+        // The body of a delete (Helm purges its release Secrets so); clients send it as `v1` or
+        // `meta.k8s.io/v1`.
+        ("v1" | "meta.k8s.io/v1", "DeleteOptions") => {
+            delete_options(DeleteOptions::decode(raw.as_slice()).map_err(malformed)?)
         }
         _ => return Err(unsupported(format!("a protobuf {api_version} {kind}"))),
     };
@@ -204,6 +209,25 @@ fn service_account(object: core::ServiceAccount) -> Value {
     Value::Object(map)
 }
 
+fn delete_options(options: DeleteOptions) -> Value {
+    let mut map = Map::new();
+    if let Some(grace) = options.grace_period_seconds {
+        map.insert("gracePeriodSeconds".to_owned(), json!(grace));
+    }
+    if let Some(preconditions) = options.preconditions {
+        let mut conditions = Map::new();
+        put(&mut conditions, "uid", json!(preconditions.uid));
+        put(&mut conditions, "resourceVersion", json!(preconditions.resource_version));
+        map.insert("preconditions".to_owned(), Value::Object(conditions));
+    }
+    if let Some(orphan) = options.orphan_dependents {
+        map.insert("orphanDependents".to_owned(), json!(orphan));
+    }
+    put(&mut map, "propagationPolicy", json!(options.propagation_policy));
+    put(&mut map, "dryRun", json!(options.dry_run));
+    Value::Object(map)
+}
+
 /// An access review's attributes, as the JSON spec has them.
 fn attributes(
     resource: Option<authorization::ResourceAttributes>,
@@ -293,6 +317,19 @@ mod tests {
             object["spec"],
             json!({"resourceAttributes": {"verb": "list", "resource": "secrets"}})
         );
+    }
+
+    #[test]
+    fn delete_options_decode_with_their_policy_and_preconditions() {
+        let options = DeleteOptions {
+            propagation_policy: Some("Background".to_owned()),
+            grace_period_seconds: Some(0),
+            ..DeleteOptions::default()
+        };
+        let object = decode(&envelope("v1", "DeleteOptions", &options)).unwrap();
+        assert_eq!(object["propagationPolicy"], "Background");
+        assert_eq!(object["gracePeriodSeconds"], 0);
+        assert_eq!(object["kind"], "DeleteOptions");
     }
 
     #[test]
