@@ -217,13 +217,21 @@ fn delete_options(options: DeleteOptions) -> Value {
     if let Some(preconditions) = options.preconditions {
         let mut conditions = Map::new();
         put(&mut conditions, "uid", json!(preconditions.uid));
-        put(&mut conditions, "resourceVersion", json!(preconditions.resource_version));
+        put(
+            &mut conditions,
+            "resourceVersion",
+            json!(preconditions.resource_version),
+        );
         map.insert("preconditions".to_owned(), Value::Object(conditions));
     }
     if let Some(orphan) = options.orphan_dependents {
         map.insert("orphanDependents".to_owned(), json!(orphan));
     }
-    put(&mut map, "propagationPolicy", json!(options.propagation_policy));
+    put(
+        &mut map,
+        "propagationPolicy",
+        json!(options.propagation_policy),
+    );
     put(&mut map, "dryRun", json!(options.dry_run));
     Value::Object(map)
 }
