@@ -452,6 +452,8 @@ async fn kubectl_auth_can_i_answers_from_the_charts_rules() {
         ("watch", "kumikoapps.kumiko.so", true),
         ("patch", "kumikoapps.kumiko.so", true),
         ("update", "kumikoapps.kumiko.so", false),
+        // blockOwnerDeletion under OwnerReferencesPermissionEnforcement.
+        ("update", "kumikoapps.kumiko.so --subresource=finalizers", true),
         ("get", "secrets", true),
         ("patch", "secrets", true),
         ("create", "secrets", true),
