@@ -453,7 +453,11 @@ async fn kubectl_auth_can_i_answers_from_the_charts_rules() {
         ("patch", "kumikoapps.kumiko.so", true),
         ("update", "kumikoapps.kumiko.so", false),
         // blockOwnerDeletion under OwnerReferencesPermissionEnforcement.
-        ("update", "kumikoapps.kumiko.so --subresource=finalizers", true),
+        (
+            "update",
+            "kumikoapps.kumiko.so --subresource=finalizers",
+            true,
+        ),
         ("get", "secrets", true),
         ("patch", "secrets", true),
         ("create", "secrets", true),
