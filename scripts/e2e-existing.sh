@@ -92,8 +92,8 @@ image:
   tag: dev
 httpListenAddress: "127.0.0.1:$(PORT)"
 VALUES
-# Not `--wait` yet: Helm 4's kstatus watcher reports every object of the release Unknown on
-# kube-sim (see the notes of issue 13); the rollout is awaited with kubectl instead.
+# Not `--wait` yet: Helm 4's kstatus reads a Deployment's status through its ReplicaSets, which
+# kube-sim does not serve, so the release stays Unknown; the rollout is awaited with kubectl.
 helm --kubeconfig "$kubeconfig" install kumiko-operator charts/kumiko-operator \
   --namespace "$operator_namespace" --create-namespace \
   --values "$work_dir/values.yaml" >"$work_dir/helm-install.log" 2>&1 ||
