@@ -117,3 +117,47 @@ async fn deletion_with_retain_policy_keeps_the_database() {
 
     cluster.shutdown().await.unwrap();
 }
+
+/// "Namespaces": deleting the app's namespace deletes the app with everything in it; what
+/// `Retain` keeps on a cluster that lives elsewhere (the shared one) stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_apps_namespace_keeps_what_retain_keeps_on_a_shared_cluster() {
+    let cluster = TestCluster::start().await.unwrap();
+    let shared = SharedPostgres::create(&cluster, "shared-pg").await.unwrap();
+    let (app, owned) = ready_app(&cluster, &shared, "kept-ns", "Retain").await;
+
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(cluster.client().clone());
+    namespaces
+        .delete(&app.namespace, &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    kumiko_e2e::eventually(
+        "the app's namespace to be gone",
+        std::time::Duration::from_secs(90),
+        || {
+            let namespaces = namespaces.clone();
+            let namespace = app.namespace.clone();
+            async move {
+                Ok(namespaces
+                    .get_opt(&namespace)
+                    .await?
+                    .is_none()
+                    .then_some(()))
+            }
+        },
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(
+        existing(&cluster, &shared, &owned).await,
+        (true, true, true),
+        "roles {} and {} and database {} were kept",
+        owned.owner,
+        owned.runtime,
+        owned.database
+    );
+
+    cluster.shutdown().await.unwrap();
+}
