@@ -8,13 +8,25 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
-/// What the operator last observed and did for a KumikoApp.
+// The schema defaults `status` to `{observedGeneration: 0}`. kube-apiserver applies structural
+// defaults when it reads an object from etcd (Kubernetes documentation, "Defaulting" under
+// "Versions in CustomResourceDefinitions"; apiextensions-apiserver's
+// `pkg/apiserver/schema/defaulting/algorithm.go` defaults a missing parent, then its properties),
+// so a KumikoApp the operator has not seen yet reads as generation 1 observed at 0. kstatus
+// (`cli-utils` `pkg/kstatus/status/generic.go` `checkGeneration`, used by Helm 4's `--wait`, Flux
+// and Argo CD) then calls it InProgress. Without the default, a fresh object with no status and no
+// conditions is "Current", and `helm install --wait` returns before the operator did anything.
+/// What the operator last observed and did for a KumikoApp. Defaults to `observedGeneration: 0`
+/// until the operator has seen the app, so tools that wait on kstatus (`helm --wait`, Flux) wait
+/// for it.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("default" = {}))]
 pub struct KumikoAppStatus {
     /// The `metadata.generation` this status describes. When it lags the object's generation, the
-    /// operator has not yet acted on the latest spec.
+    /// operator has not yet acted on the latest spec (0: not yet seen).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = 0))]
     pub observed_generation: Option<i64>,
 
     /// The app's conditions: `Ready`, `Reconciling`, `Stalled`, and the steps `DatabaseReady`,

@@ -38,7 +38,7 @@ const IDENTITY_KINDS: [(&str, &str, &str, &str); 5] = [
 ];
 
 /// The `helm` to run: the one `make deps` unpacks, else the one on `PATH`.
-fn helm() -> std::path::PathBuf {
+pub fn helm() -> std::path::PathBuf {
     let local = binaries::workspace_root().join(".tools/bin/helm");
     if local.is_file() {
         local

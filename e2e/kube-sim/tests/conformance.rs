@@ -1081,6 +1081,53 @@ async fn status_subresource_splits_spec_and_status_writes() {
     assert_eq!(main.data["spec"]["size"], 2);
 }
 
+/// Custom Resources, "Defaulting": structural defaults apply to a missing parent and then to its
+/// properties (apiextensions-apiserver `pkg/apiserver/schema/defaulting/algorithm.go`), and also
+/// when the object is read from etcd, so a `status` default shows on a custom resource whose
+/// create dropped its status (status subresource). This is what lets kstatus (`helm --wait`) see
+/// `observedGeneration: 0` on an object no controller has seen yet.
+#[tokio::test]
+async fn schema_defaults_fill_a_status_the_create_dropped() {
+    let (_s, client) = start().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut crd = widget_crd();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"] = json!({
+        "type": "object", "default": {},
+        "properties": {
+            "observedGeneration": {"type": "integer", "format": "int64", "default": 0},
+            "phase": {"type": "string"}
+        }
+    });
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(crd).unwrap(),
+    )
+    .await
+    .unwrap();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &widget_resource());
+    let mut w = widget("w", json!({"size": 1}));
+    w.data["status"] = json!({"phase": "Ignored", "observedGeneration": 7});
+    let created = api.create(&PostParams::default(), &w).await.unwrap();
+    assert_eq!(created.data["status"], json!({"observedGeneration": 0}));
+    assert_eq!(created.metadata.generation, Some(1));
+    let read = api.get("w").await.unwrap();
+    assert_eq!(read.data["status"], json!({"observedGeneration": 0}));
+    assert_eq!(read.data["spec"]["maxSize"], 10, "nested spec defaults too");
+    let written = api
+        .patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"observedGeneration": 1, "phase": "Ready"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        written.data["status"],
+        json!({"observedGeneration": 1, "phase": "Ready"})
+    );
+}
+
 /// Server-Side Apply on the status subresource: a controller owns status fields under a `status`
 /// subresource entry; spec and generation are untouched.
 #[tokio::test]
