@@ -98,6 +98,22 @@ else
   fail "helm install --dry-run=client"
 fi
 
+# The example app chart (examples/app-chart, what e2e/tests/helm_wait.rs installs with --wait):
+# lint, and its KumikoApp validates against the CRD.
+example=examples/app-chart
+if ! lint_output=$(helm lint --strict "$example" 2>&1); then
+  printf '%s\n' "$lint_output" >&2
+  fail "helm lint --strict $example"
+fi
+if example_app=$(helm template example "$example" --set-json 'lifecycle={"linger":"1s"}' 2>&1); then
+  if ! "$python" scripts/checks/lib/kumikoapp_schema.py crds/kumikoapp.yaml "$example" <<<"$example_app"; then
+    fail "the KumikoApp of $example does not validate against the CRD"
+  fi
+else
+  printf '%s\n' "$example_app" >&2
+  fail "helm template $example"
+fi
+
 # 5. The chart's README documents every value (two levels deep; deeper ones are Kubernetes objects
 #    or the probe settings documented together).
 undocumented=$("$python" - "$chart" <<'PYTHON'
