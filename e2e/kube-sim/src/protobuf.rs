@@ -1,23 +1,34 @@
-//! Protobuf request bodies (`application/vnd.kubernetes.protobuf`), read with the Kubernetes
-//! protobuf types of `k8s-pb`, for the kinds clients send that way: kubectl sends every built-in
-//! kind it creates by a typed client as protobuf (`kubectl create namespace|secret|configmap|
-//! serviceaccount`, the `SelfSubjectAccessReview` of `kubectl auth can-i`), and so does Helm for
-//! its release Secrets and the DeleteOptions with which it purges them.
+//! Protobuf request bodies (`application/vnd.kubernetes.protobuf`) of every built-in kind kube-sim
+//! serves: kubectl sends the kinds it creates by a typed client as protobuf (`kubectl create
+//! deployment|job|service|role|quota|secret|configmap|namespace|...`, the `SelfSubjectAccessReview`
+//! of `kubectl auth can-i`), and so does Helm for its release Secrets and the DeleteOptions with
+//! which it purges them.
 //!
 //! The wire format ("Kubernetes Protobuf encoding", the API concepts documentation): the 4-byte
 //! magic `k8s\0`, then a `runtime.Unknown` whose `typeMeta` names the apiVersion and kind and
-//! whose `raw` holds the object's own message. The object is turned into the JSON the rest of the
-//! server works with; a kind not listed here is 415, as before, and clients fall back to JSON.
+//! whose `raw` holds the object's own message. The messages are read through the descriptors of
+//! the Kubernetes `.proto` files (`protos/`, compiled by `build.rs`), and turned into the JSON the
+//! rest of the server works with, field by field: Kubernetes names its proto fields as its JSON
+//! fields, and the few types whose JSON is not their message's shape (Quantity, IntOrString, Time,
+//! MicroTime, Duration, FieldsV1, RawExtension, the apiextensions JSON and its either-or schema
+//! types) are written as their Go `MarshalJSON` writes them. A kind with no message here (a custom
+//! resource: clients send those as JSON) is 415.
+//!
+//! Go's protobuf code writes every non-pointer field, zero or not, and reads a zero back as unset;
+//! only pointer fields are written when set. The proto cannot tell the two apart, so empty strings
+//! are read as unset (defaulting then applies, as it does in Go: `restartPolicy`, `protocol`),
+//! while zero numbers and `false` are kept: a pointer's 0 (`replicas: 0`) means something, a
+//! non-pointer's 0 (`hostPort: 0`) is the value Go would default to anyway, and only shows in
+//! the stored object where kube-apiserver's JSON leaves it out.
+//!
 //! Answers are JSON, which clients accept (they ask for protobuf with `*/*` as a fallback).
 
-use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use base64::Engine as _;
-use k8s_pb::api::authorization::v1 as authorization;
-use k8s_pb::api::core::v1 as core;
-use k8s_pb::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta};
-use k8s_pb::apimachinery::pkg::runtime::Unknown;
-use prost::Message;
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, MapKey, MessageDescriptor, ReflectMessage as _, Value as Field,
+};
 use serde_json::{Map, Value, json};
 
 use crate::status::ApiError;
@@ -28,16 +39,59 @@ pub const MAGIC: &[u8; 4] = b"k8s\0";
 /// The content type of protobuf bodies.
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
+/// The descriptors of `protos/`, compiled by `build.rs`.
+static DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/kubernetes-protos.bin"));
+
+/// The descriptor pool, decoded once. `None` only if the build wrote a broken set, which the
+/// tests would catch; requests then get 415 rather than a panic.
+fn pool() -> Option<&'static DescriptorPool> {
+    static POOL: OnceLock<Option<DescriptorPool>> = OnceLock::new();
+    POOL.get_or_init(|| DescriptorPool::decode(DESCRIPTORS).ok())
+        .as_ref()
+}
+
 fn unsupported(what: impl std::fmt::Display) -> ApiError {
     ApiError::unsupported_media_type(format!(
         "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf ({what})"
     ))
 }
 
-fn malformed(error: prost::DecodeError) -> ApiError {
+fn malformed(error: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request(format!(
         "the body of the request could not be decoded as protobuf: {error}"
     ))
+}
+
+/// The proto package of an API group's version, as `protos/` names them.
+fn package(group: &str, version: &str) -> Option<String> {
+    let short = match group {
+        "" => "core",
+        "meta.k8s.io" => return Some(format!("apimachinery.pkg.apis.meta.{version}")),
+        "apiextensions.k8s.io" => {
+            return Some(format!(
+                "apiextensions_apiserver.pkg.apis.apiextensions.{version}"
+            ));
+        }
+        "rbac.authorization.k8s.io" => "rbac",
+        "apps" | "batch" | "policy" | "autoscaling" => group,
+        other => other.strip_suffix(".k8s.io")?,
+    };
+    Some(format!("api.{short}.{version}"))
+}
+
+/// The message of `kind` in `apiVersion`. DeleteOptions (and the other meta options) come as
+/// `v1` or `meta.k8s.io/v1`.
+fn message_of(pool: &DescriptorPool, api_version: &str, kind: &str) -> Option<MessageDescriptor> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let own = package(group, version)
+        .and_then(|package| pool.get_message_by_name(&format!("{package}.{kind}")));
+    own.or_else(|| {
+        (group.is_empty() && kind.ends_with("Options"))
+            .then(|| {
+                pool.get_message_by_name(&format!("apimachinery.pkg.apis.meta.{version}.{kind}"))
+            })
+            .flatten()
+    })
 }
 
 /// The object a protobuf body holds, as JSON.
@@ -45,227 +99,268 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
     let envelope = body
         .strip_prefix(MAGIC)
         .ok_or_else(|| ApiError::bad_request("the protobuf body lacks the k8s magic prefix"))?;
-    let unknown = Unknown::decode(envelope).map_err(malformed)?;
-    let type_meta = unknown.type_meta.unwrap_or_default();
-    let api_version = type_meta.api_version.unwrap_or_default();
-    let kind = type_meta.kind.unwrap_or_default();
-    let raw = unknown.raw.unwrap_or_default();
-    let mut object = match (api_version.as_str(), kind.as_str()) {
-        ("v1", "Namespace") => {
-            namespace(core::Namespace::decode(raw.as_slice()).map_err(malformed)?)
-        }
-        ("v1", "Secret") => secret(core::Secret::decode(raw.as_slice()).map_err(malformed)?),
-        ("v1", "ConfigMap") => {
-            config_map(core::ConfigMap::decode(raw.as_slice()).map_err(malformed)?)
-        }
-        ("v1", "ServiceAccount") => {
-            service_account(core::ServiceAccount::decode(raw.as_slice()).map_err(malformed)?)
-        }
-        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
-            let review = authorization::SelfSubjectAccessReview::decode(raw.as_slice())
-                .map_err(malformed)?;
-            let spec = review.spec.unwrap_or_default();
-            json!({
-                "metadata": metadata(review.metadata),
-                "spec": attributes(spec.resource_attributes, spec.non_resource_attributes),
-            })
-        }
-        ("authorization.k8s.io/v1", "SubjectAccessReview") => {
-            let review =
-                authorization::SubjectAccessReview::decode(raw.as_slice()).map_err(malformed)?;
-            let spec = review.spec.unwrap_or_default();
-            let mut attributes = attributes(spec.resource_attributes, spec.non_resource_attributes);
-            attributes["user"] = json!(spec.user.unwrap_or_default());
-            attributes["groups"] = json!(spec.groups);
-            if let Some(uid) = spec.uid {
-                attributes["uid"] = json!(uid);
-            }
-            json!({"metadata": metadata(review.metadata), "spec": attributes})
-        }
-        // The body of a delete (Helm purges its release Secrets so); clients send it as `v1` or
-        // `meta.k8s.io/v1`.
-        ("v1" | "meta.k8s.io/v1", "DeleteOptions") => {
-            delete_options(DeleteOptions::decode(raw.as_slice()).map_err(malformed)?)
-        }
-        _ => return Err(unsupported(format!("a protobuf {api_version} {kind}"))),
+    let pool = pool().ok_or_else(|| unsupported("kube-sim has no protobuf descriptors"))?;
+    let unknown_type = pool
+        .get_message_by_name("apimachinery.pkg.runtime.Unknown")
+        .ok_or_else(|| unsupported("kube-sim has no runtime.Unknown descriptor"))?;
+    let unknown = DynamicMessage::decode(unknown_type, envelope).map_err(malformed)?;
+    let text = |message: &DynamicMessage, name: &str| {
+        message
+            .get_field_by_name(name)
+            .and_then(|value| value.as_str().map(str::to_owned))
+            .unwrap_or_default()
     };
+    let type_meta = unknown
+        .get_field_by_name("typeMeta")
+        .and_then(|value| value.as_message().cloned());
+    let (api_version, kind) = type_meta
+        .map(|meta| (text(&meta, "apiVersion"), text(&meta, "kind")))
+        .unwrap_or_default();
+    let raw = unknown
+        .get_field_by_name("raw")
+        .and_then(|value| value.as_bytes().cloned())
+        .unwrap_or_default();
+    let descriptor = message_of(pool, &api_version, &kind)
+        .ok_or_else(|| unsupported(format!("a protobuf {api_version} {kind}")))?;
+    let message = DynamicMessage::decode(descriptor, raw).map_err(malformed)?;
+    let mut object = to_json(&message)?;
     object["apiVersion"] = json!(api_version);
     object["kind"] = json!(kind);
     Ok(object)
 }
 
-/// Inserts `key: value` when `value` is not empty.
-fn put(map: &mut Map<String, Value>, key: &str, value: Value) {
-    let empty = match &value {
-        Value::Null => true,
-        Value::String(text) => text.is_empty(),
-        Value::Array(items) => items.is_empty(),
-        Value::Object(fields) => fields.is_empty(),
-        Value::Bool(_) | Value::Number(_) => false,
+/// A message as the Kubernetes JSON of its Go type.
+fn to_json(message: &DynamicMessage) -> Result<Value, ApiError> {
+    let field = |name: &str| message.get_field_by_name(name);
+    let full_name = message.descriptor().full_name().to_owned();
+    let short = full_name.rsplit('.').next().unwrap_or_default();
+    let special = match (full_name.as_str(), short) {
+        ("apimachinery.pkg.api.resource.Quantity", _) => Some(json!(
+            field("string")
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        )),
+        ("apimachinery.pkg.util.intstr.IntOrString", _) => {
+            let is_string = field("type").and_then(|v| v.as_i64()).unwrap_or(0) == 1;
+            Some(if is_string {
+                json!(
+                    field("strVal")
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                )
+            } else {
+                json!(field("intVal").and_then(|v| v.as_i32()).unwrap_or(0))
+            })
+        }
+        // Go writes a zero time as an empty message (`time_proto.go`: size 0), read back as the
+        // zero time, whose JSON is null.
+        ("apimachinery.pkg.apis.meta.v1.Time" | "apimachinery.pkg.apis.meta.v1.MicroTime", _)
+            if message.fields().next().is_none() =>
+        {
+            Some(Value::Null)
+        }
+        ("apimachinery.pkg.apis.meta.v1.Time", _) => {
+            let seconds = field("seconds").and_then(|v| v.as_i64()).unwrap_or(0);
+            Some(json!(timestamp(seconds, 0, false)?))
+        }
+        ("apimachinery.pkg.apis.meta.v1.MicroTime", _) => {
+            let seconds = field("seconds").and_then(|v| v.as_i64()).unwrap_or(0);
+            let nanos = field("nanos").and_then(|v| v.as_i32()).unwrap_or(0);
+            Some(json!(timestamp(seconds, nanos, true)?))
+        }
+        ("apimachinery.pkg.apis.meta.v1.Duration", _) => Some(json!(go_duration(
+            field("duration").and_then(|v| v.as_i64()).unwrap_or(0)
+        ))),
+        ("apimachinery.pkg.apis.meta.v1.Verbs", _) => Some(
+            field("items")
+                .map(|items| field_to_json(&items))
+                .transpose()?
+                .unwrap_or_else(|| json!([])),
+        ),
+        ("apimachinery.pkg.apis.meta.v1.FieldsV1", _) => Some(raw_json(field("Raw").as_deref())?),
+        ("apimachinery.pkg.runtime.RawExtension", _) => Some(raw_json(field("raw").as_deref())?),
+        (name, "JSON") if name.starts_with("apiextensions_apiserver.") => {
+            Some(raw_json(field("raw").as_deref())?)
+        }
+        (name, "JSONSchemaPropsOrBool") if name.starts_with("apiextensions_apiserver.") => {
+            match field("schema").filter(|_| message.has_field_by_name("schema")) {
+                Some(schema) => Some(field_to_json(&schema)?),
+                None => Some(json!(
+                    field("allows").and_then(|v| v.as_bool()).unwrap_or(false)
+                )),
+            }
+        }
+        (name, "JSONSchemaPropsOrArray") if name.starts_with("apiextensions_apiserver.") => {
+            if message.has_field_by_name("jSONSchemas") {
+                field("jSONSchemas")
+                    .map(|v| field_to_json(&v))
+                    .transpose()?
+            } else {
+                field("schema").map(|v| field_to_json(&v)).transpose()?
+            }
+        }
+        (name, "JSONSchemaPropsOrStringArray") if name.starts_with("apiextensions_apiserver.") => {
+            if message.has_field_by_name("property") {
+                field("property").map(|v| field_to_json(&v)).transpose()?
+            } else {
+                field("schema").map(|v| field_to_json(&v)).transpose()?
+            }
+        }
+        _ => None,
     };
-    if !empty {
-        map.insert(key.to_owned(), value);
+    if let Some(value) = special {
+        return Ok(value);
     }
+    let schema_props =
+        full_name.starts_with("apiextensions_apiserver.") && short == "JSONSchemaProps";
+    let mut map = Map::new();
+    for (descriptor, value) in message.fields() {
+        // Go's protobuf code writes every non-pointer string, empty or not, and Go reads an empty
+        // one back as unset: the defaulting that follows (`restartPolicy: Always`, `protocol:
+        // TCP`, ...) sees no value. Its JSON leaves such a field out, so this does too.
+        if matches!(value, Field::String(text) if text.is_empty()) {
+            continue;
+        }
+        let name = descriptor.name();
+        let key = if schema_props {
+            schema_props_key(name)
+        } else {
+            name.to_owned()
+        };
+        map.insert(key, field_to_json(value)?);
+    }
+    Ok(Value::Object(map))
 }
 
-/// The fields of ObjectMeta a client sets on create.
-fn metadata(meta: Option<ObjectMeta>) -> Value {
-    let meta = meta.unwrap_or_default();
-    let mut map = Map::new();
-    put(&mut map, "name", json!(meta.name));
-    put(&mut map, "generateName", json!(meta.generate_name));
-    put(&mut map, "namespace", json!(meta.namespace));
-    put(&mut map, "labels", json!(meta.labels));
-    put(&mut map, "annotations", json!(meta.annotations));
-    put(&mut map, "finalizers", json!(meta.finalizers));
-    put(&mut map, "resourceVersion", json!(meta.resource_version));
-    put(
-        &mut map,
-        "ownerReferences",
-        Value::Array(
-            meta.owner_references
-                .into_iter()
-                .map(|owner| {
-                    let mut map = Map::new();
-                    put(&mut map, "apiVersion", json!(owner.api_version));
-                    put(&mut map, "kind", json!(owner.kind));
-                    put(&mut map, "name", json!(owner.name));
-                    put(&mut map, "uid", json!(owner.uid));
-                    if let Some(controller) = owner.controller {
-                        map.insert("controller".to_owned(), json!(controller));
+/// The JSON names of `JSONSchemaProps` that are not its proto names (`$ref`, `$schema`,
+/// `x-kubernetes-*`).
+fn schema_props_key(name: &str) -> String {
+    match name {
+        "ref" => "$ref".to_owned(),
+        "schema" => "$schema".to_owned(),
+        _ => match name.strip_prefix("xKubernetes") {
+            Some(rest) => {
+                let mut key = String::from("x-kubernetes");
+                for c in rest.chars() {
+                    if c.is_ascii_uppercase() {
+                        key.push('-');
+                        key.push(c.to_ascii_lowercase());
+                    } else {
+                        key.push(c);
                     }
-                    if let Some(block) = owner.block_owner_deletion {
-                        map.insert("blockOwnerDeletion".to_owned(), json!(block));
-                    }
-                    Value::Object(map)
-                })
-                .collect(),
-        ),
-    );
-    Value::Object(map)
+                }
+                key
+            }
+            None => name.to_owned(),
+        },
+    }
 }
 
-fn namespace(object: core::Namespace) -> Value {
-    let mut map = Map::new();
-    map.insert("metadata".to_owned(), metadata(object.metadata));
-    if let Some(spec) = object.spec
-        && !spec.finalizers.is_empty()
-    {
-        map.insert("spec".to_owned(), json!({"finalizers": spec.finalizers}));
-    }
-    Value::Object(map)
+fn field_to_json(value: &Field) -> Result<Value, ApiError> {
+    Ok(match value {
+        Field::Bool(b) => json!(b),
+        Field::I32(n) => json!(n),
+        Field::I64(n) => json!(n),
+        Field::U32(n) => json!(n),
+        Field::U64(n) => json!(n),
+        Field::F32(n) => json!(n),
+        Field::F64(n) => json!(n),
+        Field::String(text) => json!(text),
+        Field::Bytes(bytes) => json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        Field::EnumNumber(n) => json!(n),
+        Field::Message(message) => to_json(message)?,
+        Field::List(items) => {
+            Value::Array(items.iter().map(field_to_json).collect::<Result<_, _>>()?)
+        }
+        Field::Map(entries) => {
+            let mut map = Map::new();
+            for (key, value) in entries {
+                let key = match key {
+                    MapKey::String(text) => text.clone(),
+                    MapKey::Bool(b) => b.to_string(),
+                    MapKey::I32(n) => n.to_string(),
+                    MapKey::I64(n) => n.to_string(),
+                    MapKey::U32(n) => n.to_string(),
+                    MapKey::U64(n) => n.to_string(),
+                };
+                map.insert(key, field_to_json(value)?);
+            }
+            Value::Object(map)
+        }
+    })
 }
 
-fn secret(object: core::Secret) -> Value {
-    let mut map = Map::new();
-    map.insert("metadata".to_owned(), metadata(object.metadata));
-    let data: BTreeMap<String, String> = object
-        .data
-        .into_iter()
-        .map(|(key, value)| (key, base64::engine::general_purpose::STANDARD.encode(value)))
-        .collect();
-    put(&mut map, "data", json!(data));
-    put(&mut map, "stringData", json!(object.string_data));
-    put(&mut map, "type", json!(object.r#type));
-    if let Some(immutable) = object.immutable {
-        map.insert("immutable".to_owned(), json!(immutable));
+/// Raw JSON bytes (FieldsV1, RawExtension, apiextensions JSON) as the value they hold.
+fn raw_json(raw: Option<&Field>) -> Result<Value, ApiError> {
+    match raw.and_then(Field::as_bytes) {
+        None => Ok(Value::Null),
+        Some(bytes) if bytes.is_empty() => Ok(Value::Null),
+        Some(bytes) => serde_json::from_slice(bytes).map_err(malformed),
     }
-    Value::Object(map)
 }
 
-fn config_map(object: core::ConfigMap) -> Value {
-    let mut map = Map::new();
-    map.insert("metadata".to_owned(), metadata(object.metadata));
-    put(&mut map, "data", json!(object.data));
-    let binary: BTreeMap<String, String> = object
-        .binary_data
-        .into_iter()
-        .map(|(key, value)| (key, base64::engine::general_purpose::STANDARD.encode(value)))
-        .collect();
-    put(&mut map, "binaryData", json!(binary));
-    if let Some(immutable) = object.immutable {
-        map.insert("immutable".to_owned(), json!(immutable));
-    }
-    Value::Object(map)
+/// `metav1.Time` (RFC 3339, seconds) or `metav1.MicroTime` (RFC 3339, microseconds), in UTC.
+fn timestamp(seconds: i64, nanos: i32, micro: bool) -> Result<String, ApiError> {
+    let time = jiff::Timestamp::new(seconds, if micro { nanos } else { 0 }).map_err(malformed)?;
+    Ok(if micro {
+        time.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string()
+    } else {
+        time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    })
 }
 
-fn service_account(object: core::ServiceAccount) -> Value {
-    let mut map = Map::new();
-    map.insert("metadata".to_owned(), metadata(object.metadata));
-    put(
-        &mut map,
-        "imagePullSecrets",
-        Value::Array(
-            object
-                .image_pull_secrets
-                .into_iter()
-                .map(|reference| json!({"name": reference.name.unwrap_or_default()}))
-                .collect(),
-        ),
-    );
-    if let Some(automount) = object.automount_service_account_token {
-        map.insert("automountServiceAccountToken".to_owned(), json!(automount));
+/// A `metav1.Duration` as Go's `time.Duration.String()` writes it (`1h2m3.5s`, `250ms`).
+fn go_duration(nanos: i64) -> String {
+    if nanos == 0 {
+        return "0s".to_owned();
     }
-    Value::Object(map)
+    let sign = if nanos < 0 { "-" } else { "" };
+    let n = nanos.unsigned_abs();
+    if n < 1_000 {
+        return format!("{sign}{n}ns");
+    }
+    if n < 1_000_000 {
+        return format!("{sign}{}µs", trim(n as f64 / 1e3));
+    }
+    if n < 1_000_000_000 {
+        return format!("{sign}{}ms", trim(n as f64 / 1e6));
+    }
+    let hours = n / 3_600_000_000_000;
+    let minutes = (n / 60_000_000_000) % 60;
+    let seconds = (n % 60_000_000_000) as f64 / 1e9;
+    let mut out = sign.to_owned();
+    if hours > 0 {
+        out.push_str(&format!("{hours}h"));
+    }
+    if hours > 0 || minutes > 0 {
+        out.push_str(&format!("{minutes}m"));
+    }
+    out.push_str(&format!("{}s", trim(seconds)));
+    out
 }
 
-fn delete_options(options: DeleteOptions) -> Value {
-    let mut map = Map::new();
-    if let Some(grace) = options.grace_period_seconds {
-        map.insert("gracePeriodSeconds".to_owned(), json!(grace));
-    }
-    if let Some(preconditions) = options.preconditions {
-        let mut conditions = Map::new();
-        put(&mut conditions, "uid", json!(preconditions.uid));
-        put(
-            &mut conditions,
-            "resourceVersion",
-            json!(preconditions.resource_version),
-        );
-        map.insert("preconditions".to_owned(), Value::Object(conditions));
-    }
-    if let Some(orphan) = options.orphan_dependents {
-        map.insert("orphanDependents".to_owned(), json!(orphan));
-    }
-    put(
-        &mut map,
-        "propagationPolicy",
-        json!(options.propagation_policy),
-    );
-    put(&mut map, "dryRun", json!(options.dry_run));
-    Value::Object(map)
-}
-
-/// An access review's attributes, as the JSON spec has them.
-fn attributes(
-    resource: Option<authorization::ResourceAttributes>,
-    non_resource: Option<authorization::NonResourceAttributes>,
-) -> Value {
-    let mut spec = Map::new();
-    if let Some(attributes) = resource {
-        let mut map = Map::new();
-        put(&mut map, "namespace", json!(attributes.namespace));
-        put(&mut map, "verb", json!(attributes.verb));
-        put(&mut map, "group", json!(attributes.group));
-        put(&mut map, "version", json!(attributes.version));
-        put(&mut map, "resource", json!(attributes.resource));
-        put(&mut map, "subresource", json!(attributes.subresource));
-        put(&mut map, "name", json!(attributes.name));
-        spec.insert("resourceAttributes".to_owned(), Value::Object(map));
-    }
-    if let Some(attributes) = non_resource {
-        let mut map = Map::new();
-        put(&mut map, "path", json!(attributes.path));
-        put(&mut map, "verb", json!(attributes.verb));
-        spec.insert("nonResourceAttributes".to_owned(), Value::Object(map));
-    }
-    Value::Object(spec)
+/// A number without trailing zeros after its decimal point.
+fn trim(number: f64) -> String {
+    let text = format!("{number:.9}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
-    use k8s_pb::apimachinery::pkg::runtime::TypeMeta;
+    use k8s_pb::api::apps::v1 as apps;
+    use k8s_pb::api::authorization::v1 as authorization;
+    use k8s_pb::api::core::v1 as core;
+    use k8s_pb::api::rbac::v1 as rbac;
+    use k8s_pb::apimachinery::pkg::api::resource::Quantity;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1::{
+        DeleteOptions, LabelSelector, ObjectMeta, Time,
+    };
+    use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
+    use k8s_pb::apimachinery::pkg::util::intstr::IntOrString;
+    use prost::Message;
 
     /// `message` in the Kubernetes envelope, as client-go writes it.
     fn envelope(api_version: &str, kind: &str, message: &impl Message) -> Vec<u8> {
@@ -281,6 +376,13 @@ mod tests {
         let mut body = MAGIC.to_vec();
         body.extend(unknown.encode_to_vec());
         body
+    }
+
+    fn meta(name: &str) -> Option<ObjectMeta> {
+        Some(ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        })
     }
 
     #[test]
@@ -340,10 +442,180 @@ mod tests {
         assert_eq!(object["kind"], "DeleteOptions");
     }
 
+    /// What `kubectl create deployment web --image=nginx --replicas=2` sends (a typed client:
+    /// protobuf), with a rolling update and resources: int-or-string, quantities and times come
+    /// out as their JSON forms, and the result is a valid `apps/v1` Deployment.
     #[test]
-    fn other_kinds_and_bodies_without_the_magic_are_refused() {
+    fn a_deployment_decodes_with_int_or_strings_quantities_and_times() {
+        let container = core::Container {
+            name: Some("nginx".to_owned()),
+            image: Some("nginx".to_owned()),
+            ports: vec![core::ContainerPort {
+                container_port: Some(8080),
+                ..core::ContainerPort::default()
+            }],
+            resources: Some(core::ResourceRequirements {
+                limits: BTreeMap::from([(
+                    "memory".to_owned(),
+                    Quantity {
+                        string: Some("128Mi".to_owned()),
+                    },
+                )]),
+                ..core::ResourceRequirements::default()
+            }),
+            ..core::Container::default()
+        };
+        let deployment = apps::Deployment {
+            metadata: Some(ObjectMeta {
+                name: Some("web".to_owned()),
+                creation_timestamp: Some(Time {
+                    seconds: Some(1_700_000_000),
+                    nanos: Some(0),
+                }),
+                ..ObjectMeta::default()
+            }),
+            spec: Some(apps::DeploymentSpec {
+                replicas: Some(2),
+                selector: Some(LabelSelector {
+                    match_labels: BTreeMap::from([("app".to_owned(), "web".to_owned())]),
+                    ..LabelSelector::default()
+                }),
+                template: Some(core::PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: BTreeMap::from([("app".to_owned(), "web".to_owned())]),
+                        creation_timestamp: Some(Time::default()),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: Some(core::PodSpec {
+                        containers: vec![container],
+                        restart_policy: Some(String::new()),
+                        ..core::PodSpec::default()
+                    }),
+                }),
+                strategy: Some(apps::DeploymentStrategy {
+                    r#type: Some("RollingUpdate".to_owned()),
+                    rolling_update: Some(apps::RollingUpdateDeployment {
+                        max_surge: Some(IntOrString {
+                            r#type: Some(1),
+                            int_val: None,
+                            str_val: Some("25%".to_owned()),
+                        }),
+                        max_unavailable: Some(IntOrString {
+                            r#type: Some(0),
+                            int_val: Some(0),
+                            str_val: None,
+                        }),
+                    }),
+                }),
+                ..apps::DeploymentSpec::default()
+            }),
+            status: None,
+        };
+        let object = decode(&envelope("apps/v1", "Deployment", &deployment)).unwrap();
+        assert_eq!(object["apiVersion"], "apps/v1");
+        assert_eq!(
+            object["spec"]["template"]["metadata"]["creationTimestamp"],
+            Value::Null,
+            "an empty Time message is Go's zero time: null"
+        );
+        assert_eq!(object["kind"], "Deployment");
+        assert_eq!(
+            object["metadata"]["creationTimestamp"],
+            "2023-11-14T22:13:20Z"
+        );
+        assert_eq!(object["spec"]["replicas"], 2);
+        assert_eq!(
+            object["spec"]["strategy"]["rollingUpdate"],
+            json!({"maxSurge": "25%", "maxUnavailable": 0})
+        );
+        assert!(
+            object["spec"]["template"]["spec"]
+                .get("restartPolicy")
+                .is_none(),
+            "an empty string is unset, as Go reads it, so defaulting applies"
+        );
+        let container = &object["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            container["resources"],
+            json!({"limits": {"memory": "128Mi"}})
+        );
+        assert_eq!(container["ports"], json!([{"containerPort": 8080}]));
+        let typed: k8s_openapi::api::apps::v1::Deployment =
+            serde_json::from_value(object).expect("a valid apps/v1 Deployment");
+        assert_eq!(typed.metadata.name.as_deref(), Some("web"));
+    }
+
+    /// `kubectl create role` / `clusterrole` send RBAC objects as protobuf.
+    #[test]
+    fn rbac_and_other_groups_decode_from_their_own_packages() {
+        let role = rbac::Role {
+            metadata: meta("reader"),
+            rules: vec![rbac::PolicyRule {
+                verbs: vec!["get".to_owned(), "list".to_owned()],
+                api_groups: vec![String::new()],
+                resources: vec!["pods".to_owned()],
+                ..rbac::PolicyRule::default()
+            }],
+        };
+        let object = decode(&envelope("rbac.authorization.k8s.io/v1", "Role", &role)).unwrap();
+        assert_eq!(
+            object["rules"],
+            json!([{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"]}])
+        );
+        let service = core::Service {
+            metadata: meta("web"),
+            spec: Some(core::ServiceSpec {
+                ports: vec![core::ServicePort {
+                    port: Some(80),
+                    target_port: Some(IntOrString {
+                        r#type: Some(1),
+                        int_val: None,
+                        str_val: Some("http".to_owned()),
+                    }),
+                    ..core::ServicePort::default()
+                }],
+                ..core::ServiceSpec::default()
+            }),
+            status: None,
+        };
+        let object = decode(&envelope("v1", "Service", &service)).unwrap();
+        assert_eq!(
+            object["spec"]["ports"],
+            json!([{"port": 80, "targetPort": "http"}])
+        );
+    }
+
+    #[test]
+    fn kinds_without_a_message_and_bodies_without_the_magic_are_refused() {
         let pod = core::Pod::default();
-        assert_eq!(decode(&envelope("v1", "Pod", &pod)).unwrap_err().code, 415);
+        assert_eq!(
+            decode(&envelope("example.com/v1", "Widget", &pod))
+                .unwrap_err()
+                .code,
+            415
+        );
         assert_eq!(decode(b"{}").unwrap_err().code, 400);
+        let mut garbage = MAGIC.to_vec();
+        garbage.extend([0xff, 0xff, 0xff]);
+        assert_eq!(decode(&garbage).unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn go_durations_read_as_go_writes_them() {
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(250_000_000), "250ms");
+        assert_eq!(go_duration(1_500_000_000), "1.5s");
+        assert_eq!(go_duration(3_723_000_000_000), "1h2m3s");
+        assert_eq!(go_duration(-90_000_000_000), "-1m30s");
+    }
+
+    #[test]
+    fn schema_props_keys_are_their_json_names() {
+        assert_eq!(schema_props_key("ref"), "$ref");
+        assert_eq!(
+            schema_props_key("xKubernetesPreserveUnknownFields"),
+            "x-kubernetes-preserve-unknown-fields"
+        );
+        assert_eq!(schema_props_key("type"), "type");
     }
 }

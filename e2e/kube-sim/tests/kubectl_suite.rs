@@ -516,3 +516,103 @@ async fn kubectl_auth_can_i_answers_from_the_charts_rules() {
     assert!(!can_i(ask(&["create", "clusterroles"])).await);
     sim.stop().await;
 }
+
+/// "Kubernetes Protobuf encoding" (API concepts): kubectl's typed clients send the built-in kinds
+/// as `application/vnd.kubernetes.protobuf`, so each `kubectl create <kind>` below is a protobuf
+/// body the API server decodes and defaults as if it were JSON (an empty string is unset, so
+/// `restartPolicy` and `protocol` get their defaults).
+#[tokio::test]
+async fn kubectl_create_sends_built_in_kinds_as_protobuf() {
+    let sim = Sim::start(ControllersConfig::default()).await;
+    let kubectl = Kubectl::new(&sim);
+    let image = format!("--image={SIM_POD_IMAGE}");
+    for args in [
+        vec![
+            "create",
+            "deployment",
+            "web",
+            &image,
+            "--replicas=2",
+            "--port=8080",
+        ],
+        vec!["create", "service", "clusterip", "web", "--tcp=80:8080"],
+        vec!["create", "job", "once", &image],
+        vec![
+            "create",
+            "role",
+            "reader",
+            "--verb=get,list",
+            "--resource=pods",
+        ],
+        vec![
+            "create",
+            "rolebinding",
+            "reader",
+            "--role=reader",
+            "--user=alice",
+        ],
+        vec![
+            "create",
+            "clusterrole",
+            "secrets",
+            "--verb=get",
+            "--resource=secrets",
+        ],
+        vec![
+            "create",
+            "quota",
+            "budget",
+            "--hard=pods=20,limits.memory=4Gi",
+        ],
+        vec![
+            "create",
+            "poddisruptionbudget",
+            "web",
+            "--selector=app=web",
+            "--min-available=1",
+        ],
+        vec!["create", "serviceaccount", "builder"],
+        vec![
+            "create",
+            "secret",
+            "generic",
+            "token",
+            "--from-literal=key=value",
+        ],
+        vec![
+            "create",
+            "configmap",
+            "settings",
+            "--from-literal=mode=fast",
+        ],
+    ] {
+        let created = kubectl.ok(&args).await;
+        assert!(created.contains("created"), "{args:?}: {created}");
+    }
+    let deployment = kubectl
+        .ok(&["get", "deployment", "web", "-o", "json"])
+        .await;
+    let deployment: serde_json::Value = serde_json::from_str(&deployment).unwrap();
+    let spec = &deployment["spec"];
+    assert_eq!(spec["replicas"], 2);
+    assert_eq!(spec["template"]["spec"]["restartPolicy"], "Always");
+    let port = &spec["template"]["spec"]["containers"][0]["ports"][0];
+    assert_eq!(port["containerPort"], 8080);
+    assert_eq!(port["protocol"], "TCP");
+    assert_eq!(spec["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+    let service = kubectl.ok(&["get", "service", "web", "-o", "json"]).await;
+    let service: serde_json::Value = serde_json::from_str(&service).unwrap();
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], 8080);
+    let quota = kubectl
+        .ok(&["get", "quota", "budget", "-o", "jsonpath={.spec.hard}"])
+        .await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&quota).unwrap(),
+        json!({"pods": "20", "limits.memory": "4Gi"})
+    );
+    let secret = kubectl
+        .ok(&["get", "secret", "token", "-o", "jsonpath={.data.key}"])
+        .await;
+    assert_eq!(secret, "dmFsdWU=");
+    sim.stop().await;
+}
