@@ -181,6 +181,7 @@ enum Route {
     Resources(String, String),
     OpenApiRoot,
     OpenApiGv(String, String),
+    OpenApiV2,
     Health,
     Faults(Option<String>),
     Resource(Target),
@@ -217,6 +218,7 @@ fn route(cluster: &Cluster, path: &str) -> Option<Route> {
         ["api"] => return Some(Route::Api),
         ["apis"] => return Some(Route::Apis),
         ["apis", g] => return Some(Route::Group(g.to_string())),
+        ["openapi", "v2"] => return Some(Route::OpenApiV2),
         ["openapi", "v3"] => return Some(Route::OpenApiRoot),
         ["openapi", "v3", "api", v] => return Some(Route::OpenApiGv(String::new(), v.to_string())),
         ["openapi", "v3", "apis", g, v] => {
@@ -564,6 +566,32 @@ async fn handle(
             None => error_response(&ApiError::path_not_found(uri.path())),
         },
         Route::OpenApiRoot => get_only(discovery::openapi_root(&cl.registry())),
+        Route::OpenApiV2 => {
+            let doc = discovery::openapi_v2(&cl.registry());
+            let wants_protobuf = headers
+                .get(header::ACCEPT)
+                .and_then(|accept| accept.to_str().ok())
+                .is_some_and(|accept| {
+                    accept.contains("application/com.github.proto-openapi.spec.v2")
+                });
+            if method != Method::GET {
+                error_response(&ApiError::method_not_allowed(method.as_str(), "", ""))
+            } else if wants_protobuf {
+                match crate::protobuf::encode_openapi_v2(&doc) {
+                    Ok(bytes) => {
+                        let mut response = Response::new(Body::from(bytes));
+                        response.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static(crate::protobuf::OPENAPI_V2_CONTENT_TYPE),
+                        );
+                        response
+                    }
+                    Err(error) => error_response(&error),
+                }
+            } else {
+                get_only(doc)
+            }
+        }
         Route::OpenApiGv(g, v) => match discovery::openapi_gv(&cl.registry(), &g, &v) {
             Some(doc) => get_only(doc),
             None => error_response(&ApiError::path_not_found(uri.path())),

@@ -1,6 +1,7 @@
-//! Discovery (`/version`, `/api`, `/apis`, `/api/v1`, `/apis/{group}/{version}`) and the OpenAPI v3
+//! Discovery (`/version`, `/api`, `/apis`, `/api/v1`, `/apis/{group}/{version}`), the OpenAPI v3
 //! documents (`/openapi/v3`, `/openapi/v3/apis/{group}/{version}`) that `kubectl` uses for
-//! server-side field validation support and for `kubectl explain`.
+//! server-side field validation support and for `kubectl explain`, and the OpenAPI v2 document
+//! (`/openapi/v2`, JSON or gnostic protobuf) that older code paths of kubectl read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -277,6 +278,93 @@ pub fn openapi_root(registry: &Registry) -> Value {
     json!({"paths": paths})
 }
 
+/// `/openapi/v2`: one Swagger 2.0 document with the definitions of every group/version, derived
+/// from the v3 documents (the same schemas: `#/components/schemas/` becomes `#/definitions/`,
+/// `allOf: [{$ref}]` a plain `$ref`, and what v2 lacks, `nullable`, `anyOf`, `oneOf`, `not`, is
+/// left out, as kube-apiserver's v2 publishing of CRD schemas leaves it out). Paths are not
+/// listed: kubectl reads the definitions by their `x-kubernetes-group-version-kind`, and the
+/// `fieldValidation` parameter from the v3 paths.
+pub fn openapi_v2(registry: &Registry) -> Value {
+    let mut definitions = Map::new();
+    let mut gvs: Vec<(String, String)> = vec![(String::new(), "v1".into())];
+    for g in registry.groups() {
+        for v in registry.versions(g) {
+            gvs.push((g.clone(), v));
+        }
+    }
+    for (g, v) in gvs {
+        let Some(doc) = openapi_gv(registry, &g, &v) else {
+            continue;
+        };
+        if let Some(schemas) = doc["components"]["schemas"].as_object() {
+            for (name, schema) in schemas {
+                definitions
+                    .entry(name.clone())
+                    .or_insert_with(|| schema_v2(schema));
+            }
+        }
+    }
+    json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", KUBE_VERSION.0, KUBE_VERSION.1)},
+        "paths": {},
+        "definitions": definitions,
+    })
+}
+
+/// An OpenAPI v3 schema as Swagger 2.0 writes it.
+fn schema_v2(schema: &Value) -> Value {
+    match schema {
+        Value::Object(map) => {
+            let mut out = Map::new();
+            for (key, value) in map {
+                match key.as_str() {
+                    "nullable" | "anyOf" | "oneOf" | "not" => {}
+                    "$ref" => {
+                        let reference = value.as_str().unwrap_or_default();
+                        out.insert(
+                            key.clone(),
+                            json!(reference.replace("#/components/schemas/", "#/definitions/")),
+                        );
+                    }
+                    "allOf" => match value.as_array().map(Vec::as_slice) {
+                        Some([only]) if only.get("$ref").is_some() => {
+                            if let Some(Value::Object(reference)) = Some(schema_v2(only)) {
+                                out.extend(reference);
+                            }
+                        }
+                        _ => {
+                            out.insert(key.clone(), schema_v2(value));
+                        }
+                    },
+                    // Values, not schemas: kept as they are.
+                    "default" | "example" | "enum" | "x-kubernetes-validations" => {
+                        out.insert(key.clone(), value.clone());
+                    }
+                    "properties" => {
+                        let properties = value
+                            .as_object()
+                            .map(|properties| {
+                                properties
+                                    .iter()
+                                    .map(|(name, property)| (name.clone(), schema_v2(property)))
+                                    .collect::<Map<_, _>>()
+                            })
+                            .unwrap_or_default();
+                        out.insert(key.clone(), Value::Object(properties));
+                    }
+                    _ => {
+                        out.insert(key.clone(), schema_v2(value));
+                    }
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(schema_v2).collect()),
+        other => other.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,5 +399,35 @@ mod tests {
         );
         assert!(doc["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"].is_object());
         assert!(doc["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"].is_object());
+    }
+
+    #[test]
+    fn openapi_v2_definitions_use_v2_references_and_drop_what_v2_lacks() {
+        let v3 = json!({
+            "type": "object",
+            "nullable": true,
+            "properties": {
+                "metadata": {"allOf": [{"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}], "description": "meta"},
+                "default": {"type": "string", "default": "x", "anyOf": [{"type": "string"}]}
+            }
+        });
+        assert_eq!(
+            schema_v2(&v3),
+            json!({
+                "type": "object",
+                "properties": {
+                    "metadata": {"$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "description": "meta"},
+                    "default": {"type": "string", "default": "x"}
+                }
+            })
+        );
+        let doc = openapi_v2(&Registry::with_builtins());
+        assert_eq!(doc["swagger"], "2.0");
+        let deployment = &doc["definitions"]["io.k8s.api.apps.v1.Deployment"];
+        assert_eq!(
+            deployment["x-kubernetes-group-version-kind"],
+            json!([{"group": "apps", "version": "v1", "kind": "Deployment"}])
+        );
+        assert!(!doc.to_string().contains("#/components/schemas/"));
     }
 }

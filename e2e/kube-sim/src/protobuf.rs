@@ -345,6 +345,236 @@ fn trim(number: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
+/// The content type of the OpenAPI v2 document in protobuf (gnostic's `openapi.v2.Document`),
+/// which kubectl asks `/openapi/v2` for.
+pub const OPENAPI_V2_CONTENT_TYPE: &str =
+    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// The Swagger 2.0 document `doc` (JSON, as [`crate::discovery::openapi_v2`] writes it) as
+/// gnostic's `openapi.v2.Document` message (`protos/openapiv2/OpenAPIv2.proto`): the swagger
+/// version, info and definitions. Values that are not schemas (`default`, `example`, `enum`, the
+/// vendor extensions) travel as YAML text in gnostic's `Any.yaml`, which is how kube-openapi reads
+/// them back.
+pub fn encode_openapi_v2(doc: &Value) -> Result<Vec<u8>, ApiError> {
+    let pool = pool().ok_or_else(|| ApiError::internal("kube-sim has no protobuf descriptors"))?;
+    let encoder = OpenApiV2 { pool };
+    let mut document = encoder.message("Document")?;
+    encoder.set(
+        &mut document,
+        "swagger",
+        Field::String(text_of(&doc["swagger"])),
+    )?;
+    let mut info = encoder.message("Info")?;
+    encoder.set(
+        &mut info,
+        "title",
+        Field::String(text_of(&doc["info"]["title"])),
+    )?;
+    encoder.set(
+        &mut info,
+        "version",
+        Field::String(text_of(&doc["info"]["version"])),
+    )?;
+    encoder.set(&mut document, "info", Field::Message(info))?;
+    encoder.set(
+        &mut document,
+        "paths",
+        Field::Message(encoder.message("Paths")?),
+    )?;
+    let mut named = Vec::new();
+    if let Some(definitions) = doc["definitions"].as_object() {
+        for (name, schema) in definitions {
+            named.push(Field::Message(encoder.named_schema(name, schema)?));
+        }
+    }
+    let mut definitions = encoder.message("Definitions")?;
+    encoder.set(
+        &mut definitions,
+        "additional_properties",
+        Field::List(named),
+    )?;
+    encoder.set(&mut document, "definitions", Field::Message(definitions))?;
+    Ok(prost::Message::encode_to_vec(&document))
+}
+
+fn text_of(value: &Value) -> String {
+    value.as_str().unwrap_or_default().to_owned()
+}
+
+/// Builds gnostic's OpenAPI v2 messages from JSON.
+struct OpenApiV2<'a> {
+    pool: &'a DescriptorPool,
+}
+
+impl OpenApiV2<'_> {
+    fn message(&self, name: &str) -> Result<DynamicMessage, ApiError> {
+        self.pool
+            .get_message_by_name(&format!("openapi.v2.{name}"))
+            .map(DynamicMessage::new)
+            .ok_or_else(|| ApiError::internal(format!("no descriptor for openapi.v2.{name}")))
+    }
+
+    fn set(&self, message: &mut DynamicMessage, field: &str, value: Field) -> Result<(), ApiError> {
+        message
+            .try_set_field_by_name(field, value)
+            .map_err(|error| ApiError::internal(format!("openapi.v2 field {field}: {error}")))
+    }
+
+    /// gnostic's `Any`: a value as YAML text (JSON is YAML).
+    fn any(&self, value: &Value) -> Result<Field, ApiError> {
+        let mut any = self.message("Any")?;
+        self.set(&mut any, "yaml", Field::String(value.to_string()))?;
+        Ok(Field::Message(any))
+    }
+
+    fn named_schema(&self, name: &str, schema: &Value) -> Result<DynamicMessage, ApiError> {
+        let mut named = self.message("NamedSchema")?;
+        self.set(&mut named, "name", Field::String(name.to_owned()))?;
+        self.set(&mut named, "value", Field::Message(self.schema(schema)?))?;
+        Ok(named)
+    }
+
+    fn schema(&self, schema: &Value) -> Result<DynamicMessage, ApiError> {
+        let mut message = self.message("Schema")?;
+        let Some(map) = schema.as_object() else {
+            return Ok(message);
+        };
+        let mut extensions = Vec::new();
+        for (key, value) in map {
+            let field = match key.as_str() {
+                "$ref" => Some(("_ref", Field::String(text_of(value)))),
+                "format" | "title" | "description" | "pattern" | "discriminator" => {
+                    Some((key.as_str(), Field::String(text_of(value))))
+                }
+                "default" | "example" => Some((key.as_str(), self.any(value)?)),
+                "multipleOf" | "maximum" | "minimum" => value.as_f64().map(|number| {
+                    let name = if key == "multipleOf" {
+                        "multiple_of"
+                    } else {
+                        key.as_str()
+                    };
+                    (name, Field::F64(number))
+                }),
+                "exclusiveMaximum" | "exclusiveMinimum" | "uniqueItems" | "readOnly" => {
+                    value.as_bool().map(|flag| {
+                        let name = match key.as_str() {
+                            "exclusiveMaximum" => "exclusive_maximum",
+                            "exclusiveMinimum" => "exclusive_minimum",
+                            "uniqueItems" => "unique_items",
+                            _ => "read_only",
+                        };
+                        (name, Field::Bool(flag))
+                    })
+                }
+                "maxLength" | "minLength" | "maxItems" | "minItems" | "maxProperties"
+                | "minProperties" => value.as_i64().map(|number| {
+                    let name = match key.as_str() {
+                        "maxLength" => "max_length",
+                        "minLength" => "min_length",
+                        "maxItems" => "max_items",
+                        "minItems" => "min_items",
+                        "maxProperties" => "max_properties",
+                        _ => "min_properties",
+                    };
+                    (name, Field::I64(number))
+                }),
+                "required" => Some((
+                    "required",
+                    Field::List(
+                        value
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|item| Field::String(text_of(item)))
+                            .collect(),
+                    ),
+                )),
+                "enum" => Some((
+                    "enum",
+                    Field::List(
+                        value
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|item| self.any(item))
+                            .collect::<Result<_, _>>()?,
+                    ),
+                )),
+                "type" => {
+                    let mut item = self.message("TypeItem")?;
+                    let types = match value {
+                        Value::Array(types) => {
+                            types.iter().map(|t| Field::String(text_of(t))).collect()
+                        }
+                        other => vec![Field::String(text_of(other))],
+                    };
+                    self.set(&mut item, "value", Field::List(types))?;
+                    Some(("type", Field::Message(item)))
+                }
+                "items" => {
+                    let mut item = self.message("ItemsItem")?;
+                    let schemas = match value {
+                        Value::Array(schemas) => schemas
+                            .iter()
+                            .map(|s| self.schema(s).map(Field::Message))
+                            .collect::<Result<_, _>>()?,
+                        other => vec![Field::Message(self.schema(other)?)],
+                    };
+                    self.set(&mut item, "schema", Field::List(schemas))?;
+                    Some(("items", Field::Message(item)))
+                }
+                "allOf" => Some((
+                    "all_of",
+                    Field::List(
+                        value
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|s| self.schema(s).map(Field::Message))
+                            .collect::<Result<_, _>>()?,
+                    ),
+                )),
+                "properties" => {
+                    let mut properties = self.message("Properties")?;
+                    let named = value
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(name, s)| self.named_schema(name, s).map(Field::Message))
+                        .collect::<Result<_, _>>()?;
+                    self.set(&mut properties, "additional_properties", Field::List(named))?;
+                    Some(("properties", Field::Message(properties)))
+                }
+                "additionalProperties" => {
+                    let mut item = self.message("AdditionalPropertiesItem")?;
+                    match value {
+                        Value::Bool(flag) => self.set(&mut item, "boolean", Field::Bool(*flag))?,
+                        other => {
+                            self.set(&mut item, "schema", Field::Message(self.schema(other)?))?
+                        }
+                    }
+                    Some(("additional_properties", Field::Message(item)))
+                }
+                name if name.starts_with("x-") => {
+                    let mut extension = self.message("NamedAny")?;
+                    self.set(&mut extension, "name", Field::String(name.to_owned()))?;
+                    self.set(&mut extension, "value", self.any(value)?)?;
+                    extensions.push(Field::Message(extension));
+                    None
+                }
+                _ => None,
+            };
+            if let Some((name, value)) = field {
+                self.set(&mut message, name, value)?;
+            }
+        }
+        if !extensions.is_empty() {
+            self.set(&mut message, "vendor_extension", Field::List(extensions))?;
+        }
+        Ok(message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -617,5 +847,65 @@ mod tests {
             "x-kubernetes-preserve-unknown-fields"
         );
         assert_eq!(schema_props_key("type"), "type");
+    }
+
+    #[test]
+    fn the_openapi_v2_document_encodes_as_gnostics_message() {
+        let doc = json!({
+            "swagger": "2.0",
+            "info": {"title": "Kubernetes", "version": "v1.33.0"},
+            "definitions": {
+                "io.k8s.api.apps.v1.Deployment": {
+                    "type": "object",
+                    "required": ["spec"],
+                    "properties": {"spec": {"$ref": "#/definitions/io.k8s.api.apps.v1.DeploymentSpec"}},
+                    "x-kubernetes-group-version-kind": [{"group": "apps", "version": "v1", "kind": "Deployment"}]
+                }
+            }
+        });
+        let bytes = encode_openapi_v2(&doc).unwrap();
+        let descriptor = pool()
+            .unwrap()
+            .get_message_by_name("openapi.v2.Document")
+            .unwrap();
+        let decoded = DynamicMessage::decode(descriptor, bytes.as_slice()).unwrap();
+        let message = |value: &Field| value.as_message().unwrap().clone();
+        let list = |message: &DynamicMessage, name: &str| {
+            message
+                .get_field_by_name(name)
+                .unwrap()
+                .as_list()
+                .unwrap()
+                .to_vec()
+        };
+        let text = |message: &DynamicMessage, name: &str| {
+            message
+                .get_field_by_name(name)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let definitions = message(&decoded.get_field_by_name("definitions").unwrap());
+        let named = list(&definitions, "additional_properties");
+        assert_eq!(named.len(), 1);
+        let named = message(&named[0]);
+        assert_eq!(text(&named, "name"), "io.k8s.api.apps.v1.Deployment");
+        let schema = message(&named.get_field_by_name("value").unwrap());
+        let extension = message(&list(&schema, "vendor_extension")[0]);
+        assert_eq!(text(&extension, "name"), "x-kubernetes-group-version-kind");
+        let any = message(&extension.get_field_by_name("value").unwrap());
+        assert_eq!(
+            serde_json::from_str::<Value>(&text(&any, "yaml")).unwrap(),
+            json!([{"group": "apps", "version": "v1", "kind": "Deployment"}])
+        );
+        let properties = message(&schema.get_field_by_name("properties").unwrap());
+        let spec = message(&list(&properties, "additional_properties")[0]);
+        assert_eq!(text(&spec, "name"), "spec");
+        let spec = message(&spec.get_field_by_name("value").unwrap());
+        assert_eq!(
+            text(&spec, "_ref"),
+            "#/definitions/io.k8s.api.apps.v1.DeploymentSpec"
+        );
     }
 }

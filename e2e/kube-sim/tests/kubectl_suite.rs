@@ -251,7 +251,7 @@ async fn kubectl_applies_crd_and_example_server_side_and_shows_printer_columns()
 }
 
 #[tokio::test]
-async fn kubectl_explain_reads_the_crd_schema_through_discovery() {
+async fn kubectl_explain_reads_the_crd_schema_through_discovery_and_openapi_v2() {
     let crd = repository_file("crds/kumikoapp.yaml");
     let sim = Sim::start(ControllersConfig::default()).await;
     let kubectl = Kubectl::new(&sim);
@@ -279,6 +279,33 @@ async fn kubectl_explain_reads_the_crd_schema_through_discovery() {
         .ok(&["api-resources", "--api-group=kumiko.so"])
         .await;
     assert!(resources.contains("kumikoapps"), "{resources}");
+
+    // The same from the OpenAPI v2 document, which kubectl fetches as gnostic protobuf
+    // (`application/com.github.proto-openapi.spec.v2.v1.0+protobuf`) and reads the definitions
+    // of by their x-kubernetes-group-version-kind.
+    let explained = kubectl
+        .ok(&[
+            "explain",
+            "kumikoapps.spec.image",
+            "--output=plaintext-openapiv2",
+        ])
+        .await;
+    assert!(
+        explained.contains("FIELD:    image <string>")
+            && explained.contains("A change of image runs the migrate Job"),
+        "{explained}"
+    );
+    let explained = kubectl
+        .ok(&[
+            "explain",
+            "deployment.spec.strategy.rollingUpdate",
+            "--output=plaintext-openapiv2",
+        ])
+        .await;
+    assert!(
+        explained.contains("maxSurge") && explained.contains("RESOURCE: rollingUpdate"),
+        "{explained}"
+    );
     sim.stop().await;
 }
 
