@@ -48,11 +48,12 @@ pub fn admit_pod(
     limit_ranges: &[LimitRange],
     quotas: &[ResourceQuota],
     existing_pods: &[Pod],
+    now: jiff::Timestamp,
 ) -> Result<(), Rejection> {
     default_requests_to_limits(pod);
     apply_limit_range_defaults(pod, limit_ranges)?;
     check_limit_range_bounds(pod, limit_ranges)?;
-    check_quotas(pod, quotas, existing_pods)
+    check_quotas(pod, quotas, existing_pods, now)
 }
 
 fn quantity(value: &ApiQuantity) -> Option<Quantity> {
@@ -246,14 +247,34 @@ fn check_limit_range_bounds(pod: &Pod, limit_ranges: &[LimitRange]) -> Result<()
     }
 }
 
-/// Whether a pod uses quota: pods in a terminal phase do not.
-pub fn pod_counts_against_quota(pod: &Pod) -> bool {
-    !matches!(
+/// Whether a pod uses quota at `now`, as the quota evaluator decides (kubernetes
+/// `pkg/quota/v1/evaluator/core/pods.go`, `QuotaV1Pod`): pods in a terminal phase do not; a
+/// terminating pod does until its `deletionTimestamp` plus its `deletionGracePeriodSeconds` has
+/// passed (a pod stuck terminating, say on a lost node, stops counting then), so a rollout's old
+/// pods hold quota while they drain.
+pub fn pod_counts_against_quota(pod: &Pod, now: jiff::Timestamp) -> bool {
+    let terminal = matches!(
         pod.status
             .as_ref()
             .and_then(|status| status.phase.as_deref()),
         Some("Succeeded" | "Failed")
-    )
+    );
+    if terminal {
+        return false;
+    }
+    match (
+        &pod.metadata.deletion_timestamp,
+        pod.metadata.deletion_grace_period_seconds,
+    ) {
+        (Some(deleted_at), Some(grace)) => {
+            let expires = deleted_at
+                .0
+                .checked_add(jiff::SignedDuration::from_secs(grace))
+                .unwrap_or(deleted_at.0);
+            now <= expires
+        }
+        _ => true,
+    }
 }
 
 fn container_amount(container: &Container, kind: &str, resource: &str) -> Option<Quantity> {
@@ -322,13 +343,17 @@ fn is_compute_resource(resource: &str) -> bool {
 pub fn quota_usage<'a>(
     hard: &BTreeMap<String, ApiQuantity>,
     pods: impl IntoIterator<Item = &'a Pod>,
+    now: jiff::Timestamp,
 ) -> BTreeMap<String, Quantity> {
     let mut used: BTreeMap<String, Quantity> = hard
         .keys()
         .filter(|resource| tracked_resource(resource))
         .map(|resource| (resource.clone(), Quantity::ZERO))
         .collect();
-    for pod in pods.into_iter().filter(|pod| pod_counts_against_quota(pod)) {
+    for pod in pods
+        .into_iter()
+        .filter(|pod| pod_counts_against_quota(pod, now))
+    {
         for (resource, amount) in pod_usage(pod) {
             if let Some(total) = used.get_mut(&resource) {
                 *total = if total.is_zero() {
@@ -351,13 +376,14 @@ pub fn tracked_resource(resource: &str) -> bool {
 pub fn quota_status<'a>(
     quota: &ResourceQuota,
     pods: impl IntoIterator<Item = &'a Pod>,
+    now: jiff::Timestamp,
 ) -> ResourceQuotaStatus {
     let hard = quota
         .spec
         .as_ref()
         .and_then(|spec| spec.hard.clone())
         .unwrap_or_default();
-    let used = quota_usage(&hard, pods)
+    let used = quota_usage(&hard, pods, now)
         .into_iter()
         .map(|(resource, amount)| (resource, ApiQuantity(amount.canonical())))
         .collect();
@@ -375,7 +401,12 @@ fn print_list(entries: &[(String, Quantity)]) -> String {
         .join(",")
 }
 
-fn check_quotas(pod: &Pod, quotas: &[ResourceQuota], existing: &[Pod]) -> Result<(), Rejection> {
+fn check_quotas(
+    pod: &Pod,
+    quotas: &[ResourceQuota],
+    existing: &[Pod],
+    now: jiff::Timestamp,
+) -> Result<(), Rejection> {
     let requested = pod_usage(pod);
     let pod_name = pod.metadata.name.as_deref();
     let others = existing
@@ -399,7 +430,7 @@ fn check_quotas(pod: &Pod, quotas: &[ResourceQuota], existing: &[Pod]) -> Result
                 message: format!("failed quota: {name}: must specify {}", missing.join(",")),
             });
         }
-        let used = quota_usage(&hard, others.iter().copied());
+        let used = quota_usage(&hard, others.iter().copied(), now);
         let mut exceeded_requested = Vec::new();
         let mut exceeded_used = Vec::new();
         let mut exceeded_limited = Vec::new();
@@ -433,6 +464,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn now() -> jiff::Timestamp {
+        jiff::Timestamp::now()
+    }
+
     fn pod(name: &str, requests: serde_json::Value, limits: serde_json::Value) -> Pod {
         serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": "default"},
@@ -455,7 +490,8 @@ mod tests {
         let quota = quota(json!({"requests.memory": "1Gi", "pods": "10"}));
         let existing = vec![pod("a", json!({"memory": "768Mi"}), json!({}))];
         let mut new = pod("b", json!({"memory": "512Mi"}), json!({}));
-        let rejection = admit_pod(&mut new, &[], &[quota], &existing).expect_err("over quota");
+        let rejection =
+            admit_pod(&mut new, &[], &[quota], &existing, now()).expect_err("over quota");
         assert_eq!(
             rejection.message,
             "exceeded quota: compute, requested: requests.memory=512Mi, \
@@ -471,12 +507,18 @@ mod tests {
             Some(serde_json::from_value(json!({"phase": "Succeeded"})).expect("status"));
         let mut new = pod("b", json!({}), json!({}));
         assert_eq!(
-            admit_pod(&mut new, &[], std::slice::from_ref(&quota), &[finished]),
+            admit_pod(
+                &mut new,
+                &[],
+                std::slice::from_ref(&quota),
+                &[finished],
+                now()
+            ),
             Ok(())
         );
         let running = pod("a", json!({}), json!({}));
         let rejection =
-            admit_pod(&mut new, &[], &[quota], &[running]).expect_err("pod count exceeded");
+            admit_pod(&mut new, &[], &[quota], &[running], now()).expect_err("pod count exceeded");
         assert!(
             rejection
                 .message
@@ -488,7 +530,7 @@ mod tests {
     fn quota_on_cpu_requires_pods_to_specify_it() {
         let quota = quota(json!({"limits.cpu": "2"}));
         let mut new = pod("b", json!({}), json!({}));
-        let rejection = admit_pod(&mut new, &[], &[quota], &[]).expect_err("must specify");
+        let rejection = admit_pod(&mut new, &[], &[quota], &[], now()).expect_err("must specify");
         assert_eq!(
             rejection.message,
             "failed quota: compute: must specify limits.cpu"
@@ -505,7 +547,7 @@ mod tests {
         }))
         .expect("range");
         let mut new = pod("b", json!({}), json!({}));
-        admit_pod(&mut new, &[range], &[], &[]).expect("admitted");
+        admit_pod(&mut new, &[range], &[], &[], now()).expect("admitted");
         let resources = new.spec.as_ref().expect("spec").containers[0]
             .resources
             .clone()
@@ -532,7 +574,7 @@ mod tests {
         }))
         .expect("range");
         let mut new = pod("b", json!({"cpu": "2"}), json!({"cpu": "2"}));
-        let rejection = admit_pod(&mut new, &[range], &[], &[]).expect_err("over max");
+        let rejection = admit_pod(&mut new, &[range], &[], &[], now()).expect_err("over max");
         assert_eq!(
             rejection.message,
             "maximum cpu usage per Container is 1, but limit is 2"
@@ -546,13 +588,48 @@ mod tests {
             pod("a", json!({"cpu": "250m"}), json!({})),
             pod("b", json!({"cpu": "750m"}), json!({})),
         ];
-        let status = quota_status(&quota, pods.iter());
+        let status = quota_status(&quota, pods.iter(), now());
         let used = status.used.expect("used");
         assert_eq!(used["requests.cpu"].0, "1");
         assert_eq!(used["pods"].0, "2");
         assert!(
             !used.contains_key("services"),
             "untracked resources are not reported"
+        );
+    }
+
+    /// `QuotaV1Pod`: a terminating pod holds quota until `deletionTimestamp` plus its grace
+    /// period has passed, then it no longer counts.
+    #[test]
+    fn terminating_pods_hold_quota_until_their_grace_period_has_passed() {
+        let quota = quota(json!({"pods": "1"}));
+        let mut draining = pod("old", json!({}), json!({}));
+        let deleted_at = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        draining.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(deleted_at),
+        );
+        draining.metadata.deletion_grace_period_seconds = Some(30);
+        let during = deleted_at + jiff::SignedDuration::from_secs(29);
+        let after = deleted_at + jiff::SignedDuration::from_secs(31);
+        assert!(pod_counts_against_quota(&draining, during));
+        assert!(!pod_counts_against_quota(&draining, after));
+        let mut new = pod("new", json!({}), json!({}));
+        let rejection = admit_pod(
+            &mut new,
+            &[],
+            std::slice::from_ref(&quota),
+            std::slice::from_ref(&draining),
+            during,
+        )
+        .expect_err("the draining pod still counts");
+        assert!(
+            rejection.message.contains("used: pods=1"),
+            "{}",
+            rejection.message
+        );
+        assert_eq!(
+            admit_pod(&mut new, &[], &[quota], &[draining], after),
+            Ok(())
         );
     }
 }

@@ -66,9 +66,11 @@ impl AdmissionHook for PodAdmission {
         let quotas: Vec<ResourceQuota> =
             parse_all(context.list("", "resourcequotas", Some(namespace)));
         let pods: Vec<Pod> = parse_all(context.list("", "pods", Some(namespace)));
-        admit_pod(&mut pod, &ranges, &quotas, &pods).map_err(|rejection| ApiRejection {
-            message: rejection.message,
-        })?;
+        admit_pod(&mut pod, &ranges, &quotas, &pods, jiff::Timestamp::now()).map_err(
+            |rejection| ApiRejection {
+                message: rejection.message,
+            },
+        )?;
 
         // Carry the mutations back into the stored object.
         if let Some(spec) = &pod.spec {
@@ -111,7 +113,7 @@ impl AdmissionHook for PodAdmission {
         let mut counted = pods;
         counted.push(pod);
         for quota in &quotas {
-            let status = quota_status(quota, counted.iter());
+            let status = quota_status(quota, counted.iter(), jiff::Timestamp::now());
             if quota.status.as_ref() != Some(&status)
                 && let Ok(value) = serde_json::to_value(&status)
             {
@@ -136,7 +138,7 @@ async fn reconcile(quota: Arc<ResourceQuota>, context: Arc<Context>) -> Result<A
             "listing the pods of namespace {namespace}"
         )))?
         .items;
-    let status = quota_status(&quota, pods.iter());
+    let status = quota_status(&quota, pods.iter(), jiff::Timestamp::now());
     if quota.status.as_ref() != Some(&status) {
         let api: Api<ResourceQuota> = Api::namespaced(context.client.clone(), &namespace);
         // `used` and `hard` are maps: a merge patch must remove the keys that went away.
