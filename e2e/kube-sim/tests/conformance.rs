@@ -2350,3 +2350,97 @@ async fn a_service_account_may_do_what_rbac_grants_until_its_account_is_deleted(
     let error = api_error(robot.list(&ListParams::default()).await.unwrap_err());
     assert_eq!(error.code, 401);
 }
+
+/// Immutable fields of the built-in kinds (each kind's `ValidateXUpdate` in kubernetes
+/// `pkg/apis/*/validation`): a Job's pod template and selector, a Deployment's selector
+/// (`apps/v1`), and a Service's `clusterIP` once set. Changing one is 422 Invalid naming the field,
+/// and the stored object stays as it was.
+#[tokio::test]
+async fn immutable_fields_of_jobs_deployments_and_services_are_422() {
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::Service;
+    let (_s, client) = start().await;
+    let params = PostParams::default();
+    let patch = PatchParams::default();
+    let invalid_field = |error: kube::Error| {
+        let status = api_error(error);
+        assert_eq!(status.code, 422, "{status:?}");
+        assert_eq!(status.reason, "Invalid");
+        let details = status.details.expect("details");
+        details
+            .causes
+            .iter()
+            .map(|cause| cause.field.clone())
+            .collect::<Vec<_>>()
+    };
+
+    let jobs: Api<Job> = Api::default_namespaced(client.clone());
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": "migrate"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "m", "image": "app:1"}]}}}
+    }))
+    .unwrap();
+    jobs.create(&params, &job).await.unwrap();
+    let error = jobs
+        .patch(
+            "migrate",
+            &patch,
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "m", "image": "app:2"}]}}}})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(invalid_field(error), ["spec.template"]);
+    let stored = jobs.get("migrate").await.unwrap();
+    let image = stored.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone();
+    assert_eq!(image.as_deref(), Some("app:1"));
+
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web", "tier": "api"}},
+                "spec": {"containers": [{"name": "web", "image": "app:1"}]}}}
+    }))
+    .unwrap();
+    deployments.create(&params, &deployment).await.unwrap();
+    let error = deployments
+        .patch(
+            "web",
+            &patch,
+            &Patch::Merge(
+                json!({"spec": {"selector": {"matchLabels": {"app": "web", "tier": "api"}}}}),
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(invalid_field(error), ["spec.selector"]);
+
+    let services: Api<Service> = Api::default_namespaced(client.clone());
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    let created = services.create(&params, &service).await.unwrap();
+    let allocated = created
+        .spec
+        .unwrap()
+        .cluster_ip
+        .expect("a ClusterIP allocated");
+    let error = services
+        .patch(
+            "web",
+            &patch,
+            &Patch::Merge(
+                json!({"spec": {"clusterIP": "127.99.99.99", "clusterIPs": ["127.99.99.99"]}}),
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert!(invalid_field(error).contains(&"spec.clusterIPs[0]".to_owned()));
+    let stored = services.get("web").await.unwrap();
+    assert_eq!(stored.spec.unwrap().cluster_ip, Some(allocated));
+}
