@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# `make demo`: from nothing to a Ready KumikoApp on the local cluster (e2e/kube-sim).
+# `make demo`: from nothing to a Ready KumikoApp on the local cluster (e2e/kube-sim), with the
+# operator installed as users install it.
 #
 # Builds kube-sim, kumiko-app and kumiko-operator; starts kube-sim with a throwaway Postgres per
-# CNPG Cluster and `kumiko-app:dev` mapped to target/debug/kumiko-app; starts `kumiko-operator run`
-# against it (when the operator has that command); applies the KumikoApp CRD and
-# examples/minimal.yaml; prints progress until the app is Ready; then keeps everything running
-# for exploring with `kubectl --kubeconfig target/demo/kubeconfig`. Ctrl-C tears everything down.
+# CNPG Cluster and the images mapped to the local binaries (`kumiko-app:dev` ->
+# target/debug/kumiko-app, `kumiko-operator:*` -> target/debug/kumiko-operator); installs the
+# operator with `helm install --wait` of charts/kumiko-operator (its CRD, ServiceAccount, RBAC and
+# Deployment: the operator runs as a pod under the chart's RBAC, with kube-rs's in-cluster
+# configuration); applies examples/minimal.yaml; prints progress until the app is Ready; then keeps
+# everything running for exploring with `kubectl --kubeconfig target/demo/kubeconfig`. Ctrl-C
+# tears everything down.
 #
 # Environment: DEMO_EXAMPLE (default examples/minimal.yaml), DEMO_READY_TIMEOUT (seconds, default
 # 300), DEMO_EXIT_WHEN_READY=1 (tear down once Ready instead of waiting for Ctrl-C).
@@ -19,7 +23,7 @@ kubeconfig="$demo_dir/kubeconfig"
 example="${DEMO_EXAMPLE:-examples/minimal.yaml}"
 ready_timeout="${DEMO_READY_TIMEOUT:-300}"
 sim_pid=""
-operator_pid=""
+operator_namespace=kumiko-system
 
 say() { printf 'demo: %s\n' "$*"; }
 fail() {
@@ -43,8 +47,8 @@ stop_group() {
 
 cleanup() {
   trap - EXIT INT TERM
-  stop_group "$operator_pid" "kumiko-operator"
-  # kube-sim stops its pods and removes its throwaway Postgres servers on SIGTERM.
+  # kube-sim stops its pods (the operator's too) and removes its throwaway Postgres servers on
+  # SIGTERM.
   stop_group "$sim_pid" "kube-sim"
   say "torn down (logs stay in target/demo/)"
 }
@@ -53,9 +57,9 @@ trap 'exit 130' INT TERM
 
 kubectl_demo() { kubectl --kubeconfig "$kubeconfig" "$@"; }
 
-[ -f crds/kumikoapp.yaml ] || fail "crds/kumikoapp.yaml is missing: run \`make crds\`"
 [ -f "$example" ] || fail "$example is missing"
 command -v kubectl >/dev/null || fail "kubectl is not installed: run \`make deps\`"
+command -v helm >/dev/null || fail "helm is not installed: run \`make deps\`"
 
 say "building kube-sim, kumiko-app and kumiko-operator"
 cargo build --quiet -p kube-sim --bin kube-sim -p kumiko-runtime --bin kumiko-app \
@@ -63,15 +67,10 @@ cargo build --quiet -p kube-sim --bin kube-sim -p kumiko-runtime --bin kumiko-ap
 
 mkdir -p "$demo_dir"
 rm -f "$kubeconfig"
-say "starting kube-sim (throwaway Postgres per CNPG Cluster, kumiko-app:dev -> target/debug/kumiko-app)"
-# The operator runs outside kube-sim's pods: it resolves the Services' names
-# (`<cluster>-rw.<ns>.svc`) through a copy of /etc/hosts that kube-sim keeps them in, bind-mounted
-# on /etc/hosts in a mount namespace of its own (as kube-sim's kubelet does for its pods).
-hosts_file="$demo_dir/hosts"
-cat /etc/hosts >"$hosts_file"
+say "starting kube-sim (throwaway Postgres per CNPG Cluster; kumiko-app:dev and kumiko-operator mapped to target/debug)"
 setsid target/debug/kube-sim --kubeconfig "$kubeconfig" --start-postgres \
-  --hosts-file "$hosts_file" \
-  --image "kumiko-app:dev=$root/target/debug/kumiko-app" >"$demo_dir/kube-sim.log" 2>&1 &
+  --image "kumiko-app:dev=$root/target/debug/kumiko-app" \
+  --image "kumiko-operator=$root/target/debug/kumiko-operator" >"$demo_dir/kube-sim.log" 2>&1 &
 sim_pid=$!
 for _ in $(seq 1 300); do
   grep -q "kube-sim ready" "$demo_dir/kube-sim.log" 2>/dev/null && break
@@ -81,45 +80,36 @@ done
 grep -q "kube-sim ready" "$demo_dir/kube-sim.log" || fail "kube-sim did not start within 30s"
 say "$(grep "kube-sim ready" "$demo_dir/kube-sim.log")"
 
-operator_runs=false
-if target/debug/kumiko-operator --help 2>/dev/null | grep -qE '^[[:space:]]+run[[:space:]]'; then
-  operator_runs=true
-  say "starting kumiko-operator run"
-  # shellcheck disable=SC2016 # $0 and $@ are the inner shell's.
-  KUBECONFIG="$kubeconfig" setsid unshare --mount --propagation private -- \
-    sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$hosts_file" \
-    target/debug/kumiko-operator run --no-leader-election \
-    --http-addr 127.0.0.1:0 >"$demo_dir/operator.log" 2>&1 &
-  operator_pid=$!
+# One replica on a laptop; kube-sim's pods share the host's network, so the operator listens on
+# its own loopback PORT.
+cat >"$demo_dir/values.yaml" <<'VALUES'
+replicaCount: 1
+image:
+  repository: kumiko-operator
+  tag: dev
+httpListenAddress: "127.0.0.1:$(PORT)"
+VALUES
+say "installing the operator: helm install --wait kumiko-operator charts/kumiko-operator (namespace $operator_namespace)"
+if ! helm --kubeconfig "$kubeconfig" install kumiko-operator charts/kumiko-operator \
+  --namespace "$operator_namespace" --create-namespace --values "$demo_dir/values.yaml" \
+  --wait --timeout 120s >"$demo_dir/helm-install.log" 2>&1; then
+  fail "helm install: $(tail -n 20 "$demo_dir/helm-install.log")"
 fi
+operator_logs() {
+  kubectl_demo -n "$operator_namespace" logs deployment/kumiko-operator --tail=20 2>&1 || true
+}
 
-say "applying the KumikoApp CRD"
-kubectl_demo apply --server-side -f crds/kumikoapp.yaml
-kubectl_demo wait --for=condition=Established crd/kumikoapps.kumiko.so --timeout=30s >/dev/null
-# The example's namespaces first (kubectl create sends protobuf, which kube-sim does not accept).
 namespaces=$(sed -n 's/^  namespace:[[:space:]]*\([a-z0-9-]*\).*/\1/p' "$example" | sort -u)
 for namespace in $namespaces; do
-  kubectl_demo create namespace "$namespace" --dry-run=client -o yaml \
-    | kubectl_demo apply --server-side -f - >/dev/null
+  kubectl_demo create namespace "$namespace" >/dev/null
 done
 say "applying $example"
 kubectl_demo apply --server-side -f "$example"
 
-if ! $operator_runs; then
-  say "kumiko-operator has no \`run\` command yet: stopping after applying (nothing reconciles the app)."
-  say "explore with: kubectl --kubeconfig target/demo/kubeconfig get kumikoapps -A"
-  say "Ctrl-C tears everything down"
-  wait "$sim_pid"
-  exit 0
-fi
-
-say "waiting up to ${ready_timeout}s for the app to be Ready (operator log: target/demo/operator.log)"
+say "waiting up to ${ready_timeout}s for the app to be Ready (operator log: kubectl --kubeconfig target/demo/kubeconfig -n $operator_namespace logs deploy/kumiko-operator)"
 deadline=$((SECONDS + ready_timeout))
 last=""
 while :; do
-  if ! kill -0 "$operator_pid" 2>/dev/null; then
-    fail "kumiko-operator exited: $(tail -n 20 "$demo_dir/operator.log")"
-  fi
   status=$(kubectl_demo get -f "$example" --no-headers -o custom-columns='NAME:.metadata.name,READY:.status.conditions[?(@.type=="Ready")].status,REASON:.status.conditions[?(@.type=="Ready")].reason,API:.status.api.summary,WORKER:.status.worker.summary' 2>/dev/null | tr -s ' ' || true)
   pods=$(kubectl_demo get pods -A --no-headers 2>/dev/null | awk '{print $2" "$4}' | tr '\n' ' ' || true)
   status="$status | pods: ${pods:-none}"
@@ -132,7 +122,7 @@ while :; do
     ready=true
   fi
   $ready && break
-  [ "$SECONDS" -lt "$deadline" ] || fail "not Ready after ${ready_timeout}s; see target/demo/operator.log and \`kubectl --kubeconfig target/demo/kubeconfig get pods -A\`"
+  [ "$SECONDS" -lt "$deadline" ] || fail "not Ready after ${ready_timeout}s; the operator's log: $(operator_logs)"
   sleep 2
 done
 
