@@ -257,16 +257,21 @@ fn hash_of(v: &Value) -> String {
     format!("{:016X}", h.finish())
 }
 
-/// `/openapi/v3`: the documents by group/version.
-pub fn openapi_root(registry: &Registry) -> Value {
-    let mut paths = Map::new();
+/// Every served group/version, the core `v1` first.
+fn group_versions(registry: &Registry) -> Vec<(String, String)> {
     let mut gvs: Vec<(String, String)> = vec![(String::new(), "v1".into())];
     for g in registry.groups() {
         for v in registry.versions(g) {
             gvs.push((g.clone(), v));
         }
     }
-    for (g, v) in gvs {
+    gvs
+}
+
+/// `/openapi/v3`: the documents by group/version.
+pub fn openapi_root(registry: &Registry) -> Value {
+    let mut paths = Map::new();
+    for (g, v) in group_versions(registry) {
         if let Some(doc) = openapi_gv(registry, &g, &v) {
             let p = gv_path(&g, &v);
             paths.insert(
@@ -286,13 +291,7 @@ pub fn openapi_root(registry: &Registry) -> Value {
 /// `fieldValidation` parameter from the v3 paths.
 pub fn openapi_v2(registry: &Registry) -> Value {
     let mut definitions = Map::new();
-    let mut gvs: Vec<(String, String)> = vec![(String::new(), "v1".into())];
-    for g in registry.groups() {
-        for v in registry.versions(g) {
-            gvs.push((g.clone(), v));
-        }
-    }
-    for (g, v) in gvs {
+    for (g, v) in group_versions(registry) {
         let Some(doc) = openapi_gv(registry, &g, &v) else {
             continue;
         };
