@@ -112,10 +112,7 @@ async fn reconcile_app(app: &KumikoApp, context: &Context) -> Result<Action, Err
             Err(error)
         }
         Err(error) => {
-            let reason = match &error {
-                Error::Stalled { reason, .. } => *reason,
-                _ => "PermanentError",
-            };
+            let reason = error.stall_reason();
             progress.stalled = Some((reason, error.chain()));
             tracing::warn!(
                 app = %validated.names.key(),
