@@ -10,7 +10,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kumiko_crds::duration::format_duration;
+use kumiko_contract::duration::format_duration;
+use kumiko_contract::{LIVENESS_PATH, READINESS_PATH, env, migrations_mode};
 
 use super::Context;
 use crate::validate::Database;
@@ -37,21 +38,26 @@ pub(super) enum Process {
 }
 
 impl Process {
-    /// `KUMIKO_PROCESS`, and the component label.
-    pub(super) fn name(self) -> &'static str {
+    /// The contract's process type.
+    fn contract(self) -> kumiko_contract::Process {
         match self {
-            Self::Api => "api",
-            Self::Worker => "worker",
-            Self::Migrate => "migrate",
+            Self::Api => kumiko_contract::Process::Api,
+            Self::Worker => kumiko_contract::Process::Worker,
+            Self::Migrate => kumiko_contract::Process::Migrate,
         }
     }
 
+    /// `KUMIKO_PROCESS`, and the component label.
+    pub(super) fn name(self) -> &'static str {
+        self.contract().name()
+    }
+
     fn default_args(self) -> Vec<String> {
-        match self {
-            Self::Api => vec!["serve".to_owned()],
-            Self::Worker => vec!["worker".to_owned()],
-            Self::Migrate => vec!["migrate".to_owned(), "apply".to_owned()],
-        }
+        self.contract()
+            .args()
+            .iter()
+            .map(|arg| (*arg).to_owned())
+            .collect()
     }
 }
 
@@ -59,7 +65,7 @@ impl Process {
 pub(super) fn environment(context: &Context<'_>, process: Process) -> Vec<EnvVar> {
     let spec = context.app.spec;
     let lifecycle = &context.app.lifecycle;
-    let mut env = spec.env.clone();
+    let mut vars = spec.env.clone();
     let plain = |name: &str, value: String| EnvVar {
         name: name.to_owned(),
         value: Some(value),
@@ -77,10 +83,10 @@ pub(super) fn environment(context: &Context<'_>, process: Process) -> Vec<EnvVar
             ..EnvVarSource::default()
         }),
     };
-    env.push(plain("PORT", spec.api.port.to_string()));
-    env.push(plain("KUMIKO_PROCESS", process.name().to_owned()));
-    env.push(EnvVar {
-        name: "KUMIKO_INSTANCE_ID".to_owned(),
+    vars.push(plain(env::PORT, spec.api.port.to_string()));
+    vars.push(plain(env::PROCESS, process.name().to_owned()));
+    vars.push(EnvVar {
+        name: env::INSTANCE_ID.to_owned(),
         value: None,
         value_from: Some(EnvVarSource {
             field_ref: Some(ObjectFieldSelector {
@@ -91,21 +97,24 @@ pub(super) fn environment(context: &Context<'_>, process: Process) -> Vec<EnvVar
         }),
     });
     for (name, value) in [
-        ("KUMIKO_STARTUP_TIMEOUT", lifecycle.startup_timeout),
-        ("KUMIKO_SHUTDOWN_TIMEOUT", lifecycle.shutdown_timeout),
-        ("KUMIKO_LINGER", lifecycle.linger),
-        ("KUMIKO_DRAIN_TIMEOUT", lifecycle.drain_timeout),
+        (env::STARTUP_TIMEOUT, lifecycle.startup_timeout),
+        (env::SHUTDOWN_TIMEOUT, lifecycle.shutdown_timeout),
+        (env::LINGER, lifecycle.linger),
+        (env::DRAIN_TIMEOUT, lifecycle.drain_timeout),
     ] {
-        env.push(plain(name, format_duration(value)));
+        vars.push(plain(name, format_duration(value)));
     }
     // Serving processes refuse to boot on pending migrations; the migrate Job applies them.
     if process != Process::Migrate {
-        env.push(plain("KUMIKO_MIGRATIONS_MODE", "exit".to_owned()));
+        vars.push(plain(
+            env::MIGRATIONS_MODE,
+            migrations_mode::EXIT.to_owned(),
+        ));
     }
     match &context.app.database {
         Database::External { spec: external } => {
-            env.push(from_secret(
-                "DATABASE_URL",
+            vars.push(from_secret(
+                env::DATABASE_URL,
                 &external.uri_secret.name,
                 &external.uri_secret.key,
             ));
@@ -115,17 +124,17 @@ pub(super) fn environment(context: &Context<'_>, process: Process) -> Vec<EnvVar
                 Process::Migrate => &context.names().owner_secret,
                 Process::Api | Process::Worker => &context.names().runtime_secret,
             };
-            env.push(from_secret("DATABASE_URL", secret, "uri"));
+            vars.push(from_secret(env::DATABASE_URL, secret, "uri"));
         }
     }
     if let Some(redis) = &spec.redis {
-        env.push(from_secret(
-            "REDIS_URL",
+        vars.push(from_secret(
+            env::REDIS_URL,
             &redis.url_secret.name,
             &redis.url_secret.key,
         ));
     }
-    env
+    vars
 }
 
 fn http_probe(path: &str, period: i32, failures: i32, timeout: i32) -> Probe {
@@ -181,14 +190,14 @@ pub(super) fn container(
         // Startup covers the whole boot (KUMIKO_STARTUP_TIMEOUT) before liveness takes over.
         startup_probe: serves_health.then(|| {
             http_probe(
-                "/health/ready",
+                READINESS_PATH,
                 STARTUP_PROBE_PERIOD_SECONDS,
                 startup_failures,
                 1,
             )
         }),
-        readiness_probe: serves_health.then(|| http_probe("/health/ready", 2, 2, 1)),
-        liveness_probe: serves_health.then(|| http_probe("/health", 10, 3, 2)),
+        readiness_probe: serves_health.then(|| http_probe(READINESS_PATH, 2, 2, 1)),
+        liveness_probe: serves_health.then(|| http_probe(LIVENESS_PATH, 10, 3, 2)),
         security_context: Some(container_security_context()),
         volume_mounts: Some(vec![VolumeMount {
             name: "tmp".to_owned(),
