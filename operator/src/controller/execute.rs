@@ -12,6 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
@@ -28,6 +29,9 @@ use crate::Error;
 use crate::desired::credentials::credential_secret;
 use crate::desired::{Children, ProcessObjects, finalizer};
 use crate::validate::ValidatedApp;
+
+/// The reason of the Event about a KumikoApp that does not match the API types.
+pub const UNREADABLE: &str = "UnreadableApp";
 
 /// What carrying out a plan did.
 #[derive(Default)]
@@ -350,6 +354,37 @@ impl Context {
     ) {
         self.publish_event(app, None, type_, reason, action, note)
             .await;
+    }
+
+    /// Publishes a Warning Event about a KumikoApp the operator cannot read (it does not match the
+    /// API types: stored under a CRD without this schema); the operator leaves it alone.
+    pub async fn publish_unreadable(&self, metadata: &ObjectMeta, error: &str) {
+        let regarding = ObjectReference {
+            api_version: Some(KumikoApp::api_version(&()).into_owned()),
+            kind: Some(KumikoApp::kind(&()).into_owned()),
+            name: metadata.name.clone(),
+            namespace: metadata.namespace.clone(),
+            uid: metadata.uid.clone(),
+            resource_version: metadata.resource_version.clone(),
+            ..ObjectReference::default()
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: UNREADABLE.to_owned(),
+            note: Some(status::bounded(
+                &format!(
+                    "the operator cannot read this KumikoApp and leaves it alone: {error}; fix \
+                     it to match the KumikoApp schema (kubectl explain kumikoapp.spec) or delete it"
+                ),
+                1000,
+            )),
+            action: "Read".to_owned(),
+            secondary: None,
+        };
+        match self.recorder.publish(&event, &regarding).await {
+            Ok(()) => self.metrics.wrote("Event"),
+            Err(error) => tracing::warn!(%error, "publishing an Event failed"),
+        }
     }
 
     /// Publishes an Event about `app` that concerns `related` as well (the migrate Job, a child

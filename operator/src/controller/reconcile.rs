@@ -45,6 +45,9 @@ pub async fn reconcile(
                 error = %invalid.error,
                 "skipping a KumikoApp that does not match the API types"
             );
+            context
+                .publish_unreadable(&invalid.metadata, &invalid.error.to_string())
+                .await;
             Ok(Action::await_change())
         }
     };
