@@ -916,6 +916,50 @@ async fn a_malformed_app_does_not_stall_the_others() {
     stop(harness).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_app_whose_spec_no_longer_validates_releases_it_with_an_event() {
+    // A CRD without a schema stands in for an older CRD under which the app was stored.
+    let mut loose = KumikoApp::crd();
+    for version in &mut loose.spec.versions {
+        version.schema = Some(
+            serde_json::from_value(json!({"openAPIV3Schema": {
+                "type": "object", "x-kubernetes-preserve-unknown-fields": true
+            }}))
+            .unwrap(),
+        );
+    }
+    let harness = start_with(loose).await;
+    namespace(&harness.client, "stale").await;
+    let apps: Api<KumikoApp> = Api::namespaced(harness.client.clone(), "stale");
+    let mut app = app_manifest("stale", "kumiko-app:1");
+    app.spec.database.role.statement_timeout = "forever".to_owned();
+    app.spec.database.reclaim_policy = kumiko_crds::ReclaimPolicy::Delete;
+    app.metadata.finalizers = Some(vec!["kumiko.so/reclaim".to_owned()]);
+    apps.create(&PostParams::default(), &app).await.unwrap();
+    wait_for_condition(&harness, "stale", "stale", condition::STALLED, "True").await;
+    apps.delete("stale", &Default::default()).await.unwrap();
+    eventually("the app to be gone", || async {
+        matches!(apps.get_opt("stale").await, Ok(None)).then_some(())
+    })
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(harness.client.clone(), "stale");
+    let skipped = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|event| event.reason.as_deref() == Some("ReclaimSkipped"))
+        .expect("a ReclaimSkipped Event");
+    let note = skipped.note.unwrap_or_default();
+    assert!(
+        note.contains("spec.database.role.statementTimeout"),
+        "{note}"
+    );
+    stop(harness).await;
+}
+
 /// One HTTP/1.0 GET on loopback: (status code, body).
 async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

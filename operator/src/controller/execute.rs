@@ -79,9 +79,15 @@ pub async fn execute(
     } = plan;
 
     if let Some(finalizers) = add_finalizer {
-        patch_app(context, app, finalizers, "adding the finalizer to")
-            .await
-            .map_err(at(Step::Finalizer))?;
+        let names = &app.names;
+        patch_app(
+            context,
+            (&names.namespace, &names.app),
+            finalizers,
+            "adding the finalizer to",
+        )
+        .await
+        .map_err(at(Step::Finalizer))?;
     }
     if let Some(children) = children {
         let Children {
@@ -234,23 +240,22 @@ pub fn roles_request(
     })
 }
 
-/// Sets the KumikoApp's finalizers to `finalizers` (a merge patch).
+/// Sets the finalizers of KumikoApp `namespace/name` to `finalizers` (a merge patch).
 pub async fn patch_app(
     context: &Context,
-    app: &ValidatedApp<'_>,
+    (namespace, name): (&str, &str),
     finalizers: &[String],
     doing: &str,
 ) -> Result<(), Error> {
-    let names = &app.names;
-    Api::<KumikoApp>::namespaced(context.client.clone(), &names.namespace)
+    Api::<KumikoApp>::namespaced(context.client.clone(), namespace)
         .patch(
-            &names.app,
+            name,
             &PatchParams::default(),
             &Patch::Merge(finalizer::patch(finalizers)),
         )
         .await
         .map_err(|source| Error::Kube {
-            action: format!("{doing} KumikoApp {}", names.key()),
+            action: format!("{doing} KumikoApp {namespace}/{name}"),
             source,
         })?;
     context.metrics.wrote("KumikoApp");

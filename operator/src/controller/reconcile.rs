@@ -17,7 +17,7 @@ use kube::runtime::events::EventType;
 use kumiko_crds::{KumikoApp, KumikoAppStatus, condition};
 
 use super::Context;
-use super::execute::{Failure, execute, patch_app, roles_request};
+use super::execute::{Failure, Report, execute, patch_app, roles_request};
 use super::observe::observe;
 use super::plan::{self, Reclaim, find_condition, plan};
 use super::status::{Progress, compute_status, needs_write};
@@ -157,6 +157,7 @@ async fn converge(
     };
     let mut planned = plan(app, &world, previous, now);
     let mut executed = execute(context, app, &world, &planned).await;
+    log_report(app, &executed);
     if let Ok(report) = &mut executed
         && let Some(credentials) = report.credentials.take()
     {
@@ -165,10 +166,25 @@ async fn converge(
         world.roles_ensured = true;
         planned = plan(app, &world, previous, now).after(&planned);
         executed = execute(context, app, &world, &planned).await;
+        log_report(app, &executed);
     }
     match executed {
         Ok(_) => (planned.progress, Ok(())),
         Err(Failure { step, error }) => (planned.progress_until(step, &baseline), Err(error)),
+    }
+}
+
+fn log_report(app: &ValidatedApp<'_>, executed: &Result<Report, Failure>) {
+    if let Ok(report) = executed {
+        tracing::debug!(
+            app = %app.names.key(),
+            written = report.written,
+            unchanged = report.unchanged,
+            deleted = report.deleted,
+            events = report.events,
+            roles = report.credentials.is_some(),
+            "carried out the plan"
+        );
     }
 }
 
@@ -260,28 +276,65 @@ fn status_patch(status: &KumikoAppStatus) -> Result<serde_json::Value, Error> {
 }
 
 /// The app is being deleted: apply the reclaim policy, then release the finalizer.
+///
+/// An app whose spec no longer validates (stored under an older CRD) is not reclaimed: its
+/// finalizer is released with a Warning Event saying what was left, rather than blocking the
+/// deletion until someone edits an object that is going away.
 async fn finalize(app: &KumikoApp, context: &Context) -> Result<Action, Error> {
     let finalizers = app.metadata.finalizers.as_deref().unwrap_or_default();
     if !finalizers.iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
-    let validated = ValidatedApp::new(app).map_err(|invalid| Error::Stalled {
-        reason: invalid.reason,
-        message: invalid.message,
-    })?;
-    let world = if plan::needs_database(&validated) {
-        Some(observe(context, &validated, app.status.as_ref()).await?)
+    let namespace = app.metadata.namespace.as_deref().unwrap_or("default");
+    let name = app.metadata.name.as_deref().unwrap_or("");
+    match ValidatedApp::new(app) {
+        Ok(validated) => reclaim(app, &validated, context).await?,
+        Err(invalid) => {
+            tracing::warn!(app = %key(app), reason = invalid.reason, error = %invalid.message, "not reclaiming an invalid app");
+            context
+                .publish(
+                    app,
+                    EventType::Warning,
+                    "ReclaimSkipped",
+                    "Reclaim",
+                    &format!(
+                        "the app's roles and database are left as they are: its spec is invalid \
+                         ({})",
+                        invalid.message
+                    ),
+                )
+                .await;
+        }
+    }
+    patch_app(
+        context,
+        (namespace, name),
+        &finalizer::without_finalizer(finalizers),
+        "removing the finalizer of",
+    )
+    .await?;
+    Ok(Action::await_change())
+}
+
+/// Applies the reclaim policy of a valid app being deleted.
+async fn reclaim(
+    app: &KumikoApp,
+    validated: &ValidatedApp<'_>,
+    context: &Context,
+) -> Result<(), Error> {
+    let world = if plan::needs_database(validated) {
+        Some(observe(context, validated, app.status.as_ref()).await?)
     } else {
         None
     };
     let admin_secret = world
         .as_ref()
         .is_some_and(|world| world.admin_secret.is_some());
-    match (plan::reclaim(&validated, admin_secret), &world) {
+    match (plan::reclaim(validated, admin_secret), &world) {
         (Reclaim::Drop, Some(world)) => {
             context
                 .roles
-                .reclaim(&roles_request(&validated, world, false)?)
+                .reclaim(&roles_request(validated, world, false)?)
                 .await?;
             context
                 .publish(
@@ -298,12 +351,5 @@ async fn finalize(app: &KumikoApp, context: &Context) -> Result<Action, Error> {
         }
         (Reclaim::Retain | Reclaim::External, _) => {}
     }
-    patch_app(
-        context,
-        &validated,
-        &finalizer::without_finalizer(finalizers),
-        "removing the finalizer of",
-    )
-    .await?;
-    Ok(Action::await_change())
+    Ok(())
 }
