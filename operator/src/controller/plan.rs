@@ -254,13 +254,8 @@ pub fn plan(
         running_image: running_image(world.api.as_ref()),
         ..Observed::default()
     };
-    let mut children = desired::children(app, &facts);
-    // The later steps' children are planned once their step is reached.
-    children.migrate_job = None;
-    children.api = None;
-    children.worker = None;
     if !paused
-        && children.database_cluster.is_some()
+        && matches!(app.database, Database::Cluster { .. })
         && adopts_retained_cluster(app, world, previous)
     {
         events.push(event(
@@ -324,6 +319,13 @@ pub fn plan(
                         None,
                     ));
                 }
+                // The later steps' children are planned once the roles are known.
+                let children = Children {
+                    migrate_job: None,
+                    api: None,
+                    worker: None,
+                    ..desired::children(app, &facts)
+                };
                 return Plan {
                     add_finalizer,
                     apply: Some(children),
@@ -361,7 +363,17 @@ pub fn plan(
             .clone()
             .filter(|migrated| migrated != image),
     };
-    let built = desired::children(app, &facts);
+    // Every child, built once from the complete facts; what the steps below take of it is applied.
+    let Children {
+        service_account,
+        resource_quota,
+        limit_range,
+        database_cluster,
+        migrate_job: built_job,
+        api: built_api,
+        worker: built_worker,
+    } = desired::children(app, &facts);
+    let mut migrate_job = None;
     let rollout_image = desired::rollout_image(app, &facts);
     let job_reference = || Some(reference::<Job>(&names.namespace, job_name));
     match &outcome {
@@ -412,9 +424,9 @@ pub fn plan(
             progress.migrated = Check::not_yet(MIGRATION_FAILED, text.clone());
             progress.stalled = Some((MIGRATION_FAILED, text));
         }
-        JobOutcome::Absent => match &built.migrate_job {
+        JobOutcome::Absent => match built_job {
             Some(job) if !paused => {
-                children.migrate_job = Some(job.clone());
+                migrate_job = Some(job);
                 progress.migration_job = Some(job_name.to_owned());
                 // Said as the running Job is, so that the next look at it writes no status.
                 progress.migrated = migrating(job_name, image);
@@ -433,14 +445,11 @@ pub fn plan(
         },
     }
 
-    // 5. The Deployments, Service and PodDisruptionBudgets.
-    if !paused {
-        children.api.clone_from(&built.api);
-        children.worker.clone_from(&built.worker);
-        if app.spec.worker.is_none() && world.worker.is_some() {
-            deletes.push(Delete::Deployment(names.worker.clone()));
-            deletes.push(Delete::PodDisruptionBudget(names.worker.clone()));
-        }
+    // 5. The Deployments, Service and PodDisruptionBudgets (applied with the other children
+    // below), and a worker dropped from the spec deleted.
+    if !paused && app.spec.worker.is_none() && world.worker.is_some() {
+        deletes.push(Delete::Deployment(names.worker.clone()));
+        deletes.push(Delete::PodDisruptionBudget(names.worker.clone()));
     }
     progress.image = rollout_image;
     // A Deployment created just now is judged as the next reconcile will find it (rolling out,
@@ -450,10 +459,10 @@ pub fn plan(
             .filter(|_| observed.is_none() && !paused)
             .map(just_created)
     };
-    let created_api = created(&world.api, built.api.as_ref().map(|api| &api.deployment));
+    let created_api = created(&world.api, built_api.as_ref().map(|api| &api.deployment));
     let created_worker = created(
         &world.worker,
-        built.worker.as_ref().map(|worker| &worker.deployment),
+        built_worker.as_ref().map(|worker| &worker.deployment),
     );
     let (api_check, api_counts) = availability(
         world.api.as_ref().or(created_api.as_ref()),
@@ -487,6 +496,15 @@ pub fn plan(
         );
     }
 
+    let children = Children {
+        service_account,
+        resource_quota,
+        limit_range,
+        database_cluster,
+        migrate_job,
+        api: built_api,
+        worker: built_worker,
+    };
     Plan {
         add_finalizer,
         apply: (!paused).then_some(children),
