@@ -5,12 +5,12 @@
 //! `pod_disruption_budget`; `pod` is the pod template they share, `process` puts one process
 //! type's objects together, `finalizer` is the KumikoApp's own finalizer patch.
 //!
-//! `desired(validated, observed)` is a pure function of the [`ValidatedApp`] (nothing here parses
-//! the spec again) and the observed facts. `kumiko-operator render` prints exactly its result,
-//! so what a user previews is what the controller applies. Every object carries the
-//! `app.kubernetes.io/*` labels and a controller owner reference to the KumikoApp, except a
-//! dedicated CNPG Cluster under `reclaimPolicy: Retain`, which must outlive the app (see
-//! `database`).
+//! [`children`]`(validated, observed)` is a pure function of the [`ValidatedApp`] (nothing here
+//! parses the spec again) and the observed facts. The controller's plan applies its result and
+//! `kumiko-operator render` prints it, so what a user previews is what the controller applies.
+//! Every object carries the `app.kubernetes.io/*` labels and a controller owner reference to the
+//! KumikoApp, except a dedicated CNPG Cluster under `reclaimPolicy: Retain`, which must outlive
+//! the app (see `cluster`).
 
 mod cluster;
 pub mod credentials;

@@ -638,3 +638,145 @@ fn render_prints_exactly_what_plan_applies() {
         );
     }
 }
+
+/// What a plan applies, by kind and name, in order.
+fn applied(plan: &Plan) -> Vec<String> {
+    let Some(Children {
+        service_account,
+        resource_quota,
+        limit_range,
+        database_cluster,
+        migrate_job,
+        api,
+        worker,
+    }) = &plan.apply
+    else {
+        return Vec::new();
+    };
+    let name = |kind: &str, meta: &kube::api::ObjectMeta| {
+        format!("{kind} {}", meta.name.as_deref().unwrap_or(""))
+    };
+    let mut out = vec![
+        name("ServiceAccount", &service_account.metadata),
+        name("ResourceQuota", &resource_quota.metadata),
+        name("LimitRange", &limit_range.metadata),
+    ];
+    out.extend(
+        database_cluster
+            .iter()
+            .map(|c| name("Cluster", &c.metadata)),
+    );
+    out.extend(migrate_job.iter().map(|j| name("Job", &j.metadata)));
+    for process in [api, worker].into_iter().flatten() {
+        out.push(name("Deployment", &process.deployment.metadata));
+        out.extend(process.service.iter().map(|s| name("Service", &s.metadata)));
+        out.push(name(
+            "PodDisruptionBudget",
+            &process.pod_disruption_budget.metadata,
+        ));
+    }
+    out
+}
+
+/// The ordered rollout from nothing, one row per look: quota and database first, the roles once
+/// the database is ready, the migrate Job once the roles are, the workloads once it succeeded,
+/// Ready once they are available.
+#[test]
+fn the_rollout_goes_quota_database_roles_migrate_workloads_status() {
+    let app = app();
+    let job = job_name(&app);
+    let budget = [
+        "ServiceAccount shop",
+        "ResourceQuota shop-budget",
+        "LimitRange shop-budget",
+        "Cluster shop-db",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        budget
+            .iter()
+            .chain(extra)
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
+    let migrated = World {
+        jobs: vec![self::job(&job, IMAGE, Some("Complete"), 150)],
+        ..ready_world()
+    };
+    let workloads = [
+        "Deployment shop-api",
+        "Service shop-api",
+        "PodDisruptionBudget shop-api",
+        "Deployment shop-worker",
+        "PodDisruptionBudget shop-worker",
+    ];
+    let job_row = format!("Job {job}");
+    let rows: Vec<(&str, World, Vec<String>, bool, &str)> = vec![
+        (
+            "nothing ready",
+            World::default(),
+            with(&[]),
+            false,
+            condition::DATABASE_READY,
+        ),
+        (
+            "database ready, no roles",
+            World {
+                owner_secret: None,
+                runtime_secret: None,
+                ..ready_world()
+            },
+            with(&[]),
+            true,
+            condition::ROLES_READY,
+        ),
+        (
+            "roles ensured",
+            World {
+                roles_ensured: true,
+                ..ready_world()
+            },
+            with(&[job_row.as_str()]),
+            false,
+            condition::MIGRATED,
+        ),
+        (
+            "migrated",
+            migrated.clone(),
+            with(&workloads),
+            false,
+            condition::API_AVAILABLE,
+        ),
+        (
+            "available",
+            World {
+                api: Some(deployment(IMAGE, 2, 2)),
+                worker: Some(deployment(IMAGE, 1, 1)),
+                ..migrated
+            },
+            with(&workloads),
+            false,
+            condition::READY,
+        ),
+    ];
+    let mut previous: Option<KumikoAppStatus> = None;
+    for (look, world, expected, roles, waiting_for) in rows {
+        let plan = plan(&validated(&app), &world, previous.as_ref(), &at(200));
+        assert_eq!(applied(&plan), expected, "{look}");
+        assert_eq!(plan.roles.is_some(), roles, "{look}");
+        let ready = find_condition(&plan.status, condition::READY).expect("Ready");
+        if waiting_for == condition::READY {
+            assert_eq!(ready.status, "True", "{look}: {}", ready.message);
+        } else {
+            assert!(
+                ready
+                    .message
+                    .starts_with(&format!("waiting for {waiting_for}")),
+                "{look}: {}",
+                ready.message
+            );
+        }
+        if plan.roles.is_none() {
+            previous = Some(plan.status.clone());
+        }
+    }
+}
