@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use kumiko_contract::{Process, env, migrations_mode};
+
 /// A snapshot of the process environment, by variable name.
 pub type Env = BTreeMap<String, String>;
 
@@ -43,18 +45,18 @@ impl ProcessKind {
     /// The value of `KUMIKO_PROCESS` for this kind.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Api => "api",
-            Self::Worker => "worker",
-            Self::Migrate => "migrate",
+            Self::Api => Process::Api.name(),
+            Self::Worker => Process::Worker.name(),
+            Self::Migrate => Process::Migrate.name(),
         }
     }
 
     /// The command that runs this kind of process.
     pub fn command(self) -> &'static str {
         match self {
-            Self::Api => "serve",
-            Self::Worker => "worker",
-            Self::Migrate => "migrate",
+            Self::Api => Process::Api.command(),
+            Self::Worker => Process::Worker.command(),
+            Self::Migrate => Process::Migrate.command(),
         }
     }
 }
@@ -81,9 +83,9 @@ impl MigrationsMode {
     /// The value as written in the environment.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Exit => "exit",
-            Self::Warn => "warn",
-            Self::Apply => "apply",
+            Self::Exit => migrations_mode::EXIT,
+            Self::Warn => migrations_mode::WARN,
+            Self::Apply => migrations_mode::APPLY,
         }
     }
 }
@@ -231,29 +233,29 @@ pub struct ParsedConfig {
 }
 
 /// Default `PORT`.
-pub const DEFAULT_PORT: u16 = 3000;
+pub const DEFAULT_PORT: u16 = kumiko_contract::DEFAULT_PORT;
 /// Default `KUMIKO_STARTUP_TIMEOUT`.
-pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = kumiko_contract::DEFAULT_STARTUP_TIMEOUT;
 /// Default `KUMIKO_SHUTDOWN_TIMEOUT`.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(40);
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = kumiko_contract::DEFAULT_SHUTDOWN_TIMEOUT;
 /// Default `KUMIKO_LINGER`.
-pub const DEFAULT_LINGER: Duration = Duration::from_secs(3);
+pub const DEFAULT_LINGER: Duration = kumiko_contract::DEFAULT_LINGER;
 /// Default `KUMIKO_DRAIN_TIMEOUT`.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = kumiko_contract::DEFAULT_DRAIN_TIMEOUT;
 /// The SQLite file's name inside the data directory.
 pub const SQLITE_FILE_NAME: &str = "kumiko.db";
 
 /// Every `KUMIKO_*` variable the runtime itself reads. Components declare theirs as
 /// [`crate::component::Setting`]s; boot validation rejects any other `KUMIKO_*` variable as a typo.
 pub const RUNTIME_SETTINGS: &[&str] = &[
-    "KUMIKO_PROCESS",
+    env::PROCESS,
     "KUMIKO_DATA_DIR",
-    "KUMIKO_INSTANCE_ID",
-    "KUMIKO_STARTUP_TIMEOUT",
-    "KUMIKO_SHUTDOWN_TIMEOUT",
-    "KUMIKO_LINGER",
-    "KUMIKO_DRAIN_TIMEOUT",
-    "KUMIKO_MIGRATIONS_MODE",
+    env::INSTANCE_ID,
+    env::STARTUP_TIMEOUT,
+    env::SHUTDOWN_TIMEOUT,
+    env::LINGER,
+    env::DRAIN_TIMEOUT,
+    env::MIGRATIONS_MODE,
     "KUMIKO_LOG_FORMAT",
     "KUMIKO_DB_POOL_SIZE",
 ];
@@ -268,13 +270,13 @@ impl Config {
                 .filter(|v| !v.is_empty())
         };
 
-        let process = match get("KUMIKO_PROCESS") {
+        let process = match get(env::PROCESS) {
             None => kind,
             Some(value) => match parse_process(value) {
                 Ok(parsed) if parsed == kind => parsed,
                 Ok(parsed) => {
                     errors.push(ConfigError::new(
-                        "KUMIKO_PROCESS",
+                        env::PROCESS,
                         format!(
                             "`{parsed}` does not match the command `{}`, which runs a `{kind}` \
                              process; set KUMIKO_PROCESS={kind} or run `{}`",
@@ -285,17 +287,17 @@ impl Config {
                     kind
                 }
                 Err(problem) => {
-                    errors.push(ConfigError::new("KUMIKO_PROCESS", problem));
+                    errors.push(ConfigError::new(env::PROCESS, problem));
                     kind
                 }
             },
         };
 
-        let port = match get("PORT") {
+        let port = match get(env::PORT) {
             None => DEFAULT_PORT,
             Some(value) => value.parse::<u16>().unwrap_or_else(|_| {
                 errors.push(ConfigError::new(
-                    "PORT",
+                    env::PORT,
                     format!(
                         "`{value}` is not a TCP port; use a number from 0 to 65535 (default 3000)"
                     ),
@@ -307,30 +309,30 @@ impl Config {
         let data_dir =
             get("KUMIKO_DATA_DIR").map_or_else(|| PathBuf::from("./data"), PathBuf::from);
 
-        let database = match get("DATABASE_URL") {
+        let database = match get(env::DATABASE_URL) {
             None => DatabaseTarget::Sqlite {
                 path: data_dir.join(SQLITE_FILE_NAME),
             },
             Some(value) => parse_database_url(value, &data_dir).unwrap_or_else(|problem| {
-                errors.push(ConfigError::new("DATABASE_URL", problem));
+                errors.push(ConfigError::new(env::DATABASE_URL, problem));
                 DatabaseTarget::Sqlite {
                     path: data_dir.join(SQLITE_FILE_NAME),
                 }
             }),
         };
 
-        let redis_url = match get("REDIS_URL") {
+        let redis_url = match get(env::REDIS_URL) {
             None => None,
             Some(value) => match parse_redis_url(value) {
                 Ok(url) => Some(url),
                 Err(problem) => {
-                    errors.push(ConfigError::new("REDIS_URL", problem));
+                    errors.push(ConfigError::new(env::REDIS_URL, problem));
                     None
                 }
             },
         };
 
-        let instance_id = get("KUMIKO_INSTANCE_ID")
+        let instance_id = get(env::INSTANCE_ID)
             .map(str::to_owned)
             .or_else(|| get("HOSTNAME").map(str::to_owned))
             .unwrap_or_else(|| format!("kumiko-{}", std::process::id()));
@@ -342,20 +344,20 @@ impl Config {
                 default
             }),
         };
-        let startup_timeout = duration("KUMIKO_STARTUP_TIMEOUT", DEFAULT_STARTUP_TIMEOUT);
-        let shutdown_timeout = duration("KUMIKO_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT);
-        let linger = duration("KUMIKO_LINGER", DEFAULT_LINGER);
-        let drain_timeout = duration("KUMIKO_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT);
+        let startup_timeout = duration(env::STARTUP_TIMEOUT, DEFAULT_STARTUP_TIMEOUT);
+        let shutdown_timeout = duration(env::SHUTDOWN_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT);
+        let linger = duration(env::LINGER, DEFAULT_LINGER);
+        let drain_timeout = duration(env::DRAIN_TIMEOUT, DEFAULT_DRAIN_TIMEOUT);
 
         if startup_timeout.is_zero() {
             errors.push(ConfigError::new(
-                "KUMIKO_STARTUP_TIMEOUT",
+                env::STARTUP_TIMEOUT,
                 "must be longer than zero; use e.g. 120s",
             ));
         }
         if shutdown_timeout.is_zero() {
             errors.push(ConfigError::new(
-                "KUMIKO_SHUTDOWN_TIMEOUT",
+                env::SHUTDOWN_TIMEOUT,
                 "must be longer than zero; use e.g. 40s",
             ));
         }
@@ -366,10 +368,10 @@ impl Config {
             DatabaseTarget::Sqlite { .. } => MigrationsMode::Apply,
             DatabaseTarget::Postgres { .. } => MigrationsMode::Exit,
         };
-        let migrations_mode = match get("KUMIKO_MIGRATIONS_MODE") {
+        let migrations_mode = match get(env::MIGRATIONS_MODE) {
             None => default_mode,
             Some(value) => parse_migrations_mode(value).unwrap_or_else(|problem| {
-                errors.push(ConfigError::new("KUMIKO_MIGRATIONS_MODE", problem));
+                errors.push(ConfigError::new(env::MIGRATIONS_MODE, problem));
                 default_mode
             }),
         };
@@ -438,9 +440,9 @@ fn parse_process(value: &str) -> Result<ProcessKind, String> {
 /// Parses `KUMIKO_MIGRATIONS_MODE`.
 pub fn parse_migrations_mode(value: &str) -> Result<MigrationsMode, String> {
     match value.to_ascii_lowercase().as_str() {
-        "exit" => Ok(MigrationsMode::Exit),
-        "warn" => Ok(MigrationsMode::Warn),
-        "apply" => Ok(MigrationsMode::Apply),
+        migrations_mode::EXIT => Ok(MigrationsMode::Exit),
+        migrations_mode::WARN => Ok(MigrationsMode::Warn),
+        migrations_mode::APPLY => Ok(MigrationsMode::Apply),
         _ => Err(format!(
             "`{value}` is not a migrations mode; use `exit` (default), `warn` or `apply`"
         )),

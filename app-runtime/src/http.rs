@@ -107,14 +107,14 @@ pub fn health_routes(health: Health) -> Router {
     let live = health.clone();
     Router::new()
         .route(
-            "/health",
+            kumiko_contract::LIVENESS_PATH,
             axum::routing::get(move || {
                 let health = live.clone();
                 async move { health.liveness() }
             }),
         )
         .route(
-            "/health/ready",
+            kumiko_contract::READINESS_PATH,
             axum::routing::get(move || {
                 let health = health.clone();
                 async move { health.readiness() }

@@ -21,8 +21,8 @@ use crate::status::KumikoAppStatus;
 /// own limit.
 pub const MAX_APP_NAME_LENGTH: usize = 40;
 
-/// The port the API process listens on unless `spec.api.port` says otherwise (DESIGN §4).
-pub const DEFAULT_PORT: i32 = 3000;
+/// The port the API process listens on unless `spec.api.port` says otherwise (the contract's).
+pub const DEFAULT_PORT: i32 = kumiko_contract::DEFAULT_PORT as i32;
 
 /// The CPU request given to a Kumiko container (and the LimitRange default) when the spec sets
 /// none; a CPU limit below it lowers it to the limit.
@@ -637,16 +637,16 @@ fn default_migrate_deadline() -> i64 {
     600
 }
 fn default_startup_timeout() -> String {
-    "120s".to_owned()
+    kumiko_contract::duration::format_duration(kumiko_contract::DEFAULT_STARTUP_TIMEOUT)
 }
 fn default_shutdown_timeout() -> String {
-    "40s".to_owned()
+    kumiko_contract::duration::format_duration(kumiko_contract::DEFAULT_SHUTDOWN_TIMEOUT)
 }
 fn default_linger() -> String {
-    "3s".to_owned()
+    kumiko_contract::duration::format_duration(kumiko_contract::DEFAULT_LINGER)
 }
 fn default_drain_timeout() -> String {
-    "30s".to_owned()
+    kumiko_contract::duration::format_duration(kumiko_contract::DEFAULT_DRAIN_TIMEOUT)
 }
 fn default_instances() -> i32 {
     1
@@ -703,19 +703,8 @@ pub mod rules {
         .reason(Reason::FieldValueInvalid)
     }
 
-    /// The environment variables the operator sets itself (DESIGN §4).
-    pub const CONTRACT_ENV_NAMES: &[&str] = &[
-        "PORT",
-        "DATABASE_URL",
-        "REDIS_URL",
-        "KUMIKO_PROCESS",
-        "KUMIKO_INSTANCE_ID",
-        "KUMIKO_STARTUP_TIMEOUT",
-        "KUMIKO_SHUTDOWN_TIMEOUT",
-        "KUMIKO_LINGER",
-        "KUMIKO_DRAIN_TIMEOUT",
-        "KUMIKO_MIGRATIONS_MODE",
-    ];
+    /// The environment variables the operator sets itself (the contract's).
+    pub const CONTRACT_ENV_NAMES: &[&str] = kumiko_contract::env::OPERATOR_SET;
 
     /// `spec.env` does not set a name of the operator/app contract.
     pub fn env_leaves_contract_names_alone() -> Rule {

@@ -8,12 +8,13 @@
 //! The crate is kept small so that the operator, the e2e suite and the local cluster can all use it.
 
 pub mod app;
-pub mod duration;
 pub mod names;
 pub mod status;
 pub mod validate;
 
 pub use app::*;
+/// The contract's duration format (the lifecycle fields), from [`kumiko_contract`].
+pub use kumiko_contract::duration;
 pub use status::*;
 
 use kube::CustomResourceExt;

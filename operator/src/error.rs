@@ -86,14 +86,6 @@ pub enum Error {
         #[source]
         source: crate::roles::Error,
     },
-    /// A Secret the operator reads lacks a key or holds an unusable value.
-    #[error("Secret {secret}: {message}")]
-    SecretContent {
-        /// `namespace/name` of the Secret.
-        secret: String,
-        /// What is wrong and how to fix it.
-        message: String,
-    },
     /// Serving HTTP (metrics, health) failed.
     #[error("serving HTTP on {addr}")]
     Http {
@@ -125,7 +117,6 @@ impl Error {
             Self::ApiNotServed { .. } => "api_not_served",
             Self::Stalled { .. } => "stalled",
             Self::Roles { source, .. } => source.category(),
-            Self::SecretContent { .. } => "secret_content",
             Self::Http { .. } | Self::Runtime(_) => "http",
             Self::Leader(_) => "leader",
         }
@@ -143,6 +134,27 @@ impl Error {
         text
     }
 
+    /// The condition reason of a permanent error: the `Stalled` reason it carries, else
+    /// `PermanentError`.
+    pub fn stall_reason(&self) -> &'static str {
+        match self {
+            Self::Stalled { reason, .. } => reason,
+            Self::SerializeYaml(_)
+            | Self::Serialize { .. }
+            | Self::Stdout(_)
+            | Self::ReadFile { .. }
+            | Self::InvalidManifest { .. }
+            | Self::InvalidApp { .. }
+            | Self::Kube { .. }
+            | Self::ApiNotServed { .. }
+            | Self::Roles { .. }
+            | Self::Http { .. }
+            | Self::Connect(_)
+            | Self::Runtime(_)
+            | Self::Leader(_) => "PermanentError",
+        }
+    }
+
     /// Whether retrying later may succeed (transient) or the object must change first (permanent).
     pub fn is_transient(&self) -> bool {
         match self {
@@ -156,14 +168,47 @@ impl Error {
             | Self::InvalidApp { .. }
             | Self::Serialize { .. }
             | Self::SerializeYaml(_) => false,
-            Self::SecretContent { .. }
-            | Self::ApiNotServed { .. }
+            Self::ApiNotServed { .. }
             | Self::Stdout(_)
             | Self::ReadFile { .. }
             | Self::Http { .. }
             | Self::Connect(_)
             | Self::Runtime(_)
             | Self::Leader(_) => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stalled_error_keeps_its_reason_and_other_permanent_errors_say_so() {
+        let stalled = Error::Stalled {
+            reason: "InvalidSpec",
+            message: "spec.lifecycle.linger: bad".to_owned(),
+        };
+        assert_eq!(stalled.stall_reason(), "InvalidSpec");
+        assert!(!stalled.is_transient());
+        assert_eq!(stalled.category(), "stalled");
+        let leader = Error::Leader("lost".to_owned());
+        assert_eq!(leader.stall_reason(), "PermanentError");
+    }
+
+    #[test]
+    fn refused_requests_are_permanent_and_others_transient() {
+        let api = |code: u16| Error::Kube {
+            action: "applying".to_owned(),
+            source: kube::Error::Api(Box::new(
+                kube::core::Status::failure("refused", "Invalid").with_code(code),
+            )),
+        };
+        for code in [400, 403, 422] {
+            assert!(!api(code).is_transient(), "{code}");
+        }
+        for code in [409, 429, 500, 503] {
+            assert!(api(code).is_transient(), "{code}");
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What the cluster holds for one app, as far as building the desired objects needs it.
 //!
-//! The controller fills this from the API (and Postgres) in one place; `render` reads it from a
-//! YAML file or takes [`Observed::default_for_render`]. Building the desired objects from it is pure.
+//! The controller's plan derives it from the observation (`Plan::facts`); `render` reads it from a
+//! YAML file or takes [`Observed::default_for_render`]. Building the children from it is pure.
 
 use serde::{Deserialize, Serialize};
 

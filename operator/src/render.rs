@@ -1,7 +1,10 @@
 //! `kumiko-operator render`: prints, offline, every object a KumikoApp produces.
 //!
 //! The manifest is checked as the API server would check it (the CRD's structural schema and its
-//! CEL rules), then [`crate::desired::desired`] builds the children, exactly as the controller does.
+//! CEL rules), then it is validated as the controller validates it ([`ValidatedApp`]) and
+//! [`crate::desired::children`] builds the children, exactly as the controller's plan does. The
+//! list of children is taken apart without `..` here as in the executor, so a child that is
+//! applied but not rendered does not compile.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -11,8 +14,9 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::cli::RenderArgs;
-use crate::desired::{Desired, desired};
+use crate::desired::{Children, ProcessObjects, children};
 use crate::observed::Observed;
+use crate::validate::ValidatedApp;
 
 /// Runs `render`: reads, validates, builds and prints.
 pub fn run(args: &RenderArgs) -> Result<(), Error> {
@@ -67,7 +71,12 @@ pub fn parse_app(path: &Path, manifest: &str) -> Result<KumikoApp, Error> {
         path: path.to_owned(),
         problems,
     })?;
-    serde_json::from_value(value).map_err(|e| invalid(format!("{e}")))
+    let app: KumikoApp = serde_json::from_value(value).map_err(|e| invalid(format!("{e}")))?;
+    ValidatedApp::new(&app).map_err(|invalid| Error::InvalidApp {
+        path: path.to_owned(),
+        problems: vec![invalid.message],
+    })?;
+    Ok(app)
 }
 
 fn parse_observed(path: &Path, text: &str) -> Result<Observed, Error> {
@@ -118,8 +127,12 @@ pub fn render(app: &KumikoApp, observed: &Observed, rolled_out: bool) -> Result<
         kumiko_crds::names::owner_secret(&name),
         kumiko_crds::names::runtime_secret(&name),
     ));
-    let now = desired(app, observed);
-    print_desired(&mut out, &now)?;
+    let validated = ValidatedApp::new(app).map_err(|invalid| Error::InvalidApp {
+        path: "<the KumikoApp>".into(),
+        problems: vec![invalid.message],
+    })?;
+    let now = children(&validated, observed);
+    out.push_str(&documents(&now)?);
 
     if now.migrate_job.is_some() {
         let after = Observed {
@@ -127,7 +140,7 @@ pub fn render(app: &KumikoApp, observed: &Observed, rolled_out: bool) -> Result<
             running_image: Some(app.spec.image.clone()),
             ..observed.clone()
         };
-        let rolled = desired(app, &after);
+        let rolled = children(&validated, &after);
         let mut follows = Vec::new();
         for process in [&rolled.api, &rolled.worker].into_iter().flatten() {
             follows.push(format!(
@@ -143,11 +156,7 @@ pub fn render(app: &KumikoApp, observed: &Observed, rolled_out: bool) -> Result<
         if rolled_out {
             out.push_str("# The rolled-out state (--rolled-out):\n");
             for process in [&rolled.api, &rolled.worker].into_iter().flatten() {
-                document(&mut out, &process.deployment)?;
-                if let Some(service) = &process.service {
-                    document(&mut out, service)?;
-                }
-                document(&mut out, &process.pod_disruption_budget)?;
+                print_process(&mut out, process)?;
             }
         } else {
             out.push_str("# Run with --rolled-out to print them.\n");
@@ -156,22 +165,43 @@ pub fn render(app: &KumikoApp, observed: &Observed, rolled_out: bool) -> Result<
     Ok(out)
 }
 
-fn print_desired(out: &mut String, desired: &Desired) -> Result<(), Error> {
-    document(out, &desired.service_account)?;
-    document(out, &desired.resource_quota)?;
-    document(out, &desired.limit_range)?;
-    if let Some(cluster) = &desired.database_cluster {
+/// The YAML documents of `children`, in the order the controller applies them.
+pub fn documents(children: &Children) -> Result<String, Error> {
+    let mut out = String::new();
+    let out = &mut out;
+    let Children {
+        service_account,
+        resource_quota,
+        limit_range,
+        database_cluster,
+        migrate_job,
+        api,
+        worker,
+    } = children;
+    document(out, service_account)?;
+    document(out, resource_quota)?;
+    document(out, limit_range)?;
+    if let Some(cluster) = database_cluster {
         document(out, cluster)?;
     }
-    if let Some(job) = &desired.migrate_job {
+    if let Some(job) = migrate_job {
         document(out, job)?;
     }
-    for process in [&desired.api, &desired.worker].into_iter().flatten() {
-        document(out, &process.deployment)?;
-        if let Some(service) = &process.service {
-            document(out, service)?;
-        }
-        document(out, &process.pod_disruption_budget)?;
+    for process in [api, worker].into_iter().flatten() {
+        print_process(out, process)?;
     }
-    Ok(())
+    Ok(std::mem::take(out))
+}
+
+fn print_process(out: &mut String, process: &ProcessObjects) -> Result<(), Error> {
+    let ProcessObjects {
+        deployment,
+        service,
+        pod_disruption_budget,
+    } = process;
+    document(out, deployment)?;
+    if let Some(service) = service {
+        document(out, service)?;
+    }
+    document(out, pod_disruption_budget)
 }

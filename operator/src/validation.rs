@@ -6,28 +6,27 @@ use kube::CustomResourceExt;
 use kumiko_crds::KumikoApp;
 use serde_json::Value;
 
-/// The KumikoApp CRD's `openAPIV3Schema`, as JSON.
-pub fn app_schema() -> Value {
+/// The KumikoApp CRD's `openAPIV3Schema`, as JSON (an error, never a `null` schema that would
+/// accept anything, when it is missing or does not serialize).
+pub fn app_schema() -> Result<Value, String> {
     let crd = KumikoApp::crd();
-    crd.spec
+    let schema = crd
+        .spec
         .versions
         .first()
         .and_then(|version| version.schema.as_ref())
         .and_then(|schema| schema.open_api_v3_schema.as_ref())
-        .and_then(|schema| serde_json::to_value(schema).ok())
-        .unwrap_or(Value::Null)
+        .ok_or_else(|| "the KumikoApp CRD has no openAPIV3Schema".to_owned())?;
+    serde_json::to_value(schema)
+        .map_err(|error| format!("the KumikoApp CRD's schema does not serialize: {error}"))
 }
 
 /// Validates `object` (a KumikoApp as JSON) and returns it with the schema's defaults applied, or
 /// every problem found, each naming the field.
 pub fn validate_app(object: &Value) -> Result<Value, Vec<String>> {
-    let validated = kumiko_crds::validate::validate(
-        &app_schema(),
-        object,
-        None,
-        "kumiko.so/v1alpha1",
-        "KumikoApp",
-    );
+    let schema = app_schema().map_err(|problem| vec![problem])?;
+    let validated =
+        kumiko_crds::validate::validate(&schema, object, None, "kumiko.so/v1alpha1", "KumikoApp");
     let mut problems: Vec<String> = validated
         .unknown_fields
         .iter()

@@ -768,6 +768,13 @@ async fn injected_api_faults_are_retried_until_the_app_converges() {
     faults.cut_watches();
     drive_to_ready(&harness, app_manifest("faulty", "kumiko-app:1")).await;
     faults.cut_watches();
+    // Every fault fired: the app converged through them, not around them.
+    let unfired: Vec<_> = faults
+        .list()
+        .into_iter()
+        .filter(|(_, rule)| rule.times != Some(0))
+        .collect();
+    assert!(unfired.is_empty(), "faults that never fired: {unfired:?}");
     stop(harness).await;
 }
 
@@ -884,6 +891,72 @@ async fn a_malformed_app_does_not_stall_the_others() {
         .await
         .unwrap();
     drive_to_ready(&harness, app_manifest("good", "kumiko-app:1")).await;
+    // The malformed app is left alone (no finalizer, no status) and said so in a Warning Event.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(harness.client.clone(), "bad");
+    let event = eventually("a Warning Event about the unreadable app", || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|event| {
+                event.reason.as_deref() == Some("UnreadableApp")
+                    && event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("bad")
+            })
+    })
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    let note = event.note.unwrap_or_default();
+    assert!(note.contains("cannot read this KumikoApp"), "{note}");
+    let stored = bad.get("bad").await.unwrap();
+    assert!(stored.metadata.finalizers.is_none(), "{stored:?}");
+    assert!(stored.data.get("status").is_none(), "{stored:?}");
+    stop(harness).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_app_whose_spec_no_longer_validates_releases_it_with_an_event() {
+    // A CRD without a schema stands in for an older CRD under which the app was stored.
+    let mut loose = KumikoApp::crd();
+    for version in &mut loose.spec.versions {
+        version.schema = Some(
+            serde_json::from_value(json!({"openAPIV3Schema": {
+                "type": "object", "x-kubernetes-preserve-unknown-fields": true
+            }}))
+            .unwrap(),
+        );
+    }
+    let harness = start_with(loose).await;
+    namespace(&harness.client, "stale").await;
+    let apps: Api<KumikoApp> = Api::namespaced(harness.client.clone(), "stale");
+    let mut app = app_manifest("stale", "kumiko-app:1");
+    app.spec.database.role.statement_timeout = "forever".to_owned();
+    app.spec.database.reclaim_policy = kumiko_crds::ReclaimPolicy::Delete;
+    app.metadata.finalizers = Some(vec!["kumiko.so/reclaim".to_owned()]);
+    apps.create(&PostParams::default(), &app).await.unwrap();
+    wait_for_condition(&harness, "stale", "stale", condition::STALLED, "True").await;
+    apps.delete("stale", &Default::default()).await.unwrap();
+    eventually("the app to be gone", || async {
+        matches!(apps.get_opt("stale").await, Ok(None)).then_some(())
+    })
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(harness.client.clone(), "stale");
+    let skipped = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|event| event.reason.as_deref() == Some("ReclaimSkipped"))
+        .expect("a ReclaimSkipped Event");
+    let note = skipped.note.unwrap_or_default();
+    assert!(
+        note.contains("spec.database.role.statementTimeout"),
+        "{note}"
+    );
     stop(harness).await;
 }
 

@@ -126,9 +126,9 @@ where
         .map(|manager| format!(" (changed by field manager {manager:?})"))
         .unwrap_or_default();
     context
-        .publish_related(
+        .publish_event(
             app,
-            super::reconcile::reference::<K>(&namespace, &name),
+            Some(super::plan::reference::<K>(&namespace, &name)),
             EventType::Normal,
             "DriftCorrected",
             "Apply",

@@ -1,24 +1,26 @@
 //! The controller: `kumiko-operator run`.
 //!
 //! One reconcile is one pass of the pipeline (DESIGN §3), each step its own module:
-//! [`observe`] (I/O) -> [`validate`] (pure) -> [`crate::desired`] (pure) -> [`apply`] (I/O) ->
-//! [`status`] (pure, one write). [`reconcile`] strings them together; [`run`] is the process
-//! (watches, leader election, HTTP, signals).
+//! [`crate::validate`] (pure) -> [`observe`] (I/O) -> [`plan`] (pure; builds the children with
+//! [`crate::desired`]) -> [`execute`] (I/O, applying through [`apply`]) -> [`status`] (pure, one
+//! write). [`reconcile`] strings them together; [`run`] is the process (watches, leader election,
+//! HTTP, signals).
 
 pub mod api_requests;
 pub mod applied;
 pub mod apply;
 pub mod credentials;
+pub mod execute;
 pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod plan;
 pub mod reconcile;
 pub mod roles_backend;
 pub mod run;
 pub mod status;
 pub mod steps;
-pub mod validate;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

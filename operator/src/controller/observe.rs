@@ -1,5 +1,7 @@
-//! Observe: read what the cluster holds for one app into one value (the only reads of a reconcile,
-//! besides the metadata reads of `apply` and a failed migration's log).
+//! Observe: read what the cluster holds for one app into one value, the only reads of a reconcile
+//! (besides the metadata reads of `apply`): the database, the Secrets, the migrate Jobs, the
+//! Deployments, whether the credential Secrets drifted (from the watch-fed applied hashes), and a
+//! failed migration's log tail the first time the failure is seen.
 
 use std::collections::BTreeMap;
 
@@ -7,11 +9,14 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams, LogParams};
-use kumiko_crds::{DatabaseMode, KumikoApp, names};
+use kumiko_crds::{KumikoAppStatus, names};
 
 use super::Context;
+use super::plan::reported_failure;
+use super::steps::{JobOutcome, job_outcome};
 use crate::Error;
 use crate::cnpg::Cluster;
+use crate::validate::{Database, ValidatedApp};
 
 /// What the cluster holds for one app.
 #[derive(Clone, Debug, Default)]
@@ -34,6 +39,14 @@ pub struct World {
     pub api: Option<Deployment>,
     /// The worker Deployment.
     pub worker: Option<Deployment>,
+    /// A credential Secret was changed by someone else since the operator wrote it.
+    pub secrets_drifted: bool,
+    /// The log tail of the spec's migrate Job when it failed and the previous status does not
+    /// report it yet.
+    pub migration_log: Option<String>,
+    /// The roles step ran in this reconcile: `owner_secret` and `runtime_secret` hold what it
+    /// returned (set by the pipeline, never by [`observe`]).
+    pub roles_ensured: bool,
 }
 
 fn kube_error(action: String) -> impl FnOnce(kube::Error) -> Error {
@@ -66,24 +79,24 @@ async fn read_secret(
         .map(|secret| secret_data(&secret)))
 }
 
-/// Reads everything one reconcile of `app` needs.
-pub async fn observe(context: &Context, app: &KumikoApp) -> Result<World, Error> {
-    let name = app.metadata.name.clone().unwrap_or_default();
-    let namespace = app
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".to_owned());
+/// Reads everything one reconcile of `app` needs (`previous`: its status as stored).
+pub async fn observe(
+    context: &Context,
+    app: &ValidatedApp<'_>,
+    previous: Option<&KumikoAppStatus>,
+) -> Result<World, Error> {
+    let name = app.names.app.as_str();
+    let namespace = app.names.namespace.as_str();
     let client = context.client.clone();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut world = World::default();
 
-    match app.spec.database.mode() {
-        Some(DatabaseMode::Cluster) => {
-            let cluster_name = names::database_cluster(&name);
-            let clusters: Api<Cluster> = Api::namespaced(client.clone(), &namespace);
+    match &app.database {
+        Database::Cluster { .. } => {
+            let cluster_name = &app.names.database_cluster;
+            let clusters: Api<Cluster> = Api::namespaced(client.clone(), namespace);
             world.cluster = clusters
-                .get_opt(&cluster_name)
+                .get_opt(cluster_name)
                 .await
                 .map_err(kube_error(format!(
                     "reading Cluster {namespace}/{cluster_name}"
@@ -91,7 +104,7 @@ pub async fn observe(context: &Context, app: &KumikoApp) -> Result<World, Error>
             world.database_ready = world.cluster.as_ref().is_some_and(Cluster::is_ready);
             if world.database_ready {
                 let admin = format!("{cluster_name}-superuser");
-                world.admin_secret = read_secret(&secrets, &namespace, &admin).await?;
+                world.admin_secret = read_secret(&secrets, namespace, &admin).await?;
                 if world.admin_secret.is_none() {
                     world.database_ready = false;
                     world.database_message =
@@ -102,53 +115,49 @@ pub async fn observe(context: &Context, app: &KumikoApp) -> Result<World, Error>
                     format!("waiting for CNPG Cluster {cluster_name} to be Ready");
             }
         }
-        Some(DatabaseMode::Shared) => {
-            if let Some(shared) = &app.spec.database.shared {
-                let admin = &shared.admin_secret.name;
-                world.admin_secret = read_secret(&secrets, &namespace, admin).await?;
-                world.database_ready = world.admin_secret.is_some();
-                world.database_message = format!(
-                    "waiting for the admin Secret {admin} of shared cluster {}",
-                    shared.cluster_name
-                );
-            }
+        Database::Shared { spec: shared } => {
+            let admin = &shared.admin_secret.name;
+            world.admin_secret = read_secret(&secrets, namespace, admin).await?;
+            world.database_ready = world.admin_secret.is_some();
+            world.database_message = format!(
+                "waiting for the admin Secret {admin} of shared cluster {}",
+                shared.cluster_name
+            );
         }
-        Some(DatabaseMode::External) => {
-            if let Some(external) = &app.spec.database.external {
-                let uri = &external.uri_secret;
-                let data = read_secret(&secrets, &namespace, &uri.name).await?;
-                world.database_ready = data.is_some_and(|data| data.contains_key(&uri.key));
-                world.database_message = format!(
-                    "waiting for Secret {} with key {} (spec.database.external.uriSecret)",
-                    uri.name, uri.key
-                );
-            }
+        Database::External { spec: external } => {
+            let uri = &external.uri_secret;
+            let data = read_secret(&secrets, namespace, &uri.name).await?;
+            world.database_ready = data.is_some_and(|data| data.contains_key(&uri.key));
+            world.database_message = format!(
+                "waiting for Secret {} with key {} (spec.database.external.uriSecret)",
+                uri.name, uri.key
+            );
         }
-        None => {}
     }
     if world.database_ready {
         world.database_message = "the database is reachable".to_owned();
     }
 
     // The remaining reads are independent: issue them at once.
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
-    let deployments: Api<Deployment> = Api::namespaced(client, &namespace);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client, namespace);
     let selector = format!(
         "{}={name},{}=migrate",
         names::INSTANCE_LABEL,
         names::COMPONENT_LABEL
     );
     let list_params = ListParams::default().labels(&selector);
-    let (api_name, worker_name) = (names::api(&name), names::worker(&name));
-    let (owner_name, runtime_name) = (names::owner_secret(&name), names::runtime_secret(&name));
+    let (api_name, worker_name) = (&app.names.api, &app.names.worker);
+    let (owner_name, runtime_name) = (&app.names.owner_secret, &app.names.runtime_secret);
     // An external database comes with its own credentials: the operator makes no role Secrets.
+    let external = matches!(app.database, Database::External { .. });
     let role_secrets = async {
-        if app.spec.database.mode() == Some(DatabaseMode::External) {
+        if external {
             return Ok((None, None));
         }
         futures::try_join!(
-            read_secret(&secrets, &namespace, &owner_name),
-            read_secret(&secrets, &namespace, &runtime_name),
+            read_secret(&secrets, namespace, owner_name),
+            read_secret(&secrets, namespace, runtime_name),
         )
     };
     let ((owner_secret, runtime_secret), listed, api, worker) = futures::try_join!(
@@ -160,7 +169,7 @@ pub async fn observe(context: &Context, app: &KumikoApp) -> Result<World, Error>
         },
         async {
             deployments
-                .get_opt(&api_name)
+                .get_opt(api_name)
                 .await
                 .map_err(kube_error(format!(
                     "reading Deployment {namespace}/{api_name}"
@@ -168,7 +177,7 @@ pub async fn observe(context: &Context, app: &KumikoApp) -> Result<World, Error>
         },
         async {
             deployments
-                .get_opt(&worker_name)
+                .get_opt(worker_name)
                 .await
                 .map_err(kube_error(format!(
                     "reading Deployment {namespace}/{worker_name}"
@@ -191,6 +200,17 @@ pub async fn observe(context: &Context, app: &KumikoApp) -> Result<World, Error>
             ))
     });
     world.jobs = listed;
+    // A credential Secret someone else edited is written again from the roles' facts.
+    world.secrets_drifted = !external
+        && [owner_name, runtime_name]
+            .iter()
+            .any(|secret| context.applied.drifted("Secret", namespace, secret));
+    let job = &app.names.migrate_job;
+    if let JobOutcome::Failed { .. } = job_outcome(&world.jobs, job)
+        && reported_failure(previous, job).is_none()
+    {
+        world.migration_log = Some(job_log_tail(context, namespace, job).await);
+    }
     Ok(world)
 }
 

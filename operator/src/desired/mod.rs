@@ -1,17 +1,30 @@
 //! Build: every child object of a KumikoApp, fully typed, from the app and what was observed.
 //!
-//! `desired(app, observed)` is a pure function. `kumiko-operator render` prints exactly its result,
-//! so what a user previews is what the controller applies. Every object carries the
-//! `app.kubernetes.io/*` labels and a controller owner reference to the KumikoApp, except a
-//! dedicated CNPG Cluster under `reclaimPolicy: Retain`, which must outlive the app (see
-//! `database`).
+//! One file per kind of child, named for it: `service_account`, `resource_quota`, `limit_range`,
+//! `cluster` (CNPG), `credentials` (the role Secrets), `job` (migrate), `deployment`, `service`,
+//! `pod_disruption_budget`; `pod` is the pod template they share, `process` puts one process
+//! type's objects together, `finalizer` is the KumikoApp's own finalizer patch.
+//!
+//! [`children`]`(validated, observed)` is a pure function of the [`ValidatedApp`] (nothing here
+//! parses the spec again) and the observed facts. The controller's plan applies its result and
+//! `kumiko-operator render` prints it, so what a user previews is what the controller applies.
+//! Every object carries the `app.kubernetes.io/*` labels and a controller owner reference to the
+//! KumikoApp, except a dedicated CNPG Cluster under `reclaimPolicy: Retain`, which must outlive
+//! the app (see `cluster`).
 
-mod budget;
-mod database;
-mod migrate;
+mod cluster;
+pub mod credentials;
+mod deployment;
+pub mod finalizer;
+mod job;
+mod limit_range;
 mod pod;
+mod pod_disruption_budget;
+mod process;
+mod resource_quota;
 pub mod resources;
-mod workloads;
+mod service;
+mod service_account;
 
 use std::collections::BTreeMap;
 
@@ -25,17 +38,25 @@ use kumiko_crds::{KumikoApp, names};
 
 use crate::cnpg::Cluster;
 use crate::observed::Observed;
+use crate::validate::{Names, ValidatedApp};
 
-pub use budget::{PeakRequests, peak_requests};
-pub use migrate::{MIGRATION_IMAGE_ANNOTATION, RETRY_MIGRATION_ANNOTATION, migration_hash};
-pub use pod::{CREDENTIALS_CHECKSUM_ANNOTATION, grace_period_seconds};
+pub use finalizer::FINALIZER;
+pub use job::{MIGRATION_IMAGE_ANNOTATION, RETRY_MIGRATION_ANNOTATION, migration_hash};
+pub use pod::CREDENTIALS_CHECKSUM_ANNOTATION;
+pub use resources::{PeakRequests, peak_requests};
+
+/// The KumikoApp annotation whose change rotates the runtime role's password.
+pub const ROTATE_CREDENTIALS_ANNOTATION: &str = "kumiko.so/rotate-credentials";
 
 /// The manager name in `app.kubernetes.io/managed-by` and the server-side apply field manager.
 pub const MANAGER: &str = "kumiko-operator";
 
-/// Every child of one KumikoApp, in the order the controller applies them.
+/// Every child of one KumikoApp, in the order the controller applies them: the one list of
+/// children. The executor (`controller::execute`) and `render` take it apart without `..`, so a
+/// child added here that is not applied and rendered does not compile. (The credential Secrets are
+/// not in it: their data comes from the roles step; see [`credentials`].)
 #[derive(Clone, Debug, PartialEq)]
-pub struct Desired {
+pub struct Children {
     /// The ServiceAccount every pod runs as (no automounted token).
     pub service_account: ServiceAccount,
     /// The namespace's budget.
@@ -53,8 +74,6 @@ pub struct Desired {
     /// The worker Deployment and PodDisruptionBudget, once some image has been migrated (absent
     /// when the spec has no worker).
     pub worker: Option<ProcessObjects>,
-    /// The image the Deployments run, when they exist.
-    pub rollout_image: Option<String>,
 }
 
 /// The objects of one process type.
@@ -70,7 +89,7 @@ pub struct ProcessObjects {
 
 /// Which image the Deployments run: the spec's once it is migrated, else the one they run now (the
 /// old image keeps serving while a migration runs or after it failed), else none yet.
-pub fn rollout_image(app: &KumikoApp, observed: &Observed) -> Option<String> {
+pub fn rollout_image(app: &ValidatedApp<'_>, observed: &Observed) -> Option<String> {
     if observed.migrated_image.as_deref() == Some(app.spec.image.as_str()) {
         Some(app.spec.image.clone())
     } else {
@@ -79,58 +98,51 @@ pub fn rollout_image(app: &KumikoApp, observed: &Observed) -> Option<String> {
 }
 
 /// Builds every child of `app` given what was `observed`.
-pub fn desired(app: &KumikoApp, observed: &Observed) -> Desired {
+pub fn children(app: &ValidatedApp<'_>, observed: &Observed) -> Children {
     let context = Context::new(app, observed);
     let rollout_image = rollout_image(app, observed);
     let needs_migration = observed.migrated_image.as_deref() != Some(app.spec.image.as_str());
     let migrate_job = (observed.database_ready && observed.roles_ready && needs_migration)
-        .then(|| migrate::desired_migrate_job(&context));
+        .then(|| job::migrate_job(&context));
     let (api, worker) = match &rollout_image {
         Some(image) => (
-            Some(workloads::desired_api(&context, image)),
-            workloads::desired_worker(&context, image),
+            Some(process::api(&context, image)),
+            process::worker(&context, image),
         ),
         None => (None, None),
     };
-    Desired {
-        service_account: workloads::desired_service_account(&context),
-        resource_quota: budget::desired_resource_quota(&context),
-        limit_range: budget::desired_limit_range(&context),
-        database_cluster: database::desired_cluster(&context),
+    Children {
+        service_account: service_account::service_account(&context),
+        resource_quota: resource_quota::resource_quota(&context),
+        limit_range: limit_range::limit_range(&context),
+        database_cluster: cluster::cluster(&context),
         migrate_job,
         api,
         worker,
-        rollout_image,
     }
 }
 
-/// What every builder needs: the app, the observation, and the common metadata.
+/// What every builder needs: the validated app and the observation.
 struct Context<'a> {
-    app: &'a KumikoApp,
+    app: &'a ValidatedApp<'a>,
     observed: &'a Observed,
-    name: String,
-    namespace: String,
 }
 
 impl<'a> Context<'a> {
-    fn new(app: &'a KumikoApp, observed: &'a Observed) -> Self {
-        Self {
-            app,
-            observed,
-            name: app.metadata.name.clone().unwrap_or_default(),
-            namespace: app
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".to_owned()),
-        }
+    fn new(app: &'a ValidatedApp<'a>, observed: &'a Observed) -> Self {
+        Self { app, observed }
+    }
+
+    /// The app's and its children's names.
+    fn names(&self) -> &'a Names {
+        &self.app.names
     }
 
     /// The labels that select one component's pods.
     fn selector_labels(&self, component: &str) -> BTreeMap<String, String> {
         BTreeMap::from([
             (names::NAME_LABEL.to_owned(), "kumiko-app".to_owned()),
-            (names::INSTANCE_LABEL.to_owned(), self.name.clone()),
+            (names::INSTANCE_LABEL.to_owned(), self.names().app.clone()),
             (names::COMPONENT_LABEL.to_owned(), component.to_owned()),
         ])
     }
@@ -146,7 +158,7 @@ impl<'a> Context<'a> {
     fn metadata(&self, name: String, component: &str) -> ObjectMeta {
         ObjectMeta {
             name: Some(name),
-            namespace: Some(self.namespace.clone()),
+            namespace: Some(self.names().namespace.clone()),
             labels: Some(self.labels(component)),
             owner_references: Some(vec![self.owner_reference()]),
             ..ObjectMeta::default()
@@ -158,12 +170,12 @@ impl<'a> Context<'a> {
         OwnerReference {
             api_version: KumikoApp::api_version(&()).into_owned(),
             kind: KumikoApp::kind(&()).into_owned(),
-            name: self.name.clone(),
+            name: self.names().app.clone(),
             uid: self
                 .observed
                 .app_uid
                 .clone()
-                .or_else(|| self.app.metadata.uid.clone())
+                .or_else(|| self.app.app.metadata.uid.clone())
                 .unwrap_or_else(|| PLACEHOLDER_UID.to_owned()),
             controller: Some(true),
             block_owner_deletion: Some(true),

@@ -10,10 +10,11 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kumiko_crds::duration::{format_duration, parse_duration};
-use kumiko_crds::{DatabaseMode, names};
+use kumiko_contract::duration::format_duration;
+use kumiko_contract::{LIVENESS_PATH, READINESS_PATH, env, migrations_mode};
 
-use super::{Context, resources};
+use super::Context;
+use crate::validate::Database;
 
 /// The pod-template annotation holding a checksum of the database credentials: a rotation changes
 /// it, and so rolls the pods.
@@ -37,42 +38,34 @@ pub(super) enum Process {
 }
 
 impl Process {
+    /// The contract's process type.
+    fn contract(self) -> kumiko_contract::Process {
+        match self {
+            Self::Api => kumiko_contract::Process::Api,
+            Self::Worker => kumiko_contract::Process::Worker,
+            Self::Migrate => kumiko_contract::Process::Migrate,
+        }
+    }
+
     /// `KUMIKO_PROCESS`, and the component label.
     pub(super) fn name(self) -> &'static str {
-        match self {
-            Self::Api => "api",
-            Self::Worker => "worker",
-            Self::Migrate => "migrate",
-        }
+        self.contract().name()
     }
 
     fn default_args(self) -> Vec<String> {
-        match self {
-            Self::Api => vec!["serve".to_owned()],
-            Self::Worker => vec!["worker".to_owned()],
-            Self::Migrate => vec!["migrate".to_owned(), "apply".to_owned()],
-        }
+        self.contract()
+            .args()
+            .iter()
+            .map(|arg| (*arg).to_owned())
+            .collect()
     }
-}
-
-/// A lifecycle duration of the spec in whole seconds, rounded up. The CRD's pattern guarantees
-/// the string parses; a value that does not falls back to `fallback`.
-fn seconds(value: &str, fallback: u64) -> i64 {
-    let duration = parse_duration(value).map_or(fallback * 1000, |d| d.as_millis() as u64);
-    duration.div_ceil(1000) as i64
-}
-
-/// The termination grace period: the shutdown timeout plus 5s, so the process's own watchdog
-/// fires before the kubelet's SIGKILL.
-pub fn grace_period_seconds(shutdown_timeout: &str) -> i64 {
-    seconds(shutdown_timeout, 40) + 5
 }
 
 /// The environment of a process: the spec's variables, then the contract's.
 pub(super) fn environment(context: &Context<'_>, process: Process) -> Vec<EnvVar> {
-    let spec = &context.app.spec;
-    let lifecycle = &spec.lifecycle;
-    let mut env = spec.env.clone();
+    let spec = context.app.spec;
+    let lifecycle = &context.app.lifecycle;
+    let mut vars = spec.env.clone();
     let plain = |name: &str, value: String| EnvVar {
         name: name.to_owned(),
         value: Some(value),
@@ -90,10 +83,10 @@ pub(super) fn environment(context: &Context<'_>, process: Process) -> Vec<EnvVar
             ..EnvVarSource::default()
         }),
     };
-    env.push(plain("PORT", spec.api.port.to_string()));
-    env.push(plain("KUMIKO_PROCESS", process.name().to_owned()));
-    env.push(EnvVar {
-        name: "KUMIKO_INSTANCE_ID".to_owned(),
+    vars.push(plain(env::PORT, spec.api.port.to_string()));
+    vars.push(plain(env::PROCESS, process.name().to_owned()));
+    vars.push(EnvVar {
+        name: env::INSTANCE_ID.to_owned(),
         value: None,
         value_from: Some(EnvVarSource {
             field_ref: Some(ObjectFieldSelector {
@@ -103,47 +96,45 @@ pub(super) fn environment(context: &Context<'_>, process: Process) -> Vec<EnvVar
             ..EnvVarSource::default()
         }),
     });
-    for (name, value, fallback) in [
-        ("KUMIKO_STARTUP_TIMEOUT", &lifecycle.startup_timeout, 120),
-        ("KUMIKO_SHUTDOWN_TIMEOUT", &lifecycle.shutdown_timeout, 40),
-        ("KUMIKO_LINGER", &lifecycle.linger, 3),
-        ("KUMIKO_DRAIN_TIMEOUT", &lifecycle.drain_timeout, 30),
+    for (name, value) in [
+        (env::STARTUP_TIMEOUT, lifecycle.startup_timeout),
+        (env::SHUTDOWN_TIMEOUT, lifecycle.shutdown_timeout),
+        (env::LINGER, lifecycle.linger),
+        (env::DRAIN_TIMEOUT, lifecycle.drain_timeout),
     ] {
-        let normalized = parse_duration(value)
-            .map(format_duration)
-            .unwrap_or_else(|_| format!("{fallback}s"));
-        env.push(plain(name, normalized));
+        vars.push(plain(name, format_duration(value)));
     }
     // Serving processes refuse to boot on pending migrations; the migrate Job applies them.
     if process != Process::Migrate {
-        env.push(plain("KUMIKO_MIGRATIONS_MODE", "exit".to_owned()));
+        vars.push(plain(
+            env::MIGRATIONS_MODE,
+            migrations_mode::EXIT.to_owned(),
+        ));
     }
-    match spec.database.mode() {
-        Some(DatabaseMode::External) => {
-            if let Some(external) = &spec.database.external {
-                env.push(from_secret(
-                    "DATABASE_URL",
-                    &external.uri_secret.name,
-                    &external.uri_secret.key,
-                ));
-            }
+    match &context.app.database {
+        Database::External { spec: external } => {
+            vars.push(from_secret(
+                env::DATABASE_URL,
+                &external.uri_secret.name,
+                &external.uri_secret.key,
+            ));
         }
-        _ => {
+        Database::Cluster { .. } | Database::Shared { .. } => {
             let secret = match process {
-                Process::Migrate => names::owner_secret(&context.name),
-                Process::Api | Process::Worker => names::runtime_secret(&context.name),
+                Process::Migrate => &context.names().owner_secret,
+                Process::Api | Process::Worker => &context.names().runtime_secret,
             };
-            env.push(from_secret("DATABASE_URL", &secret, "uri"));
+            vars.push(from_secret(env::DATABASE_URL, secret, "uri"));
         }
     }
     if let Some(redis) = &spec.redis {
-        env.push(from_secret(
-            "REDIS_URL",
+        vars.push(from_secret(
+            env::REDIS_URL,
             &redis.url_secret.name,
             &redis.url_secret.key,
         ));
     }
-    env
+    vars
 }
 
 fn http_probe(path: &str, period: i32, failures: i32, timeout: i32) -> Probe {
@@ -169,12 +160,13 @@ pub(super) fn container(
     image: &str,
     command: Option<&Vec<String>>,
     args: Option<&Vec<String>>,
-    resources_spec: Option<&ResourceRequirements>,
+    resources: &ResourceRequirements,
 ) -> Container {
-    let spec = &context.app.spec;
+    let spec = context.app.spec;
     let serves_health = process != Process::Migrate;
-    let startup_seconds = seconds(&spec.lifecycle.startup_timeout, 120);
-    let startup_failures = ((startup_seconds as i32 + STARTUP_PROBE_PERIOD_SECONDS - 1)
+    let startup_seconds =
+        i32::try_from(context.app.lifecycle.startup_seconds()).unwrap_or(i32::MAX);
+    let startup_failures = (startup_seconds.saturating_add(STARTUP_PROBE_PERIOD_SECONDS - 1)
         / STARTUP_PROBE_PERIOD_SECONDS)
         .max(1)
         + 1;
@@ -194,18 +186,18 @@ pub(super) fn container(
                 ..ContainerPort::default()
             }]
         }),
-        resources: Some(resources::effective(resources_spec, resources::KUMIKO)),
+        resources: Some(resources.clone()),
         // Startup covers the whole boot (KUMIKO_STARTUP_TIMEOUT) before liveness takes over.
         startup_probe: serves_health.then(|| {
             http_probe(
-                "/health/ready",
+                READINESS_PATH,
                 STARTUP_PROBE_PERIOD_SECONDS,
                 startup_failures,
                 1,
             )
         }),
-        readiness_probe: serves_health.then(|| http_probe("/health/ready", 2, 2, 1)),
-        liveness_probe: serves_health.then(|| http_probe("/health", 10, 3, 2)),
+        readiness_probe: serves_health.then(|| http_probe(READINESS_PATH, 2, 2, 1)),
+        liveness_probe: serves_health.then(|| http_probe(LIVENESS_PATH, 10, 3, 2)),
         security_context: Some(container_security_context()),
         volume_mounts: Some(vec![VolumeMount {
             name: "tmp".to_owned(),
@@ -239,16 +231,14 @@ pub(super) fn container_security_context() -> SecurityContext {
 
 /// The pod spec around one container: restricted Pod Security, no API token, `/tmp` writable.
 pub(super) fn pod_spec(context: &Context<'_>, container: Container, restart: &str) -> PodSpec {
-    let spec = &context.app.spec;
+    let spec = context.app.spec;
     PodSpec {
         containers: vec![container],
-        service_account_name: Some(names::service_account(&context.name)),
+        service_account_name: Some(context.names().service_account.clone()),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         restart_policy: Some(restart.to_owned()),
-        termination_grace_period_seconds: Some(grace_period_seconds(
-            &spec.lifecycle.shutdown_timeout,
-        )),
+        termination_grace_period_seconds: Some(context.app.lifecycle.grace_period_seconds()),
         image_pull_secrets: (!spec.image_pull_secrets.is_empty())
             .then(|| spec.image_pull_secrets.clone()),
         security_context: Some(PodSecurityContext {

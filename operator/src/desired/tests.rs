@@ -5,6 +5,22 @@ use kumiko_crds::KumikoApp;
 
 use super::*;
 
+/// The children of `app`, validated first as the controller does.
+fn desired(app: &KumikoApp, observed: &Observed) -> Children {
+    children(
+        &ValidatedApp::new(app).expect("test app is valid"),
+        observed,
+    )
+}
+
+/// The image the Deployments of `app` run given `observed`.
+fn rollout_image_of(app: &KumikoApp, observed: &Observed) -> Option<String> {
+    rollout_image(
+        &ValidatedApp::new(app).expect("test app is valid"),
+        observed,
+    )
+}
+
 fn app(yaml: &str) -> KumikoApp {
     serde_saphyr::from_str(yaml).expect("test manifest parses")
 }
@@ -32,7 +48,7 @@ fn migrated(image: &str) -> Observed {
     }
 }
 
-fn all_pod_specs(desired: &Desired) -> Vec<&k8s_openapi::api::core::v1::PodSpec> {
+fn all_pod_specs(desired: &Children) -> Vec<&k8s_openapi::api::core::v1::PodSpec> {
     let mut specs = Vec::new();
     if let Some(job) = &desired.migrate_job {
         specs.extend(job.spec.as_ref().and_then(|s| s.template.spec.as_ref()));
@@ -89,7 +105,7 @@ fn migration_failure_keeps_old_image() {
     // 1.4.2 is migrated and running; 1.5.0's Job has not succeeded.
     let desired = desired(&app, &migrated("ghcr.io/acme/status:1.4.2"));
     assert_eq!(
-        desired.rollout_image.as_deref(),
+        rollout_image_of(&app, &migrated("ghcr.io/acme/status:1.4.2")).as_deref(),
         Some("ghcr.io/acme/status:1.4.2")
     );
     assert!(
@@ -366,7 +382,7 @@ spec:
 /// Every container's requests and limits, named for the assertion messages: the migrate Job, the
 /// Deployments and the CNPG Cluster (whose resources CNPG gives each of its containers).
 fn all_resources(
-    desired: &Desired,
+    desired: &Children,
 ) -> Vec<(String, k8s_openapi::api::core::v1::ResourceRequirements)> {
     let mut out = Vec::new();
     for spec in all_pod_specs(desired) {

@@ -1,7 +1,8 @@
-//! Durations as the KumikoApp spec writes them: `"120s"`, `"1m30s"`, `"500ms"`, `"2h"`.
+//! Durations as the contract writes them: `"120s"`, `"1m30s"`, `"500ms"`, `"2h"`: the KumikoApp
+//! spec's lifecycle fields and the `KUMIKO_*` duration variables the operator sets.
 //!
-//! The same strings the CRD's CEL rules parse with `duration()`, and the same form the app runtime
-//! reads from `KUMIKO_*_TIMEOUT` variables. Only whole numbers of `h`, `m`, `s` and `ms` are
+//! The same strings the CRD's CEL rules parse with `duration()`; the app runtime reads every value
+//! [`format_duration`] writes. Only whole numbers of `h`, `m`, `s` and `ms` are
 //! accepted, each at most once and in that order, so every value means one thing.
 
 use std::time::Duration;

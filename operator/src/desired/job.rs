@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kumiko_crds::{KumikoApp, names};
+use kumiko_crds::KumikoApp;
 use sha2::{Digest, Sha256};
 
 use super::Context;
@@ -40,16 +40,16 @@ pub fn migration_hash(app: &KumikoApp) -> String {
 
 /// The migrate Job for the spec's image: `restartPolicy: Never`, the spec's backoff limit and
 /// deadline, no TTL (the controller keeps the last three and reads their outcome).
-pub(super) fn desired_migrate_job(context: &Context<'_>) -> Job {
-    let spec = &context.app.spec;
-    let name = names::migrate_job(&context.name, &migration_hash(context.app));
+pub(super) fn migrate_job(context: &Context<'_>) -> Job {
+    let spec = context.app.spec;
+    let name = context.names().migrate_job.clone();
     let container = pod::container(
         context,
         Process::Migrate,
         &spec.image,
         spec.migrate.command.as_ref(),
         spec.migrate.args.as_ref(),
-        spec.migrate.resources.as_ref(),
+        &context.app.resources.migrate.requirements,
     );
     let mut metadata = context.metadata(name, Process::Migrate.name());
     metadata.annotations = Some(BTreeMap::from([(

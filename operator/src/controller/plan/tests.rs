@@ -1,0 +1,782 @@
+//! The rules of the ordered rollout, one table test each, on the pure [`plan`].
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStatus};
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kumiko_crds::KumikoApp;
+
+use super::*;
+use crate::cnpg::{Cluster, ClusterSpec, ClusterStorage};
+use crate::desired::MIGRATION_IMAGE_ANNOTATION;
+use crate::validate::ValidatedApp;
+
+const IMAGE: &str = "ghcr.io/acme/shop:2.0.0";
+const OLD_IMAGE: &str = "ghcr.io/acme/shop:1.0.0";
+
+fn at(second: i64) -> Time {
+    Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + second).expect("in range"))
+}
+
+/// The app `shop` in namespace `shop` (generation 1, created at second 100, with the operator's
+/// finalizer), with `spec` merged over an image, a worker and a dedicated cluster.
+fn app_with(spec: serde_json::Value) -> KumikoApp {
+    let mut base = serde_json::json!({
+        "image": IMAGE,
+        "worker": {"replicas": 1},
+        "database": {"cluster": {"storage": {"size": "1Gi"}}}
+    });
+    if let (Some(base), Some(extra)) = (base.as_object_mut(), spec.as_object()) {
+        for (key, value) in extra {
+            base.insert(key.clone(), value.clone());
+        }
+    }
+    let mut app: KumikoApp = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kumiko.so/v1alpha1",
+        "kind": "KumikoApp",
+        "metadata": {
+            "name": "shop", "namespace": "shop", "uid": "6f1c2a52-0000-4000-8000-000000000001",
+            "generation": 1, "finalizers": [FINALIZER]
+        },
+        "spec": base
+    }))
+    .expect("test app parses");
+    app.metadata.creation_timestamp = Some(at(100));
+    app
+}
+
+fn app() -> KumikoApp {
+    app_with(serde_json::json!({}))
+}
+
+fn validated(app: &KumikoApp) -> ValidatedApp<'_> {
+    ValidatedApp::new(app).expect("test app is valid")
+}
+
+fn secret(password: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("password".to_owned(), password.to_owned()),
+        ("username".to_owned(), "shop".to_owned()),
+    ])
+}
+
+/// The database is ready and both credential Secrets exist.
+fn ready_world() -> World {
+    World {
+        database_ready: true,
+        database_message: "the database is reachable".to_owned(),
+        admin_secret: Some(secret("admin-pass-1")),
+        owner_secret: Some(secret("owner-pass-1")),
+        runtime_secret: Some(secret("runtime-pass-1")),
+        ..World::default()
+    }
+}
+
+fn job(name: &str, image: &str, outcome: Option<&str>, created: i64) -> Job {
+    let mut job = Job::default();
+    job.metadata.name = Some(name.to_owned());
+    job.metadata.creation_timestamp = Some(at(created));
+    job.metadata.annotations = Some(BTreeMap::from([(
+        MIGRATION_IMAGE_ANNOTATION.to_owned(),
+        image.to_owned(),
+    )]));
+    job.status = outcome.map(|kind| JobStatus {
+        conditions: Some(vec![JobCondition {
+            type_: kind.to_owned(),
+            status: "True".to_owned(),
+            reason: Some("BackoffLimitExceeded".to_owned()),
+            message: Some("Job has reached the specified backoff limit".to_owned()),
+            ..JobCondition::default()
+        }]),
+        ..JobStatus::default()
+    });
+    job
+}
+
+fn deployment(image: &str, replicas: i32, available: i32) -> Deployment {
+    Deployment {
+        metadata: kube::api::ObjectMeta {
+            generation: Some(1),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            template: PodTemplateSpec {
+                metadata: None,
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        image: Some(image.to_owned()),
+                        ..Container::default()
+                    }],
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: Some(DeploymentStatus {
+            observed_generation: Some(1),
+            replicas: Some(replicas),
+            ready_replicas: Some(available),
+            updated_replicas: Some(available),
+            available_replicas: Some(available),
+            ..DeploymentStatus::default()
+        }),
+    }
+}
+
+/// The previous status after the roles were confirmed for this generation.
+fn roles_confirmed(app: &KumikoApp) -> KumikoAppStatus {
+    let mut progress = Progress::unknown(app.metadata.generation);
+    progress.database = Check::done("Reachable", "the database is reachable");
+    progress.roles = Check::done("Provisioned", "owner and runtime roles are in place");
+    compute_status(None, &progress, &at(0))
+}
+
+fn job_name(app: &KumikoApp) -> String {
+    validated(app).names.migrate_job
+}
+
+fn api_image(plan: &Plan) -> Option<String> {
+    plan.apply
+        .as_ref()
+        .and_then(|children| children.api.as_ref())
+        .and_then(|api| running_image(Some(&api.deployment)))
+}
+
+fn reasons(plan: &Plan) -> Vec<&'static str> {
+    plan.events.iter().map(|event| event.reason).collect()
+}
+
+#[test]
+fn budget_and_database_come_first_and_nothing_follows_until_the_database_is_ready() {
+    let app = app();
+    let world = World {
+        database_message: "waiting for CNPG Cluster shop-db to be Ready".to_owned(),
+        ..World::default()
+    };
+    let plan = plan(&validated(&app), &world, None, &at(200));
+    let children = plan.apply.as_ref().expect("not paused: children to apply");
+    assert_eq!(
+        children.resource_quota.metadata.name.as_deref(),
+        Some("shop-budget")
+    );
+    assert_eq!(
+        children
+            .database_cluster
+            .as_ref()
+            .and_then(|c| c.metadata.name.as_deref()),
+        Some("shop-db")
+    );
+    assert!(children.migrate_job.is_none() && children.api.is_none() && children.worker.is_none());
+    assert_eq!(plan.roles, None);
+    assert_eq!(plan.progress.database.status, "False");
+    assert_eq!(plan.progress.roles.status, "Unknown");
+    assert_eq!(plan.progress.migrated.status, "Unknown");
+}
+
+#[test]
+fn roles_follow_the_ready_database_and_the_plan_ends_there() {
+    let app = app();
+    let world = World {
+        owner_secret: None,
+        runtime_secret: None,
+        ..ready_world()
+    };
+    let plan = plan(&validated(&app), &world, None, &at(200));
+    assert_eq!(
+        plan.roles,
+        Some(RolesAction {
+            rotate_runtime: false
+        })
+    );
+    let children = plan.apply.as_ref().expect("children");
+    assert!(children.database_cluster.is_some());
+    assert!(children.migrate_job.is_none() && children.api.is_none());
+    assert_eq!(plan.progress.database.status, "True");
+    assert_eq!(
+        plan.progress.roles.status, "Unknown",
+        "the roles are judged once they ran"
+    );
+}
+
+#[test]
+fn with_the_roles_ensured_the_migrate_job_follows_in_the_same_reconcile() {
+    let app = app();
+    let world = World {
+        roles_ensured: true,
+        ..ready_world()
+    };
+    let plan = plan(&validated(&app), &world, None, &at(200));
+    assert_eq!(plan.roles, None);
+    let children = plan.apply.as_ref().expect("children");
+    let job = children.migrate_job.as_ref().expect("the migrate Job");
+    assert_eq!(job.metadata.name.as_deref(), Some(job_name(&app).as_str()));
+    assert!(
+        children.api.is_none() && children.worker.is_none(),
+        "no Deployment before an image is migrated"
+    );
+    assert_eq!(reasons(&plan), vec!["MigrationStarted"]);
+    assert_eq!(plan.progress.roles.status, "True");
+    assert_eq!(plan.progress.migrated.reason, "Running");
+    assert_eq!(
+        plan.progress.migration_job.as_deref(),
+        Some(job_name(&app).as_str())
+    );
+}
+
+#[test]
+fn roles_confirmed_for_this_generation_are_not_asked_again() {
+    let app = app();
+    let previous = roles_confirmed(&app);
+    let plan = plan(&validated(&app), &ready_world(), Some(&previous), &at(200));
+    assert_eq!(plan.roles, None);
+    assert_eq!(plan.progress.roles.status, "True");
+    // A new generation, a drifted Secret, a missing Secret: asked again.
+    let mut changed = app.clone();
+    changed.metadata.generation = Some(2);
+    let plan_changed = super::plan(
+        &validated(&changed),
+        &ready_world(),
+        Some(&previous),
+        &at(200),
+    );
+    assert!(plan_changed.roles.is_some(), "new generation");
+    let drifted = World {
+        secrets_drifted: true,
+        ..ready_world()
+    };
+    assert!(
+        super::plan(&validated(&app), &drifted, Some(&previous), &at(200))
+            .roles
+            .is_some(),
+        "drifted Secret"
+    );
+    let missing = World {
+        runtime_secret: None,
+        ..ready_world()
+    };
+    assert!(
+        super::plan(&validated(&app), &missing, Some(&previous), &at(200))
+            .roles
+            .is_some(),
+        "missing Secret"
+    );
+}
+
+#[test]
+fn a_rotation_rotates_once_reports_it_and_records_the_value() {
+    let mut app = app();
+    app.metadata.annotations = Some(BTreeMap::from([(
+        ROTATE_ANNOTATION.to_owned(),
+        "2026-01".to_owned(),
+    )]));
+    let previous = roles_confirmed(&app);
+    let first = plan(&validated(&app), &ready_world(), Some(&previous), &at(200));
+    assert_eq!(
+        first.roles,
+        Some(RolesAction {
+            rotate_runtime: true
+        })
+    );
+    assert_eq!(reasons(&first), vec!["CredentialsRotated"]);
+    let after = World {
+        roles_ensured: true,
+        runtime_secret: Some(secret("runtime-pass-2")),
+        ..ready_world()
+    };
+    let second = plan(&validated(&app), &after, Some(&previous), &at(200)).after(&first);
+    assert_eq!(second.roles, None);
+    assert!(
+        !reasons(&second).contains(&"CredentialsRotated"),
+        "recorded once"
+    );
+    assert_eq!(
+        second.progress.rotated_credentials_for.as_deref(),
+        Some("2026-01")
+    );
+    // The next reconcile finds the value recorded: nothing to rotate.
+    let recorded = second.status.clone();
+    assert_eq!(
+        plan(&validated(&app), &ready_world(), Some(&recorded), &at(300)).roles,
+        None
+    );
+}
+
+use crate::desired::ROTATE_CREDENTIALS_ANNOTATION as ROTATE_ANNOTATION;
+
+#[test]
+fn one_job_per_image_hash_and_a_running_job_is_not_applied_again() {
+    let app = app();
+    let name = job_name(&app);
+    let world = World {
+        jobs: vec![job(&name, IMAGE, None, 150)],
+        ..ready_world()
+    };
+    let previous = roles_confirmed(&app);
+    let plan = plan(&validated(&app), &world, Some(&previous), &at(200));
+    let children = plan.apply.as_ref().expect("children");
+    assert!(children.migrate_job.is_none(), "the Job runs already");
+    assert!(plan.events.is_empty());
+    assert_eq!(plan.progress.migrated.reason, "Running");
+    // Another image is another Job.
+    let mut next = app.clone();
+    next.spec.image = "ghcr.io/acme/shop:3.0.0".to_owned();
+    assert_ne!(job_name(&next), name);
+    let next_plan = super::plan(&validated(&next), &world, Some(&previous), &at(200));
+    assert_eq!(
+        next_plan
+            .apply
+            .as_ref()
+            .and_then(|c| c.migrate_job.as_ref())
+            .and_then(|job| job.metadata.name.clone()),
+        Some(job_name(&next))
+    );
+}
+
+#[test]
+fn a_succeeded_migration_rolls_the_workloads_out_at_the_new_image() {
+    let app = app();
+    let world = World {
+        jobs: vec![job(&job_name(&app), IMAGE, Some("Complete"), 150)],
+        ..ready_world()
+    };
+    let previous = roles_confirmed(&app);
+    let plan = plan(&validated(&app), &world, Some(&previous), &at(200));
+    assert_eq!(api_image(&plan).as_deref(), Some(IMAGE));
+    let children = plan.apply.as_ref().expect("children");
+    assert!(children.worker.is_some() && children.migrate_job.is_none());
+    assert_eq!(plan.progress.migrated_image.as_deref(), Some(IMAGE));
+    assert_eq!(plan.progress.migrated.status, "True");
+    assert_eq!(plan.progress.image.as_deref(), Some(IMAGE));
+    assert_eq!(
+        plan.progress.api.reason, "RollingOut",
+        "judged as just created"
+    );
+}
+
+#[test]
+fn a_failed_migration_holds_the_old_image_stalls_and_reports_once() {
+    let app = app();
+    let name = job_name(&app);
+    let mut previous = roles_confirmed(&app);
+    previous.migrated_image = Some(OLD_IMAGE.to_owned());
+    previous.image = Some(OLD_IMAGE.to_owned());
+    let world = World {
+        jobs: vec![job(&name, IMAGE, Some("Failed"), 150)],
+        api: Some(deployment(OLD_IMAGE, 2, 2)),
+        worker: Some(deployment(OLD_IMAGE, 1, 1)),
+        migration_log: Some(
+            "applying 0002\nconnecting with owner-pass-1\nERROR: relation exists".to_owned(),
+        ),
+        ..ready_world()
+    };
+    let plan = plan(&validated(&app), &world, Some(&previous), &at(200));
+    assert_eq!(
+        api_image(&plan).as_deref(),
+        Some(OLD_IMAGE),
+        "the old image keeps serving"
+    );
+    assert_eq!(plan.progress.migrated.reason, MIGRATION_FAILED);
+    let (reason, message) = plan.progress.stalled.clone().expect("stalled");
+    assert_eq!(reason, MIGRATION_FAILED);
+    assert!(message.contains("ERROR: relation exists"), "{message}");
+    assert!(
+        !message.contains("owner-pass-1"),
+        "credentials withheld: {message}"
+    );
+    assert_eq!(reasons(&plan), vec![MIGRATION_FAILED]);
+    // Reported: the next look keeps the message and records nothing.
+    let reported = plan.status.clone();
+    let again = World {
+        migration_log: None,
+        ..world
+    };
+    let next = super::plan(&validated(&app), &again, Some(&reported), &at(300));
+    assert!(next.events.is_empty());
+    assert_eq!(next.progress.stalled, plan.progress.stalled);
+    assert_eq!(next.status, reported, "no status write");
+}
+
+#[test]
+fn paused_plans_no_write_only_status() {
+    let mut app = app_with(serde_json::json!({"paused": true}));
+    app.metadata.finalizers = None;
+    let world = World {
+        owner_secret: None,
+        runtime_secret: None,
+        jobs: (0..5)
+            .map(|i| {
+                job(
+                    &format!("shop-migrate-old{i}"),
+                    OLD_IMAGE,
+                    Some("Complete"),
+                    i,
+                )
+            })
+            .collect(),
+        ..ready_world()
+    };
+    let plan = plan(&validated(&app), &world, None, &at(200));
+    assert_eq!(plan.apply, None);
+    assert_eq!(plan.add_finalizer, None);
+    assert_eq!(plan.roles, None);
+    assert!(plan.deletes.is_empty() && plan.events.is_empty());
+    assert!(plan.is_empty());
+    assert!(plan.progress.paused);
+    assert_eq!(plan.progress.roles.status, "False");
+}
+
+#[test]
+fn the_finalizer_is_added_when_missing_and_only_then() {
+    let mut app = app();
+    app.metadata.finalizers = Some(vec!["example.com/other".to_owned()]);
+    let plan = plan(&validated(&app), &World::default(), None, &at(200));
+    assert_eq!(
+        plan.add_finalizer,
+        Some(vec!["example.com/other".to_owned(), FINALIZER.to_owned()])
+    );
+    let with = self::app();
+    assert_eq!(
+        super::plan(&validated(&with), &World::default(), None, &at(200)).add_finalizer,
+        None
+    );
+}
+
+#[test]
+fn a_worker_dropped_from_the_spec_is_deleted() {
+    let mut app = app();
+    app.spec.worker = None;
+    let world = World {
+        worker: Some(deployment(IMAGE, 1, 1)),
+        ..ready_world()
+    };
+    let plan = plan(
+        &validated(&app),
+        &world,
+        Some(&roles_confirmed(&app)),
+        &at(200),
+    );
+    assert_eq!(
+        plan.deletes,
+        vec![
+            Delete::Deployment("shop-worker".to_owned()),
+            Delete::PodDisruptionBudget("shop-worker".to_owned())
+        ]
+    );
+    assert_eq!(plan.progress.worker.reason, "NotConfigured");
+}
+
+#[test]
+fn only_the_newest_three_migrate_jobs_are_kept() {
+    let app = app();
+    let current = job_name(&app);
+    let mut jobs: Vec<Job> = (0..4)
+        .map(|i| {
+            job(
+                &format!("shop-migrate-old{i}"),
+                OLD_IMAGE,
+                Some("Complete"),
+                i,
+            )
+        })
+        .collect();
+    jobs.push(job(&current, IMAGE, Some("Complete"), 10));
+    let world = World {
+        jobs,
+        ..ready_world()
+    };
+    let plan = plan(
+        &validated(&app),
+        &world,
+        Some(&roles_confirmed(&app)),
+        &at(200),
+    );
+    assert_eq!(
+        plan.deletes,
+        vec![
+            Delete::Job("shop-migrate-old0".to_owned()),
+            Delete::Job("shop-migrate-old1".to_owned())
+        ]
+    );
+    assert!(plan.deletes.iter().all(|d| d.step() == Step::Cleanup));
+}
+
+#[test]
+fn a_cluster_retained_from_an_earlier_app_is_adopted_with_an_event_once() {
+    let app = app();
+    let mut cluster = Cluster::new(
+        "shop-db",
+        ClusterSpec {
+            instances: 1,
+            image_name: None,
+            enable_superuser_access: Some(true),
+            storage: ClusterStorage {
+                size: k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".to_owned()),
+                storage_class: None,
+            },
+            resources: None,
+            backup: None,
+        },
+    );
+    cluster.metadata.creation_timestamp = Some(at(10));
+    let world = World {
+        cluster: Some(cluster),
+        ..ready_world()
+    };
+    let first = plan(&validated(&app), &world, None, &at(200));
+    assert_eq!(reasons(&first), vec!["AdoptedDatabase"]);
+    let later = plan(&validated(&app), &world, Some(&first.status), &at(300));
+    assert!(!reasons(&later).contains(&"AdoptedDatabase"));
+}
+
+#[test]
+fn reclaim_follows_the_policy_and_the_mode() {
+    let retain = app();
+    let delete = app_with(serde_json::json!({
+        "database": {"cluster": {"storage": {"size": "1Gi"}}, "reclaimPolicy": "Delete"}
+    }));
+    let external = app_with(serde_json::json!({
+        "database": {"external": {"uriSecret": {"name": "db", "key": "uri"}}, "reclaimPolicy": "Delete"}
+    }));
+    let shared_retain = app_with(serde_json::json!({
+        "database": {"shared": {"clusterName": "pg", "adminSecret": {"name": "admin"}}}
+    }));
+    let table = [
+        (&retain, true, Reclaim::Retain, false),
+        (&shared_retain, true, Reclaim::Retain, false),
+        (&delete, true, Reclaim::Drop, true),
+        (&delete, false, Reclaim::DatabaseGone, true),
+        (&external, true, Reclaim::External, false),
+    ];
+    for (app, admin, expected, looks) in table {
+        let validated = validated(app);
+        assert_eq!(
+            reclaim(&validated, admin),
+            expected,
+            "{:?}",
+            app.spec.database
+        );
+        assert_eq!(needs_database(&validated), looks, "{:?}", app.spec.database);
+    }
+}
+
+#[test]
+fn a_rolled_out_app_plans_nothing_and_computes_the_status_it_has() {
+    let app = app();
+    let world = World {
+        jobs: vec![job(&job_name(&app), IMAGE, Some("Complete"), 150)],
+        api: Some(deployment(IMAGE, 2, 2)),
+        worker: Some(deployment(IMAGE, 1, 1)),
+        ..ready_world()
+    };
+    let first = plan(
+        &validated(&app),
+        &world,
+        Some(&roles_confirmed(&app)),
+        &at(200),
+    );
+    assert!(first.progress.is_ready(), "{:?}", first.progress);
+    let steady = plan(&validated(&app), &world, Some(&first.status), &at(900));
+    assert!(steady.is_empty(), "{steady:?}");
+    assert_eq!(steady.status, first.status, "nothing but time changed");
+    assert_eq!(
+        steady.apply, first.apply,
+        "the same children, skipped by hash"
+    );
+}
+
+#[test]
+fn a_failure_at_a_step_leaves_it_and_later_steps_as_before() {
+    let app = app();
+    let world = World {
+        roles_ensured: true,
+        ..ready_world()
+    };
+    let plan = plan(&validated(&app), &world, None, &at(200));
+    let base = baseline(&app, None);
+    let at_migrate = plan.progress_until(Step::Migrate, &base);
+    assert_eq!(at_migrate.roles, plan.progress.roles);
+    assert_eq!(at_migrate.migrated, base.migrated);
+    assert_eq!(at_migrate.migration_job, None);
+    let at_budget = plan.progress_until(Step::Budget, &base);
+    assert_eq!(at_budget.database, base.database);
+}
+
+/// `render` prints exactly the children `plan` applies, given the facts the plan found.
+#[test]
+fn render_prints_exactly_what_plan_applies() {
+    let app = app();
+    let first_deploy = World {
+        roles_ensured: true,
+        ..ready_world()
+    };
+    let rolled_out = World {
+        jobs: vec![job(&job_name(&app), IMAGE, Some("Complete"), 150)],
+        api: Some(deployment(IMAGE, 2, 2)),
+        worker: Some(deployment(IMAGE, 1, 1)),
+        ..ready_world()
+    };
+    for world in [first_deploy, rolled_out] {
+        let plan = plan(
+            &validated(&app),
+            &world,
+            Some(&roles_confirmed(&app)),
+            &at(200),
+        );
+        let children = plan.apply.as_ref().expect("children");
+        let rendered = crate::render::render(&app, &plan.facts, false).expect("renders");
+        let documents: String = rendered
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_eq!(
+            documents,
+            crate::render::documents(children).expect("serializes")
+        );
+    }
+}
+
+/// What a plan applies, by kind and name, in order.
+fn applied(plan: &Plan) -> Vec<String> {
+    let Some(Children {
+        service_account,
+        resource_quota,
+        limit_range,
+        database_cluster,
+        migrate_job,
+        api,
+        worker,
+    }) = &plan.apply
+    else {
+        return Vec::new();
+    };
+    let name = |kind: &str, meta: &kube::api::ObjectMeta| {
+        format!("{kind} {}", meta.name.as_deref().unwrap_or(""))
+    };
+    let mut out = vec![
+        name("ServiceAccount", &service_account.metadata),
+        name("ResourceQuota", &resource_quota.metadata),
+        name("LimitRange", &limit_range.metadata),
+    ];
+    out.extend(
+        database_cluster
+            .iter()
+            .map(|c| name("Cluster", &c.metadata)),
+    );
+    out.extend(migrate_job.iter().map(|j| name("Job", &j.metadata)));
+    for process in [api, worker].into_iter().flatten() {
+        out.push(name("Deployment", &process.deployment.metadata));
+        out.extend(process.service.iter().map(|s| name("Service", &s.metadata)));
+        out.push(name(
+            "PodDisruptionBudget",
+            &process.pod_disruption_budget.metadata,
+        ));
+    }
+    out
+}
+
+/// The ordered rollout from nothing, one row per look: quota and database first, the roles once
+/// the database is ready, the migrate Job once the roles are, the workloads once it succeeded,
+/// Ready once they are available.
+#[test]
+fn the_rollout_goes_quota_database_roles_migrate_workloads_status() {
+    let app = app();
+    let job = job_name(&app);
+    let budget = [
+        "ServiceAccount shop",
+        "ResourceQuota shop-budget",
+        "LimitRange shop-budget",
+        "Cluster shop-db",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        budget
+            .iter()
+            .chain(extra)
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
+    let migrated = World {
+        jobs: vec![self::job(&job, IMAGE, Some("Complete"), 150)],
+        ..ready_world()
+    };
+    let workloads = [
+        "Deployment shop-api",
+        "Service shop-api",
+        "PodDisruptionBudget shop-api",
+        "Deployment shop-worker",
+        "PodDisruptionBudget shop-worker",
+    ];
+    let job_row = format!("Job {job}");
+    let rows: Vec<(&str, World, Vec<String>, bool, &str)> = vec![
+        (
+            "nothing ready",
+            World::default(),
+            with(&[]),
+            false,
+            condition::DATABASE_READY,
+        ),
+        (
+            "database ready, no roles",
+            World {
+                owner_secret: None,
+                runtime_secret: None,
+                ..ready_world()
+            },
+            with(&[]),
+            true,
+            condition::ROLES_READY,
+        ),
+        (
+            "roles ensured",
+            World {
+                roles_ensured: true,
+                ..ready_world()
+            },
+            with(&[job_row.as_str()]),
+            false,
+            condition::MIGRATED,
+        ),
+        (
+            "migrated",
+            migrated.clone(),
+            with(&workloads),
+            false,
+            condition::API_AVAILABLE,
+        ),
+        (
+            "available",
+            World {
+                api: Some(deployment(IMAGE, 2, 2)),
+                worker: Some(deployment(IMAGE, 1, 1)),
+                ..migrated
+            },
+            with(&workloads),
+            false,
+            condition::READY,
+        ),
+    ];
+    let mut previous: Option<KumikoAppStatus> = None;
+    for (look, world, expected, roles, waiting_for) in rows {
+        let plan = plan(&validated(&app), &world, previous.as_ref(), &at(200));
+        assert_eq!(applied(&plan), expected, "{look}");
+        assert_eq!(plan.roles.is_some(), roles, "{look}");
+        let ready = find_condition(&plan.status, condition::READY).expect("Ready");
+        if waiting_for == condition::READY {
+            assert_eq!(ready.status, "True", "{look}: {}", ready.message);
+        } else {
+            assert!(
+                ready
+                    .message
+                    .starts_with(&format!("waiting for {waiting_for}")),
+                "{look}: {}",
+                ready.message
+            );
+        }
+        if plan.roles.is_none() {
+            previous = Some(plan.status.clone());
+        }
+    }
+}
