@@ -814,7 +814,7 @@ async fn resource(
                     .and_then(Value::as_str)
                     .is_some_and(|rv| !rv.is_empty() && patch_type.is_none());
                 let updated = crate::scale::apply_scale(&rt, &paths, &obj, &scale)?;
-                match cl.update(&rt, &ns, name, updated, None, &opts) {
+                match cl.update(&rt, &ns, name, updated, Some("scale"), &opts) {
                     Ok(w) => {
                         return Ok(json_response(
                             200,

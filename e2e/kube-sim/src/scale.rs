@@ -17,6 +17,9 @@
 //!   a Scale with a `resourceVersion` is a precondition (409 when stale), one without is
 //!   unconditional; `spec.replicas` below 0 is 422 (`must be greater than or equal to 0`); a
 //!   Scale naming another object is 400;
+//! - the write is recorded in `managedFields` as an `Update` of the `scale` subresource by the
+//!   request's manager, which so takes `spec.replicas` over (the server-side apply
+//!   documentation, "Field management");
 //! - RBAC checks the `scale` subresource (`deployments/scale`), done by the HTTP layer as for
 //!   every subresource.
 
