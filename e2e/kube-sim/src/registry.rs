@@ -25,7 +25,7 @@ pub struct CustomSchema {
     pub validator: kumiko_crds::validate::SchemaValidator,
     /// The version's `additionalPrinterColumns`.
     pub printer_columns: Vec<Value>,
-    /// Whether `subresources.scale` is enabled (recorded; not served).
+    /// The version's `subresources.scale` (`specReplicasPath`, ...), served by [`crate::scale`].
     pub scale: Option<Value>,
 }
 
