@@ -79,7 +79,7 @@ done
 grep -q "kube-sim ready" "$work_dir/kube-sim.log" || fail "kube-sim did not start within 30s"
 say "$(grep "kube-sim ready" "$work_dir/kube-sim.log")"
 
-say "applying the CRD; installing the operator with its chart (helm install, two replicas in $operator_namespace)"
+say "applying the CRD; installing the operator with its chart (helm install --wait, two replicas in $operator_namespace)"
 kubectl_sim apply --server-side -f crds/kumikoapp.yaml >/dev/null
 kubectl_sim wait --for=condition=Established crd/kumikoapps.kumiko.so --timeout=30s >/dev/null
 # As users install it: the chart's ServiceAccount, RBAC and Deployment. The pods run the local

@@ -352,7 +352,16 @@ async fn reconcile(replica_set: Arc<ReplicaSet>, context: Arc<Context>) -> Resul
         )))?;
     }
 
-    // Come back when a Ready pod becomes available.
+    // A refused pod is tried again soon (kube-controller-manager requeues the ReplicaSet with
+    // back-off); otherwise come back when a Ready pod becomes available.
+    if status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "ReplicaFailure")
+    {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let next_available = sets
         .active
         .iter()
