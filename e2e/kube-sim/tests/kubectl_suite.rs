@@ -629,6 +629,15 @@ async fn kubectl_scales_lists_replica_sets_and_rolls_back_a_deployment() {
         .collect();
     assert_eq!(&row[1..4], ["3", "3", "3"], "{table}");
 
+    let described = kubectl.ok(&["describe", "deployment", "web"]).await;
+    assert!(
+        described
+            .lines()
+            .any(|line| line.starts_with("NewReplicaSet:")
+                && line.ends_with(&format!(" {first_rs} (3/3 replicas created)"))),
+        "{described}"
+    );
+
     // Two template changes: revisions 2 and 3.
     for version in ["v2", "v3"] {
         kubectl

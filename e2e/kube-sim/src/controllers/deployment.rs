@@ -1657,6 +1657,33 @@ mod tests {
     }
 
     #[test]
+    fn a_rolled_out_deployment_plans_no_write() {
+        let mut deployment = deployment(2, json!(1), json!(0));
+        let mut current = replica_set("a:2", 2, 2, 1);
+        let annotations = current.metadata.annotations.as_mut().expect("annotations");
+        annotations.insert("kubernetes.io/change-cause".into(), "image a:2".into());
+        annotations.insert(DESIRED_REPLICAS_ANNOTATION.into(), "2".into());
+        annotations.insert(MAX_REPLICAS_ANNOTATION.into(), "3".into());
+        deployment
+            .metadata
+            .annotations
+            .as_mut()
+            .expect("annotations")
+            .insert(REVISION_ANNOTATION.into(), "1".into());
+        // The status this state produced last round.
+        let first = step(&deployment, std::slice::from_ref(&current));
+        deployment.status = Some(first.status.clone());
+        let again = step(&deployment, &[current]);
+        assert!(again.scales_nothing(), "{again:?}");
+        assert_eq!(again.revision, None);
+        assert_eq!(
+            Some(&again.status),
+            deployment.status.as_ref(),
+            "no status write"
+        );
+    }
+
+    #[test]
     fn stalled_rollout_exceeds_its_progress_deadline() {
         let mut deployment = deployment(1, json!(1), json!(0));
         deployment.status = Some(
