@@ -527,7 +527,7 @@ impl Round<'_> {
                     .max_by_key(|&i| (created(&self.sets[i]), self.sets[i].name_any()))
             }),
             [only] => Some(*only),
-            _ => None,
+            [_, _, ..] => None,
         };
         if let Some(index) = active_or_latest {
             self.scale_if_needed(index, desired);
