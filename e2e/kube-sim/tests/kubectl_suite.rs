@@ -1,5 +1,7 @@
 //! The installed `kubectl` against kube-sim: server-side apply of the KumikoApp CRD and the
-//! examples, printer columns, `-o yaml`, `wait --for=condition`, `delete`, `explain`, `logs`.
+//! examples, printer columns, `-o yaml`, `wait --for=condition`, `delete`, `explain`, `logs`,
+//! `auth can-i`, `scale` (of a Deployment and of a custom resource), `get rs`, `describe`, and
+//! `rollout status|history|undo|pause|resume|restart`.
 //!
 //! The CRD (`crds/kumikoapp.yaml`) and `examples/minimal.yaml` come from the repository; a missing
 //! file fails the test with a message naming it.
@@ -864,5 +866,68 @@ subjects:
         .ok(&["get", "widget/w", "-o", "jsonpath={.spec.replicas}"])
         .await;
     assert_eq!(replicas, "2");
+    sim.stop().await;
+}
+
+/// "Deployments", "Pausing and Resuming a rollout of a Deployment": a paused Deployment creates
+/// no ReplicaSet for a new template and reports `Progressing` `DeploymentPaused`; resumed, it rolls
+/// the template out; `kubectl rollout restart` rolls out a new ReplicaSet of the same spec.
+#[tokio::test]
+async fn kubectl_pauses_resumes_and_restarts_a_rollout() {
+    let sim = Sim::start(ControllersConfig::default()).await;
+    let kubectl = Kubectl::new(&sim);
+    let manifest = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(manifest.path(), sim_pod_deployment()).expect("manifest written");
+    kubectl
+        .ok(&[
+            "apply",
+            "--server-side",
+            "-f",
+            &manifest.path().display().to_string(),
+        ])
+        .await;
+    kubectl
+        .ok(&["rollout", "status", "deployment/web", "--timeout=60s"])
+        .await;
+    let count_sets = || async {
+        kubectl
+            .ok(&["get", "rs", "-l", "app=web", "-o", "name"])
+            .await
+            .lines()
+            .count()
+    };
+    assert_eq!(count_sets().await, 1);
+
+    kubectl.ok(&["rollout", "pause", "deployment/web"]).await;
+    kubectl
+        .ok(&["set", "env", "deployment/web", "VERSION=v2"])
+        .await;
+    kubectl
+        .ok(&[
+            "wait",
+            "--for=jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}=DeploymentPaused",
+            "deployment/web",
+            "--timeout=30s",
+        ])
+        .await;
+    assert_eq!(
+        count_sets().await,
+        1,
+        "paused: no ReplicaSet for the new template"
+    );
+
+    kubectl.ok(&["rollout", "resume", "deployment/web"]).await;
+    kubectl
+        .ok(&["rollout", "status", "deployment/web", "--timeout=60s"])
+        .await;
+    assert_eq!(count_sets().await, 2);
+
+    kubectl.ok(&["rollout", "restart", "deployment/web"]).await;
+    kubectl
+        .ok(&["rollout", "status", "deployment/web", "--timeout=60s"])
+        .await;
+    assert_eq!(count_sets().await, 3, "a restart is a new template");
+    let history = kubectl.ok(&["rollout", "history", "deployment/web"]).await;
+    assert_eq!(revisions(&history), [1, 2, 3], "{history}");
     sim.stop().await;
 }
