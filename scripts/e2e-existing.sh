@@ -5,7 +5,7 @@
 # Starts the kube-sim binary with a throwaway Postgres per CNPG Cluster and the images mapped to
 # the local binaries (kumiko-app:* -> kumiko-app, kumiko-app:broken-migration ->
 # kumiko-app-broken-migration, kumiko-operator:* -> kumiko-operator); installs the operator as
-# users do, with `helm install` of its chart: two replicas in kumiko-system, as the chart's
+# users do, with `helm install --wait` of its chart: two replicas in kumiko-system, as the chart's
 # ServiceAccount under the chart's RBAC, electing a leader on the Lease kumiko-operator under
 # their pod names (kube-sim runs the pods as local processes); then runs
 # `cargo nextest run -p kumiko-e2e` with the same environment scripts/e2e-kind.sh passes. The
@@ -79,7 +79,7 @@ done
 grep -q "kube-sim ready" "$work_dir/kube-sim.log" || fail "kube-sim did not start within 30s"
 say "$(grep "kube-sim ready" "$work_dir/kube-sim.log")"
 
-say "applying the CRD; installing the operator with its chart (helm install, two replicas in $operator_namespace)"
+say "applying the CRD; installing the operator with its chart (helm install --wait, two replicas in $operator_namespace)"
 kubectl_sim apply --server-side -f crds/kumikoapp.yaml >/dev/null
 kubectl_sim wait --for=condition=Established crd/kumikoapps.kumiko.so --timeout=30s >/dev/null
 # As users install it: the chart's ServiceAccount, RBAC and Deployment. The pods run the local
@@ -92,14 +92,11 @@ image:
   tag: dev
 httpListenAddress: "127.0.0.1:$(PORT)"
 VALUES
-# Not `--wait` yet: Helm 4's kstatus reads a Deployment's status through its ReplicaSets, which
-# kube-sim does not serve, so the release stays Unknown; the rollout is awaited with kubectl.
 helm --kubeconfig "$kubeconfig" install kumiko-operator charts/kumiko-operator \
-  --namespace "$operator_namespace" --create-namespace \
+  --namespace "$operator_namespace" --create-namespace --wait --timeout 120s \
   --values "$work_dir/values.yaml" >"$work_dir/helm-install.log" 2>&1 ||
   fail "helm install: $(tail -n 20 "$work_dir/helm-install.log")"
 helm --kubeconfig "$kubeconfig" status kumiko-operator --namespace "$operator_namespace" >/dev/null
-kubectl_sim -n "$operator_namespace" rollout status deployment/kumiko-operator --timeout=60s
 for _ in $(seq 1 300); do
   holder=$(kubectl_sim -n "$operator_namespace" get lease kumiko-operator \
     -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)

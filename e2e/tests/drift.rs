@@ -16,6 +16,8 @@ use serde_json::json;
 
 /// The field manager of the hand edit (what `kubectl patch` sends by default).
 const HAND: &str = "kubectl-patch";
+/// The field manager of `kubectl scale`.
+const SCALE: &str = "kubectl-scale";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_scaled_by_hand_is_put_back_within_seconds() {
@@ -85,6 +87,35 @@ async fn a_deployment_scaled_by_hand_is_put_back_within_seconds() {
 
     app.wait_ready().await.unwrap();
     println!("restored {restored_after:?} after the edit");
+
+    // Through the scale subresource, as `kubectl scale` writes (its managedFields entry names the
+    // `scale` subresource): put back too.
+    deployments
+        .patch_scale(
+            &api,
+            &PatchParams {
+                field_manager: Some(SCALE.to_owned()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the API Deployment back at 1 replica after a scale",
+        Duration::from_secs(5),
+        || {
+            let deployments = deployments.clone();
+            let api = api.clone();
+            async move {
+                let replicas = deployments.get(&api).await?.spec.and_then(|s| s.replicas);
+                Ok((replicas == Some(1)).then_some(()))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    app.wait_ready().await.unwrap();
     cluster.shutdown().await.unwrap();
 }
 

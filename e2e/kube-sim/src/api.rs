@@ -787,6 +787,74 @@ async fn resource(
             let obj = cl.get(&rt, &ns, t.name.as_deref().unwrap_or_default())?;
             Ok(json_response(200, &obj, &[]))
         }
+        ("get", Some("scale")) => {
+            let paths = crate::scale::scale_paths(&rt)
+                .ok_or_else(|| ApiError::path_not_found(uri.path()))?;
+            let obj = cl.get(&rt, &ns, t.name.as_deref().unwrap_or_default())?;
+            Ok(json_response(
+                200,
+                &crate::scale::to_scale(&paths, &obj),
+                &[],
+            ))
+        }
+        ("update" | "patch", Some("scale")) => {
+            let paths = crate::scale::scale_paths(&rt)
+                .ok_or_else(|| ApiError::path_not_found(uri.path()))?;
+            let opts = write_options(&q, headers)?;
+            let name = t.name.as_deref().unwrap_or_default();
+            let patch_type = if verb == "patch" {
+                let ct = headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                match PatchType::from_content_type(ct) {
+                    // A Scale has no list, so a strategic merge patch is a merge patch.
+                    Some(PatchType::Merge | PatchType::Strategic) => Some(ScaleWrite::Merge),
+                    Some(PatchType::Json) => Some(ScaleWrite::Json),
+                    Some(PatchType::Apply) | None => {
+                        return Err(ApiError::unsupported_media_type(format!(
+                            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ct:?})"
+                        )));
+                    }
+                }
+            } else {
+                None
+            };
+            // An unconditional write retries on a conflict, as kube-apiserver's
+            // GuaranteedUpdate does; a Scale with a resourceVersion is a precondition.
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let obj = cl.get(&rt, &ns, name)?;
+                let current = crate::scale::to_scale(&paths, &obj);
+                let scale = match patch_type {
+                    None => parse_body(body)?,
+                    Some(ScaleWrite::Merge) => {
+                        crate::patch::merge_patch(&current, &parse_body(body)?)
+                    }
+                    Some(ScaleWrite::Json) => {
+                        crate::patch::json_patch(&current, &parse_body(body)?)?
+                    }
+                };
+                let conditional = scale
+                    .get("metadata")
+                    .and_then(|m| m.get("resourceVersion"))
+                    .and_then(Value::as_str)
+                    .is_some_and(|rv| !rv.is_empty() && patch_type.is_none());
+                let updated = crate::scale::apply_scale(&rt, &paths, &obj, &scale)?;
+                match cl.update(&rt, &ns, name, updated, Some("scale"), &opts) {
+                    Ok(w) => {
+                        return Ok(json_response(
+                            200,
+                            &crate::scale::to_scale(&paths, &w.object),
+                            &w.warnings,
+                        ));
+                    }
+                    Err(error) if error.code == 409 && !conditional && attempts < 5 => continue,
+                    Err(error) => return Err(error),
+                }
+            }
+        }
         ("get", Some("log")) if rt.group.is_empty() && rt.kind == "Pod" => {
             pod_log(cl, &rt, &ns, t.name.as_deref().unwrap_or_default(), &q).await
         }
@@ -881,6 +949,15 @@ async fn resource(
         }
         (verb, _) => Err(ApiError::method_not_allowed(verb, &rt.group, &rt.plural)),
     }
+}
+
+/// How a PATCH of the scale subresource changes the current Scale.
+#[derive(Clone, Copy)]
+enum ScaleWrite {
+    /// A merge patch (or a strategic one: a Scale has no list).
+    Merge,
+    /// A JSON patch.
+    Json,
 }
 
 async fn pod_log(

@@ -5,7 +5,7 @@
 //! Defaults applied (from the Kubernetes API reference): pod specs (restartPolicy, dnsPolicy,
 //! terminationGracePeriodSeconds, schedulerName, container terminationMessage*, imagePullPolicy,
 //! port protocol, probe timings), Deployment (replicas, strategy 25%/25%, revisionHistoryLimit,
-//! progressDeadlineSeconds), Job (parallelism, completions, backoffLimit, completionMode, suspend,
+//! progressDeadlineSeconds), ReplicaSet (replicas), Job (parallelism, completions, backoffLimit, completionMode, suspend,
 //! podReplacementPolicy, the generated selector and pod labels), Service (type, ClusterIP
 //! allocation, ipFamilies, sessionAffinity, internalTrafficPolicy, port protocol and targetPort),
 //! Namespace (the `kubernetes` finalizer, phase Active, the `kubernetes.io/metadata.name` label),
@@ -45,6 +45,7 @@ pub(crate) fn decode(rt: &ResourceType, obj: &Value) -> Result<(Value, Vec<Strin
         ("", "ResourceQuota") => roundtrip::<api::core::v1::ResourceQuota>(obj),
         ("", "LimitRange") => roundtrip::<api::core::v1::LimitRange>(obj),
         ("apps", "Deployment") => roundtrip::<api::apps::v1::Deployment>(obj),
+        ("apps", "ReplicaSet") => roundtrip::<api::apps::v1::ReplicaSet>(obj),
         ("batch", "Job") => roundtrip::<api::batch::v1::Job>(obj),
         ("policy", "PodDisruptionBudget") => roundtrip::<api::policy::v1::PodDisruptionBudget>(obj),
         ("networking.k8s.io", "NetworkPolicy") => {
@@ -143,6 +144,18 @@ pub(crate) fn default(state: &mut State, rt: &ResourceType, obj: &mut Value, old
                         }
                     }
                 }
+                if let Some(tspec) = spec
+                    .get_mut("template")
+                    .and_then(|t| t.get_mut("spec"))
+                    .and_then(Value::as_object_mut)
+                {
+                    default_pod_spec(tspec);
+                }
+            }
+        }
+        ("apps", "ReplicaSet") => {
+            if let Some(spec) = obj_mut(obj, "spec") {
+                set_default(spec, "replicas", json!(1));
                 if let Some(tspec) = spec
                     .get_mut("template")
                     .and_then(|t| t.get_mut("spec"))
@@ -614,7 +627,9 @@ pub(crate) fn validate(
                 }
             }
         }
-        ("apps", "Deployment") => {
+        // ReplicaSets validate their selector, replicas and template as Deployments do
+        // (`ValidateReplicaSetSpec`), and their selector is immutable in apps/v1.
+        ("apps", "Deployment" | "ReplicaSet") => {
             if spec.get("selector").is_none_or(Value::is_null) {
                 out.push(cause(
                     "FieldValueRequired",

@@ -28,6 +28,7 @@ pub mod patch;
 pub mod protobuf;
 pub mod rbac;
 pub mod registry;
+pub mod scale;
 pub mod selectors;
 pub mod server;
 pub mod shape;

@@ -25,7 +25,7 @@ pub struct CustomSchema {
     pub validator: kumiko_crds::validate::SchemaValidator,
     /// The version's `additionalPrinterColumns`.
     pub printer_columns: Vec<Value>,
-    /// Whether `subresources.scale` is enabled (recorded; not served).
+    /// The version's `subresources.scale` (`specReplicasPath`, ...), served by [`crate::scale`].
     pub scale: Option<Value>,
 }
 
@@ -137,6 +137,7 @@ const BUILTINS: &[Builtin] = &[
     Builtin { group: "", version: "v1", kind: "ResourceQuota", plural: "resourcequotas", namespaced: true, short_names: &["quota"], categories: &[], status: true, generation: false },
     Builtin { group: "", version: "v1", kind: "LimitRange", plural: "limitranges", namespaced: true, short_names: &["limits"], categories: &[], status: false, generation: false },
     Builtin { group: "apps", version: "v1", kind: "Deployment", plural: "deployments", namespaced: true, short_names: &["deploy"], categories: &["all"], status: true, generation: true },
+    Builtin { group: "apps", version: "v1", kind: "ReplicaSet", plural: "replicasets", namespaced: true, short_names: &["rs"], categories: &["all"], status: true, generation: true },
     Builtin { group: "batch", version: "v1", kind: "Job", plural: "jobs", namespaced: true, short_names: &[], categories: &["all"], status: true, generation: true },
     Builtin { group: "policy", version: "v1", kind: "PodDisruptionBudget", plural: "poddisruptionbudgets", namespaced: true, short_names: &["pdb"], categories: &[], status: true, generation: true },
     Builtin { group: "networking.k8s.io", version: "v1", kind: "NetworkPolicy", plural: "networkpolicies", namespaced: true, short_names: &["netpol"], categories: &[], status: false, generation: true },

@@ -254,6 +254,32 @@ fn builtin_row(rt: &ResourceType, o: &Value) -> (Vec<Column>, Vec<Value>) {
                 ],
             )
         }
+        // kube-apiserver's ReplicaSet columns (`printReplicaSet`): desired, current, ready.
+        ("apps", "ReplicaSet") => {
+            let (c, im) = containers_and_images(meta::get_path(o, &["spec", "template", "spec"]));
+            (
+                vec![
+                    NAME,
+                    col("Desired", "integer", 0),
+                    col("Current", "integer", 0),
+                    col("Ready", "integer", 0),
+                    AGE,
+                    col("Containers", "string", 1),
+                    col("Images", "string", 1),
+                    col("Selector", "string", 1),
+                ],
+                vec![
+                    name,
+                    json!(i(o, &["spec", "replicas"])),
+                    json!(i(o, &["status", "replicas"])),
+                    json!(i(o, &["status", "readyReplicas"])),
+                    age(o),
+                    json!(c),
+                    json!(im),
+                    json!(selector_string(meta::get_path(o, &["spec", "selector"]))),
+                ],
+            )
+        }
         ("batch", "Job") => {
             let (c, im) = containers_and_images(meta::get_path(o, &["spec", "template", "spec"]));
             let conds = meta::get_path(o, &["status", "conditions"])

@@ -536,6 +536,9 @@ fn check_subresource(rt: &ResourceType, subresource: Option<&str>) -> Result<(),
     match subresource {
         None => Ok(()),
         Some("status") if rt.status_subresource => Ok(()),
+        // Written by the scale handler ([`crate::scale`]): the whole object, its field
+        // ownership recorded under the `scale` subresource as kube-apiserver records it.
+        Some("scale") if crate::scale::scale_paths(rt).is_some() => Ok(()),
         Some(other) => Err(ApiError::path_not_found(other)),
     }
 }

@@ -2444,3 +2444,158 @@ async fn immutable_fields_of_jobs_deployments_and_services_are_422() {
     let stored = services.get("web").await.unwrap();
     assert_eq!(stored.spec.unwrap().cluster_ip, Some(allocated));
 }
+
+/// The scale subresource ("Scale v1 autoscaling" in the API reference; kube-apiserver's
+/// Deployment `ScaleREST`): an `autoscaling/v1` Scale of `spec.replicas`, `status.replicas` and the
+/// selector; PUT with a stale resourceVersion is 409, without one it is unconditional; merge,
+/// strategic and JSON patches apply to the Scale; negative replicas are 422; a kind without a
+/// scale subresource answers 404; discovery lists `deployments/scale` and `replicasets/scale` as
+/// `autoscaling/v1` `Scale`.
+#[tokio::test]
+async fn scale_subresource_reads_and_writes_the_replica_count() {
+    let (_server, client) = start().await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployment: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "app", "image": "a:1"}]}}}
+    }))
+    .unwrap();
+    let created = deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let path = "/apis/apps/v1/namespaces/default/deployments/web/scale";
+    let (code, _, scale) = send_raw(&client, "GET", path, "application/json", String::new()).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        (scale["apiVersion"].as_str(), scale["kind"].as_str()),
+        (Some("autoscaling/v1"), Some("Scale"))
+    );
+    assert_eq!(scale["spec"]["replicas"], 1);
+    assert_eq!(scale["status"]["selector"], "app=web");
+    assert_eq!(
+        scale["metadata"]["resourceVersion"].as_str(),
+        created.metadata.resource_version.as_deref()
+    );
+
+    // PUT: unconditional without a resourceVersion, a precondition with one.
+    let put = |replicas: i64, rv: Option<&str>| {
+        let mut body = json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+            "metadata": {"name": "web", "namespace": "default"}, "spec": {"replicas": replicas}});
+        if let Some(rv) = rv {
+            body["metadata"]["resourceVersion"] = json!(rv);
+        }
+        body.to_string()
+    };
+    let (code, _, written) = send_raw(&client, "PUT", path, "application/json", put(2, None)).await;
+    assert_eq!(code, 200, "{written}");
+    assert_eq!(written["spec"]["replicas"], 2);
+    let stale = created.metadata.resource_version.clone().unwrap();
+    let (code, _, conflict) = send_raw(
+        &client,
+        "PUT",
+        path,
+        "application/json",
+        put(3, Some(&stale)),
+    )
+    .await;
+    assert_eq!(code, 409, "{conflict}");
+    assert_eq!(conflict["reason"], "Conflict");
+    assert_eq!(
+        deployments.get("web").await.unwrap().spec.unwrap().replicas,
+        Some(2)
+    );
+
+    // PATCH: merge, strategic merge and JSON patches of the Scale.
+    for (content_type, body, expected) in [
+        (
+            "application/merge-patch+json",
+            json!({"spec": {"replicas": 4}}),
+            4,
+        ),
+        (
+            "application/strategic-merge-patch+json",
+            json!({"spec": {"replicas": 5}}),
+            5,
+        ),
+        (
+            "application/json-patch+json",
+            json!([{"op": "replace", "path": "/spec/replicas", "value": 6}]),
+            6,
+        ),
+    ] {
+        let (code, _, patched) =
+            send_raw(&client, "PATCH", path, content_type, body.to_string()).await;
+        assert_eq!(code, 200, "{content_type}: {patched}");
+        assert_eq!(patched["spec"]["replicas"], expected, "{content_type}");
+    }
+    let scaled = deployments.get("web").await.unwrap();
+    assert_eq!(scaled.spec.as_ref().unwrap().replicas, Some(6));
+    let entry = scaled
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|e| e.subresource.as_deref() == Some("scale"))
+        .expect("a managedFields entry of the scale subresource");
+    assert_eq!(entry.operation.as_deref(), Some("Update"));
+    let fields = serde_json::to_value(&entry.fields_v1).unwrap();
+    assert!(fields["f:spec"].get("f:replicas").is_some(), "{fields}");
+    let (code, _, invalid) = send_raw(
+        &client,
+        "PATCH",
+        path,
+        "application/merge-patch+json",
+        json!({"spec": {"replicas": -1}}).to_string(),
+    )
+    .await;
+    assert_eq!(code, 422, "{invalid}");
+
+    // Only kinds with a scale subresource have one.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "a:1"}]}}))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let (code, _, _) = send_raw(
+        &client,
+        "GET",
+        "/api/v1/namespaces/default/pods/p/scale",
+        "application/json",
+        String::new(),
+    )
+    .await;
+    assert_eq!(code, 404);
+
+    let (_, _, resources) = send_raw(
+        &client,
+        "GET",
+        "/apis/apps/v1",
+        "application/json",
+        String::new(),
+    )
+    .await;
+    for name in ["deployments/scale", "replicasets/scale"] {
+        let entry = resources["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in discovery"));
+        assert_eq!(
+            (
+                entry["group"].as_str(),
+                entry["version"].as_str(),
+                entry["kind"].as_str()
+            ),
+            (Some("autoscaling"), Some("v1"), Some("Scale"))
+        );
+    }
+}

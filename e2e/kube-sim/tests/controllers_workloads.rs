@@ -8,10 +8,10 @@ mod controllers_support;
 use std::time::Duration;
 
 use controllers_support::{SIM_POD_IMAGE, Sim, wait_for};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube_sim::controllers::ControllersConfig;
 use serde_json::json;
 
@@ -96,13 +96,36 @@ async fn deployment_rolling_update_honours_max_surge_and_max_unavailable() {
         .as_ref()
         .expect("labels")["pod-template-hash"]
         .clone();
+    // Pods belong to the ReplicaSet `web-<hash>`, which belongs to the Deployment.
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(sim.client.clone(), "default");
+    let first_rs_name = format!("web-{first_hash}");
     for pod in &first_pods.items {
         let owner = &pod.metadata.owner_references.as_ref().expect("owner")[0];
         assert_eq!(
-            (owner.kind.as_str(), owner.controller),
-            ("Deployment", Some(true))
+            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+            ("ReplicaSet", first_rs_name.as_str(), Some(true))
         );
     }
+    let first_rs = replica_sets
+        .get(&first_rs_name)
+        .await
+        .expect("first ReplicaSet");
+    let rs_owner = &first_rs.metadata.owner_references.as_ref().expect("owner")[0];
+    assert_eq!(
+        (
+            rs_owner.kind.as_str(),
+            rs_owner.name.as_str(),
+            rs_owner.controller
+        ),
+        ("Deployment", "web", Some(true))
+    );
+    let annotations = first_rs.metadata.annotations.clone().expect("annotations");
+    assert_eq!(annotations["deployment.kubernetes.io/revision"], "1");
+    assert_eq!(
+        annotations["deployment.kubernetes.io/desired-replicas"],
+        "3"
+    );
+    assert_eq!(annotations["deployment.kubernetes.io/max-replicas"], "4");
 
     // Roll out v2 and watch every step: never more than 3 + maxSurge(1) live pods, never fewer
     // than 3 - maxUnavailable(0) ready ones.
@@ -158,6 +181,45 @@ async fn deployment_rolling_update_honours_max_surge_and_max_unavailable() {
         )
     );
 
+    // The old ReplicaSet is kept at 0 for `kubectl rollout undo`; the new one has revision 2,
+    // and so has the Deployment.
+    let all: Vec<ReplicaSet> = replica_sets
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .expect("replica sets")
+        .items;
+    assert_eq!(all.len(), 2, "one ReplicaSet per template");
+    let old = all
+        .iter()
+        .find(|rs| rs.metadata.name.as_deref() == Some(&first_rs_name));
+    assert_eq!(old.and_then(|rs| rs.spec.as_ref()?.replicas), Some(0));
+    let new = all
+        .iter()
+        .find(|rs| rs.metadata.name.as_deref() != Some(&first_rs_name))
+        .expect("new ReplicaSet");
+    assert_eq!(
+        new.metadata.annotations.as_ref().expect("annotations")["deployment.kubernetes.io/revision"],
+        "2"
+    );
+    let rolled = deployments.get("web").await.expect("deployment");
+    assert_eq!(
+        rolled.metadata.annotations.as_ref().expect("annotations")["deployment.kubernetes.io/revision"],
+        "2"
+    );
+    let progressing = rolled
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Progressing"))
+        .and_then(|c| c.message.clone());
+    assert_eq!(
+        progressing,
+        Some(format!(
+            "ReplicaSet \"{}\" has successfully progressed.",
+            new.metadata.name.as_deref().unwrap_or_default()
+        ))
+    );
+
     // Scale down: the status follows and terminating pods are not counted.
     deployments
         .patch(
@@ -170,6 +232,25 @@ async fn deployment_rolling_update_honours_max_surge_and_max_unavailable() {
     wait_for("the scale-down", Duration::from_secs(30), || {
         rolled_out(&deployments, 1)
     })
+    .await;
+
+    // Deleting the Deployment deletes its ReplicaSets, and their pods, by garbage collection.
+    deployments
+        .delete("web", &DeleteParams::foreground())
+        .await
+        .expect("deleted");
+    wait_for(
+        "the ReplicaSets and pods to be collected",
+        Duration::from_secs(60),
+        || async {
+            let sets = replica_sets.list(&ListParams::default()).await.ok()?;
+            let left = pods.list(&ListParams::default()).await.ok()?;
+            (sets.items.is_empty()
+                && left.items.is_empty()
+                && deployments.get_opt("web").await.ok()?.is_none())
+            .then_some(())
+        },
+    )
     .await;
     sim.stop().await;
 }

@@ -1,5 +1,7 @@
 //! The installed `kubectl` against kube-sim: server-side apply of the KumikoApp CRD and the
-//! examples, printer columns, `-o yaml`, `wait --for=condition`, `delete`, `explain`, `logs`.
+//! examples, printer columns, `-o yaml`, `wait --for=condition`, `delete`, `explain`, `logs`,
+//! `auth can-i`, `scale` (of a Deployment and of a custom resource), `get rs`, `describe`, and
+//! `rollout status|history|undo|pause|resume|restart`.
 //!
 //! The CRD (`crds/kumikoapp.yaml`) and `examples/minimal.yaml` come from the repository; a missing
 //! file fails the test with a message naming it.
@@ -641,5 +643,418 @@ async fn kubectl_create_sends_built_in_kinds_as_protobuf() {
         .ok(&["get", "secret", "token", "-o", "jsonpath={.data.key}"])
         .await;
     assert_eq!(secret, "dmFsdWU=");
+    sim.stop().await;
+}
+
+/// A Deployment of `sim-pod` with one replica and `VERSION=v1`, rolled out one surge pod at a time.
+fn sim_pod_deployment() -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: default
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: web}}
+  strategy:
+    rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: app
+        image: {SIM_POD_IMAGE}
+        env: [{{name: VERSION, value: v1}}]
+        readinessProbe:
+          httpGet: {{path: /health/ready, port: 3000}}
+          periodSeconds: 1
+"
+    )
+}
+
+/// The lines of `kubectl rollout history` that list a revision: their revision numbers.
+fn revisions(history: &str) -> Vec<u32> {
+    history
+        .lines()
+        .filter_map(|line| line.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// "Deployments" (Kubernetes documentation): `kubectl scale` through the scale subresource,
+/// `kubectl get rs` showing the ReplicaSets of each template, `kubectl rollout history` listing
+/// the revisions, and `kubectl rollout undo` bringing the previous template back as a new
+/// revision (the old ReplicaSet's revision moves up).
+#[tokio::test]
+async fn kubectl_scales_lists_replica_sets_and_rolls_back_a_deployment() {
+    let sim = Sim::start(ControllersConfig::default()).await;
+    let kubectl = Kubectl::new(&sim);
+    let manifest = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(manifest.path(), sim_pod_deployment()).expect("manifest written");
+    let manifest = manifest.path().display().to_string();
+    kubectl
+        .ok(&["apply", "--server-side", "-f", &manifest])
+        .await;
+    kubectl
+        .ok(&["rollout", "status", "deployment/web", "--timeout=60s"])
+        .await;
+
+    // Scale: the scale subresource answers, and the pods follow.
+    let scaled = kubectl.ok(&["scale", "deploy/web", "--replicas=3"]).await;
+    assert!(scaled.contains("deployment.apps/web scaled"), "{scaled}");
+    kubectl
+        .ok(&["rollout", "status", "deployment/web", "--timeout=60s"])
+        .await;
+    let scale: serde_json::Value = serde_json::from_str(
+        &kubectl
+            .ok(&[
+                "get",
+                "--raw",
+                "/apis/apps/v1/namespaces/default/deployments/web/scale",
+            ])
+            .await,
+    )
+    .expect("a Scale");
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["apiVersion"], "autoscaling/v1");
+    assert_eq!(scale["spec"]["replicas"], 3);
+    assert_eq!(scale["status"]["replicas"], 3);
+    assert_eq!(scale["status"]["selector"], "app=web");
+    let pods = kubectl.ok(&["get", "pods", "-l", "app=web"]).await;
+    assert_eq!(
+        pods.lines()
+            .filter(|l| l.contains("1/1") && l.contains("Running"))
+            .count(),
+        3,
+        "{pods}"
+    );
+
+    // `kubectl get rs`: one ReplicaSet, 3 desired, current and ready.
+    let first_rs = kubectl
+        .ok(&["get", "rs", "-l", "app=web", "-o", "name"])
+        .await;
+    assert_eq!(first_rs.lines().count(), 1, "{first_rs}");
+    let first_rs = first_rs
+        .trim()
+        .trim_start_matches("replicaset.apps/")
+        .to_owned();
+    assert!(first_rs.starts_with("web-"), "{first_rs}");
+    let table = kubectl.ok(&["get", "rs"]).await;
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]);
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with(&first_rs))
+        .expect("the ReplicaSet's row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(&row[1..4], ["3", "3", "3"], "{table}");
+
+    let described = kubectl.ok(&["describe", "deployment", "web"]).await;
+    assert!(
+        described
+            .lines()
+            .any(|line| line.starts_with("NewReplicaSet:")
+                && line.ends_with(&format!(" {first_rs} (3/3 replicas created)"))),
+        "{described}"
+    );
+
+    // Two template changes: revisions 2 and 3.
+    for version in ["v2", "v3"] {
+        kubectl
+            .ok(&[
+                "set",
+                "env",
+                "deployment/web",
+                &format!("VERSION={version}"),
+            ])
+            .await;
+        kubectl
+            .ok(&["rollout", "status", "deployment/web", "--timeout=90s"])
+            .await;
+    }
+    let history = kubectl.ok(&["rollout", "history", "deployment/web"]).await;
+    assert_eq!(revisions(&history), [1, 2, 3], "{history}");
+    let sets = kubectl.ok(&["get", "rs", "-l", "app=web"]).await;
+    assert_eq!(sets.lines().count(), 4, "three ReplicaSets: {sets}");
+    let revision_two = kubectl
+        .ok(&["rollout", "history", "deployment/web", "--revision=2"])
+        .await;
+    assert!(revision_two.contains("VERSION:\tv2"), "{revision_two}");
+
+    // Undo: the template of revision 2 comes back as revision 4.
+    let undone = kubectl.ok(&["rollout", "undo", "deployment/web"]).await;
+    assert!(
+        undone.contains("deployment.apps/web rolled back"),
+        "{undone}"
+    );
+    kubectl
+        .ok(&["rollout", "status", "deployment/web", "--timeout=90s"])
+        .await;
+    let version = kubectl
+        .ok(&[
+            "get",
+            "deployment/web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].env[0].value}",
+        ])
+        .await;
+    assert_eq!(version, "v2");
+    let revision = kubectl
+        .ok(&[
+            "get",
+            "deployment/web",
+            "-o",
+            "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+        ])
+        .await;
+    assert_eq!(revision, "4");
+    let history = kubectl.ok(&["rollout", "history", "deployment/web"]).await;
+    assert_eq!(revisions(&history), [1, 3, 4], "{history}");
+    let ready = kubectl
+        .ok(&[
+            "get",
+            "deployment/web",
+            "-o",
+            "jsonpath={.status.readyReplicas}/{.status.updatedReplicas}/{.spec.replicas}",
+        ])
+        .await;
+    assert_eq!(ready, "3/3/3");
+    sim.stop().await;
+}
+
+/// "Extend the Kubernetes API with CustomResourceDefinitions", section "Scale subresource":
+/// `kubectl scale` of a custom resource writes `specReplicasPath`, and the Scale reads
+/// `statusReplicasPath` and `labelSelectorPath`; RBAC checks the `scale` subresource on its own
+/// ("Using RBAC Authorization", "Referring to resources").
+#[tokio::test]
+async fn kubectl_scales_a_custom_resource_and_rbac_checks_the_scale_subresource() {
+    let sim = Sim::start(ControllersConfig::default()).await;
+    let kubectl = Kubectl::new(&sim);
+    let manifests = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(
+        manifests.path(),
+        "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources:
+      status: {}
+      scale:
+        specReplicasPath: .spec.replicas
+        statusReplicasPath: .status.replicas
+        labelSelectorPath: .status.selector
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              replicas: {type: integer}
+          status:
+            type: object
+            properties:
+              replicas: {type: integer}
+              selector: {type: string}
+",
+    )
+    .expect("CRD written");
+    kubectl
+        .ok(&[
+            "apply",
+            "--server-side",
+            "-f",
+            &manifests.path().display().to_string(),
+        ])
+        .await;
+    kubectl
+        .ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/widgets.example.com",
+            "--timeout=30s",
+        ])
+        .await;
+    let widget = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(
+        widget.path(),
+        "apiVersion: example.com/v1
+kind: Widget
+metadata: {name: w, namespace: default}
+spec: {replicas: 1}
+",
+    )
+    .expect("widget written");
+    kubectl
+        .ok(&[
+            "apply",
+            "--server-side",
+            "-f",
+            &widget.path().display().to_string(),
+        ])
+        .await;
+    let resources = kubectl.ok(&["get", "--raw", "/apis/example.com/v1"]).await;
+    assert!(resources.contains("\"widgets/scale\""), "{resources}");
+
+    let scaled = kubectl.ok(&["scale", "widget/w", "--replicas=5"]).await;
+    assert!(scaled.contains("widget.example.com/w scaled"), "{scaled}");
+    let replicas = kubectl
+        .ok(&["get", "widget/w", "-o", "jsonpath={.spec.replicas}"])
+        .await;
+    assert_eq!(replicas, "5");
+    let scale: serde_json::Value = serde_json::from_str(
+        &kubectl
+            .ok(&[
+                "get",
+                "--raw",
+                "/apis/example.com/v1/namespaces/default/widgets/w/scale",
+            ])
+            .await,
+    )
+    .expect("a Scale");
+    assert_eq!(scale["spec"]["replicas"], 5);
+    assert_eq!(scale["status"]["replicas"], 0, "no status yet");
+
+    // A ServiceAccount that may patch widgets, but not widgets/scale, cannot scale.
+    let rbac = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(
+        rbac.path(),
+        "apiVersion: v1
+kind: ServiceAccount
+metadata: {name: scaler, namespace: default}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: widgets, namespace: default}
+rules:
+- apiGroups: [example.com]
+  resources: [widgets]
+  verbs: [get, list, watch, patch, update]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: scaler, namespace: default}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: widgets}
+subjects:
+- {kind: ServiceAccount, name: scaler, namespace: default}
+",
+    )
+    .expect("RBAC written");
+    kubectl
+        .ok(&[
+            "apply",
+            "--server-side",
+            "-f",
+            &rbac.path().display().to_string(),
+        ])
+        .await;
+    let as_scaler = "--as=system:serviceaccount:default:scaler";
+    let denied = kubectl
+        .run(&["scale", "widget/w", "--replicas=2", as_scaler])
+        .await;
+    assert!(!denied.status.success(), "scaling needs widgets/scale");
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        stderr.contains("widgets.example.com \"w\" is forbidden")
+            && stderr.contains("resource \"widgets/scale\""),
+        "{stderr}"
+    );
+    kubectl
+        .ok(&[
+            "patch",
+            "role",
+            "widgets",
+            "--type=json",
+            "-p",
+            r#"[{"op": "add", "path": "/rules/-", "value": {"apiGroups": ["example.com"], "resources": ["widgets/scale"], "verbs": ["get", "patch", "update"]}}]"#,
+        ])
+        .await;
+    kubectl
+        .ok(&["scale", "widget/w", "--replicas=2", as_scaler])
+        .await;
+    let replicas = kubectl
+        .ok(&["get", "widget/w", "-o", "jsonpath={.spec.replicas}"])
+        .await;
+    assert_eq!(replicas, "2");
+    sim.stop().await;
+}
+
+/// "Deployments", "Pausing and Resuming a rollout of a Deployment": a paused Deployment creates
+/// no ReplicaSet for a new template and reports `Progressing` `DeploymentPaused`; resumed, it rolls
+/// the template out; `kubectl rollout restart` rolls out a new ReplicaSet of the same spec.
+#[tokio::test]
+async fn kubectl_pauses_resumes_and_restarts_a_rollout() {
+    let sim = Sim::start(ControllersConfig::default()).await;
+    let kubectl = Kubectl::new(&sim);
+    let manifest = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(manifest.path(), sim_pod_deployment()).expect("manifest written");
+    kubectl
+        .ok(&[
+            "apply",
+            "--server-side",
+            "-f",
+            &manifest.path().display().to_string(),
+        ])
+        .await;
+    kubectl
+        .ok(&["rollout", "status", "deployment/web", "--timeout=60s"])
+        .await;
+    let count_sets = || async {
+        kubectl
+            .ok(&["get", "rs", "-l", "app=web", "-o", "name"])
+            .await
+            .lines()
+            .count()
+    };
+    assert_eq!(count_sets().await, 1);
+
+    kubectl.ok(&["rollout", "pause", "deployment/web"]).await;
+    kubectl
+        .ok(&["set", "env", "deployment/web", "VERSION=v2"])
+        .await;
+    kubectl
+        .ok(&[
+            "wait",
+            "--for=jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}=DeploymentPaused",
+            "deployment/web",
+            "--timeout=30s",
+        ])
+        .await;
+    assert_eq!(
+        count_sets().await,
+        1,
+        "paused: no ReplicaSet for the new template"
+    );
+
+    kubectl.ok(&["rollout", "resume", "deployment/web"]).await;
+    kubectl
+        .ok(&["rollout", "status", "deployment/web", "--timeout=60s"])
+        .await;
+    assert_eq!(count_sets().await, 2);
+
+    kubectl.ok(&["rollout", "restart", "deployment/web"]).await;
+    kubectl
+        .ok(&["rollout", "status", "deployment/web", "--timeout=60s"])
+        .await;
+    assert_eq!(count_sets().await, 3, "a restart is a new template");
+    let history = kubectl.ok(&["rollout", "history", "deployment/web"]).await;
+    assert_eq!(revisions(&history), [1, 2, 3], "{history}");
     sim.stop().await;
 }

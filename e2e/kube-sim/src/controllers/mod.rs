@@ -4,8 +4,10 @@
 //! - [`kubelet`]: runs the containers of pods as local processes where the image maps to a local
 //!   binary, runs their probes for real, keeps pod status, writes their logs, and terminates them
 //!   with SIGTERM then SIGKILL.
-//! - [`deployment`]: Deployments without ReplicaSets: rolling updates with maxSurge and
-//!   maxUnavailable, Recreate, scaling, pause, the status and conditions Kubernetes reports.
+//! - [`deployment`]: Deployments through ReplicaSets: rolling updates with maxSurge and
+//!   maxUnavailable, Recreate, scaling, pause, revisions and `revisionHistoryLimit`, the status
+//!   and conditions Kubernetes reports.
+//! - [`replicaset`]: ReplicaSets that own their pods: creation, deletion ranking, status.
 //! - [`job`]: Jobs with backoffLimit, activeDeadlineSeconds, ttlSecondsAfterFinished and the
 //!   terminal conditions of Kubernetes 1.31+.
 //! - [`cnpg`]: CloudNativePG `Cluster`s backed by a real Postgres: the `-app`/`-superuser`
@@ -48,7 +50,7 @@
 //!   `HOSTNAME` (the pod name), the spec's variables and `PORT`; no Service link variables.
 //! - Every container port and probe port is the container's one loopback `PORT`.
 //! - Lifecycle hooks (`postStart`, `preStop`), gRPC and HTTPS probes, sidecar init containers,
-//!   ReplicaSets (and so `kubectl rollout history/undo`), Job `completionMode: Indexed`,
+//!   Job `completionMode: Indexed`,
 //!   `podFailurePolicy` and `successPolicy`, quota scopes, and Events are not implemented.
 //! - Job pods carry no tracking finalizer: a Job pod deleted before it finished is not counted as
 //!   failed.
@@ -64,6 +66,7 @@ pub mod names;
 pub mod pods;
 pub mod quantity;
 pub mod quota;
+pub mod replicaset;
 pub mod service_proxy;
 
 use std::collections::BTreeMap;
@@ -377,6 +380,11 @@ impl Controllers {
         let tasks = vec![
             tokio::spawn(kubelet.clone().run(shutdown.clone())),
             tokio::spawn(deployment::run(
+                client.clone(),
+                config.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(replicaset::run(
                 client.clone(),
                 config.clone(),
                 shutdown.clone(),
