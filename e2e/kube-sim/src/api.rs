@@ -38,6 +38,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
         .fallback(handle)
+        .layer(axum::middleware::from_fn(protobuf_responses))
         .layer(axum::middleware::from_fn_with_state(
             state.cluster.clone(),
             crate::connect::intercept,
@@ -47,6 +48,66 @@ pub fn router(state: AppState) -> axum::Router {
             authenticate,
         ))
         .with_state(state)
+}
+
+/// Answers in protobuf whom asks for it first ("Kubernetes Protobuf encoding", API concepts):
+/// client-go's typed clients (kubectl's, Helm's) send `Accept: application/vnd.kubernetes.protobuf,
+/// application/json`, and kube-apiserver answers every built-in kind, list and Status in protobuf
+/// then. Tables and metadata-only answers (`;as=...`), custom resources, discovery and watch
+/// streams stay JSON, which such a client also accepts (kube-apiserver answers custom resources
+/// and discovery as JSON too; watch streams stay JSON here, see the README).
+async fn protobuf_responses(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let first_accepted = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|accept| accept.split(',').next())
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_owned();
+    let is_watch = request.uri().path().contains("/watch/")
+        || request.uri().query().is_some_and(|query| {
+            query
+                .split('&')
+                .any(|pair| pair == "watch=true" || pair == "watch=1")
+        });
+    let wants_protobuf = first_accepted.starts_with(crate::protobuf::CONTENT_TYPE)
+        && !first_accepted.contains("as=")
+        && !first_accepted.contains("stream=watch")
+        && !is_watch;
+    let response = next.run(request).await;
+    if !wants_protobuf
+        || response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_none_or(|value| value.as_bytes() != b"application/json")
+    {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return error_response(&ApiError::internal(
+            "kube-sim could not read its own answer",
+        ));
+    };
+    let encoded = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|object| crate::protobuf::encode(&object));
+    match encoded {
+        Some(Ok(protobuf)) => {
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::protobuf::CONTENT_TYPE),
+            );
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(protobuf))
+        }
+        Some(Err(error)) => error_response(&error),
+        None => Response::from_parts(parts, Body::from(bytes)),
+    }
 }
 
 /// Authenticates a request by its bearer token (see [`crate::authn`]): the user goes into the

@@ -21,7 +21,8 @@
 //! non-pointer's 0 (`hostPort: 0`) is the value Go would default to anyway, and only shows in
 //! the stored object where kube-apiserver's JSON leaves it out.
 //!
-//! Answers are JSON, which clients accept (they ask for protobuf with `*/*` as a fallback).
+//! Answers: [`encode`] writes built-in objects, lists and Status errors the same way, for clients
+//! whose first choice is protobuf (see `api::protobuf_responses`).
 
 use std::sync::OnceLock;
 
@@ -85,8 +86,10 @@ fn message_of(pool: &DescriptorPool, api_version: &str, kind: &str) -> Option<Me
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let own = package(group, version)
         .and_then(|package| pool.get_message_by_name(&format!("{package}.{kind}")));
+    // The meta kinds (DeleteOptions, Status, ...) come as `v1` or `meta.k8s.io/v1`.
     own.or_else(|| {
-        (group.is_empty() && kind.ends_with("Options"))
+        group
+            .is_empty()
             .then(|| {
                 pool.get_message_by_name(&format!("apimachinery.pkg.apis.meta.{version}.{kind}"))
             })
@@ -213,8 +216,15 @@ fn to_json(message: &DynamicMessage) -> Result<Value, ApiError> {
     }
     let schema_props =
         full_name.starts_with("apiextensions_apiserver.") && short == "JSONSchemaProps";
+    let inline = inline_fields(&message.descriptor());
     let mut map = Map::new();
     for (descriptor, value) in message.fields() {
+        if inline.contains(&descriptor) {
+            if let Value::Object(fields) = field_to_json(value)? {
+                map.extend(fields);
+            }
+            continue;
+        }
         // Go's protobuf code writes every non-pointer string, empty or not, and Go reads an empty
         // one back as unset: the defaulting that follows (`restartPolicy: Always`, `protocol:
         // TCP`, ...) sees no value. Its JSON leaves such a field out, so this does too.
@@ -343,6 +353,360 @@ fn go_duration(nanos: i64) -> String {
 fn trim(number: f64) -> String {
     let text = format!("{number:.9}");
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// `object` (JSON, as kube-sim stores and answers it) as a protobuf body: the magic, then a
+/// `runtime.Unknown` naming its apiVersion and kind around the object's message. `None` when the
+/// kind has no message here (custom resources, `Table`, discovery documents: kube-apiserver
+/// answers those as JSON too, since a client that asks for protobuf also accepts JSON).
+pub fn encode(object: &Value) -> Option<Result<Vec<u8>, ApiError>> {
+    let api_version = object.get("apiVersion")?.as_str()?;
+    let kind = object.get("kind")?.as_str()?;
+    let pool = pool()?;
+    let descriptor = message_of(pool, api_version, kind)?;
+    let unknown_type = pool.get_message_by_name("apimachinery.pkg.runtime.Unknown")?;
+    let type_meta_type = pool.get_message_by_name("apimachinery.pkg.runtime.TypeMeta")?;
+    Some((|| {
+        let raw = prost::Message::encode_to_vec(&from_json(&descriptor, object)?);
+        let mut type_meta = DynamicMessage::new(type_meta_type);
+        set_field(
+            &mut type_meta,
+            "apiVersion",
+            Field::String(api_version.to_owned()),
+        )?;
+        set_field(&mut type_meta, "kind", Field::String(kind.to_owned()))?;
+        let mut unknown = DynamicMessage::new(unknown_type);
+        set_field(&mut unknown, "typeMeta", Field::Message(type_meta))?;
+        set_field(&mut unknown, "raw", Field::Bytes(raw.into()))?;
+        set_field(
+            &mut unknown,
+            "contentEncoding",
+            Field::String(String::new()),
+        )?;
+        set_field(&mut unknown, "contentType", Field::String(String::new()))?;
+        let mut body = MAGIC.to_vec();
+        body.extend(prost::Message::encode_to_vec(&unknown));
+        Ok(body)
+    })())
+}
+
+fn set_field(message: &mut DynamicMessage, name: &str, value: Field) -> Result<(), ApiError> {
+    message.try_set_field_by_name(name, value).map_err(|error| {
+        ApiError::internal(format!(
+            "encoding {}.{name} as protobuf: {error}",
+            message.descriptor().full_name()
+        ))
+    })
+}
+
+fn unencodable(what: &str, value: &Value) -> ApiError {
+    ApiError::internal(format!(
+        "kube-sim cannot encode {value} as a protobuf {what}"
+    ))
+}
+
+/// The message `descriptor` holding `value`: the reverse of [`to_json`] (unknown and null fields
+/// are left out).
+fn from_json(descriptor: &MessageDescriptor, value: &Value) -> Result<DynamicMessage, ApiError> {
+    let mut message = DynamicMessage::new(descriptor.clone());
+    let full_name = descriptor.full_name().to_owned();
+    let short = full_name.rsplit('.').next().unwrap_or_default().to_owned();
+    let apiextensions = full_name.starts_with("apiextensions_apiserver.");
+    let raw = |value: &Value| Field::Bytes(value.to_string().into_bytes().into());
+    match (full_name.as_str(), short.as_str()) {
+        ("apimachinery.pkg.api.resource.Quantity", _) => {
+            let text = match value {
+                Value::String(text) => text.clone(),
+                Value::Number(number) => number.to_string(),
+                other => return Err(unencodable("Quantity", other)),
+            };
+            set_field(&mut message, "string", Field::String(text))?;
+        }
+        ("apimachinery.pkg.util.intstr.IntOrString", _) => match value {
+            Value::String(text) => {
+                set_field(&mut message, "type", Field::I64(1))?;
+                set_field(&mut message, "strVal", Field::String(text.clone()))?;
+            }
+            Value::Number(number) => {
+                let int = number
+                    .as_i64()
+                    .and_then(|n| i32::try_from(n).ok())
+                    .ok_or_else(|| unencodable("IntOrString", value))?;
+                set_field(&mut message, "type", Field::I64(0))?;
+                set_field(&mut message, "intVal", Field::I32(int))?;
+            }
+            other => return Err(unencodable("IntOrString", other)),
+        },
+        ("apimachinery.pkg.apis.meta.v1.Time" | "apimachinery.pkg.apis.meta.v1.MicroTime", _) => {
+            let text = value.as_str().ok_or_else(|| unencodable("Time", value))?;
+            let time: jiff::Timestamp = text.parse().map_err(|_| unencodable("Time", value))?;
+            set_field(&mut message, "seconds", Field::I64(time.as_second()))?;
+            if short == "MicroTime" {
+                set_field(&mut message, "nanos", Field::I32(time.subsec_nanosecond()))?;
+            }
+        }
+        ("apimachinery.pkg.apis.meta.v1.Duration", _) => {
+            let text = value
+                .as_str()
+                .ok_or_else(|| unencodable("Duration", value))?;
+            let span: jiff::SignedDuration =
+                text.parse().map_err(|_| unencodable("Duration", value))?;
+            let nanos =
+                i64::try_from(span.as_nanos()).map_err(|_| unencodable("Duration", value))?;
+            set_field(&mut message, "duration", Field::I64(nanos))?;
+        }
+        ("apimachinery.pkg.apis.meta.v1.Verbs", _) => {
+            let items = value
+                .as_array()
+                .ok_or_else(|| unencodable("Verbs", value))?
+                .iter()
+                .map(|verb| Field::String(verb.as_str().unwrap_or_default().to_owned()))
+                .collect();
+            set_field(&mut message, "items", Field::List(items))?;
+        }
+        ("apimachinery.pkg.apis.meta.v1.FieldsV1", _) => {
+            set_field(&mut message, "Raw", raw(value))?
+        }
+        ("apimachinery.pkg.runtime.RawExtension", _) => set_field(&mut message, "raw", raw(value))?,
+        (_, "JSON") if apiextensions => set_field(&mut message, "raw", raw(value))?,
+        (_, "JSONSchemaPropsOrBool") if apiextensions => match value {
+            Value::Bool(allows) => set_field(&mut message, "allows", Field::Bool(*allows))?,
+            schema => {
+                set_field(&mut message, "allows", Field::Bool(true))?;
+                let field = message_field(descriptor, "schema")?;
+                set_field(
+                    &mut message,
+                    "schema",
+                    Field::Message(from_json(&field, schema)?),
+                )?;
+            }
+        },
+        (_, "JSONSchemaPropsOrArray") if apiextensions => {
+            let field = message_field(descriptor, "schema")?;
+            match value {
+                Value::Array(schemas) => {
+                    let list = schemas
+                        .iter()
+                        .map(|schema| from_json(&field, schema).map(Field::Message))
+                        .collect::<Result<_, _>>()?;
+                    set_field(&mut message, "jSONSchemas", Field::List(list))?;
+                }
+                schema => set_field(
+                    &mut message,
+                    "schema",
+                    Field::Message(from_json(&field, schema)?),
+                )?,
+            }
+        }
+        (_, "JSONSchemaPropsOrStringArray") if apiextensions => match value {
+            Value::Array(names) => {
+                let list = names
+                    .iter()
+                    .map(|name| Field::String(name.as_str().unwrap_or_default().to_owned()))
+                    .collect();
+                set_field(&mut message, "property", Field::List(list))?;
+            }
+            schema => {
+                let field = message_field(descriptor, "schema")?;
+                set_field(
+                    &mut message,
+                    "schema",
+                    Field::Message(from_json(&field, schema)?),
+                )?;
+            }
+        },
+        _ => {
+            let Some(object) = value.as_object() else {
+                return Err(unencodable(&full_name, value));
+            };
+            let schema_props = apiextensions && short == "JSONSchemaProps";
+            let inline = inline_fields(descriptor);
+            for (key, item) in object {
+                if item.is_null() {
+                    continue;
+                }
+                let name = if schema_props {
+                    schema_props_field(key)
+                } else {
+                    key.clone()
+                };
+                // What the message does not have (apiVersion and kind of the object itself,
+                // which the envelope carries) is left out.
+                let Some(field) = descriptor.get_field_by_name(&name) else {
+                    continue;
+                };
+                if inline.contains(&field) {
+                    continue;
+                }
+                let encoded = field_from_json(&field, item)?;
+                message.set_field(&field, encoded);
+            }
+            for field in inline {
+                if let Some(embedded) = field.kind().as_message() {
+                    let part = from_json(embedded, value)?;
+                    if part.fields().next().is_some() {
+                        message.set_field(&field, Field::Message(part));
+                    }
+                }
+            }
+        }
+    }
+    Ok(message)
+}
+
+/// The fields of `descriptor` that Go embeds inline (`json:",inline"`): their own fields are the
+/// parent's in JSON, while protobuf nests them under a field of their own (a Probe's `handler`, a
+/// Volume's `volumeSource`, the `localObjectReference` of a `secretKeyRef`). They are the message
+/// fields the type's OpenAPI schema (the one kube-sim serves) does not list.
+fn inline_fields(descriptor: &MessageDescriptor) -> Vec<prost_reflect::FieldDescriptor> {
+    let full_name = descriptor.full_name();
+    let definition = if let Some(rest) = full_name.strip_prefix("apiextensions_apiserver.") {
+        format!("io.k8s.apiextensions-apiserver.{rest}")
+    } else {
+        format!("io.k8s.{full_name}")
+    };
+    let Some(properties) = crate::shape::builtin_defs()
+        .get(&definition)
+        .and_then(|schema| schema.get("properties"))
+        .and_then(Value::as_object)
+    else {
+        return Vec::new();
+    };
+    descriptor
+        .fields()
+        .filter(|field| {
+            !field.is_list()
+                && !field.is_map()
+                && field.kind().as_message().is_some()
+                && !properties.contains_key(field.name())
+        })
+        .collect()
+}
+
+/// The proto name of a `JSONSchemaProps` JSON key: the reverse of [`schema_props_key`].
+fn schema_props_field(key: &str) -> String {
+    match key {
+        "$ref" => "ref".to_owned(),
+        "$schema" => "schema".to_owned(),
+        _ => match key.strip_prefix("x-kubernetes-") {
+            Some(rest) => {
+                let mut name = String::from("xKubernetes");
+                let mut upper = true;
+                for c in rest.chars() {
+                    if c == '-' {
+                        upper = true;
+                    } else if upper {
+                        name.push(c.to_ascii_uppercase());
+                        upper = false;
+                    } else {
+                        name.push(c);
+                    }
+                }
+                name
+            }
+            None => key.to_owned(),
+        },
+    }
+}
+
+fn message_field(
+    descriptor: &MessageDescriptor,
+    name: &str,
+) -> Result<MessageDescriptor, ApiError> {
+    descriptor
+        .get_field_by_name(name)
+        .and_then(|field| field.kind().as_message().cloned())
+        .ok_or_else(|| {
+            ApiError::internal(format!(
+                "no message field {name} in {}",
+                descriptor.full_name()
+            ))
+        })
+}
+
+fn field_from_json(
+    field: &prost_reflect::FieldDescriptor,
+    value: &Value,
+) -> Result<Field, ApiError> {
+    if field.is_map() {
+        let entry = field
+            .kind()
+            .as_message()
+            .cloned()
+            .ok_or_else(|| unencodable(field.full_name(), value))?;
+        let value_field = entry.map_entry_value_field();
+        let mut map = std::collections::HashMap::new();
+        for (key, item) in value
+            .as_object()
+            .ok_or_else(|| unencodable(field.full_name(), value))?
+        {
+            if item.is_null() {
+                continue;
+            }
+            map.insert(
+                MapKey::String(key.clone()),
+                single_from_json(&value_field, item)?,
+            );
+        }
+        return Ok(Field::Map(map));
+    }
+    if field.is_list() {
+        let items = value
+            .as_array()
+            .ok_or_else(|| unencodable(field.full_name(), value))?
+            .iter()
+            .map(|item| single_from_json(field, item))
+            .collect::<Result<_, _>>()?;
+        return Ok(Field::List(items));
+    }
+    single_from_json(field, value)
+}
+
+fn single_from_json(
+    field: &prost_reflect::FieldDescriptor,
+    value: &Value,
+) -> Result<Field, ApiError> {
+    use prost_reflect::Kind;
+    let bad = || unencodable(field.full_name(), value);
+    Ok(match field.kind() {
+        Kind::Message(descriptor) => Field::Message(from_json(&descriptor, value)?),
+        Kind::String => Field::String(match value {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        }),
+        Kind::Bool => Field::Bool(value.as_bool().ok_or_else(bad)?),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => Field::I32(
+            value
+                .as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .ok_or_else(bad)?,
+        ),
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Field::I64(value.as_i64().ok_or_else(bad)?),
+        Kind::Uint32 | Kind::Fixed32 => Field::U32(
+            value
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(bad)?,
+        ),
+        Kind::Uint64 | Kind::Fixed64 => Field::U64(value.as_u64().ok_or_else(bad)?),
+        Kind::Double => Field::F64(value.as_f64().ok_or_else(bad)?),
+        Kind::Float => Field::F32(value.as_f64().ok_or_else(bad)? as f32),
+        Kind::Bytes => {
+            let text = value.as_str().ok_or_else(bad)?;
+            Field::Bytes(
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(|_| bad())?
+                    .into(),
+            )
+        }
+        Kind::Enum(_) => Field::EnumNumber(
+            value
+                .as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .ok_or_else(bad)?,
+        ),
+    })
 }
 
 /// The content type of the OpenAPI v2 document in protobuf (gnostic's `openapi.v2.Document`),
@@ -906,6 +1270,79 @@ mod tests {
         assert_eq!(
             text(&spec, "_ref"),
             "#/definitions/io.k8s.api.apps.v1.DeploymentSpec"
+        );
+    }
+
+    /// What kube-sim answers in protobuf reads back as the JSON it holds: int-or-strings,
+    /// quantities, times, bytes, maps, lists and nested messages survive the round trip.
+    #[test]
+    fn an_object_encodes_and_decodes_back_to_the_same_json() {
+        let deployment = json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop", "creationTimestamp": "2023-11-14T22:13:20Z",
+                "labels": {"app": "web"}, "generation": 3},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": {"app": "web"}},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 1}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "app:1",
+                        "resources": {"limits": {"memory": "128Mi"}, "requests": {"cpu": "100m"}},
+                        "ports": [{"containerPort": 8080, "protocol": "TCP"}]}]}
+                }
+            },
+            "status": {"conditions": [{"type": "Available", "status": "True",
+                "lastTransitionTime": "2023-11-14T22:13:21Z", "reason": "MinimumReplicasAvailable"}]}
+        });
+        let bytes = encode(&deployment).expect("a message").expect("encodes");
+        assert_eq!(decode(&bytes).unwrap(), deployment);
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+            "type": "Opaque", "data": {"password": "czNjcmV0"}});
+        let bytes = encode(&secret).expect("a message").expect("encodes");
+        assert_eq!(decode(&bytes).unwrap(), secret);
+        let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget"});
+        assert!(
+            encode(&widget).is_none(),
+            "custom resources are answered as JSON"
+        );
+    }
+
+    /// Go embeds a Probe's handler and a selector's LocalObjectReference inline in JSON, while
+    /// protobuf nests them: both directions put them where each format has them.
+    #[test]
+    fn inline_embedded_fields_are_flat_in_json_and_nested_in_protobuf() {
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "i",
+                "readinessProbe": {"httpGet": {"path": "/ready", "port": 3000}, "periodSeconds": 1},
+                "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]}],
+                "volumes": [{"name": "data", "emptyDir": {}}]}
+        });
+        let bytes = encode(&pod).expect("a message").expect("encodes");
+        assert_eq!(decode(&bytes).unwrap(), pod);
+        let envelope = Unknown::decode(&bytes[4..]).unwrap();
+        let typed = core::Pod::decode(envelope.raw.unwrap().as_slice()).unwrap();
+        let container = &typed.spec.unwrap().containers[0];
+        let probe = container.readiness_probe.as_ref().unwrap();
+        let http_get = probe.handler.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(http_get.path.as_deref(), Some("/ready"));
+        let selector = container.env[0]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            selector
+                .local_object_reference
+                .as_ref()
+                .unwrap()
+                .name
+                .as_deref(),
+            Some("db")
         );
     }
 }

@@ -2599,3 +2599,103 @@ async fn scale_subresource_reads_and_writes_the_replica_count() {
         );
     }
 }
+
+/// "Kubernetes Protobuf encoding" (API concepts): a client whose first choice is
+/// `application/vnd.kubernetes.protobuf` (client-go's typed clients: kubectl's, Helm's) gets
+/// built-in objects, lists and Status errors in protobuf: the `k8s\0` magic and a `runtime.Unknown`
+/// around the message, which k8s-pb's typed messages (an independent decoder) read back. A client
+/// that asks for JSON first, or for a Table, gets JSON.
+#[tokio::test]
+async fn protobuf_is_answered_to_clients_that_ask_for_it_first() {
+    use k8s_pb::api::core::v1::{Secret as PbSecret, SecretList};
+    use k8s_pb::apimachinery::pkg::apis::meta::v1::Status as PbStatus;
+    use k8s_pb::apimachinery::pkg::runtime::Unknown;
+    use prost::Message;
+    let (_s, client) = start().await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::default_namespaced(client.clone());
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "db", "labels": {"app": "shop"}},
+        "type": "Opaque",
+        "data": {"password": "czNjcmV0"}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+
+    let get = |path: &'static str, accept: &'static str| {
+        let client = client.clone();
+        async move {
+            let request = http::Request::builder()
+                .uri(path)
+                .header("Accept", accept)
+                .body(kube::client::Body::empty())
+                .unwrap();
+            let response = client.send(request).await.unwrap();
+            let code = response.status().as_u16();
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .map(|value| value.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let bytes = response.into_body().collect_bytes().await.unwrap();
+            (code, content_type, bytes.to_vec())
+        }
+    };
+    let unwrap_envelope = |bytes: &[u8]| {
+        let envelope = bytes.strip_prefix(b"k8s\0").expect("the protobuf magic");
+        Unknown::decode(envelope).expect("a runtime.Unknown")
+    };
+    let protobuf_first = "application/vnd.kubernetes.protobuf, application/json";
+
+    let (code, content_type, body) =
+        get("/api/v1/namespaces/default/secrets/db", protobuf_first).await;
+    assert_eq!(
+        (code, content_type.as_str()),
+        (200, "application/vnd.kubernetes.protobuf")
+    );
+    let unknown = unwrap_envelope(&body);
+    let type_meta = unknown.type_meta.unwrap();
+    assert_eq!(type_meta.api_version.as_deref(), Some("v1"));
+    assert_eq!(type_meta.kind.as_deref(), Some("Secret"));
+    let secret = PbSecret::decode(unknown.raw.unwrap().as_slice()).unwrap();
+    let metadata = secret.metadata.unwrap();
+    assert_eq!(metadata.name.as_deref(), Some("db"));
+    assert!(metadata.creation_timestamp.unwrap().seconds.unwrap() > 1_700_000_000);
+    assert_eq!(
+        secret.data.get("password").map(Vec::as_slice),
+        Some(&b"s3cret"[..])
+    );
+
+    let (_, _, body) = get("/api/v1/namespaces/default/secrets", protobuf_first).await;
+    let list = SecretList::decode(unwrap_envelope(&body).raw.unwrap().as_slice()).unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert!(list.metadata.unwrap().resource_version.is_some());
+
+    let (code, content_type, body) =
+        get("/api/v1/namespaces/default/secrets/nope", protobuf_first).await;
+    assert_eq!(
+        (code, content_type.as_str()),
+        (404, "application/vnd.kubernetes.protobuf")
+    );
+    let status = PbStatus::decode(unwrap_envelope(&body).raw.unwrap().as_slice()).unwrap();
+    assert_eq!(status.reason.as_deref(), Some("NotFound"));
+    assert_eq!(status.code, Some(404));
+
+    let (_, content_type, _) = get(
+        "/api/v1/namespaces/default/secrets/db",
+        "application/json, application/vnd.kubernetes.protobuf",
+    )
+    .await;
+    assert_eq!(content_type, "application/json");
+    let (_, content_type, _) = get(
+        "/api/v1/namespaces/default/secrets",
+        "application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io, application/json",
+    )
+    .await;
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+}
