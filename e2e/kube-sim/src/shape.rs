@@ -291,6 +291,7 @@ fn generate_builtin_defs() -> Map<String, Value> {
         api::core::v1::Event => ("", "v1", "Event"),
         api::core::v1::ResourceQuota => ("", "v1", "ResourceQuota"),
         api::core::v1::LimitRange => ("", "v1", "LimitRange"),
+        api::core::v1::PersistentVolumeClaim => ("", "v1", "PersistentVolumeClaim"),
         api::apps::v1::Deployment => ("apps", "v1", "Deployment"),
         api::batch::v1::Job => ("batch", "v1", "Job"),
         api::policy::v1::PodDisruptionBudget => ("policy", "v1", "PodDisruptionBudget"),
