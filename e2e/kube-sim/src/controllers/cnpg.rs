@@ -455,6 +455,17 @@ impl CnpgController {
                         if let Some(previous) = volumes.attach(claim_uid, server.clone()) {
                             tokio::task::spawn_blocking(move || drop(previous));
                         }
+                        if volumes.is_deleted(claim_uid) {
+                            // The claim went while the server started.
+                            if let Some(server) = volumes.detach(claim_uid) {
+                                tokio::task::spawn_blocking(move || drop(server));
+                            }
+                            return Err(Error::InvalidObject {
+                                object: format!("PersistentVolumeClaim {namespace}/{primary}"),
+                                field: "metadata.uid".to_owned(),
+                                message: "deleted while its Postgres started".to_owned(),
+                            });
+                        }
                         self.lock_servers().insert(
                             claim_uid.to_owned(),
                             ServerEntry {
@@ -912,6 +923,12 @@ async fn ensure_instances(
                     .map_err(kube_error(format!("creating pod {namespace}/{name}")))?
             }
         };
+        // The server running as this pod's container stops when the pod is gone.
+        for entry in controller.lock_servers().values_mut() {
+            if entry.namespace == namespace && entry.pod == name {
+                entry.pod_seen = true;
+            }
+        }
         let ready = super::pods::is_ready(&pod) && super::pods::phase(&pod) == "Running";
         if !ready {
             let image = pod
@@ -1090,6 +1107,24 @@ async fn read_secret(api: &Api<Secret>, name: &str) -> Result<Option<BTreeMap<St
 
 async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>) -> Result<Action> {
     if is_terminating(&cluster.metadata) {
+        return Ok(Action::await_change());
+    }
+    // The cache may hold a Cluster that has just been deleted: nothing is created for it (its
+    // claims would outlive it until garbage collection, and start servers on dying volumes).
+    let current = Api::<DynamicObject>::namespaced_with(
+        controller.inner.client.clone(),
+        &cluster.namespace().unwrap_or_default(),
+        &cluster_resource(),
+    )
+    .get_opt(&cluster.name_any())
+    .await
+    .map_err(kube_error(format!(
+        "reading Cluster {}",
+        cluster.name_any()
+    )))?;
+    if current
+        .is_none_or(|current| current.uid() != cluster.uid() || is_terminating(&current.metadata))
+    {
         return Ok(Action::await_change());
     }
     let name = cluster.name_any();

@@ -57,6 +57,8 @@ pub struct Volumes {
     root: PathBuf,
     _temporary: Option<tempfile::TempDir>,
     attached: Mutex<HashMap<String, Attachment>>,
+    /// Volumes deleted: never created again (a late user of a deleted claim gets an error).
+    deleted: Mutex<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Volumes {
@@ -96,6 +98,7 @@ impl Volumes {
             root,
             _temporary: temporary,
             attached: Mutex::new(HashMap::new()),
+            deleted: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -110,6 +113,18 @@ impl Volumes {
                 object: "PersistentVolumeClaim".to_owned(),
                 field: "metadata.uid".to_owned(),
                 message: format!("{uid:?} cannot name a volume directory"),
+            });
+        }
+        if self
+            .deleted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(uid)
+        {
+            return Err(Error::InvalidObject {
+                object: "PersistentVolumeClaim".to_owned(),
+                field: "metadata.uid".to_owned(),
+                message: format!("the volume of claim {uid} has been deleted"),
             });
         }
         let path = self.root.join(uid);
@@ -144,6 +159,14 @@ impl Volumes {
         self.lock().insert(uid.to_owned(), attachment)
     }
 
+    /// Whether volume `uid` has been deleted.
+    pub fn is_deleted(&self, uid: &str) -> bool {
+        self.deleted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(uid)
+    }
+
     /// Detaches what is attached to volume `uid`; the caller drops it (off the async runtime).
     pub fn detach(&self, uid: &str) -> Option<Attachment> {
         self.lock().remove(uid)
@@ -159,6 +182,10 @@ impl Volumes {
         if !is_safe_uid(uid) {
             return Ok(());
         }
+        self.deleted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uid.to_owned());
         if let Some(attachment) = self.detach(uid) {
             let _ = tokio::task::spawn_blocking(move || drop(attachment)).await;
         }
@@ -410,6 +437,7 @@ async fn sweep(
     seen.extend(live.iter().cloned());
     let mut known = volumes.on_disk();
     known.extend(volumes.attached_uids());
+    tracing::debug!(?live, ?known, ?seen, "volume sweep");
     for uid in known.difference(&live) {
         if !seen.contains(uid) {
             continue;
