@@ -1030,7 +1030,10 @@ async fn run_unmapped(
     };
     tokio::select! {
         () = lifecycle => completed(false),
-        _grace = stopped(stop) => completed(true),
+        _grace = stopped(stop) => {
+            context.events.normal("Killing", format!("Stopping container {}", context.spec.name));
+            completed(true)
+        }
     }
 }
 

@@ -22,7 +22,8 @@
 //! instance pods itself).
 //!
 //! In instant mode no process runs: pods are Running and Ready at once (Succeeded at once when
-//! their restartPolicy is Never or OnFailure), and deletion completes at once.
+//! their restartPolicy is Never or OnFailure), and deletion completes at once; images are not
+//! checked and no Events are recorded (it exists for benchmarks).
 
 pub mod container;
 pub mod env;
