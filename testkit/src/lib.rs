@@ -421,6 +421,31 @@ mod tests {
         assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     }
 
+    /// A server started in a directory of the caller's leaves it behind, and a server started
+    /// again there runs on the same cluster (no second `initdb`).
+    #[test]
+    fn postgres_in_a_kept_directory_leaves_its_data_for_the_next_server() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = TempPostgres::start_in(dir.path()).expect("postgres starts");
+        let port = first.port();
+        drop(first);
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+        let version = dir.path().join("data/PG_VERSION");
+        assert!(version.is_file(), "the data directory stays");
+        let created = std::fs::metadata(&version)
+            .and_then(|meta| meta.modified())
+            .expect("mtime");
+        let second = TempPostgres::start_in(dir.path()).expect("postgres starts again");
+        assert!(std::net::TcpStream::connect(("127.0.0.1", second.port())).is_ok());
+        assert_eq!(
+            std::fs::metadata(&version)
+                .and_then(|meta| meta.modified())
+                .expect("mtime"),
+            created,
+            "no second initdb"
+        );
+    }
+
     #[test]
     fn redis_starts_and_stops() {
         let redis = TempRedis::start().expect("redis starts");

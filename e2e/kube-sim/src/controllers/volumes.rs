@@ -557,6 +557,30 @@ mod tests {
         assert_eq!(plan_claim(&deleted, &[]), ClaimPlan::Release);
     }
 
+    /// Reclaim policy `Delete`: what runs on the volume is stopped (dropped) before the
+    /// directory goes, and a deleted volume is never created again.
+    #[tokio::test]
+    async fn deleting_a_volume_stops_what_is_attached_and_removes_its_directory() {
+        struct Server(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Server {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let state = tempfile::tempdir().expect("state dir");
+        let volumes = Volumes::new(Some(state.path())).expect("volumes");
+        let path = volumes.path("u-1").expect("path");
+        std::fs::write(path.join("file"), b"data").expect("written");
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        volumes.attach("u-1", Arc::new(Server(stopped.clone())));
+        assert!(volumes.attached::<Server>("u-1").is_some());
+        volumes.delete("u-1").await.expect("deleted");
+        assert!(stopped.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(!path.exists());
+        assert!(volumes.path("u-1").is_err(), "not created again");
+        assert!(volumes.on_disk().is_empty());
+    }
+
     #[test]
     fn only_uids_name_volume_directories() {
         assert!(is_safe_uid("0b3c6f0e-4d7a-4f8e-9a51-2f6d1c0b7e11"));
