@@ -360,3 +360,60 @@ async fn a_claim_deleted_while_in_use_waits_for_its_pod_then_takes_its_data() {
     );
     sim.stop().await;
 }
+
+/// "Storage Resource Quota": the instances' claims count against the namespace's quota
+/// (`requests.storage`, `persistentvolumeclaims`); a claim that would exceed it is forbidden, so
+/// the Cluster stays in `Setting up primary` with kube-apiserver's message, as CNPG's would.
+#[tokio::test]
+async fn claims_count_against_the_storage_quota_and_are_refused_over_it() {
+    let state = tempfile::tempdir().expect("state dir");
+    let sim = sim(state.path()).await;
+    let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> =
+        Api::namespaced(sim.client.clone(), "default");
+    quotas
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "budget"},
+                "spec": {"hard": {"requests.storage": "1Gi", "persistentvolumeclaims": "5"}}}))
+            .expect("quota"),
+        )
+        .await
+        .expect("quota created");
+    create_cluster(&sim, "fits", 1).await;
+    wait_for("the quota to count the claim", WAIT, || async {
+        let used = quotas.get("budget").await.ok()?.status?.used?;
+        (used.get("requests.storage")?.0 == "1Gi" && used.get("persistentvolumeclaims")?.0 == "1")
+            .then_some(())
+    })
+    .await;
+
+    let over: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+        "metadata": {"name": "over", "namespace": "default"},
+        "spec": {"instances": 1, "storage": {"size": "1Gi"}}
+    }))
+    .expect("cluster");
+    let clusters = clusters(&sim.client);
+    clusters
+        .create(&PostParams::default(), &over)
+        .await
+        .expect("cluster created");
+    let reason = wait_for("the Cluster to report the refusal", WAIT, || async {
+        let cluster = clusters.get("over").await.ok()?;
+        let reason = cluster
+            .data
+            .pointer("/status/phaseReason")?
+            .as_str()?
+            .to_owned();
+        reason.contains("exceeded quota").then_some(reason)
+    })
+    .await;
+    assert!(
+        reason.contains(
+            "exceeded quota: budget, requested: requests.storage=1Gi, used: requests.storage=1Gi, limited: requests.storage=1Gi"
+        ),
+        "{reason}"
+    );
+    assert!(claim(&sim, "over-1").await.is_none());
+    sim.stop().await;
+}

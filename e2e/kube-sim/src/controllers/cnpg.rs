@@ -1141,7 +1141,24 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
     let claims = if matches!(controller.inner.config.postgres, PostgresSource::None) {
         Vec::new()
     } else {
-        match ensure_claims(&client, &cluster, settings.instances).await? {
+        let ensured = match ensure_claims(&client, &cluster, settings.instances).await {
+            Ok(ensured) => ensured,
+            Err(error) => {
+                // E.g. a claim over the namespace's storage quota: say so, as CNPG's status does.
+                controller
+                    .set_status(
+                        &cluster,
+                        setting_up_status(
+                            settings.instances,
+                            &with_sources(&error),
+                            cluster.data.get("status"),
+                        ),
+                    )
+                    .await?;
+                return Err(error);
+            }
+        };
+        match ensured {
             Some(claims) => claims,
             None => {
                 controller
@@ -1334,6 +1351,18 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
         )
         .await?;
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// An error with its causes, `: `-separated.
+fn with_sources(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn error_policy(

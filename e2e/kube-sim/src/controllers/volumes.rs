@@ -300,7 +300,16 @@ pub fn plan_claim(claim: &PersistentVolumeClaim, pods: &[Pod]) -> ClaimPlan {
     }
 }
 
-/// Admission of new claims: the default storage class and the in-use protection finalizer.
+fn parse<T: serde::de::DeserializeOwned>(values: Vec<Value>) -> Vec<T> {
+    values
+        .into_iter()
+        .filter_map(|value| serde_json::from_value(value).ok())
+        .collect()
+}
+
+/// Admission of new claims: the default storage class, the in-use protection finalizer, and the
+/// namespace's ResourceQuotas ([`super::admission::check_claim_quotas`]; the quotas' `used` is
+/// updated in the same step, as for pods).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ClaimAdmission;
 
@@ -309,7 +318,7 @@ impl AdmissionHook for ClaimAdmission {
         &self,
         request: &AdmissionRequest<'_>,
         object: &mut Value,
-        _context: &mut AdmissionContext<'_>,
+        context: &mut AdmissionContext<'_>,
     ) -> std::result::Result<(), ApiRejection> {
         if !(request.group.is_empty()
             && request.resource == "persistentvolumeclaims"
@@ -331,6 +340,33 @@ impl AdmissionHook for ClaimAdmission {
                 && !list.iter().any(|f| f.as_str() == Some(PVC_PROTECTION))
             {
                 list.push(json!(PVC_PROTECTION));
+            }
+        }
+        let claim: PersistentVolumeClaim =
+            serde_json::from_value(object.clone()).map_err(|error| ApiRejection {
+                message: format!("kube-sim cannot read the claim for admission: {error}"),
+            })?;
+        let namespace = request.namespace;
+        let quotas: Vec<k8s_openapi::api::core::v1::ResourceQuota> =
+            parse(context.list("", "resourcequotas", Some(namespace)));
+        let mut claims: Vec<PersistentVolumeClaim> =
+            parse(context.list("", "persistentvolumeclaims", Some(namespace)));
+        super::admission::check_claim_quotas(&claim, &quotas, &claims).map_err(|rejection| {
+            ApiRejection {
+                message: rejection.message,
+            }
+        })?;
+        if quotas.is_empty() {
+            return Ok(());
+        }
+        let pods: Vec<Pod> = parse(context.list("", "pods", Some(namespace)));
+        claims.push(claim);
+        for quota in &quotas {
+            let status = super::admission::quota_status(quota, pods.iter(), claims.iter());
+            if quota.status.as_ref() != Some(&status)
+                && let Ok(value) = serde_json::to_value(&status)
+            {
+                context.update_status("", "resourcequotas", namespace, &quota.name_any(), value);
             }
         }
         Ok(())
