@@ -217,6 +217,10 @@ async fn each_instance_gets_a_bound_claim_built_and_owned_as_cloudnative_pg_does
 
 #[tokio::test]
 async fn deleting_a_cluster_collects_its_claims_and_their_data() {
+    // The controllers' warnings (a volume that cannot be removed) in the test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("kube_sim=warn")
+        .try_init();
     let state = tempfile::tempdir().expect("state dir");
     let sim = sim(state.path()).await;
     create_cluster(&sim, "db", 1).await;

@@ -461,26 +461,40 @@ fn error_policy(
     Action::requeue(Duration::from_secs(2))
 }
 
-/// Deletes the volumes whose claim is gone (reclaim policy `Delete`): those of claims seen
-/// before (`seen`) and not there any more. A volume of a claim this controller has not seen yet
-/// (created a moment ago) is left alone.
-async fn sweep(
-    volumes: &Volumes,
-    claims: &Store<PersistentVolumeClaim>,
-    seen: &mut BTreeSet<String>,
-) {
+/// Sweeps in a row a volume may miss its claim before it is deleted although its claim was never
+/// seen (a claim created a moment ago may not have reached this controller's cache yet).
+const UNSEEN_SWEEPS: u32 = 5;
+
+/// What the sweep remembers between runs.
+#[derive(Debug, Default)]
+struct SweepState {
+    /// Claims seen in the cache.
+    seen: BTreeSet<String>,
+    /// Volumes whose claim was never seen, with the number of sweeps that missed it.
+    missing: HashMap<String, u32>,
+}
+
+/// Deletes the volumes whose claim is gone (reclaim policy `Delete`): those of claims seen before
+/// and not there any more, and those whose claim has not been seen in [`UNSEEN_SWEEPS`] sweeps.
+async fn sweep(volumes: &Volumes, claims: &Store<PersistentVolumeClaim>, state: &mut SweepState) {
     let live: BTreeSet<String> = claims.state().iter().filter_map(|c| c.uid()).collect();
-    seen.extend(live.iter().cloned());
+    state.seen.extend(live.iter().cloned());
+    state.missing.retain(|uid, _| !live.contains(uid));
     let mut known = volumes.on_disk();
     known.extend(volumes.attached_uids());
-    tracing::debug!(?live, ?known, ?seen, "volume sweep");
     for uid in known.difference(&live) {
-        if !seen.contains(uid) {
+        let gone = state.seen.contains(uid) || {
+            let misses = state.missing.entry(uid.clone()).or_insert(0);
+            *misses += 1;
+            *misses >= UNSEEN_SWEEPS
+        };
+        if !gone {
             continue;
         }
         match volumes.delete(uid).await {
             Ok(()) => {
-                seen.remove(uid);
+                state.seen.remove(uid);
+                state.missing.remove(uid);
             }
             Err(error) => tracing::warn!(%error, "deleting a volume"),
         }
@@ -520,9 +534,9 @@ pub async fn run(
         if store.wait_until_ready().await.is_err() {
             return;
         }
-        let mut seen = BTreeSet::new();
+        let mut state = SweepState::default();
         loop {
-            sweep(&volumes, &store, &mut seen).await;
+            sweep(&volumes, &store, &mut state).await;
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     };
