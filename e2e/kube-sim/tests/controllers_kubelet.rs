@@ -268,6 +268,19 @@ async fn liveness_failure_restarts_the_container_and_exit_codes_are_reported() {
             .contains("Liveness probe failed"),
         "the termination names the probe"
     );
+    let events = pod_events(&sim, "flaky").await;
+    assert!(
+        events.iter().any(|(t, r, m, _)| t == "Warning"
+            && r == "Unhealthy"
+            && m.starts_with("Liveness probe failed: ")),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|(t, r, m, _)| t == "Normal"
+            && r == "Killing"
+            && m == "Container app failed liveness probe, will be restarted"),
+        "{events:?}"
+    );
 
     let failing = json!({"restartPolicy": "Never", "containers": [{"name": "app", "image": SIM_POD_IMAGE,
         "env": [{"name": "SIM_POD_EXIT_CODE", "value": "3"}]}]});
@@ -563,5 +576,37 @@ async fn a_container_s_life_and_its_failing_probe_are_recorded_as_events() {
             })
     })
     .await;
+    sim.stop().await;
+}
+
+/// A container that keeps failing is restarted with back-off, and the kubelet records `BackOff`
+/// ("Back-off restarting failed container NAME in pod NAME_NAMESPACE(UID)") while it waits.
+#[tokio::test]
+async fn a_crash_looping_container_records_back_off() {
+    let sim = Sim::start(ControllersConfig {
+        backoff_base: Duration::from_secs(1),
+        ..ControllersConfig::default()
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    let spec = json!({"containers": [{"name": "app", "image": SIM_POD_IMAGE,
+        "env": [{"name": "SIM_POD_EXIT_CODE", "value": "1"}]}]});
+    let created = pods
+        .create(&PostParams::default(), &pod("crash", spec))
+        .await
+        .expect("pod created");
+    let uid = created.metadata.uid.expect("uid");
+    let back_off = wait_for("the BackOff Event", Duration::from_secs(60), || async {
+        pod_events(&sim, "crash")
+            .await
+            .into_iter()
+            .find(|(_, reason, _, _)| reason == "BackOff")
+    })
+    .await;
+    assert_eq!(back_off.0, "Warning");
+    assert_eq!(
+        back_off.2,
+        format!("Back-off restarting failed container app in pod crash_default({uid})")
+    );
     sim.stop().await;
 }
