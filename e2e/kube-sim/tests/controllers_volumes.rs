@@ -212,6 +212,17 @@ async fn each_instance_gets_a_bound_claim_built_and_owned_as_cloudnative_pg_does
             .is_file(),
         "Postgres's data directory is the claim's volume"
     );
+    // Scaling down deletes the removed instance's claim (CNPG's `scaleDownCluster`).
+    clusters(&sim.client)
+        .patch(
+            "shop-db",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"instances": 1}})),
+        )
+        .await
+        .expect("scaled down");
+    wait_gone(&sim, "claim", "shop-db-2").await;
+    assert!(claim(&sim, "shop-db-1").await.is_some());
     sim.stop().await;
 }
 

@@ -4,7 +4,8 @@
 //! - creates a PersistentVolumeClaim per instance, `<cluster>-<N>`, as CloudNativePG 1.27 builds
 //!   it ([`instance_claim`]), owned by the Cluster, and uses a claim of that name that already
 //!   exists (a Cluster created again over the claims of a deleted one, e.g. after
-//!   `kubectl delete cluster --cascade=orphan`); waits while one is still being deleted;
+//!   `kubectl delete cluster --cascade=orphan`); waits while one is still being deleted; deletes
+//!   the claims of instances past `spec.instances` when it scales down, as CNPG does;
 //! - finds its Postgres: with `--postgres URL` the server at that admin URL (shared by every
 //!   Cluster; its data is not on the claims); with `--start-postgres` a throwaway server of its
 //!   own, started with `kumiko-testkit` with its data directory on the volume of the primary's
@@ -756,6 +757,50 @@ async fn ensure_claims(
     Ok(Some(found))
 }
 
+/// Deletes the claims of instances past `spec.instances`, as CNPG does when it scales down
+/// (`scaleDownCluster` in internal/controller/cluster_scale.go deletes the instance's PVC group);
+/// each goes once its pod is gone (in-use protection).
+async fn delete_surplus_claims(
+    client: &kube::Client,
+    cluster: &DynamicObject,
+    instances: i64,
+) -> Result<()> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
+    let selector = format!(
+        "cnpg.io/cluster={},cnpg.io/pvcRole=PG_DATA",
+        cluster.name_any()
+    );
+    let listed = claims
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_error(format!(
+            "listing the PersistentVolumeClaims in {namespace}"
+        )))?;
+    for claim in listed.items {
+        let name = claim.name_any();
+        let serial = claim
+            .annotations()
+            .get("cnpg.io/nodeSerial")
+            .and_then(|serial| serial.parse::<i64>().ok());
+        if serial.is_some_and(|serial| serial > instances.max(1))
+            && !is_terminating(&claim.metadata)
+        {
+            match claims.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(error) if is_not_found(&error) => {}
+                Err(source) => {
+                    return Err(Error::Kube {
+                        action: format!("deleting PersistentVolumeClaim {namespace}/{name}"),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Marks a claim's instance as initialized (`cnpg.io/pvcStatus: ready`, as CNPG does once the
 /// instance has started on it).
 async fn mark_claim_ready(client: &kube::Client, claim: &PersistentVolumeClaim) -> Result<()> {
@@ -1334,6 +1379,7 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
 
     if admin.is_some() {
         ensure_instances(&controller, &cluster, settings.instances, port).await?;
+        delete_surplus_claims(&client, &cluster, settings.instances).await?;
         for claim in &claims {
             mark_claim_ready(&client, claim).await?;
         }
