@@ -1,15 +1,15 @@
 //! Deleting an app with a dedicated CNPG cluster. CloudNativePG makes each instance's
 //! PersistentVolumeClaim owned by the Cluster, so whatever garbage-collects the Cluster takes the
 //! volumes: with `reclaimPolicy: Retain` the Cluster must not be owned by the app. It outlives the
-//! app, and the app created again with the same name adopts it with its data; with `Delete` the
-//! Cluster, its Secrets and its data go with the app.
+//! app, and the app created again with the same name adopts it with its data (the claims stay,
+//! bound); with `Delete` the Cluster, its Secrets, its claims and its data go with the app.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::{Api, ResourceExt};
@@ -25,6 +25,17 @@ fn clusters(cluster: &TestCluster, namespace: &str) -> Api<DynamicObject> {
         namespace,
         &ApiResource::from_gvk(&gvk),
     )
+}
+
+/// The PersistentVolumeClaim of the Cluster's first instance (`<cluster>-1`, as CloudNativePG
+/// names it), which holds the primary's data.
+async fn primary_claim(
+    cluster: &TestCluster,
+    namespace: &str,
+    database: &str,
+) -> Option<PersistentVolumeClaim> {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client().clone(), namespace);
+    claims.get_opt(&format!("{database}-1")).await.unwrap()
 }
 
 /// A one-API-pod app on a dedicated cluster with `policy`.
@@ -105,9 +116,34 @@ async fn a_retained_dedicated_cluster_outlives_its_app_and_is_adopted_with_its_d
     write_incident(&cluster, &app, "before the delete").await;
     let database = names::database_cluster(&app.name);
     let before = clusters(&cluster, &namespace).get(&database).await.unwrap();
+    let claim_before = primary_claim(&cluster, &namespace, &database)
+        .await
+        .expect("CNPG gives the instance a PersistentVolumeClaim");
+    assert_eq!(
+        claim_before
+            .owner_references()
+            .first()
+            .map(|o| o.uid.clone()),
+        before.uid(),
+        "owned by the Cluster"
+    );
 
     app.delete_and_wait().await.unwrap();
     wait_collected(&app).await;
+
+    // The data's volume is kept: the same claim, still bound, still the Cluster's.
+    let claim_after = primary_claim(&cluster, &namespace, &database)
+        .await
+        .expect("the claim outlives the app");
+    assert_eq!(claim_after.uid(), claim_before.uid(), "the same claim");
+    assert!(claim_after.metadata.deletion_timestamp.is_none());
+    assert_eq!(
+        claim_after
+            .status
+            .as_ref()
+            .and_then(|status| status.phase.as_deref()),
+        Some("Bound")
+    );
 
     let after = clusters(&cluster, &namespace).get(&database).await.unwrap();
     assert_eq!(after.uid(), before.uid(), "the same Cluster, not a new one");
@@ -157,6 +193,9 @@ async fn a_dedicated_cluster_with_delete_policy_goes_with_its_app_data_and_all()
     write_incident(&cluster, &app, "before the delete").await;
     let database = names::database_cluster(&app.name);
     let before = clusters(&cluster, &namespace).get(&database).await.unwrap();
+    let claim_before = primary_claim(&cluster, &namespace, &database)
+        .await
+        .expect("CNPG gives the instance a PersistentVolumeClaim");
 
     app.delete_and_wait().await.unwrap();
     eventually("the Cluster to be gone", Duration::from_secs(30), || {
@@ -164,6 +203,22 @@ async fn a_dedicated_cluster_with_delete_policy_goes_with_its_app_data_and_all()
         let database = database.clone();
         async move { Ok(clusters.get_opt(&database).await?.is_none().then_some(())) }
     })
+    .await
+    .unwrap();
+    // Garbage collection takes the Cluster's claims, and the data with them.
+    eventually(
+        "the Cluster's PersistentVolumeClaim to be gone",
+        Duration::from_secs(30),
+        || {
+            let (cluster, namespace, database) = (&cluster, &namespace, &database);
+            async move {
+                Ok(primary_claim(cluster, namespace, database)
+                    .await
+                    .is_none()
+                    .then_some(()))
+            }
+        },
+    )
     .await
     .unwrap();
     let secrets: Api<Secret> = app.api();
@@ -190,6 +245,14 @@ async fn a_dedicated_cluster_with_delete_policy_goes_with_its_app_data_and_all()
     again.wait_ready().await.unwrap();
     let fresh = clusters(&cluster, &namespace).get(&database).await.unwrap();
     assert_ne!(fresh.uid(), before.uid(), "a new Cluster");
+    assert_ne!(
+        primary_claim(&cluster, &namespace, &database)
+            .await
+            .expect("the new Cluster's claim")
+            .uid(),
+        claim_before.uid(),
+        "on a new claim"
+    );
     assert_eq!(
         incident_titles(&cluster, &again).await,
         Vec::<String>::new(),

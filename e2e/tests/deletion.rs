@@ -18,6 +18,23 @@ struct Owned {
     database: String,
 }
 
+/// The shared Cluster's volume is not the app's: its PersistentVolumeClaim (`<cluster>-1`, as
+/// CloudNativePG names it) is there, bound, whatever the app's policy did.
+async fn assert_shared_claim_kept(cluster: &TestCluster, shared: &SharedPostgres) {
+    let claims: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        kube::Api::namespaced(cluster.client().clone(), &shared.namespace);
+    let claim = claims
+        .get_opt(&format!("{}-1", shared.name))
+        .await
+        .unwrap()
+        .expect("the shared Cluster's claim");
+    assert!(claim.metadata.deletion_timestamp.is_none());
+    assert_eq!(
+        claim.status.and_then(|status| status.phase).as_deref(),
+        Some("Bound")
+    );
+}
+
 /// Whether each of the app's roles and its database exist, asked as the superuser.
 async fn existing(
     cluster: &TestCluster,
@@ -86,6 +103,8 @@ async fn deletion_with_delete_policy_drops_the_database() {
 
     app.delete_and_wait().await.unwrap();
 
+    // `Delete` drops what the app owns in Postgres, not the shared Cluster's volume.
+    assert_shared_claim_kept(&cluster, &shared).await;
     assert_eq!(
         existing(&cluster, &shared, &owned).await,
         (false, false, false),
@@ -106,6 +125,7 @@ async fn deletion_with_retain_policy_keeps_the_database() {
 
     app.delete_and_wait().await.unwrap();
 
+    assert_shared_claim_kept(&cluster, &shared).await;
     assert_eq!(
         existing(&cluster, &shared, &owned).await,
         (true, true, true),

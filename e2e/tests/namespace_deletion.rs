@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
 use kube::Api;
 use kube::api::DeleteParams;
 use kumiko_e2e::{TestApp, TestCluster, eventually, manifests};
@@ -20,6 +20,20 @@ async fn deleting_the_namespace_of_an_app_completes() {
     manifest["spec"]["database"]["reclaimPolicy"] = "Delete".into();
     let app = TestApp::apply(cluster.client(), &manifest).await.unwrap();
     app.wait_ready().await.unwrap();
+    // The dedicated Cluster's data lives on a claim in the namespace, bound, so it goes with it.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client().clone(), &namespace);
+    let claim = claims
+        .get_opt(&format!(
+            "{}-1",
+            kumiko_crds::names::database_cluster("doomed")
+        ))
+        .await
+        .unwrap()
+        .expect("the Cluster's PersistentVolumeClaim");
+    assert_eq!(
+        claim.status.and_then(|status| status.phase).as_deref(),
+        Some("Bound")
+    );
 
     let namespaces: Api<Namespace> = Api::all(cluster.client().clone());
     namespaces

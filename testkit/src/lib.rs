@@ -152,10 +152,26 @@ fn run(command: &mut Command, description: &str) -> Result<(), Error> {
 /// over TCP use SCRAM password authentication, as a real deployment would, so tests of passwords
 /// and rotation mean something.
 pub struct TempPostgres {
-    dir: tempfile::TempDir,
+    dir: ServerDir,
     port: u16,
     pg_ctl: PathBuf,
     as_postgres_user: bool,
+}
+
+/// Where a server keeps its data: a temporary directory removed with the server, or a directory
+/// of the caller's that outlives it.
+enum ServerDir {
+    Temporary(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl ServerDir {
+    fn path(&self) -> &Path {
+        match self {
+            ServerDir::Temporary(dir) => dir.path(),
+            ServerDir::Kept(path) => path,
+        }
+    }
 }
 
 impl TempPostgres {
@@ -164,15 +180,28 @@ impl TempPostgres {
 
     /// Runs `initdb`, then starts the server on a free port and waits until it accepts connections.
     pub fn start() -> Result<Self, Error> {
+        let dir = tempfile::Builder::new()
+            .prefix("kumiko-pg-")
+            .tempdir()
+            .map_err(Error::TempDir)?;
+        Self::start_with(ServerDir::Temporary(dir))
+    }
+
+    /// A server whose files live in `dir` (created if missing) and stay there when it stops:
+    /// `initdb` runs only when `dir` holds no cluster yet (`data/PG_VERSION`), so a server started
+    /// again in the same directory finds the databases, roles and rows of the last one. The
+    /// superuser's password is reset to [`TempPostgres::SUPERUSER_PASSWORD`] only by `initdb`.
+    pub fn start_in(dir: &Path) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir).map_err(Error::TempDir)?;
+        Self::start_with(ServerDir::Kept(dir.to_path_buf()))
+    }
+
+    fn start_with(dir: ServerDir) -> Result<Self, Error> {
         let bin_dirs = postgres_bin_dirs();
         let initdb = find_binary("initdb", &bin_dirs)?;
         let pg_ctl = find_binary("pg_ctl", &bin_dirs)?;
         let as_postgres_user = is_root();
 
-        let dir = tempfile::Builder::new()
-            .prefix("kumiko-pg-")
-            .tempdir()
-            .map_err(Error::TempDir)?;
         let pwfile = dir.path().join("pwfile");
         std::fs::write(&pwfile, Self::SUPERUSER_PASSWORD).map_err(Error::TempDir)?;
         if as_postgres_user {
@@ -181,6 +210,9 @@ impl TempPostgres {
         }
 
         let data = dir.path().join("data");
+        if data.join("PG_VERSION").is_file() {
+            return Self::start_server(dir, &pg_ctl, as_postgres_user);
+        }
         let mut init = command_as(&initdb, as_postgres_user);
         init.arg("-D")
             .arg(&data)
@@ -193,7 +225,12 @@ impl TempPostgres {
             .arg(format!("--pwfile={}", pwfile.display()))
             .args(["--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"]);
         run(&mut init, "initdb")?;
+        Self::start_server(dir, &pg_ctl, as_postgres_user)
+    }
 
+    /// Starts the server of `dir/data` on a free port (retrying a port lost to a race).
+    fn start_server(dir: ServerDir, pg_ctl: &Path, as_postgres_user: bool) -> Result<Self, Error> {
+        let data = dir.path().join("data");
         let mut last_error = None;
         for _attempt in 0..5 {
             let port = free_port().map_err(Error::TempDir)?;
@@ -203,7 +240,7 @@ impl TempPostgres {
                  -c full_page_writes=off -c log_min_messages=warning",
                 dir.path().display()
             );
-            let mut start = command_as(&pg_ctl, as_postgres_user);
+            let mut start = command_as(pg_ctl, as_postgres_user);
             start
                 .arg("-D")
                 .arg(&data)
@@ -216,7 +253,7 @@ impl TempPostgres {
                     return Ok(Self {
                         dir,
                         port,
-                        pg_ctl,
+                        pg_ctl: pg_ctl.to_path_buf(),
                         as_postgres_user,
                     });
                 }
@@ -382,6 +419,31 @@ mod tests {
         drop(postgres);
         assert!(!data_dir.exists(), "the temporary directory is removed");
         assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    }
+
+    /// A server started in a directory of the caller's leaves it behind, and a server started
+    /// again there runs on the same cluster (no second `initdb`).
+    #[test]
+    fn postgres_in_a_kept_directory_leaves_its_data_for_the_next_server() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = TempPostgres::start_in(dir.path()).expect("postgres starts");
+        let port = first.port();
+        drop(first);
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+        let version = dir.path().join("data/PG_VERSION");
+        assert!(version.is_file(), "the data directory stays");
+        let created = std::fs::metadata(&version)
+            .and_then(|meta| meta.modified())
+            .expect("mtime");
+        let second = TempPostgres::start_in(dir.path()).expect("postgres starts again");
+        assert!(std::net::TcpStream::connect(("127.0.0.1", second.port())).is_ok());
+        assert_eq!(
+            std::fs::metadata(&version)
+                .and_then(|meta| meta.modified())
+                .expect("mtime"),
+            created,
+            "no second initdb"
+        );
     }
 
     #[test]

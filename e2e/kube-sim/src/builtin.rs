@@ -9,7 +9,8 @@
 //! podReplacementPolicy, the generated selector and pod labels), Service (type, ClusterIP
 //! allocation, ipFamilies, sessionAffinity, internalTrafficPolicy, port protocol and targetPort),
 //! Namespace (the `kubernetes` finalizer, phase Active, the `kubernetes.io/metadata.name` label),
-//! Secret (type Opaque, stringData folded into data), NetworkPolicy (policyTypes), and the CRD
+//! Secret (type Opaque, stringData folded into data), NetworkPolicy (policyTypes),
+//! PersistentVolumeClaim (volumeMode Filesystem, status Pending), and the CRD
 //! (conversion None, names.singular/listKind).
 
 use std::collections::BTreeSet;
@@ -44,6 +45,7 @@ pub(crate) fn decode(rt: &ResourceType, obj: &Value) -> Result<(Value, Vec<Strin
         ("", "Event") => roundtrip::<api::core::v1::Event>(obj),
         ("", "ResourceQuota") => roundtrip::<api::core::v1::ResourceQuota>(obj),
         ("", "LimitRange") => roundtrip::<api::core::v1::LimitRange>(obj),
+        ("", "PersistentVolumeClaim") => roundtrip::<api::core::v1::PersistentVolumeClaim>(obj),
         ("apps", "Deployment") => roundtrip::<api::apps::v1::Deployment>(obj),
         ("apps", "ReplicaSet") => roundtrip::<api::apps::v1::ReplicaSet>(obj),
         ("batch", "Job") => roundtrip::<api::batch::v1::Job>(obj),
@@ -166,6 +168,18 @@ pub(crate) fn default(state: &mut State, rt: &ResourceType, obj: &mut Value, old
             }
         }
         ("batch", "Job") => default_job(obj, old),
+        // SetDefaults_PersistentVolumeClaimSpec (volumeMode Filesystem); a new claim is Pending
+        // until it is bound.
+        ("", "PersistentVolumeClaim") => {
+            if let Some(spec) = obj_mut(obj, "spec") {
+                set_default(spec, "volumeMode", json!("Filesystem"));
+            }
+            if old.is_none()
+                && let Some(m) = obj.as_object_mut()
+            {
+                m.insert("status".into(), json!({"phase": "Pending"}));
+            }
+        }
         ("", "Service") => default_service(state, obj, old),
         ("", "Namespace") => {
             let name = meta::name(obj).to_string();

@@ -135,6 +135,7 @@ const BUILTINS: &[Builtin] = &[
     Builtin { group: "", version: "v1", kind: "Pod", plural: "pods", namespaced: true, short_names: &["po"], categories: &["all"], status: true, generation: false },
     Builtin { group: "", version: "v1", kind: "Event", plural: "events", namespaced: true, short_names: &["ev"], categories: &[], status: false, generation: false },
     Builtin { group: "", version: "v1", kind: "ResourceQuota", plural: "resourcequotas", namespaced: true, short_names: &["quota"], categories: &[], status: true, generation: false },
+    Builtin { group: "", version: "v1", kind: "PersistentVolumeClaim", plural: "persistentvolumeclaims", namespaced: true, short_names: &["pvc"], categories: &[], status: true, generation: false },
     Builtin { group: "", version: "v1", kind: "LimitRange", plural: "limitranges", namespaced: true, short_names: &["limits"], categories: &[], status: false, generation: false },
     Builtin { group: "apps", version: "v1", kind: "Deployment", plural: "deployments", namespaced: true, short_names: &["deploy"], categories: &["all"], status: true, generation: true },
     Builtin { group: "apps", version: "v1", kind: "ReplicaSet", plural: "replicasets", namespaced: true, short_names: &["rs"], categories: &["all"], status: true, generation: true },

@@ -292,6 +292,7 @@ fn generate_builtin_defs() -> Map<String, Value> {
         api::core::v1::Event => ("", "v1", "Event"),
         api::core::v1::ResourceQuota => ("", "v1", "ResourceQuota"),
         api::core::v1::LimitRange => ("", "v1", "LimitRange"),
+        api::core::v1::PersistentVolumeClaim => ("", "v1", "PersistentVolumeClaim"),
         api::apps::v1::Deployment => ("apps", "v1", "Deployment"),
         api::apps::v1::ReplicaSet => ("apps", "v1", "ReplicaSet"),
         api::batch::v1::Job => ("batch", "v1", "Job"),

@@ -438,6 +438,55 @@ fn builtin_row(rt: &ResourceType, o: &Value) -> (Vec<Column>, Vec<Value>) {
                 ],
             )
         }
+        // kubectl 1.32's columns for claims (pkg/printers/internalversion/printers.go).
+        ("", "PersistentVolumeClaim") => {
+            let modes = meta::get_path(o, &["status", "accessModes"])
+                .and_then(Value::as_array)
+                .map(|modes| {
+                    modes
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(|mode| match mode {
+                            "ReadWriteOnce" => "RWO",
+                            "ReadOnlyMany" => "ROX",
+                            "ReadWriteMany" => "RWX",
+                            "ReadWriteOncePod" => "RWOP",
+                            other => other,
+                        })
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            let phase = if meta::is_deleting(o) {
+                "Terminating"
+            } else {
+                s(o, &["status", "phase"])
+            };
+            (
+                vec![
+                    NAME,
+                    col("Status", "string", 0),
+                    col("Volume", "string", 0),
+                    col("Capacity", "string", 0),
+                    col("Access Modes", "string", 0),
+                    col("StorageClass", "string", 0),
+                    col("VolumeAttributesClass", "string", 0),
+                    AGE,
+                    col("VolumeMode", "string", 1),
+                ],
+                vec![
+                    name,
+                    json!(phase),
+                    json!(s(o, &["spec", "volumeName"])),
+                    json!(s(o, &["status", "capacity", "storage"])),
+                    json!(modes),
+                    json!(s(o, &["spec", "storageClassName"])),
+                    json!(or_none(s(o, &["spec", "volumeAttributesClassName"]))),
+                    age(o),
+                    json!(s(o, &["spec", "volumeMode"])),
+                ],
+            )
+        }
         ("coordination.k8s.io", "Lease") => (
             vec![NAME, col("Holder", "string", 0), AGE],
             vec![name, json!(s(o, &["spec", "holderIdentity"])), age(o)],

@@ -2134,6 +2134,45 @@ async fn cnpg_webhook_refuses_a_cluster_request_above_its_limit() {
         .unwrap();
 }
 
+/// CloudNativePG's validating webhook (`validateStorageConfigurationSize` in
+/// internal/webhook/v1/cluster_webhook.go, CNPG 1.27) refuses a Cluster whose `spec.storage`
+/// has neither a `size` nor a storage request in its `pvcTemplate`: CNPG could not size the
+/// instances' PersistentVolumeClaims.
+#[tokio::test]
+async fn cnpg_webhook_refuses_a_cluster_without_a_storage_size() {
+    let (_s, client) = start().await;
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"),
+        "clusters",
+    );
+    let clusters: Api<DynamicObject> = Api::namespaced_with(client, "default", &ar);
+    let obj = |storage: Value| -> DynamicObject {
+        serde_json::from_value(
+            json!({"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+            "metadata": {"name": "db"}, "spec": {"instances": 1, "storage": storage}}),
+        )
+        .unwrap()
+    };
+    let err = api_error(
+        clusters
+            .create(&PostParams::default(), &obj(json!({})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 422);
+    assert_eq!(
+        err.message,
+        r#"admission webhook "vcluster.cnpg.io" denied the request: Cluster.postgresql.cnpg.io "db" is invalid: spec.storage.size: Invalid value: "": Size not configured. Please add it, or a storage request in the pvcTemplate."#
+    );
+    clusters
+        .create(
+            &PostParams::default(),
+            &obj(json!({"pvcTemplate": {"resources": {"requests": {"storage": "2Gi"}}}})),
+        )
+        .await
+        .unwrap();
+}
+
 fn repo_file(path: &str) -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))

@@ -161,7 +161,7 @@ async fn pods_reach_a_cnpg_cluster_by_the_service_names_in_its_secrets() {
     let cluster: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
         "metadata": {"name": "shop-db", "namespace": "db"},
-        "spec": {"instances": 1, "enableSuperuserAccess": true,
+        "spec": {"instances": 1, "enableSuperuserAccess": true, "storage": {"size": "1Gi"},
             "bootstrap": {"initdb": {"database": "shop", "owner": "shop_owner"}}}
     }))
     .expect("cluster");

@@ -268,6 +268,19 @@ async fn liveness_failure_restarts_the_container_and_exit_codes_are_reported() {
             .contains("Liveness probe failed"),
         "the termination names the probe"
     );
+    let events = pod_events(&sim, "flaky").await;
+    assert!(
+        events.iter().any(|(t, r, m, _)| t == "Warning"
+            && r == "Unhealthy"
+            && m.starts_with("Liveness probe failed: ")),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|(t, r, m, _)| t == "Normal"
+            && r == "Killing"
+            && m == "Container app failed liveness probe, will be restarted"),
+        "{events:?}"
+    );
 
     let failing = json!({"restartPolicy": "Never", "containers": [{"name": "app", "image": SIM_POD_IMAGE,
         "env": [{"name": "SIM_POD_EXIT_CODE", "value": "3"}]}]});
@@ -350,20 +363,24 @@ async fn missing_secret_holds_the_container_until_it_exists() {
 }
 
 #[tokio::test]
-async fn unmapped_image_is_ready_after_its_probe_initial_delay() {
-    let sim = Sim::start(ControllersConfig::default()).await;
+async fn a_stand_in_image_is_ready_after_its_probe_initial_delay() {
+    let sim = Sim::start(ControllersConfig {
+        stand_in_images: vec!["nginx".to_owned()],
+        ..ControllersConfig::default()
+    })
+    .await;
     let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
     let spec = json!({"containers": [{"name": "app", "image": "nginx:1.27",
         "readinessProbe": {"httpGet": {"path": "/", "port": 80}, "initialDelaySeconds": 1}}]});
     let created_at = Instant::now();
-    pods.create(&PostParams::default(), &pod("unmapped", spec))
+    pods.create(&PostParams::default(), &pod("stand-in", spec))
         .await
         .expect("pod created");
     wait_for(
-        "the unmapped pod to be ready",
+        "the stand-in pod to be ready",
         Duration::from_secs(20),
         || async {
-            let pod = pods.get("unmapped").await.ok()?;
+            let pod = pods.get("stand-in").await.ok()?;
             (condition(&pod, "Ready").as_deref() == Some("True")).then_some(())
         },
     )
@@ -371,6 +388,225 @@ async fn unmapped_image_is_ready_after_its_probe_initial_delay() {
     assert!(
         created_at.elapsed() >= Duration::from_millis(900),
         "not before the initial delay"
+    );
+    sim.stop().await;
+}
+
+/// The reasons and messages of the Events about pod `name`, oldest first.
+async fn pod_events(sim: &Sim, name: &str) -> Vec<(String, String, String, i32)> {
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(sim.client.clone(), "default");
+    let mut listed = events
+        .list(&kube::api::ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .expect("events listed")
+        .items;
+    listed.sort_by_key(|event| event.metadata.creation_timestamp.clone().map(|t| t.0));
+    listed
+        .into_iter()
+        .map(|event| {
+            (
+                event.type_.unwrap_or_default(),
+                event.reason.unwrap_or_default(),
+                event.message.unwrap_or_default(),
+                event.count.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// "Images" and the kubelet's image manager: an image that does not exist fails to pull
+/// (`ErrImagePull`), then backs off (`ImagePullBackOff`) and is pulled again; the container never
+/// runs and the pod is never Ready. The Events are those a kubelet records.
+#[tokio::test]
+async fn an_image_that_does_not_exist_fails_to_pull_and_backs_off() {
+    let sim = Sim::start(ControllersConfig {
+        backoff_base: Duration::from_secs(1),
+        ..ControllersConfig::default()
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    let spec = json!({"containers": [{"name": "app", "image": "registry.example/nothing:1"}]});
+    pods.create(&PostParams::default(), &pod("missing", spec))
+        .await
+        .expect("pod created");
+    // ErrImagePull, then ImagePullBackOff, then a second pull (Pulling counted twice).
+    let mut reasons = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pod = pods.get("missing").await.expect("the pod");
+        assert_ne!(condition(&pod, "Ready").as_deref(), Some("True"));
+        let status = pod.status.clone().expect("status");
+        assert_eq!(status.phase.as_deref(), Some("Pending"));
+        if let Some(reason) = status
+            .container_statuses
+            .and_then(|statuses| statuses.first()?.state.clone()?.waiting?.reason)
+        {
+            reasons.insert(reason);
+        }
+        let repeated = pod_events(&sim, "missing")
+            .await
+            .iter()
+            .any(|(_, reason, _, count)| reason == "Pulling" && *count >= 2);
+        if reasons.len() == 2 && repeated {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {reasons:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        reasons.into_iter().collect::<Vec<_>>(),
+        ["ErrImagePull", "ImagePullBackOff"]
+    );
+    let events = pod_events(&sim, "missing").await;
+    let has = |type_: &str, reason: &str, message: &str| {
+        events
+            .iter()
+            .any(|(t, r, m, _)| t == type_ && r == reason && m == message)
+    };
+    assert!(
+        has(
+            "Normal",
+            "Scheduled",
+            "Successfully assigned default/missing to kube-sim"
+        ),
+        "{events:?}"
+    );
+    assert!(
+        has(
+            "Normal",
+            "Pulling",
+            "Pulling image \"registry.example/nothing:1\""
+        ),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|(t, r, m, _)| t == "Warning"
+            && r == "Failed"
+            && m.starts_with("Failed to pull image \"registry.example/nothing:1\": ")),
+        "{events:?}"
+    );
+    assert!(
+        has("Warning", "Failed", "Error: ErrImagePull"),
+        "{events:?}"
+    );
+    assert!(
+        has(
+            "Normal",
+            "BackOff",
+            "Back-off pulling image \"registry.example/nothing:1\""
+        ),
+        "{events:?}"
+    );
+    assert!(
+        has("Warning", "Failed", "Error: ImagePullBackOff"),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|(_, r, _, _)| r == "Started"),
+        "it never starts"
+    );
+    sim.stop().await;
+}
+
+/// The kubelet's Events of a container's life ("Created container: app", "Started container
+/// app"), one `Unhealthy` per failed probe with the probe's output, counted rather than written
+/// anew (client-go's EventCorrelator), and `Killing` when the pod is deleted.
+#[tokio::test]
+async fn a_container_s_life_and_its_failing_probe_are_recorded_as_events() {
+    let sim = Sim::start(ControllersConfig::default()).await;
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    let spec = json!({"containers": [{"name": "app", "image": SIM_POD_IMAGE,
+        "env": [{"name": "SIM_POD_READY_AFTER_MS", "value": "600000"}],
+        "readinessProbe": {"httpGet": {"path": "/health/ready", "port": 8080}, "periodSeconds": 1}}]});
+    pods.create(&PostParams::default(), &pod("unready", spec))
+        .await
+        .expect("pod created");
+    let unhealthy = wait_for(
+        "the failing readiness probe to be counted",
+        Duration::from_secs(30),
+        || async {
+            pod_events(&sim, "unready")
+                .await
+                .into_iter()
+                .find(|(_, reason, message, count)| {
+                    reason == "Unhealthy" && message.contains("statuscode: 503") && *count >= 3
+                })
+        },
+    )
+    .await;
+    assert_eq!(unhealthy.0, "Warning");
+    assert_eq!(
+        unhealthy.2,
+        "Readiness probe failed: HTTP probe failed with statuscode: 503"
+    );
+    let events = pod_events(&sim, "unready").await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(_, reason, message, _)| reason == "Unhealthy" && *message == unhealthy.2)
+            .count(),
+        1,
+        "one Event, counted: {events:?}"
+    );
+    for (reason, message) in [
+        (
+            "Pulled",
+            format!("Container image \"{SIM_POD_IMAGE}\" already present on machine"),
+        ),
+        ("Created", "Created container: app".to_owned()),
+        ("Started", "Started container app".to_owned()),
+    ] {
+        assert!(
+            events
+                .iter()
+                .any(|(_, r, m, _)| r == reason && *m == message),
+            "{reason}: {events:?}"
+        );
+    }
+    pods.delete("unready", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    wait_for("the Killing Event", Duration::from_secs(30), || async {
+        pod_events(&sim, "unready")
+            .await
+            .into_iter()
+            .find(|(_, reason, message, _)| {
+                reason == "Killing" && message == "Stopping container app"
+            })
+    })
+    .await;
+    sim.stop().await;
+}
+
+/// A container that keeps failing is restarted with back-off, and the kubelet records `BackOff`
+/// ("Back-off restarting failed container NAME in pod NAME_NAMESPACE(UID)") while it waits.
+#[tokio::test]
+async fn a_crash_looping_container_records_back_off() {
+    let sim = Sim::start(ControllersConfig {
+        backoff_base: Duration::from_secs(1),
+        ..ControllersConfig::default()
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    let spec = json!({"containers": [{"name": "app", "image": SIM_POD_IMAGE,
+        "env": [{"name": "SIM_POD_EXIT_CODE", "value": "1"}]}]});
+    let created = pods
+        .create(&PostParams::default(), &pod("crash", spec))
+        .await
+        .expect("pod created");
+    let uid = created.metadata.uid.expect("uid");
+    let back_off = wait_for("the BackOff Event", Duration::from_secs(60), || async {
+        pod_events(&sim, "crash")
+            .await
+            .into_iter()
+            .find(|(_, reason, _, _)| reason == "BackOff")
+    })
+    .await;
+    assert_eq!(back_off.0, "Warning");
+    assert_eq!(
+        back_off.2,
+        format!("Back-off restarting failed container app in pod crash_default({uid})")
     );
     sim.stop().await;
 }

@@ -52,7 +52,7 @@ async fn cnpg_secrets_reach_a_real_postgres() {
     let cluster: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
         "metadata": {"name": "shop-db", "namespace": "default"},
-        "spec": {"instances": 2, "enableSuperuserAccess": true,
+        "spec": {"instances": 2, "enableSuperuserAccess": true, "storage": {"size": "1Gi"},
             "bootstrap": {"initdb": {"database": "shop", "owner": "shop_owner"}}}
     }))
     .expect("cluster");
@@ -181,7 +181,7 @@ async fn cnpg_clusters_share_an_existing_postgres_given_by_url() {
     let cluster: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
         "metadata": {"name": "db", "namespace": "default"},
-        "spec": {"instances": 1}
+        "spec": {"instances": 1, "storage": {"size": "1Gi"}}
     }))
     .expect("cluster");
     clusters

@@ -460,3 +460,81 @@ async fn instant_mode_readies_deployments_and_completes_jobs_without_processes()
     .await;
     sim.stop().await;
 }
+
+/// A Job and a Deployment of an image that does not exist: their pods wait in
+/// `ErrImagePull`/`ImagePullBackOff` and never run, so the Job stays active without completing
+/// and the Deployment has no available replica ("Images": a failed pull is retried with back-off,
+/// not skipped).
+#[tokio::test]
+async fn workloads_of_an_image_that_does_not_exist_never_complete_nor_become_available() {
+    let sim = Sim::start(ControllersConfig {
+        backoff_base: Duration::from_secs(1),
+        ..ControllersConfig::default()
+    })
+    .await;
+    let jobs: Api<Job> = Api::namespaced(sim.client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(sim.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    jobs.create(
+        &PostParams::default(),
+        &job(
+            "migrate",
+            json!({"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "m", "image": "registry.example/absent:1"}]}}}),
+        ),
+    )
+    .await
+    .expect("job created");
+    let mut web = deployment(1, "1");
+    web.spec
+        .as_mut()
+        .expect("spec")
+        .template
+        .spec
+        .as_mut()
+        .expect("pod spec")
+        .containers[0]
+        .image = Some("registry.example/absent:1".to_owned());
+    deployments
+        .create(&PostParams::default(), &web)
+        .await
+        .expect("deployment created");
+    // Both pods have been through a whole pull and back-off, twice.
+    wait_for(
+        "both pods to be pulled again after backing off",
+        Duration::from_secs(60),
+        || async {
+            let events: Api<k8s_openapi::api::core::v1::Event> =
+                Api::namespaced(sim.client.clone(), "default");
+            let pulled_twice = events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("Pulling") && e.count >= Some(2))
+                .count();
+            (pulled_twice >= 2).then_some(())
+        },
+    )
+    .await;
+    for pod in pods.list(&ListParams::default()).await.expect("pods").items {
+        let status = pod.status.clone().expect("status");
+        assert_eq!(status.phase.as_deref(), Some("Pending"), "{pod:?}");
+        assert!(!is_ready(&pod));
+    }
+    let job = jobs.get("migrate").await.expect("job");
+    let status = job.status.expect("status");
+    assert_eq!(
+        (status.succeeded.unwrap_or(0), status.failed.unwrap_or(0)),
+        (0, 0)
+    );
+    assert_eq!(status.active, Some(1));
+    assert!(status.completion_time.is_none());
+    let web = deployments.get("web").await.expect("deployment");
+    assert_eq!(
+        web.status.expect("status").available_replicas.unwrap_or(0),
+        0
+    );
+    sim.stop().await;
+}

@@ -1058,3 +1058,236 @@ async fn kubectl_pauses_resumes_and_restarts_a_rollout() {
     assert_eq!(revisions(&history), [1, 2, 3], "{history}");
     sim.stop().await;
 }
+
+/// A pod whose image does not exist shows `ErrImagePull`/`ImagePullBackOff` in `kubectl get
+/// pods`, and the kubelet's Events ("Pulling image", "Failed to pull image", "Back-off pulling
+/// image") in `kubectl get events` and `kubectl describe`, as on a real cluster.
+#[tokio::test]
+async fn kubectl_shows_a_pod_of_an_unknown_image_in_image_pull_back_off_with_its_events() {
+    let sim = Sim::start(ControllersConfig {
+        backoff_base: Duration::from_secs(1),
+        ..ControllersConfig::default()
+    })
+    .await;
+    let kubectl = Kubectl::new(&sim);
+    kubectl
+        .ok(&[
+            "run",
+            "ghost",
+            "--image=registry.example/ghost:404",
+            "--restart=Never",
+        ])
+        .await;
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kubectl get pods showed only {seen:?}"
+        );
+        let pods = kubectl.ok(&["get", "pod", "ghost", "--no-headers"]).await;
+        assert!(pods.contains("0/1"), "never ready: {pods}");
+        for status in ["ErrImagePull", "ImagePullBackOff"] {
+            if pods.split_whitespace().nth(2) == Some(status) {
+                seen.insert(status);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events = kubectl
+        .ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=ghost",
+        ])
+        .await;
+    for expected in [
+        "Pulling image \"registry.example/ghost:404\"",
+        "Failed to pull image \"registry.example/ghost:404\"",
+        "Error: ErrImagePull",
+        "Back-off pulling image \"registry.example/ghost:404\"",
+        "Error: ImagePullBackOff",
+        "Successfully assigned default/ghost to kube-sim",
+    ] {
+        assert!(events.contains(expected), "{expected}: {events}");
+    }
+    let described = kubectl.ok(&["describe", "pod", "ghost"]).await;
+    assert!(described.contains("ImagePullBackOff") || described.contains("ErrImagePull"));
+    assert!(
+        described.contains("Back-off pulling image \"registry.example/ghost:404\""),
+        "{described}"
+    );
+    sim.stop().await;
+}
+
+/// `kubectl get events --field-selector involvedObject.name=<pod>` for a pod whose readiness
+/// probe fails: the kubelet's `Unhealthy` Event with the probe's message, counted (`(x N over
+/// ...)` in describe) rather than repeated.
+#[tokio::test]
+async fn kubectl_get_events_shows_a_failing_readiness_probe() {
+    let sim = Sim::start(ControllersConfig::default()).await;
+    let kubectl = Kubectl::new(&sim);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("unready.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata:
+  name: unready
+  namespace: default
+spec:
+  containers:
+  - name: app
+    image: {SIM_POD_IMAGE}
+    env:
+    - {{name: SIM_POD_READY_AFTER_MS, value: \"600000\"}}
+    readinessProbe:
+      httpGet: {{path: /health/ready, port: 3000}}
+      periodSeconds: 1
+"
+        ),
+    )
+    .expect("manifest written");
+    kubectl
+        .ok(&["apply", "-f", &manifest.display().to_string()])
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let events = loop {
+        let events = kubectl
+            .ok(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=unready",
+                "-o",
+                "json",
+            ])
+            .await;
+        let parsed: serde_json::Value = serde_json::from_str(&events).expect("json");
+        let counted = parsed["items"].as_array().is_some_and(|items| {
+            items.iter().any(|e| {
+                e["reason"] == "Unhealthy"
+                    && e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("statuscode: 503"))
+                    && e["count"].as_i64() >= Some(2)
+            })
+        });
+        if counted {
+            break parsed;
+        }
+        assert!(std::time::Instant::now() < deadline, "{events}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let unhealthy: Vec<&serde_json::Value> = events["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| {
+            e["reason"] == "Unhealthy"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("statuscode: 503"))
+        })
+        .collect();
+    assert_eq!(unhealthy.len(), 1, "counted, not repeated: {unhealthy:?}");
+    assert_eq!(unhealthy[0]["type"], "Warning");
+    assert_eq!(unhealthy[0]["source"]["component"], "kubelet");
+    assert_eq!(
+        unhealthy[0]["involvedObject"]["fieldPath"],
+        "spec.containers{app}"
+    );
+    let message = unhealthy[0]["message"].as_str().expect("message");
+    assert!(
+        message.starts_with("Readiness probe failed: HTTP probe failed with statuscode: 503"),
+        "{message}"
+    );
+    let table = kubectl
+        .ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=unready",
+        ])
+        .await;
+    for reason in ["Scheduled", "Pulled", "Created", "Started", "Unhealthy"] {
+        assert!(table.contains(reason), "{reason}: {table}");
+    }
+    sim.stop().await;
+}
+
+/// `kubectl logs` of a CNPG instance pod prints its Postgres's log, as for any Running
+/// container; the pod also has the Events a kubelet records for it.
+#[tokio::test]
+async fn kubectl_logs_of_a_database_pod_prints_its_postgres_log() {
+    let sim = Sim::start(ControllersConfig {
+        postgres: kube_sim::controllers::PostgresSource::Throwaway,
+        ..ControllersConfig::default()
+    })
+    .await;
+    let kubectl = Kubectl::new(&sim);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("db.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: postgresql.cnpg.io/v1
+kind: Cluster
+metadata:
+  name: db
+  namespace: default
+spec:
+  instances: 1
+  storage: {size: 1Gi}
+",
+    )
+    .expect("manifest written");
+    kubectl
+        .ok(&["apply", "-f", &manifest.display().to_string()])
+        .await;
+    // The Cluster is Ready once its instance pods are.
+    kubectl
+        .ok(&[
+            "wait",
+            "--for=condition=Ready",
+            "cluster/db",
+            "--timeout=90s",
+        ])
+        .await;
+    kubectl
+        .ok(&["wait", "--for=condition=Ready", "pod/db-1", "--timeout=90s"])
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let output = kubectl.run(&["logs", "db-1"]).await;
+        let logs = String::from_utf8_lossy(&output.stdout);
+        if output.status.success()
+            && logs.contains("database system is ready to accept connections")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kubectl logs db-1: {logs}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let claims = kubectl.ok(&["get", "pvc", "db-1"]).await;
+    assert!(
+        claims.contains("Bound") && claims.contains("1Gi") && claims.contains("RWO"),
+        "{claims}"
+    );
+    let events = kubectl
+        .ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=db-1",
+        ])
+        .await;
+    assert!(events.contains("Started container postgres"), "{events}");
+    sim.stop().await;
+}

@@ -16,13 +16,20 @@
 //! - a pod whose usage would take any quota over its `hard` figure is forbidden with
 //!   `exceeded quota: NAME, requested: ..., used: ..., limited: ...`.
 //!
+//! PersistentVolumeClaims count too ("Storage Resource Quota"): each claim uses
+//! `persistentvolumeclaims`/`count/persistentvolumeclaims` 1 and its requested `storage` as
+//! `requests.storage`, and the same under `<class>.storageclass.storage.k8s.io/` for its storage
+//! class; a claim that would take a quota over its `hard` figure is forbidden with the same
+//! message ([`check_claim_quotas`]).
+//!
 //! Quota scopes and scope selectors are not evaluated: every quota applies to every pod, which
 //! errs on the strict side.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, LimitRange, Pod, ResourceQuota, ResourceQuotaStatus, ResourceRequirements,
+    Container, LimitRange, PersistentVolumeClaim, Pod, ResourceQuota, ResourceQuotaStatus,
+    ResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 
@@ -367,15 +374,128 @@ pub fn quota_usage<'a>(
     used
 }
 
-/// Whether kube-sim counts this quota resource (pods and their compute resources).
+/// Whether kube-sim counts this quota resource (pods and their compute resources, claims and
+/// their storage).
 pub fn tracked_resource(resource: &str) -> bool {
-    resource == "pods" || resource == "count/pods" || is_compute_resource(resource)
+    resource == "pods"
+        || resource == "count/pods"
+        || is_compute_resource(resource)
+        || is_storage_resource(resource)
 }
 
-/// The `status` a quota should have: `hard` copied from the spec, `used` from the pods.
+fn is_storage_resource(resource: &str) -> bool {
+    let per_class = resource
+        .split_once(".storageclass.storage.k8s.io/")
+        .map(|(_, rest)| rest);
+    matches!(
+        per_class.unwrap_or(resource),
+        "persistentvolumeclaims" | "requests.storage"
+    ) || resource == "count/persistentvolumeclaims"
+}
+
+/// What a claim uses of quota resources.
+pub fn claim_usage(claim: &PersistentVolumeClaim) -> BTreeMap<String, Quantity> {
+    let spec = claim.spec.as_ref();
+    let storage = spec
+        .and_then(|spec| spec.resources.as_ref())
+        .and_then(|resources| resources.requests.as_ref())
+        .and_then(|requests| requests.get("storage"))
+        .and_then(quantity)
+        .unwrap_or(Quantity::ZERO);
+    let one = Quantity::parse("1").unwrap_or(Quantity::ZERO);
+    let mut usage = BTreeMap::from([
+        ("persistentvolumeclaims".to_owned(), one),
+        ("count/persistentvolumeclaims".to_owned(), one),
+        ("requests.storage".to_owned(), storage),
+    ]);
+    if let Some(class) = spec
+        .and_then(|spec| spec.storage_class_name.as_deref())
+        .filter(|class| !class.is_empty())
+    {
+        let prefix = format!("{class}.storageclass.storage.k8s.io/");
+        usage.insert(format!("{prefix}persistentvolumeclaims"), one);
+        usage.insert(format!("{prefix}requests.storage"), storage);
+    }
+    usage
+}
+
+/// The usage of the quota resources in `hard` by claims.
+fn claims_usage<'a>(
+    hard: &BTreeMap<String, ApiQuantity>,
+    claims: impl IntoIterator<Item = &'a PersistentVolumeClaim>,
+) -> BTreeMap<String, Quantity> {
+    let mut used: BTreeMap<String, Quantity> = hard
+        .keys()
+        .filter(|resource| is_storage_resource(resource))
+        .map(|resource| (resource.clone(), Quantity::ZERO))
+        .collect();
+    for claim in claims {
+        for (resource, amount) in claim_usage(claim) {
+            if let Some(total) = used.get_mut(&resource) {
+                *total = if total.is_zero() {
+                    amount
+                } else {
+                    total.plus(amount)
+                };
+            }
+        }
+    }
+    used
+}
+
+/// A claim is forbidden when it would take a quota over its `hard` figure (`existing`: the
+/// namespace's claims).
+pub fn check_claim_quotas(
+    claim: &PersistentVolumeClaim,
+    quotas: &[ResourceQuota],
+    existing: &[PersistentVolumeClaim],
+) -> Result<(), Rejection> {
+    let requested = claim_usage(claim);
+    let name = claim.metadata.name.as_deref();
+    let others: Vec<&PersistentVolumeClaim> = existing
+        .iter()
+        .filter(|other| name.is_none() || other.metadata.name.as_deref() != name)
+        .collect();
+    for quota in quotas {
+        let quota_name = quota.metadata.name.clone().unwrap_or_default();
+        let hard = quota
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.hard.clone())
+            .unwrap_or_default();
+        let used = claims_usage(&hard, others.iter().copied());
+        let mut exceeded = (Vec::new(), Vec::new(), Vec::new());
+        for (resource, limit) in &hard {
+            let (Some(amount), Some(limit)) = (requested.get(resource), quantity(limit)) else {
+                continue;
+            };
+            let in_use = used.get(resource).copied().unwrap_or(Quantity::ZERO);
+            if in_use.plus(*amount) > limit {
+                exceeded.0.push((resource.clone(), *amount));
+                exceeded.1.push((resource.clone(), in_use));
+                exceeded.2.push((resource.clone(), limit));
+            }
+        }
+        if !exceeded.0.is_empty() {
+            return Err(Rejection {
+                message: format!(
+                    "exceeded quota: {quota_name}, requested: {}, used: {}, limited: {}",
+                    print_list(&exceeded.0),
+                    print_list(&exceeded.1),
+                    print_list(&exceeded.2)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The `status` a quota should have: `hard` copied from the spec, `used` from the pods and the
+/// claims.
 pub fn quota_status<'a>(
     quota: &ResourceQuota,
     pods: impl IntoIterator<Item = &'a Pod>,
+    claims: impl IntoIterator<Item = &'a PersistentVolumeClaim>,
     now: jiff::Timestamp,
 ) -> ResourceQuotaStatus {
     let hard = quota
@@ -383,7 +503,9 @@ pub fn quota_status<'a>(
         .as_ref()
         .and_then(|spec| spec.hard.clone())
         .unwrap_or_default();
-    let used = quota_usage(&hard, pods, now)
+    let mut used = quota_usage(&hard, pods, now);
+    used.extend(claims_usage(&hard, claims));
+    let used = used
         .into_iter()
         .map(|(resource, amount)| (resource, ApiQuantity(amount.canonical())))
         .collect();
@@ -581,6 +703,45 @@ mod tests {
         );
     }
 
+    /// "Storage Resource Quota": a claim counts its storage request and itself, overall and for
+    /// its storage class; one that would exceed the quota is forbidden with the quota's message.
+    #[test]
+    fn a_claim_over_the_storage_quota_is_forbidden_and_claims_are_counted() {
+        let claim = |name: &str, storage: &str| -> PersistentVolumeClaim {
+            serde_json::from_value(json!({"metadata": {"name": name},
+                "spec": {"storageClassName": "standard",
+                    "resources": {"requests": {"storage": storage}}}}))
+            .expect("claim")
+        };
+        let budget = quota(
+            json!({"requests.storage": "2Gi", "persistentvolumeclaims": "2",
+            "standard.storageclass.storage.k8s.io/requests.storage": "10Gi"}),
+        );
+        let first = claim("db-1", "1Gi");
+        assert_eq!(
+            check_claim_quotas(&first, std::slice::from_ref(&budget), &[]),
+            Ok(())
+        );
+        let rejection = check_claim_quotas(
+            &claim("db-2", "2Gi"),
+            std::slice::from_ref(&budget),
+            std::slice::from_ref(&first),
+        )
+        .expect_err("over quota");
+        assert_eq!(
+            rejection.message,
+            "exceeded quota: compute, requested: requests.storage=2Gi, used: requests.storage=1Gi, limited: requests.storage=2Gi"
+        );
+        let status = quota_status(&budget, [], [&first], now());
+        let used = status.used.expect("used");
+        assert_eq!(used["requests.storage"].0, "1Gi");
+        assert_eq!(used["persistentvolumeclaims"].0, "1");
+        assert_eq!(
+            used["standard.storageclass.storage.k8s.io/requests.storage"].0,
+            "1Gi"
+        );
+    }
+
     #[test]
     fn quota_status_sums_requests_of_live_pods() {
         let quota = quota(json!({"requests.cpu": "4", "pods": "5", "services": "2"}));
@@ -588,7 +749,7 @@ mod tests {
             pod("a", json!({"cpu": "250m"}), json!({})),
             pod("b", json!({"cpu": "750m"}), json!({})),
         ];
-        let status = quota_status(&quota, pods.iter(), now());
+        let status = quota_status(&quota, pods.iter(), [], now());
         let used = status.used.expect("used");
         assert_eq!(used["requests.cpu"].0, "1");
         assert_eq!(used["pods"].0, "2");

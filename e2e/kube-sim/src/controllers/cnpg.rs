@@ -1,9 +1,19 @@
 //! CloudNativePG `postgresql.cnpg.io/v1` Clusters, backed by a real Postgres.
 //!
 //! For each Cluster the controller:
+//! - creates a PersistentVolumeClaim per instance, `<cluster>-<N>`, as CloudNativePG 1.27 builds
+//!   it ([`instance_claim`]), owned by the Cluster, and uses a claim of that name that already
+//!   exists (a Cluster created again over the claims of a deleted one, e.g. after
+//!   `kubectl delete cluster --cascade=orphan`); waits while one is still being deleted; deletes
+//!   the claims of instances past `spec.instances` when it scales down, as CNPG does;
 //! - finds its Postgres: with `--postgres URL` the server at that admin URL (shared by every
-//!   Cluster); with `--start-postgres` a throwaway server of its own, started with
-//!   `kumiko-testkit` and removed when the Cluster is deleted or the sim stops;
+//!   Cluster; its data is not on the claims); with `--start-postgres` a throwaway server of its
+//!   own, started with `kumiko-testkit` with its data directory on the volume of the primary's
+//!   claim `<cluster>-1` ([`super::volumes`]): a new server on an empty volume, the last one's
+//!   databases, roles and rows on a volume that holds them. The server is the primary pod's
+//!   container: it stops when that pod is gone (the data stays), and its log is the pod's
+//!   `postgres` log (`kubectl logs <cluster>-1`). The data goes when the claim goes (garbage
+//!   collection after the Cluster is deleted, or `kubectl delete pvc` once no pod uses it);
 //! - creates the owner role (`spec.bootstrap.initdb.owner`, default: the database name) with a
 //!   password and the database (`spec.bootstrap.initdb.database`, default `app`) owned by it,
 //!   for real; the password is kept across reconciliations (read back from the Secret) or taken
@@ -19,9 +29,11 @@
 //! - creates the instance pods `<cluster>-1` (the primary) to `<cluster>-N` with CNPG's labels
 //!   (`cnpg.io/cluster`, `cnpg.io/instanceName`, `cnpg.io/podRole: instance`,
 //!   `cnpg.io/instanceRole` and `role`: `primary` or `replica`), one container `postgres`
-//!   declaring port 5432 (`postgresql`) with the Cluster's `resources`, bound to the node
+//!   declaring port 5432 (`postgresql`) with the Cluster's `resources`, the instance's claim
+//!   mounted at `/var/lib/postgresql/data` (volume `pgdata`), bound to the node
 //!   [`INSTANCE_NODE`] (so the kubelet leaves them alone), with grace period 0, and Running and
-//!   Ready at once; each publishes the real Postgres port as its container's loopback port
+//!   Ready at once, with the Events `Scheduled`, `Pulled`, `Created` and `Started`; each
+//!   publishes the real Postgres port as its container's loopback port
 //!   (`kube-sim.kumiko.so/port-postgres`), so the Services' endpoints, the API server's proxy and
 //!   `pods/NAME/portforward` reach the real Postgres through them, as they reach CNPG's pods.
 //!   Deleted instance pods are recreated, those past `spec.instances` deleted; they go with the
@@ -46,11 +58,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 use kumiko_testkit::TempPostgres;
@@ -61,6 +72,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{Error, Result, is_not_found, kube_error};
 use super::pods::is_terminating;
+use super::recorder::{EventType, Involved, Recorder, Source};
+use super::volumes::Volumes;
 use super::{
     CONTAINER_PORT_ANNOTATION_PREFIX, ControllersConfig, FIELD_MANAGER, POD_PORT_ANNOTATION,
     PostgresSource,
@@ -336,8 +349,23 @@ struct Inner {
     client: kube::Client,
     config: Arc<ControllersConfig>,
     shared: Option<AdminTarget>,
-    /// Throwaway servers by Cluster UID.
-    servers: Mutex<HashMap<String, Arc<TempPostgres>>>,
+    /// The claims' volumes, which the throwaway servers run on.
+    volumes: Arc<Volumes>,
+    /// Writes the instance pods' Events.
+    recorder: Recorder,
+    /// The throwaway servers, by the UID of the claim they run on.
+    servers: Mutex<HashMap<String, ServerEntry>>,
+}
+
+/// A throwaway Postgres running on a claim's volume, as the container of an instance pod.
+struct ServerEntry {
+    namespace: String,
+    /// The instance pod whose container it is.
+    pod: String,
+    /// Whether the sweep has seen that pod (only then does its absence stop the server).
+    pod_seen: bool,
+    /// How much of the server's log has gone to the pod's log.
+    log_offset: u64,
 }
 
 /// The CNPG Cluster controller. Clones share the same state.
@@ -348,7 +376,12 @@ pub struct CnpgController {
 
 impl CnpgController {
     /// A controller for the API `client` talks to; checks `--postgres` at once.
-    pub async fn new(client: kube::Client, config: Arc<ControllersConfig>) -> Result<Self> {
+    pub async fn new(
+        client: kube::Client,
+        config: Arc<ControllersConfig>,
+        volumes: Arc<Volumes>,
+        recorder: Recorder,
+    ) -> Result<Self> {
         let shared = match &config.postgres {
             PostgresSource::Url(url) => Some(parse_admin_url(url)?),
             PostgresSource::None | PostgresSource::Throwaway => None,
@@ -358,50 +391,91 @@ impl CnpgController {
                 client,
                 config,
                 shared,
+                volumes,
+                recorder,
                 servers: Mutex::new(HashMap::new()),
             }),
         })
     }
 
-    fn lock_servers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TempPostgres>>> {
+    fn lock_servers(&self) -> std::sync::MutexGuard<'_, HashMap<String, ServerEntry>> {
         self.inner.servers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stops every throwaway Postgres.
+    fn detach_all(&self) -> Vec<crate::controllers::volumes::Attachment> {
+        let uids: Vec<String> = self.lock_servers().drain().map(|(uid, _)| uid).collect();
+        uids.iter()
+            .filter_map(|uid| self.inner.volumes.detach(uid))
+            .collect()
+    }
+
+    /// Stops every throwaway Postgres (their data stays on the claims' volumes).
     pub async fn stop_all(&self) {
-        let servers: Vec<Arc<TempPostgres>> = self.lock_servers().drain().map(|(_, s)| s).collect();
+        let servers = self.detach_all();
         let _ = tokio::task::spawn_blocking(move || drop(servers)).await;
     }
 
     /// Stops every throwaway Postgres, blocking.
     pub fn stop_all_now(&self) {
-        let servers: Vec<Arc<TempPostgres>> = self.lock_servers().drain().map(|(_, s)| s).collect();
-        drop(servers);
+        drop(self.detach_all());
     }
 
-    /// The admin target for a Cluster (starting its throwaway server if needed), or `None` when
-    /// no Postgres is configured.
-    async fn admin_for(&self, uid: &str, cluster: &str) -> Result<Option<AdminTarget>> {
+    /// The admin target for a Cluster whose primary's data lives on claim `claim_uid` (starting
+    /// its throwaway server on that claim's volume if needed: a new cluster on an empty volume,
+    /// the last one's databases on a volume that holds them), or `None` when no Postgres is
+    /// configured.
+    async fn admin_for(
+        &self,
+        claim_uid: &str,
+        namespace: &str,
+        primary: &str,
+    ) -> Result<Option<AdminTarget>> {
         match &self.inner.config.postgres {
             PostgresSource::Url(_) => Ok(self.inner.shared.clone()),
             PostgresSource::None => Ok(None),
             PostgresSource::Throwaway => {
-                let existing = self.lock_servers().get(uid).cloned();
-                let server = match existing {
+                let volumes = &self.inner.volumes;
+                let server = match volumes.attached::<TempPostgres>(claim_uid) {
                     Some(server) => server,
                     None => {
-                        let server = tokio::task::spawn_blocking(TempPostgres::start)
-                            .await
-                            .map_err(|error| Error::Io {
-                                action: format!("starting a throwaway Postgres for {cluster}"),
-                                source: std::io::Error::other(error.to_string()),
-                            })?
-                            .map_err(|source| Error::TempPostgres {
-                                cluster: cluster.to_owned(),
-                                source,
-                            })?;
+                        let dir = volumes.path(claim_uid)?;
+                        let server =
+                            tokio::task::spawn_blocking(move || TempPostgres::start_in(&dir))
+                                .await
+                                .map_err(|error| Error::Io {
+                                    action: format!(
+                                        "starting a throwaway Postgres for {namespace}/{primary}"
+                                    ),
+                                    source: std::io::Error::other(error.to_string()),
+                                })?
+                                .map_err(|source| Error::TempPostgres {
+                                    cluster: format!("{namespace}/{primary}"),
+                                    source,
+                                })?;
                         let server = Arc::new(server);
-                        self.lock_servers().insert(uid.to_owned(), server.clone());
+                        if let Some(previous) = volumes.attach(claim_uid, server.clone()) {
+                            tokio::task::spawn_blocking(move || drop(previous));
+                        }
+                        if volumes.is_deleted(claim_uid) {
+                            // The claim went while the server started.
+                            if let Some(server) = volumes.detach(claim_uid) {
+                                tokio::task::spawn_blocking(move || drop(server));
+                            }
+                            return Err(Error::InvalidObject {
+                                object: format!("PersistentVolumeClaim {namespace}/{primary}"),
+                                field: "metadata.uid".to_owned(),
+                                message: "deleted while its Postgres started".to_owned(),
+                            });
+                        }
+                        self.lock_servers().insert(
+                            claim_uid.to_owned(),
+                            ServerEntry {
+                                namespace: namespace.to_owned(),
+                                pod: primary.to_owned(),
+                                pod_seen: false,
+                                log_offset: 0,
+                            },
+                        );
                         server
                     }
                 };
@@ -415,20 +489,59 @@ impl CnpgController {
         }
     }
 
-    /// Removes the throwaway servers of Clusters that no longer exist.
-    fn sweep(&self, clusters: &Store<DynamicObject>) {
-        let live: Vec<String> = clusters.state().iter().filter_map(|c| c.uid()).collect();
-        let gone: Vec<Arc<TempPostgres>> = {
-            let mut servers = self.lock_servers();
-            let stale: Vec<String> = servers
-                .keys()
-                .filter(|uid| !live.contains(uid))
-                .cloned()
-                .collect();
-            stale.iter().filter_map(|uid| servers.remove(uid)).collect()
-        };
-        if !gone.is_empty() {
-            tokio::task::spawn_blocking(move || drop(gone));
+    /// Stops the servers whose instance pod is gone (the container goes with its pod; the data
+    /// stays on the claim), and copies what each server logged since the last sweep into its
+    /// pod's `postgres` log.
+    async fn sweep(&self) {
+        let entries: Vec<(String, String, String, u64)> = self
+            .lock_servers()
+            .iter()
+            .map(|(uid, e)| {
+                (
+                    uid.clone(),
+                    e.namespace.clone(),
+                    e.pod.clone(),
+                    e.log_offset,
+                )
+            })
+            .collect();
+        for (uid, namespace, pod, offset) in entries {
+            let pods: Api<Pod> = Api::namespaced(self.inner.client.clone(), &namespace);
+            let present = match pods.get_opt(&pod).await {
+                Ok(found) => found.is_some_and(|pod| !is_terminating(&pod.metadata)),
+                Err(_) => continue,
+            };
+            let seen = {
+                let mut servers = self.lock_servers();
+                let Some(entry) = servers.get_mut(&uid) else {
+                    continue;
+                };
+                entry.pod_seen |= present;
+                entry.pod_seen
+            };
+            if seen && !present {
+                self.lock_servers().remove(&uid);
+                if let Some(server) = self.inner.volumes.detach(&uid) {
+                    let _ = tokio::task::spawn_blocking(move || drop(server)).await;
+                }
+                continue;
+            }
+            if present && let Some(server) = self.inner.volumes.attached::<TempPostgres>(&uid) {
+                let log = server.log_path();
+                let read = tokio::task::spawn_blocking(move || read_from(&log, offset))
+                    .await
+                    .ok()
+                    .flatten();
+                if let Some(chunk) = read.filter(|chunk| !chunk.is_empty()) {
+                    self.inner
+                        .config
+                        .log_sink
+                        .append(&namespace, &pod, "postgres", &chunk);
+                    if let Some(entry) = self.lock_servers().get_mut(&uid) {
+                        entry.log_offset = offset + chunk.len() as u64;
+                    }
+                }
+            }
         }
     }
 
@@ -443,7 +556,6 @@ impl CnpgController {
                 (),
                 watcher::Config::default().labels("cnpg.io/podRole=instance"),
             );
-        let store = controller.store();
         let stream = controller
             .run(reconcile, error_policy, Arc::new(self.clone()))
             .for_each(|_| async {});
@@ -451,8 +563,8 @@ impl CnpgController {
             let this = self.clone();
             async move {
                 loop {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                    this.sweep(&store);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    this.sweep().await;
                 }
             }
         };
@@ -524,6 +636,201 @@ fn credentials_secret(
     })
 }
 
+/// Where CNPG mounts an instance's data volume (`PGDATA` is `pgdata` under it).
+pub const PGDATA_MOUNT: &str = "/var/lib/postgresql/data";
+
+/// The PersistentVolumeClaim of instance `index` (1-based) of a Cluster, as CloudNativePG 1.27
+/// builds it (`pkg/reconciler/persistentvolumeclaim/build.go`, `Build` with the `PG_DATA`
+/// calculator of `calculator.go`): named after the instance (`<cluster>-<index>`); labels
+/// `cnpg.io/cluster`, `cnpg.io/instanceName`, `cnpg.io/pvcRole: PG_DATA` and
+/// `app.kubernetes.io/{managed-by: cloudnative-pg, name: postgresql, component: database}`;
+/// annotations `cnpg.io/nodeSerial` and `cnpg.io/pvcStatus: initializing`; owned by the Cluster
+/// (`SetAsOwnedBy`: `controller: true`, no `blockOwnerDeletion`); `spec.storage.pvcTemplate` as
+/// the spec, access mode `ReadWriteOnce` unless it names one, `storageClass` and
+/// `resources.requests.storage: <spec.storage.size>` when given.
+pub fn instance_claim(cluster: &DynamicObject, index: i64) -> Value {
+    let cluster_name = cluster.name_any();
+    let name = format!("{cluster_name}-{index}");
+    let storage = cluster.data.pointer("/spec/storage");
+    let mut spec = storage
+        .and_then(|storage| storage.get("pvcTemplate"))
+        .cloned()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    if spec
+        .get("accessModes")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+    {
+        spec["accessModes"] = json!(["ReadWriteOnce"]);
+    }
+    if let Some(class) = storage
+        .and_then(|storage| storage.get("storageClass"))
+        .and_then(Value::as_str)
+    {
+        spec["storageClassName"] = json!(class);
+    }
+    if let Some(size) = storage
+        .and_then(|storage| storage.get("size"))
+        .and_then(Value::as_str)
+        .filter(|size| !size.is_empty())
+    {
+        if !spec.get("resources").is_some_and(Value::is_object) {
+            spec["resources"] = json!({});
+        }
+        if !spec["resources"]
+            .get("requests")
+            .is_some_and(Value::is_object)
+        {
+            spec["resources"]["requests"] = json!({});
+        }
+        spec["resources"]["requests"]["storage"] = json!(size);
+    }
+    let mut owner = json!(owner_reference(cluster));
+    if let Some(owner) = owner.as_object_mut() {
+        owner.remove("blockOwnerDeletion");
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": name,
+            "namespace": cluster.namespace(),
+            "labels": {
+                "cnpg.io/cluster": cluster_name,
+                "cnpg.io/instanceName": name,
+                "cnpg.io/pvcRole": "PG_DATA",
+                "app.kubernetes.io/managed-by": "cloudnative-pg",
+                "app.kubernetes.io/name": "postgresql",
+                "app.kubernetes.io/component": "database",
+            },
+            "annotations": {
+                "cnpg.io/nodeSerial": index.to_string(),
+                "cnpg.io/pvcStatus": "initializing",
+            },
+            "ownerReferences": [owner],
+        },
+        "spec": spec,
+    })
+}
+
+/// The claims of instances 1..=`instances`: created when missing (an existing claim of the same
+/// name is used as it is, whoever made it: a Cluster created again over the claims of a deleted
+/// one starts on their data). Returns the claims, or `None` while one of them is still being
+/// deleted (CNPG waits for it: `waitForTerminatingPVC`).
+async fn ensure_claims(
+    client: &kube::Client,
+    cluster: &DynamicObject,
+    instances: i64,
+) -> Result<Option<Vec<PersistentVolumeClaim>>> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
+    let mut found = Vec::new();
+    for index in 1..=instances.max(1) {
+        let name = format!("{}-{index}", cluster.name_any());
+        let claim = match claims.get_opt(&name).await.map_err(kube_error(format!(
+            "reading PersistentVolumeClaim {namespace}/{name}"
+        )))? {
+            Some(claim) => claim,
+            None => {
+                let manifest: PersistentVolumeClaim =
+                    serde_json::from_value(instance_claim(cluster, index)).map_err(|error| {
+                        Error::InvalidObject {
+                            object: format!("PersistentVolumeClaim {namespace}/{name}"),
+                            field: "(the claim kube-sim builds)".to_owned(),
+                            message: error.to_string(),
+                        }
+                    })?;
+                claims
+                    .create(&kube::api::PostParams::default(), &manifest)
+                    .await
+                    .map_err(kube_error(format!(
+                        "creating PersistentVolumeClaim {namespace}/{name}"
+                    )))?
+            }
+        };
+        if is_terminating(&claim.metadata) {
+            return Ok(None);
+        }
+        found.push(claim);
+    }
+    Ok(Some(found))
+}
+
+/// Deletes the claims of instances past `spec.instances`, as CNPG does when it scales down
+/// (`scaleDownCluster` in internal/controller/cluster_scale.go deletes the instance's PVC group);
+/// each goes once its pod is gone (in-use protection).
+async fn delete_surplus_claims(
+    client: &kube::Client,
+    cluster: &DynamicObject,
+    instances: i64,
+) -> Result<()> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
+    let selector = format!(
+        "cnpg.io/cluster={},cnpg.io/pvcRole=PG_DATA",
+        cluster.name_any()
+    );
+    let listed = claims
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_error(format!(
+            "listing the PersistentVolumeClaims in {namespace}"
+        )))?;
+    for claim in listed.items {
+        let name = claim.name_any();
+        let serial = claim
+            .annotations()
+            .get("cnpg.io/nodeSerial")
+            .and_then(|serial| serial.parse::<i64>().ok());
+        if serial.is_some_and(|serial| serial > instances.max(1))
+            && !is_terminating(&claim.metadata)
+        {
+            match claims.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(error) if is_not_found(&error) => {}
+                Err(source) => {
+                    return Err(Error::Kube {
+                        action: format!("deleting PersistentVolumeClaim {namespace}/{name}"),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Marks a claim's instance as initialized (`cnpg.io/pvcStatus: ready`, as CNPG does once the
+/// instance has started on it).
+async fn mark_claim_ready(client: &kube::Client, claim: &PersistentVolumeClaim) -> Result<()> {
+    let ready = claim
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("cnpg.io/pvcStatus"))
+        .is_some_and(|status| status == "ready");
+    if ready {
+        return Ok(());
+    }
+    let namespace = claim.namespace().unwrap_or_default();
+    let name = claim.name_any();
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), &namespace)
+        .patch(
+            &name,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(json!({"metadata": {"annotations": {"cnpg.io/pvcStatus": "ready"}}})),
+        )
+        .await
+        .map_err(kube_error(format!(
+            "marking PersistentVolumeClaim {namespace}/{name} ready"
+        )))?;
+    Ok(())
+}
+
 /// Instance pod `index` (1-based) of a Cluster whose Postgres listens on `port`.
 pub fn instance_pod(cluster: &DynamicObject, index: i64, port: u16) -> Value {
     let cluster_name = cluster.name_any();
@@ -538,6 +845,7 @@ pub fn instance_pod(cluster: &DynamicObject, index: i64, port: u16) -> Value {
         "name": "postgres",
         "image": image,
         "ports": [{"name": "postgresql", "containerPort": INSTANCE_POSTGRES_PORT, "protocol": "TCP"}],
+        "volumeMounts": [{"name": "pgdata", "mountPath": PGDATA_MOUNT}],
     });
     if let Some(resources) = spec.and_then(|spec| spec.get("resources")) {
         container["resources"] = resources.clone();
@@ -565,6 +873,7 @@ pub fn instance_pod(cluster: &DynamicObject, index: i64, port: u16) -> Value {
             "nodeName": INSTANCE_NODE,
             "terminationGracePeriodSeconds": 0,
             "containers": [container],
+            "volumes": [{"name": "pgdata", "persistentVolumeClaim": {"claimName": name}}],
         },
     })
 }
@@ -604,11 +913,12 @@ pub fn instance_status(image: &str, uid: &str, started: &str) -> Value {
 /// Creates the missing instance pods, marks them Running and Ready, and deletes those past
 /// `spec.instances`.
 async fn ensure_instances(
-    client: &kube::Client,
+    controller: &CnpgController,
     cluster: &DynamicObject,
     instances: i64,
     port: u16,
 ) -> Result<()> {
+    let client = &controller.inner.client;
     let namespace = cluster.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let params = PatchParams {
@@ -658,6 +968,12 @@ async fn ensure_instances(
                     .map_err(kube_error(format!("creating pod {namespace}/{name}")))?
             }
         };
+        // The server running as this pod's container stops when the pod is gone.
+        for entry in controller.lock_servers().values_mut() {
+            if entry.namespace == namespace && entry.pod == name {
+                entry.pod_seen = true;
+            }
+        }
         let ready = super::pods::is_ready(&pod) && super::pods::phase(&pod) == "Running";
         if !ready {
             let image = pod
@@ -666,6 +982,7 @@ async fn ensure_instances(
                 .and_then(|spec| spec.containers.first())
                 .and_then(|container| container.image.clone())
                 .unwrap_or_default();
+            record_instance_start(controller, &pod, &image);
             let status = instance_status(&image, &pod.uid().unwrap_or_default(), &now_text());
             pods.patch_status(&name, &params, &Patch::Merge(json!({ "status": status })))
                 .await
@@ -675,6 +992,60 @@ async fn ensure_instances(
         }
     }
     Ok(())
+}
+
+/// The Events of an instance pod's start, as the scheduler and a kubelet record them
+/// ([`super::kubelet`] has the rules): `Scheduled`, `Pulled` (the image is present: CNPG's
+/// operand images use `IfNotPresent`), `Created`, `Started`; and its `postgres` log begins.
+fn record_instance_start(controller: &CnpgController, pod: &Pod, image: &str) {
+    let recorder = &controller.inner.recorder;
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    recorder.record(
+        &Source::scheduler(),
+        &Involved::pod(pod, None),
+        EventType::Normal,
+        "Scheduled",
+        format!("Successfully assigned {namespace}/{name} to {INSTANCE_NODE}"),
+    );
+    let kubelet = Source::kubelet(INSTANCE_NODE);
+    let container = Involved::pod(pod, Some("spec.containers{postgres}".to_owned()));
+    recorder.record(
+        &kubelet,
+        &container,
+        EventType::Normal,
+        "Pulled",
+        format!("Container image {image:?} already present on machine"),
+    );
+    recorder.record(
+        &kubelet,
+        &container,
+        EventType::Normal,
+        "Created",
+        "Created container: postgres",
+    );
+    recorder.record(
+        &kubelet,
+        &container,
+        EventType::Normal,
+        "Started",
+        "Started container postgres",
+    );
+    controller
+        .inner
+        .config
+        .log_sink
+        .start(&namespace, &name, "postgres");
+}
+
+/// The bytes of `path` from `offset` on (`None` if it cannot be read).
+fn read_from(path: &std::path::Path, offset: u64) -> Option<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    file.seek(SeekFrom::Start(offset)).ok()?;
+    let mut chunk = Vec::new();
+    file.read_to_end(&mut chunk).ok()?;
+    Some(chunk)
 }
 
 fn service(cluster: &DynamicObject, suffix: &str, selector: Value) -> Value {
@@ -783,9 +1154,26 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
     if is_terminating(&cluster.metadata) {
         return Ok(Action::await_change());
     }
+    // The cache may hold a Cluster that has just been deleted: nothing is created for it (its
+    // claims would outlive it until garbage collection, and start servers on dying volumes).
+    let current = Api::<DynamicObject>::namespaced_with(
+        controller.inner.client.clone(),
+        &cluster.namespace().unwrap_or_default(),
+        &cluster_resource(),
+    )
+    .get_opt(&cluster.name_any())
+    .await
+    .map_err(kube_error(format!(
+        "reading Cluster {}",
+        cluster.name_any()
+    )))?;
+    if current
+        .is_none_or(|current| current.uid() != cluster.uid() || is_terminating(&current.metadata))
+    {
+        return Ok(Action::await_change());
+    }
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_default();
-    let uid = cluster.uid().unwrap_or_default();
     let spec = cluster.data.get("spec").cloned().unwrap_or(Value::Null);
     let settings = bootstrap(&spec);
     let client = controller.inner.client.clone();
@@ -793,8 +1181,51 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let apply = PatchParams::apply(FIELD_MANAGER).force();
 
+    // The instances' claims first (CNPG creates them before the pods): the primary's data
+    // lives on `<cluster>-1`'s volume. Without a Postgres nothing is created.
+    let claims = if matches!(controller.inner.config.postgres, PostgresSource::None) {
+        Vec::new()
+    } else {
+        let ensured = match ensure_claims(&client, &cluster, settings.instances).await {
+            Ok(ensured) => ensured,
+            Err(error) => {
+                // E.g. a claim over the namespace's storage quota: say so, as CNPG's status does.
+                controller
+                    .set_status(
+                        &cluster,
+                        setting_up_status(
+                            settings.instances,
+                            &with_sources(&error),
+                            cluster.data.get("status"),
+                        ),
+                    )
+                    .await?;
+                return Err(error);
+            }
+        };
+        match ensured {
+            Some(claims) => claims,
+            None => {
+                controller
+                    .set_status(
+                        &cluster,
+                        setting_up_status(
+                            settings.instances,
+                            "Waiting for the previous PersistentVolumeClaims to be removed",
+                            cluster.data.get("status"),
+                        ),
+                    )
+                    .await?;
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+        }
+    };
+    let primary_claim = claims
+        .first()
+        .and_then(ResourceExt::uid)
+        .unwrap_or_default();
     let admin = match controller
-        .admin_for(&uid, &format!("{namespace}/{name}"))
+        .admin_for(&primary_claim, &namespace, &format!("{name}-1"))
         .await
     {
         Ok(Some(admin)) => Some(admin),
@@ -947,7 +1378,11 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
     }
 
     if admin.is_some() {
-        ensure_instances(&client, &cluster, settings.instances, port).await?;
+        ensure_instances(&controller, &cluster, settings.instances, port).await?;
+        delete_surplus_claims(&client, &cluster, settings.instances).await?;
+        for claim in &claims {
+            mark_claim_ready(&client, claim).await?;
+        }
     }
 
     controller
@@ -962,6 +1397,18 @@ async fn reconcile(cluster: Arc<DynamicObject>, controller: Arc<CnpgController>)
         )
         .await?;
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// An error with its causes, `: `-separated.
+fn with_sources(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn error_policy(
@@ -980,7 +1427,9 @@ pub const VALIDATING_WEBHOOK: &str = "vcluster.cnpg.io";
 /// `ClusterCustomValidator.validateResources` in internal/webhook/v1/cluster_webhook.go of CNPG
 /// 1.27) refuses of `spec.resources`, on create and update: a CPU or memory request above its
 /// limit (both non-zero), at `spec.resources.requests.<cpu|memory>` with the request in its
-/// canonical form. The webhook's other rules are not simulated.
+/// canonical form; and (`validateStorageConfigurationSize`) a `spec.storage` without a valid
+/// `size` and without a storage request in its `pvcTemplate`. The webhook's other rules are not
+/// simulated.
 pub fn webhook_causes(cluster: &Value) -> Vec<crate::status::Cause> {
     use super::quantity::Quantity;
     let resources = cluster.pointer("/spec/resources");
@@ -993,6 +1442,30 @@ pub fn webhook_causes(cluster: &Value) -> Vec<crate::status::Cause> {
             .filter(|q| !q.is_zero())
     };
     let mut causes = Vec::new();
+    let size = cluster
+        .pointer("/spec/storage/size")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !size.is_empty() && Quantity::parse(size).is_err() {
+        causes.push(crate::strategy::cause(
+            "FieldValueInvalid",
+            "spec.storage.size",
+            format!("Invalid value: {size:?}: Size value isn't valid"),
+        ));
+    }
+    let template_request = cluster
+        .pointer("/spec/storage/pvcTemplate/resources/requests/storage")
+        .and_then(Value::as_str)
+        .and_then(|text| Quantity::parse(text).ok())
+        .filter(|q| !q.is_zero());
+    if size.is_empty() && template_request.is_none() {
+        causes.push(crate::strategy::cause(
+            "FieldValueInvalid",
+            "spec.storage.size",
+            "Invalid value: \"\": Size not configured. Please add it, or a storage request in the pvcTemplate."
+                .to_owned(),
+        ));
+    }
     for (name, what) in [("cpu", "CPU"), ("memory", "Memory")] {
         if let (Some(request), Some(limit)) = (get("requests", name), get("limits", name))
             && request > limit

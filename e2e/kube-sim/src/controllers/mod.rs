@@ -17,6 +17,8 @@
 //!   address), as kube-proxy would provide, and the Services' names in [`dns`]'s hosts files,
 //!   which the kubelet mounts on each container's `/etc/hosts`.
 //! - [`admission`] and [`quota`]: LimitRange and ResourceQuota admission of pods, and quota status.
+//! - [`volumes`]: PersistentVolumeClaims bound to a directory each, whose deletion deletes it.
+//! - [`recorder`]: the Events of the kubelet and the scheduler, counted as client-go counts them.
 //!
 //! Every controller has an instant mode ([`ControllersConfig::instant`]) for benchmarks: pods run no
 //! process and are Ready (or Succeeded, for run-to-completion pods) at once, and no delay applies.
@@ -26,7 +28,8 @@
 //! In-process: [`Controllers::start_for`] with a [`crate::ServerHandle`] (registers the pod
 //! admission hook and sends container output to the server's log store). The `kube-sim` binary
 //! starts them unless `--no-controllers`, with these flags ([`ControllerArgs`]):
-//! `--image NAME=PATH` (repeatable), `--postgres URL` or `--start-postgres`, `--instant`,
+//! `--image NAME=PATH` (repeatable), `--stand-in-image PATTERN` (repeatable), `--state-dir DIR`,
+//! `--postgres URL` or `--start-postgres`, `--instant`,
 //! `--backoff-seconds S` (CrashLoopBackOff and Job back-off base, 10 by default), `--hosts-file
 //! PATH` (a hosts file to keep the Services' fully-qualified names in, see [`dns`]).
 //!
@@ -44,14 +47,15 @@
 //!
 //! # Known differences from Kubernetes
 //!
-//! - Volumes are not mounted: mount paths cannot be honoured for local processes; each pod gets a
+//! - Volumes are not mounted into pod processes: mount paths cannot be honoured for local
+//!   processes (a claim's volume holds data only for the CNPG simulation's Postgres); each pod gets a
 //!   temporary directory as working directory, `HOME` and `TMPDIR` (which stands in for an
 //!   `emptyDir` at `/tmp`). The environment holds only `PATH`, `LANG`, `HOME`, `TMPDIR`,
 //!   `HOSTNAME` (the pod name), the spec's variables and `PORT`; no Service link variables.
 //! - Every container port and probe port is the container's one loopback `PORT`.
 //! - Lifecycle hooks (`postStart`, `preStop`), gRPC and HTTPS probes, sidecar init containers,
-//!   Job `completionMode: Indexed`,
-//!   `podFailurePolicy` and `successPolicy`, quota scopes, and Events are not implemented.
+//!   Job `completionMode: Indexed`, `podFailurePolicy` and `successPolicy`, and quota scopes are
+//!   not implemented.
 //! - Job pods carry no tracking finalizer: a Job pod deleted before it finished is not counted as
 //!   failed.
 
@@ -66,8 +70,10 @@ pub mod names;
 pub mod pods;
 pub mod quantity;
 pub mod quota;
+pub mod recorder;
 pub mod replicaset;
 pub mod service_proxy;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -199,6 +205,18 @@ pub fn binary_for_image<'a>(mappings: &'a [ImageMapping], image: &str) -> Option
         .map(|mapping| mapping.binary.as_path())
 }
 
+/// Whether `image` is a declared stand-in (`--stand-in-image`): a pattern naming the image
+/// exactly, its repository without tag or digest (matching every tag), or ending in `*` (a prefix).
+pub fn is_stand_in(patterns: &[String], image: &str) -> bool {
+    let repository = image_repository(image);
+    patterns
+        .iter()
+        .any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => image.starts_with(prefix),
+            None => pattern == image || pattern == repository,
+        })
+}
+
 /// The image reference without its tag and digest (`host:5000/app:1@sha256:..` → `host:5000/app`).
 fn image_repository(image: &str) -> &str {
     let without_digest = image.split_once('@').map_or(image, |(name, _)| name);
@@ -216,6 +234,17 @@ pub struct ControllerArgs {
     /// `kumiko-app:dev=target/debug/kumiko-app`. A NAME without tag matches every tag.
     #[arg(long = "image", value_name = "NAME=PATH")]
     pub images: Vec<ImageMapping>,
+    /// Run pods whose image matches PATTERN as stand-ins (repeatable): no process, Running at
+    /// once, Ready after the readiness probe's initial delay, run-to-completion containers exit 0.
+    /// PATTERN is an image (`nginx:1.27`), a repository matching every tag (`nginx`), or a prefix
+    /// ending in `*`. An image neither mapped nor a stand-in fails to pull (`ImagePullBackOff`),
+    /// as an image that does not exist does on a real cluster.
+    #[arg(long = "stand-in-image", value_name = "PATTERN")]
+    pub stand_in_images: Vec<String>,
+    /// The directory kube-sim keeps volumes in (`volumes/<claim uid>`); by default a temporary
+    /// directory removed when it stops.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// The admin URL of an existing Postgres that CNPG Clusters use
     /// (`postgres://postgres:PASSWORD@127.0.0.1:5432/postgres`).
     #[arg(long, value_name = "URL", conflicts_with = "start_postgres")]
@@ -284,6 +313,8 @@ impl ControllerArgs {
         };
         Ok(ControllersConfig {
             images,
+            stand_in_images: self.stand_in_images.clone(),
+            state_dir: self.state_dir.as_ref().map(|dir| cwd.join(dir)),
             postgres,
             instant: self.instant,
             backoff_base: Duration::from_secs_f64(self.backoff_seconds),
@@ -299,6 +330,11 @@ impl ControllerArgs {
 pub struct ControllersConfig {
     /// Images that run as local binaries.
     pub images: Vec<ImageMapping>,
+    /// Patterns of images that run as stand-ins ([`is_stand_in`]); any other unmapped image fails
+    /// to pull.
+    pub stand_in_images: Vec<String>,
+    /// Where volumes live ([`volumes::Volumes`]); `None`: a temporary directory.
+    pub state_dir: Option<PathBuf>,
     /// Where CNPG Clusters get their Postgres.
     pub postgres: PostgresSource,
     /// Instant mode (benchmarks).
@@ -340,6 +376,8 @@ impl std::fmt::Debug for ControllersConfig {
         formatter
             .debug_struct("ControllersConfig")
             .field("images", &self.images)
+            .field("stand_in_images", &self.stand_in_images)
+            .field("state_dir", &self.state_dir)
             .field("postgres", &postgres)
             .field("instant", &self.instant)
             .field("backoff_base", &self.backoff_base)
@@ -351,6 +389,8 @@ impl Default for ControllersConfig {
     fn default() -> Self {
         ControllersConfig {
             images: Vec::new(),
+            stand_in_images: Vec::new(),
+            state_dir: None,
             postgres: PostgresSource::None,
             instant: false,
             backoff_base: Duration::from_secs(10),
@@ -367,6 +407,7 @@ pub struct Controllers {
     tasks: Vec<JoinHandle<()>>,
     kubelet: kubelet::Kubelet,
     cnpg: cnpg::CnpgController,
+    volumes: Arc<volumes::Volumes>,
 }
 
 impl Controllers {
@@ -374,10 +415,26 @@ impl Controllers {
     pub async fn start(client: kube::Client, config: ControllersConfig) -> Result<Self> {
         let shutdown = CancellationToken::new();
         let hosts = Arc::new(dns::HostsFiles::new(config.process_hosts_file.clone())?);
+        let volumes = Arc::new(volumes::Volumes::new(config.state_dir.as_deref())?);
         let config = Arc::new(config);
-        let kubelet = kubelet::Kubelet::new(client.clone(), config.clone(), hosts.clone());
-        let cnpg = cnpg::CnpgController::new(client.clone(), config.clone()).await?;
-        let tasks = vec![
+        let mut tasks = Vec::new();
+        let recorder = if config.instant {
+            recorder::Recorder::disabled()
+        } else {
+            let (recorder, task) = recorder::Recorder::start(client.clone());
+            tasks.push(task);
+            recorder
+        };
+        let kubelet = kubelet::Kubelet::new(
+            client.clone(),
+            config.clone(),
+            hosts.clone(),
+            recorder.clone(),
+        );
+        let cnpg =
+            cnpg::CnpgController::new(client.clone(), config.clone(), volumes.clone(), recorder)
+                .await?;
+        tasks.extend([
             tokio::spawn(kubelet.clone().run(shutdown.clone())),
             tokio::spawn(deployment::run(
                 client.clone(),
@@ -392,13 +449,20 @@ impl Controllers {
             tokio::spawn(job::run(client.clone(), config.clone(), shutdown.clone())),
             tokio::spawn(cnpg.clone().run(shutdown.clone())),
             tokio::spawn(service_proxy::run(client.clone(), hosts, shutdown.clone())),
+            tokio::spawn(volumes::run(
+                client.clone(),
+                config.clone(),
+                volumes.clone(),
+                shutdown.clone(),
+            )),
             tokio::spawn(quota::run(client, config.clone(), shutdown.clone())),
-        ];
+        ]);
         Ok(Controllers {
             shutdown,
             tasks,
             kubelet,
             cnpg,
+            volumes,
         })
     }
 
@@ -412,6 +476,10 @@ impl Controllers {
             .cluster()
             .admission()
             .register(Arc::new(quota::PodAdmission { bind_to_node: true }));
+        server
+            .cluster()
+            .admission()
+            .register(Arc::new(volumes::ClaimAdmission));
         config.log_sink = Arc::new(ClusterLogs(server.cluster().clone()));
         config.api_access = Some(ApiAccess {
             cluster: server.cluster().clone(),
@@ -436,6 +504,8 @@ impl Controllers {
             let _ = task.await;
         }
         self.cnpg.stop_all().await;
+        let volumes = self.volumes.clone();
+        let _ = tokio::task::spawn_blocking(move || volumes.detach_all_now()).await;
     }
 }
 
@@ -447,6 +517,7 @@ impl Drop for Controllers {
             task.abort();
         }
         self.cnpg.stop_all_now();
+        self.volumes.detach_all_now();
     }
 }
 

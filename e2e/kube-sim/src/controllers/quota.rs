@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{LimitRange, Pod, ResourceQuota};
+use k8s_openapi::api::core::v1::{LimitRange, PersistentVolumeClaim, Pod, ResourceQuota};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -112,8 +112,10 @@ impl AdmissionHook for PodAdmission {
         // The quotas' usage, with this pod counted.
         let mut counted = pods;
         counted.push(pod);
+        let claims: Vec<PersistentVolumeClaim> =
+            parse_all(context.list("", "persistentvolumeclaims", Some(namespace)));
         for quota in &quotas {
-            let status = quota_status(quota, counted.iter(), jiff::Timestamp::now());
+            let status = quota_status(quota, counted.iter(), claims.iter(), jiff::Timestamp::now());
             if quota.status.as_ref() != Some(&status)
                 && let Ok(value) = serde_json::to_value(&status)
             {
@@ -138,7 +140,15 @@ async fn reconcile(quota: Arc<ResourceQuota>, context: Arc<Context>) -> Result<A
             "listing the pods of namespace {namespace}"
         )))?
         .items;
-    let status = quota_status(&quota, pods.iter(), jiff::Timestamp::now());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(context.client.clone(), &namespace);
+    let claims = claims
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_error(format!(
+            "listing the PersistentVolumeClaims of namespace {namespace}"
+        )))?
+        .items;
+    let status = quota_status(&quota, pods.iter(), claims.iter(), jiff::Timestamp::now());
     if quota.status.as_ref() != Some(&status) {
         let api: Api<ResourceQuota> = Api::namespaced(context.client.clone(), &namespace);
         // `used` and `hard` are maps: a merge patch must remove the keys that went away.
@@ -189,8 +199,10 @@ pub async fn run(
 ) {
     let quotas: Api<ResourceQuota> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
+    let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
     let controller = Controller::new(quotas, watcher::Config::default());
     let store = controller.store();
+    let claim_store = store.clone();
     let stream = controller
         .watches(pods, watcher::Config::default(), move |pod: Pod| {
             let namespace = pod.namespace();
@@ -201,6 +213,19 @@ pub async fn run(
                 .map(|quota| ObjectRef::from_obj(&*quota))
                 .collect::<Vec<_>>()
         })
+        .watches(
+            claims,
+            watcher::Config::default(),
+            move |claim: PersistentVolumeClaim| {
+                let namespace = claim.namespace();
+                claim_store
+                    .state()
+                    .into_iter()
+                    .filter(|quota| quota.namespace() == namespace)
+                    .map(|quota| ObjectRef::from_obj(&*quota))
+                    .collect::<Vec<_>>()
+            },
+        )
         .run(reconcile, error_policy, Arc::new(Context { client }))
         .for_each(|_| async {});
     tokio::select! {

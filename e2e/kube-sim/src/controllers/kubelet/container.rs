@@ -10,6 +10,25 @@
 //!   the grace period, then sends SIGKILL (here to the whole process group);
 //! - a failed startup or liveness probe kills the container the same way (the probe's own
 //!   `terminationGracePeriodSeconds` applies when set) and the restart policy decides what follows.
+//!
+//! Images ("Images", "Image pull policy"; the kubelet's image manager): a container's image is
+//! a local binary (`--image`), a declared stand-in (`--stand-in-image`), or does not exist. An
+//! image that exists is "pulled" before each start: `Pulling` and `Pulled` ("Successfully
+//! pulled image ...") when `imagePullPolicy` is `Always`, else `Pulled` ("Container image ...
+//! already present on machine"). An image that does not exist fails to pull: the container
+//! waits in `ErrImagePull` (Events `Pulling`, `Failed` "Failed to pull image ...", `Failed`
+//! "Error: ErrImagePull"), then in `ImagePullBackOff` (Events `BackOff` "Back-off pulling image
+//! ...", `Failed` "Error: ImagePullBackOff") for the back-off (the same base as
+//! CrashLoopBackOff, doubling up to five minutes), then pulls again; it never runs, so its pod
+//! is never Ready and never Succeeds. With `imagePullPolicy: Never` it waits in
+//! `ErrImageNeverPull` instead.
+//!
+//! Events (recorded as the kubelet records them, `pkg/kubelet/events/event.go` for the
+//! reasons): `Created` ("Created container: NAME") and `Started` ("Started container NAME") at
+//! each start, `Killing` ("Stopping container NAME", or "Container NAME failed liveness probe,
+//! will be restarted"), `Unhealthy` for every failed probe ("Readiness probe failed: OUTPUT"),
+//! `BackOff` ("Back-off restarting failed container NAME in pod POD_NAMESPACE(UID)") while a
+//! restart waits. Repeats are counted by the recorder ([`crate::controllers::recorder`]).
 
 use std::collections::HashSet;
 use std::os::unix::process::ExitStatusExt;
@@ -32,6 +51,7 @@ use super::status::{ContainerRuntime, RunState};
 use crate::controllers::PodLogSink;
 use crate::controllers::error::is_not_found;
 use crate::controllers::pods::now;
+use crate::controllers::recorder::{EventType, Involved, Recorder, Source};
 
 /// The most a restart is delayed (Kubernetes: five minutes).
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -98,6 +118,58 @@ pub fn exit_code_of(status: std::process::ExitStatus) -> (i32, Option<i32>) {
     }
 }
 
+/// What a container's image is on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// It runs as this local binary (`--image`).
+    Binary(PathBuf),
+    /// A declared stand-in (`--stand-in-image`): no process runs.
+    StandIn,
+    /// It does not exist: pulling it fails.
+    Missing,
+}
+
+/// Where a container's Events go: the recorder, as the kubelet, about the container.
+#[derive(Clone, Debug)]
+pub struct ContainerEvents {
+    /// The recorder.
+    pub recorder: Recorder,
+    /// The kubelet.
+    pub source: Source,
+    /// The pod, with `fieldPath` naming the container.
+    pub involved: Involved,
+}
+
+impl ContainerEvents {
+    fn normal(&self, reason: &str, message: impl Into<String>) {
+        self.recorder.record(
+            &self.source,
+            &self.involved,
+            EventType::Normal,
+            reason,
+            message,
+        );
+    }
+
+    fn warning(&self, reason: &str, message: impl Into<String>) {
+        self.recorder.record(
+            &self.source,
+            &self.involved,
+            EventType::Warning,
+            reason,
+            message,
+        );
+    }
+}
+
+/// The error a pull of an image that does not exist fails with (containerd's, through the CRI).
+pub fn pull_error(image: &str) -> String {
+    format!(
+        "rpc error: code = NotFound desc = failed to pull and unpack image {image:?}: failed to \
+         resolve reference {image:?}: {image}: not found"
+    )
+}
+
 /// Everything a container runner needs.
 #[derive(Clone)]
 pub struct ContainerContext {
@@ -111,8 +183,10 @@ pub struct ContainerContext {
     pub init: bool,
     /// Its loopback port (`PORT`).
     pub port: u16,
-    /// The local binary its image maps to, if any.
-    pub binary: Option<PathBuf>,
+    /// What its image is here.
+    pub image: ImageSource,
+    /// Where its Events go.
+    pub events: ContainerEvents,
     /// The pod's temporary directory (working directory, `HOME`, `TMPDIR`).
     pub workdir: PathBuf,
     /// API client, to read Secrets and ConfigMaps.
@@ -161,8 +235,13 @@ struct Exit {
 enum ProbeEvent {
     Started,
     Ready(bool),
+    /// One failed probe (an `Unhealthy` Event).
+    Failed(String),
     Kill {
+        /// The container status's message.
         message: String,
+        /// The `Killing` Event's message.
+        event: String,
         grace: Option<Duration>,
     },
 }
@@ -255,12 +334,17 @@ pub async fn run_container(context: ContainerContext) -> bool {
             });
             return false;
         }
+        if !pull(&context, &mut stop).await {
+            continue;
+        }
         let Some(env) = resolve_with_retry(&context, &mut stop).await else {
             continue;
         };
-        let exit = match context.binary.clone() {
-            Some(binary) => run_process(&context, &binary, &env, &mut stop).await,
-            None => run_unmapped(&context, &mut stop).await,
+        let exit = match context.image.clone() {
+            ImageSource::Binary(binary) => run_process(&context, &binary, &env, &mut stop).await,
+            ImageSource::StandIn => run_unmapped(&context, &mut stop).await,
+            // `pull` never lets a missing image through.
+            ImageSource::Missing => continue,
         };
         let restart =
             !exit.stopped && should_restart(context.restart_policy, context.init, exit.exit_code);
@@ -299,6 +383,16 @@ pub async fn run_container(context: ContainerContext) -> bool {
                     message: Some(message),
                 };
             });
+            context.events.warning(
+                "BackOff",
+                format!(
+                    "Back-off restarting failed container {} in pod {}_{}({})",
+                    context.spec.name,
+                    context.pod_name(),
+                    context.namespace(),
+                    context.pod.metadata.uid.as_deref().unwrap_or("")
+                ),
+            );
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 _grace = stopped(&mut stop) => {
@@ -314,6 +408,93 @@ pub async fn run_container(context: ContainerContext) -> bool {
             container.last_state = Some(terminated.clone());
             container.restart_count += 1;
         });
+    }
+}
+
+/// Pulls the container's image (see the module doc). Returns whether it is there; `false` when
+/// the pod terminates first.
+async fn pull(context: &ContainerContext, stop: &mut watch::Receiver<Option<Duration>>) -> bool {
+    let image = context.spec.image.clone().unwrap_or_default();
+    let policy = context
+        .spec
+        .image_pull_policy
+        .clone()
+        .unwrap_or_else(|| "IfNotPresent".to_owned());
+    let events = &context.events;
+    match &context.image {
+        ImageSource::Binary(_) | ImageSource::StandIn => {
+            if policy == "Always" {
+                events.normal("Pulling", format!("Pulling image {image:?}"));
+                let size = match &context.image {
+                    ImageSource::Binary(binary) => {
+                        std::fs::metadata(binary).map_or(0, |meta| meta.len())
+                    }
+                    ImageSource::StandIn | ImageSource::Missing => 0,
+                };
+                events.normal(
+                    "Pulled",
+                    format!(
+                        "Successfully pulled image {image:?} in 0s (0s including waiting). Image size: {size} bytes."
+                    ),
+                );
+            } else {
+                events.normal(
+                    "Pulled",
+                    format!("Container image {image:?} already present on machine"),
+                );
+            }
+            true
+        }
+        ImageSource::Missing if policy == "Never" => {
+            let message =
+                format!("Container image {image:?} is not present with pull policy of Never");
+            events.warning("ErrImageNeverPull", message.clone());
+            context.update(|container| {
+                container.state = RunState::Waiting {
+                    reason: "ErrImageNeverPull".to_owned(),
+                    message: Some(message),
+                };
+            });
+            let _grace = stopped(stop).await;
+            false
+        }
+        ImageSource::Missing => {
+            let error = pull_error(&image);
+            let mut failures: i32 = 0;
+            loop {
+                events.normal("Pulling", format!("Pulling image {image:?}"));
+                events.warning("Failed", format!("Failed to pull image {image:?}: {error}"));
+                events.warning("Failed", "Error: ErrImagePull");
+                context.update(|container| {
+                    container.state = RunState::Waiting {
+                        reason: "ErrImagePull".to_owned(),
+                        message: Some(error.clone()),
+                    };
+                });
+                failures = failures.saturating_add(1);
+                let delay =
+                    restart_delay(context.backoff_base, failures).max(Duration::from_secs(1));
+                // The next sync of the pod finds the pull backing off.
+                let in_error = delay.min(Duration::from_secs(1));
+                tokio::select! {
+                    () = tokio::time::sleep(in_error) => {}
+                    _grace = stopped(stop) => return false,
+                }
+                let message = format!("Back-off pulling image {image:?}");
+                events.normal("BackOff", message.clone());
+                events.warning("Failed", "Error: ImagePullBackOff");
+                context.update(|container| {
+                    container.state = RunState::Waiting {
+                        reason: "ImagePullBackOff".to_owned(),
+                        message: Some(message),
+                    };
+                });
+                tokio::select! {
+                    () = tokio::time::sleep(delay.saturating_sub(in_error)) => {}
+                    _grace = stopped(stop) => return false,
+                }
+            }
+        }
     }
 }
 
@@ -485,11 +666,16 @@ async fn run_process(
     stop: &mut watch::Receiver<Option<Duration>>,
 ) -> Exit {
     if !binary.is_file() {
-        return start_error(format!(
+        let exit = start_error(format!(
             "kube-sim: the binary {} that image {} maps to does not exist (build it, or fix --image)",
             binary.display(),
             context.spec.image.as_deref().unwrap_or("")
         ));
+        context.events.warning(
+            "Failed",
+            format!("Error: {}", exit.message.clone().unwrap_or_default()),
+        );
+        return exit;
     }
     let hosts_file = match &context.hosts_file {
         Ok(path) => path,
@@ -515,15 +701,28 @@ async fn run_process(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    context.events.normal(
+        "Created",
+        format!("Created container: {}", context.spec.name),
+    );
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {
-            return start_error(format!(
+            let exit = start_error(format!(
                 "kube-sim: cannot run {}: {error}",
                 binary.display()
             ));
+            context.events.warning(
+                "Failed",
+                format!("Error: {}", exit.message.clone().unwrap_or_default()),
+            );
+            return exit;
         }
     };
+    context.events.normal(
+        "Started",
+        format!("Started container {}", context.spec.name),
+    );
     let started_at = now();
     let started_instant = Instant::now();
     let pid = child.id().and_then(|id| i32::try_from(id).ok());
@@ -556,6 +755,7 @@ async fn run_process(
     });
     let (probe_tx, mut probe_rx) = mpsc::channel(16);
     let probe_task = tokio::spawn(run_probes(
+        context.spec.name.clone(),
         started_instant,
         startup,
         readiness,
@@ -581,8 +781,10 @@ async fn run_process(
                         context.update(|c| c.ready = ready);
                     }
                 }
-                Some(ProbeEvent::Kill { message, grace }) => {
+                Some(ProbeEvent::Failed(message)) => context.events.warning("Unhealthy", message),
+                Some(ProbeEvent::Kill { message, event, grace }) => {
                     let grace = grace.unwrap_or(context.pod_grace);
+                    context.events.normal("Killing", event);
                     kill = Some((message, grace));
                     break terminate(&mut child, pid, grace).await;
                 }
@@ -592,6 +794,7 @@ async fn run_process(
                         status = child.wait() => break status.ok(),
                         grace = stopped(stop) => {
                             stopped_by_pod = true;
+                            context.events.normal("Killing", format!("Stopping container {}", context.spec.name));
                             break terminate(&mut child, pid, grace).await;
                         }
                     }
@@ -599,6 +802,7 @@ async fn run_process(
             },
             grace = stopped(stop) => {
                 stopped_by_pod = true;
+                context.events.normal("Killing", format!("Stopping container {}", context.spec.name));
                 break terminate(&mut child, pid, grace).await;
             }
         }
@@ -649,8 +853,10 @@ async fn wait_until(start: Instant, delay: Duration) {
     tokio::time::sleep_until(deadline.into()).await;
 }
 
-/// Startup first; then readiness and liveness side by side.
+/// Startup first; then readiness and liveness side by side. Every failed probe is reported
+/// (`Unhealthy`), and a failing startup or liveness probe kills the container.
 async fn run_probes(
+    container: String,
     start: Instant,
     startup: Option<ProbeSpec>,
     readiness: Option<ProbeSpec>,
@@ -667,6 +873,13 @@ async fn run_probes(
         loop {
             let result = run_probe(&spec, &env).await;
             let failure = result.as_ref().err().cloned();
+            if let Some(failure) = &failure {
+                let _ = events
+                    .send(ProbeEvent::Failed(format!(
+                        "Startup probe failed: {failure}"
+                    )))
+                    .await;
+            }
             match counter.record(result.is_ok(), &spec) {
                 Verdict::Passing => {
                     let _ = events.send(ProbeEvent::Started).await;
@@ -678,6 +891,9 @@ async fn run_probes(
                             message: format!(
                                 "Startup probe failed: {}",
                                 failure.unwrap_or_default()
+                            ),
+                            event: format!(
+                                "Container {container} failed startup probe, will be restarted"
                             ),
                             grace: spec.termination_grace,
                         })
@@ -700,6 +916,16 @@ async fn run_probes(
             let mut counter = ProbeCounter::default();
             loop {
                 let result = run_probe(&spec, &env).await;
+                if let Err(failure) = &result
+                    && events
+                        .send(ProbeEvent::Failed(format!(
+                            "Readiness probe failed: {failure}"
+                        )))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
                 match counter.record(result.is_ok(), &spec) {
                     Verdict::Passing => {
                         if events.send(ProbeEvent::Ready(true)).await.is_err() {
@@ -726,10 +952,20 @@ async fn run_probes(
         loop {
             let result = run_probe(&spec, &env).await;
             let failure = result.as_ref().err().cloned();
+            if let Some(failure) = &failure {
+                let _ = events
+                    .send(ProbeEvent::Failed(format!(
+                        "Liveness probe failed: {failure}"
+                    )))
+                    .await;
+            }
             if counter.record(result.is_ok(), &spec) == Verdict::Failing {
                 let _ = events
                     .send(ProbeEvent::Kill {
                         message: format!("Liveness probe failed: {}", failure.unwrap_or_default()),
+                        event: format!(
+                            "Container {container} failed liveness probe, will be restarted"
+                        ),
                         grace: spec.termination_grace,
                     })
                     .await;
@@ -743,10 +979,10 @@ async fn run_probes(
     std::future::pending::<()>().await;
 }
 
-/// A container whose image maps to no binary: Running at once, started after the startup probe's
-/// initial delay, Ready after the readiness probe's initial delay (both from its start; no probe,
-/// no delay). Run-to-completion containers (init containers, pods with restartPolicy Never or
-/// OnFailure) exit 0 at once.
+/// A container whose image is a declared stand-in: Running at once, started after the startup
+/// probe's initial delay, Ready after the readiness probe's initial delay (both from its start;
+/// no probe, no delay). Run-to-completion containers (init containers, pods with restartPolicy
+/// Never or OnFailure) exit 0 at once. Its log exists and stays empty.
 async fn run_unmapped(
     context: &ContainerContext,
     stop: &mut watch::Receiver<Option<Duration>>,
@@ -761,6 +997,19 @@ async fn run_unmapped(
         started_at: Some(started_at),
         stopped,
     };
+    context.events.normal(
+        "Created",
+        format!("Created container: {}", context.spec.name),
+    );
+    context.logs.start(
+        &context.namespace(),
+        &context.pod_name(),
+        &context.spec.name,
+    );
+    context.events.normal(
+        "Started",
+        format!("Started container {}", context.spec.name),
+    );
     context.update(|container| {
         container.state = RunState::Running { started_at };
     });
@@ -781,7 +1030,10 @@ async fn run_unmapped(
     };
     tokio::select! {
         () = lifecycle => completed(false),
-        _grace = stopped(stop) => completed(true),
+        _grace = stopped(stop) => {
+            context.events.normal("Killing", format!("Stopping container {}", context.spec.name));
+            completed(true)
+        }
     }
 }
 

@@ -5,8 +5,11 @@
 //!   in the spec) and published on the pod: annotation `kube-sim.kumiko.so/port` (the first
 //!   container's) and `kube-sim.kumiko.so/port-CONTAINER` (each container's); `status.podIP` is
 //!   `127.0.0.1`;
+//! - records the scheduler's `Scheduled` Event and the kubelet's container Events
+//!   ([`container`] lists them);
 //! - runs init containers one after the other, then the containers side by side
-//!   ([`container`]); a container whose image maps to a binary (`--image`) runs it in a fresh
+//!   ([`container`]); an image that is neither mapped nor a declared stand-in fails to pull
+//!   (`ErrImagePull`, `ImagePullBackOff`); a container whose image maps to a binary (`--image`) runs it in a fresh
 //!   temporary directory per pod (the working directory, `HOME` and `TMPDIR`); volumes are not
 //!   mounted: a process cannot write at a pod's mount paths, so it should use `TMPDIR`;
 //! - keeps `status` up to date ([`status`]);
@@ -19,7 +22,8 @@
 //! instance pods itself).
 //!
 //! In instant mode no process runs: pods are Running and Ready at once (Succeeded at once when
-//! their restartPolicy is Never or OnFailure), and deletion completes at once.
+//! their restartPolicy is Never or OnFailure), and deletion completes at once; images are not
+//! checked and no Events are recorded (it exists for benchmarks).
 
 pub mod container;
 pub mod env;
@@ -45,13 +49,16 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use self::container::{ContainerContext, PodRuntime, RestartPolicy, run_container};
+use self::container::{
+    ContainerContext, ContainerEvents, ImageSource, PodRuntime, RestartPolicy, run_container,
+};
 use self::status::{ContainerRuntime, RunState, pod_status};
 use super::dns::HostsFiles;
 use super::pods::now;
+use super::recorder::{EventType, Involved, Recorder, Source};
 use super::{
     CONTAINER_PORT_ANNOTATION_PREFIX, ControllersConfig, FIELD_MANAGER, POD_PORT_ANNOTATION,
-    binary_for_image,
+    binary_for_image, is_stand_in,
 };
 
 /// The conditions the kubelet owns; others (readiness gates) are kept as they are.
@@ -88,6 +95,8 @@ struct Inner {
     hosts: Arc<HostsFiles>,
     workers: Mutex<HashMap<String, Entry>>,
     process_groups: Arc<Mutex<HashSet<i32>>>,
+    /// Records the pods' Events.
+    recorder: Recorder,
 }
 
 /// The simulated kubelet. Clones share the same state.
@@ -102,6 +111,7 @@ impl Kubelet {
         client: kube::Client,
         config: Arc<ControllersConfig>,
         hosts: Arc<HostsFiles>,
+        recorder: Recorder,
     ) -> Self {
         Kubelet {
             inner: Arc::new(Inner {
@@ -110,6 +120,7 @@ impl Kubelet {
                 hosts,
                 workers: Mutex::new(HashMap::new()),
                 process_groups: Arc::new(Mutex::new(HashSet::new())),
+                recorder,
             }),
         }
     }
@@ -368,6 +379,17 @@ impl Kubelet {
     }
 }
 
+/// What `image` is on this node: mapped to a binary, a declared stand-in, or missing.
+pub fn image_source(config: &ControllersConfig, image: &str) -> ImageSource {
+    if let Some(binary) = binary_for_image(&config.images, image) {
+        return ImageSource::Binary(PathBuf::from(binary));
+    }
+    if is_stand_in(&config.stand_in_images, image) {
+        return ImageSource::StandIn;
+    }
+    ImageSource::Missing
+}
+
 /// A free loopback port (free when returned).
 fn free_port() -> Option<u16> {
     TcpListener::bind("127.0.0.1:0")
@@ -606,11 +628,19 @@ impl PodWorker {
             index,
             init,
             port,
-            binary: container
-                .image
-                .as_deref()
-                .and_then(|image| binary_for_image(&config.images, image))
-                .map(PathBuf::from),
+            image: image_source(&config, container.image.as_deref().unwrap_or("")),
+            events: ContainerEvents {
+                recorder: kubelet.inner.recorder.clone(),
+                source: Source::kubelet(env::NODE_NAME),
+                involved: Involved::pod(
+                    &pod,
+                    Some(format!(
+                        "spec.{}{{{}}}",
+                        if init { "initContainers" } else { "containers" },
+                        container.name
+                    )),
+                ),
+            },
             workdir: workdir_path.clone(),
             client: kubelet.inner.client.clone(),
             logs: config.log_sink.clone(),
@@ -626,6 +656,18 @@ impl PodWorker {
             api_endpoint: api_endpoint.clone(),
         };
         let first_port = ports.first().copied().unwrap_or(0);
+        // The scheduler's Event for the binding admission made (kube-sim's pods are bound to
+        // this node when they are created).
+        kubelet.inner.recorder.record(
+            &Source::scheduler(),
+            &Involved::pod(&pod, None),
+            EventType::Normal,
+            "Scheduled",
+            format!(
+                "Successfully assigned {namespace}/{name} to {}",
+                env::NODE_NAME
+            ),
+        );
         let init_contexts: Vec<ContainerContext> = spec
             .init_containers
             .iter()
