@@ -204,6 +204,7 @@ impl Snapshot {
 #[derive(Clone)]
 pub struct Health {
     lifecycle: Lifecycle,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
     checks: Arc<Mutex<Vec<Check>>>,
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
 }
@@ -221,17 +222,44 @@ impl Health {
     pub fn new(lifecycle: Lifecycle) -> Self {
         Self {
             lifecycle,
+            frozen: Arc::default(),
             checks: Arc::default(),
             snapshot: Arc::new(RwLock::new(Arc::new(Snapshot::new(Vec::new())))),
         }
     }
 
     /// Registers a check (during boot). It shows as pending until its first run.
-    pub fn register(&self, check: Check) {
+    ///
+    /// Registration is frozen once the checks start (boot phase 16): a later registration is
+    /// [`crate::Error::LateRegistration`], never a check that silently stays pending.
+    pub fn register(&self, check: Check) -> Result<(), crate::Error> {
+        if self.frozen.load(Ordering::SeqCst) {
+            return Err(crate::Error::LateRegistration {
+                what: "readiness check",
+                name: check.name,
+            });
+        }
         let mut checks = lock(&self.checks);
         checks.push(check);
         let reports = checks.iter().map(CheckReport::pending).collect();
         *write(&self.snapshot) = Arc::new(Snapshot::new(reports));
+        Ok(())
+    }
+
+    /// Marks the check named `name` unhealthy at once (without waiting for its next run): a
+    /// supervised component that ended is reported the moment it is noticed.
+    pub fn mark_unhealthy(&self, name: &str, message: String) {
+        let index = read(&self.snapshot)
+            .reports
+            .iter()
+            .position(|report| report.name == name);
+        if let Some(index) = index {
+            let mut report = read(&self.snapshot).reports[index].clone();
+            report.status = CheckStatus::Unhealthy;
+            report.message = message;
+            report.checked_at = Some(jiff::Timestamp::now().to_string());
+            self.store(index, report);
+        }
     }
 
     /// The latest result of every check.
@@ -271,7 +299,9 @@ impl Health {
     }
 
     /// Starts one background task per check; they stop when `stop` is cancelled.
+    /// Freezes registration.
     pub fn start(&self, stop: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        self.frozen.store(true, Ordering::SeqCst);
         let checks = lock(&self.checks).clone();
         checks
             .into_iter()
@@ -460,7 +490,9 @@ mod tests {
     async fn handlers_answer_from_the_cache_and_follow_the_lifecycle() {
         let lifecycle = Lifecycle::new();
         let health = Health::new(lifecycle.clone());
-        health.register(Check::new("always", || async { Ok(String::new()) }));
+        health
+            .register(Check::new("always", || async { Ok(String::new()) }))
+            .unwrap();
         assert_eq!(health.readiness().status(), StatusCode::SERVICE_UNAVAILABLE);
         health.run_all_once().await;
         assert_eq!(health.readiness().status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -474,17 +506,38 @@ mod tests {
     #[tokio::test]
     async fn a_slow_probe_is_reported_unhealthy_after_its_timeout() {
         let health = Health::new(Lifecycle::new());
-        health.register(
-            Check::new("slow", || async {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                Ok(String::new())
-            })
-            .timeout(Duration::from_millis(20)),
-        );
+        health
+            .register(
+                Check::new("slow", || async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    Ok(String::new())
+                })
+                .timeout(Duration::from_millis(20)),
+            )
+            .unwrap();
         health.run_all_once().await;
         let reports = health.reports();
         assert_eq!(reports[0].status, CheckStatus::Unhealthy);
         assert!(reports[0].message.contains("no answer"));
+    }
+
+    #[tokio::test]
+    async fn a_check_registered_after_the_checks_started_is_an_error_not_a_pending_check() {
+        let health = Health::new(Lifecycle::new());
+        health
+            .register(Check::new("early", || async { Ok(String::new()) }))
+            .unwrap();
+        let stop = CancellationToken::new();
+        let _tasks = health.start(stop.clone());
+        let error = health
+            .register(Check::new("late", || async { Ok(String::new()) }))
+            .unwrap_err();
+        assert!(
+            matches!(&error, crate::Error::LateRegistration { name, .. } if name == "late"),
+            "{error:?}"
+        );
+        assert_eq!(health.reports().len(), 1, "the late check is not listed");
+        stop.cancel();
     }
 
     #[test]

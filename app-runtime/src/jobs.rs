@@ -3,7 +3,7 @@
 //! **Cron.** Each cron job has a fixed interval; its ticks are aligned to the Unix epoch
 //! ([`next_tick_after`]), so every process computes the same `scheduled_for` for a tick. Before
 //! running a tick the scheduler checks leadership ([`LeaderHandle::is_leader`]), then claims the
-//! tick by inserting `(job, scheduled_for)` into `cron_runs`, whose primary key makes the insert
+//! tick by inserting `(job, scheduled_for)` into `kumiko_cron_runs`, whose primary key makes the insert
 //! succeed for exactly one process. Two leaders during a partition (or a forced split-brain) both
 //! try; one inserts and runs, the other skips. A tick is run at most once: a run that fails (or a
 //! process that dies mid-run) is recorded, not retried. Ticks missed while no process was leader
@@ -100,7 +100,7 @@ impl CronJob {
         }
     }
 
-    /// The job's name (the key in `cron_runs`).
+    /// The job's name (the key in `kumiko_cron_runs`).
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -363,7 +363,7 @@ pub async fn claim_tick(
     scheduled_for_ms: i64,
     instance_id: &str,
 ) -> Result<bool, Error> {
-    const SQL: &str = "INSERT INTO cron_runs (job, scheduled_for_ms, instance_id, state, started_at_ms) \
+    const SQL: &str = "INSERT INTO kumiko_cron_runs (job, scheduled_for_ms, instance_id, state, started_at_ms) \
                        VALUES ($1, $2, $3, 'running', $4) ON CONFLICT (job, scheduled_for_ms) DO NOTHING";
     let inserted = on_pool!(pool, |executor| sqlx::query(SQL)
         .bind(job)
@@ -415,7 +415,7 @@ async fn run_tick(pool: &Pool, job: &CronJob, tick: i64, config: &WorkerConfig) 
             Some(message)
         }
     };
-    const SQL: &str = "UPDATE cron_runs SET state = $1, finished_at_ms = $2, error = $3 \
+    const SQL: &str = "UPDATE kumiko_cron_runs SET state = $1, finished_at_ms = $2, error = $3 \
                        WHERE job = $4 AND scheduled_for_ms = $5";
     let state = if error.is_some() {
         "failed"
@@ -493,7 +493,7 @@ pub async fn enqueue(
     payload: &serde_json::Value,
     max_attempts: i32,
 ) -> Result<i64, Error> {
-    const SQL: &str = "INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_after_ms, created_at_ms) \
+    const SQL: &str = "INSERT INTO kumiko_jobs (kind, payload, state, attempts, max_attempts, run_after_ms, created_at_ms) \
                        VALUES ($1, $2, 'queued', 0, $3, $4, $4) RETURNING id";
     let payload = serde_json::to_string(payload).map_err(|source| Error::JobPayload {
         kind: kind.to_owned(),
@@ -518,7 +518,7 @@ pub async fn enqueue(
 /// One queued job by id.
 pub async fn job(pool: &Pool, id: i64) -> Result<Option<JobRecord>, Error> {
     const SQL: &str = "SELECT id, kind, state, attempts, max_attempts, last_error, created_at_ms, finished_at_ms \
-                       FROM jobs WHERE id = $1";
+                       FROM kumiko_jobs WHERE id = $1";
     let row = on_pool!(pool, |executor| sqlx::query_as::<_, JobRow>(SQL)
         .bind(id)
         .fetch_optional(executor)
@@ -552,14 +552,14 @@ pub async fn claim_next(
     instance_id: &str,
     stale_after: Duration,
 ) -> Result<Option<ClaimedJob>, Error> {
-    const POSTGRES: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, locked_by = $1, locked_at_ms = $2 \
-        WHERE id = (SELECT id FROM jobs \
+    const POSTGRES: &str = "UPDATE kumiko_jobs SET state = 'running', attempts = attempts + 1, locked_by = $1, locked_at_ms = $2 \
+        WHERE id = (SELECT id FROM kumiko_jobs \
                     WHERE (state = 'queued' AND run_after_ms <= $2) OR (state = 'running' AND locked_at_ms < $3) \
                     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
         RETURNING id, kind, payload, attempts, max_attempts";
     // One statement: SQLite's single writer makes the read and the update atomic.
-    const SQLITE: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, locked_by = $1, locked_at_ms = $2 \
-        WHERE id = (SELECT id FROM jobs \
+    const SQLITE: &str = "UPDATE kumiko_jobs SET state = 'running', attempts = attempts + 1, locked_by = $1, locked_at_ms = $2 \
+        WHERE id = (SELECT id FROM kumiko_jobs \
                     WHERE (state = 'queued' AND run_after_ms <= $2) OR (state = 'running' AND locked_at_ms < $3) \
                     ORDER BY id LIMIT 1) \
         RETURNING id, kind, payload, attempts, max_attempts";
@@ -612,7 +612,7 @@ async fn finish_job(
             AfterFailure::GiveUp => ("failed", None, Some(now), Some(message.as_str())),
         },
     };
-    const SQL: &str = "UPDATE jobs SET state = $1, run_after_ms = COALESCE($2, run_after_ms), finished_at_ms = $3, \
+    const SQL: &str = "UPDATE kumiko_jobs SET state = $1, run_after_ms = COALESCE($2, run_after_ms), finished_at_ms = $3, \
                        last_error = COALESCE($4, last_error), locked_by = NULL, locked_at_ms = NULL WHERE id = $5";
     on_pool!(pool, |executor| sqlx::query(SQL)
         .bind(state)
@@ -774,7 +774,7 @@ mod tests {
         ];
         let mut pools = Vec::new();
         for target in &targets {
-            crate::migrations::apply_all(target, crate::migrations::embedded(target))
+            crate::migrations::apply_sets(target, &[crate::migrations::runtime_set(target)])
                 .await
                 .unwrap();
             pools.push(
@@ -940,7 +940,7 @@ mod tests {
 
     async fn count_runs(pool: &Pool) -> Vec<(i64, String)> {
         on_pool!(pool, |executor| sqlx::query_as::<_, (i64, String)>(
-            "SELECT scheduled_for_ms, instance_id FROM cron_runs WHERE job = 'count' ORDER BY scheduled_for_ms"
+            "SELECT scheduled_for_ms, instance_id FROM kumiko_cron_runs WHERE job = 'count' ORDER BY scheduled_for_ms"
         )
         .fetch_all(executor)
         .await)
@@ -997,7 +997,11 @@ mod tests {
                 runs.iter().all(|(_, instance)| instance == "leader"),
                 "{runs:?}"
             );
-            assert_eq!(count_runs(pool).await, runs, "one cron_runs row per run");
+            assert_eq!(
+                count_runs(pool).await,
+                runs,
+                "one kumiko_cron_runs row per run"
+            );
         }
     }
 

@@ -60,6 +60,9 @@ pub struct Runtime {
     pub streams: CancellationToken,
     /// The boot phase runner.
     pub boot: Boot,
+    /// Cancelled when the app asks to shut down ([`crate::app::Control::request_shutdown`], or a
+    /// supervised component that ended): the process then shuts down as on SIGTERM.
+    pub shutdown_requested: CancellationToken,
     checks_stop: CancellationToken,
 }
 
@@ -72,8 +75,12 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-/// The process's boot callback: phases 7 to 14, returning the routes to serve.
-pub type AppBoot = for<'a> fn(&'a mut Runtime) -> BoxFuture<'a, Result<Router, BootError>>;
+/// The process's boot callback: phases 7 to 14, returning the routes to serve. It gets the
+/// components that passed boot validation (phase 6); nothing can be added to them afterwards.
+pub type AppBoot = Box<
+    dyn for<'a> FnOnce(&'a mut Runtime, Vec<Component>) -> BoxFuture<'a, Result<Router, BootError>>
+        + Send,
+>;
 
 impl Runtime {
     /// Phase 7: connects the database pool with retry and backoff (until the startup cap), then
@@ -105,7 +112,7 @@ impl Runtime {
             })
             .await?;
         let probe = pool.clone();
-        self.health.register(Check::new("database", move || {
+        self.register_check(Check::new("database", move || {
             let pool = probe.clone();
             async move {
                 pool.ping()
@@ -113,13 +120,24 @@ impl Runtime {
                     .map(|()| String::new())
                     .map_err(|error| crate::boot::ErrorChain(&error).to_string())
             }
-        }));
+        }))?;
         let closing = pool.clone();
         self.pools
             .register("database pool", POOL_CLOSE_TIMEOUT, move || async move {
                 closing.close().await;
             });
         Ok(pool)
+    }
+
+    /// Registers a readiness check during boot; a registration after the checks started is a
+    /// boot error naming it.
+    pub fn register_check(&self, check: Check) -> Result<(), BootError> {
+        self.health
+            .register(check)
+            .map_err(|error| BootError::Invalid {
+                phase: self.boot.current().unwrap_or(Phase::BootValidation),
+                errors: vec![error.to_string()],
+            })
     }
 }
 
@@ -173,8 +191,10 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
         pools: ShutdownHooks::new(),
         streams: CancellationToken::new(),
         boot,
+        shutdown_requested: CancellationToken::new(),
         checks_stop: CancellationToken::new(),
     };
+    let shutdown_requested = runtime.shutdown_requested.clone();
 
     // A signal during boot stops it cleanly.
     let mut signals = match signals {
@@ -190,6 +210,7 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
     let booted = tokio::select! {
         biased;
         name = signals.recv() => Err(Some(name)),
+        () = shutdown_requested.cancelled() => Err(Some("shutdown requested by the app")),
         booted = tokio::time::timeout(runtime.boot.remaining(), boot_phases(&mut runtime, config_errors, components, app)) => match booted {
             Ok(Ok(listener)) => Ok(listener),
             Ok(Err(error)) => return boot_failed(&error),
@@ -202,9 +223,10 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
             lifecycle.advance(State::Draining);
             tracing::warn!(signal = signal.unwrap_or("signal"), "stopping during boot");
             start_watchdog(runtime.config.shutdown_timeout);
+            let deadline = Some(Instant::now() + runtime.config.shutdown_timeout);
             signals.force_exit_on_next();
-            runtime.components.run_lifo().await;
-            runtime.pools.run_lifo().await;
+            runtime.components.run_lifo_until(deadline).await;
+            runtime.pools.run_lifo_until(deadline).await;
             lifecycle.advance(State::Stopped);
             telemetry::flush();
             return EXIT_OK;
@@ -232,10 +254,14 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
         "ready"
     );
 
-    // Serve until the first signal.
-    let signal = signals.recv().await;
+    // Serve until the first signal (or the app asks to stop).
+    let signal = tokio::select! {
+        name = signals.recv() => name,
+        () = shutdown_requested.cancelled() => "shutdown requested by the app",
+    };
     lifecycle.advance(State::Draining);
     let shutdown_started = Instant::now();
+    let deadline = Some(shutdown_started + runtime.config.shutdown_timeout);
     signals.force_exit_on_next();
     start_watchdog(runtime.config.shutdown_timeout);
     let config = &runtime.config;
@@ -265,8 +291,8 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
     let closed = server.close_connections(CONNECTION_CLOSE_TIMEOUT).await;
     tracing::info!(all_closed = closed, "streams cancelled, connections closed");
     runtime.checks_stop.cancel();
-    runtime.components.run_lifo().await;
-    runtime.pools.run_lifo().await;
+    runtime.components.run_lifo_until(deadline).await;
+    runtime.pools.run_lifo_until(deadline).await;
     lifecycle.advance(State::Stopped);
     tracing::info!(
         state = "stopped",
@@ -321,8 +347,8 @@ async fn boot_phases(
         .boot
         .mark_done(Phase::BootValidation, started.elapsed())?;
 
-    // Phases 7 to 14: the process's own.
-    let router = app(runtime).await?;
+    // Phases 7 to 14: the process's own, with the validated (now frozen) components.
+    let router = app(runtime, components).await?;
 
     // Phase 15: bind.
     let port = runtime.config.port;

@@ -21,6 +21,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use crate::statuspage::{self, NewComponent, NewIncident, StatusChange};
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -32,7 +33,6 @@ use futures::{Stream, StreamExt};
 use kumiko_runtime::Error;
 use kumiko_runtime::db::Pool;
 use kumiko_runtime::lifecycle::Lifecycle;
-use kumiko_runtime::statuspage::{self, NewComponent, NewIncident, StatusChange};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
