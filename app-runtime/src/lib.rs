@@ -35,3 +35,8 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use error::Error;
+
+/// The code in `README.md` (the guide), compiled as doctests so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -329,3 +329,57 @@ fn checksum_mismatch_refuses_to_boot_even_in_warn_mode() {
     assert!(output.contains("checksum mismatch"), "{output}");
     assert!(output.contains("[1]"), "{output}");
 }
+
+#[test]
+fn the_runtimes_tables_and_an_apps_migration_numbered_the_same_do_not_collide() {
+    let database = Database::start();
+    let env = [("DATABASE_URL", database.url.clone())];
+    let (code, stdout, stderr) = run(&["migrate", "apply"], &env, EXIT_TIMEOUT);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+
+    // Both sets have a migration 1; each is recorded in its own table.
+    assert_eq!(migration_rows(&database), vec![(1, true), (2, true)]);
+    let runtime_rows: Vec<(i64, bool)> = block_on(async {
+        let mut connection = database.connect().await;
+        sqlx::query_as("SELECT version, success FROM _kumiko_runtime_migrations ORDER BY version")
+            .fetch_all(&mut connection)
+            .await
+            .unwrap()
+    });
+    assert_eq!(runtime_rows, vec![(1, true)]);
+    let status = status_json(&database);
+    assert_eq!(status["sets"]["app"]["up_to_date"], true, "{status}");
+    assert_eq!(status["sets"]["runtime"]["up_to_date"], true, "{status}");
+    assert_eq!(
+        status["sets"]["runtime"]["migrations"][0]["description"], "jobs",
+        "{status}"
+    );
+    assert_eq!(
+        status["sets"]["app"]["migrations"][0]["description"], "statuspage",
+        "{status}"
+    );
+
+    // The gate sees both sets current and boots in exit mode.
+    let mut app = spawn(&["serve"], &serve_env(&database, "exit"));
+    app.wait_ready(READY_TIMEOUT);
+    assert_eq!(app.terminate(EXIT_TIMEOUT).and_then(|s| s.code()), Some(0));
+}
+
+#[test]
+fn a_pending_runtime_migration_refuses_to_boot_in_exit_mode_like_an_apps() {
+    let database = Database::start();
+    // Only the app's set is applied: the runtime's own migration 1 is pending.
+    block_on(migrations::apply_all(&database.target(), &migrator(2, &[])))
+        .expect("apply the app's set");
+    let mut app = spawn(&["worker"], &serve_env(&database, "exit"));
+    let status = app
+        .wait_exit(EXIT_TIMEOUT)
+        .unwrap_or_else(|| panic!("worker booted:\n{}", app.output()));
+    assert_ne!(status.code(), Some(0));
+    let output = app.output();
+    assert!(output.contains("SchemaDriftError"), "{output}");
+    assert!(
+        output.contains("\"set\":\"runtime\""),
+        "names the set: {output}"
+    );
+}
