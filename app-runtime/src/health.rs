@@ -154,6 +154,9 @@ pub struct Readiness<'a> {
     pub state: State,
     /// Every check.
     pub checks: &'a [CheckReport],
+    /// While `starting`: the running boot phase, its attempt and its last error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot: Option<crate::boot::BootProgress>,
 }
 
 /// Decides readiness: ready only in `ready` with every critical check healthy. Pure.
@@ -166,11 +169,22 @@ pub fn is_ready(state: State, checks: &[CheckReport]) -> bool {
 
 /// Renders the readiness response for a state and the cached checks. Pure.
 pub fn render_readiness(state: State, checks: &[CheckReport]) -> (StatusCode, Bytes) {
+    render_readiness_during_boot(state, checks, None)
+}
+
+/// Like [`render_readiness`], with the boot's progress shown while the process is `starting`.
+/// Pure.
+pub fn render_readiness_during_boot(
+    state: State,
+    checks: &[CheckReport],
+    boot: Option<crate::boot::BootProgress>,
+) -> (StatusCode, Bytes) {
     let ready = is_ready(state, checks);
     let body = Readiness {
         status: if ready { "ready" } else { "unready" },
         state,
         checks,
+        boot: boot.filter(|_| state == State::Starting),
     };
     let status = if ready {
         StatusCode::OK
@@ -204,6 +218,7 @@ impl Snapshot {
 #[derive(Clone)]
 pub struct Health {
     lifecycle: Lifecycle,
+    boot: Arc<RwLock<Option<crate::boot::ProgressHandle>>>,
     frozen: Arc<std::sync::atomic::AtomicBool>,
     checks: Arc<Mutex<Vec<Check>>>,
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
@@ -222,6 +237,7 @@ impl Health {
     pub fn new(lifecycle: Lifecycle) -> Self {
         Self {
             lifecycle,
+            boot: Arc::default(),
             frozen: Arc::default(),
             checks: Arc::default(),
             snapshot: Arc::new(RwLock::new(Arc::new(Snapshot::new(Vec::new())))),
@@ -260,6 +276,11 @@ impl Health {
             report.checked_at = Some(jiff::Timestamp::now().to_string());
             self.store(index, report);
         }
+    }
+
+    /// Shows `boot`'s progress on `/health/ready` while the process is `starting`.
+    pub fn show_boot(&self, boot: crate::boot::ProgressHandle) {
+        *write(&self.boot) = Some(boot);
     }
 
     /// The latest result of every check.
@@ -345,7 +366,8 @@ impl Health {
         if state == State::Ready && snapshot.healthy {
             return json_response(StatusCode::OK, snapshot.ready_body.clone());
         }
-        let (status, body) = render_readiness(state, &snapshot.reports);
+        let boot = read(&self.boot).and_then(|boot| boot.get());
+        let (status, body) = render_readiness_during_boot(state, &snapshot.reports, boot);
         json_response(status, body)
     }
 }

@@ -159,6 +159,19 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
         return boot_failed(&error);
     }
 
+    // Liveness from the first phase on: the listener is bound now and answers `/health` (200)
+    // and `/health/ready` (503 with the boot's progress) while the phases run; the app's routes
+    // are installed at phase 15. A bind that fails here is retried, and reported, at phase 15.
+    let health = Health::new(lifecycle.clone());
+    health.show_boot(boot.progress());
+    let routes = http::LateRoutes::default();
+    let early_server = Listener::bind(config.port).await.ok().map(|listener| {
+        listener.serve(
+            http::boot_router(health.clone(), routes.clone()),
+            lifecycle.clone(),
+        )
+    });
+
     // Phase 2: observability, falling back to no logs rather than blocking the boot.
     let format = config.log_format;
     let telemetry = match boot
@@ -181,7 +194,6 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
         "booting"
     );
 
-    let health = Health::new(lifecycle.clone());
     let mut runtime = Runtime {
         config,
         env,
@@ -211,7 +223,7 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
         biased;
         name = signals.recv() => Err(Some(name)),
         () = shutdown_requested.cancelled() => Err(Some("shutdown requested by the app")),
-        booted = tokio::time::timeout(runtime.boot.remaining(), boot_phases(&mut runtime, config_errors, components, app)) => match booted {
+        booted = tokio::time::timeout(runtime.boot.remaining(), boot_phases(&mut runtime, config_errors, components, app, early_server.is_some())) => match booted {
             Ok(Ok(listener)) => Ok(listener),
             Ok(Err(error)) => return boot_failed(&error),
             Err(_elapsed) => return boot_failed(&runtime.boot.startup_timeout_error()),
@@ -234,9 +246,24 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
     };
 
     // Phase 16: first round of checks, then ready.
-    // Serving starts now (readiness says `starting` until the state flips).
+    // The app's routes are served from now on (readiness says `starting` until the state flips).
     let phase_started = Instant::now();
-    let mut server = listener.serve(router, lifecycle.clone());
+    routes.install(router);
+    let mut server = match (early_server, listener) {
+        (Some(server), _) => server,
+        (None, Some(listener)) => listener.serve(
+            http::boot_router(runtime.health.clone(), routes.clone()),
+            lifecycle.clone(),
+        ),
+        (None, None) => {
+            // boot_phases binds at phase 15 whenever the early bind failed.
+            let error = runtime.boot.fail_invalid(
+                Phase::Ready,
+                vec!["no listener was bound; this is a bug in the runtime".to_owned()],
+            );
+            return boot_failed(&error);
+        }
+    };
     let _ = tokio::time::timeout(FIRST_CHECKS_TIMEOUT, runtime.health.run_all_once()).await;
     let _check_tasks = runtime.health.start(runtime.checks_stop.clone());
     lifecycle.advance(State::Ready);
@@ -309,7 +336,8 @@ async fn boot_phases(
     config_errors: Vec<crate::config::ConfigError>,
     components: Vec<Component>,
     app: AppBoot,
-) -> Result<(Listener, Router), BootError> {
+    bound_early: bool,
+) -> Result<(Option<Listener>, Router), BootError> {
     runtime
         .boot
         .skip(Phase::Secrets, "secrets come from the environment")?;
@@ -350,17 +378,25 @@ async fn boot_phases(
     // Phases 7 to 14: the process's own, with the validated (now frozen) components.
     let router = app(runtime, components).await?;
 
-    // Phase 15: bind.
+    // Phase 15: the listener bound at the start serves the app's routes from phase 16 on; when
+    // that early bind failed, bind now (and fail the boot naming this phase if it fails again).
     let port = runtime.config.port;
     let listener = runtime
         .boot
         .run(
             Phase::BindListener,
             PhasePolicy::exit(Duration::from_secs(5)),
-            || async move { Listener::bind(port).await.map_err(PhaseError::from) },
+            || async move {
+                if bound_early {
+                    return Ok(None);
+                }
+                Listener::bind(port)
+                    .await
+                    .map(Some)
+                    .map_err(PhaseError::from)
+            },
         )
         .await?;
-    let router = http::health_routes(runtime.health.clone()).merge(router);
     Ok((listener, router))
 }
 
