@@ -98,6 +98,20 @@ impl Context {
             .filter(|value| !value.is_empty())
     }
 
+    /// Wraps an SSE event stream so it sends `server_shutdown` (with a `retry` hint) and ends when
+    /// the process starts draining; see [`crate::sse`].
+    pub fn sse_until_shutdown<S>(
+        &self,
+        events: S,
+    ) -> impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>
+    + Send
+    + 'static
+    where
+        S: futures::Stream<Item = axum::response::sse::Event> + Send + 'static,
+    {
+        crate::sse::until_shutdown(events, self.lifecycle.clone(), self.streams.clone())
+    }
+
     /// A declared duration setting, or `default` when unset (boot validation has checked it).
     pub fn duration_setting(&self, name: &str, default: Duration) -> Duration {
         self.setting(name)

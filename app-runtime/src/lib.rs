@@ -32,6 +32,7 @@ pub mod migrations;
 pub mod query;
 pub mod runtime;
 pub mod shutdown;
+pub mod sse;
 pub mod telemetry;
 
 pub use error::Error;
