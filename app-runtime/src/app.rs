@@ -120,19 +120,32 @@ impl Context {
     }
 }
 
-/// Lets an app steer its own process.
+/// Lets an app steer its own process: ask it to shut down, or mark it temporarily not ready.
 #[derive(Clone, Debug)]
 pub struct Control {
     shutdown: CancellationToken,
     reason: Arc<Mutex<Option<String>>>,
+    health: crate::health::Health,
 }
 
 impl Control {
-    fn new(shutdown: CancellationToken) -> Self {
+    fn new(shutdown: CancellationToken, health: crate::health::Health) -> Self {
         Self {
             shutdown,
             reason: Arc::default(),
+            health,
         }
+    }
+
+    /// Marks the process temporarily not ready (`/health/ready` answers 503 naming `reason`, for
+    /// example while a cache warms) without leaving the `ready` state.
+    pub fn set_unavailable(&self, reason: impl Into<String>) {
+        self.health.set_unavailable(Some(reason.into()));
+    }
+
+    /// Ends [`Control::set_unavailable`]: readiness follows the state and the checks again.
+    pub fn set_available(&self) {
+        self.health.set_unavailable(None);
     }
 
     /// Asks the process to shut down as on SIGTERM (drain, stop components, exit 0). The first
@@ -430,7 +443,7 @@ async fn boot(
         redis: redis.clone(),
         lifecycle: runtime.lifecycle.clone(),
         streams: runtime.streams.clone(),
-        control: Control::new(runtime.shutdown_requested.clone()),
+        control: Control::new(runtime.shutdown_requested.clone(), runtime.health.clone()),
     };
 
     // Phase 14: background work. Starting the tasks cannot fail; the phase records its duration.

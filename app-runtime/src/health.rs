@@ -157,6 +157,9 @@ pub struct Readiness<'a> {
     /// While `starting`: the running boot phase, its attempt and its last error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot: Option<crate::boot::BootProgress>,
+    /// Why the app marked itself temporarily not ready (it stays in `ready`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
 }
 
 /// Decides readiness: ready only in `ready` with every critical check healthy. Pure.
@@ -179,12 +182,24 @@ pub fn render_readiness_during_boot(
     checks: &[CheckReport],
     boot: Option<crate::boot::BootProgress>,
 ) -> (StatusCode, Bytes) {
-    let ready = is_ready(state, checks);
+    render_readiness_full(state, checks, boot, None)
+}
+
+/// Renders the readiness response: state, checks, the boot's progress while `starting`, and the
+/// app's own "temporarily not ready" reason, which makes it 503 in any state. Pure.
+pub fn render_readiness_full(
+    state: State,
+    checks: &[CheckReport],
+    boot: Option<crate::boot::BootProgress>,
+    unavailable: Option<String>,
+) -> (StatusCode, Bytes) {
+    let ready = is_ready(state, checks) && unavailable.is_none();
     let body = Readiness {
         status: if ready { "ready" } else { "unready" },
         state,
         checks,
         boot: boot.filter(|_| state == State::Starting),
+        unavailable,
     };
     let status = if ready {
         StatusCode::OK
@@ -219,6 +234,7 @@ impl Snapshot {
 pub struct Health {
     lifecycle: Lifecycle,
     boot: Arc<RwLock<Option<crate::boot::ProgressHandle>>>,
+    unavailable: Arc<RwLock<Option<String>>>,
     frozen: Arc<std::sync::atomic::AtomicBool>,
     checks: Arc<Mutex<Vec<Check>>>,
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
@@ -238,6 +254,7 @@ impl Health {
         Self {
             lifecycle,
             boot: Arc::default(),
+            unavailable: Arc::default(),
             frozen: Arc::default(),
             checks: Arc::default(),
             snapshot: Arc::new(RwLock::new(Arc::new(Snapshot::new(Vec::new())))),
@@ -281,6 +298,16 @@ impl Health {
     /// Shows `boot`'s progress on `/health/ready` while the process is `starting`.
     pub fn show_boot(&self, boot: crate::boot::ProgressHandle) {
         *write(&self.boot) = Some(boot);
+    }
+
+    /// Marks the process temporarily not ready (readiness 503 naming `reason`) without leaving
+    /// its lifecycle state; `None` makes it available again.
+    pub fn set_unavailable(&self, reason: Option<String>) {
+        let mut slot = write(&self.unavailable);
+        if *slot != reason {
+            tracing::info!(reason = ?reason, "availability changed");
+        }
+        *slot = reason;
     }
 
     /// The latest result of every check.
@@ -363,11 +390,12 @@ impl Health {
     pub fn readiness(&self) -> Response {
         let state = self.lifecycle.state();
         let snapshot = read(&self.snapshot).clone();
-        if state == State::Ready && snapshot.healthy {
+        let unavailable = read(&self.unavailable);
+        if state == State::Ready && snapshot.healthy && unavailable.is_none() {
             return json_response(StatusCode::OK, snapshot.ready_body.clone());
         }
         let boot = read(&self.boot).and_then(|boot| boot.get());
-        let (status, body) = render_readiness_during_boot(state, &snapshot.reports, boot);
+        let (status, body) = render_readiness_full(state, &snapshot.reports, boot, unavailable);
         json_response(status, body)
     }
 }

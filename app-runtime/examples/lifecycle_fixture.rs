@@ -1,0 +1,56 @@
+//! A test fixture, not an example to copy: an app on the public API whose misbehaviour the
+//! process tests (`tests/supervision.rs`) switch on with settings.
+//!
+//! - `KUMIKO_FIXTURE_PANIC_AFTER=<duration>`: the component `flaky-cache` panics after that long.
+//! - `KUMIKO_FIXTURE_WARM_FOR=<duration>`: the component `warmer` marks the process not ready
+//!   ("warming the cache") for that long after boot, without leaving `ready`.
+
+use std::time::Duration;
+
+use axum::{Router, routing::get};
+use kumiko_runtime::app::App;
+use kumiko_runtime::component::Component;
+use kumiko_runtime::config::parse_duration;
+
+const PANIC_AFTER: &str = "KUMIKO_FIXTURE_PANIC_AFTER";
+const WARM_FOR: &str = "KUMIKO_FIXTURE_WARM_FOR";
+
+fn validate(value: &str) -> Result<(), String> {
+    parse_duration(value).map(drop)
+}
+
+fn main() {
+    App::new("lifecycle-fixture")
+        .setting(PANIC_AFTER, validate)
+        .setting(WARM_FOR, validate)
+        .routes(|_context| Router::new().route("/ping", get(|| async { "pong" })))
+        .component(
+            Component::new("flaky-cache").start(|context, stop| async move {
+                let Some(after) = context
+                    .setting(PANIC_AFTER)
+                    .map(|_| context.duration_setting(PANIC_AFTER, Duration::ZERO))
+                else {
+                    stop.cancelled().await;
+                    return Ok(());
+                };
+                tokio::select! {
+                    () = stop.cancelled() => Ok(()),
+                    () = tokio::time::sleep(after) => panic!("flaky-cache lost its backing store"),
+                }
+            }),
+        )
+        .component(Component::new("warmer").start(|context, stop| async move {
+            let warm_for = context.duration_setting(WARM_FOR, Duration::ZERO);
+            if !warm_for.is_zero() {
+                context.control.set_unavailable("warming the cache");
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(warm_for) => {}
+                }
+                context.control.set_available();
+            }
+            stop.cancelled().await;
+            Ok(())
+        }))
+        .main()
+}
