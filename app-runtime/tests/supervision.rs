@@ -2,6 +2,8 @@
 //! (`examples/lifecycle_fixture.rs`): a component that panics is noticed at once (readiness names
 //! it, the process shuts down cleanly), and an app can mark itself temporarily not ready.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
+
 mod app_process;
 
 use std::time::{Duration, Instant};
