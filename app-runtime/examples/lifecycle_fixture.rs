@@ -4,6 +4,8 @@
 //! - `KUMIKO_FIXTURE_PANIC_AFTER=<duration>`: the component `flaky-cache` panics after that long.
 //! - `KUMIKO_FIXTURE_WARM_FOR=<duration>`: the component `warmer` marks the process not ready
 //!   ("warming the cache") for that long after boot, without leaving `ready`.
+//! - `KUMIKO_FIXTURE_CRON=<expression>` (and `KUMIKO_FIXTURE_CRON_TZ`, default UTC): the cron
+//!   job `fixture-cron` on that schedule; each run logs `fixture cron fired` with its tick.
 
 use std::time::Duration;
 
@@ -11,9 +13,12 @@ use axum::{Router, routing::get};
 use kumiko_runtime::app::App;
 use kumiko_runtime::component::Component;
 use kumiko_runtime::config::parse_duration;
+use kumiko_runtime::jobs::{CronJob, JobRegistry, Schedule};
 
 const PANIC_AFTER: &str = "KUMIKO_FIXTURE_PANIC_AFTER";
 const WARM_FOR: &str = "KUMIKO_FIXTURE_WARM_FOR";
+const CRON: &str = "KUMIKO_FIXTURE_CRON";
+const CRON_TZ: &str = "KUMIKO_FIXTURE_CRON_TZ";
 
 fn validate(value: &str) -> Result<(), String> {
     parse_duration(value).map(drop)
@@ -23,6 +28,37 @@ fn main() {
     App::new("lifecycle-fixture")
         .setting(PANIC_AFTER, validate)
         .setting(WARM_FOR, validate)
+        .setting(CRON, |value| {
+            Schedule::cron(value, "UTC")
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .setting(CRON_TZ, |value| {
+            Schedule::cron("0 * * * *", value)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .jobs(|context| {
+            let mut jobs = JobRegistry::new();
+            if let Some(expression) = context.setting(CRON) {
+                let zone = context.setting(CRON_TZ).unwrap_or("UTC");
+                // Boot validation has checked both settings.
+                if let Ok(schedule) = Schedule::cron(expression, zone) {
+                    jobs = jobs.cron(CronJob::scheduled(
+                        "fixture-cron",
+                        schedule,
+                        |tick| async move {
+                            tracing::info!(
+                                scheduled_for_ms = tick.scheduled_for_ms,
+                                "fixture cron fired"
+                            );
+                            Ok(())
+                        },
+                    ));
+                }
+            }
+            jobs
+        })
         .routes(|_context| Router::new().route("/ping", get(|| async { "pong" })))
         .component(
             Component::new("flaky-cache").start(|context, stop| async move {

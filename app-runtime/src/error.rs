@@ -112,6 +112,14 @@ pub enum Error {
         /// What went wrong, without secrets.
         message: String,
     },
+    /// A cron job's schedule (expression or time zone) is not valid.
+    #[error("cron schedule `{expression}`: {problem}")]
+    InvalidSchedule {
+        /// The expression as written.
+        expression: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// A job payload could not be encoded or decoded.
     #[error("job {kind}: the payload is not valid JSON for this kind")]
     JobPayload {
@@ -174,6 +182,7 @@ impl Error {
             | Self::Invalid(_)
             | Self::NotFound { .. }
             | Self::LateRegistration { .. }
+            | Self::InvalidSchedule { .. }
             | Self::Component { .. } => false,
         }
     }

@@ -1,7 +1,10 @@
 //! The jobs worker: cron jobs on the leader only, queued (manual) jobs on any worker.
 //!
-//! **Cron.** Each cron job has a fixed interval; its ticks are aligned to the Unix epoch
-//! ([`next_tick_after`]), so every process computes the same `scheduled_for` for a tick. Before
+//! **Cron.** Each cron job has a [`Schedule`]: a fixed interval, its ticks aligned to the Unix
+//! epoch ([`next_tick_after`]), or a cron expression in a time zone ([`Schedule::cron`], e.g.
+//! `0 9 * * Mon-Fri` in `Europe/Berlin`: 09:00 local time, across daylight-saving changes, by
+//! jiff's time zone rules). Either way every process computes the same `scheduled_for` for a
+//! tick. Before
 //! running a tick the scheduler checks leadership ([`LeaderHandle::is_leader`]), then claims the
 //! tick by inserting `(job, scheduled_for)` into `kumiko_cron_runs`, whose primary key makes the insert
 //! succeed for exactly one process. Two leaders during a partition (or a forced split-brain) both
@@ -69,11 +72,95 @@ type CronHandler = Arc<dyn Fn(CronContext) -> BoxFuture<'static, Result<(), Erro
 type QueuedHandler =
     Arc<dyn Fn(QueuedContext) -> BoxFuture<'static, Result<(), Error>> + Send + Sync>;
 
-/// A job run on a fixed interval by the leader.
+/// When a cron job runs.
+#[derive(Clone, Debug)]
+pub enum Schedule {
+    /// Every interval, ticks aligned to the Unix epoch.
+    Every(Duration),
+    /// A cron expression evaluated in a time zone.
+    Cron {
+        /// The expression as written.
+        expression: String,
+        /// The parsed expression.
+        schedule: Box<jiff_cron::Schedule>,
+        /// The time zone it is read in.
+        time_zone: jiff::tz::TimeZone,
+    },
+}
+
+impl Schedule {
+    /// Parses a cron expression read in `time_zone` (an IANA name such as `Europe/Berlin`, or
+    /// `UTC`). Five fields are standard cron (minute hour day-of-month month day-of-week, at
+    /// second 0); six or seven put seconds first and a year last. Prefer day names (`Mon-Fri`)
+    /// to numbers in the day-of-week field.
+    pub fn cron(expression: &str, time_zone: &str) -> Result<Self, Error> {
+        let fields = expression.split_whitespace().count();
+        let full = if fields == 5 {
+            format!("0 {}", expression.trim())
+        } else {
+            expression.trim().to_owned()
+        };
+        let schedule =
+            full.parse::<jiff_cron::Schedule>()
+                .map_err(|error| Error::InvalidSchedule {
+                    expression: expression.to_owned(),
+                    problem: error.to_string(),
+                })?;
+        let time_zone =
+            jiff::tz::TimeZone::get(time_zone).map_err(|error| Error::InvalidSchedule {
+                expression: expression.to_owned(),
+                problem: format!("time zone `{time_zone}`: {error}"),
+            })?;
+        Ok(Self::Cron {
+            expression: expression.to_owned(),
+            schedule: Box::new(schedule),
+            time_zone,
+        })
+    }
+
+    /// The first tick strictly after `now_ms` (ms since the epoch), the same on every process;
+    /// `None` when the schedule has no further tick.
+    pub fn next_after_ms(&self, now_ms: i64) -> Option<i64> {
+        match self {
+            Self::Every(interval) => Some(next_tick_after(now_ms, ms(*interval))),
+            Self::Cron {
+                schedule,
+                time_zone,
+                ..
+            } => {
+                let now = jiff::Timestamp::from_millisecond(now_ms)
+                    .ok()?
+                    .to_zoned(time_zone.clone());
+                schedule
+                    .after(now)
+                    .next()
+                    .map(|next| next.timestamp().as_millisecond())
+                    .filter(|next| *next > now_ms)
+            }
+        }
+    }
+
+    /// The schedule as logged.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Every(interval) => format!("every {}", crate::config::format_duration(*interval)),
+            Self::Cron {
+                expression,
+                time_zone,
+                ..
+            } => format!(
+                "`{expression}` in {}",
+                time_zone.iana_name().unwrap_or("a fixed-offset zone")
+            ),
+        }
+    }
+}
+
+/// A job run on a schedule by the leader, once per tick across every process.
 #[derive(Clone)]
 pub struct CronJob {
     name: &'static str,
-    interval: Duration,
+    schedule: Schedule,
     handler: CronHandler,
 }
 
@@ -81,7 +168,7 @@ impl fmt::Debug for CronJob {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CronJob")
             .field("name", &self.name)
-            .field("interval", &self.interval)
+            .field("schedule", &self.schedule.describe())
             .finish_non_exhaustive()
     }
 }
@@ -93,9 +180,22 @@ impl CronJob {
         F: Fn(CronContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), Error>> + Send + 'static,
     {
+        Self::scheduled(
+            name,
+            Schedule::Every(interval.max(Duration::from_millis(1))),
+            handler,
+        )
+    }
+
+    /// A cron job named `name` on `schedule` (for example [`Schedule::cron`]).
+    pub fn scheduled<F, Fut>(name: &'static str, schedule: Schedule, handler: F) -> Self
+    where
+        F: Fn(CronContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
         Self {
             name,
-            interval: interval.max(Duration::from_millis(1)),
+            schedule,
             handler: Arc::new(move |context| Box::pin(handler(context))),
         }
     }
@@ -105,9 +205,9 @@ impl CronJob {
         self.name
     }
 
-    /// The interval between ticks.
-    pub fn interval(&self) -> Duration {
-        self.interval
+    /// When it runs.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
     }
 }
 
@@ -317,11 +417,16 @@ async fn run_scheduler(
     config: WorkerConfig,
     cancel: CancellationToken,
 ) {
-    let interval_ms = ms(job.interval);
-    tracing::info!(job = job.name, interval_ms, "cron scheduler started");
+    tracing::info!(job = job.name, schedule = %job.schedule.describe(), "cron scheduler started");
     loop {
         let now = epoch_ms();
-        let tick = next_tick_after(now, interval_ms);
+        let Some(tick) = job.schedule.next_after_ms(now) else {
+            tracing::warn!(
+                job = job.name,
+                "the schedule has no further tick; scheduler stops"
+            );
+            break;
+        };
         let wait = Duration::from_millis(u64::try_from(tick - now).unwrap_or(0));
         tokio::select! {
             () = cancel.cancelled() => break,
@@ -735,6 +840,48 @@ mod tests {
         );
         // Two processes with clocks a little apart compute the same tick.
         assert_eq!(next_tick_after(5_010, 1000), next_tick_after(5_990, 1000));
+    }
+
+    fn at(text: &str) -> i64 {
+        text.parse::<jiff::Timestamp>().unwrap().as_millisecond()
+    }
+
+    #[test]
+    fn a_cron_expression_fires_at_its_local_time_across_a_daylight_saving_change() {
+        let schedule = Schedule::cron("0 9 * * Mon-Fri", "Europe/Berlin").unwrap();
+        // Friday 2026-03-27 10:00 UTC is 11:00 in Berlin (CET): the next is Monday 09:00, which
+        // is 07:00 UTC because Berlin moved to CEST on Sunday 2026-03-29.
+        assert_eq!(
+            schedule.next_after_ms(at("2026-03-27T10:00:00Z")),
+            Some(at("2026-03-30T07:00:00Z"))
+        );
+        // Before 09:00 CET on a weekday: the same day, 08:00 UTC.
+        assert_eq!(
+            schedule.next_after_ms(at("2026-03-26T06:59:59Z")),
+            Some(at("2026-03-26T08:00:00Z"))
+        );
+        // Strictly after: at the tick itself, the next one.
+        assert_eq!(
+            schedule.next_after_ms(at("2026-03-26T08:00:00Z")),
+            Some(at("2026-03-27T08:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_cron_expression_with_seconds_is_the_same_on_every_process() {
+        let schedule = Schedule::cron("*/2 * * * * *", "UTC").unwrap();
+        let a = schedule.next_after_ms(at("2026-01-01T00:00:01.010Z"));
+        let b = schedule.next_after_ms(at("2026-01-01T00:00:01.990Z"));
+        assert_eq!(a, Some(at("2026-01-01T00:00:02Z")));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_bad_expression_or_time_zone_is_an_error_naming_it() {
+        let error = Schedule::cron("61 * * * *", "UTC").unwrap_err();
+        assert!(error.to_string().contains("61 * * * *"), "{error}");
+        let error = Schedule::cron("0 9 * * *", "Mars/Olympus").unwrap_err();
+        assert!(error.to_string().contains("Mars/Olympus"), "{error}");
     }
 
     #[test]
