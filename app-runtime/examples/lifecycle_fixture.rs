@@ -6,6 +6,8 @@
 //!   ("warming the cache") for that long after boot, without leaving `ready`.
 //! - `KUMIKO_FIXTURE_CRON=<expression>` (and `KUMIKO_FIXTURE_CRON_TZ`, default UTC): the cron
 //!   job `fixture-cron` on that schedule; each run logs `fixture cron fired` with its tick.
+//! - Queued jobs of kind `nap` (payload `{"slow_on": "<instance>"}`) log `fixture nap started`,
+//!   then take an hour on that instance, unless cancelled at shutdown, and 50 ms elsewhere.
 
 use std::time::Duration;
 
@@ -57,7 +59,26 @@ fn main() {
                     ));
                 }
             }
-            jobs
+            jobs.queued("nap", |job| async move {
+                tracing::info!(
+                    job_id = job.id,
+                    attempt = job.attempt,
+                    "fixture nap started"
+                );
+                let slow = job.payload["slow_on"].as_str() == Some(job.instance_id.as_str());
+                let nap = if slow {
+                    Duration::from_secs(3600)
+                } else {
+                    Duration::from_millis(50)
+                };
+                tokio::select! {
+                    () = tokio::time::sleep(nap) => Ok(()),
+                    () = job.cancel.cancelled() => Err(kumiko_runtime::Error::Job {
+                        job: "nap".to_owned(),
+                        message: "woken by the shutdown".to_owned(),
+                    }),
+                }
+            })
         })
         .routes(|_context| Router::new().route("/ping", get(|| async { "pong" })))
         .component(

@@ -47,6 +47,8 @@ const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const REDIS_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the jobs worker gets to finish its current job at shutdown.
 const WORKER_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a queued job running at shutdown gets to finish after its cancellation signal.
+const MAX_CANCEL_GRACE: Duration = Duration::from_secs(10);
 /// How long releasing the leader key may take at shutdown.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -449,7 +451,7 @@ async fn boot(
     // Phase 14: background work. Starting the tasks cannot fail; the phase records its duration.
     let started = Instant::now();
     if parts.kind == ProcessKind::Worker {
-        start_jobs_worker(runtime, &context, parts.name, redis, parts.jobs)?;
+        start_jobs_worker(runtime, &context, parts.name, redis, parts.jobs).await?;
     }
     for component in components {
         if component.runs_in(parts.kind) && component.has_lifecycle() {
@@ -468,8 +470,9 @@ async fn boot(
 }
 
 /// Leader election and the jobs worker, with their checks and (LIFO) shutdown hooks: the worker
-/// stops first, then the leader key is released.
-fn start_jobs_worker(
+/// stops first, then the leader key is released. Before it starts, work left `running` by an
+/// instance that no longer exists is recovered (seed 002's boot-time cleanup of orphan runs).
+async fn start_jobs_worker(
     runtime: &mut Runtime,
     context: &Context,
     name: &str,
@@ -486,8 +489,23 @@ fn start_jobs_worker(
     let worker_config = WorkerConfig {
         poll_interval: context.duration_setting(JOBS_POLL_INTERVAL_SETTING, Duration::from_secs(1)),
         job_timeout: context.duration_setting(JOB_TIMEOUT_SETTING, Duration::from_secs(60)),
+        // A running job's share of the shutdown budget after its cancellation signal.
+        cancel_grace: (runtime.config.shutdown_timeout / 4).min(MAX_CANCEL_GRACE),
         ..WorkerConfig::new(runtime.config.instance_id.clone())
     };
+    match crate::jobs::recover_orphans(
+        &context.pool,
+        &worker_config.instance_id,
+        worker_config.presumed_gone_after(),
+    )
+    .await
+    {
+        Ok(_) => {}
+        Err(error) => tracing::warn!(
+            error = %ErrorChain(&error),
+            "recovering orphaned work failed; stale locks are still reclaimed after KUMIKO_JOB_TIMEOUT"
+        ),
+    }
     let registry = jobs.map(|jobs| jobs(context)).unwrap_or_default();
     let election = match redis {
         Some(connection) => {

@@ -66,6 +66,9 @@ pub struct QueuedContext {
     pub attempt: i32,
     /// This process.
     pub instance_id: String,
+    /// Cancelled when the worker shuts down: finish (or give up) within
+    /// [`WorkerConfig::cancel_grace`]; a job that does not finish is queued again, not lost.
+    pub cancel: CancellationToken,
 }
 
 type CronHandler = Arc<dyn Fn(CronContext) -> BoxFuture<'static, Result<(), Error>> + Send + Sync>;
@@ -273,6 +276,9 @@ pub struct WorkerConfig {
     /// The bound on one job run (cron tick or queued job); a queued job locked longer than this
     /// is taken to be abandoned and claimed again.
     pub job_timeout: Duration,
+    /// How long a queued job that is running at shutdown gets, after its cancellation signal, to
+    /// finish before it is queued again.
+    pub cancel_grace: Duration,
 }
 
 impl WorkerConfig {
@@ -282,7 +288,14 @@ impl WorkerConfig {
             instance_id: instance_id.into(),
             poll_interval: Duration::from_secs(1),
             job_timeout: Duration::from_secs(60),
+            cancel_grace: Duration::from_secs(10),
         }
+    }
+
+    /// How long after its last beat a worker counts as gone (its running work is recovered at
+    /// the next boot): twice the heartbeat's bound.
+    pub fn presumed_gone_after(&self) -> Duration {
+        self.heartbeat_max_age() * 2
     }
 
     /// The heartbeat's bound: three polls, and at least two seconds.
@@ -704,18 +717,30 @@ pub async fn claim_next(
     )
 }
 
-async fn finish_job(
-    pool: &Pool,
-    job: &ClaimedJob,
-    outcome: Result<(), String>,
-) -> Result<(), Error> {
+/// How one run of a queued job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// It succeeded.
+    Succeeded,
+    /// It failed (retried with backoff while attempts are left).
+    Failed(String),
+    /// The worker shut down and the job did not finish within the grace: queued again at once,
+    /// the attempt not counted.
+    Cancelled(String),
+}
+
+async fn finish_job(pool: &Pool, job: &ClaimedJob, outcome: JobOutcome) -> Result<(), Error> {
     let now = epoch_ms();
+    if let JobOutcome::Cancelled(reason) = &outcome {
+        return requeue_cancelled(pool, job, reason, now).await;
+    }
     let (state, run_after, finished, error) = match &outcome {
-        Ok(()) => ("succeeded", None, Some(now), None),
-        Err(message) => match after_failure(job.attempts, job.max_attempts, now) {
+        JobOutcome::Succeeded => ("succeeded", None, Some(now), None),
+        JobOutcome::Failed(message) => match after_failure(job.attempts, job.max_attempts, now) {
             AfterFailure::RetryAt(at) => ("queued", Some(at), None, Some(message.as_str())),
             AfterFailure::GiveUp => ("failed", None, Some(now), Some(message.as_str())),
         },
+        JobOutcome::Cancelled(message) => ("queued", Some(now), None, Some(message.as_str())),
     };
     const SQL: &str = "UPDATE kumiko_jobs SET state = $1, run_after_ms = COALESCE($2, run_after_ms), finished_at_ms = $3, \
                        last_error = COALESCE($4, last_error), locked_by = NULL, locked_at_ms = NULL WHERE id = $5";
@@ -743,6 +768,130 @@ async fn finish_job(
     Ok(())
 }
 
+/// Queues a job cancelled at shutdown again, at once, without counting the attempt.
+async fn requeue_cancelled(
+    pool: &Pool,
+    job: &ClaimedJob,
+    reason: &str,
+    now: i64,
+) -> Result<(), Error> {
+    const SQL: &str = "UPDATE kumiko_jobs SET state = 'queued', run_after_ms = $1, attempts = attempts - 1, \
+                       last_error = $2, locked_by = NULL, locked_at_ms = NULL WHERE id = $3";
+    on_pool!(pool, |executor| sqlx::query(SQL)
+        .bind(now)
+        .bind(reason)
+        .bind(job.id)
+        .execute(executor)
+        .await
+        .map(drop))
+    .map_err(|source| Error::Database {
+        action: "queueing a cancelled job again",
+        source,
+    })?;
+    tracing::warn!(job_id = job.id, kind = %job.kind, attempt = job.attempts, reason, "job cancelled at shutdown; queued again");
+    Ok(())
+}
+
+/// Records that `instance_id`'s queue loop is alive.
+pub async fn beat_worker(pool: &Pool, instance_id: &str) -> Result<(), Error> {
+    const SQL: &str = "INSERT INTO kumiko_workers (instance_id, last_seen_ms) VALUES ($1, $2) \
+                       ON CONFLICT (instance_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms";
+    on_pool!(pool, |executor| sqlx::query(SQL)
+        .bind(instance_id)
+        .bind(epoch_ms())
+        .execute(executor)
+        .await
+        .map(drop))
+    .map_err(|source| Error::Database {
+        action: "recording the worker's heartbeat",
+        source,
+    })
+}
+
+/// What [`recover_orphans`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Queued jobs queued again (attempts were left).
+    pub requeued: Vec<i64>,
+    /// Queued jobs marked failed (no attempts left).
+    pub failed: Vec<i64>,
+    /// Cron runs marked failed (a tick runs at most once; it is not run again).
+    pub cron_runs_failed: u64,
+}
+
+/// At a worker's boot: work left `running` by an instance that no longer exists (this instance's
+/// previous incarnation, or one whose last beat is older than `gone_after`) is recovered: a
+/// queued job is queued again while it has attempts left and marked failed otherwise, a cron run
+/// is marked failed. Each is logged.
+pub async fn recover_orphans(
+    pool: &Pool,
+    instance_id: &str,
+    gone_after: Duration,
+) -> Result<Recovered, Error> {
+    const ORPHAN: &str = "(locked_by IS NULL OR locked_by = $1 OR locked_by NOT IN \
+        (SELECT instance_id FROM kumiko_workers WHERE last_seen_ms >= $2 AND instance_id <> $1))";
+    let requeue = format!(
+        "UPDATE kumiko_jobs SET state = 'queued', run_after_ms = $3, locked_by = NULL, locked_at_ms = NULL, \
+         last_error = 'orphaned: its worker stopped while running it' \
+         WHERE state = 'running' AND attempts < max_attempts AND {ORPHAN} RETURNING id"
+    );
+    let fail = format!(
+        "UPDATE kumiko_jobs SET state = 'failed', finished_at_ms = $3, locked_by = NULL, locked_at_ms = NULL, \
+         last_error = 'orphaned: its worker stopped while running its last attempt' \
+         WHERE state = 'running' AND attempts >= max_attempts AND {ORPHAN} RETURNING id"
+    );
+    const CRON: &str = "UPDATE kumiko_cron_runs SET state = 'failed', finished_at_ms = $3, \
+         error = 'orphaned: its instance stopped while running it' \
+         WHERE state = 'running' AND (instance_id = $1 OR instance_id NOT IN \
+         (SELECT instance_id FROM kumiko_workers WHERE last_seen_ms >= $2 AND instance_id <> $1))";
+    let now = epoch_ms();
+    let alive_since = now.saturating_sub(ms(gone_after));
+    let database = |source| Error::Database {
+        action: "recovering work left running by a stopped instance",
+        source,
+    };
+    let requeued: Vec<i64> = on_pool!(pool, |executor| sqlx::query_scalar(sqlx::AssertSqlSafe(
+        requeue.clone()
+    ))
+    .bind(instance_id)
+    .bind(alive_since)
+    .bind(now)
+    .fetch_all(executor)
+    .await)
+    .map_err(database)?;
+    let failed: Vec<i64> = on_pool!(pool, |executor| sqlx::query_scalar(sqlx::AssertSqlSafe(
+        fail.clone()
+    ))
+    .bind(instance_id)
+    .bind(alive_since)
+    .bind(now)
+    .fetch_all(executor)
+    .await)
+    .map_err(database)?;
+    let cron_runs_failed = on_pool!(pool, |executor| sqlx::query(CRON)
+        .bind(instance_id)
+        .bind(alive_since)
+        .bind(now)
+        .execute(executor)
+        .await
+        .map(|result| result.rows_affected()))
+    .map_err(database)?;
+    let recovered = Recovered {
+        requeued,
+        failed,
+        cron_runs_failed,
+    };
+    if recovered != Recovered::default() {
+        tracing::warn!(
+            requeued = ?recovered.requeued,
+            failed = ?recovered.failed,
+            cron_runs_failed = recovered.cron_runs_failed,
+            "recovered work left running by a stopped instance"
+        );
+    }
+    Ok(recovered)
+}
+
 async fn run_queue(
     pool: Pool,
     handlers: Arc<BTreeMap<String, QueuedHandler>>,
@@ -751,8 +900,17 @@ async fn run_queue(
     cancel: CancellationToken,
 ) {
     tracing::info!(kinds = ?handlers.keys().collect::<Vec<_>>(), poll_interval_ms = ms(config.poll_interval), "queue worker started");
+    let mut last_beat: Option<std::time::Instant> = None;
     while !cancel.is_cancelled() {
         heartbeat.beat();
+        if last_beat.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            match beat_worker(&pool, &config.instance_id).await {
+                Ok(()) => last_beat = Some(std::time::Instant::now()),
+                Err(error) => {
+                    tracing::warn!(error = %crate::boot::ErrorChain(&error), "recording the worker's heartbeat failed");
+                }
+            }
+        }
         let claimed = match claim_next(&pool, &config.instance_id, config.job_timeout).await {
             Ok(claimed) => claimed,
             Err(error) => {
@@ -767,7 +925,7 @@ async fn run_queue(
             }
             continue;
         };
-        let outcome = run_claimed(&pool, &handlers, &job, &config, &heartbeat).await;
+        let outcome = run_claimed(&pool, &handlers, &job, &config, &heartbeat, &cancel).await;
         if let Err(error) = finish_job(&pool, &job, outcome).await {
             tracing::warn!(job_id = job.id, error = %crate::boot::ErrorChain(&error), "the job ran, but its outcome was not recorded");
         }
@@ -781,20 +939,26 @@ async fn run_claimed(
     job: &ClaimedJob,
     config: &WorkerConfig,
     heartbeat: &Heartbeat,
-) -> Result<(), String> {
+    cancel: &CancellationToken,
+) -> JobOutcome {
     let Some(handler) = handlers.get(&job.kind) else {
-        return Err(format!(
+        return JobOutcome::Failed(format!(
             "no handler for job kind `{}` in this worker",
             job.kind
         ));
     };
-    let payload = serde_json::from_str(&job.payload).map_err(|source| {
-        crate::boot::ErrorChain(&Error::JobPayload {
-            kind: job.kind.clone(),
-            source,
-        })
-        .to_string()
-    })?;
+    let payload = match serde_json::from_str(&job.payload) {
+        Ok(payload) => payload,
+        Err(source) => {
+            return JobOutcome::Failed(
+                crate::boot::ErrorChain(&Error::JobPayload {
+                    kind: job.kind.clone(),
+                    source,
+                })
+                .to_string(),
+            );
+        }
+    };
     let context = QueuedContext {
         pool: pool.clone(),
         id: job.id,
@@ -802,22 +966,48 @@ async fn run_claimed(
         payload,
         attempt: job.attempts,
         instance_id: config.instance_id.clone(),
+        cancel: cancel.child_token(),
     };
     let run = tokio::time::timeout(config.job_timeout, handler(context));
     tokio::pin!(run);
     // Beat while the job runs: the loop is alive, only busy.
     let mut beat = tokio::time::interval(config.poll_interval);
+    let finished = |outcome: Result<Result<(), Error>, tokio::time::error::Elapsed>| match outcome {
+        Ok(Ok(())) => JobOutcome::Succeeded,
+        Ok(Err(error)) => JobOutcome::Failed(crate::boot::ErrorChain(&error).to_string()),
+        Err(_) => JobOutcome::Failed(format!(
+            "did not finish within {} ms",
+            config.job_timeout.as_millis()
+        )),
+    };
+    let after_cancel = |outcome| match finished(outcome) {
+        JobOutcome::Succeeded => JobOutcome::Succeeded,
+        JobOutcome::Failed(message) | JobOutcome::Cancelled(message) => {
+            JobOutcome::Cancelled(format!(
+                "cancelled at the shutdown of {}: {message}",
+                config.instance_id
+            ))
+        }
+    };
     loop {
         tokio::select! {
             outcome = &mut run => {
-                return match outcome {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(error)) => Err(crate::boot::ErrorChain(&error).to_string()),
-                    Err(_) => Err(format!("did not finish within {} ms", config.job_timeout.as_millis())),
-                };
+                // A job that gave up because of the shutdown is not a failed attempt.
+                return if cancel.is_cancelled() { after_cancel(outcome) } else { finished(outcome) };
             }
+            () = cancel.cancelled() => break,
             _ = beat.tick() => heartbeat.beat(),
         }
+    }
+    // Shutdown: the job has its cancellation signal; it gets the grace to finish.
+    let grace = config.cancel_grace;
+    match tokio::time::timeout(grace, &mut run).await {
+        Ok(outcome) => after_cancel(outcome),
+        Err(_) => JobOutcome::Cancelled(format!(
+            "cancelled at the shutdown of {}: still running after the {} ms grace",
+            config.instance_id,
+            grace.as_millis()
+        )),
     }
 }
 

@@ -346,7 +346,7 @@ fn the_runtimes_tables_and_an_apps_migration_numbered_the_same_do_not_collide() 
             .await
             .unwrap()
     });
-    assert_eq!(runtime_rows, vec![(1, true)]);
+    assert_eq!(runtime_rows, vec![(1, true), (2, true)]);
     let status = status_json(&database);
     assert_eq!(status["sets"]["app"]["up_to_date"], true, "{status}");
     assert_eq!(status["sets"]["runtime"]["up_to_date"], true, "{status}");
@@ -368,7 +368,7 @@ fn the_runtimes_tables_and_an_apps_migration_numbered_the_same_do_not_collide() 
 #[test]
 fn a_pending_runtime_migration_refuses_to_boot_in_exit_mode_like_an_apps() {
     let database = Database::start();
-    // Only the app's set is applied: the runtime's own migration 1 is pending.
+    // Only the app's set is applied: the runtime's own migrations are pending.
     block_on(migrations::apply_all(&database.target(), &migrator(2, &[])))
         .expect("apply the app's set");
     let mut app = spawn(&["worker"], &serve_env(&database, "exit"));
