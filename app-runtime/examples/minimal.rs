@@ -3,12 +3,10 @@
 //! `cargo run -p kumiko-runtime --example minimal -- serve` (then `worker`, `migrate status`).
 //! With no environment it runs on an embedded SQLite file under `./data`.
 
-use std::time::Duration;
-
 use axum::{Router, extract::State, http::StatusCode, routing::post};
 use kumiko_runtime::app::App;
 use kumiko_runtime::db::Pool;
-use kumiko_runtime::jobs::{CronJob, JobRegistry, enqueue};
+use kumiko_runtime::jobs::{JobRegistry, enqueue};
 use kumiko_runtime::migrations::AppMigrations;
 use kumiko_runtime::{Error, on_pool};
 use sqlx::migrate::Migrator;
@@ -29,20 +27,17 @@ fn main() {
         })
         .jobs(|_context| {
             JobRegistry::new()
-                .cron(CronJob::new(
-                    "count-greetings",
-                    Duration::from_secs(60),
-                    |tick| async move {
-                        let count: i64 = on_pool!(&tick.pool, |pool| {
-                            sqlx::query_scalar("SELECT COUNT(*) FROM greetings")
-                                .fetch_one(pool)
-                                .await
-                        })
-                        .map_err(Error::Query)?;
-                        tracing::info!(count, "greetings so far");
-                        Ok(())
-                    },
-                ))
+                // Every five minutes, on the leader only, once per scheduled time across workers.
+                .cron_at("count-greetings", "*/5 * * * *", "UTC", |tick| async move {
+                    let count: i64 = on_pool!(&tick.pool, |pool| {
+                        sqlx::query_scalar("SELECT COUNT(*) FROM greetings")
+                            .fetch_one(pool)
+                            .await
+                    })
+                    .map_err(Error::Query)?;
+                    tracing::info!(count, "greetings so far");
+                    Ok(())
+                })
                 .queued("greet", |job| async move {
                     let name = job.payload["name"].as_str().unwrap_or("nobody").to_owned();
                     on_pool!(&job.pool, |pool| {

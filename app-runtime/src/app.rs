@@ -507,6 +507,11 @@ async fn start_jobs_worker(
         ),
     }
     let registry = jobs.map(|jobs| jobs(context)).unwrap_or_default();
+    if !registry.errors().is_empty() {
+        return Err(runtime
+            .boot
+            .fail_invalid(Phase::JobsWorker, registry.errors().to_vec()));
+    }
     let election = match redis {
         Some(connection) => {
             LeaderElection::start(connection, &runtime.config.instance_id, leader_config)

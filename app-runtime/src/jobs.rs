@@ -219,6 +219,7 @@ impl CronJob {
 pub struct JobRegistry {
     cron: Vec<CronJob>,
     queued: BTreeMap<String, QueuedHandler>,
+    errors: Vec<String>,
 }
 
 impl fmt::Debug for JobRegistry {
@@ -240,6 +241,32 @@ impl JobRegistry {
     pub fn cron(mut self, job: CronJob) -> Self {
         self.cron.push(job);
         self
+    }
+
+    /// Adds a cron job on a cron expression read in `time_zone` (see [`Schedule::cron`]). A bad
+    /// expression or time zone is kept as an error that fails the worker's boot (phase 14),
+    /// naming the job.
+    pub fn cron_at<F, Fut>(
+        mut self,
+        name: &'static str,
+        expression: &str,
+        time_zone: &str,
+        handler: F,
+    ) -> Self
+    where
+        F: Fn(CronContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        match Schedule::cron(expression, time_zone) {
+            Ok(schedule) => self.cron.push(CronJob::scheduled(name, schedule, handler)),
+            Err(error) => self.errors.push(format!("cron job {name}: {error}")),
+        }
+        self
+    }
+
+    /// The registration mistakes (bad schedules), each naming its job.
+    pub fn errors(&self) -> &[String] {
+        &self.errors
     }
 
     /// Adds the handler for queued jobs of `kind`.
@@ -1072,6 +1099,20 @@ mod tests {
         assert!(error.to_string().contains("61 * * * *"), "{error}");
         let error = Schedule::cron("0 9 * * *", "Mars/Olympus").unwrap_err();
         assert!(error.to_string().contains("Mars/Olympus"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_cron_schedule_is_kept_as_a_registry_error_naming_the_job() {
+        let registry = JobRegistry::new()
+            .cron_at("daily", "0 9 * * *", "Europe/Berlin", |_| async { Ok(()) })
+            .cron_at("broken", "0 25 * * *", "UTC", |_| async { Ok(()) });
+        assert_eq!(registry.cron_jobs().len(), 1);
+        assert_eq!(registry.errors().len(), 1);
+        assert!(
+            registry.errors()[0].starts_with("cron job broken:"),
+            "{:?}",
+            registry.errors()
+        );
     }
 
     #[test]
