@@ -313,6 +313,10 @@ impl App {
     fn declarations(&mut self) -> Vec<Component> {
         let mut declared = vec![
             Component::new("kumiko-jobs")
+                .setting(
+                    crate::metrics::METRICS_SETTING,
+                    crate::metrics::validate_setting,
+                )
                 .setting(JOBS_POLL_INTERVAL_SETTING, validate_poll_interval)
                 .setting(JOB_TIMEOUT_SETTING, validate_job_timeout)
                 .setting(leader::KEY_SETTING, leader::validate_key),
@@ -491,6 +495,7 @@ async fn start_jobs_worker(
         job_timeout: context.duration_setting(JOB_TIMEOUT_SETTING, Duration::from_secs(60)),
         // A running job's share of the shutdown budget after its cancellation signal.
         cancel_grace: (runtime.config.shutdown_timeout / 4).min(MAX_CANCEL_GRACE),
+        metrics: Some(runtime.metrics.clone()),
         ..WorkerConfig::new(runtime.config.instance_id.clone())
     };
     match crate::jobs::recover_orphans(
@@ -524,6 +529,16 @@ async fn start_jobs_worker(
         registry,
         worker_config,
     );
+    // Leadership as a metric: follows the election's published state.
+    let metrics = runtime.metrics.clone();
+    let leadership = election.handle();
+    let mut changes = leadership.subscribe();
+    metrics.set_leader(leadership.is_leader());
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            metrics.set_leader(leadership.is_leader());
+        }
+    });
     runtime.register_check(worker.health_check())?;
     runtime.register_check(election.handle().health_check())?;
     let hooks = &runtime.components;

@@ -142,10 +142,42 @@ impl LateRoutes {
     }
 }
 
-/// The router a process serves from the start of its boot: `/health` and `/health/ready`, then
-/// the app's routes once installed (503 `starting` before).
-pub fn boot_router(health: Health, routes: LateRoutes) -> Router {
-    health_routes(health).fallback(move |request: axum::extract::Request| {
+/// The router a process serves from the start of its boot: `/health`, `/health/ready` and
+/// `/metrics`, then the app's routes once installed (503 `starting` before). With `track` the
+/// HTTP metrics layer counts every request by route pattern and status.
+pub fn boot_router(
+    health: Health,
+    routes: LateRoutes,
+    metrics: crate::metrics::Metrics,
+    lifecycle: Lifecycle,
+    track: bool,
+) -> Router {
+    let scrape = metrics.clone();
+    let scrape_health = health.clone();
+    let mut router = health_routes(health).route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = scrape.clone();
+            let health = scrape_health.clone();
+            let lifecycle = lifecycle.clone();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.render(&lifecycle, &health),
+                )
+            }
+        }),
+    );
+    if track {
+        router = router.layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track_http,
+        ));
+    }
+    router.fallback(move |request: axum::extract::Request| {
         let routes = routes.clone();
         async move {
             match routes.0.get() {

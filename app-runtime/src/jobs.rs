@@ -306,6 +306,8 @@ pub struct WorkerConfig {
     /// How long a queued job that is running at shutdown gets, after its cancellation signal, to
     /// finish before it is queued again.
     pub cancel_grace: Duration,
+    /// Where job runs are counted (`kumiko_jobs_total`, `kumiko_job_duration_seconds`).
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 impl WorkerConfig {
@@ -316,6 +318,7 @@ impl WorkerConfig {
             poll_interval: Duration::from_secs(1),
             job_timeout: Duration::from_secs(60),
             cancel_grace: Duration::from_secs(10),
+            metrics: None,
         }
     }
 
@@ -544,6 +547,14 @@ async fn run_tick(pool: &Pool, job: &CronJob, tick: i64, config: &WorkerConfig) 
         }),
     };
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Some(metrics) = &config.metrics {
+        let result = if outcome.is_ok() {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        metrics.observe_job(job.name, result, elapsed_ms / 1000.0);
+    }
     let error = match &outcome {
         Ok(()) => {
             tracing::info!(
@@ -952,7 +963,16 @@ async fn run_queue(
             }
             continue;
         };
+        let started = std::time::Instant::now();
         let outcome = run_claimed(&pool, &handlers, &job, &config, &heartbeat, &cancel).await;
+        if let Some(metrics) = &config.metrics {
+            let result = match &outcome {
+                JobOutcome::Succeeded => "succeeded",
+                JobOutcome::Failed(_) => "failed",
+                JobOutcome::Cancelled(_) => "cancelled",
+            };
+            metrics.observe_job(&job.kind, result, started.elapsed().as_secs_f64());
+        }
         if let Err(error) = finish_job(&pool, &job, outcome).await {
             tracing::warn!(job_id = job.id, error = %crate::boot::ErrorChain(&error), "the job ran, but its outcome was not recorded");
         }

@@ -28,6 +28,7 @@ pub mod http;
 pub mod jobs;
 pub mod leader;
 pub mod lifecycle;
+pub mod metrics;
 pub mod migrations;
 pub mod query;
 pub mod runtime;

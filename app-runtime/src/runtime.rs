@@ -26,6 +26,7 @@ use crate::error::Error;
 use crate::health::{Check, Health};
 use crate::http::{self, Listener};
 use crate::lifecycle::{Lifecycle, State};
+use crate::metrics::Metrics;
 use crate::shutdown::ShutdownHooks;
 use crate::telemetry::{self, Telemetry};
 
@@ -63,6 +64,8 @@ pub struct Runtime {
     /// Cancelled when the app asks to shut down ([`crate::app::Control::request_shutdown`], or a
     /// supervised component that ended): the process then shuts down as on SIGTERM.
     pub shutdown_requested: CancellationToken,
+    /// The process's metrics (`GET /metrics`).
+    pub metrics: Metrics,
     checks_stop: CancellationToken,
 }
 
@@ -165,12 +168,21 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
     let health = Health::new(lifecycle.clone());
     health.show_boot(boot.progress());
     let routes = http::LateRoutes::default();
-    let early_server = Listener::bind(config.port).await.ok().map(|listener| {
-        listener.serve(
-            http::boot_router(health.clone(), routes.clone()),
-            lifecycle.clone(),
-        )
-    });
+    let metrics = Metrics::new();
+    let track_http = crate::metrics::http_layer_enabled(
+        env.get(crate::metrics::METRICS_SETTING).map(String::as_str),
+    );
+    let serving = {
+        let health = health.clone();
+        let routes = routes.clone();
+        let metrics = metrics.clone();
+        let lifecycle = lifecycle.clone();
+        move || http::boot_router(health, routes, metrics, lifecycle, track_http)
+    };
+    let early_server = Listener::bind(config.port)
+        .await
+        .ok()
+        .map(|listener| listener.serve(serving.clone()(), lifecycle.clone()));
 
     // Phase 2: observability, falling back to no logs rather than blocking the boot.
     let format = config.log_format;
@@ -204,6 +216,7 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
         streams: CancellationToken::new(),
         boot,
         shutdown_requested: CancellationToken::new(),
+        metrics: metrics.clone(),
         checks_stop: CancellationToken::new(),
     };
     let shutdown_requested = runtime.shutdown_requested.clone();
@@ -248,13 +261,18 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
     // Phase 16: first round of checks, then ready.
     // The app's routes are served from now on (readiness says `starting` until the state flips).
     let phase_started = Instant::now();
+    let router = if track_http {
+        router.layer(axum::middleware::from_fn_with_state(
+            metrics.clone(),
+            crate::metrics::track_http,
+        ))
+    } else {
+        router
+    };
     routes.install(router);
     let mut server = match (early_server, listener) {
         (Some(server), _) => server,
-        (None, Some(listener)) => listener.serve(
-            http::boot_router(runtime.health.clone(), routes.clone()),
-            lifecycle.clone(),
-        ),
+        (None, Some(listener)) => listener.serve(serving(), lifecycle.clone()),
         (None, None) => {
             // boot_phases binds at phase 15 whenever the early bind failed.
             let error = runtime.boot.fail_invalid(
@@ -273,6 +291,7 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
     {
         return boot_failed(&error);
     }
+    metrics.record_boot(runtime.boot.records());
     tracing::info!(
         state = "ready",
         address = %server.address(),

@@ -48,6 +48,14 @@ fn minimal_example_boots_on_sqlite_serves_runs_its_jobs_and_drains_on_sigterm() 
         worker.all_output()
     );
 
+    // The worker's metrics count the job and show its leadership (no Redis: its own leader).
+    let metrics = get(worker.port, "/metrics").unwrap().body;
+    assert!(
+        metrics.contains(r#"kumiko_jobs_total{kind="greet",outcome="succeeded"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("kumiko_scheduler_leader 1"), "{metrics}");
+
     // SIGTERM: readiness 503, drain, exit 0, for both processes.
     for (name, mut process) in [("serve", api), ("worker", worker)] {
         process.sigterm();
