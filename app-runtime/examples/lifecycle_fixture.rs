@@ -6,9 +6,12 @@
 //!   ("warming the cache") for that long after boot, without leaving `ready`.
 //! - `KUMIKO_FIXTURE_CRON=<expression>` (and `KUMIKO_FIXTURE_CRON_TZ`, default UTC): the cron
 //!   job `fixture-cron` on that schedule; each run logs `fixture cron fired` with its tick.
+//! - `KUMIKO_FIXTURE_CRASH_ONCE=1`: the component `phoenix` (restarted up to once) panics on its
+//!   first run, 300 ms after boot, and runs normally after its restart.
 //! - Queued jobs of kind `nap` (payload `{"slow_on": "<instance>"}`) log `fixture nap started`,
 //!   then take an hour on that instance, unless cancelled at shutdown, and 50 ms elsewhere.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::{Router, routing::get};
@@ -19,8 +22,12 @@ use kumiko_runtime::jobs::{CronJob, JobRegistry, Schedule};
 
 const PANIC_AFTER: &str = "KUMIKO_FIXTURE_PANIC_AFTER";
 const WARM_FOR: &str = "KUMIKO_FIXTURE_WARM_FOR";
+const CRASH_ONCE: &str = "KUMIKO_FIXTURE_CRASH_ONCE";
 const CRON: &str = "KUMIKO_FIXTURE_CRON";
 const CRON_TZ: &str = "KUMIKO_FIXTURE_CRON_TZ";
+
+/// Whether `phoenix` has crashed already (it crashes on its first run only).
+static CRASHED: AtomicBool = AtomicBool::new(false);
 
 fn validate(value: &str) -> Result<(), String> {
     parse_duration(value).map(drop)
@@ -30,6 +37,21 @@ fn main() {
     App::new("lifecycle-fixture")
         .setting(PANIC_AFTER, validate)
         .setting(WARM_FOR, validate)
+        .setting(CRASH_ONCE, |_| Ok(()))
+        .component(
+            Component::new("phoenix").start_restarting(1, move |context, stop| {
+                let crash =
+                    context.setting(CRASH_ONCE).is_some() && !CRASHED.swap(true, Ordering::SeqCst);
+                async move {
+                    if crash {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        panic!("phoenix burns once");
+                    }
+                    stop.cancelled().await;
+                    Ok(())
+                }
+            }),
+        )
         .setting(CRON, |value| {
             Schedule::cron(value, "UTC")
                 .map(drop)

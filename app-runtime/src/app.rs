@@ -29,7 +29,7 @@ use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 use crate::boot::{Backoff, BootError, ErrorChain, Phase, PhaseError, PhasePolicy};
-use crate::component::{Component, Setting};
+use crate::component::{Component, Setting, Starter};
 use crate::config::{Config, Env, ProcessKind, parse_duration};
 use crate::db::Pool;
 use crate::health::Check;
@@ -577,28 +577,64 @@ fn start_component(
     let name = component.name;
     let stop = CancellationToken::new();
     let state = Arc::new(Mutex::new(TaskState::Running));
-    let supervisor = component.start.map(|start| {
-        let task = tokio::spawn(start(context.clone(), stop.clone()));
+    let supervisor = component.start.map(|starter| {
+        let context = context.clone();
         let stop = stop.clone();
         let state = state.clone();
         let health = runtime.health.clone();
-        let control = context.control.clone();
         tokio::spawn(async move {
-            let outcome = task.await;
-            if stop.is_cancelled() {
-                if let Ok(Err(error)) = &outcome {
-                    tracing::warn!(component = name, error = %ErrorChain(error), "component failed while stopping");
+            let control = context.control.clone();
+            let (mut once, restart, max_restarts) = match starter {
+                Starter::Once(start) => (Some(start), None, 0),
+                Starter::Restarting {
+                    start,
+                    max_restarts,
+                } => (None, Some(start), max_restarts),
+            };
+            let mut restarts = 0u32;
+            loop {
+                let run = match (once.take(), &restart) {
+                    (Some(start), _) => start(context.clone(), stop.clone()),
+                    (None, Some(start)) => start(context.clone(), stop.clone()),
+                    (None, None) => return,
+                };
+                let outcome = tokio::spawn(run).await;
+                if stop.is_cancelled() {
+                    if let Ok(Err(error)) = &outcome {
+                        tracing::warn!(component = name, error = %ErrorChain(error), "component failed while stopping");
+                    }
+                    return;
                 }
+                let ended = describe_end(outcome);
+                if restart.is_some() && restarts < max_restarts {
+                    restarts += 1;
+                    let delay = restart_delay(restarts);
+                    // Not ready while it is down; ready again once its check sees it running.
+                    let down = format!("component {name} {ended}; restarting");
+                    *state
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        TaskState::Ended(format!("{ended}; restarting"));
+                    health.mark_unhealthy(name, down);
+                    tracing::warn!(component = name, ended = %ended, restart = restarts, max_restarts, delay_ms = delay.as_millis() as u64, "component ended before shutdown; restarting it");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    *state
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = TaskState::Running;
+                    continue;
+                }
+                tracing::error!(component = name, ended = %ended, "component ended before shutdown; shutting down");
+                *state
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    TaskState::Ended(ended.clone());
+                health.mark_unhealthy(name, format!("component {name} {ended}"));
+                control.request_shutdown(format!("component {name} {ended}"));
                 return;
             }
-            let ended = describe_end(outcome);
-            tracing::error!(component = name, ended = %ended, "component ended before shutdown; shutting down");
-            *state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                TaskState::Ended(ended.clone());
-            health.mark_unhealthy(name, format!("component {name} {ended}"));
-            control.request_shutdown(format!("component {name} {ended}"));
         })
     });
     if supervisor.is_some() || component.probe.is_some() {
@@ -636,6 +672,12 @@ fn start_component(
         });
     tracing::info!(component = name, "component started");
     Ok(())
+}
+
+/// The delay before restart number `restart` (1-based) of a component: 1 s, 2 s, 4 s, ... at most
+/// 30 s.
+fn restart_delay(restart: u32) -> Duration {
+    Duration::from_secs(1u64 << restart.saturating_sub(1).min(5)).min(Duration::from_secs(30))
 }
 
 /// How a component's task ended, in words for the log and the readiness check.
@@ -678,6 +720,15 @@ mod tests {
         })
         .await;
         assert_eq!(describe_end(outcome), "failed: component cache: gone");
+    }
+
+    #[test]
+    fn restarts_back_off_up_to_thirty_seconds() {
+        assert_eq!(restart_delay(1), Duration::from_secs(1));
+        assert_eq!(restart_delay(2), Duration::from_secs(2));
+        assert_eq!(restart_delay(5), Duration::from_secs(16));
+        assert_eq!(restart_delay(6), Duration::from_secs(30));
+        assert_eq!(restart_delay(60), Duration::from_secs(30));
     }
 
     #[test]

@@ -30,6 +30,24 @@ pub struct Setting {
 /// at shutdown, and should return soon after the token fires.
 pub(crate) type StartFn =
     Box<dyn FnOnce(Context, CancellationToken) -> BoxFuture<'static, Result<(), Error>> + Send>;
+/// A component's task that may be started again after it ended.
+pub(crate) type RestartFn = std::sync::Arc<
+    dyn Fn(Context, CancellationToken) -> BoxFuture<'static, Result<(), Error>> + Send + Sync,
+>;
+
+/// How a component's task starts: once, or again (up to a number of times) when it ends early.
+pub(crate) enum Starter {
+    /// Started once; ending before shutdown shuts the process down.
+    Once(StartFn),
+    /// Started again when it ends before shutdown, up to `max_restarts` times.
+    Restarting {
+        /// Makes one run of the task.
+        start: RestartFn,
+        /// How many restarts are allowed.
+        max_restarts: u32,
+    },
+}
+
 /// A component's readiness probe.
 pub(crate) type ProbeFn =
     std::sync::Arc<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
@@ -51,7 +69,7 @@ pub struct Component {
     pub settings: Vec<Setting>,
     /// The processes it runs in; empty means every process (`serve` and `worker`).
     pub processes: Vec<ProcessKind>,
-    pub(crate) start: Option<StartFn>,
+    pub(crate) start: Option<Starter>,
     pub(crate) probe: Option<ProbeFn>,
     pub(crate) stop: Option<StopFn>,
     pub(crate) stop_timeout: Duration,
@@ -124,9 +142,24 @@ impl Component {
         F: FnOnce(Context, CancellationToken) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), Error>> + Send + 'static,
     {
-        self.start = Some(Box::new(move |context, stop| {
+        self.start = Some(Starter::Once(Box::new(move |context, stop| {
             Box::pin(start(context, stop))
-        }));
+        })));
+        self
+    }
+
+    /// Like [`Component::start`], but a task that ends before shutdown (returning, failing or
+    /// panicking) is started again, after a backoff (1 s, 2 s, 4 s, ... at most 30 s), up to
+    /// `max_restarts` times; only then does the process shut down. Each restart is logged.
+    pub fn start_restarting<F, Fut>(mut self, max_restarts: u32, start: F) -> Self
+    where
+        F: Fn(Context, CancellationToken) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        self.start = Some(Starter::Restarting {
+            start: std::sync::Arc::new(move |context, stop| Box::pin(start(context, stop))),
+            max_restarts,
+        });
         self
     }
 

@@ -98,3 +98,38 @@ fn an_app_can_mark_itself_not_ready_without_leaving_ready() {
         app.all_output()
     );
 }
+
+#[test]
+fn a_component_that_asked_for_restarts_is_restarted_and_the_process_stays_up() {
+    let mut app = example("lifecycle_fixture", &["serve"])
+        .env("KUMIKO_FIXTURE_CRASH_ONCE", "1")
+        .env("KUMIKO_LINGER", "0s")
+        .spawn();
+    app.wait_ready(BOOT);
+    assert!(
+        app.wait_for_log(Duration::from_secs(20), |line| line
+            .contains("component ended before shutdown; restarting it")
+            && line.contains("panicked: phoenix burns once")),
+        "no restart:\n{}",
+        app.all_output()
+    );
+    // While it is down, readiness names it.
+    let (status, body) = readiness(app.port);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("restarting"), "{body}");
+    // Restarted (after its 1 s backoff), not shut down: ready again, still serving.
+    app.wait_ready(Duration::from_secs(20));
+    assert!(app.try_exit().is_none(), "{}", app.all_output());
+    assert!(
+        !app.stdout().join("\n").contains("draining"),
+        "{}",
+        app.all_output()
+    );
+    app.sigterm();
+    assert_eq!(
+        app.wait_exit(Duration::from_secs(10)).unwrap().code(),
+        Some(0),
+        "{}",
+        app.all_output()
+    );
+}
