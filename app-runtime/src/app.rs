@@ -433,9 +433,11 @@ async fn boot(
                 "redis connection",
                 REDIS_CLOSE_TIMEOUT,
                 move || async move {
-                    // The connection manager closes its socket when its last clone is dropped;
-                    // the health check's clone stops with the checks, which stopped before this.
+                    // The connection manager closes its socket when its last clone is dropped:
+                    // the checks dropped theirs when they stopped, the leader election drops its
+                    // own when it stops (a component hook, before this one); this is the boot's.
                     drop(closing);
+                    tracing::info!("redis connection closed");
                 },
             );
             Some(connection)

@@ -295,6 +295,12 @@ impl Health {
         }
     }
 
+    /// Drops the registered checks (at shutdown, once their tasks are told to stop), and with them
+    /// the clients their probes hold (the Redis connection, the pool): the last reports stay shown.
+    pub fn drop_checks(&self) {
+        lock(&self.checks).clear();
+    }
+
     /// Shows `boot`'s progress on `/health/ready` while the process is `starting`.
     pub fn show_boot(&self, boot: crate::boot::ProgressHandle) {
         *write(&self.boot) = Some(boot);

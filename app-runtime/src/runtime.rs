@@ -337,6 +337,7 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
     let closed = server.close_connections(CONNECTION_CLOSE_TIMEOUT).await;
     tracing::info!(all_closed = closed, "streams cancelled, connections closed");
     runtime.checks_stop.cancel();
+    runtime.health.drop_checks();
     runtime.components.run_lifo_until(deadline).await;
     runtime.pools.run_lifo_until(deadline).await;
     lifecycle.advance(State::Stopped);
