@@ -22,6 +22,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,6 +36,24 @@ use crate::lifecycle::{Lifecycle, State as LifecycleState};
 
 type Labels = Vec<(&'static str, String)>;
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+type RouteHistograms = Family<RouteLabel, Histogram, fn() -> Histogram>;
+
+/// The HTTP counter's labels: borrowed, so counting a request allocates nothing.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: &'static str,
+    status: u16,
+}
+
+/// The latency histogram's label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
+}
+
+/// How many distinct route patterns get their own label; the rest count as `other`. Patterns
+/// come from the app's router, so real apps stay far below this.
+const MAX_ROUTES: usize = 1000;
 type Seconds = Gauge<f64, AtomicU64>;
 
 /// The setting that turns the HTTP metrics layer off (`off`/`0`); on by default.
@@ -46,8 +65,9 @@ fn latency_histogram() -> Histogram {
 
 struct Inner {
     registry: Registry,
-    http_requests: Family<Labels, Counter>,
-    http_duration: Histograms,
+    http_requests: Family<HttpLabels, Counter>,
+    http_duration: RouteHistograms,
+    routes: std::sync::RwLock<std::collections::HashSet<&'static str>>,
     lifecycle: Family<Labels, Gauge>,
     boot_phases: Family<Labels, Seconds>,
     check_up: Family<Labels, Gauge>,
@@ -77,13 +97,13 @@ impl Metrics {
     /// Registers every metric under the `kumiko` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("kumiko");
-        let http_requests = Family::<Labels, Counter>::default();
+        let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
             "http_requests",
             "HTTP requests answered, by route pattern and status",
             http_requests.clone(),
         );
-        let http_duration: Histograms = Family::new_with_constructor(latency_histogram);
+        let http_duration: RouteHistograms = Family::new_with_constructor(latency_histogram);
         registry.register(
             "http_request_duration_seconds",
             "HTTP request latency, by route pattern",
@@ -135,6 +155,7 @@ impl Metrics {
             registry,
             http_requests,
             http_duration,
+            routes: std::sync::RwLock::default(),
             lifecycle,
             boot_phases,
             check_up,
@@ -147,17 +168,44 @@ impl Metrics {
 
     /// Records one HTTP request.
     pub fn observe_http(&self, route: &str, status: u16, seconds: f64) {
+        let route = self.intern(route);
         self.0
             .http_requests
-            .get_or_create(&vec![
-                ("route", route.to_owned()),
-                ("status", status.to_string()),
-            ])
+            .get_or_create(&HttpLabels { route, status })
             .inc();
         self.0
             .http_duration
-            .get_or_create(&vec![("route", route.to_owned())])
+            .get_or_create(&RouteLabel { route })
             .observe(seconds);
+    }
+
+    /// The route pattern as a `'static` label: each distinct pattern is kept once (they are the
+    /// router's, so few), past [`MAX_ROUTES`] they count as `other`.
+    fn intern(&self, route: &str) -> &'static str {
+        let known = self
+            .0
+            .routes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(route)
+            .copied();
+        if let Some(route) = known {
+            return route;
+        }
+        let mut routes = self
+            .0
+            .routes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(route) = routes.get(route) {
+            return route;
+        }
+        if routes.len() >= MAX_ROUTES {
+            return "other";
+        }
+        let interned: &'static str = Box::leak(route.to_owned().into_boxed_str());
+        routes.insert(interned);
+        interned
     }
 
     /// Records the boot's phases (once the process is ready).
