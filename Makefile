@@ -19,6 +19,8 @@ test: deps ## The test command: lint, every Rust test (unit, real Postgres/Redis
 	rm -rf target/rbac-use
 	# The e2e suite records what the operator's ServiceAccount was allowed and refused (checks/rbac-use.sh).
 	KUMIKO_RBAC_USE_DIR=$(CURDIR)/target/rbac-use cargo nextest run --workspace --no-fail-fast
+	# nextest does not run doctests: the runtime's guide (app-runtime/README.md) must compile.
+	cargo test -p kumiko-runtime --doc
 	bash scripts/e2e-existing.sh
 	$(MAKE) --no-print-directory checks
 

@@ -346,6 +346,52 @@ pub struct PhaseRecord {
     pub attempts: u32,
 }
 
+/// Where the boot is, for `/health/ready` while the process is `starting`: the running phase,
+/// its attempt and the last error seen in it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BootProgress {
+    /// The phase's name (`connect_database`).
+    pub phase: &'static str,
+    /// Its number, 1 to 16.
+    pub number: usize,
+    /// How many times its step has started (0 before the first).
+    pub attempt: u32,
+    /// The last failure in this phase, if any.
+    pub last_error: Option<String>,
+}
+
+/// A shared view of the boot's progress (clone = shared).
+#[derive(Debug, Clone, Default)]
+pub struct ProgressHandle(Arc<Mutex<Option<BootProgress>>>);
+
+impl ProgressHandle {
+    /// The latest progress, `None` before the first phase.
+    pub fn get(&self) -> Option<BootProgress> {
+        lock(&self.0).clone()
+    }
+
+    fn enter(&self, phase: Phase) {
+        *lock(&self.0) = Some(BootProgress {
+            phase: phase.name(),
+            number: phase.number(),
+            attempt: 0,
+            last_error: None,
+        });
+    }
+
+    fn attempt(&self, attempt: u32) {
+        if let Some(progress) = lock(&self.0).as_mut() {
+            progress.attempt = attempt;
+        }
+    }
+
+    fn failed(&self, error: String) {
+        if let Some(progress) = lock(&self.0).as_mut() {
+            progress.last_error = Some(error);
+        }
+    }
+}
+
 /// Runs the boot phases in order and records them.
 #[derive(Debug)]
 pub struct Boot {
@@ -355,6 +401,7 @@ pub struct Boot {
     records: Vec<PhaseRecord>,
     logged: usize,
     current: Option<Phase>,
+    progress: ProgressHandle,
 }
 
 impl Boot {
@@ -367,7 +414,13 @@ impl Boot {
             records: Vec::new(),
             logged: 0,
             current: None,
+            progress: ProgressHandle::default(),
         }
+    }
+
+    /// The shared view of the boot's progress (phase, attempt, last error).
+    pub fn progress(&self) -> ProgressHandle {
+        self.progress.clone()
     }
 
     /// Changes the startup cap (once the configuration is loaded).
@@ -455,15 +508,23 @@ impl Boot {
         let attempts = Arc::new(Mutex::new((0u32, None::<String>)));
         let mut step = step;
         let step_attempts = attempts.clone();
-        // Every call is counted and its failure remembered, for the log and the error.
+        let progress = self.progress.clone();
+        // Every call is counted and its failure remembered, for the log, the error and readiness.
         let mut attempt = move || {
-            lock(&step_attempts).0 += 1;
+            let count = {
+                let mut attempts = lock(&step_attempts);
+                attempts.0 += 1;
+                attempts.0
+            };
+            progress.attempt(count);
             let fut = step();
             let attempts = step_attempts.clone();
+            let progress = progress.clone();
             async move {
                 let result = fut.await;
                 if let Err(error) = &result {
                     lock(&attempts).1 = Some(error.to_string());
+                    progress.failed(error.to_string());
                 }
                 result
             }
@@ -645,6 +706,7 @@ impl Boot {
         }
         self.next = index + 1;
         self.current = Some(phase);
+        self.progress.enter(phase);
         Ok(())
     }
 

@@ -7,8 +7,15 @@
 //! do not parse, and `KUMIKO_*` variables nobody declared (typos) all become boot errors.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::Duration;
 
-use crate::config::{ConfigError, Env, RUNTIME_SETTINGS};
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Context;
+use crate::config::{ConfigError, Env, ProcessKind, RUNTIME_SETTINGS};
+use crate::error::Error;
 
 /// A setting a component reads from the environment.
 #[derive(Debug, Clone)]
@@ -19,24 +26,82 @@ pub struct Setting {
     pub validate: fn(&str) -> Result<(), String>,
 }
 
-/// A component's declaration.
-#[derive(Debug, Clone)]
+/// A component's long-running task: it gets the app's [`Context`] and a token that is cancelled
+/// at shutdown, and should return soon after the token fires.
+pub(crate) type StartFn =
+    Box<dyn FnOnce(Context, CancellationToken) -> BoxFuture<'static, Result<(), Error>> + Send>;
+/// A component's task that may be started again after it ended.
+pub(crate) type RestartFn = std::sync::Arc<
+    dyn Fn(Context, CancellationToken) -> BoxFuture<'static, Result<(), Error>> + Send + Sync,
+>;
+
+/// How a component's task starts: once, or again (up to a number of times) when it ends early.
+pub(crate) enum Starter {
+    /// Started once; ending before shutdown shuts the process down.
+    Once(StartFn),
+    /// Started again when it ends before shutdown, up to `max_restarts` times.
+    Restarting {
+        /// Makes one run of the task.
+        start: RestartFn,
+        /// How many restarts are allowed.
+        max_restarts: u32,
+    },
+}
+
+/// A component's readiness probe.
+pub(crate) type ProbeFn =
+    std::sync::Arc<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
+/// A component's stop hook.
+pub(crate) type StopFn = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
+
+/// Default budget of a component's shutdown (its task stopping, then its stop hook); clamped at
+/// shutdown to what is left of `KUMIKO_SHUTDOWN_TIMEOUT`.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A component's declaration and, optionally, its lifecycle: a task started at boot (phase 14),
+/// a readiness probe, and a stop hook, registered together.
 pub struct Component {
-    /// A unique name (`status-page`, `jobs`).
+    /// A unique name (`status-page`, `jobs`); the name of its readiness check.
     pub name: &'static str,
     /// Components this one needs.
     pub requires: Vec<&'static str>,
     /// Settings it reads.
     pub settings: Vec<Setting>,
+    /// The processes it runs in; empty means every process (`serve` and `worker`).
+    pub processes: Vec<ProcessKind>,
+    pub(crate) start: Option<Starter>,
+    pub(crate) probe: Option<ProbeFn>,
+    pub(crate) stop: Option<StopFn>,
+    pub(crate) stop_timeout: Duration,
+}
+
+impl std::fmt::Debug for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Component")
+            .field("name", &self.name)
+            .field("requires", &self.requires)
+            .field("settings", &self.settings)
+            .field("processes", &self.processes)
+            .field("start", &self.start.is_some())
+            .field("probe", &self.probe.is_some())
+            .field("stop", &self.stop.is_some())
+            .field("stop_timeout", &self.stop_timeout)
+            .finish()
+    }
 }
 
 impl Component {
-    /// A component with no requirements and no settings.
+    /// A component with no requirements, no settings and nothing to run.
     pub fn new(name: &'static str) -> Self {
         Self {
             name,
             requires: Vec::new(),
             settings: Vec::new(),
+            processes: Vec::new(),
+            start: None,
+            probe: None,
+            stop: None,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
         }
     }
 
@@ -54,6 +119,81 @@ impl Component {
     ) -> Self {
         self.settings.push(Setting { variable, validate });
         self
+    }
+
+    /// Runs the component only in processes of `kind` (call once per kind; by default it runs in
+    /// every process).
+    pub fn only_in(mut self, kind: ProcessKind) -> Self {
+        self.processes.push(kind);
+        self
+    }
+
+    /// Whether the component runs in a process of `kind`.
+    pub fn runs_in(&self, kind: ProcessKind) -> bool {
+        self.processes.is_empty() || self.processes.contains(&kind)
+    }
+
+    /// The task started in boot phase 14. The closure may capture anything; it gets the app's
+    /// [`Context`] and a token cancelled at shutdown. The runtime supervises the task: if it ends
+    /// before shutdown (returning, failing or panicking), the component's readiness check fails
+    /// naming it and the process shuts down cleanly.
+    pub fn start<F, Fut>(mut self, start: F) -> Self
+    where
+        F: FnOnce(Context, CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        self.start = Some(Starter::Once(Box::new(move |context, stop| {
+            Box::pin(start(context, stop))
+        })));
+        self
+    }
+
+    /// Like [`Component::start`], but a task that ends before shutdown (returning, failing or
+    /// panicking) is started again, after a backoff (1 s, 2 s, 4 s, ... at most 30 s), up to
+    /// `max_restarts` times; only then does the process shut down. Each restart is logged.
+    pub fn start_restarting<F, Fut>(mut self, max_restarts: u32, start: F) -> Self
+    where
+        F: Fn(Context, CancellationToken) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        self.start = Some(Starter::Restarting {
+            start: std::sync::Arc::new(move |context, stop| Box::pin(start(context, stop))),
+            max_restarts,
+        });
+        self
+    }
+
+    /// A readiness probe, run in the background like every check: `Ok(message)` when healthy,
+    /// `Err(message)` when not. The check carries the component's name.
+    pub fn health<F, Fut>(mut self, probe: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, String>> + Send + 'static,
+    {
+        self.probe = Some(std::sync::Arc::new(move || Box::pin(probe())));
+        self
+    }
+
+    /// A hook run at shutdown after the task (if any) has stopped, in reverse start order.
+    pub fn on_stop<F, Fut>(mut self, stop: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.stop = Some(Box::new(move || Box::pin(stop())));
+        self
+    }
+
+    /// The budget for stopping the task and running the stop hook (default
+    /// [`DEFAULT_STOP_TIMEOUT`]); clamped to what is left of `KUMIKO_SHUTDOWN_TIMEOUT`.
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// Whether the component has anything to run (a task, a probe or a stop hook).
+    pub fn has_lifecycle(&self) -> bool {
+        self.start.is_some() || self.probe.is_some() || self.stop.is_some()
     }
 }
 

@@ -112,6 +112,14 @@ pub enum Error {
         /// What went wrong, without secrets.
         message: String,
     },
+    /// A cron job's schedule (expression or time zone) is not valid.
+    #[error("cron schedule `{expression}`: {problem}")]
+    InvalidSchedule {
+        /// The expression as written.
+        expression: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// A job payload could not be encoded or decoded.
     #[error("job {kind}: the payload is not valid JSON for this kind")]
     JobPayload {
@@ -121,10 +129,30 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    /// Input to the status-page API was invalid; every problem is listed.
+    /// Something was registered after boot validation froze the registries (phase 6 for the
+    /// app's description, phase 16 for readiness checks): a bug in the app, never silently kept.
+    #[error(
+        "{what} `{name}` was registered after boot validation; register it on the App builder \
+         (or during boot) instead"
+    )]
+    LateRegistration {
+        /// What kind of thing (a readiness check, a shutdown hook).
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// A component's task failed.
+    #[error("component {component}: {message}")]
+    Component {
+        /// The component's name.
+        component: String,
+        /// What went wrong, without secrets.
+        message: String,
+    },
+    /// Input to an app's API was invalid; every problem is listed.
     #[error("invalid input: {}", format_field_errors(.0))]
     Invalid(Vec<FieldError>),
-    /// A status-page object does not exist.
+    /// An object of an app does not exist.
     #[error("{what} {id} not found")]
     NotFound {
         /// The kind of object.
@@ -152,7 +180,10 @@ impl Error {
             | Self::Job { .. }
             | Self::JobPayload { .. }
             | Self::Invalid(_)
-            | Self::NotFound { .. } => false,
+            | Self::NotFound { .. }
+            | Self::LateRegistration { .. }
+            | Self::InvalidSchedule { .. }
+            | Self::Component { .. } => false,
         }
     }
 }

@@ -154,6 +154,12 @@ pub struct Readiness<'a> {
     pub state: State,
     /// Every check.
     pub checks: &'a [CheckReport],
+    /// While `starting`: the running boot phase, its attempt and its last error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot: Option<crate::boot::BootProgress>,
+    /// Why the app marked itself temporarily not ready (it stays in `ready`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
 }
 
 /// Decides readiness: ready only in `ready` with every critical check healthy. Pure.
@@ -166,11 +172,34 @@ pub fn is_ready(state: State, checks: &[CheckReport]) -> bool {
 
 /// Renders the readiness response for a state and the cached checks. Pure.
 pub fn render_readiness(state: State, checks: &[CheckReport]) -> (StatusCode, Bytes) {
-    let ready = is_ready(state, checks);
+    render_readiness_during_boot(state, checks, None)
+}
+
+/// Like [`render_readiness`], with the boot's progress shown while the process is `starting`.
+/// Pure.
+pub fn render_readiness_during_boot(
+    state: State,
+    checks: &[CheckReport],
+    boot: Option<crate::boot::BootProgress>,
+) -> (StatusCode, Bytes) {
+    render_readiness_full(state, checks, boot, None)
+}
+
+/// Renders the readiness response: state, checks, the boot's progress while `starting`, and the
+/// app's own "temporarily not ready" reason, which makes it 503 in any state. Pure.
+pub fn render_readiness_full(
+    state: State,
+    checks: &[CheckReport],
+    boot: Option<crate::boot::BootProgress>,
+    unavailable: Option<String>,
+) -> (StatusCode, Bytes) {
+    let ready = is_ready(state, checks) && unavailable.is_none();
     let body = Readiness {
         status: if ready { "ready" } else { "unready" },
         state,
         checks,
+        boot: boot.filter(|_| state == State::Starting),
+        unavailable,
     };
     let status = if ready {
         StatusCode::OK
@@ -204,6 +233,9 @@ impl Snapshot {
 #[derive(Clone)]
 pub struct Health {
     lifecycle: Lifecycle,
+    boot: Arc<RwLock<Option<crate::boot::ProgressHandle>>>,
+    unavailable: Arc<RwLock<Option<String>>>,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
     checks: Arc<Mutex<Vec<Check>>>,
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
 }
@@ -221,17 +253,67 @@ impl Health {
     pub fn new(lifecycle: Lifecycle) -> Self {
         Self {
             lifecycle,
+            boot: Arc::default(),
+            unavailable: Arc::default(),
+            frozen: Arc::default(),
             checks: Arc::default(),
             snapshot: Arc::new(RwLock::new(Arc::new(Snapshot::new(Vec::new())))),
         }
     }
 
     /// Registers a check (during boot). It shows as pending until its first run.
-    pub fn register(&self, check: Check) {
+    ///
+    /// Registration is frozen once the checks start (boot phase 16): a later registration is
+    /// [`crate::Error::LateRegistration`], never a check that silently stays pending.
+    pub fn register(&self, check: Check) -> Result<(), crate::Error> {
+        if self.frozen.load(Ordering::SeqCst) {
+            return Err(crate::Error::LateRegistration {
+                what: "readiness check",
+                name: check.name,
+            });
+        }
         let mut checks = lock(&self.checks);
         checks.push(check);
         let reports = checks.iter().map(CheckReport::pending).collect();
         *write(&self.snapshot) = Arc::new(Snapshot::new(reports));
+        Ok(())
+    }
+
+    /// Marks the check named `name` unhealthy at once (without waiting for its next run): a
+    /// supervised component that ended is reported the moment it is noticed.
+    pub fn mark_unhealthy(&self, name: &str, message: String) {
+        let index = read(&self.snapshot)
+            .reports
+            .iter()
+            .position(|report| report.name == name);
+        if let Some(index) = index {
+            let mut report = read(&self.snapshot).reports[index].clone();
+            report.status = CheckStatus::Unhealthy;
+            report.message = message;
+            report.checked_at = Some(jiff::Timestamp::now().to_string());
+            self.store(index, report);
+        }
+    }
+
+    /// Drops the registered checks (at shutdown, once their tasks are told to stop), and with them
+    /// the clients their probes hold (the Redis connection, the pool): the last reports stay shown.
+    pub fn drop_checks(&self) {
+        lock(&self.checks).clear();
+    }
+
+    /// Shows `boot`'s progress on `/health/ready` while the process is `starting`.
+    pub fn show_boot(&self, boot: crate::boot::ProgressHandle) {
+        *write(&self.boot) = Some(boot);
+    }
+
+    /// Marks the process temporarily not ready (readiness 503 naming `reason`) without leaving
+    /// its lifecycle state; `None` makes it available again.
+    pub fn set_unavailable(&self, reason: Option<String>) {
+        let mut slot = write(&self.unavailable);
+        if *slot != reason {
+            tracing::info!(reason = ?reason, "availability changed");
+        }
+        *slot = reason;
     }
 
     /// The latest result of every check.
@@ -271,7 +353,9 @@ impl Health {
     }
 
     /// Starts one background task per check; they stop when `stop` is cancelled.
+    /// Freezes registration.
     pub fn start(&self, stop: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        self.frozen.store(true, Ordering::SeqCst);
         let checks = lock(&self.checks).clone();
         checks
             .into_iter()
@@ -312,10 +396,12 @@ impl Health {
     pub fn readiness(&self) -> Response {
         let state = self.lifecycle.state();
         let snapshot = read(&self.snapshot).clone();
-        if state == State::Ready && snapshot.healthy {
+        let unavailable = read(&self.unavailable);
+        if state == State::Ready && snapshot.healthy && unavailable.is_none() {
             return json_response(StatusCode::OK, snapshot.ready_body.clone());
         }
-        let (status, body) = render_readiness(state, &snapshot.reports);
+        let boot = read(&self.boot).and_then(|boot| boot.get());
+        let (status, body) = render_readiness_full(state, &snapshot.reports, boot, unavailable);
         json_response(status, body)
     }
 }
@@ -460,7 +546,9 @@ mod tests {
     async fn handlers_answer_from_the_cache_and_follow_the_lifecycle() {
         let lifecycle = Lifecycle::new();
         let health = Health::new(lifecycle.clone());
-        health.register(Check::new("always", || async { Ok(String::new()) }));
+        health
+            .register(Check::new("always", || async { Ok(String::new()) }))
+            .unwrap();
         assert_eq!(health.readiness().status(), StatusCode::SERVICE_UNAVAILABLE);
         health.run_all_once().await;
         assert_eq!(health.readiness().status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -474,17 +562,38 @@ mod tests {
     #[tokio::test]
     async fn a_slow_probe_is_reported_unhealthy_after_its_timeout() {
         let health = Health::new(Lifecycle::new());
-        health.register(
-            Check::new("slow", || async {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                Ok(String::new())
-            })
-            .timeout(Duration::from_millis(20)),
-        );
+        health
+            .register(
+                Check::new("slow", || async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    Ok(String::new())
+                })
+                .timeout(Duration::from_millis(20)),
+            )
+            .unwrap();
         health.run_all_once().await;
         let reports = health.reports();
         assert_eq!(reports[0].status, CheckStatus::Unhealthy);
         assert!(reports[0].message.contains("no answer"));
+    }
+
+    #[tokio::test]
+    async fn a_check_registered_after_the_checks_started_is_an_error_not_a_pending_check() {
+        let health = Health::new(Lifecycle::new());
+        health
+            .register(Check::new("early", || async { Ok(String::new()) }))
+            .unwrap();
+        let stop = CancellationToken::new();
+        let _tasks = health.start(stop.clone());
+        let error = health
+            .register(Check::new("late", || async { Ok(String::new()) }))
+            .unwrap_err();
+        assert!(
+            matches!(&error, crate::Error::LateRegistration { name, .. } if name == "late"),
+            "{error:?}"
+        );
+        assert_eq!(health.reports().len(), 1, "the late check is not listed");
+        stop.cancel();
     }
 
     #[test]

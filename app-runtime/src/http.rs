@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State as AxumState};
-use axum::http::{HeaderValue, Version, header};
+use axum::http::{HeaderValue, StatusCode, Version, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -120,6 +120,83 @@ pub fn health_routes(health: Health) -> Router {
                 async move { health.readiness() }
             }),
         )
+}
+
+/// The app's routes, installed once the boot reaches phase 15; until then the listener (bound at
+/// the start of the boot, for liveness) answers every other path with 503. Clones share the slot.
+#[derive(Clone, Default)]
+pub struct LateRoutes(Arc<std::sync::OnceLock<Router>>);
+
+impl std::fmt::Debug for LateRoutes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LateRoutes")
+            .field("installed", &self.0.get().is_some())
+            .finish()
+    }
+}
+
+impl LateRoutes {
+    /// Installs the app's routes (once; a second call is ignored).
+    pub fn install(&self, router: Router) {
+        let _ = self.0.set(router);
+    }
+}
+
+/// The router a process serves from the start of its boot: `/health`, `/health/ready` and
+/// `/metrics`, then the app's routes once installed (503 `starting` before). With `track` the
+/// HTTP metrics layer counts every request by route pattern and status.
+pub fn boot_router(
+    health: Health,
+    routes: LateRoutes,
+    metrics: crate::metrics::Metrics,
+    lifecycle: Lifecycle,
+    track: bool,
+) -> Router {
+    let scrape = metrics.clone();
+    let scrape_health = health.clone();
+    let mut router = health_routes(health).route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = scrape.clone();
+            let health = scrape_health.clone();
+            let lifecycle = lifecycle.clone();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.render(&lifecycle, &health),
+                )
+            }
+        }),
+    );
+    if track {
+        router = router.layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track_http,
+        ));
+    }
+    router.fallback(move |request: axum::extract::Request| {
+        let routes = routes.clone();
+        async move {
+            match routes.0.get() {
+                Some(router) => {
+                    use tower::ServiceExt as _;
+                    match router.clone().oneshot(request).await {
+                        Ok(response) => response,
+                        Err(infallible) => match infallible {},
+                    }
+                }
+                None => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    r#"{"error":"starting: the app's routes are served once the boot is done"}"#,
+                )
+                    .into_response(),
+            }
+        }
+    })
 }
 
 /// A bound listener, not yet serving.

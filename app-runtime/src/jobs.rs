@@ -1,9 +1,12 @@
 //! The jobs worker: cron jobs on the leader only, queued (manual) jobs on any worker.
 //!
-//! **Cron.** Each cron job has a fixed interval; its ticks are aligned to the Unix epoch
-//! ([`next_tick_after`]), so every process computes the same `scheduled_for` for a tick. Before
+//! **Cron.** Each cron job has a [`Schedule`]: a fixed interval, its ticks aligned to the Unix
+//! epoch ([`next_tick_after`]), or a cron expression in a time zone ([`Schedule::cron`], e.g.
+//! `0 9 * * Mon-Fri` in `Europe/Berlin`: 09:00 local time, across daylight-saving changes, by
+//! jiff's time zone rules). Either way every process computes the same `scheduled_for` for a
+//! tick. Before
 //! running a tick the scheduler checks leadership ([`LeaderHandle::is_leader`]), then claims the
-//! tick by inserting `(job, scheduled_for)` into `cron_runs`, whose primary key makes the insert
+//! tick by inserting `(job, scheduled_for)` into `kumiko_cron_runs`, whose primary key makes the insert
 //! succeed for exactly one process. Two leaders during a partition (or a forced split-brain) both
 //! try; one inserts and runs, the other skips. A tick is run at most once: a run that fails (or a
 //! process that dies mid-run) is recorded, not retried. Ticks missed while no process was leader
@@ -63,17 +66,104 @@ pub struct QueuedContext {
     pub attempt: i32,
     /// This process.
     pub instance_id: String,
+    /// Cancelled when the worker shuts down: finish (or give up) within
+    /// [`WorkerConfig::cancel_grace`]; a job that does not finish is queued again, not lost.
+    pub cancel: CancellationToken,
 }
 
 type CronHandler = Arc<dyn Fn(CronContext) -> BoxFuture<'static, Result<(), Error>> + Send + Sync>;
 type QueuedHandler =
     Arc<dyn Fn(QueuedContext) -> BoxFuture<'static, Result<(), Error>> + Send + Sync>;
 
-/// A job run on a fixed interval by the leader.
+/// When a cron job runs.
+#[derive(Clone, Debug)]
+pub enum Schedule {
+    /// Every interval, ticks aligned to the Unix epoch.
+    Every(Duration),
+    /// A cron expression evaluated in a time zone.
+    Cron {
+        /// The expression as written.
+        expression: String,
+        /// The parsed expression.
+        schedule: Box<jiff_cron::Schedule>,
+        /// The time zone it is read in.
+        time_zone: jiff::tz::TimeZone,
+    },
+}
+
+impl Schedule {
+    /// Parses a cron expression read in `time_zone` (an IANA name such as `Europe/Berlin`, or
+    /// `UTC`). Five fields are standard cron (minute hour day-of-month month day-of-week, at
+    /// second 0); six or seven put seconds first and a year last. Prefer day names (`Mon-Fri`)
+    /// to numbers in the day-of-week field.
+    pub fn cron(expression: &str, time_zone: &str) -> Result<Self, Error> {
+        let fields = expression.split_whitespace().count();
+        let full = if fields == 5 {
+            format!("0 {}", expression.trim())
+        } else {
+            expression.trim().to_owned()
+        };
+        let schedule =
+            full.parse::<jiff_cron::Schedule>()
+                .map_err(|error| Error::InvalidSchedule {
+                    expression: expression.to_owned(),
+                    problem: error.to_string(),
+                })?;
+        let time_zone =
+            jiff::tz::TimeZone::get(time_zone).map_err(|error| Error::InvalidSchedule {
+                expression: expression.to_owned(),
+                problem: format!("time zone `{time_zone}`: {error}"),
+            })?;
+        Ok(Self::Cron {
+            expression: expression.to_owned(),
+            schedule: Box::new(schedule),
+            time_zone,
+        })
+    }
+
+    /// The first tick strictly after `now_ms` (ms since the epoch), the same on every process;
+    /// `None` when the schedule has no further tick.
+    pub fn next_after_ms(&self, now_ms: i64) -> Option<i64> {
+        match self {
+            Self::Every(interval) => Some(next_tick_after(now_ms, ms(*interval))),
+            Self::Cron {
+                schedule,
+                time_zone,
+                ..
+            } => {
+                let now = jiff::Timestamp::from_millisecond(now_ms)
+                    .ok()?
+                    .to_zoned(time_zone.clone());
+                schedule
+                    .after(now)
+                    .next()
+                    .map(|next| next.timestamp().as_millisecond())
+                    .filter(|next| *next > now_ms)
+            }
+        }
+    }
+
+    /// The schedule as logged.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Every(interval) => format!("every {}", crate::config::format_duration(*interval)),
+            Self::Cron {
+                expression,
+                time_zone,
+                ..
+            } => format!(
+                "`{expression}` in {}",
+                time_zone.iana_name().unwrap_or("a fixed-offset zone")
+            ),
+        }
+    }
+}
+
+/// A job run on a schedule by the leader, once per tick across every process.
 #[derive(Clone)]
 pub struct CronJob {
     name: &'static str,
-    interval: Duration,
+    schedule: Schedule,
     handler: CronHandler,
 }
 
@@ -81,7 +171,7 @@ impl fmt::Debug for CronJob {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CronJob")
             .field("name", &self.name)
-            .field("interval", &self.interval)
+            .field("schedule", &self.schedule.describe())
             .finish_non_exhaustive()
     }
 }
@@ -93,21 +183,34 @@ impl CronJob {
         F: Fn(CronContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), Error>> + Send + 'static,
     {
+        Self::scheduled(
+            name,
+            Schedule::Every(interval.max(Duration::from_millis(1))),
+            handler,
+        )
+    }
+
+    /// A cron job named `name` on `schedule` (for example [`Schedule::cron`]).
+    pub fn scheduled<F, Fut>(name: &'static str, schedule: Schedule, handler: F) -> Self
+    where
+        F: Fn(CronContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
         Self {
             name,
-            interval: interval.max(Duration::from_millis(1)),
+            schedule,
             handler: Arc::new(move |context| Box::pin(handler(context))),
         }
     }
 
-    /// The job's name (the key in `cron_runs`).
+    /// The job's name (the key in `kumiko_cron_runs`).
     pub fn name(&self) -> &'static str {
         self.name
     }
 
-    /// The interval between ticks.
-    pub fn interval(&self) -> Duration {
-        self.interval
+    /// When it runs.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
     }
 }
 
@@ -116,6 +219,7 @@ impl CronJob {
 pub struct JobRegistry {
     cron: Vec<CronJob>,
     queued: BTreeMap<String, QueuedHandler>,
+    errors: Vec<String>,
 }
 
 impl fmt::Debug for JobRegistry {
@@ -137,6 +241,32 @@ impl JobRegistry {
     pub fn cron(mut self, job: CronJob) -> Self {
         self.cron.push(job);
         self
+    }
+
+    /// Adds a cron job on a cron expression read in `time_zone` (see [`Schedule::cron`]). A bad
+    /// expression or time zone is kept as an error that fails the worker's boot (phase 14),
+    /// naming the job.
+    pub fn cron_at<F, Fut>(
+        mut self,
+        name: &'static str,
+        expression: &str,
+        time_zone: &str,
+        handler: F,
+    ) -> Self
+    where
+        F: Fn(CronContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        match Schedule::cron(expression, time_zone) {
+            Ok(schedule) => self.cron.push(CronJob::scheduled(name, schedule, handler)),
+            Err(error) => self.errors.push(format!("cron job {name}: {error}")),
+        }
+        self
+    }
+
+    /// The registration mistakes (bad schedules), each naming its job.
+    pub fn errors(&self) -> &[String] {
+        &self.errors
     }
 
     /// Adds the handler for queued jobs of `kind`.
@@ -173,6 +303,11 @@ pub struct WorkerConfig {
     /// The bound on one job run (cron tick or queued job); a queued job locked longer than this
     /// is taken to be abandoned and claimed again.
     pub job_timeout: Duration,
+    /// How long a queued job that is running at shutdown gets, after its cancellation signal, to
+    /// finish before it is queued again.
+    pub cancel_grace: Duration,
+    /// Where job runs are counted (`kumiko_jobs_total`, `kumiko_job_duration_seconds`).
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 impl WorkerConfig {
@@ -182,7 +317,15 @@ impl WorkerConfig {
             instance_id: instance_id.into(),
             poll_interval: Duration::from_secs(1),
             job_timeout: Duration::from_secs(60),
+            cancel_grace: Duration::from_secs(10),
+            metrics: None,
         }
+    }
+
+    /// How long after its last beat a worker counts as gone (its running work is recovered at
+    /// the next boot): twice the heartbeat's bound.
+    pub fn presumed_gone_after(&self) -> Duration {
+        self.heartbeat_max_age() * 2
     }
 
     /// The heartbeat's bound: three polls, and at least two seconds.
@@ -317,11 +460,16 @@ async fn run_scheduler(
     config: WorkerConfig,
     cancel: CancellationToken,
 ) {
-    let interval_ms = ms(job.interval);
-    tracing::info!(job = job.name, interval_ms, "cron scheduler started");
+    tracing::info!(job = job.name, schedule = %job.schedule.describe(), "cron scheduler started");
     loop {
         let now = epoch_ms();
-        let tick = next_tick_after(now, interval_ms);
+        let Some(tick) = job.schedule.next_after_ms(now) else {
+            tracing::warn!(
+                job = job.name,
+                "the schedule has no further tick; scheduler stops"
+            );
+            break;
+        };
         let wait = Duration::from_millis(u64::try_from(tick - now).unwrap_or(0));
         tokio::select! {
             () = cancel.cancelled() => break,
@@ -363,7 +511,7 @@ pub async fn claim_tick(
     scheduled_for_ms: i64,
     instance_id: &str,
 ) -> Result<bool, Error> {
-    const SQL: &str = "INSERT INTO cron_runs (job, scheduled_for_ms, instance_id, state, started_at_ms) \
+    const SQL: &str = "INSERT INTO kumiko_cron_runs (job, scheduled_for_ms, instance_id, state, started_at_ms) \
                        VALUES ($1, $2, $3, 'running', $4) ON CONFLICT (job, scheduled_for_ms) DO NOTHING";
     let inserted = on_pool!(pool, |executor| sqlx::query(SQL)
         .bind(job)
@@ -399,6 +547,14 @@ async fn run_tick(pool: &Pool, job: &CronJob, tick: i64, config: &WorkerConfig) 
         }),
     };
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Some(metrics) = &config.metrics {
+        let result = if outcome.is_ok() {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        metrics.observe_job(job.name, result, elapsed_ms / 1000.0);
+    }
     let error = match &outcome {
         Ok(()) => {
             tracing::info!(
@@ -415,7 +571,7 @@ async fn run_tick(pool: &Pool, job: &CronJob, tick: i64, config: &WorkerConfig) 
             Some(message)
         }
     };
-    const SQL: &str = "UPDATE cron_runs SET state = $1, finished_at_ms = $2, error = $3 \
+    const SQL: &str = "UPDATE kumiko_cron_runs SET state = $1, finished_at_ms = $2, error = $3 \
                        WHERE job = $4 AND scheduled_for_ms = $5";
     let state = if error.is_some() {
         "failed"
@@ -493,7 +649,7 @@ pub async fn enqueue(
     payload: &serde_json::Value,
     max_attempts: i32,
 ) -> Result<i64, Error> {
-    const SQL: &str = "INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_after_ms, created_at_ms) \
+    const SQL: &str = "INSERT INTO kumiko_jobs (kind, payload, state, attempts, max_attempts, run_after_ms, created_at_ms) \
                        VALUES ($1, $2, 'queued', 0, $3, $4, $4) RETURNING id";
     let payload = serde_json::to_string(payload).map_err(|source| Error::JobPayload {
         kind: kind.to_owned(),
@@ -518,7 +674,7 @@ pub async fn enqueue(
 /// One queued job by id.
 pub async fn job(pool: &Pool, id: i64) -> Result<Option<JobRecord>, Error> {
     const SQL: &str = "SELECT id, kind, state, attempts, max_attempts, last_error, created_at_ms, finished_at_ms \
-                       FROM jobs WHERE id = $1";
+                       FROM kumiko_jobs WHERE id = $1";
     let row = on_pool!(pool, |executor| sqlx::query_as::<_, JobRow>(SQL)
         .bind(id)
         .fetch_optional(executor)
@@ -552,14 +708,14 @@ pub async fn claim_next(
     instance_id: &str,
     stale_after: Duration,
 ) -> Result<Option<ClaimedJob>, Error> {
-    const POSTGRES: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, locked_by = $1, locked_at_ms = $2 \
-        WHERE id = (SELECT id FROM jobs \
+    const POSTGRES: &str = "UPDATE kumiko_jobs SET state = 'running', attempts = attempts + 1, locked_by = $1, locked_at_ms = $2 \
+        WHERE id = (SELECT id FROM kumiko_jobs \
                     WHERE (state = 'queued' AND run_after_ms <= $2) OR (state = 'running' AND locked_at_ms < $3) \
                     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
         RETURNING id, kind, payload, attempts, max_attempts";
     // One statement: SQLite's single writer makes the read and the update atomic.
-    const SQLITE: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, locked_by = $1, locked_at_ms = $2 \
-        WHERE id = (SELECT id FROM jobs \
+    const SQLITE: &str = "UPDATE kumiko_jobs SET state = 'running', attempts = attempts + 1, locked_by = $1, locked_at_ms = $2 \
+        WHERE id = (SELECT id FROM kumiko_jobs \
                     WHERE (state = 'queued' AND run_after_ms <= $2) OR (state = 'running' AND locked_at_ms < $3) \
                     ORDER BY id LIMIT 1) \
         RETURNING id, kind, payload, attempts, max_attempts";
@@ -599,20 +755,32 @@ pub async fn claim_next(
     )
 }
 
-async fn finish_job(
-    pool: &Pool,
-    job: &ClaimedJob,
-    outcome: Result<(), String>,
-) -> Result<(), Error> {
+/// How one run of a queued job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// It succeeded.
+    Succeeded,
+    /// It failed (retried with backoff while attempts are left).
+    Failed(String),
+    /// The worker shut down and the job did not finish within the grace: queued again at once,
+    /// the attempt not counted.
+    Cancelled(String),
+}
+
+async fn finish_job(pool: &Pool, job: &ClaimedJob, outcome: JobOutcome) -> Result<(), Error> {
     let now = epoch_ms();
+    if let JobOutcome::Cancelled(reason) = &outcome {
+        return requeue_cancelled(pool, job, reason, now).await;
+    }
     let (state, run_after, finished, error) = match &outcome {
-        Ok(()) => ("succeeded", None, Some(now), None),
-        Err(message) => match after_failure(job.attempts, job.max_attempts, now) {
+        JobOutcome::Succeeded => ("succeeded", None, Some(now), None),
+        JobOutcome::Failed(message) => match after_failure(job.attempts, job.max_attempts, now) {
             AfterFailure::RetryAt(at) => ("queued", Some(at), None, Some(message.as_str())),
             AfterFailure::GiveUp => ("failed", None, Some(now), Some(message.as_str())),
         },
+        JobOutcome::Cancelled(message) => ("queued", Some(now), None, Some(message.as_str())),
     };
-    const SQL: &str = "UPDATE jobs SET state = $1, run_after_ms = COALESCE($2, run_after_ms), finished_at_ms = $3, \
+    const SQL: &str = "UPDATE kumiko_jobs SET state = $1, run_after_ms = COALESCE($2, run_after_ms), finished_at_ms = $3, \
                        last_error = COALESCE($4, last_error), locked_by = NULL, locked_at_ms = NULL WHERE id = $5";
     on_pool!(pool, |executor| sqlx::query(SQL)
         .bind(state)
@@ -638,6 +806,130 @@ async fn finish_job(
     Ok(())
 }
 
+/// Queues a job cancelled at shutdown again, at once, without counting the attempt.
+async fn requeue_cancelled(
+    pool: &Pool,
+    job: &ClaimedJob,
+    reason: &str,
+    now: i64,
+) -> Result<(), Error> {
+    const SQL: &str = "UPDATE kumiko_jobs SET state = 'queued', run_after_ms = $1, attempts = attempts - 1, \
+                       last_error = $2, locked_by = NULL, locked_at_ms = NULL WHERE id = $3";
+    on_pool!(pool, |executor| sqlx::query(SQL)
+        .bind(now)
+        .bind(reason)
+        .bind(job.id)
+        .execute(executor)
+        .await
+        .map(drop))
+    .map_err(|source| Error::Database {
+        action: "queueing a cancelled job again",
+        source,
+    })?;
+    tracing::warn!(job_id = job.id, kind = %job.kind, attempt = job.attempts, reason, "job cancelled at shutdown; queued again");
+    Ok(())
+}
+
+/// Records that `instance_id`'s queue loop is alive.
+pub async fn beat_worker(pool: &Pool, instance_id: &str) -> Result<(), Error> {
+    const SQL: &str = "INSERT INTO kumiko_workers (instance_id, last_seen_ms) VALUES ($1, $2) \
+                       ON CONFLICT (instance_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms";
+    on_pool!(pool, |executor| sqlx::query(SQL)
+        .bind(instance_id)
+        .bind(epoch_ms())
+        .execute(executor)
+        .await
+        .map(drop))
+    .map_err(|source| Error::Database {
+        action: "recording the worker's heartbeat",
+        source,
+    })
+}
+
+/// What [`recover_orphans`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Queued jobs queued again (attempts were left).
+    pub requeued: Vec<i64>,
+    /// Queued jobs marked failed (no attempts left).
+    pub failed: Vec<i64>,
+    /// Cron runs marked failed (a tick runs at most once; it is not run again).
+    pub cron_runs_failed: u64,
+}
+
+/// At a worker's boot: work left `running` by an instance that no longer exists (this instance's
+/// previous incarnation, or one whose last beat is older than `gone_after`) is recovered: a
+/// queued job is queued again while it has attempts left and marked failed otherwise, a cron run
+/// is marked failed. Each is logged.
+pub async fn recover_orphans(
+    pool: &Pool,
+    instance_id: &str,
+    gone_after: Duration,
+) -> Result<Recovered, Error> {
+    const ORPHAN: &str = "(locked_by IS NULL OR locked_by = $1 OR locked_by NOT IN \
+        (SELECT instance_id FROM kumiko_workers WHERE last_seen_ms >= $2 AND instance_id <> $1))";
+    let requeue = format!(
+        "UPDATE kumiko_jobs SET state = 'queued', run_after_ms = $3, locked_by = NULL, locked_at_ms = NULL, \
+         last_error = 'orphaned: its worker stopped while running it' \
+         WHERE state = 'running' AND attempts < max_attempts AND {ORPHAN} RETURNING id"
+    );
+    let fail = format!(
+        "UPDATE kumiko_jobs SET state = 'failed', finished_at_ms = $3, locked_by = NULL, locked_at_ms = NULL, \
+         last_error = 'orphaned: its worker stopped while running its last attempt' \
+         WHERE state = 'running' AND attempts >= max_attempts AND {ORPHAN} RETURNING id"
+    );
+    const CRON: &str = "UPDATE kumiko_cron_runs SET state = 'failed', finished_at_ms = $3, \
+         error = 'orphaned: its instance stopped while running it' \
+         WHERE state = 'running' AND (instance_id = $1 OR instance_id NOT IN \
+         (SELECT instance_id FROM kumiko_workers WHERE last_seen_ms >= $2 AND instance_id <> $1))";
+    let now = epoch_ms();
+    let alive_since = now.saturating_sub(ms(gone_after));
+    let database = |source| Error::Database {
+        action: "recovering work left running by a stopped instance",
+        source,
+    };
+    let requeued: Vec<i64> = on_pool!(pool, |executor| sqlx::query_scalar(sqlx::AssertSqlSafe(
+        requeue.clone()
+    ))
+    .bind(instance_id)
+    .bind(alive_since)
+    .bind(now)
+    .fetch_all(executor)
+    .await)
+    .map_err(database)?;
+    let failed: Vec<i64> = on_pool!(pool, |executor| sqlx::query_scalar(sqlx::AssertSqlSafe(
+        fail.clone()
+    ))
+    .bind(instance_id)
+    .bind(alive_since)
+    .bind(now)
+    .fetch_all(executor)
+    .await)
+    .map_err(database)?;
+    let cron_runs_failed = on_pool!(pool, |executor| sqlx::query(CRON)
+        .bind(instance_id)
+        .bind(alive_since)
+        .bind(now)
+        .execute(executor)
+        .await
+        .map(|result| result.rows_affected()))
+    .map_err(database)?;
+    let recovered = Recovered {
+        requeued,
+        failed,
+        cron_runs_failed,
+    };
+    if recovered != Recovered::default() {
+        tracing::warn!(
+            requeued = ?recovered.requeued,
+            failed = ?recovered.failed,
+            cron_runs_failed = recovered.cron_runs_failed,
+            "recovered work left running by a stopped instance"
+        );
+    }
+    Ok(recovered)
+}
+
 async fn run_queue(
     pool: Pool,
     handlers: Arc<BTreeMap<String, QueuedHandler>>,
@@ -646,8 +938,17 @@ async fn run_queue(
     cancel: CancellationToken,
 ) {
     tracing::info!(kinds = ?handlers.keys().collect::<Vec<_>>(), poll_interval_ms = ms(config.poll_interval), "queue worker started");
+    let mut last_beat: Option<std::time::Instant> = None;
     while !cancel.is_cancelled() {
         heartbeat.beat();
+        if last_beat.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            match beat_worker(&pool, &config.instance_id).await {
+                Ok(()) => last_beat = Some(std::time::Instant::now()),
+                Err(error) => {
+                    tracing::warn!(error = %crate::boot::ErrorChain(&error), "recording the worker's heartbeat failed");
+                }
+            }
+        }
         let claimed = match claim_next(&pool, &config.instance_id, config.job_timeout).await {
             Ok(claimed) => claimed,
             Err(error) => {
@@ -662,7 +963,16 @@ async fn run_queue(
             }
             continue;
         };
-        let outcome = run_claimed(&pool, &handlers, &job, &config, &heartbeat).await;
+        let started = std::time::Instant::now();
+        let outcome = run_claimed(&pool, &handlers, &job, &config, &heartbeat, &cancel).await;
+        if let Some(metrics) = &config.metrics {
+            let result = match &outcome {
+                JobOutcome::Succeeded => "succeeded",
+                JobOutcome::Failed(_) => "failed",
+                JobOutcome::Cancelled(_) => "cancelled",
+            };
+            metrics.observe_job(&job.kind, result, started.elapsed().as_secs_f64());
+        }
         if let Err(error) = finish_job(&pool, &job, outcome).await {
             tracing::warn!(job_id = job.id, error = %crate::boot::ErrorChain(&error), "the job ran, but its outcome was not recorded");
         }
@@ -676,20 +986,26 @@ async fn run_claimed(
     job: &ClaimedJob,
     config: &WorkerConfig,
     heartbeat: &Heartbeat,
-) -> Result<(), String> {
+    cancel: &CancellationToken,
+) -> JobOutcome {
     let Some(handler) = handlers.get(&job.kind) else {
-        return Err(format!(
+        return JobOutcome::Failed(format!(
             "no handler for job kind `{}` in this worker",
             job.kind
         ));
     };
-    let payload = serde_json::from_str(&job.payload).map_err(|source| {
-        crate::boot::ErrorChain(&Error::JobPayload {
-            kind: job.kind.clone(),
-            source,
-        })
-        .to_string()
-    })?;
+    let payload = match serde_json::from_str(&job.payload) {
+        Ok(payload) => payload,
+        Err(source) => {
+            return JobOutcome::Failed(
+                crate::boot::ErrorChain(&Error::JobPayload {
+                    kind: job.kind.clone(),
+                    source,
+                })
+                .to_string(),
+            );
+        }
+    };
     let context = QueuedContext {
         pool: pool.clone(),
         id: job.id,
@@ -697,22 +1013,48 @@ async fn run_claimed(
         payload,
         attempt: job.attempts,
         instance_id: config.instance_id.clone(),
+        cancel: cancel.child_token(),
     };
     let run = tokio::time::timeout(config.job_timeout, handler(context));
     tokio::pin!(run);
     // Beat while the job runs: the loop is alive, only busy.
     let mut beat = tokio::time::interval(config.poll_interval);
+    let finished = |outcome: Result<Result<(), Error>, tokio::time::error::Elapsed>| match outcome {
+        Ok(Ok(())) => JobOutcome::Succeeded,
+        Ok(Err(error)) => JobOutcome::Failed(crate::boot::ErrorChain(&error).to_string()),
+        Err(_) => JobOutcome::Failed(format!(
+            "did not finish within {} ms",
+            config.job_timeout.as_millis()
+        )),
+    };
+    let after_cancel = |outcome| match finished(outcome) {
+        JobOutcome::Succeeded => JobOutcome::Succeeded,
+        JobOutcome::Failed(message) | JobOutcome::Cancelled(message) => {
+            JobOutcome::Cancelled(format!(
+                "cancelled at the shutdown of {}: {message}",
+                config.instance_id
+            ))
+        }
+    };
     loop {
         tokio::select! {
             outcome = &mut run => {
-                return match outcome {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(error)) => Err(crate::boot::ErrorChain(&error).to_string()),
-                    Err(_) => Err(format!("did not finish within {} ms", config.job_timeout.as_millis())),
-                };
+                // A job that gave up because of the shutdown is not a failed attempt.
+                return if cancel.is_cancelled() { after_cancel(outcome) } else { finished(outcome) };
             }
+            () = cancel.cancelled() => break,
             _ = beat.tick() => heartbeat.beat(),
         }
+    }
+    // Shutdown: the job has its cancellation signal; it gets the grace to finish.
+    let grace = config.cancel_grace;
+    match tokio::time::timeout(grace, &mut run).await {
+        Ok(outcome) => after_cancel(outcome),
+        Err(_) => JobOutcome::Cancelled(format!(
+            "cancelled at the shutdown of {}: still running after the {} ms grace",
+            config.instance_id,
+            grace.as_millis()
+        )),
     }
 }
 
@@ -735,6 +1077,62 @@ mod tests {
         );
         // Two processes with clocks a little apart compute the same tick.
         assert_eq!(next_tick_after(5_010, 1000), next_tick_after(5_990, 1000));
+    }
+
+    fn at(text: &str) -> i64 {
+        text.parse::<jiff::Timestamp>().unwrap().as_millisecond()
+    }
+
+    #[test]
+    fn a_cron_expression_fires_at_its_local_time_across_a_daylight_saving_change() {
+        let schedule = Schedule::cron("0 9 * * Mon-Fri", "Europe/Berlin").unwrap();
+        // Friday 2026-03-27 10:00 UTC is 11:00 in Berlin (CET): the next is Monday 09:00, which
+        // is 07:00 UTC because Berlin moved to CEST on Sunday 2026-03-29.
+        assert_eq!(
+            schedule.next_after_ms(at("2026-03-27T10:00:00Z")),
+            Some(at("2026-03-30T07:00:00Z"))
+        );
+        // Before 09:00 CET on a weekday: the same day, 08:00 UTC.
+        assert_eq!(
+            schedule.next_after_ms(at("2026-03-26T06:59:59Z")),
+            Some(at("2026-03-26T08:00:00Z"))
+        );
+        // Strictly after: at the tick itself, the next one.
+        assert_eq!(
+            schedule.next_after_ms(at("2026-03-26T08:00:00Z")),
+            Some(at("2026-03-27T08:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_cron_expression_with_seconds_is_the_same_on_every_process() {
+        let schedule = Schedule::cron("*/2 * * * * *", "UTC").unwrap();
+        let a = schedule.next_after_ms(at("2026-01-01T00:00:01.010Z"));
+        let b = schedule.next_after_ms(at("2026-01-01T00:00:01.990Z"));
+        assert_eq!(a, Some(at("2026-01-01T00:00:02Z")));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_bad_expression_or_time_zone_is_an_error_naming_it() {
+        let error = Schedule::cron("61 * * * *", "UTC").unwrap_err();
+        assert!(error.to_string().contains("61 * * * *"), "{error}");
+        let error = Schedule::cron("0 9 * * *", "Mars/Olympus").unwrap_err();
+        assert!(error.to_string().contains("Mars/Olympus"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_cron_schedule_is_kept_as_a_registry_error_naming_the_job() {
+        let registry = JobRegistry::new()
+            .cron_at("daily", "0 9 * * *", "Europe/Berlin", |_| async { Ok(()) })
+            .cron_at("broken", "0 25 * * *", "UTC", |_| async { Ok(()) });
+        assert_eq!(registry.cron_jobs().len(), 1);
+        assert_eq!(registry.errors().len(), 1);
+        assert!(
+            registry.errors()[0].starts_with("cron job broken:"),
+            "{:?}",
+            registry.errors()
+        );
     }
 
     #[test]
@@ -774,7 +1172,7 @@ mod tests {
         ];
         let mut pools = Vec::new();
         for target in &targets {
-            crate::migrations::apply_all(target, crate::migrations::embedded(target))
+            crate::migrations::apply_sets(target, &[crate::migrations::runtime_set(target)])
                 .await
                 .unwrap();
             pools.push(
@@ -940,7 +1338,7 @@ mod tests {
 
     async fn count_runs(pool: &Pool) -> Vec<(i64, String)> {
         on_pool!(pool, |executor| sqlx::query_as::<_, (i64, String)>(
-            "SELECT scheduled_for_ms, instance_id FROM cron_runs WHERE job = 'count' ORDER BY scheduled_for_ms"
+            "SELECT scheduled_for_ms, instance_id FROM kumiko_cron_runs WHERE job = 'count' ORDER BY scheduled_for_ms"
         )
         .fetch_all(executor)
         .await)
@@ -997,7 +1395,11 @@ mod tests {
                 runs.iter().all(|(_, instance)| instance == "leader"),
                 "{runs:?}"
             );
-            assert_eq!(count_runs(pool).await, runs, "one cron_runs row per run");
+            assert_eq!(
+                count_runs(pool).await,
+                runs,
+                "one kumiko_cron_runs row per run"
+            );
         }
     }
 

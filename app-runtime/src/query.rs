@@ -9,6 +9,7 @@
 ///
 /// The body is compiled once per backend, so it must produce the same type on both (decode rows
 /// into tuples or plain values, and map query results to `rows_affected()`).
+#[macro_export]
 macro_rules! on_pool {
     ($pool:expr, |$executor:ident| $body:expr) => {
         match $pool {
@@ -17,7 +18,7 @@ macro_rules! on_pool {
         }
     };
 }
-pub(crate) use on_pool;
+pub use crate::on_pool;
 
 /// Milliseconds since the Unix epoch, as the data side stores times.
 pub fn epoch_ms() -> i64 {

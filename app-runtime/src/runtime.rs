@@ -26,6 +26,7 @@ use crate::error::Error;
 use crate::health::{Check, Health};
 use crate::http::{self, Listener};
 use crate::lifecycle::{Lifecycle, State};
+use crate::metrics::Metrics;
 use crate::shutdown::ShutdownHooks;
 use crate::telemetry::{self, Telemetry};
 
@@ -60,6 +61,11 @@ pub struct Runtime {
     pub streams: CancellationToken,
     /// The boot phase runner.
     pub boot: Boot,
+    /// Cancelled when the app asks to shut down ([`crate::app::Control::request_shutdown`], or a
+    /// supervised component that ended): the process then shuts down as on SIGTERM.
+    pub shutdown_requested: CancellationToken,
+    /// The process's metrics (`GET /metrics`).
+    pub metrics: Metrics,
     checks_stop: CancellationToken,
 }
 
@@ -72,8 +78,12 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-/// The process's boot callback: phases 7 to 14, returning the routes to serve.
-pub type AppBoot = for<'a> fn(&'a mut Runtime) -> BoxFuture<'a, Result<Router, BootError>>;
+/// The process's boot callback: phases 7 to 14, returning the routes to serve. It gets the
+/// components that passed boot validation (phase 6); nothing can be added to them afterwards.
+pub type AppBoot = Box<
+    dyn for<'a> FnOnce(&'a mut Runtime, Vec<Component>) -> BoxFuture<'a, Result<Router, BootError>>
+        + Send,
+>;
 
 impl Runtime {
     /// Phase 7: connects the database pool with retry and backoff (until the startup cap), then
@@ -105,7 +115,7 @@ impl Runtime {
             })
             .await?;
         let probe = pool.clone();
-        self.health.register(Check::new("database", move || {
+        self.register_check(Check::new("database", move || {
             let pool = probe.clone();
             async move {
                 pool.ping()
@@ -113,13 +123,24 @@ impl Runtime {
                     .map(|()| String::new())
                     .map_err(|error| crate::boot::ErrorChain(&error).to_string())
             }
-        }));
+        }))?;
         let closing = pool.clone();
         self.pools
             .register("database pool", POOL_CLOSE_TIMEOUT, move || async move {
                 closing.close().await;
             });
         Ok(pool)
+    }
+
+    /// Registers a readiness check during boot; a registration after the checks started is a
+    /// boot error naming it.
+    pub fn register_check(&self, check: Check) -> Result<(), BootError> {
+        self.health
+            .register(check)
+            .map_err(|error| BootError::Invalid {
+                phase: self.boot.current().unwrap_or(Phase::BootValidation),
+                errors: vec![error.to_string()],
+            })
     }
 }
 
@@ -140,6 +161,28 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
     if let Err(error) = boot.mark_done(Phase::LoadConfiguration, phase_started.elapsed()) {
         return boot_failed(&error);
     }
+
+    // Liveness from the first phase on: the listener is bound now and answers `/health` (200)
+    // and `/health/ready` (503 with the boot's progress) while the phases run; the app's routes
+    // are installed at phase 15. A bind that fails here is retried, and reported, at phase 15.
+    let health = Health::new(lifecycle.clone());
+    health.show_boot(boot.progress());
+    let routes = http::LateRoutes::default();
+    let metrics = Metrics::new();
+    let track_http = crate::metrics::http_layer_enabled(
+        env.get(crate::metrics::METRICS_SETTING).map(String::as_str),
+    );
+    let serving = {
+        let health = health.clone();
+        let routes = routes.clone();
+        let metrics = metrics.clone();
+        let lifecycle = lifecycle.clone();
+        move || http::boot_router(health, routes, metrics, lifecycle, track_http)
+    };
+    let early_server = Listener::bind(config.port)
+        .await
+        .ok()
+        .map(|listener| listener.serve(serving.clone()(), lifecycle.clone()));
 
     // Phase 2: observability, falling back to no logs rather than blocking the boot.
     let format = config.log_format;
@@ -163,7 +206,6 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
         "booting"
     );
 
-    let health = Health::new(lifecycle.clone());
     let mut runtime = Runtime {
         config,
         env,
@@ -173,8 +215,11 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
         pools: ShutdownHooks::new(),
         streams: CancellationToken::new(),
         boot,
+        shutdown_requested: CancellationToken::new(),
+        metrics: metrics.clone(),
         checks_stop: CancellationToken::new(),
     };
+    let shutdown_requested = runtime.shutdown_requested.clone();
 
     // A signal during boot stops it cleanly.
     let mut signals = match signals {
@@ -190,7 +235,8 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
     let booted = tokio::select! {
         biased;
         name = signals.recv() => Err(Some(name)),
-        booted = tokio::time::timeout(runtime.boot.remaining(), boot_phases(&mut runtime, config_errors, components, app)) => match booted {
+        () = shutdown_requested.cancelled() => Err(Some("shutdown requested by the app")),
+        booted = tokio::time::timeout(runtime.boot.remaining(), boot_phases(&mut runtime, config_errors, components, app, early_server.is_some())) => match booted {
             Ok(Ok(listener)) => Ok(listener),
             Ok(Err(error)) => return boot_failed(&error),
             Err(_elapsed) => return boot_failed(&runtime.boot.startup_timeout_error()),
@@ -202,9 +248,10 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
             lifecycle.advance(State::Draining);
             tracing::warn!(signal = signal.unwrap_or("signal"), "stopping during boot");
             start_watchdog(runtime.config.shutdown_timeout);
+            let deadline = Some(Instant::now() + runtime.config.shutdown_timeout);
             signals.force_exit_on_next();
-            runtime.components.run_lifo().await;
-            runtime.pools.run_lifo().await;
+            runtime.components.run_lifo_until(deadline).await;
+            runtime.pools.run_lifo_until(deadline).await;
             lifecycle.advance(State::Stopped);
             telemetry::flush();
             return EXIT_OK;
@@ -212,9 +259,29 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
     };
 
     // Phase 16: first round of checks, then ready.
-    // Serving starts now (readiness says `starting` until the state flips).
+    // The app's routes are served from now on (readiness says `starting` until the state flips).
     let phase_started = Instant::now();
-    let mut server = listener.serve(router, lifecycle.clone());
+    let router = if track_http {
+        router.layer(axum::middleware::from_fn_with_state(
+            metrics.clone(),
+            crate::metrics::track_http,
+        ))
+    } else {
+        router
+    };
+    routes.install(router);
+    let mut server = match (early_server, listener) {
+        (Some(server), _) => server,
+        (None, Some(listener)) => listener.serve(serving(), lifecycle.clone()),
+        (None, None) => {
+            // boot_phases binds at phase 15 whenever the early bind failed.
+            let error = runtime.boot.fail_invalid(
+                Phase::Ready,
+                vec!["no listener was bound; this is a bug in the runtime".to_owned()],
+            );
+            return boot_failed(&error);
+        }
+    };
     let _ = tokio::time::timeout(FIRST_CHECKS_TIMEOUT, runtime.health.run_all_once()).await;
     let _check_tasks = runtime.health.start(runtime.checks_stop.clone());
     lifecycle.advance(State::Ready);
@@ -224,6 +291,7 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
     {
         return boot_failed(&error);
     }
+    metrics.record_boot(runtime.boot.records());
     tracing::info!(
         state = "ready",
         address = %server.address(),
@@ -232,10 +300,14 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
         "ready"
     );
 
-    // Serve until the first signal.
-    let signal = signals.recv().await;
+    // Serve until the first signal (or the app asks to stop).
+    let signal = tokio::select! {
+        name = signals.recv() => name,
+        () = shutdown_requested.cancelled() => "shutdown requested by the app",
+    };
     lifecycle.advance(State::Draining);
     let shutdown_started = Instant::now();
+    let deadline = Some(shutdown_started + runtime.config.shutdown_timeout);
     signals.force_exit_on_next();
     start_watchdog(runtime.config.shutdown_timeout);
     let config = &runtime.config;
@@ -265,8 +337,9 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
     let closed = server.close_connections(CONNECTION_CLOSE_TIMEOUT).await;
     tracing::info!(all_closed = closed, "streams cancelled, connections closed");
     runtime.checks_stop.cancel();
-    runtime.components.run_lifo().await;
-    runtime.pools.run_lifo().await;
+    runtime.health.drop_checks();
+    runtime.components.run_lifo_until(deadline).await;
+    runtime.pools.run_lifo_until(deadline).await;
     lifecycle.advance(State::Stopped);
     tracing::info!(
         state = "stopped",
@@ -283,7 +356,8 @@ async fn boot_phases(
     config_errors: Vec<crate::config::ConfigError>,
     components: Vec<Component>,
     app: AppBoot,
-) -> Result<(Listener, Router), BootError> {
+    bound_early: bool,
+) -> Result<(Option<Listener>, Router), BootError> {
     runtime
         .boot
         .skip(Phase::Secrets, "secrets come from the environment")?;
@@ -321,20 +395,28 @@ async fn boot_phases(
         .boot
         .mark_done(Phase::BootValidation, started.elapsed())?;
 
-    // Phases 7 to 14: the process's own.
-    let router = app(runtime).await?;
+    // Phases 7 to 14: the process's own, with the validated (now frozen) components.
+    let router = app(runtime, components).await?;
 
-    // Phase 15: bind.
+    // Phase 15: the listener bound at the start serves the app's routes from phase 16 on; when
+    // that early bind failed, bind now (and fail the boot naming this phase if it fails again).
     let port = runtime.config.port;
     let listener = runtime
         .boot
         .run(
             Phase::BindListener,
             PhasePolicy::exit(Duration::from_secs(5)),
-            || async move { Listener::bind(port).await.map_err(PhaseError::from) },
+            || async move {
+                if bound_early {
+                    return Ok(None);
+                }
+                Listener::bind(port)
+                    .await
+                    .map(Some)
+                    .map_err(PhaseError::from)
+            },
         )
         .await?;
-    let router = http::health_routes(runtime.health.clone()).merge(router);
     Ok((listener, router))
 }
 

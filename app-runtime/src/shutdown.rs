@@ -88,11 +88,19 @@ impl ShutdownHooks {
     /// Runs every hook, last registered first, each bounded by its timeout; a hook that overruns
     /// is abandoned with a warning and the next one runs. Empties the list.
     pub async fn run_lifo(&self) -> Vec<HookOutcome> {
+        self.run_lifo_until(None).await
+    }
+
+    /// Like [`ShutdownHooks::run_lifo`], with every hook's timeout clamped to what is left until
+    /// `deadline` (the end of `KUMIKO_SHUTDOWN_TIMEOUT`), so no hook can spend the budget of the
+    /// ones after it past the watchdog.
+    pub async fn run_lifo_until(&self, deadline: Option<Instant>) -> Vec<HookOutcome> {
         let hooks = std::mem::take(&mut *lock(&self.hooks));
         let mut outcomes = Vec::with_capacity(hooks.len());
         for registered in hooks.into_iter().rev() {
             let started = Instant::now();
-            let finished = tokio::time::timeout(registered.timeout, (registered.hook)())
+            let timeout = clamp_timeout(registered.timeout, deadline, started);
+            let finished = tokio::time::timeout(timeout, (registered.hook)())
                 .await
                 .is_ok();
             let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -101,7 +109,7 @@ impl ShutdownHooks {
             } else {
                 tracing::warn!(
                     component = %registered.name,
-                    timeout_ms = registered.timeout.as_millis() as u64,
+                    timeout_ms = timeout.as_millis() as u64,
                     "did not stop within its timeout; moving on"
                 );
             }
@@ -114,6 +122,14 @@ impl ShutdownHooks {
     }
 }
 
+/// A hook's timeout, clamped to what is left until `deadline` at `now`.
+pub fn clamp_timeout(timeout: Duration, deadline: Option<Instant>, now: Instant) -> Duration {
+    match deadline {
+        Some(deadline) => timeout.min(deadline.saturating_duration_since(now)),
+        None => timeout,
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -123,6 +139,32 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hook_timeout_is_clamped_to_what_is_left_of_the_shutdown_budget() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(3);
+        assert_eq!(
+            clamp_timeout(Duration::from_secs(30), Some(deadline), now),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            clamp_timeout(Duration::from_secs(1), Some(deadline), now),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            clamp_timeout(
+                Duration::from_secs(1),
+                Some(now),
+                now + Duration::from_secs(1)
+            ),
+            Duration::ZERO
+        );
+        assert_eq!(
+            clamp_timeout(Duration::from_secs(30), None, now),
+            Duration::from_secs(30)
+        );
+    }
 
     #[tokio::test]
     async fn hooks_run_in_reverse_start_order() {

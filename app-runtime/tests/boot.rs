@@ -39,6 +39,55 @@ fn boot_log_shows_all_sixteen_phases_in_order_with_durations() {
 }
 
 #[test]
+fn health_is_200_while_the_database_is_still_being_retried() {
+    let port = kumiko_testkit::free_port().unwrap();
+    let mut app = serve()
+        .env(
+            "DATABASE_URL",
+            format!("postgres://app:hunter2secret@127.0.0.1:{port}/app"),
+        )
+        .env("KUMIKO_STARTUP_TIMEOUT", "60s")
+        .env("KUMIKO_LINGER", "0s")
+        .spawn();
+    // Wait until the database phase has failed at least twice, watching from outside.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no retried database phase on /health/ready:\n{}",
+            app.all_output()
+        );
+        if let Ok(ready) = get(app.port, "/health/ready") {
+            assert_eq!(ready.status, 503, "{}", ready.body);
+            let body: serde_json::Value = serde_json::from_str(&ready.body).unwrap();
+            if body["boot"]["attempt"].as_u64().unwrap_or(0) >= 2 {
+                break body;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Liveness never depends on the database.
+    let live = get(app.port, "/health").unwrap();
+    assert_eq!(live.status, 200, "{}", live.body);
+    assert!(live.body.contains("starting"), "{}", live.body);
+    assert_eq!(body["state"], "starting", "{body}");
+    assert_eq!(body["boot"]["phase"], "connect_database", "{body}");
+    assert_eq!(body["boot"]["number"], 7, "{body}");
+    let last_error = body["boot"]["last_error"].as_str().unwrap_or_default();
+    assert!(last_error.contains("connecting to postgres"), "{body}");
+    assert!(!last_error.contains("hunter2secret"), "{body}");
+    // The app's routes are not served yet.
+    assert_eq!(get(app.port, "/api/ping").unwrap().status, 503);
+    app.sigterm();
+    assert_eq!(
+        app.wait_exit(Duration::from_secs(10)).unwrap().code(),
+        Some(0),
+        "{}",
+        app.all_output()
+    );
+}
+
+#[test]
 fn unreachable_postgres_is_retried_then_exits_at_the_startup_cap_naming_the_phase() {
     let port = kumiko_testkit::free_port().unwrap();
     let mut app = serve()

@@ -1,6 +1,7 @@
 //! Migrations, measured from outside: the real `kumiko-app` against a real Postgres whose schema
 //! the test puts into each state (pending, ahead, dirty, checksum mismatch) with migration sets
-//! built here from the embedded one.
+//! built here from the app's own (`src/bin/kumiko-app/migrations`). The runtime's own set (jobs,
+//! cron runs) is recorded in its own table and applied by `prepare` beside the app's.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
@@ -10,14 +11,17 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use data_process::{Database, block_on, run, spawn};
-use kumiko_runtime::migrations::{self, POSTGRES};
+use kumiko_runtime::migrations::{self, MigrationSet};
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The embedded Postgres migrations up to `version`, plus `extra` ones the binary does not have.
+/// The app's (kumiko-app's) Postgres migrations, as the binary embeds them.
+static POSTGRES: Migrator = sqlx::migrate!("./src/bin/kumiko-app/migrations/postgres");
+
+/// The app's Postgres migrations up to `version`, plus `extra` ones the binary does not have.
 fn migrator(up_to: i64, extra: &[(i64, &str)]) -> Migrator {
     let mut steps: Vec<Migration> = POSTGRES
         .iter()
@@ -36,8 +40,17 @@ fn migrator(up_to: i64, extra: &[(i64, &str)]) -> Migrator {
     Migrator::with_migrations(steps)
 }
 
+/// Applies the runtime's set and `migrator` as the app's set.
 fn prepare(database: &Database, migrator: &Migrator) {
-    block_on(migrations::apply_all(&database.target(), migrator)).expect("prepare the schema");
+    let target = database.target();
+    block_on(migrations::apply_sets(
+        &target,
+        &[
+            migrations::runtime_set(&target),
+            MigrationSet::app(migrator),
+        ],
+    ))
+    .expect("prepare the schema");
 }
 
 fn execute(database: &Database, sql: &'static str) {
@@ -94,7 +107,7 @@ fn states(status: &serde_json::Value) -> Vec<(i64, String)> {
 }
 
 #[test]
-fn pending_migration_ends_in_schema_drift_error_in_exit_mode() {
+fn an_apps_own_migration_pending_ends_in_schema_drift_error_in_exit_mode() {
     let database = Database::start();
     prepare(&database, &migrator(1, &[]));
     let mut app = spawn(&["serve"], &serve_env(&database, "exit"));
@@ -123,7 +136,7 @@ fn pending_migration_boots_in_warn_mode_without_applying_it() {
     let mut app = spawn(&["serve"], &serve_env(&database, "warn"));
     app.wait_ready(READY_TIMEOUT);
     let warning = app
-        .log("pending migrations; booting because KUMIKO_MIGRATIONS_MODE=warn: run `kumiko-app migrate apply`")
+        .log("pending migrations; booting because KUMIKO_MIGRATIONS_MODE=warn: run the `migrate apply` command")
         .unwrap_or_else(|| panic!("no warning:\n{}", app.output()));
     assert_eq!(warning["level"], "WARN");
     assert_eq!(warning["pending"], "[2]");
@@ -165,12 +178,12 @@ fn database_one_migration_ahead_boots_logging_both_versions() {
 #[test]
 fn failed_migration_leaves_the_advisory_lock_free_so_a_second_migrate_apply_runs() {
     let database = Database::start();
-    // A table in the way makes migration 2 fail (after migration 1 succeeded).
-    execute(&database, "CREATE TABLE cron_runs (squatter TEXT)");
+    // A table in the way makes the app's migration 2 fail (after migration 1 succeeded).
+    execute(&database, "CREATE TABLE uptime_rollups (squatter TEXT)");
     let env = [("DATABASE_URL", database.url.clone())];
     let (code, stdout, stderr) = run(&["migrate", "apply"], &env, EXIT_TIMEOUT);
     assert_ne!(code, 0, "{stdout}\n{stderr}");
-    assert!(stderr.contains("migration 2 (jobs) failed"), "{stderr}");
+    assert!(stderr.contains("migration 2 (uptime) failed"), "{stderr}");
     assert_eq!(
         migration_rows(&database),
         vec![(1, true)],
@@ -187,7 +200,7 @@ fn failed_migration_leaves_the_advisory_lock_free_so_a_second_migrate_apply_runs
     });
     assert_eq!(locks, 0);
 
-    execute(&database, "DROP TABLE cron_runs");
+    execute(&database, "DROP TABLE uptime_rollups");
     let (code, stdout, stderr) = run(&["migrate", "apply"], &env, EXIT_TIMEOUT);
     assert_eq!(
         code, 0,
@@ -237,7 +250,14 @@ fn migrate_status_output_matches_the_database() {
         !table.contains(kumiko_testkit::TempPostgres::SUPERUSER_PASSWORD),
         "the password is not printed: {table}"
     );
-    let rows: Vec<Vec<&str>> = table
+    let (app_table, runtime_table) = table
+        .split_once("runtime migrations (_kumiko_runtime_migrations):")
+        .unwrap_or_else(|| panic!("no runtime section: {table}"));
+    assert!(
+        runtime_table.contains("applied") && runtime_table.contains("jobs"),
+        "{table}"
+    );
+    let rows: Vec<Vec<&str>> = app_table
         .lines()
         .filter(|line| line.starts_with(|c: char| c.is_ascii_digit()))
         .map(|line| line.split_whitespace().collect())
@@ -246,7 +266,7 @@ fn migrate_status_output_matches_the_database() {
         rows,
         [
             vec!["1", "applied", "statuspage"],
-            vec!["2", "pending", "jobs"],
+            vec!["2", "pending", "uptime"],
             vec!["3", "ahead", "(not", "in", "this", "binary)"],
         ],
         "{table}"
@@ -308,4 +328,58 @@ fn checksum_mismatch_refuses_to_boot_even_in_warn_mode() {
     let output = app.output();
     assert!(output.contains("checksum mismatch"), "{output}");
     assert!(output.contains("[1]"), "{output}");
+}
+
+#[test]
+fn the_runtimes_tables_and_an_apps_migration_numbered_the_same_do_not_collide() {
+    let database = Database::start();
+    let env = [("DATABASE_URL", database.url.clone())];
+    let (code, stdout, stderr) = run(&["migrate", "apply"], &env, EXIT_TIMEOUT);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+
+    // Both sets have a migration 1; each is recorded in its own table.
+    assert_eq!(migration_rows(&database), vec![(1, true), (2, true)]);
+    let runtime_rows: Vec<(i64, bool)> = block_on(async {
+        let mut connection = database.connect().await;
+        sqlx::query_as("SELECT version, success FROM _kumiko_runtime_migrations ORDER BY version")
+            .fetch_all(&mut connection)
+            .await
+            .unwrap()
+    });
+    assert_eq!(runtime_rows, vec![(1, true), (2, true)]);
+    let status = status_json(&database);
+    assert_eq!(status["sets"]["app"]["up_to_date"], true, "{status}");
+    assert_eq!(status["sets"]["runtime"]["up_to_date"], true, "{status}");
+    assert_eq!(
+        status["sets"]["runtime"]["migrations"][0]["description"], "jobs",
+        "{status}"
+    );
+    assert_eq!(
+        status["sets"]["app"]["migrations"][0]["description"], "statuspage",
+        "{status}"
+    );
+
+    // The gate sees both sets current and boots in exit mode.
+    let mut app = spawn(&["serve"], &serve_env(&database, "exit"));
+    app.wait_ready(READY_TIMEOUT);
+    assert_eq!(app.terminate(EXIT_TIMEOUT).and_then(|s| s.code()), Some(0));
+}
+
+#[test]
+fn a_pending_runtime_migration_refuses_to_boot_in_exit_mode_like_an_apps() {
+    let database = Database::start();
+    // Only the app's set is applied: the runtime's own migrations are pending.
+    block_on(migrations::apply_all(&database.target(), &migrator(2, &[])))
+        .expect("apply the app's set");
+    let mut app = spawn(&["worker"], &serve_env(&database, "exit"));
+    let status = app
+        .wait_exit(EXIT_TIMEOUT)
+        .unwrap_or_else(|| panic!("worker booted:\n{}", app.output()));
+    assert_ne!(status.code(), Some(0));
+    let output = app.output();
+    assert!(output.contains("SchemaDriftError"), "{output}");
+    assert!(
+        output.contains("\"set\":\"runtime\""),
+        "names the set: {output}"
+    );
 }

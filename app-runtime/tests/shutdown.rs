@@ -205,6 +205,68 @@ fn open_sse_stream_is_closed_and_does_not_hold_up_the_exit() {
 }
 
 #[test]
+fn open_sse_client_receives_server_shutdown_before_its_stream_ends() {
+    let mut app = serve()
+        .env("KUMIKO_LINGER", "2s")
+        .env("KUMIKO_DRAIN_TIMEOUT", "20s")
+        .env("KUMIKO_EVENTS_INTERVAL", "10s")
+        .spawn();
+    app.wait_ready(BOOT);
+    let mut stream = Connection::open(app.port).unwrap();
+    stream.send("/api/events").unwrap();
+    assert_eq!(stream.read_head().unwrap().status, 200);
+    let mut seen = String::new();
+    while !seen.contains("event: hello") {
+        seen.push_str(&stream.read_line().unwrap());
+    }
+    app.sigterm();
+    // The event arrives when draining starts, not at the end of the 2 s linger.
+    let sent = Instant::now();
+    let mut after = String::new();
+    while !after.contains("event: server_shutdown") {
+        match stream.read_line() {
+            Ok(line) if !line.is_empty() => after.push_str(&line),
+            other => panic!(
+                "the stream ended without server_shutdown ({other:?}): {after}\n{}",
+                app.all_output()
+            ),
+        }
+    }
+    while !after.contains("retry:") || !after.contains("\"reason\":\"draining\"") {
+        after.push_str(&stream.read_line().unwrap());
+    }
+    assert!(
+        sent.elapsed() < Duration::from_millis(1500),
+        "server_shutdown came only after {:?}",
+        sent.elapsed()
+    );
+    assert!(after.contains("retry: 500"), "{after}");
+    // Then the response ends (chunked encoding's last chunk) while the process still lingers.
+    let mut ended = false;
+    while let Ok(line) = stream.read_line() {
+        if line == "0\r\n" {
+            ended = true;
+            break;
+        }
+        if line.is_empty() {
+            break;
+        }
+    }
+    assert!(ended, "the stream did not end after server_shutdown");
+    assert!(
+        sent.elapsed() < Duration::from_millis(1500),
+        "the stream ended only after {:?}",
+        sent.elapsed()
+    );
+    assert_eq!(
+        app.wait_exit(Duration::from_secs(10)).unwrap().code(),
+        Some(0),
+        "{}",
+        app.all_output()
+    );
+}
+
+#[test]
 fn sigint_drains_like_sigterm() {
     let mut app = serve().env("KUMIKO_LINGER", "100ms").spawn();
     app.wait_ready(BOOT);

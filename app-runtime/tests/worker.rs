@@ -1,7 +1,7 @@
 //! The jobs worker and leader election, measured from outside: real `kumiko-app worker`
 //! processes, a real redis-server (or two), one real Postgres, SIGKILL for a crashed leader.
 //!
-//! Every worker runs the uptime roll-up every second. `cron_runs` (keyed by `(job,
+//! Every worker runs the uptime roll-up every second. `kumiko_cron_runs` (keyed by `(job,
 //! scheduled_for)`) shows who ran each tick; `uptime_rollups` has no unique key, so a tick run
 //! twice would show up there as two rows.
 
@@ -12,7 +12,7 @@ mod data_process;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use data_process::{Database, Proc, block_on, http_get, spawn};
+use data_process::{Database, Proc, block_on, http_get, run, spawn};
 use kumiko_runtime::leader::{DEFAULT_RENEW_INTERVAL, DEFAULT_TTL};
 use kumiko_testkit::TempRedis;
 
@@ -20,12 +20,12 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn migrated_database() -> Database {
     let database = Database::start();
-    let target = database.target();
-    block_on(kumiko_runtime::migrations::apply_all(
-        &target,
-        kumiko_runtime::migrations::embedded(&target),
-    ))
-    .expect("migrate");
+    let (code, stdout, stderr) = run(
+        &["migrate", "apply"],
+        &[("DATABASE_URL", database.url.clone())],
+        READY_TIMEOUT,
+    );
+    assert_eq!(code, 0, "migrate apply:\n{stdout}\n{stderr}");
     database
 }
 
@@ -46,16 +46,16 @@ fn worker(database: &Database, redis: &TempRedis, instance: &str) -> Proc {
 }
 
 /// `(scheduled_for_ms, instance_id)` of every roll-up tick claimed, in order.
-fn cron_runs(database: &Database) -> Vec<(i64, String)> {
+fn kumiko_cron_runs(database: &Database) -> Vec<(i64, String)> {
     block_on(async {
         let mut connection = database.connect().await;
         sqlx::query_as(
-            "SELECT scheduled_for_ms, instance_id FROM cron_runs \
+            "SELECT scheduled_for_ms, instance_id FROM kumiko_cron_runs \
              WHERE job = 'uptime-rollup' ORDER BY scheduled_for_ms",
         )
         .fetch_all(&mut connection)
         .await
-        .expect("read cron_runs")
+        .expect("read kumiko_cron_runs")
     })
 }
 
@@ -88,7 +88,7 @@ fn assert_no_tick_ran_twice(database: &Database) -> BTreeMap<i64, i64> {
 /// Every claimed tick ran exactly once (no process died mid-tick).
 fn assert_each_tick_ran_once(database: &Database) {
     let executions = assert_no_tick_ran_twice(database);
-    let claimed: Vec<i64> = cron_runs(database)
+    let claimed: Vec<i64> = kumiko_cron_runs(database)
         .into_iter()
         .map(|(tick, _)| tick)
         .collect();
@@ -99,7 +99,7 @@ fn assert_each_tick_ran_once(database: &Database) {
 fn wait_for_runs(database: &Database, at_least: usize, timeout: Duration) -> Vec<(i64, String)> {
     let deadline = Instant::now() + timeout;
     loop {
-        let runs = cron_runs(database);
+        let runs = kumiko_cron_runs(database);
         if runs.len() >= at_least {
             return runs;
         }
@@ -191,7 +191,7 @@ fn killed_leader_is_replaced_within_ttl_plus_renew_interval() {
     // The bound, plus one tick of the 1 s schedule and a margin for a loaded machine.
     let deadline = killed + bound + Duration::from_secs(5);
     let taken_over = loop {
-        let runs = cron_runs(&database);
+        let runs = kumiko_cron_runs(&database);
         if let Some((tick, _)) = runs
             .iter()
             .find(|(tick, instance)| instance == follower_name && *tick > killed_ms)
@@ -293,7 +293,7 @@ fn leader_key_deleted_by_hand_still_runs_each_tick_once() {
             .await
             .unwrap();
     });
-    let before = cron_runs(&database).len();
+    let before = kumiko_cron_runs(&database).len();
     wait_for_runs(
         &database,
         before + 2 * usize::try_from(DEFAULT_RENEW_INTERVAL.as_secs()).unwrap(),
@@ -345,18 +345,24 @@ fn follower_runs_queued_jobs_but_no_cron_ticks() {
         let pool = kumiko_runtime::db::Pool::connect(&target, Default::default())
             .await
             .unwrap();
-        let component = kumiko_runtime::statuspage::create_component(
+        let kumiko_runtime::db::Pool::Postgres(postgres) = &pool else {
+            unreachable!("DATABASE_URL is Postgres");
+        };
+        let component_id: i64 = sqlx::query_scalar(
+            "INSERT INTO components (name, created_at_ms, updated_at_ms) VALUES ('API', 0, 0) \
+             RETURNING id",
+        )
+        .fetch_one(postgres)
+        .await
+        .unwrap();
+        let job_id = kumiko_runtime::jobs::enqueue(
             &pool,
-            &kumiko_runtime::statuspage::NewComponent {
-                name: "API".to_owned(),
-                description: None,
-            },
+            "uptime-recompute",
+            &serde_json::json!({ "component_id": component_id }),
+            3,
         )
         .await
         .unwrap();
-        let job_id = kumiko_runtime::statuspage::request_recompute(&pool, component.id)
-            .await
-            .unwrap();
         pool.close().await;
         job_id
     });
@@ -380,9 +386,9 @@ fn follower_runs_queued_jobs_but_no_cron_ticks() {
     // Two seconds of 1 s ticks went by; the follower ran none of them.
     std::thread::sleep(Duration::from_secs(2));
     assert!(
-        cron_runs(&database).is_empty(),
+        kumiko_cron_runs(&database).is_empty(),
         "{:?}",
-        cron_runs(&database)
+        kumiko_cron_runs(&database)
     );
     assert_eq!(
         follower

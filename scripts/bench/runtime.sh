@@ -3,10 +3,12 @@
 #   - time to ready on SQLite and on a local (throwaway) Postgres;
 #   - /health/ready throughput as a ratio to a bare route of the same process (wrk);
 #   - SIGTERM -> first 503 on /health/ready, p50/p99 over 20 runs;
+#   - the bare route's throughput with the metrics layer on, as a ratio to it off
+#     (KUMIKO_METRICS=off), two instances side by side, runs alternating;
 #   - a drain run: HAProxy health-checking /health/ready in front of two instances, wrk through
 #     it, SIGTERM to one instance under load, failed requests counted.
-# and checks the goals: 0 failed requests, ready/bare >= 0.90, p99 flip <= 50 ms, time to ready
-# <= 50 ms on SQLite. All traffic stays on 127.0.0.1; every duration is bounded.
+# and checks the goals: 0 failed requests, ready/bare >= 0.90, metrics on/off >= 0.95, p99 flip
+# <= 50 ms, time to ready <= 50 ms on SQLite. All traffic stays on 127.0.0.1; every duration is bounded.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -48,11 +50,11 @@ wait_ready() { # port
   return 1
 }
 
-start_instance() { # name port linger -> sets $instance_pid
-  local name=$1 port=$2 linger=$3
+start_instance() { # name port linger [metrics on|off] -> sets $instance_pid
+  local name=$1 port=$2 linger=$3 metrics=${4:-on}
   mkdir -p "$scratch/$name"
   env -i PATH="$PATH" PORT="$port" KUMIKO_DATA_DIR="$scratch/$name/data" KUMIKO_LINGER="$linger" \
-    KUMIKO_INSTANCE_ID="$name" RUST_LOG=warn "$app" serve >"$scratch/$name/log" 2>&1 &
+    KUMIKO_INSTANCE_ID="$name" KUMIKO_METRICS="$metrics" RUST_LOG=warn "$app" serve >"$scratch/$name/log" 2>&1 &
   instance_pid=$!
   pids+=("$instance_pid")
   wait_ready "$port"
@@ -97,6 +99,25 @@ kill -TERM "$single_pid"; wait "$single_pid" 2>/dev/null || true
 figure[bare_rps]=$(awk -v t="$bare_total" 'BEGIN { printf "%.0f", t / 2 }')
 figure[ready_rps]=$(awk -v t="$ready_total" 'BEGIN { printf "%.0f", t / 2 }')
 figure[ready_ratio]=$(awk -v r="$ready_total" -v b="$bare_total" 'BEGIN { printf "%.3f", r / b }')
+
+# --- the metrics layer: on vs off -----------------------------------------------------------
+echo "runtime bench: /api/ping with the metrics layer on vs off (wrk, 2 x 3 s each, alternating)"
+port_on=$(free_port); port_off=$(free_port)
+start_instance metrics-on "$port_on" 0s on
+on_pid=$instance_pid
+start_instance metrics-off "$port_off" 0s off
+off_pid=$instance_pid
+on_total=0; off_total=0
+for _ in 1 2; do
+  off=$(wrk -t2 -c32 -d3s "http://127.0.0.1:$port_off/api/ping" | rps)
+  on=$(wrk -t2 -c32 -d3s "http://127.0.0.1:$port_on/api/ping" | rps)
+  on_total=$(awk -v a="$on_total" -v b="$on" 'BEGIN { print a + b }')
+  off_total=$(awk -v a="$off_total" -v b="$off" 'BEGIN { print a + b }')
+done
+kill -TERM "$on_pid" "$off_pid"; wait "$on_pid" "$off_pid" 2>/dev/null || true
+figure[metrics_on_rps]=$(awk -v t="$on_total" 'BEGIN { printf "%.0f", t / 2 }')
+figure[metrics_off_rps]=$(awk -v t="$off_total" 'BEGIN { printf "%.0f", t / 2 }')
+figure[metrics_ratio]=$(awk -v a="$on_total" -v b="$off_total" 'BEGIN { printf "%.3f", a / b }')
 
 # --- drain behind HAProxy -------------------------------------------------------------------
 echo "runtime bench: drain run (HAProxy, two instances, SIGTERM to one under load)"
@@ -170,12 +191,14 @@ printf '  time to ready, SQLite (fresh, migrates):    p50 %6s ms   p99 %6s ms\n'
 printf '  time to ready, local Postgres:              p50 %6s ms   p99 %6s ms\n' "${figure[ready_postgres_ms_p50]}" "${figure[ready_postgres_ms_p99]}"
 printf '  /api/ping (bare):      %8s req/s\n' "${figure[bare_rps]}"
 printf '  /health/ready:         %8s req/s   ratio ready/bare %s\n' "${figure[ready_rps]}" "${figure[ready_ratio]}"
+printf '  /api/ping, metrics on: %8s req/s   off %s req/s   ratio on/off %s\n' "${figure[metrics_on_rps]}" "${figure[metrics_off_rps]}" "${figure[metrics_ratio]}"
 printf '  SIGTERM -> first 503:  p50 %s ms   p99 %s ms   max %s ms (20 runs)\n' "${figure[flip_ms_p50]}" "${figure[flip_ms_p99]}" "${figure[flip_ms_max]}"
 printf '  drain behind HAProxy:  %s requests, %s failed (non-2xx %s, socket errors %s); drained instance exit %s\n' \
   "${figure[drain_requests]}" "${figure[drain_failed]}" "${non2xx:-0}" "${socket:-0}" "${figure[drain_exit]}"
 printf '                         2xx served by the drained instance %s, by the other %s\n' "$served_a" "$served_b"
 goal "0 failed requests in the drain run (${figure[drain_failed]})" "${figure[drain_failed]} == 0 && ${figure[drain_exit]} == 0 && $served_a > 0"
 goal "ready throughput >= 0.90 of bare (${figure[ready_ratio]})" "${figure[ready_ratio]} >= 0.90"
+goal "bare route with metrics >= 0.95 of without (${figure[metrics_ratio]})" "${figure[metrics_ratio]} >= 0.95"
 goal "p99 SIGTERM -> 503 <= 50 ms (${figure[flip_ms_p99]} ms)" "${figure[flip_ms_p99]} <= 50"
 goal "time to ready on SQLite <= 50 ms (p50 ${figure[ready_sqlite_ms_p50]} ms)" "${figure[ready_sqlite_ms_p50]} <= 50"
 exit "$missed"

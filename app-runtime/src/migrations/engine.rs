@@ -17,8 +17,68 @@ use super::report::{AppliedRecord, KnownMigration, MigrationReport, classify};
 use crate::config::DatabaseTarget;
 use crate::error::Error;
 
-/// The table sqlx records migrations in.
+/// The table an app's own migrations are recorded in (sqlx's default, so `sqlx migrate` and
+/// other tools read it as usual).
 pub const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
+
+/// The table the runtime's own migrations (jobs, cron runs) are recorded in: apart from the app's,
+/// so the two sets are versioned independently and their version numbers never collide.
+pub const RUNTIME_MIGRATIONS_TABLE: &str = "_kumiko_runtime_migrations";
+
+/// Whose migrations a set holds; each owner has its own migration table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Owner {
+    /// The runtime's own tables (jobs, cron runs), recorded in [`RUNTIME_MIGRATIONS_TABLE`].
+    Runtime,
+    /// The app's tables, recorded in [`MIGRATIONS_TABLE`].
+    App,
+}
+
+impl Owner {
+    /// The table this owner's migrations are recorded in.
+    pub fn table(self) -> &'static str {
+        match self {
+            Self::Runtime => RUNTIME_MIGRATIONS_TABLE,
+            Self::App => MIGRATIONS_TABLE,
+        }
+    }
+
+    /// The owner's name in logs and `migrate status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Runtime => "runtime",
+            Self::App => "app",
+        }
+    }
+}
+
+/// One migration set and its owner (which decides the table it is recorded in).
+#[derive(Debug, Clone, Copy)]
+pub struct MigrationSet<'a> {
+    /// Whose migrations these are.
+    pub owner: Owner,
+    /// The migrations.
+    pub migrator: &'a Migrator,
+}
+
+impl<'a> MigrationSet<'a> {
+    /// An app's migrations (recorded in [`MIGRATIONS_TABLE`]).
+    pub fn app(migrator: &'a Migrator) -> Self {
+        Self {
+            owner: Owner::App,
+            migrator,
+        }
+    }
+
+    /// The runtime's migrations (recorded in [`RUNTIME_MIGRATIONS_TABLE`]).
+    pub fn runtime(migrator: &'a Migrator) -> Self {
+        Self {
+            owner: Owner::Runtime,
+            migrator,
+        }
+    }
+}
 
 /// A connection opened for migrations only, never taken from (or returned to) a pool.
 ///
@@ -66,19 +126,19 @@ impl DedicatedConnection {
         }
     }
 
-    /// Whether the migration table exists, without creating it.
-    pub async fn migrations_table_exists(&mut self) -> Result<bool, Error> {
+    /// Whether the migration table `table` exists, without creating it.
+    pub async fn migrations_table_exists(&mut self, table: &str) -> Result<bool, Error> {
         let exists = match self {
             Self::Postgres(connection) => {
                 sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL")
-                    .bind(MIGRATIONS_TABLE)
+                    .bind(table)
                     .fetch_one(connection)
                     .await
             }
             Self::Sqlite(connection) => sqlx::query_scalar::<_, bool>(
                 "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1)",
             )
-            .bind(MIGRATIONS_TABLE)
+            .bind(table)
             .fetch_one(connection)
             .await,
         };
@@ -117,27 +177,31 @@ fn migrate_error(action: &'static str) -> impl FnOnce(MigrateError) -> Error {
     move |source| Error::Migrate { action, source }
 }
 
-/// Reads the migration table and compares it with `migrator`, changing nothing.
+/// Reads the set's migration table and compares it with the set, changing nothing.
 pub async fn read_report(
     connection: &mut DedicatedConnection,
-    migrator: &Migrator,
+    set: MigrationSet<'_>,
 ) -> Result<MigrationReport, Error> {
-    let known = known_migrations(migrator);
-    if !connection.migrations_table_exists().await? {
+    let table = set.owner.table();
+    let known = known_migrations(set.migrator);
+    if !connection.migrations_table_exists(table).await? {
         return Ok(classify(&known, &[], None));
     }
     let migrate = connection.migrate();
     let dirty = migrate
-        .dirty_version(MIGRATIONS_TABLE)
+        .dirty_version(table)
         .await
         .map_err(migrate_error("reading the dirty migration version"))?;
-    let applied = applied_records(migrate).await?;
+    let applied = applied_records(migrate, table).await?;
     Ok(classify(&known, &applied, dirty))
 }
 
-async fn applied_records(migrate: &mut (dyn Migrate + Send)) -> Result<Vec<AppliedRecord>, Error> {
+async fn applied_records(
+    migrate: &mut (dyn Migrate + Send),
+    table: &str,
+) -> Result<Vec<AppliedRecord>, Error> {
     Ok(migrate
-        .list_applied_migrations(MIGRATIONS_TABLE)
+        .list_applied_migrations(table)
         .await
         .map_err(migrate_error("listing the applied migrations"))?
         .into_iter()
@@ -159,31 +223,35 @@ pub struct AppliedMigration {
     pub elapsed_ms: u64,
 }
 
-/// The result of a successful `apply`.
+/// The result of a successful `apply`, for one set.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ApplyOutcome {
+    /// Whose migrations these were.
+    pub owner: Owner,
     /// The migrations applied by this run, in order (empty when there was nothing to do).
     pub applied: Vec<AppliedMigration>,
     /// The report after the run.
     pub report: MigrationReport,
 }
 
-/// Applies every pending migration of `migrator` under the migration lock.
+/// Applies every pending migration of every set, in the order given (the runtime's first), all
+/// under one migration lock.
 ///
-/// The lock (a Postgres advisory lock; SQLite serialises writers itself) is released on every
-/// path, including a failed migration. A dirty database or a checksum mismatch stops the run
-/// before anything is applied. Versions only the database knows (it is ahead) are left alone:
-/// an older image's pre-deploy step during a rollback succeeds without touching them.
+/// The lock (a Postgres advisory lock, one per database, so it covers every set; SQLite
+/// serialises writers itself) is released on every path, including a failed migration. A dirty
+/// table or a checksum mismatch in any set stops the run before anything is applied. Versions
+/// only the database knows (it is ahead) are left alone: an older image's pre-deploy step during a
+/// rollback succeeds without touching them.
 pub async fn apply(
     connection: &mut DedicatedConnection,
-    migrator: &Migrator,
-) -> Result<ApplyOutcome, Error> {
+    sets: &[MigrationSet<'_>],
+) -> Result<Vec<ApplyOutcome>, Error> {
     let migrate = connection.migrate();
     migrate
         .lock()
         .await
         .map_err(migrate_error("taking the migration lock"))?;
-    let result = apply_pending(migrate, migrator).await;
+    let result = apply_pending_sets(migrate, sets).await;
     let unlocked = migrate
         .unlock()
         .await
@@ -199,27 +267,55 @@ pub async fn apply(
             return Err(error);
         }
     };
-    let report = read_report(connection, migrator).await?;
-    Ok(ApplyOutcome { applied, report })
+    let mut outcomes = Vec::with_capacity(sets.len());
+    for (set, applied) in sets.iter().zip(applied) {
+        let report = read_report(connection, *set).await?;
+        outcomes.push(ApplyOutcome {
+            owner: set.owner,
+            applied,
+            report,
+        });
+    }
+    Ok(outcomes)
 }
 
-async fn apply_pending(
+/// Checks every set first (a dirty table or a checksum mismatch anywhere stops the run before
+/// anything is applied), then applies each set's pending migrations in order.
+async fn apply_pending_sets(
     migrate: &mut (dyn Migrate + Send),
-    migrator: &Migrator,
-) -> Result<Vec<AppliedMigration>, Error> {
+    sets: &[MigrationSet<'_>],
+) -> Result<Vec<Vec<AppliedMigration>>, Error> {
+    let mut pending_per_set = Vec::with_capacity(sets.len());
+    for set in sets {
+        pending_per_set.push(check_before_apply(migrate, *set).await?);
+    }
+    let mut done = Vec::with_capacity(sets.len());
+    for (set, pending) in sets.iter().zip(pending_per_set) {
+        done.push(apply_pending(migrate, *set, &pending).await?);
+    }
+    Ok(done)
+}
+
+/// Creates the set's table when missing, refuses a dirty table or a checksum mismatch, and
+/// returns the pending versions.
+async fn check_before_apply(
+    migrate: &mut (dyn Migrate + Send),
+    set: MigrationSet<'_>,
+) -> Result<Vec<i64>, Error> {
+    let table = set.owner.table();
     migrate
-        .ensure_migrations_table(MIGRATIONS_TABLE)
+        .ensure_migrations_table(table)
         .await
         .map_err(migrate_error("creating the migration table"))?;
     let dirty = migrate
-        .dirty_version(MIGRATIONS_TABLE)
+        .dirty_version(table)
         .await
         .map_err(migrate_error("reading the dirty migration version"))?;
     if let Some(version) = dirty {
         return Err(SchemaDriftError::Dirty { version }.into());
     }
-    let applied = applied_records(migrate).await?;
-    let report = classify(&known_migrations(migrator), &applied, None);
+    let applied = applied_records(migrate, table).await?;
+    let report = classify(&known_migrations(set.migrator), &applied, None);
     let mismatched = report.checksum_mismatches();
     if !mismatched.is_empty() {
         return Err(SchemaDriftError::ChecksumMismatch {
@@ -227,24 +323,35 @@ async fn apply_pending(
         }
         .into());
     }
-    let pending = report.pending();
+    Ok(report.pending())
+}
+
+async fn apply_pending(
+    migrate: &mut (dyn Migrate + Send),
+    set: MigrationSet<'_>,
+    pending: &[i64],
+) -> Result<Vec<AppliedMigration>, Error> {
+    let table = set.owner.table();
+    let migrator = set.migrator;
     let mut done = Vec::with_capacity(pending.len());
     for migration in migrator.iter().filter(|migration| {
         !migration.migration_type.is_down_migration() && pending.contains(&migration.version)
     }) {
         tracing::info!(
+            set = set.owner.as_str(),
             version = migration.version,
             description = %migration.description,
             "applying migration"
         );
-        let elapsed = migrate
-            .apply(MIGRATIONS_TABLE, migration)
-            .await
-            .map_err(|source| Error::MigrationFailed {
-                version: migration.version,
-                description: migration.description.to_string(),
-                source,
-            })?;
+        let elapsed =
+            migrate
+                .apply(table, migration)
+                .await
+                .map_err(|source| Error::MigrationFailed {
+                    version: migration.version,
+                    description: migration.description.to_string(),
+                    source,
+                })?;
         done.push(AppliedMigration {
             version: migration.version,
             description: migration.description.to_string(),

@@ -1,13 +1,19 @@
-//! Schema migrations: the embedded sets, `migrate apply`, `migrate status` and the boot gate.
+//! Schema migrations: the runtime's own set and an app's set, `migrate apply`, `migrate status`
+//! and the boot gate.
 //!
-//! The binary embeds one migration set per backend (`app-runtime/migrations/postgres` and
-//! `app-runtime/migrations/sqlite`). Every operation runs on a [`DedicatedConnection`], never on
-//! a pooled one.
+//! Two sets, versioned apart: the runtime's own tables (jobs, cron runs; `migrations/` beside
+//! this crate's `Cargo.toml`, one directory per backend) are recorded in
+//! [`RUNTIME_MIGRATIONS_TABLE`], an app's own migrations in [`MIGRATIONS_TABLE`] (sqlx's default
+//! table). An app's migration 1 and the runtime's migration 1 are different rows in different
+//! tables, so their numbers never collide. Every operation covers both sets, the runtime's first,
+//! and runs on a [`DedicatedConnection`], never on a pooled one.
 //!
-//! - [`apply_all`] (the `migrate apply` subcommand, the pre-deploy step) applies pending
-//!   migrations under the migration lock and releases the lock on every path.
-//! - [`status`] (`migrate status`) compares the database with the binary and changes nothing.
-//! - [`boot_gate`] (boot phase 9) decides, by [`MigrationsMode`], whether the process may boot.
+//! - [`apply_sets`] (the `migrate apply` command, the pre-deploy step) applies pending
+//!   migrations of every set under one migration lock and releases the lock on every path.
+//! - [`status_sets`] (`migrate status`) compares the database with the binary and changes nothing.
+//! - [`gate_sets`] (boot phase 9) decides, by [`MigrationsMode`], whether the process may boot;
+//!   the same refusal rules hold for every set (behind: refuse in `exit` mode; ahead: boot and log
+//!   both versions; dirty or checksum mismatch: refuse in every mode).
 
 mod engine;
 mod gate;
@@ -15,11 +21,11 @@ mod render;
 mod report;
 
 pub use engine::{
-    AppliedMigration, ApplyOutcome, DedicatedConnection, MIGRATIONS_TABLE, apply, known_migrations,
-    read_report,
+    AppliedMigration, ApplyOutcome, DedicatedConnection, MIGRATIONS_TABLE, MigrationSet, Owner,
+    RUNTIME_MIGRATIONS_TABLE, apply, known_migrations, read_report,
 };
 pub use gate::{GateDecision, SchemaDriftError, decide};
-pub use render::{render_json, render_table};
+pub use render::{render_json, render_sets_json, render_sets_table, render_table};
 pub use report::{
     AppliedRecord, KnownMigration, MigrationEntry, MigrationReport, MigrationState, classify,
 };
@@ -29,45 +35,126 @@ use sqlx::migrate::Migrator;
 use crate::config::{DatabaseTarget, MigrationsMode};
 use crate::error::Error;
 
-/// The Postgres migrations compiled into this binary.
-pub static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+/// The runtime's own Postgres migrations (jobs, cron runs).
+pub static RUNTIME_POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// The SQLite migrations compiled into this binary.
-pub static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The runtime's own SQLite migrations (jobs, cron runs).
+pub static RUNTIME_SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// The embedded migration set for `target`'s backend.
-pub fn embedded(target: &DatabaseTarget) -> &'static Migrator {
-    match target {
-        DatabaseTarget::Postgres { .. } => &POSTGRES,
-        DatabaseTarget::Sqlite { .. } => &SQLITE,
+/// The runtime's migration set for `target`'s backend.
+pub fn runtime_set(target: &DatabaseTarget) -> MigrationSet<'static> {
+    MigrationSet::runtime(match target {
+        DatabaseTarget::Postgres { .. } => &RUNTIME_POSTGRES,
+        DatabaseTarget::Sqlite { .. } => &RUNTIME_SQLITE,
+    })
+}
+
+/// An app's migrations, one set per backend (`sqlx::migrate!("./migrations/postgres")` and
+/// `sqlx::migrate!("./migrations/sqlite")` in the app's crate).
+#[derive(Debug, Clone, Copy)]
+pub struct AppMigrations {
+    /// Run on Postgres (`DATABASE_URL` set).
+    pub postgres: &'static Migrator,
+    /// Run on the embedded SQLite tier.
+    pub sqlite: &'static Migrator,
+}
+
+/// A migration set with no migrations (an app that has no tables of its own).
+pub static NO_MIGRATIONS: Migrator = Migrator::DEFAULT;
+
+impl AppMigrations {
+    /// No migrations of the app's own.
+    pub fn none() -> Self {
+        Self {
+            postgres: &NO_MIGRATIONS,
+            sqlite: &NO_MIGRATIONS,
+        }
+    }
+
+    /// The set for `target`'s backend.
+    pub fn for_target(&self, target: &DatabaseTarget) -> MigrationSet<'static> {
+        MigrationSet::app(match target {
+            DatabaseTarget::Postgres { .. } => self.postgres,
+            DatabaseTarget::Sqlite { .. } => self.sqlite,
+        })
+    }
+
+    /// Every set a process on `target` checks, in apply order: the runtime's, then the app's.
+    pub fn sets(&self, target: &DatabaseTarget) -> [MigrationSet<'static>; 2] {
+        [runtime_set(target), self.for_target(target)]
     }
 }
 
-/// `migrate status`: the state of every version, read on a dedicated connection, changing nothing.
+/// One set's report, for `migrate status` over every set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetReport {
+    /// Whose migrations.
+    pub owner: Owner,
+    /// Their state.
+    pub report: MigrationReport,
+}
+
+/// `migrate status` of one set: the state of every version, changing nothing.
 pub async fn status(
     target: &DatabaseTarget,
     migrator: &Migrator,
 ) -> Result<MigrationReport, Error> {
-    let mut connection = DedicatedConnection::open(target).await?;
-    let report = read_report(&mut connection, migrator).await;
-    connection.close().await;
-    report
+    let mut reports = status_sets(target, &[MigrationSet::app(migrator)]).await?;
+    Ok(reports.remove(0).report)
 }
 
-/// `migrate apply`: applies pending migrations on a dedicated connection, then closes it.
+/// `migrate status` of every set, read on one dedicated connection, changing nothing.
+pub async fn status_sets(
+    target: &DatabaseTarget,
+    sets: &[MigrationSet<'_>],
+) -> Result<Vec<SetReport>, Error> {
+    let mut connection = DedicatedConnection::open(target).await?;
+    let mut reports = Vec::with_capacity(sets.len());
+    let mut failure = None;
+    for set in sets {
+        match read_report(&mut connection, *set).await {
+            Ok(report) => reports.push(SetReport {
+                owner: set.owner,
+                report,
+            }),
+            Err(error) => {
+                failure = Some(error);
+                break;
+            }
+        }
+    }
+    connection.close().await;
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(reports),
+    }
+}
+
+/// `migrate apply` of one (app) set on a dedicated connection, then closes it.
 pub async fn apply_all(
     target: &DatabaseTarget,
     migrator: &Migrator,
 ) -> Result<ApplyOutcome, Error> {
+    let mut outcomes = apply_sets(target, &[MigrationSet::app(migrator)]).await?;
+    Ok(outcomes.remove(0))
+}
+
+/// `migrate apply` of every set (in order, under one lock) on a dedicated connection.
+pub async fn apply_sets(
+    target: &DatabaseTarget,
+    sets: &[MigrationSet<'_>],
+) -> Result<Vec<ApplyOutcome>, Error> {
     let mut connection = DedicatedConnection::open(target).await?;
-    let outcome = apply(&mut connection, migrator).await;
+    let outcome = apply(&mut connection, sets).await;
     connection.close().await;
     outcome
 }
 
-/// What the boot gate found and did.
+/// What the boot gate found and did, for one set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GateOutcome {
+    /// Whose migrations.
+    pub owner: Owner,
     /// The decision taken (after applying, in `apply` mode, the decision on the new state).
     pub decision: GateDecision,
     /// Migrations applied by the gate (only in `apply` mode).
@@ -76,69 +163,114 @@ pub struct GateOutcome {
     pub report: MigrationReport,
 }
 
-/// Boot phase 9: checks the schema against `migrator` and decides by `mode`.
-///
-/// Returns `Ok` when the process may boot (logging pending versions in `warn` mode and both
-/// versions when the database is ahead), and [`Error::SchemaDrift`] when it must not: pending
-/// migrations in `exit` mode, a dirty database, or a checksum mismatch (in every mode).
+/// Boot phase 9 for one (app) set; see [`gate_sets`].
 pub async fn boot_gate(
     target: &DatabaseTarget,
     migrator: &Migrator,
     mode: MigrationsMode,
 ) -> Result<GateOutcome, Error> {
+    let mut outcomes = gate_sets(target, &[MigrationSet::app(migrator)], mode).await?;
+    Ok(outcomes.remove(0))
+}
+
+/// Boot phase 9: checks every set against the database and decides by `mode`.
+///
+/// Returns `Ok` when the process may boot (logging pending versions in `warn` mode and both
+/// versions when the database is ahead), and [`Error::SchemaDrift`] when it must not: pending
+/// migrations in `exit` mode, a dirty table, or a checksum mismatch (in every mode), in any set.
+/// Nothing is applied when any set refuses.
+pub async fn gate_sets(
+    target: &DatabaseTarget,
+    sets: &[MigrationSet<'_>],
+    mode: MigrationsMode,
+) -> Result<Vec<GateOutcome>, Error> {
     let mut connection = DedicatedConnection::open(target).await?;
-    let outcome = run_gate(&mut connection, migrator, mode).await;
+    let outcome = run_gate(&mut connection, sets, mode).await;
     connection.close().await;
     outcome
 }
 
 async fn run_gate(
     connection: &mut DedicatedConnection,
-    migrator: &Migrator,
+    sets: &[MigrationSet<'_>],
     mode: MigrationsMode,
-) -> Result<GateOutcome, Error> {
-    let report = read_report(connection, migrator).await?;
-    let decision = decide(&report, mode);
-    let (decision, applied, report) = match decision {
-        GateDecision::ApplyThenBoot { pending } => {
-            tracing::info!(
-                ?pending,
-                mode = mode.as_str(),
-                "applying pending migrations before boot"
-            );
-            let outcome = apply(connection, migrator).await?;
-            let decision = match decide(&outcome.report, mode) {
-                // Applying cannot leave anything pending; if it did, booting would be wrong.
-                GateDecision::ApplyThenBoot { pending } => {
-                    GateDecision::Refuse(SchemaDriftError::Pending {
-                        pending,
-                        database_version: outcome.report.database_version,
-                        binary_version: outcome.report.binary_version,
-                    })
-                }
-                decision => decision,
-            };
-            (decision, outcome.applied, outcome.report)
-        }
-        other => (other, Vec::new(), report),
-    };
-    log_decision(&decision, &report, mode);
-    match decision {
-        GateDecision::Refuse(drift) => Err(drift.into()),
-        decision => Ok(GateOutcome {
-            decision,
-            applied,
+) -> Result<Vec<GateOutcome>, Error> {
+    let mut outcomes = Vec::with_capacity(sets.len());
+    for set in sets {
+        let report = read_report(connection, *set).await?;
+        outcomes.push(GateOutcome {
+            owner: set.owner,
+            decision: decide(&report, mode),
+            applied: Vec::new(),
             report,
-        }),
+        });
     }
+    let refusal = outcomes
+        .iter()
+        .any(|outcome| matches!(outcome.decision, GateDecision::Refuse(_)));
+    let to_apply = outcomes
+        .iter()
+        .any(|outcome| matches!(outcome.decision, GateDecision::ApplyThenBoot { .. }));
+    if to_apply && !refusal {
+        for outcome in &outcomes {
+            if let GateDecision::ApplyThenBoot { pending } = &outcome.decision {
+                tracing::info!(
+                    set = outcome.owner.as_str(),
+                    ?pending,
+                    mode = mode.as_str(),
+                    "applying pending migrations before boot"
+                );
+            }
+        }
+        let applied = apply(connection, sets).await?;
+        outcomes = applied
+            .into_iter()
+            .map(|applied| {
+                let decision = match decide(&applied.report, mode) {
+                    // Applying cannot leave anything pending; if it did, booting would be wrong.
+                    GateDecision::ApplyThenBoot { pending } => {
+                        GateDecision::Refuse(SchemaDriftError::Pending {
+                            pending,
+                            database_version: applied.report.database_version,
+                            binary_version: applied.report.binary_version,
+                        })
+                    }
+                    decision => decision,
+                };
+                GateOutcome {
+                    owner: applied.owner,
+                    decision,
+                    applied: applied.applied,
+                    report: applied.report,
+                }
+            })
+            .collect();
+    }
+    for outcome in &outcomes {
+        log_decision(outcome, mode);
+    }
+    if let Some(drift) = outcomes.iter().find_map(|outcome| match &outcome.decision {
+        GateDecision::Refuse(drift) => Some(drift.clone()),
+        GateDecision::Boot
+        | GateDecision::BootAhead { .. }
+        | GateDecision::BootWithPending { .. }
+        | GateDecision::ApplyThenBoot { .. } => None,
+    }) {
+        return Err(drift.into());
+    }
+    Ok(outcomes)
 }
 
-fn log_decision(decision: &GateDecision, report: &MigrationReport, mode: MigrationsMode) {
-    let database_version = report.database_version;
-    let binary_version = report.binary_version;
-    match decision {
+fn log_decision(outcome: &GateOutcome, mode: MigrationsMode) {
+    let set = outcome.owner.as_str();
+    let table = outcome.owner.table();
+    let database_version = outcome.report.database_version;
+    let binary_version = outcome.report.binary_version;
+    match &outcome.decision {
         GateDecision::Boot => {
             tracing::info!(
+                set,
+                table,
                 database_version,
                 binary_version,
                 mode = mode.as_str(),
@@ -146,6 +278,8 @@ fn log_decision(decision: &GateDecision, report: &MigrationReport, mode: Migrati
             );
         }
         GateDecision::BootAhead { ahead, .. } => tracing::warn!(
+            set,
+            table,
             database_version,
             binary_version,
             ?ahead,
@@ -153,16 +287,26 @@ fn log_decision(decision: &GateDecision, report: &MigrationReport, mode: Migrati
             "database is ahead of this binary (an older image during a rollout?); booting"
         ),
         GateDecision::BootWithPending { pending } => tracing::warn!(
+            set,
+            table,
             database_version,
             binary_version,
             ?pending,
             mode = mode.as_str(),
-            "pending migrations; booting because KUMIKO_MIGRATIONS_MODE=warn: run `kumiko-app migrate apply`"
+            "pending migrations; booting because KUMIKO_MIGRATIONS_MODE=warn: run the `migrate apply` command"
         ),
         GateDecision::ApplyThenBoot { pending } => {
-            tracing::info!(?pending, mode = mode.as_str(), "pending migrations applied");
+            tracing::info!(
+                set,
+                table,
+                ?pending,
+                mode = mode.as_str(),
+                "pending migrations applied"
+            );
         }
         GateDecision::Refuse(drift) => tracing::error!(
+            set,
+            table,
             database_version,
             binary_version,
             mode = mode.as_str(),
@@ -182,6 +326,11 @@ mod tests {
 
     use super::*;
     use crate::config::SecretUrl;
+
+    /// The runtime's own set for `target`.
+    fn embedded(target: &DatabaseTarget) -> &'static Migrator {
+        runtime_set(target).migrator
+    }
 
     /// A migration set built in the test: versions with their SQL.
     fn migrator(steps: &[(i64, &str)]) -> Migrator {
@@ -253,7 +402,10 @@ mod tests {
             assert_eq!(report.database_version, None);
             let mut connection = DedicatedConnection::open(target).await.unwrap();
             assert!(
-                !connection.migrations_table_exists().await.unwrap(),
+                !connection
+                    .migrations_table_exists(MIGRATIONS_TABLE)
+                    .await
+                    .unwrap(),
                 "status must not create the migration table on {}",
                 target.describe()
             );
@@ -265,14 +417,85 @@ mod tests {
     async fn embedded_migrations_apply_on_both_backends_and_then_are_up_to_date() {
         let databases = databases();
         for target in &databases.targets {
-            let outcome = apply_all(target, embedded(target)).await.unwrap();
+            let sets = [runtime_set(target)];
+            let outcome = apply_sets(target, &sets).await.unwrap().remove(0);
             let versions: Vec<i64> = outcome.applied.iter().map(|m| m.version).collect();
             assert_eq!(versions, vec![1, 2], "{}", target.describe());
             assert!(outcome.report.is_up_to_date());
-            let again = apply_all(target, embedded(target)).await.unwrap();
+            let again = apply_sets(target, &sets).await.unwrap().remove(0);
             assert!(again.applied.is_empty(), "a second apply has nothing to do");
-            let report = status(target, embedded(target)).await.unwrap();
+            let report = status_sets(target, &sets).await.unwrap().remove(0).report;
             assert!(report.is_up_to_date(), "{report:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_runtimes_tables_and_an_apps_migration_numbered_the_same_do_not_collide() {
+        let databases = databases();
+        for target in &databases.targets {
+            // The app's own migration 1 (and 2), beside the runtime's migration 1.
+            let app = migrator(&[ONE, TWO]);
+            let sets = [runtime_set(target), MigrationSet::app(&app)];
+            let outcomes = apply_sets(target, &sets).await.unwrap();
+            let applied: Vec<(Owner, Vec<i64>)> = outcomes
+                .iter()
+                .map(|o| (o.owner, o.applied.iter().map(|m| m.version).collect()))
+                .collect();
+            assert_eq!(
+                applied,
+                vec![(Owner::Runtime, vec![1, 2]), (Owner::App, vec![1, 2])],
+                "{}",
+                target.describe()
+            );
+            let reports = status_sets(target, &sets).await.unwrap();
+            assert!(
+                reports.iter().all(|r| r.report.is_up_to_date()),
+                "{reports:?}"
+            );
+            let outcomes = gate_sets(target, &sets, MigrationsMode::Exit)
+                .await
+                .unwrap();
+            assert!(
+                outcomes.iter().all(|o| o.decision == GateDecision::Boot),
+                "{outcomes:?}"
+            );
+            // The app's table holds only the app's rows: the runtime's are in their own table.
+            let mut connection = DedicatedConnection::open(target).await.unwrap();
+            let app_rows = read_report(&mut connection, MigrationSet::app(&app))
+                .await
+                .unwrap();
+            assert_eq!(app_rows.database_version, Some(2));
+            assert!(
+                connection
+                    .migrations_table_exists(RUNTIME_MIGRATIONS_TABLE)
+                    .await
+                    .unwrap()
+            );
+            connection.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pending_app_migration_refuses_in_exit_mode_and_applies_nothing_of_either_set() {
+        let databases = databases();
+        for target in &databases.targets {
+            let app = migrator(&[ONE]);
+            let error = gate_sets(
+                target,
+                &[runtime_set(target), MigrationSet::app(&app)],
+                MigrationsMode::Exit,
+            )
+            .await
+            .unwrap_err();
+            assert!(
+                matches!(&error, Error::SchemaDrift(SchemaDriftError::Pending { .. })),
+                "{error:?}"
+            );
+            let reports = status_sets(target, &[runtime_set(target), MigrationSet::app(&app)])
+                .await
+                .unwrap();
+            assert_eq!(reports[0].report.pending(), vec![1, 2]);
+            assert_eq!(reports[1].report.pending(), vec![1]);
         }
     }
 
@@ -439,7 +662,8 @@ mod tests {
             url: SecretUrl::new(postgres.superuser_url("postgres")),
         };
         let mut failing = DedicatedConnection::open(&target).await.unwrap();
-        let error = apply(&mut failing, &migrator(&[ONE, BROKEN]))
+        let broken = migrator(&[ONE, BROKEN]);
+        let error = apply(&mut failing, &[MigrationSet::app(&broken)])
             .await
             .unwrap_err();
         assert!(

@@ -104,6 +104,43 @@ pub fn render_json(report: &MigrationReport) -> String {
         .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
 }
 
+/// Renders every set's report as tables: the app's first (the migrations people write), then the
+/// runtime's own, each headed by its migration table.
+pub fn render_sets_table(reports: &[super::SetReport]) -> String {
+    let mut out = String::new();
+    for owner in [super::Owner::App, super::Owner::Runtime] {
+        for set in reports.iter().filter(|set| set.owner == owner) {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            let _ = writeln!(out, "{} migrations ({}):", owner.as_str(), owner.table());
+            out.push_str(&render_table(&set.report));
+        }
+    }
+    out
+}
+
+/// Renders every set's report as one JSON object: the app's report as in [`render_json`] at the
+/// top level (tools that read one set keep working), and each set under `sets` keyed by owner
+/// (`{"sets": {"app": {...}, "runtime": {...}}}`).
+pub fn render_sets_json(reports: &[super::SetReport]) -> String {
+    let mut root = serde_json::Map::new();
+    let mut sets = serde_json::Map::new();
+    for set in reports {
+        let value: serde_json::Value =
+            serde_json::from_str(&render_json(&set.report)).unwrap_or(serde_json::Value::Null);
+        if set.owner == super::Owner::App
+            && let serde_json::Value::Object(fields) = &value
+        {
+            root.extend(fields.clone());
+        }
+        sets.insert(set.owner.as_str().to_owned(), value);
+    }
+    root.insert("sets".to_owned(), serde_json::Value::Object(sets));
+    serde_json::to_string_pretty(&serde_json::Value::Object(root))
+        .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,7 @@ pub struct App {
 
 /// Builds an `App`: command arguments and environment.
 pub struct AppBuilder {
+    program: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
     inherit_nothing: bool,
@@ -49,7 +50,7 @@ impl AppBuilder {
     /// Spawns the process.
     pub fn spawn(self) -> App {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kumiko-app"));
+        let mut command = Command::new(&self.program);
         command
             .args(&self.args)
             .current_dir(dir.path())
@@ -65,8 +66,10 @@ impl AppBuilder {
                 .unwrap_or_else(|| kumiko_testkit::free_port().expect("free port"));
             command
                 .env("PORT", port.to_string())
-                .env("KUMIKO_DATA_DIR", dir.path().join("data"))
-                .env("KUMIKO_TEST_ROUTES", "1");
+                .env("KUMIKO_DATA_DIR", dir.path().join("data"));
+            if self.program == kumiko_app() {
+                command.env("KUMIKO_TEST_ROUTES", "1");
+            }
             for (key, value) in &self.env {
                 command.env(key, value);
             }
@@ -100,9 +103,41 @@ fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
     lines
 }
 
+/// The `kumiko-app` binary.
+fn kumiko_app() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kumiko-app"))
+}
+
+/// An example app of this crate (`examples/<name>.rs`) running `args`. Cargo builds examples
+/// beside the test binaries (`target/debug/examples`); when it is missing it is built here.
+pub fn example(name: &str, args: &[&str]) -> AppBuilder {
+    let test_binary = std::env::current_exe().expect("test binary path");
+    let profile_dir = test_binary
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let program = profile_dir.join("examples").join(name);
+    if !program.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "kumiko-runtime", "--example", name])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building example {name} failed");
+    }
+    AppBuilder {
+        program,
+        args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+        env: Vec::new(),
+        inherit_nothing: false,
+        port: None,
+    }
+}
+
 /// `kumiko-app worker`.
 pub fn worker() -> AppBuilder {
     AppBuilder {
+        program: kumiko_app(),
         args: vec!["worker".to_owned()],
         env: Vec::new(),
         inherit_nothing: false,
@@ -113,6 +148,7 @@ pub fn worker() -> AppBuilder {
 /// `kumiko-app serve` with short shutdown durations (tests override them with `.env`).
 pub fn serve() -> AppBuilder {
     AppBuilder {
+        program: kumiko_app(),
         args: vec!["serve".to_owned()],
         env: Vec::new(),
         inherit_nothing: false,

@@ -14,13 +14,14 @@
 //! | `GET /api/incidents?open=true`, `POST /api/incidents` | list, open |
 //! | `POST /api/incidents/{id}/resolve` | resolve |
 //! | `GET /api/uptime` | the rolled-up uptime per component |
-//! | `GET /api/events` | SSE: `hello`, then `component`/`incident` changes and `heartbeat`s |
+//! | `GET /api/events` | SSE: `hello`, then `component`/`incident` changes and `heartbeat`s; `server_shutdown` when draining starts |
 //! | `GET /api/ping` | a bare route (the benchmark's baseline) |
 //! | `GET /api/slow?ms=N` | sleeps N ms (only with `KUMIKO_TEST_ROUTES=1`) |
 
 use std::convert::Infallible;
 use std::time::Duration;
 
+use crate::statuspage::{self, NewComponent, NewIncident, StatusChange};
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -32,7 +33,6 @@ use futures::{Stream, StreamExt};
 use kumiko_runtime::Error;
 use kumiko_runtime::db::Pool;
 use kumiko_runtime::lifecycle::Lifecycle;
-use kumiko_runtime::statuspage::{self, NewComponent, NewIncident, StatusChange};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -314,10 +314,10 @@ async fn events(
                 .event(name)
                 .data(serde_json::to_string(&change).unwrap_or_default())
         });
-    let stream = futures::stream::once(async move { hello })
-        .chain(futures::stream::select(heartbeats, changes))
-        .map(Ok)
-        .take_until(state.streams.cancelled_owned());
+    let events = futures::stream::once(async move { hello })
+        .chain(futures::stream::select(heartbeats, changes));
+    // At the first SIGTERM: `server_shutdown` with a retry hint, then the end of the stream.
+    let stream = kumiko_runtime::sse::until_shutdown(events, state.lifecycle, state.streams);
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::db::Pool;
-use crate::error::Error;
-use crate::jobs::{CronContext, CronJob, JobRegistry, QueuedContext, enqueue};
-use crate::query::{epoch_ms, on_pool};
+use kumiko_runtime::db::Pool;
+use kumiko_runtime::error::Error;
+use kumiko_runtime::jobs::{CronContext, CronJob, JobRegistry, QueuedContext, enqueue};
+use kumiko_runtime::query::{epoch_ms, on_pool};
 
-/// The cron job's name (its key in `cron_runs`).
+/// The cron job's name (its key in `kumiko_cron_runs`).
 pub const ROLLUP_JOB: &str = "uptime-rollup";
 /// The queued job's kind.
 pub const RECOMPUTE_KIND: &str = "uptime-recompute";
@@ -183,7 +183,7 @@ pub async fn request_recompute(pool: &Pool, component_id: i64) -> Result<i64, Er
 /// Checks `KUMIKO_UPTIME_ROLLUP_INTERVAL` (for boot validation): a duration of at least 100 ms
 /// (tests tick every second; production every minute).
 pub fn validate_interval(value: &str) -> Result<(), String> {
-    let duration = crate::config::parse_duration(value)?;
+    let duration = kumiko_runtime::config::parse_duration(value)?;
     if duration < Duration::from_millis(100) {
         return Err(format!(
             "`{value}` is too short; use at least 100ms (default {}s)",
@@ -195,7 +195,7 @@ pub fn validate_interval(value: &str) -> Result<(), String> {
 
 /// Checks `KUMIKO_UPTIME_WINDOW` (for boot validation): a duration of at least one minute.
 pub fn validate_window(value: &str) -> Result<(), String> {
-    let duration = crate::config::parse_duration(value)?;
+    let duration = kumiko_runtime::config::parse_duration(value)?;
     if duration < Duration::from_secs(60) {
         return Err(format!(
             "`{value}` is too short; use at least 1m (default 720h = 30 days)"

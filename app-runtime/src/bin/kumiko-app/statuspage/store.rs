@@ -7,9 +7,9 @@ use super::model::{
     StatusSummary, Uptime, overall_status, uptime_ratio, validate_component, validate_incident,
     validate_status,
 };
-use crate::db::Pool;
-use crate::error::{Error, FieldError};
-use crate::query::{epoch_ms, on_pool};
+use kumiko_runtime::db::Pool;
+use kumiko_runtime::error::{Error, FieldError};
+use kumiko_runtime::query::{epoch_ms, on_pool};
 
 type ComponentRow = (i64, String, String, String, i64, i64);
 type IncidentRow = (

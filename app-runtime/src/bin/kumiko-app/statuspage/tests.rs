@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use super::uptime::{RECOMPUTE_KIND, roll_up};
 use super::*;
-use crate::config::{DatabaseTarget, SecretUrl};
-use crate::db::{Pool, PoolOptions};
-use crate::error::Error;
-use crate::jobs::{JobsWorker, WorkerConfig};
-use crate::leader::LeaderElection;
+use kumiko_runtime::config::{DatabaseTarget, SecretUrl};
+use kumiko_runtime::db::{Pool, PoolOptions};
+use kumiko_runtime::error::Error;
+use kumiko_runtime::jobs::{JobsWorker, WorkerConfig};
+use kumiko_runtime::leader::LeaderElection;
 
 struct Pools {
     _dir: tempfile::TempDir,
@@ -29,7 +29,7 @@ async fn pools() -> Pools {
     ];
     let mut pools = Vec::new();
     for target in &targets {
-        crate::migrations::apply_all(target, crate::migrations::embedded(target))
+        kumiko_runtime::migrations::apply_sets(target, &crate::migrations().sets(target))
             .await
             .unwrap();
         pools.push(Pool::connect(target, PoolOptions::default()).await.unwrap());
@@ -149,7 +149,7 @@ async fn rollup_samples_every_component_and_computes_the_uptime() {
             .await
             .unwrap();
 
-        let base = crate::query::epoch_ms();
+        let base = kumiko_runtime::query::epoch_ms();
         let first = roll_up(pool, base, window, "test").await.unwrap();
         assert_eq!(first.samples, 2);
         assert_eq!(first.components, 2);
@@ -211,7 +211,10 @@ async fn requested_recompute_runs_as_a_queued_job_on_a_worker() {
         ));
 
         let job_id = request_recompute(pool, api.id).await.unwrap();
-        let queued = crate::jobs::job(pool, job_id).await.unwrap().unwrap();
+        let queued = kumiko_runtime::jobs::job(pool, job_id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(queued.kind, RECOMPUTE_KIND);
         assert_eq!(queued.state, "queued");
 
@@ -227,7 +230,10 @@ async fn requested_recompute_runs_as_a_queued_job_on_a_worker() {
         );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let job = crate::jobs::job(pool, job_id).await.unwrap().unwrap();
+            let job = kumiko_runtime::jobs::job(pool, job_id)
+                .await
+                .unwrap()
+                .unwrap();
             if job.state == "succeeded" {
                 break;
             }

@@ -1,7 +1,7 @@
 -- The jobs worker: cron runs keyed by (job, scheduled_for) and the queue of manual jobs.
 
 -- A cron tick runs at most once across the cluster: the primary key is the claim.
-CREATE TABLE cron_runs (
+CREATE TABLE kumiko_cron_runs (
     job              TEXT NOT NULL,
     scheduled_for_ms BIGINT NOT NULL,
     instance_id      TEXT NOT NULL,
@@ -12,7 +12,7 @@ CREATE TABLE cron_runs (
     PRIMARY KEY (job, scheduled_for_ms)
 );
 
-CREATE TABLE jobs (
+CREATE TABLE kumiko_jobs (
     id             BIGSERIAL PRIMARY KEY,
     kind           TEXT NOT NULL,
     payload        TEXT NOT NULL,
@@ -27,4 +27,4 @@ CREATE TABLE jobs (
     created_at_ms  BIGINT NOT NULL,
     finished_at_ms BIGINT
 );
-CREATE INDEX jobs_claimable ON jobs (state, run_after_ms, id);
+CREATE INDEX kumiko_jobs_claimable ON kumiko_jobs (state, run_after_ms, id);

@@ -6,22 +6,25 @@
 //! - [`store`]: the queries, the same SQL on SQLite and Postgres.
 //! - [`uptime`]: the roll-up cron job and the per-component recompute job.
 //!
-//! Errors: bad input is [`crate::Error::Invalid`] (every field problem listed, for a 400), a
-//! missing object is [`crate::Error::NotFound`] (404), anything else is a database error (500).
+//! Errors: bad input is [`kumiko_runtime::Error::Invalid`] (every field problem listed, for a 400), a
+//! missing object is [`kumiko_runtime::Error::NotFound`] (404), anything else is a database error (500).
 
 pub mod model;
 pub mod store;
 pub mod uptime;
 
+#[cfg(test)]
+pub use model::ComponentStatus;
 pub use model::{
-    Component, ComponentStatus, Impact, Incident, NewComponent, NewIncident, StatusChange,
-    StatusSummary, Uptime,
+    Component, Incident, NewComponent, NewIncident, StatusChange, StatusSummary, Uptime,
 };
 pub use store::{
     create_component, create_incident, get_component, list_components, list_incidents, list_uptime,
     resolve_incident, set_component_status, status_summary,
 };
-pub use uptime::{job_registry, request_recompute};
+#[cfg(test)]
+pub use uptime::job_registry;
+pub use uptime::request_recompute;
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::FieldError;
+use kumiko_runtime::error::FieldError;
 
 /// How a component is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -46,7 +46,8 @@ impl ComponentStatus {
     }
 
     /// Whether a sample in this status counts as "up" for the uptime: operational or degraded
-    /// (serving, if slowly).
+    /// (serving, if slowly). The roll-up's SQL implements the same rule; this states it.
+    #[cfg(test)]
     pub fn counts_as_up(self) -> bool {
         matches!(self, Self::Operational | Self::Degraded)
     }

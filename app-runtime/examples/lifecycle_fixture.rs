@@ -1,0 +1,135 @@
+//! A test fixture, not an example to copy: an app on the public API whose misbehaviour the
+//! process tests (`tests/supervision.rs`) switch on with settings.
+//!
+//! - `KUMIKO_FIXTURE_PANIC_AFTER=<duration>`: the component `flaky-cache` panics after that long.
+//! - `KUMIKO_FIXTURE_WARM_FOR=<duration>`: the component `warmer` marks the process not ready
+//!   ("warming the cache") for that long after boot, without leaving `ready`.
+//! - `KUMIKO_FIXTURE_CRON=<expression>` (and `KUMIKO_FIXTURE_CRON_TZ`, default UTC): the cron
+//!   job `fixture-cron` on that schedule; each run logs `fixture cron fired` with its tick.
+//! - `KUMIKO_FIXTURE_CRASH_ONCE=1`: the component `phoenix` (restarted up to once) panics on its
+//!   first run, 300 ms after boot, and runs normally after its restart.
+//! - Queued jobs of kind `nap` (payload `{"slow_on": "<instance>"}`) log `fixture nap started`,
+//!   then take an hour on that instance, unless cancelled at shutdown, and 50 ms elsewhere.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::{Router, routing::get};
+use kumiko_runtime::app::App;
+use kumiko_runtime::component::Component;
+use kumiko_runtime::config::parse_duration;
+use kumiko_runtime::jobs::{CronJob, JobRegistry, Schedule};
+
+const PANIC_AFTER: &str = "KUMIKO_FIXTURE_PANIC_AFTER";
+const WARM_FOR: &str = "KUMIKO_FIXTURE_WARM_FOR";
+const CRASH_ONCE: &str = "KUMIKO_FIXTURE_CRASH_ONCE";
+const CRON: &str = "KUMIKO_FIXTURE_CRON";
+const CRON_TZ: &str = "KUMIKO_FIXTURE_CRON_TZ";
+
+/// Whether `phoenix` has crashed already (it crashes on its first run only).
+static CRASHED: AtomicBool = AtomicBool::new(false);
+
+fn validate(value: &str) -> Result<(), String> {
+    parse_duration(value).map(drop)
+}
+
+fn main() {
+    App::new("lifecycle-fixture")
+        .setting(PANIC_AFTER, validate)
+        .setting(WARM_FOR, validate)
+        .setting(CRASH_ONCE, |_| Ok(()))
+        .component(
+            Component::new("phoenix").start_restarting(1, move |context, stop| {
+                let crash =
+                    context.setting(CRASH_ONCE).is_some() && !CRASHED.swap(true, Ordering::SeqCst);
+                async move {
+                    if crash {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        panic!("phoenix burns once");
+                    }
+                    stop.cancelled().await;
+                    Ok(())
+                }
+            }),
+        )
+        .setting(CRON, |value| {
+            Schedule::cron(value, "UTC")
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .setting(CRON_TZ, |value| {
+            Schedule::cron("0 * * * *", value)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .jobs(|context| {
+            let mut jobs = JobRegistry::new();
+            if let Some(expression) = context.setting(CRON) {
+                let zone = context.setting(CRON_TZ).unwrap_or("UTC");
+                // Boot validation has checked both settings.
+                if let Ok(schedule) = Schedule::cron(expression, zone) {
+                    jobs = jobs.cron(CronJob::scheduled(
+                        "fixture-cron",
+                        schedule,
+                        |tick| async move {
+                            tracing::info!(
+                                scheduled_for_ms = tick.scheduled_for_ms,
+                                "fixture cron fired"
+                            );
+                            Ok(())
+                        },
+                    ));
+                }
+            }
+            jobs.queued("nap", |job| async move {
+                tracing::info!(
+                    job_id = job.id,
+                    attempt = job.attempt,
+                    "fixture nap started"
+                );
+                let slow = job.payload["slow_on"].as_str() == Some(job.instance_id.as_str());
+                let nap = if slow {
+                    Duration::from_secs(3600)
+                } else {
+                    Duration::from_millis(50)
+                };
+                tokio::select! {
+                    () = tokio::time::sleep(nap) => Ok(()),
+                    () = job.cancel.cancelled() => Err(kumiko_runtime::Error::Job {
+                        job: "nap".to_owned(),
+                        message: "woken by the shutdown".to_owned(),
+                    }),
+                }
+            })
+        })
+        .routes(|_context| Router::new().route("/ping", get(|| async { "pong" })))
+        .component(
+            Component::new("flaky-cache").start(|context, stop| async move {
+                let Some(after) = context
+                    .setting(PANIC_AFTER)
+                    .map(|_| context.duration_setting(PANIC_AFTER, Duration::ZERO))
+                else {
+                    stop.cancelled().await;
+                    return Ok(());
+                };
+                tokio::select! {
+                    () = stop.cancelled() => Ok(()),
+                    () = tokio::time::sleep(after) => panic!("flaky-cache lost its backing store"),
+                }
+            }),
+        )
+        .component(Component::new("warmer").start(|context, stop| async move {
+            let warm_for = context.duration_setting(WARM_FOR, Duration::ZERO);
+            if !warm_for.is_zero() {
+                context.control.set_unavailable("warming the cache");
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(warm_for) => {}
+                }
+                context.control.set_available();
+            }
+            stop.cancelled().await;
+            Ok(())
+        }))
+        .main()
+}

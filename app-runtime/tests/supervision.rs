@@ -1,0 +1,135 @@
+//! Supervision and control, measured from outside on the lifecycle fixture
+//! (`examples/lifecycle_fixture.rs`): a component that panics is noticed at once (readiness names
+//! it, the process shuts down cleanly), and an app can mark itself temporarily not ready.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
+
+mod app_process;
+
+use std::time::{Duration, Instant};
+
+use app_process::{example, get};
+
+const BOOT: Duration = Duration::from_secs(60);
+
+fn readiness(port: u16) -> (u16, serde_json::Value) {
+    let response = get(port, "/health/ready").unwrap();
+    let body = serde_json::from_str(&response.body).unwrap_or(serde_json::Value::Null);
+    (response.status, body)
+}
+
+#[test]
+fn a_panicking_component_makes_readiness_fail_naming_it_and_the_process_exit_cleanly() {
+    let mut app = example("lifecycle_fixture", &["serve"])
+        .env("KUMIKO_FIXTURE_PANIC_AFTER", "1s")
+        .env("KUMIKO_LINGER", "3s")
+        .spawn();
+    app.wait_ready(BOOT);
+    // After the panic, during the linger, readiness is 503 and names the component and why.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        assert!(
+            Instant::now() < deadline,
+            "still ready:\n{}",
+            app.all_output()
+        );
+        let (status, body) = readiness(app.port);
+        if status == 503 {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let check = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|check| check["name"] == "flaky-cache")
+        .unwrap_or_else(|| panic!("no flaky-cache check: {body}"))
+        .clone();
+    assert_eq!(check["status"], "unhealthy", "{body}");
+    let message = check["message"].as_str().unwrap();
+    assert!(
+        message.contains("panicked: flaky-cache lost its backing store"),
+        "{body}"
+    );
+    let status = app
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no exit:\n{}", app.all_output()));
+    assert_eq!(status.code(), Some(0), "{}", app.all_output());
+    let logs = app.stdout().join("\n");
+    assert!(
+        logs.contains("component ended before shutdown; shutting down"),
+        "{logs}"
+    );
+    assert!(logs.contains("draining: readiness is 503"), "{logs}");
+}
+
+#[test]
+fn an_app_can_mark_itself_not_ready_without_leaving_ready() {
+    let mut app = example("lifecycle_fixture", &["serve"])
+        .env("KUMIKO_FIXTURE_WARM_FOR", "2s")
+        .env("KUMIKO_LINGER", "0s")
+        .spawn();
+    // Ready in its lifecycle, but not ready for traffic while it warms.
+    let deadline = Instant::now() + BOOT;
+    let body = loop {
+        assert!(Instant::now() < deadline, "{}", app.all_output());
+        if let Ok(response) = get(app.port, "/health/ready") {
+            let body: serde_json::Value = serde_json::from_str(&response.body).unwrap_or_default();
+            if body["state"] == "ready" {
+                assert_eq!(response.status, 503, "{body}");
+                break body;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(body["unavailable"], "warming the cache", "{body}");
+    assert_eq!(get(app.port, "/health").unwrap().status, 200);
+    // Warm: readiness follows the state and the checks again.
+    app.wait_ready(Duration::from_secs(20));
+    let (status, body) = readiness(app.port);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("unavailable").is_none(), "{body}");
+    app.sigterm();
+    assert_eq!(
+        app.wait_exit(Duration::from_secs(10)).unwrap().code(),
+        Some(0),
+        "{}",
+        app.all_output()
+    );
+}
+
+#[test]
+fn a_component_that_asked_for_restarts_is_restarted_and_the_process_stays_up() {
+    let mut app = example("lifecycle_fixture", &["serve"])
+        .env("KUMIKO_FIXTURE_CRASH_ONCE", "1")
+        .env("KUMIKO_LINGER", "0s")
+        .spawn();
+    app.wait_ready(BOOT);
+    assert!(
+        app.wait_for_log(Duration::from_secs(20), |line| line
+            .contains("component ended before shutdown; restarting it")
+            && line.contains("panicked: phoenix burns once")),
+        "no restart:\n{}",
+        app.all_output()
+    );
+    // While it is down, readiness names it.
+    let (status, body) = readiness(app.port);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("restarting"), "{body}");
+    // Restarted (after its 1 s backoff), not shut down: ready again, still serving.
+    app.wait_ready(Duration::from_secs(20));
+    assert!(app.try_exit().is_none(), "{}", app.all_output());
+    assert!(
+        !app.stdout().join("\n").contains("draining"),
+        "{}",
+        app.all_output()
+    );
+    app.sigterm();
+    assert_eq!(
+        app.wait_exit(Duration::from_secs(10)).unwrap().code(),
+        Some(0),
+        "{}",
+        app.all_output()
+    );
+}
