@@ -53,9 +53,8 @@ pub fn router(state: AppState) -> axum::Router {
 /// Answers in protobuf whom asks for it first ("Kubernetes Protobuf encoding", API concepts):
 /// client-go's typed clients (kubectl's, Helm's) send `Accept: application/vnd.kubernetes.protobuf,
 /// application/json`, and kube-apiserver answers every built-in kind, list and Status in protobuf
-/// then. Tables and metadata-only answers (`;as=...`), custom resources, discovery and watch
-/// streams stay JSON, which such a client also accepts (kube-apiserver answers custom resources
-/// and discovery as JSON too; watch streams stay JSON here, see the README).
+/// then. Tables and metadata-only answers (`;as=...`), custom resources and discovery stay JSON,
+/// as kube-apiserver answers them; watch streams are framed where they are made (`resource`).
 async fn protobuf_responses(
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -800,6 +799,36 @@ async fn resource(
             )?;
             let rt2 = rt.clone();
             let mut first = true;
+            // A client whose first choice is protobuf gets a protobuf watch stream of the kinds
+            // that have a message (kube-apiserver answers custom resources in JSON).
+            let protobuf_watch = !table
+                && !metadata_only
+                && headers
+                    .get(header::ACCEPT)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|accept| accept.split(',').next())
+                    .is_some_and(|first| {
+                        first.trim().starts_with(crate::protobuf::CONTENT_TYPE)
+                            && !first.contains("as=")
+                    })
+                && crate::protobuf::can_encode(&rt.api_version(), &rt.kind);
+            if protobuf_watch {
+                let api_version = rt.api_version();
+                let stream = ReceiverStream::new(rx).map(move |ev| {
+                    let frame = crate::protobuf::encode_watch_event(&ev, &api_version)
+                        .unwrap_or_else(|error| {
+                            tracing::warn!(%error, "a watch event could not be encoded as protobuf");
+                            Vec::new()
+                        });
+                    Ok::<Bytes, Infallible>(Bytes::from(frame))
+                });
+                let mut resp = Response::new(Body::from_stream(stream));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(crate::protobuf::WATCH_CONTENT_TYPE),
+                );
+                return Ok(resp);
+            }
             let stream = ReceiverStream::new(rx).map(move |ev| {
                 let ev = if table && ev["type"] != "ERROR" && ev["type"] != "BOOKMARK" {
                     let obj = ev["object"].clone();

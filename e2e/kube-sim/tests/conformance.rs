@@ -2738,3 +2738,63 @@ async fn protobuf_is_answered_to_clients_that_ask_for_it_first() {
         "{content_type}"
     );
 }
+
+/// "Kubernetes Protobuf encoding" (API concepts, "Streaming"): a watch whose client prefers
+/// protobuf is answered as `application/vnd.kubernetes.protobuf;stream=watch`, one
+/// length-prefixed frame per event, each a `WatchEvent` in the envelope whose `object.raw` is the
+/// object's own protobuf body.
+#[tokio::test]
+async fn a_watch_is_streamed_in_protobuf_frames_to_clients_that_ask_for_it_first() {
+    use http_body_util::BodyExt as _;
+    use k8s_pb::api::core::v1::ConfigMap as PbConfigMap;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1::WatchEvent as PbWatchEvent;
+    use k8s_pb::apimachinery::pkg::runtime::Unknown;
+    use prost::Message;
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    api.create(&PostParams::default(), &cm("first", &[]))
+        .await
+        .unwrap();
+    let request = http::Request::builder()
+        .uri("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=0")
+        .header(
+            "Accept",
+            "application/vnd.kubernetes.protobuf;stream=watch, application/json",
+        )
+        .body(kube::client::Body::empty())
+        .unwrap();
+    let response = client.send(request).await.unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/vnd.kubernetes.protobuf;stream=watch"
+    );
+    let mut body = response.into_body();
+    let mut buffer: Vec<u8> = Vec::new();
+    let frame = loop {
+        if buffer.len() >= 4 {
+            let length = u32::from_be_bytes(buffer[..4].try_into().unwrap()) as usize;
+            if buffer.len() >= 4 + length {
+                break buffer[4..4 + length].to_vec();
+            }
+        }
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("a frame within 5s")
+            .expect("the stream is open")
+            .unwrap();
+        if let Ok(chunk) = frame.into_data() {
+            buffer.extend_from_slice(&chunk);
+        }
+    };
+    let envelope = Unknown::decode(frame.strip_prefix(b"k8s\0").unwrap()).unwrap();
+    assert_eq!(
+        envelope.type_meta.unwrap().kind.as_deref(),
+        Some("WatchEvent")
+    );
+    let event = PbWatchEvent::decode(envelope.raw.unwrap().as_slice()).unwrap();
+    assert_eq!(event.r#type.as_deref(), Some("ADDED"));
+    let object = event.object.unwrap().raw.unwrap();
+    let inner = Unknown::decode(object.strip_prefix(b"k8s\0").unwrap()).unwrap();
+    let config_map = PbConfigMap::decode(inner.raw.unwrap().as_slice()).unwrap();
+    assert_eq!(config_map.metadata.unwrap().name.as_deref(), Some("first"));
+}
