@@ -2,9 +2,8 @@
 //!
 //! Starts kube-sim in-process and the real `kumiko-operator run` binary as a separate process
 //! against it. The apps use an external database (the Postgres roles step has its own tests and
-//! figures); kube-sim's own controllers run in instant mode (`ControllersConfig::instant`: a Job's
-//! pod succeeds and a Deployment's pods are Ready at once, through the same Deployment and Job
-//! controllers the e2e suite runs on). Prints: the time until every app is Ready,
+//! figures); this driver acts as instant Job and Deployment controllers (a Job completes and a
+//! Deployment is available as soon as they appear, reacting to watch events). Prints: the time until every app is Ready,
 //! operator writes per app, writes during one steady-state resync of every app (goal 0), and the
 //! operator's peak RSS.
 //!
@@ -22,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -84,6 +85,63 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .find(|line| line.starts_with("VmHWM:"))
         .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)
+}
+
+/// The instant Job controller: every Job the operator creates completes at once.
+async fn complete_jobs(client: Client) {
+    let jobs: Api<Job> = Api::all(client.clone());
+    let mut events = watcher(jobs, watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    while let Some(Ok(job)) = events.next().await {
+        if job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0 {
+            continue;
+        }
+        let now = "2025-01-01T00:00:00Z";
+        let api: Api<Job> = Api::namespaced(client.clone(), &job.namespace().unwrap());
+        let _ = api
+            .patch_status(
+                &job.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"startTime": now, "completionTime": now, "succeeded": 1,
+                    "conditions": [{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}]}})),
+            )
+            .await;
+    }
+}
+
+/// The instant Deployment controller: every generation of every Deployment is available at once.
+async fn roll_out_deployments(client: Client) {
+    let deployments: Api<Deployment> = Api::all(client.clone());
+    let mut events = watcher(deployments, watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    while let Some(Ok(deployment)) = events.next().await {
+        let generation = deployment.metadata.generation;
+        if deployment
+            .status
+            .as_ref()
+            .and_then(|s| s.observed_generation)
+            == generation
+        {
+            continue;
+        }
+        let replicas = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(1);
+        let api: Api<Deployment> =
+            Api::namespaced(client.clone(), &deployment.namespace().unwrap());
+        let _ = api
+            .patch_status(
+                &deployment.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"observedGeneration": generation, "replicas": replicas,
+                    "readyReplicas": replicas, "updatedReplicas": replicas, "availableReplicas": replicas}})),
+            )
+            .await;
+    }
 }
 
 /// Waits until `wanted` apps are `Ready=True`, watching them.
@@ -284,15 +342,8 @@ async fn main() {
         .spawn()
         .expect("the kumiko-operator binary (build it first: cargo build -p kumiko-operator)");
 
-    let controllers = kube_sim::controllers::Controllers::start_for(
-        &server,
-        kube_sim::controllers::ControllersConfig {
-            instant: true,
-            ..kube_sim::controllers::ControllersConfig::default()
-        },
-    )
-    .await
-    .expect("kube-sim's controllers start");
+    let instant_jobs = tokio::spawn(complete_jobs(client.clone()));
+    let instant_deployments = tokio::spawn(roll_out_deployments(client.clone()));
     // The environment (namespaces and the external database's Secret) exists before the apps.
     futures::stream::iter(0..apps_wanted)
         .for_each_concurrent(CONCURRENT_CREATES, |i| {
@@ -364,7 +415,8 @@ async fn main() {
         .args(["-TERM", &operator.id().to_string()])
         .status();
     let _ = operator.wait();
-    controllers.shutdown().await;
+    instant_jobs.abort();
+    instant_deployments.abort();
     server.shutdown().await;
 
     println!("apps:                              {apps_wanted}");
