@@ -155,7 +155,7 @@ fn to_json(message: &DynamicMessage) -> Result<Value, ApiError> {
                 json!(field("intVal").and_then(|v| v.as_i32()).unwrap_or(0))
             })
         }
-        // Go writes a zero time as an empty message (`time_proto.go`: size 0), read back as the
+        // Go writes a zero time as an empty message (apimachinery `pkg/apis/meta/v1/time_proto.go`: size 0), read back as the
         // zero time, whose JSON is null.
         ("apimachinery.pkg.apis.meta.v1.Time" | "apimachinery.pkg.apis.meta.v1.MicroTime", _)
             if message.fields().next().is_none() =>
@@ -402,7 +402,8 @@ pub fn can_encode(api_version: &str, kind: &str) -> bool {
 /// length-delimited framer around the protobuf serializer): a 4-byte big-endian length, then a
 /// `metav1.WatchEvent` in the envelope, whose `object.raw` is the object's own protobuf body
 /// (magic and envelope included). `api_version` is the watched resource's group version, under
-/// which every group registers `WatchEvent`.
+/// which every group registers `WatchEvent` (apimachinery `pkg/apis/meta/v1/register.go`,
+/// `AddToGroupVersion`; the framer is `pkg/util/framer/framer.go`, a big-endian `uint32` length).
 pub fn encode_watch_event(event: &Value, api_version: &str) -> Result<Vec<u8>, ApiError> {
     let pool = pool().ok_or_else(|| ApiError::internal("kube-sim has no protobuf descriptors"))?;
     let object = match encode(&event["object"]) {
