@@ -155,8 +155,8 @@ fn to_json(message: &DynamicMessage) -> Result<Value, ApiError> {
                 json!(field("intVal").and_then(|v| v.as_i32()).unwrap_or(0))
             })
         }
-        // Go writes a zero time as an empty message (apimachinery `pkg/apis/meta/v1/time_proto.go`: size 0), read back as the
-        // zero time, whose JSON is null.
+        // Go writes a zero time as an empty message (apimachinery
+        // `pkg/apis/meta/v1/time_proto.go`: size 0), read back as the zero time, whose JSON is null.
         ("apimachinery.pkg.apis.meta.v1.Time" | "apimachinery.pkg.apis.meta.v1.MicroTime", _)
             if message.fields().next().is_none() =>
         {
