@@ -9,8 +9,9 @@
 //! a path outside `/api` and `/apis` is a non-resource request with the lower-case HTTP method as
 //! verb. A server-side apply that creates its object needs `create` as well as `patch`
 //! (`staging/src/k8s.io/apiserver/pkg/endpoints/handlers/patch.go`). The connect subresources
-//! `pods/portforward` (and `exec`, `attach`) need `create` whatever the method, as WebSocket
-//! upgrades are authorized since Kubernetes 1.30; the proxy subresources take the method's verb.
+//! `pods/exec` and `pods/portforward` need the method's verb (`get` for a WebSocket upgrade) and
+//! `create` as well (`crate::connect::authorization_requests`); the proxy subresources take the
+//! method's verb.
 
 use serde_json::{Value, json};
 

@@ -173,6 +173,7 @@ pub struct Cluster {
     pub(crate) faults: Faults,
     pub(crate) admission: AdmissionChain,
     pub(crate) logs: PodLogs,
+    pub(crate) running: crate::connect::exec::RunningContainers,
     pub(crate) authenticator: Authenticator,
     pub(crate) decisions: Mutex<BTreeSet<crate::authz::Decided>>,
 }
@@ -313,6 +314,7 @@ impl Cluster {
             faults: Faults::default(),
             admission: AdmissionChain::default(),
             logs: PodLogs::default(),
+            running: crate::connect::exec::RunningContainers::default(),
             authenticator: Authenticator::new(),
             decisions: Mutex::new(BTreeSet::new()),
         })
@@ -374,6 +376,11 @@ impl Cluster {
     /// The container log store served at `pods/{name}/log`.
     pub fn pod_logs(&self) -> &PodLogs {
         &self.logs
+    }
+
+    /// The running containers' processes, which `pods/exec` runs commands beside.
+    pub fn running_containers(&self) -> &crate::connect::exec::RunningContainers {
+        &self.running
     }
 
     /// The current global resourceVersion.

@@ -1291,3 +1291,269 @@ spec:
     assert!(events.contains("Started container postgres"), "{events}");
     sim.stop().await;
 }
+
+/// A Deployment of one `sim-pod` with an env var and a ServiceAccount volume, for exec.
+fn exec_deployment() -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: default
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: app
+        image: {SIM_POD_IMAGE}
+        env: [{{name: VERSION, value: v1}}, {{name: SIM_POD_PRINT_ENV, value: VERSION}}]
+"
+    )
+}
+
+/// Applies `manifest` (YAML) and waits until `deployment/NAME` is Available.
+async fn apply_and_wait(kubectl: &Kubectl, manifest: &str, deployment: &str) {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), manifest).expect("manifest written");
+    kubectl
+        .ok(&[
+            "apply",
+            "--server-side",
+            "-f",
+            &file.path().display().to_string(),
+        ])
+        .await;
+    kubectl
+        .ok(&[
+            "wait",
+            "--for=condition=Available",
+            deployment,
+            "--timeout=60s",
+        ])
+        .await;
+}
+
+/// kubectl with its stdin fed `input` (then closed), bounded by a generous deadline.
+async fn kubectl_with_input(kubectl: &Kubectl, args: &[&str], input: &[u8]) -> Output {
+    let mut child = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubectl.kubeconfig)
+        .arg("--cache-dir")
+        .arg(kubectl.cache.path())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl is installed (make deps)");
+    let mut stdin = child.stdin.take().expect("stdin piped");
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, input)
+        .await
+        .expect("stdin written");
+    drop(stdin);
+    tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("kubectl {} did not end", args.join(" ")))
+        .expect("kubectl ran")
+}
+
+/// `kubectl exec` without a terminal (kubectl 1.32's WebSocket executor, `v5.channel.k8s.io`):
+/// the command runs with the container's environment, working directory and mount namespace
+/// (the pod's ServiceAccount volume is there), stdout and stderr stay apart, the exit code is
+/// kubectl's, the image's program is the container's binary, and stdin reaches the command up to
+/// its end (the v5 close signal).
+#[tokio::test]
+async fn kubectl_exec_runs_a_command_in_the_container_and_exits_with_its_code() {
+    let sim = Sim::start(ControllersConfig::default()).await;
+    let kubectl = Kubectl::new(&sim);
+    apply_and_wait(&kubectl, &exec_deployment(), "deployment/web").await;
+
+    let script = concat!(
+        "echo version=$VERSION host=$HOSTNAME; ",
+        "test \"$(pwd)\" = \"$HOME\" && echo in-the-working-directory; ",
+        "echo namespace=$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace); ",
+        "echo to-stderr >&2; exit 3"
+    );
+    let output = kubectl
+        .run(&["exec", "deploy/web", "--", "sh", "-c", script])
+        .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stdout}{stderr}");
+    assert!(stdout.contains("version=v1 host=web-"), "{stdout}");
+    assert!(stdout.contains("in-the-working-directory"), "{stdout}");
+    assert!(stdout.contains("namespace=default"), "{stdout}");
+    assert!(!stdout.contains("to-stderr"), "{stdout}");
+    assert!(stderr.contains("to-stderr"), "{stderr}");
+    assert!(
+        !std::path::Path::new("/var/run/secrets/kubernetes.io/serviceaccount/namespace").exists(),
+        "the ServiceAccount volume is the pod's alone"
+    );
+
+    // `sim-pod` names the image's program: the container's binary runs (and cannot listen on the
+    // container's port, which its own process holds: exit 2).
+    let output = kubectl
+        .run(&["exec", "deploy/web", "-c", "app", "--", "sim-pod", "extra"])
+        .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("VERSION=v1"), "{stdout}");
+    assert!(stdout.contains(r#"args=["extra"]"#), "{stdout}");
+    assert_eq!(output.status.code(), Some(2), "{stdout}");
+
+    let output = kubectl_with_input(
+        &kubectl,
+        &[
+            "exec",
+            "-i",
+            "deploy/web",
+            "--",
+            "sh",
+            "-c",
+            "cat; echo end-of-input",
+        ],
+        b"first line\nsecond line\n",
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout, "first line\nsecond line\nend-of-input\n");
+
+    let unknown = kubectl
+        .run(&["exec", "deploy/web", "-c", "nope", "--", "true"])
+        .await;
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("container nope is not valid"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    sim.stop().await;
+}
+
+/// `kubectl exec -it` from a terminal (`script(1)` gives kubectl one): the command runs on a
+/// terminal of its own whose size is kubectl's, reads what is typed, and kubectl exits with its
+/// code.
+#[tokio::test]
+async fn kubectl_exec_with_a_tty_runs_the_command_on_a_terminal() {
+    let sim = Sim::start(ControllersConfig::default()).await;
+    let kubectl = Kubectl::new(&sim);
+    apply_and_wait(&kubectl, &exec_deployment(), "deployment/web").await;
+    let command = format!(
+        "stty cols 100 rows 30; kubectl --kubeconfig {} --cache-dir {} exec -it deploy/web -- sh -c {}",
+        kubectl.kubeconfig.display(),
+        kubectl.cache.path().display(),
+        "'test -t 0 && test -t 1 && echo on-a-terminal; stty size; read line; echo typed-$line; exit 4'"
+    );
+    let mut child = tokio::process::Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script(1) is installed (util-linux)");
+    let mut stdin = child.stdin.take().expect("stdin piped");
+    let stdout = child.stdout.take().expect("stdout piped");
+    // Type the line once the command is waiting for it.
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+    let reader = tokio::spawn(async move {
+        let mut stdout = stdout;
+        let mut seen = Vec::new();
+        let mut buffer = [0_u8; 4096];
+        let mut signal = Some(seen_tx);
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut stdout, &mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => seen.extend_from_slice(&buffer[..read]),
+            }
+            if String::from_utf8_lossy(&seen).contains("30 100")
+                && let Some(signal) = signal.take()
+            {
+                let _ = signal.send(());
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(60), seen_rx).await;
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, b"hello\r")
+        .await
+        .expect("typed");
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("kubectl exec -it ended")
+        .expect("script ran");
+    let seen = reader.await.expect("reader");
+    assert!(seen.contains("on-a-terminal"), "{seen}");
+    assert!(
+        seen.contains("30 100"),
+        "the terminal has kubectl's size: {seen}"
+    );
+    assert!(seen.contains("typed-hello"), "{seen}");
+    assert_eq!(status.code(), Some(4), "{seen}");
+    drop(stdin);
+    sim.stop().await;
+}
+
+/// kube-apiserver authorizes `pods/exec` by the method's verb (`get` for the WebSocket upgrade)
+/// and `create` as well (KEP-4006's compound authorization): a Role with `get` alone is refused
+/// (kubectl's SPDY fallback, a POST, is `create`, refused too). (`create` alone works on a real
+/// cluster through that fallback; kube-sim serves no SPDY exec, so it is not exercised here.)
+#[tokio::test]
+async fn kubectl_exec_needs_get_and_create_on_pods_exec() {
+    let sim = Sim::start(ControllersConfig::default()).await;
+    let kubectl = Kubectl::new(&sim);
+    apply_and_wait(&kubectl, &exec_deployment(), "deployment/web").await;
+    let rbac = |verbs: &str| {
+        format!(
+            "apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: exec, namespace: default}}
+rules:
+- apiGroups: ['']
+  resources: [pods]
+  verbs: [get, list]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list]
+- apiGroups: ['']
+  resources: [pods/exec]
+  verbs: [{verbs}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: exec, namespace: default}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: exec}}
+subjects:
+- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: jane}}
+"
+        )
+    };
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    let path = file.path().display().to_string();
+    for (verbs, allowed) in [("get", false), ("get, create", true)] {
+        std::fs::write(file.path(), rbac(verbs)).expect("rbac written");
+        kubectl
+            .ok(&["apply", "--server-side", "--force-conflicts", "-f", &path])
+            .await;
+        let output = kubectl
+            .run(&["--as=jane", "exec", "deploy/web", "--", "echo", "hi"])
+            .await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.success(), allowed, "verbs {verbs}: {stderr}");
+        if !allowed {
+            assert!(stderr.contains("forbidden"), "verbs {verbs}: {stderr}");
+        }
+    }
+    sim.stop().await;
+}

@@ -6,7 +6,9 @@
 //!   when nothing can be reached;
 //! - `pods/NAME/portforward?ports=P[,Q]` ([`portforward`]): a WebSocket in the
 //!   `v4.channel.k8s.io` protocol that kube-rs's `Api::<Pod>::portforward` speaks, each port
-//!   bridged to a TCP connection to the pod's process.
+//!   bridged to a TCP connection to the pod's process;
+//! - `pods/NAME/exec?command=..` ([`exec`]): a command run beside a container's process, its
+//!   standard streams over a WebSocket in the remote-command protocol (`v5.channel.k8s.io`).
 //!
 //! Pods run as local processes that listen on loopback ports, so a container port maps to the
 //! loopback port the pod publishes for the container that declares it (the annotation
@@ -19,6 +21,7 @@
 //! request (its body as a stream, the connection upgrade), and they are neither reads nor writes
 //! of stored objects. Fault rules do not apply to them.
 
+pub mod exec;
 pub mod portforward;
 pub mod proxy;
 
@@ -54,6 +57,13 @@ pub enum ConnectTarget {
         target: NamePort,
         /// The path to request upstream, with its leading `/` (still percent-encoded).
         path: String,
+    },
+    /// `pods/NAME/exec`.
+    Exec {
+        /// The namespace.
+        namespace: String,
+        /// The pod.
+        pod: String,
     },
     /// `pods/NAME/portforward`.
     PortForward {
@@ -123,6 +133,10 @@ pub fn parse_path(path: &str) -> Option<ConnectTarget> {
             target: NamePort::parse(&name),
             path,
         }),
+        ("pods", "exec") if tail.is_none_or(str::is_empty) => Some(ConnectTarget::Exec {
+            namespace,
+            pod: name,
+        }),
         ("pods", "portforward") if tail.is_none_or(str::is_empty) => {
             Some(ConnectTarget::PortForward {
                 namespace,
@@ -142,14 +156,12 @@ pub async fn intercept(
     let Some(target) = parse_path(request.uri().path()) else {
         return next.run(request).await;
     };
-    if let Some(user) = request.extensions().get::<crate::rbac::UserInfo>()
-        && let Err(error) = crate::authz::check(
-            &cluster,
-            user,
-            &authorization_request(&target, request.method().as_str()),
-        )
-    {
-        return status_response(&error);
+    if let Some(user) = request.extensions().get::<crate::rbac::UserInfo>() {
+        for attributes in authorization_requests(&target, request.method().as_str()) {
+            if let Err(error) = crate::authz::check(&cluster, user, &attributes) {
+                return status_response(&error);
+            }
+        }
     }
     match target {
         ConnectTarget::PodProxy {
@@ -162,26 +174,26 @@ pub async fn intercept(
             target,
             path,
         } => proxy::service(&cluster, &namespace, &target, &path, request).await,
+        ConnectTarget::Exec { namespace, pod } => exec::serve(&cluster, &namespace, &pod, request),
         ConnectTarget::PortForward { namespace, pod } => {
             portforward::serve(&cluster, &namespace, &pod, request)
         }
     }
 }
 
-/// The authorizer's attributes of a connect request: the proxies take the verb of the HTTP method
-/// (`get`, `create`, ...); a portforward is `create` whatever the method (its WebSocket upgrade
-/// is a GET, authorized as `create` since Kubernetes 1.30).
-pub fn authorization_request(target: &ConnectTarget, method: &str) -> crate::rbac::Request {
-    let (resource, subresource, namespace, name, verb) = match target {
+/// The authorizer's attributes of a connect request, each of which must be allowed: the proxies
+/// take the verb of the HTTP method (`get`, `create`, ...). `exec` and `portforward` take the
+/// method's verb too (`get` for the WebSocket upgrade, a GET; `create` for SPDY's POST), and
+/// also `create` whatever the method: kube-apiserver's compound authorization of the connect
+/// subresources that run something in a pod (KEP-4006, feature gate
+/// `AuthorizePodWebsocketUpgradeCreatePermission`, so `get` alone, as read-only roles grant it,
+/// cannot exec), so a Role for `kubectl exec` grants `get` and `create` on `pods/exec`.
+pub fn authorization_requests(target: &ConnectTarget, method: &str) -> Vec<crate::rbac::Request> {
+    let by_method = crate::authz::resource_verb(method, true, false);
+    let (resource, subresource, namespace, name, verbs) = match target {
         ConnectTarget::PodProxy {
             namespace, target, ..
-        } => (
-            "pods",
-            "proxy",
-            namespace,
-            &target.name,
-            crate::authz::resource_verb(method, true, false),
-        ),
+        } => ("pods", "proxy", namespace, &target.name, vec![by_method]),
         ConnectTarget::ServiceProxy {
             namespace, target, ..
         } => (
@@ -189,20 +201,32 @@ pub fn authorization_request(target: &ConnectTarget, method: &str) -> crate::rba
             "proxy",
             namespace,
             &target.name,
-            crate::authz::resource_verb(method, true, false),
+            vec![by_method],
         ),
-        ConnectTarget::PortForward { namespace, pod } => {
-            ("pods", "portforward", namespace, pod, "create")
+        ConnectTarget::Exec { namespace, pod } => {
+            ("pods", "exec", namespace, pod, vec![by_method, "create"])
         }
+        ConnectTarget::PortForward { namespace, pod } => (
+            "pods",
+            "portforward",
+            namespace,
+            pod,
+            vec![by_method, "create"],
+        ),
     };
-    crate::rbac::Request::Resource {
-        verb: verb.to_owned(),
-        group: String::new(),
-        resource: resource.to_owned(),
-        subresource: Some(subresource.to_owned()),
-        namespace: Some(namespace.clone()),
-        name: Some(name.clone()),
-    }
+    let mut verbs = verbs;
+    verbs.dedup();
+    verbs
+        .into_iter()
+        .map(|verb| crate::rbac::Request::Resource {
+            verb: verb.to_owned(),
+            group: String::new(),
+            resource: resource.to_owned(),
+            subresource: Some(subresource.to_owned()),
+            namespace: Some(namespace.clone()),
+            name: Some(name.clone()),
+        })
+        .collect()
 }
 
 /// `503 ServiceUnavailable`, kube-apiserver's answer when a proxy cannot reach its target.
@@ -282,6 +306,38 @@ mod tests {
                 pod: "db-1".to_owned(),
             })
         );
+        assert_eq!(
+            parse_path("/api/v1/namespaces/shop/pods/web-1/exec"),
+            Some(ConnectTarget::Exec {
+                namespace: "shop".to_owned(),
+                pod: "web-1".to_owned(),
+            })
+        );
+    }
+
+    #[test]
+    fn exec_and_portforward_need_the_methods_verb_and_create() {
+        let exec = ConnectTarget::Exec {
+            namespace: "shop".to_owned(),
+            pod: "web-1".to_owned(),
+        };
+        let verbs = |target: &ConnectTarget, method: &str| -> Vec<String> {
+            authorization_requests(target, method)
+                .into_iter()
+                .map(|request| match request {
+                    crate::rbac::Request::Resource { verb, .. } => verb,
+                    crate::rbac::Request::NonResource { verb, .. } => verb,
+                })
+                .collect()
+        };
+        assert_eq!(verbs(&exec, "GET"), ["get", "create"]);
+        assert_eq!(verbs(&exec, "POST"), ["create"]);
+        let proxy = ConnectTarget::PodProxy {
+            namespace: "shop".to_owned(),
+            target: NamePort::parse("web-1"),
+            path: "/".to_owned(),
+        };
+        assert_eq!(verbs(&proxy, "GET"), ["get"]);
     }
 
     #[test]
@@ -290,6 +346,7 @@ mod tests {
             "/api/v1/namespaces/shop/pods/web-1",
             "/api/v1/namespaces/shop/pods/web-1/log",
             "/api/v1/namespaces/shop/pods/web-1/portforward/extra",
+            "/api/v1/namespaces/shop/pods/web-1/exec/extra",
             "/api/v1/namespaces/shop/deployments/web/proxy/x",
             "/apis/apps/v1/namespaces/shop/deployments/web",
             "/api/v1/pods",

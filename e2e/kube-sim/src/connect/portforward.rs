@@ -135,7 +135,7 @@ pub fn loopback_port(pod: &Pod, port: u16) -> Option<u16> {
 }
 
 /// Whether a comma-separated header lists `token` (case-insensitive).
-fn header_has(headers: &HeaderMap, name: &header::HeaderName, token: &str) -> bool {
+pub(crate) fn header_has(headers: &HeaderMap, name: &header::HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()

@@ -101,6 +101,17 @@ pub trait PodLogSink: Send + Sync {
     fn start(&self, _namespace: &str, _pod: &str, _container: &str) {}
     /// Appends one chunk of output (normally one line, with its newline) of a container.
     fn append(&self, namespace: &str, pod: &str, container: &str, chunk: &[u8]);
+    /// A container's process started (`Some`, how to exec beside it) or its process `pid`
+    /// ended (`None`): what `pods/exec` needs.
+    fn running(
+        &self,
+        _namespace: &str,
+        _pod: &str,
+        _container: &str,
+        _pid: i32,
+        _target: Option<crate::connect::exec::ExecTarget>,
+    ) {
+    }
 }
 
 /// A sink that drops every line (for tests that do not read logs).
@@ -122,6 +133,21 @@ impl PodLogSink for ClusterLogs {
 
     fn append(&self, namespace: &str, pod: &str, container: &str, chunk: &[u8]) {
         self.0.pod_logs().append(namespace, pod, container, chunk);
+    }
+
+    fn running(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        pid: i32,
+        target: Option<crate::connect::exec::ExecTarget>,
+    ) {
+        let running = self.0.running_containers();
+        match target {
+            Some(target) => running.started(namespace, pod, container, target),
+            None => running.stopped(namespace, pod, container, pid),
+        }
     }
 }
 

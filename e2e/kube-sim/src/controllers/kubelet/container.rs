@@ -732,6 +732,26 @@ async fn run_process(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(pid);
+        context.logs.running(
+            &context.namespace(),
+            &context.pod_name(),
+            &context.spec.name,
+            pid,
+            Some(crate::connect::exec::ExecTarget {
+                pid,
+                env: base_environment(context)
+                    .into_iter()
+                    .chain(env.iter().cloned())
+                    .collect(),
+                workdir: context.workdir.clone(),
+                binary: binary.to_path_buf(),
+                command: context
+                    .spec
+                    .command
+                    .as_ref()
+                    .and_then(|command| command.first().cloned()),
+            }),
+        );
     }
     context.logs.start(
         &context.namespace(),
@@ -809,6 +829,13 @@ async fn run_process(
     };
     probe_task.abort();
     if let Some(pid) = pid {
+        context.logs.running(
+            &context.namespace(),
+            &context.pod_name(),
+            &context.spec.name,
+            pid,
+            None,
+        );
         // Whatever the process left behind in its group goes too.
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         context
