@@ -1557,3 +1557,109 @@ subjects:
     }
     sim.stop().await;
 }
+
+/// `kubectl port-forward TARGET 0:PORT` in the background: the local port it prints, and the
+/// process (killed on drop).
+async fn port_forward(
+    kubectl: &Kubectl,
+    target: &str,
+    ports: &str,
+    websockets: bool,
+) -> (u16, tokio::process::Child) {
+    let mut child = tokio::process::Command::new("kubectl")
+        // kubectl's switch for its WebSocket tunnel (on by default): off, it speaks SPDY alone.
+        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets.to_string())
+        .arg("--kubeconfig")
+        .arg(&kubectl.kubeconfig)
+        .arg("--cache-dir")
+        .arg(kubectl.cache.path())
+        .args(["port-forward", target, ports])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl is installed (make deps)");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("kubectl port-forward {target} printed nothing"))
+        .expect("stdout read")
+        .unwrap_or_else(|| panic!("kubectl port-forward {target} ended"));
+    // "Forwarding from 127.0.0.1:43121 -> 3000"
+    let port = line
+        .strip_prefix("Forwarding from 127.0.0.1:")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output: {line}"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (port, child)
+}
+
+/// `kubectl port-forward` to a pod and to a Service (kubectl resolves the Service port to a
+/// pod's container port itself), with HTTP requests through it: kubectl 1.32 tunnels SPDY/3.1
+/// through a WebSocket (`SPDY/3.1+portforward.k8s.io`), one pair of streams per connection;
+/// with `KUBECTL_PORT_FORWARD_WEBSOCKETS=false` it upgrades to SPDY itself.
+#[tokio::test]
+async fn kubectl_port_forwards_to_a_pod_and_to_a_service() {
+    let sim = Sim::start(ControllersConfig::default()).await;
+    let kubectl = Kubectl::new(&sim);
+    let manifest = format!(
+        "{}        ports: [{{name: http, containerPort: 3000}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: http}}]
+",
+        exec_deployment()
+    );
+    apply_and_wait(&kubectl, &manifest, "deployment/web").await;
+    let pod = kubectl
+        .ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ])
+        .await;
+    let client = reqwest::Client::new();
+    for (target, websockets) in [
+        (format!("pod/{pod}"), true),
+        ("svc/web".to_owned(), true),
+        ("svc/web".to_owned(), false),
+    ] {
+        let remote = if target.starts_with("svc/") {
+            "0:80"
+        } else {
+            "0:3000"
+        };
+        let (port, mut child) = port_forward(&kubectl, &target, remote, websockets).await;
+        // Several connections, one after the other and at once.
+        for _ in 0..2 {
+            let body = client
+                .get(format!("http://127.0.0.1:{port}/"))
+                .send()
+                .await
+                .unwrap_or_else(|error| panic!("GET through {target}: {error}"))
+                .text()
+                .await
+                .expect("body");
+            assert_eq!(body, pod, "through {target}");
+        }
+        let (a, b) = tokio::join!(
+            client.get(format!("http://127.0.0.1:{port}/health")).send(),
+            client
+                .get(format!("http://127.0.0.1:{port}/health/ready"))
+                .send()
+        );
+        assert_eq!(a.expect("health").status(), 200);
+        assert_eq!(b.expect("ready").status(), 200);
+        let _ = child.kill().await;
+    }
+    sim.stop().await;
+}

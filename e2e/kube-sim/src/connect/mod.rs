@@ -23,7 +23,9 @@
 
 pub mod exec;
 pub mod portforward;
+pub mod portforward_spdy;
 pub mod proxy;
+pub mod spdy;
 
 use std::sync::Arc;
 

@@ -1,17 +1,21 @@
-//! `pods/NAME/portforward?ports=P[,Q...]`: TCP to a pod's ports over one WebSocket.
+//! `pods/NAME/portforward`: TCP to a pod's ports, in the protocol the client asks for.
 //!
-//! The protocol is kube-apiserver's `v4.channel.k8s.io` for port forwarding (the one kube-rs's
-//! `Api::<Pod>::portforward` negotiates): every binary message starts with a channel byte; the
-//! `i`-th requested port has the data channel `2i` and the error channel `2i + 1`; the server's
-//! first message on each of them is the port number as a little-endian `u16`. Client messages on a
-//! data channel are written to that port's connection; what the process sends back comes as
-//! messages on the same channel. A port whose connection cannot be made gets its error as text on
-//! its error channel. When every connection has ended (or failed), or the client closes, the
-//! server closes the WebSocket.
+//! - A WebSocket in `SPDY/3.1+portforward.k8s.io` (kubectl 1.32's default), or `Upgrade:
+//!   SPDY/3.1` with `X-Stream-Protocol-Version: portforward.k8s.io` (its fallback): the SPDY
+//!   port-forward protocol, [`super::portforward_spdy`]; the ports are named per stream.
+//! - A WebSocket in `v4.channel.k8s.io` for port forwarding (the one kube-rs's
+//!   `Api::<Pod>::portforward` negotiates): every binary message starts with a channel byte; the
+//!   `i`-th port of the `ports` query has the data channel `2i` and the error channel `2i + 1`;
+//!   the server's first message on each of them is the port number as a little-endian `u16`.
+//!   Client messages on a data channel are written to that port's connection; what the process
+//!   sends back comes as messages on the same channel. A port whose connection cannot be made
+//!   gets its error as text on its error channel. When every connection has ended (or failed),
+//!   or the client closes, the server closes the WebSocket.
 //!
-//! Refused like kube-apiserver and the kubelet refuse them: a request without a WebSocket upgrade
+//! Refused like kube-apiserver and the kubelet refuse them: a request without an upgrade
 //! (`400 Upgrade request required`), without a supported subprotocol, without ports or with an
-//! invalid one (400), for a pod that does not exist (404) or is not running (400).
+//! invalid one (400; the channel protocol), for a pod that does not exist (404) or is not
+//! running (400).
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -29,7 +33,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use super::{read_pod, status_response};
+use super::{portforward_spdy, read_pod, status_response};
 use crate::cluster::Cluster;
 use crate::controllers::service_proxy::pod_target_port;
 use crate::status::ApiError;
@@ -45,30 +49,134 @@ pub fn serve(cluster: &Cluster, namespace: &str, pod: &str, mut request: Request
         Err(error) => return status_response(&error),
     };
     let upgrade = hyper::upgrade::on(&mut request);
+    let transport = plan.transport;
+    let spdy_pod = plan.pod.clone();
     tokio::spawn(async move {
-        match upgrade.await {
-            Ok(upgraded) => {
-                let socket =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
-                        .await;
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => TokioIo::new(upgraded),
+            Err(error) => {
+                tracing::debug!(%error, "portforward: upgrade failed");
+                return;
+            }
+        };
+        let spdy_ports = move |port: u16| ForwardedPort {
+            port,
+            loopback: loopback_port(&spdy_pod, port),
+        };
+        match transport {
+            Transport::Channels => {
+                let socket = WebSocketStream::from_raw_socket(upgraded, Role::Server, None).await;
                 bridge(socket, plan.ports).await;
             }
-            Err(error) => tracing::debug!(%error, "portforward: upgrade failed"),
+            Transport::SpdyOverWebSocket => {
+                let socket = WebSocketStream::from_raw_socket(upgraded, Role::Server, None).await;
+                spdy_over_websocket(socket, spdy_ports).await;
+            }
+            Transport::Spdy => spdy_over_connection(upgraded, spdy_ports).await,
         }
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(
-        header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(PROTOCOL),
-    );
-    if let Ok(accept) = HeaderValue::from_str(&plan.accept) {
-        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    match transport {
+        Transport::Channels | Transport::SpdyOverWebSocket => {
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            let protocol = match transport {
+                Transport::Channels => PROTOCOL,
+                Transport::SpdyOverWebSocket | Transport::Spdy => portforward_spdy::TUNNEL_PROTOCOL,
+            };
+            headers.insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(protocol),
+            );
+            if let Ok(accept) = HeaderValue::from_str(&plan.accept) {
+                headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+            }
+        }
+        Transport::Spdy => {
+            headers.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+            headers.insert(
+                "x-stream-protocol-version",
+                HeaderValue::from_static(portforward_spdy::STREAM_PROTOCOL),
+            );
+        }
     }
     response
+}
+
+/// The SPDY connection's bytes in the binary messages of a WebSocket (client-go's
+/// `TunnelingConnection`).
+async fn spdy_over_websocket<S>(socket: WebSocketStream<S>, ports: impl Fn(u16) -> ForwardedPort)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut incoming) = socket.split();
+    let (to_session, input) = mpsc::channel::<Vec<u8>>(64);
+    let (output, mut from_session) = mpsc::channel::<Vec<u8>>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = from_session.recv().await {
+            if sink.send(Message::binary(bytes)).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+        let _ = sink.close().await;
+    });
+    let reader = async move {
+        while let Some(Ok(message)) = incoming.next().await {
+            match message {
+                Message::Binary(bytes) => {
+                    if to_session.send(bytes.to_vec()).await.is_err() {
+                        return;
+                    }
+                }
+                Message::Close(_) => return,
+                Message::Text(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        () = portforward_spdy::serve(input, output, ports) => {}
+        () = reader => {}
+    }
+    let _ = writer.await;
+}
+
+/// The SPDY connection on the upgraded connection itself (`Upgrade: SPDY/3.1`).
+async fn spdy_over_connection<S>(socket: S, ports: impl Fn(u16) -> ForwardedPort)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut read_half, mut write_half) = tokio::io::split(socket);
+    let (to_session, input) = mpsc::channel::<Vec<u8>>(64);
+    let (output, mut from_session) = mpsc::channel::<Vec<u8>>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = from_session.recv().await {
+            if write_half.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = write_half.shutdown().await;
+    });
+    let reader = async move {
+        let mut buffer = vec![0_u8; 32 * 1024];
+        loop {
+            match read_half.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => {
+                    if to_session.send(buffer[..read].to_vec()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = portforward_spdy::serve(input, output, ports) => {}
+        () = reader => {}
+    }
+    let _ = writer.await;
 }
 
 /// A requested port: its number, and the loopback port of the process behind it.
@@ -80,9 +188,22 @@ pub struct ForwardedPort {
     pub loopback: Option<u16>,
 }
 
+/// How the client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// A WebSocket in `v4.channel.k8s.io` (kube-rs).
+    Channels,
+    /// SPDY tunnelled through a WebSocket (`SPDY/3.1+portforward.k8s.io`, kubectl 1.32).
+    SpdyOverWebSocket,
+    /// SPDY on the upgraded connection (`Upgrade: SPDY/3.1`).
+    Spdy,
+}
+
 struct Plan {
     accept: String,
+    transport: Transport,
     ports: Vec<ForwardedPort>,
+    pod: Pod,
 }
 
 fn plan(
@@ -92,20 +213,54 @@ fn plan(
     request: &Request,
 ) -> Result<Plan, ApiError> {
     let headers = request.headers();
-    let upgrade = header_has(headers, &header::UPGRADE, "websocket")
+    let websocket = header_has(headers, &header::UPGRADE, "websocket")
         && header_has(headers, &header::CONNECTION, "upgrade");
-    if !upgrade {
+    let spdy = header_has(headers, &header::UPGRADE, "SPDY/3.1")
+        && header_has(headers, &header::CONNECTION, "upgrade");
+    let transport = if websocket {
+        if header_has(
+            headers,
+            &header::SEC_WEBSOCKET_PROTOCOL,
+            portforward_spdy::TUNNEL_PROTOCOL,
+        ) {
+            Transport::SpdyOverWebSocket
+        } else if header_has(headers, &header::SEC_WEBSOCKET_PROTOCOL, PROTOCOL) {
+            Transport::Channels
+        } else {
+            return Err(ApiError::bad_request(format!(
+                "unsupported portforward subprotocol: {PROTOCOL} and {} are served",
+                portforward_spdy::TUNNEL_PROTOCOL
+            )));
+        }
+    } else if spdy {
+        if !header_has(
+            headers,
+            &header::HeaderName::from_static("x-stream-protocol-version"),
+            portforward_spdy::STREAM_PROTOCOL,
+        ) {
+            return Err(ApiError::bad_request(format!(
+                "unable to upgrade: no supported stream protocol ({} is served)",
+                portforward_spdy::STREAM_PROTOCOL
+            )));
+        }
+        Transport::Spdy
+    } else {
         return Err(ApiError::bad_request("Upgrade request required"));
-    }
-    if !header_has(headers, &header::SEC_WEBSOCKET_PROTOCOL, PROTOCOL) {
-        return Err(ApiError::bad_request(format!(
-            "unsupported portforward subprotocol: only {PROTOCOL} is served"
-        )));
-    }
-    let key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .ok_or_else(|| ApiError::bad_request("missing Sec-WebSocket-Key"))?;
-    let ports = requested_ports(request.uri().query().unwrap_or(""))?;
+    };
+    let accept = match transport {
+        Transport::Channels | Transport::SpdyOverWebSocket => derive_accept_key(
+            headers
+                .get(header::SEC_WEBSOCKET_KEY)
+                .ok_or_else(|| ApiError::bad_request("missing Sec-WebSocket-Key"))?
+                .as_bytes(),
+        ),
+        Transport::Spdy => String::new(),
+    };
+    // The channel protocol names its ports in the query; SPDY names each stream's port.
+    let ports = match transport {
+        Transport::Channels => requested_ports(request.uri().query().unwrap_or(""))?,
+        Transport::SpdyOverWebSocket | Transport::Spdy => Vec::new(),
+    };
     let pod = read_pod(cluster, namespace, name)?;
     let phase = pod
         .status
@@ -118,7 +273,8 @@ fn plan(
         )));
     }
     Ok(Plan {
-        accept: derive_accept_key(key.as_bytes()),
+        accept,
+        transport,
         ports: ports
             .into_iter()
             .map(|port| ForwardedPort {
@@ -126,6 +282,7 @@ fn plan(
                 loopback: loopback_port(&pod, port),
             })
             .collect(),
+        pod,
     })
 }
 
