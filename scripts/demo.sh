@@ -7,12 +7,20 @@
 # target/debug/kumiko-app, `kumiko-operator:*` -> target/debug/kumiko-operator); installs the
 # operator with `helm install --wait` of charts/kumiko-operator (its CRD, ServiceAccount, RBAC and
 # Deployment: the operator runs as a pod under the chart's RBAC, with kube-rs's in-cluster
-# configuration); applies examples/minimal.yaml; prints progress until the app is Ready; then keeps
-# everything running for exploring with `kubectl --kubeconfig target/demo/kubeconfig`. Ctrl-C
-# tears everything down.
+# configuration); applies examples/minimal.yaml; prints progress until the app is Ready; then
+# prints the tour: the app's URL (kube-sim's own forwarding of the app's Service, which follows
+# the Service's endpoints through upgrades and restarts) and five commands to try, also written
+# to target/demo/tour.sh; then keeps everything running for exploring with
+# `kubectl --kubeconfig target/demo/kubeconfig`. Ctrl-C tears everything down.
+#
+# Two images of the app are mapped: `kumiko-app:dev` (the example's) and `kumiko-app:v2` (the same
+# program under another tag: upgrading to it runs the migrate Job first, then rolls the pods).
 #
 # Environment: DEMO_EXAMPLE (default examples/minimal.yaml), DEMO_READY_TIMEOUT (seconds, default
-# 300), DEMO_EXIT_WHEN_READY=1 (tear down once Ready instead of waiting for Ctrl-C).
+# 300), DEMO_EXIT_WHEN_READY=1 (tear down once Ready instead of waiting for Ctrl-C),
+# DEMO_CHECK_TOUR=1 (with DEMO_EXIT_WHEN_READY=1: before tearing down, check that the URL answers
+# with the status page and run every printed command, scripts/demo-tour-check.sh), DEMO_PSQL_PORT
+# (the local port of the tour's psql step, default 15432).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -67,9 +75,10 @@ cargo build --quiet -p kube-sim --bin kube-sim -p kumiko-runtime --bin kumiko-ap
 
 mkdir -p "$demo_dir"
 rm -f "$kubeconfig"
-say "starting kube-sim (throwaway Postgres per CNPG Cluster; kumiko-app:dev and kumiko-operator mapped to target/debug)"
+say "starting kube-sim (throwaway Postgres per CNPG Cluster; kumiko-app:dev, kumiko-app:v2 and kumiko-operator mapped to target/debug)"
 setsid target/debug/kube-sim --kubeconfig "$kubeconfig" --start-postgres \
   --image "kumiko-app:dev=$root/target/debug/kumiko-app" \
+  --image "kumiko-app:v2=$root/target/debug/kumiko-app" \
   --image "kumiko-operator=$root/target/debug/kumiko-operator" >"$demo_dir/kube-sim.log" 2>&1 &
 sim_pid=$!
 for _ in $(seq 1 300); do
@@ -129,9 +138,40 @@ done
 say "Ready:"
 kubectl_demo get -f "$example" -o wide
 kubectl_demo get pods -A
+
+# The tour: the app's URL and five commands, each of which works against this cluster.
+app=$(kubectl_demo get -f "$example" -o jsonpath='{.metadata.name}')
+app_namespace=$(kubectl_demo get -f "$example" -o jsonpath='{.metadata.namespace}')
+# kube-sim forwards every Service port from a loopback port of its own, published on the Service.
+proxy_port=$(kubectl_demo -n "$app_namespace" get service "$app-api" \
+  -o jsonpath='{.metadata.annotations.kube-sim\.kumiko\.so/proxy-port-80}')
+[ -n "$proxy_port" ] || fail "the Service $app_namespace/$app-api publishes no local port"
+url="http://127.0.0.1:$proxy_port/"
+psql_port="${DEMO_PSQL_PORT:-15432}"
+k="kubectl --kubeconfig target/demo/kubeconfig -n $app_namespace"
+tour="$demo_dir/tour.sh"
+cat >"$tour" <<TOUR
+# 1. Watch the app (its Ready condition, the API and worker summaries); Ctrl-C stops watching.
+$k get kapp -w
+# 2. Upgrade the image: the migrate Job of kumiko-app:v2 runs first, then the pods roll.
+$k patch kapp $app --type merge -p '{"spec":{"image":"kumiko-app:v2"}}'
+# 3. Scale the worker to two pods.
+$k patch kapp $app --type merge -p '{"spec":{"worker":{"replicas":2}}}'
+# 4. Rotate the runtime role's credentials (a new password, the pods restart onto it).
+$k annotate kapp $app --overwrite kumiko.so/rotate-credentials=\$(date +%s)
+# 5. Open psql on the app's database, through a port-forward to its Postgres.
+$k port-forward svc/$app-db-rw $psql_port:5432 >/dev/null & sleep 2; PGPASSWORD=\$($k get secret $app-db-runtime -o jsonpath='{.data.password}' | base64 -d) psql -h 127.0.0.1 -p $psql_port -U ${app//-/_}_runtime $app; kill \$!
+TOUR
+say "the app's status page: $url"
+say "try next (also in target/demo/tour.sh):"
+sed 's/^/  /' "$tour"
+say "and look inside a pod (the migrations the app's database holds): $k exec deploy/$app-api -- sh -c 'KUMIKO_PROCESS=migrate kumiko-app migrate status'"
 if [ "${DEMO_EXIT_WHEN_READY:-0}" = "1" ]; then
+  if [ "${DEMO_CHECK_TOUR:-0}" = "1" ]; then
+    bash scripts/demo-tour-check.sh "$url" "$tour" "$k exec deploy/$app-api -- sh -c 'KUMIKO_PROCESS=migrate kumiko-app migrate status'" \
+      || fail "the tour does not work"
+  fi
   exit 0
 fi
-say "explore with: kubectl --kubeconfig target/demo/kubeconfig get all -A"
 say "Ctrl-C tears everything down"
 wait "$sim_pid"

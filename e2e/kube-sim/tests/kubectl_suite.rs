@@ -1406,6 +1406,19 @@ async fn kubectl_exec_runs_a_command_in_the_container_and_exits_with_its_code() 
     assert!(stdout.contains("VERSION=v1"), "{stdout}");
     assert!(stdout.contains(r#"args=["extra"]"#), "{stdout}");
     assert_eq!(output.status.code(), Some(2), "{stdout}");
+    // A shell in the container finds the image's program on PATH, as in an image.
+    let output = kubectl
+        .run(&[
+            "exec",
+            "deploy/web",
+            "--",
+            "sh",
+            "-c",
+            "sim-pod from-a-shell",
+        ])
+        .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains(r#"args=["from-a-shell"]"#), "{stdout}");
 
     let output = kubectl_with_input(
         &kubectl,

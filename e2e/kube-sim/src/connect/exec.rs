@@ -29,8 +29,9 @@
 //! ServiceAccount volume), with the container's environment (the kubelet's base variables, `env`
 //! and `envFrom` resolved as at its start) and working directory. The image's program is the
 //! container's binary: a command named like the container's `command[0]`, or like the mapped
-//! binary's file name, runs that binary; every other command is looked up in `PATH`, as the
-//! image's other programs would be. With `tty=true` the command runs as the leader of a new
+//! binary's file name, runs that binary, and those names are on the command's `PATH` (links in a
+//! directory of the session), so a shell finds them too; every other command is looked up in
+//! `PATH`, as the image's other programs would be. With `tty=true` the command runs as the leader of a new
 //! session on a pseudo-terminal (`setsid --ctty`), sized by the resize channel, and stdout and
 //! stderr are both the terminal (the kubelet refuses `tty` with `stderr`). A client that leaves
 //! before the command ends ends it (SIGKILL to its process group).
@@ -259,6 +260,50 @@ pub fn resolve_command(command: &[String], target: &ExecTarget) -> Vec<OsString>
         *program = target.binary.clone().into_os_string();
     }
     argv
+}
+
+/// The names the image's program goes by: the mapped binary's file name and the container's
+/// `command[0]`'s.
+pub fn program_names(target: &ExecTarget) -> Vec<OsString> {
+    let mut names: Vec<OsString> = [
+        target.binary.file_name().map(OsString::from),
+        target
+            .command
+            .as_deref()
+            .map(Path::new)
+            .and_then(Path::file_name)
+            .map(OsString::from),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    names.dedup();
+    names
+}
+
+/// A directory holding the image's program under each of its [`program_names`] (symbolic
+/// links to the binary), and `target` with that directory first on its `PATH`: in an image the
+/// program is on `PATH`, so a shell in the container finds it (`sh -c 'kumiko-app ...'`).
+fn with_program_on_path(target: &ExecTarget) -> std::io::Result<(tempfile::TempDir, ExecTarget)> {
+    let directory = tempfile::Builder::new()
+        .prefix("kube-sim-exec-")
+        .tempdir()?;
+    for name in program_names(target) {
+        std::os::unix::fs::symlink(&target.binary, directory.path().join(name))?;
+    }
+    let mut target = target.clone();
+    let path = target
+        .env
+        .iter()
+        .rev()
+        .find(|(key, _)| key == "PATH")
+        .map(|(_, value)| value.clone())
+        .unwrap_or_default();
+    target.env.push((
+        "PATH".to_owned(),
+        format!("{}:{path}", directory.path().display()),
+    ));
+    Ok((directory, target))
 }
 
 /// The `nsenter(1)` arguments that run `argv` in `target`'s mount namespace and working
@@ -668,6 +713,14 @@ async fn session<S>(
     if sink.send(frame(first, &[])).await.is_err() {
         return;
     }
+    // The image's program by its names on `PATH`, for the session's lifetime.
+    let (programs, target) = match with_program_on_path(&target) {
+        Ok((programs, target)) => (Some(programs), target),
+        Err(error) => {
+            tracing::debug!(%error, "exec: the image's program is not on PATH");
+            (None, target)
+        }
+    };
     let started = if options.tty {
         start_on_terminal(&options, &target)
     } else {
@@ -761,6 +814,7 @@ async fn session<S>(
             },
         }
     }
+    drop(programs);
     if client_left {
         return;
     }
@@ -843,6 +897,25 @@ mod tests {
         assert_eq!(run(&["app"])[0], binary);
         assert_eq!(run(&["sh", "-c", "pwd"])[0], "sh");
         assert_eq!(run(&["/bin/kumiko-app"])[0], "/bin/kumiko-app");
+    }
+
+    #[test]
+    fn the_images_program_is_on_path_under_its_names() {
+        let mut target = target();
+        target.binary = std::env::current_exe().expect("test binary");
+        target.command = Some("/usr/local/bin/app".to_owned());
+        let (directory, on_path) = with_program_on_path(&target).expect("links");
+        let path = &on_path.env.last().expect("PATH").1;
+        assert!(
+            path.starts_with(&directory.path().display().to_string()),
+            "{path}"
+        );
+        assert!(path.ends_with(":/usr/bin:/bin"), "{path}");
+        for name in program_names(&target) {
+            let link = directory.path().join(name);
+            assert_eq!(std::fs::read_link(&link).ok(), Some(target.binary.clone()));
+        }
+        assert!(directory.path().join("app").exists());
     }
 
     #[test]
