@@ -173,6 +173,7 @@ pub struct Cluster {
     pub(crate) faults: Faults,
     pub(crate) admission: AdmissionChain,
     pub(crate) logs: PodLogs,
+    pub(crate) metrics: crate::pod_metrics::PodMetrics,
     pub(crate) authenticator: Authenticator,
     pub(crate) decisions: Mutex<BTreeSet<crate::authz::Decided>>,
 }
@@ -313,6 +314,7 @@ impl Cluster {
             faults: Faults::default(),
             admission: AdmissionChain::default(),
             logs: PodLogs::default(),
+            metrics: crate::pod_metrics::PodMetrics::default(),
             authenticator: Authenticator::new(),
             decisions: Mutex::new(BTreeSet::new()),
         })
@@ -374,6 +376,11 @@ impl Cluster {
     /// The container log store served at `pods/{name}/log`.
     pub fn pod_logs(&self) -> &PodLogs {
         &self.logs
+    }
+
+    /// The pods' resource use, served as `metrics.k8s.io` (see [`crate::pod_metrics`]).
+    pub fn pod_metrics(&self) -> &crate::pod_metrics::PodMetrics {
+        &self.metrics
     }
 
     /// The current global resourceVersion.

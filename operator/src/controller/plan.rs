@@ -35,10 +35,10 @@ use kumiko_crds::{KumikoApp, KumikoAppStatus, ProcessStatus, condition};
 use super::credentials::{credentials_checksum, redact};
 use super::observe::World;
 use super::status::{self, Check, MIGRATION_FAILED, Progress, WAITING, compute_status};
-use super::steps::{JobOutcome, availability, job_outcome, jobs_to_delete, just_created};
+use super::steps::{JobOutcome, Wanted, availability, job_outcome, jobs_to_delete, just_created};
 use crate::desired::{self, Children, FINALIZER};
 use crate::observed::Observed;
-use crate::validate::{Database, ValidatedApp};
+use crate::validate::{Autoscaler, Database, ValidatedApp};
 
 /// The steps of the rollout, in order: an action belongs to one, and a failure at one leaves the
 /// conditions of it and of every later step as they were before the reconcile.
@@ -544,7 +544,7 @@ pub fn plan(
     let (api_check, api_counts) = availability(
         api_deployment,
         image,
-        desired_replicas(app.spec.api.replicas, &api_autoscaling, api_deployment),
+        wanted(app.spec.api.replicas, app.api_autoscaler.as_ref()),
     );
     progress.api = api_check;
     progress.api_replicas =
@@ -555,7 +555,7 @@ pub fn plan(
             let (check, counts) = availability(
                 worker_deployment,
                 image,
-                desired_replicas(worker.replicas, &worker_autoscaling, worker_deployment),
+                wanted(worker.replicas, app.worker_autoscaler.as_ref()),
             );
             progress.worker = check;
             progress.worker_replicas =
@@ -734,16 +734,12 @@ fn live_replicas(deployment: &Deployment) -> i32 {
         .unwrap_or(1)
 }
 
-/// The replicas a process type's rollout is judged against: the spec's, or, when an autoscaler
-/// sets them, the Deployment's own.
-fn desired_replicas(
-    spec_replicas: i32,
-    autoscaling: &Autoscaling,
-    deployment: Option<&Deployment>,
-) -> i32 {
-    match (autoscaling.autoscaled, deployment) {
-        (true, Some(deployment)) => live_replicas(deployment),
-        (true, None) | (false, _) => spec_replicas,
+/// What a process type's rollout is judged against: the spec's replicas, or, when an autoscaler
+/// sets them, its `minReplicas` available with every pod at the current template.
+fn wanted(spec_replicas: i32, autoscaler: Option<&Autoscaler>) -> Wanted {
+    match autoscaler {
+        Some(autoscaler) => Wanted::AtLeast(autoscaler.min_replicas),
+        None => Wanted::Exactly(spec_replicas),
     }
 }
 

@@ -886,6 +886,25 @@ fn a_deployment_created_with_autoscaling_needs_no_handover() {
 }
 
 #[test]
+fn an_autoscaler_scaling_up_keeps_the_app_ready() {
+    let app = autoscaled_app();
+    // The autoscaler asked for 5 pods; 2 (its minimum) are ready, 3 start.
+    let mut scaling = deployment(IMAGE, 5, 2);
+    if let Some(status) = scaling.status.as_mut() {
+        status.updated_replicas = Some(5);
+    }
+    let world = migrated_world(&app, Some(scaling));
+    let first = plan(
+        &validated(&app),
+        &world,
+        Some(&roles_confirmed(&app)),
+        &at(200),
+    );
+    let steady = plan(&validated(&app), &world, Some(&first.status), &at(300));
+    assert!(steady.progress.is_ready(), "{:?}", steady.progress.api);
+}
+
+#[test]
 fn an_autoscaled_rollout_is_judged_against_the_replicas_the_autoscaler_set() {
     let app = autoscaled_app();
     // The autoscaler scaled the API to 5 pods, all ready; the spec says 2.
