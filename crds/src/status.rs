@@ -81,8 +81,9 @@ pub struct ProcessStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
     /// True once a HorizontalPodAutoscaler sets the Deployment's replicas (`autoscaling` is set and
-    /// the operator has handed the `replicas` field over to it).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// the operator has handed the `replicas` field over to it). Always written, so that the
+    /// status merge patch turns it off again.
+    #[serde(default)]
     pub autoscaled: bool,
 }
 

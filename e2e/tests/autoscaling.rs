@@ -333,3 +333,108 @@ async fn kubectl_top_pods_shows_the_app_pods_use() {
     assert!(memory > 0, "a running kumiko-app holds memory: {line}");
     cluster.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_autoscaling_on_keeps_the_running_pods_and_turning_it_off_removes_the_autoscaler() {
+    let cluster = TestCluster::start().await.unwrap();
+    let namespace = cluster.namespace("handover").await.unwrap();
+    let mut manifest = manifests::minimal_app("handover", &namespace, cluster.app_image());
+    manifest["spec"]["api"]["replicas"] = json!(2);
+    let app = TestApp::apply(cluster.client(), &manifest).await.unwrap();
+    app.wait_ready().await.unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client().clone(), &namespace);
+    let autoscalers: Api<HorizontalPodAutoscaler> =
+        Api::namespaced(cluster.client().clone(), &namespace);
+    let before = deployments.get("handover-api").await.unwrap();
+    assert_eq!(replicas(&before), 2);
+    assert_eq!(
+        replicas_owners(&before),
+        vec![("kumiko-operator".to_owned(), "Apply".to_owned(), String::new())]
+    );
+
+    let versions = Arc::new(std::sync::Mutex::new(Vec::<Deployment>::new()));
+    let recorder = {
+        let versions = versions.clone();
+        let config = watcher::Config::default().fields("metadata.name=handover-api");
+        let stream = watcher(deployments.clone(), config);
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream.applied_objects());
+            while let Ok(Some(deployment)) = stream.try_next().await {
+                versions.lock().unwrap().push(deployment);
+            }
+        })
+    };
+    // A long window: the idle autoscaler does not scale the two pods down during the test.
+    app.patch_spec(json!({"api": {"autoscaling": {"minReplicas": 1, "maxReplicas": 3, "scaleDownStabilization": "10m"}}}))
+        .await
+        .unwrap();
+    eventually(
+        "the operator hands the replicas over",
+        Duration::from_secs(60),
+        || {
+            let app = app.clone();
+            async move {
+                let current = app.get().await?;
+                let api = current.status.and_then(|status| status.api);
+                Ok(api.is_some_and(|api| api.autoscaled).then_some(()))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let handed_over = deployments.get("handover-api").await.unwrap();
+    assert_eq!(replicas(&handed_over), 2, "the pods in service stay");
+    let owners = replicas_owners(&handed_over);
+    assert!(
+        owners.iter().all(|(manager, _, _)| manager != "kumiko-operator"),
+        "{owners:?}"
+    );
+    assert!(
+        owners
+            .iter()
+            .any(|(manager, _, _)| manager == "kumiko-operator-replicas-handover"),
+        "{owners:?}"
+    );
+    assert!(autoscalers.get_opt("handover-api").await.unwrap().is_some());
+    app.wait_ready().await.unwrap();
+
+    app.patch_spec(json!({"api": {"autoscaling": null}}))
+        .await
+        .unwrap();
+    eventually(
+        "the operator deletes the autoscaler",
+        Duration::from_secs(60),
+        || {
+            let autoscalers = autoscalers.clone();
+            async move { Ok(autoscalers.get_opt("handover-api").await?.is_none().then_some(())) }
+        },
+    )
+    .await
+    .unwrap();
+    let taken_back = eventually(
+        "the operator applies the replicas again",
+        Duration::from_secs(60),
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let deployment = deployments.get("handover-api").await?;
+                let owned = replicas_owners(&deployment)
+                    .iter()
+                    .any(|(manager, _, _)| manager == "kumiko-operator");
+                Ok(owned.then_some(deployment))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(replicas(&taken_back), 2);
+    let status = app.wait_ready().await.unwrap().status.unwrap();
+    assert!(!status.api.unwrap().autoscaled);
+    recorder.abort();
+    let counts: Vec<i32> = versions.lock().unwrap().iter().map(replicas).collect();
+    assert!(
+        counts.iter().all(|count| *count == 2),
+        "the Deployment never fell back to one pod: {counts:?}"
+    );
+    cluster.shutdown().await.unwrap();
+}

@@ -1102,9 +1102,9 @@ mod tests {
 
     #[test]
     fn load_above_target_scales_by_the_ratio_of_use_to_target() {
-        // Two pods at 200% of a 50% target: ratio 4, ceil(4 × 2) = 8.
+        // Two pods at 100% of their request against a 25% target: ratio 4, ceil(4 × 2) = 8.
         let pods = [pod("a", Some(100)), pod("b", Some(100))];
-        let proposal = resource_replicas(2, 50, true, &pods, at(1000)).expect("a proposal");
+        let proposal = resource_replicas(2, 25, true, &pods, at(1000)).expect("a proposal");
         assert_eq!(proposal.replicas, 8);
         assert_eq!(proposal.utilization, 100);
     }
