@@ -65,7 +65,7 @@ cp target/debug/kumiko-app-broken-migration "$work_dir/bin/"
 ln -s "$root/target/debug/kumiko-app" "$work_dir/bin/kumiko-app"
 
 say "starting kube-sim"
-setsid target/debug/kube-sim --kubeconfig "$kubeconfig" --start-postgres --backoff-seconds 1 \
+setsid target/debug/kube-sim --kubeconfig "$kubeconfig" --start-postgres --backoff-seconds 1 --metric-resolution 5 --horizontal-pod-autoscaler-sync-period 5 \
   --image "kumiko-app:broken-migration=$work_dir/bin/kumiko-app-broken-migration" \
   --image "kumiko-app=$root/target/debug/kumiko-app" \
   --image "kumiko-operator=$root/target/debug/kumiko-operator" \

@@ -57,6 +57,11 @@ pub const DEFAULT_DATABASE_MEMORY_REQUEST: &str = "256Mi";
     doc = "A Kumiko app: one image, an API and a worker process type, a database and a resource budget, run by the Kumiko operator.",
     validation = rules::name_is_dns_label(),
     validation = rules::name_fits_derived_names(),
+    scale(
+        spec_replicas_path = ".spec.api.replicas",
+        status_replicas_path = ".status.api.replicas",
+        label_selector_path = ".status.api.selector"
+    ),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the current generation is fully rolled out"),
     printcolumn(name = "Image", type_ = "string", json_path = ".spec.image", description = "The image the app runs (or is rolling out to)"),
     printcolumn(name = "API", type_ = "string", json_path = ".status.api.summary", description = "API pods ready/desired"),
@@ -200,9 +205,19 @@ pub struct SchedulingSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ApiSpec {
     /// How many API pods run. 0 stops serving; at least 2 keep serving through a node drain.
+    /// Ignored while `autoscaling` is set: the HorizontalPodAutoscaler sets the replicas then.
+    /// `kubectl scale kumikoapp/<name> --replicas=N` sets this field (the KumikoApp's `scale`
+    /// subresource).
     #[serde(default = "default_api_replicas")]
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,
+
+    /// Scales the API pods with their CPU (and memory) use, by an `autoscaling/v2`
+    /// HorizontalPodAutoscaler named after the API Deployment. While set, the operator leaves the
+    /// Deployment's `replicas` to the autoscaler and never reverts it; the quota is sized for
+    /// `maxReplicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
 
     /// Overrides the container's entrypoint. Default: the image's entrypoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -241,6 +256,7 @@ impl Default for ApiSpec {
     fn default() -> Self {
         Self {
             replicas: default_api_replicas(),
+            autoscaling: None,
             command: None,
             args: None,
             port: DEFAULT_PORT,
@@ -250,14 +266,31 @@ impl Default for ApiSpec {
     }
 }
 
+impl ApiSpec {
+    /// The most API pods that run outside a rollout: the autoscaler's `maxReplicas` when it has
+    /// one, else `replicas`.
+    pub fn peak_replicas(&self) -> i32 {
+        self.autoscaling
+            .as_ref()
+            .map_or(self.replicas, |autoscaling| autoscaling.max_replicas)
+    }
+}
+
 /// The worker process type.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerSpec {
     /// How many worker pods run. With more than one, set `redis` so that cron jobs run once.
+    /// Ignored while `autoscaling` is set.
     #[serde(default = "default_worker_replicas")]
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,
+
+    /// Scales the worker pods with their CPU (and memory) use, by an `autoscaling/v2`
+    /// HorizontalPodAutoscaler named after the worker Deployment. While set, the operator leaves
+    /// the Deployment's `replicas` to the autoscaler; the quota is sized for `maxReplicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
 
     /// Overrides the container's entrypoint. Default: the image's entrypoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -291,12 +324,63 @@ impl Default for WorkerSpec {
     fn default() -> Self {
         Self {
             replicas: default_worker_replicas(),
+            autoscaling: None,
             command: None,
             args: None,
             resources: None,
             scheduling: SchedulingSpec::default(),
         }
     }
+}
+
+impl WorkerSpec {
+    /// The most worker pods that run outside a rollout: the autoscaler's `maxReplicas` when it
+    /// has one, else `replicas`.
+    pub fn peak_replicas(&self) -> i32 {
+        self.autoscaling
+            .as_ref()
+            .map_or(self.replicas, |autoscaling| autoscaling.max_replicas)
+    }
+}
+
+/// Horizontal autoscaling of one process type: an `autoscaling/v2` HorizontalPodAutoscaler keeps
+/// the average utilisation of the pods' requests near the targets, between `minReplicas` and
+/// `maxReplicas`, with Kubernetes' scaling algorithm and default scale-up rate.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = rules::min_replicas_within_max())]
+pub struct AutoscalingSpec {
+    /// The fewest pods the autoscaler keeps. Default 1, as the HorizontalPodAutoscaler's.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+
+    /// The most pods the autoscaler may run. The quota is sized for this many.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+
+    /// The average CPU use the autoscaler aims for, in percent of the pods' CPU request. Default
+    /// 80 when `targetMemoryUtilization` is not set either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub target_cpu_utilization: Option<i32>,
+
+    /// The average memory use the autoscaler aims for, in percent of the pods' memory request.
+    /// Unset: memory does not scale the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub target_memory_utilization: Option<i32>,
+
+    /// How long the autoscaler looks back before it scales down: it takes the highest
+    /// recommendation of this window, so a short dip does not remove pods. Written like `"5m"`;
+    /// default `5m` (Kubernetes' default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::duration::DURATION_PATTERN), length(min = 2, max = 16))]
+    pub scale_down_stabilization: Option<String>,
+}
+
+fn default_min_replicas() -> i32 {
+    1
 }
 
 /// The pre-deploy migration Job.
@@ -726,6 +810,15 @@ pub mod rules {
             .reason(Reason::FieldValueInvalid)
     }
 
+    /// An autoscaler's `minReplicas` is at most its `maxReplicas` (the HorizontalPodAutoscaler
+    /// would be rejected by the API server otherwise: `ValidateHorizontalPodAutoscalerSpec`).
+    pub fn min_replicas_within_max() -> Rule {
+        Rule::new("!has(self.minReplicas) || self.minReplicas <= self.maxReplicas")
+            .message("autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas: lower minReplicas or raise maxReplicas")
+            .field_path(".minReplicas")
+            .reason(Reason::FieldValueInvalid)
+    }
+
     /// Exactly one of the three database modes.
     pub fn exactly_one_database_mode() -> Rule {
         Rule::new("(has(self.cluster) ? 1 : 0) + (has(self.shared) ? 1 : 0) + (has(self.external) ? 1 : 0) == 1")
@@ -824,12 +917,20 @@ pub mod rules {
         let worker = request("self.worker", resource, default);
         let migrate = request("self.migrate", resource, default);
         let database = request("self.database.cluster", resource, database_default);
+        let (api_replicas, worker_replicas) = (replicas("self.api"), replicas("self.worker"));
         format!(
-            "(double(self.api.replicas) + 1.0) * {api} \
-             + (has(self.worker) && self.worker.replicas > 0 ? (double(self.worker.replicas) + 1.0) * {worker} : 0.0) \
+            "(double({api_replicas}) + 1.0) * {api} \
+             + (has(self.worker) && {worker_replicas} > 0 ? (double({worker_replicas}) + 1.0) * {worker} : 0.0) \
              + {migrate} \
              + (has(self.database.cluster) ? (double(self.database.cluster.instances) + 1.0) * {database} : 0.0)"
         )
+    }
+
+    /// The CEL expression for the most pods the process type at `path` runs outside a rollout:
+    /// the autoscaler's `maxReplicas` when it has one, else `replicas`. The operator's
+    /// `peak_replicas` computes the same.
+    fn replicas(path: &str) -> String {
+        format!("(has({path}.autoscaling) ? {path}.autoscaling.maxReplicas : {path}.replicas)")
     }
 
     fn quota_fits(field: &str, resource: Resource, default: &str, database_default: &str) -> Rule {
@@ -839,7 +940,7 @@ pub mod rules {
             peak_request(resource, default, database_default)
         ))
         .message(Message::Message(format!(
-            "quota.{field} is smaller than the app needs at the peak of a rollout ((api.replicas + 1) + (worker.replicas + 1) + 1 migrate Job + (database instances + 1), each × its {} request, a missing request taken as the operator does): raise quota.{field} or remove it to let the operator size it",
+            "quota.{field} is smaller than the app needs at the peak of a rollout ((api.replicas + 1) + (worker.replicas + 1) + 1 migrate Job + (database instances + 1), with autoscaling.maxReplicas for replicas where set, each × its {} request, a missing request taken as the operator does): raise quota.{field} or remove it to let the operator size it",
             resource.as_str()
         )))
         .field_path(format!(".quota.{field}"))
@@ -868,14 +969,15 @@ pub mod rules {
 
     /// `quota.pods` fits the peak pod count.
     pub fn quota_fits_pods() -> Rule {
-        Rule::new(
+        let (api, worker) = (replicas("self.api"), replicas("self.worker"));
+        Rule::new(format!(
             "!has(self.quota) || !has(self.quota.pods) || self.quota.pods >= \
-             self.api.replicas + 1 \
-             + (has(self.worker) && self.worker.replicas > 0 ? self.worker.replicas + 1 : 0) \
+             {api} + 1 \
+             + (has(self.worker) && {worker} > 0 ? {worker} + 1 : 0) \
              + 1 \
              + (has(self.database.cluster) ? self.database.cluster.instances + 1 : 0)",
-        )
-        .message("quota.pods is smaller than the app needs at the peak of a rollout ((api.replicas + 1) + (worker.replicas + 1) + 1 migrate Job + (database instances + 1)): raise quota.pods or remove it")
+        ))
+        .message("quota.pods is smaller than the app needs at the peak of a rollout ((api.replicas + 1) + (worker.replicas + 1) + 1 migrate Job + (database instances + 1), with autoscaling.maxReplicas for replicas where set): raise quota.pods or remove it")
         .field_path(".quota.pods")
         .reason(Reason::FieldValueInvalid)
     }

@@ -75,6 +75,16 @@ pub struct ProcessStatus {
     pub available_replicas: i32,
     /// `ready/desired`, as `kubectl get` prints it.
     pub summary: String,
+    /// The label selector of the process type's pods, in string form
+    /// (`app.kubernetes.io/instance=shop,...`): the KumikoApp's `scale` subresource reports it, so
+    /// a HorizontalPodAutoscaler can target the KumikoApp itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// True once a HorizontalPodAutoscaler sets the Deployment's replicas (`autoscaling` is set and
+    /// the operator has handed the `replicas` field over to it). Always written, so that the
+    /// status merge patch turns it off again.
+    #[serde(default)]
+    pub autoscaled: bool,
 }
 
 impl ProcessStatus {
@@ -86,6 +96,8 @@ impl ProcessStatus {
             updated_replicas: updated,
             available_replicas: available,
             summary: format!("{ready}/{replicas}"),
+            selector: None,
+            autoscaled: false,
         }
     }
 }

@@ -369,3 +369,48 @@ fn every_rule_fits_the_api_server_cost_budget() {
         assert!(warnings.is_empty(), "{rule}: {warnings:?}");
     }
 }
+
+#[test]
+fn autoscaling_with_min_replicas_above_max_is_rejected_naming_the_field() {
+    for process in ["api", "worker"] {
+        let app = with(
+            minimal(),
+            &format!("/spec/{process}/autoscaling"),
+            json!({"minReplicas": 5, "maxReplicas": 3}),
+        );
+        assert_rejected_naming(
+            &app,
+            None,
+            "autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas",
+        );
+    }
+}
+
+#[test]
+fn autoscaling_within_its_bounds_is_accepted() {
+    let app = with(
+        minimal(),
+        "/spec/api/autoscaling",
+        json!({"minReplicas": 3, "maxReplicas": 3, "targetCpuUtilization": 70}),
+    );
+    let app = with(app, "/spec/worker/autoscaling", json!({"maxReplicas": 4}));
+    assert_eq!(broken_rules(&app, None), Vec::<String>::new());
+}
+
+#[test]
+fn the_quota_must_fit_the_autoscalers_max_replicas() {
+    // 4 API pods at peak fit 8 pods without autoscaling ((2 + 1) + 1 migrate Job + (1 + 1)
+    // database pods = 6); with maxReplicas 10 they need 15.
+    let app = with(minimal(), "/spec/quota", json!({"pods": 8}));
+    assert_eq!(broken_rules(&app, None), Vec::<String>::new());
+    let autoscaled = with(
+        app,
+        "/spec/api/autoscaling",
+        json!({"minReplicas": 2, "maxReplicas": 10}),
+    );
+    assert_rejected_naming(&autoscaled, None, "quota.pods is smaller");
+    let cpu = with(minimal(), "/spec/quota", json!({"cpu": "1"}));
+    assert_eq!(broken_rules(&cpu, None), Vec::<String>::new());
+    let cpu = with(cpu, "/spec/api/autoscaling", json!({"maxReplicas": 10}));
+    assert_rejected_naming(&cpu, None, "quota.cpu is smaller");
+}

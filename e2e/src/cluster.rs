@@ -198,6 +198,10 @@ impl TestCluster {
                 postgres: PostgresSource::Throwaway,
                 instant: false,
                 backoff_base: Duration::from_secs(1),
+                // Resource metrics and autoscaler syncs every 5 s instead of Kubernetes' 15 s, so
+                // the autoscaling scenario takes a minute rather than three.
+                metric_resolution: Duration::from_secs(5),
+                autoscaler_sync_period: Duration::from_secs(5),
                 process_hosts_file: Some(process_hosts_file),
                 ..ControllersConfig::default()
             },

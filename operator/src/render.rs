@@ -198,10 +198,15 @@ fn print_process(out: &mut String, process: &ProcessObjects) -> Result<(), Error
         deployment,
         service,
         pod_disruption_budget,
+        horizontal_pod_autoscaler,
     } = process;
     document(out, deployment)?;
     if let Some(service) = service {
         document(out, service)?;
     }
-    document(out, pod_disruption_budget)
+    document(out, pod_disruption_budget)?;
+    if let Some(autoscaler) = horizontal_pod_autoscaler {
+        document(out, autoscaler)?;
+    }
+    Ok(())
 }

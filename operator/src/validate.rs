@@ -16,8 +16,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kumiko_crds::duration::parse_duration;
 use kumiko_crds::{
-    ClusterDatabase, ExternalDatabase, KumikoApp, KumikoAppSpec, ReclaimPolicy, SharedDatabase,
-    names,
+    AutoscalingSpec, ClusterDatabase, ExternalDatabase, KumikoApp, KumikoAppSpec, ReclaimPolicy,
+    SharedDatabase, names,
 };
 
 use crate::desired::migration_hash;
@@ -57,6 +57,10 @@ pub struct ValidatedApp<'a> {
     pub statement_timeout: Duration,
     /// The effective requests and limits of the Kumiko containers.
     pub resources: ProcessResources,
+    /// `spec.api.autoscaling`, parsed.
+    pub api_autoscaler: Option<Autoscaler>,
+    /// `spec.worker.autoscaling`, parsed (`None` without a worker).
+    pub worker_autoscaler: Option<Autoscaler>,
     /// What the app's pods request at the peak of a rollout (the computed quota).
     pub peak: resources::PeakRequests,
     /// The value of the `kumiko.so/rotate-credentials` annotation, if set.
@@ -165,6 +169,65 @@ fn whole_seconds(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis().div_ceil(1000)).unwrap_or(i64::MAX)
 }
 
+/// The CPU utilisation an autoscaler aims for when the spec names no target (percent of the
+/// request).
+pub const DEFAULT_CPU_UTILIZATION: i32 = 80;
+/// How far back an autoscaler looks before scaling down when the spec does not say: Kubernetes'
+/// default `scaleDown.stabilizationWindowSeconds`.
+pub const DEFAULT_SCALE_DOWN_STABILIZATION: Duration = Duration::from_secs(300);
+
+/// One process type's autoscaling, parsed: what the HorizontalPodAutoscaler is built from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Autoscaler {
+    /// The fewest pods.
+    pub min_replicas: i32,
+    /// The most pods.
+    pub max_replicas: i32,
+    /// The CPU utilisation target in percent of the request, if CPU scales the pods.
+    pub cpu_utilization: Option<i32>,
+    /// The memory utilisation target in percent of the request, if memory scales the pods.
+    pub memory_utilization: Option<i32>,
+    /// The scale-down stabilisation window.
+    pub scale_down_stabilization: Duration,
+}
+
+impl Autoscaler {
+    /// Parses `spec` (at `field`, for messages), adding what is wrong to `problems`.
+    fn new(field: &str, spec: &AutoscalingSpec, problems: &mut Vec<String>) -> Self {
+        if spec.min_replicas > spec.max_replicas {
+            problems.push(format!(
+                "{field}.minReplicas: {} is more than maxReplicas ({}): lower minReplicas or \
+                 raise maxReplicas",
+                spec.min_replicas, spec.max_replicas
+            ));
+        }
+        let scale_down_stabilization = match spec.scale_down_stabilization.as_deref() {
+            None => DEFAULT_SCALE_DOWN_STABILIZATION,
+            Some(value) => parse_duration(value).unwrap_or_else(|error| {
+                problems.push(format!("{field}.scaleDownStabilization: {error}"));
+                Duration::ZERO
+            }),
+        };
+        let cpu_utilization = match (spec.target_cpu_utilization, spec.target_memory_utilization) {
+            (None, None) => Some(DEFAULT_CPU_UTILIZATION),
+            (cpu, _) => cpu,
+        };
+        Self {
+            min_replicas: spec.min_replicas,
+            max_replicas: spec.max_replicas,
+            cpu_utilization,
+            memory_utilization: spec.target_memory_utilization,
+            scale_down_stabilization,
+        }
+    }
+
+    /// The stabilisation window in whole seconds, rounded up, as the HorizontalPodAutoscaler
+    /// takes it.
+    pub fn scale_down_stabilization_seconds(&self) -> i32 {
+        i32::try_from(whole_seconds(self.scale_down_stabilization)).unwrap_or(i32::MAX)
+    }
+}
+
 /// The effective requests and limits of the Kumiko containers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProcessResources {
@@ -205,6 +268,17 @@ impl<'a> ValidatedApp<'a> {
             "spec.database.role.statementTimeout",
             &spec.database.role.statement_timeout,
         );
+        let api_autoscaler =
+            spec.api.autoscaling.as_ref().map(|autoscaling| {
+                Autoscaler::new("spec.api.autoscaling", autoscaling, &mut problems)
+            });
+        let worker_autoscaler = spec
+            .worker
+            .as_ref()
+            .and_then(|worker| worker.autoscaling.as_ref())
+            .map(|autoscaling| {
+                Autoscaler::new("spec.worker.autoscaling", autoscaling, &mut problems)
+            });
         problems.extend(duplicate_keys(spec));
         problems.extend(unparsable_quantities(spec));
         problems.extend(requests_above_limits(spec));
@@ -291,6 +365,8 @@ impl<'a> ValidatedApp<'a> {
             lifecycle,
             statement_timeout,
             resources: process_resources,
+            api_autoscaler,
+            worker_autoscaler,
             peak,
             rotate_credentials: app
                 .metadata
@@ -637,6 +713,26 @@ mod tests {
             "{}",
             invalid.message
         );
+    }
+
+    /// The CRD refuses both; an app stored under an older CRD stalls naming the field.
+    #[test]
+    fn an_autoscaler_with_min_above_max_or_a_bad_window_stalls_naming_the_field() {
+        let mut broken = app("first", 0);
+        broken.spec.api.autoscaling = Some(
+            serde_json::from_value(serde_json::json!({
+                "minReplicas": 4, "maxReplicas": 2, "scaleDownStabilization": "later"
+            }))
+            .unwrap(),
+        );
+        let invalid = validate(&broken, &[]).unwrap_err();
+        assert_eq!(invalid.reason, INVALID_SPEC);
+        for field in [
+            "spec.api.autoscaling.minReplicas: 4 is more than maxReplicas (2)",
+            "spec.api.autoscaling.scaleDownStabilization: \"later\" is not a duration",
+        ] {
+            assert!(invalid.message.contains(field), "{}", invalid.message);
+        }
     }
 
     #[test]

@@ -109,6 +109,54 @@ async fn protobuf_responses(
     }
 }
 
+/// Answers the resource metrics API (`metrics.k8s.io`, see [`crate::pod_metrics`]) when the path
+/// is under it and a metrics source runs; `None` otherwise.
+fn metrics_api(
+    cluster: &Cluster,
+    user: &crate::rbac::UserInfo,
+    method: &Method,
+    uri: &Uri,
+) -> Option<Response> {
+    if !cluster.pod_metrics().is_enabled() {
+        return None;
+    }
+    let segments = decode_segments(uri.path());
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let route = crate::pod_metrics::MetricsRoute::parse(&segments)?;
+    let request = match route.authorization() {
+        Some((verb, resource, namespace, name)) => crate::rbac::Request::Resource {
+            verb: verb.to_owned(),
+            group: crate::pod_metrics::GROUP.to_owned(),
+            resource: resource.to_owned(),
+            subresource: None,
+            namespace: namespace.map(str::to_owned),
+            name: name.map(str::to_owned),
+        },
+        None => crate::authz::non_resource(method.as_str(), uri.path()),
+    };
+    if let Err(error) = crate::authz::check(cluster, user, &request) {
+        return Some(error_response(&error));
+    }
+    if method != Method::GET {
+        return Some(error_response(&ApiError::method_not_allowed(
+            method.as_str(),
+            crate::pod_metrics::GROUP,
+            "pods",
+        )));
+    }
+    let selector = uri.query().and_then(|query| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == "labelSelector")
+            .map(|(_, value)| value.into_owned())
+    });
+    Some(
+        match crate::pod_metrics::answer(cluster, &route, selector.as_deref()) {
+            Ok(body) => json_response(200, &body, &[]),
+            Err(error) => error_response(&error),
+        },
+    )
+}
+
 /// Authenticates a request by its bearer token (see [`crate::authn`]): the user goes into the
 /// request's extensions and the `Authorization` header is removed; no known token is 401.
 async fn authenticate(
@@ -565,6 +613,9 @@ async fn handle(
             Err(error) => return error_response(&error),
         }
     }
+    if let Some(response) = metrics_api(cl, &user, &method, &uri) {
+        return response;
+    }
     let Some(route) = route(cl, uri.path()) else {
         let request = crate::authz::non_resource(method.as_str(), uri.path());
         if let Err(error) = crate::authz::check(cl, &user, &request) {
@@ -616,7 +667,15 @@ async fn handle(
             r
         }
         Route::Api => get_only(discovery::core_versions(&app.address)),
-        Route::Apis => get_only(discovery::group_list(&cl.registry())),
+        Route::Apis => {
+            let mut groups = discovery::group_list(&cl.registry());
+            if cl.pod_metrics().is_enabled()
+                && let Some(list) = groups.get_mut("groups").and_then(Value::as_array_mut)
+            {
+                list.push(crate::pod_metrics::group_entry());
+            }
+            get_only(groups)
+        }
         Route::Group(g) => match discovery::group(&cl.registry(), &g) {
             Some(v) => get_only(v),
             None => error_response(&ApiError::path_not_found(uri.path())),

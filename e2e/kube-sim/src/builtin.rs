@@ -50,6 +50,9 @@ pub(crate) fn decode(rt: &ResourceType, obj: &Value) -> Result<(Value, Vec<Strin
         ("apps", "ReplicaSet") => roundtrip::<api::apps::v1::ReplicaSet>(obj),
         ("batch", "Job") => roundtrip::<api::batch::v1::Job>(obj),
         ("policy", "PodDisruptionBudget") => roundtrip::<api::policy::v1::PodDisruptionBudget>(obj),
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            roundtrip::<api::autoscaling::v2::HorizontalPodAutoscaler>(obj)
+        }
         ("networking.k8s.io", "NetworkPolicy") => {
             roundtrip::<api::networking::v1::NetworkPolicy>(obj)
         }
@@ -219,6 +222,11 @@ pub(crate) fn default(state: &mut State, rt: &ResourceType, obj: &mut Value, old
                 }
             }
         }
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            if let Some(spec) = obj_mut(obj, "spec") {
+                default_autoscaler(spec);
+            }
+        }
         ("networking.k8s.io", "NetworkPolicy") => {
             if let Some(spec) = obj_mut(obj, "spec") {
                 if spec
@@ -272,6 +280,47 @@ pub(crate) fn default(state: &mut State, rt: &ResourceType, obj: &mut Value, old
             }
         }
         _ => {}
+    }
+}
+
+/// `SetDefaults_HorizontalPodAutoscaler` of `autoscaling/v2` (pkg/apis/autoscaling/v2/defaults.go):
+/// `minReplicas` 1; no metrics means CPU at 80% of the request; a `behavior` that is set gets every
+/// unset part of both directions from the defaults (scale up: no stabilisation window, the larger
+/// of 4 pods or 100% per 15 s; scale down: 100% per 15 s, the window left unset, which the
+/// controller reads as its 300 s default).
+fn default_autoscaler(spec: &mut Map<String, Value>) {
+    set_default(spec, "minReplicas", json!(1));
+    if spec
+        .get("metrics")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+    {
+        spec.insert(
+            "metrics".into(),
+            json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]),
+        );
+    }
+    let Some(behavior) = spec.get_mut("behavior").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let up = behavior.entry("scaleUp").or_insert_with(|| json!({}));
+    if let Some(up) = up.as_object_mut() {
+        set_default(up, "stabilizationWindowSeconds", json!(0));
+        set_default(up, "selectPolicy", json!("Max"));
+        set_default(
+            up,
+            "policies",
+            json!([{"type": "Pods", "value": 4, "periodSeconds": 15}, {"type": "Percent", "value": 100, "periodSeconds": 15}]),
+        );
+    }
+    let down = behavior.entry("scaleDown").or_insert_with(|| json!({}));
+    if let Some(down) = down.as_object_mut() {
+        set_default(down, "selectPolicy", json!("Max"));
+        set_default(
+            down,
+            "policies",
+            json!([{"type": "Percent", "value": 100, "periodSeconds": 15}]),
+        );
     }
 }
 
@@ -847,6 +896,40 @@ pub(crate) fn validate(
         }
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             out.extend(crate::crd::validate(obj, old));
+        }
+        // `ValidateHorizontalPodAutoscalerSpec` (pkg/apis/autoscaling/validation): minReplicas at
+        // least 1 (scale to zero is an alpha feature gate), maxReplicas at least minReplicas, a
+        // scale target with a kind and a name.
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            let min = spec.get("minReplicas").and_then(Value::as_i64).unwrap_or(1);
+            let max = spec.get("maxReplicas").and_then(Value::as_i64).unwrap_or(0);
+            if min < 1 {
+                out.push(cause(
+                    "FieldValueInvalid",
+                    "spec.minReplicas",
+                    format!("Invalid value: {min}: must be greater than or equal to 1"),
+                ));
+            }
+            if max < min {
+                out.push(cause(
+                    "FieldValueInvalid",
+                    "spec.maxReplicas",
+                    format!("Invalid value: {max}: must be greater than or equal to `minReplicas`"),
+                ));
+            }
+            for field in ["kind", "name"] {
+                if spec
+                    .pointer(&format!("/scaleTargetRef/{field}"))
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    out.push(cause(
+                        "FieldValueRequired",
+                        &format!("spec.scaleTargetRef.{field}"),
+                        "Required value",
+                    ));
+                }
+            }
         }
         ("policy", "PodDisruptionBudget")
             if spec.get("minAvailable").is_some() && spec.get("maxUnavailable").is_some() =>

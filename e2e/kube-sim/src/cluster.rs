@@ -174,6 +174,7 @@ pub struct Cluster {
     pub(crate) admission: AdmissionChain,
     pub(crate) logs: PodLogs,
     pub(crate) running: crate::connect::exec::RunningContainers,
+    pub(crate) metrics: crate::pod_metrics::PodMetrics,
     pub(crate) authenticator: Authenticator,
     pub(crate) decisions: Mutex<BTreeSet<crate::authz::Decided>>,
 }
@@ -315,6 +316,7 @@ impl Cluster {
             admission: AdmissionChain::default(),
             logs: PodLogs::default(),
             running: crate::connect::exec::RunningContainers::default(),
+            metrics: crate::pod_metrics::PodMetrics::default(),
             authenticator: Authenticator::new(),
             decisions: Mutex::new(BTreeSet::new()),
         })
@@ -381,6 +383,11 @@ impl Cluster {
     /// The running containers' processes, which `pods/exec` runs commands beside.
     pub fn running_containers(&self) -> &crate::connect::exec::RunningContainers {
         &self.running
+    }
+
+    /// The pods' resource use, served as `metrics.k8s.io` (see [`crate::pod_metrics`]).
+    pub fn pod_metrics(&self) -> &crate::pod_metrics::PodMetrics {
+        &self.metrics
     }
 
     /// The current global resourceVersion.

@@ -25,6 +25,7 @@ pub mod managed;
 pub mod meta;
 pub mod names;
 pub mod patch;
+pub mod pod_metrics;
 pub mod protobuf;
 pub mod rbac;
 pub mod registry;

@@ -297,6 +297,7 @@ fn generate_builtin_defs() -> Map<String, Value> {
         api::apps::v1::ReplicaSet => ("apps", "v1", "ReplicaSet"),
         api::batch::v1::Job => ("batch", "v1", "Job"),
         api::policy::v1::PodDisruptionBudget => ("policy", "v1", "PodDisruptionBudget"),
+        api::autoscaling::v2::HorizontalPodAutoscaler => ("autoscaling", "v2", "HorizontalPodAutoscaler"),
         api::networking::v1::NetworkPolicy => ("networking.k8s.io", "v1", "NetworkPolicy"),
         api::coordination::v1::Lease => ("coordination.k8s.io", "v1", "Lease"),
         api::events::v1::Event => ("events.k8s.io", "v1", "Event"),

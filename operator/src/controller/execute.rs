@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -23,7 +24,9 @@ use super::Context;
 use super::apply::{Applied, apply};
 use super::credentials::{RolesOutcome, RolesRequest};
 use super::observe::World;
-use super::plan::{Delete, Plan, PlannedEvent, Step, delete_kind};
+use super::plan::{
+    Delete, Plan, PlannedEvent, REPLICAS_HANDOVER_MANAGER, ReplicasHandover, Step, delete_kind,
+};
 use super::status;
 use crate::Error;
 use crate::desired::credentials::credential_secret;
@@ -71,6 +74,7 @@ pub async fn execute(
         add_finalizer,
         apply: children,
         roles,
+        handovers,
         deletes,
         events,
         progress: _,
@@ -150,8 +154,8 @@ pub async fn execute(
 
         // The API's objects and the worker's are independent of each other: applied at once.
         let applied = futures::try_join!(
-            apply_process(context, app.app, api.as_ref()),
-            apply_process(context, app.app, worker.as_ref()),
+            apply_process(context, app.app, api.as_ref(), handovers),
+            apply_process(context, app.app, worker.as_ref(), handovers),
         )
         .map_err(at(Step::Workloads))?;
         report.count(applied.0.into_iter().chain(applied.1));
@@ -188,16 +192,24 @@ async fn apply_process(
     context: &Context,
     app: &KumikoApp,
     objects: Option<&ProcessObjects>,
+    handovers: &[ReplicasHandover],
 ) -> Result<Vec<Applied>, Error> {
     let Some(ProcessObjects {
         deployment,
         service,
         pod_disruption_budget,
+        horizontal_pod_autoscaler,
     }) = objects
     else {
         return Ok(Vec::new());
     };
-    let (deployment, service, budget) = futures::try_join!(
+    if let Some(handover) = handovers
+        .iter()
+        .find(|handover| Some(&handover.deployment) == deployment.metadata.name.as_ref())
+    {
+        hand_over_replicas(context, &app_namespace(app), handover).await?;
+    }
+    let (deployment, service, budget, autoscaler) = futures::try_join!(
         apply(context, app, deployment),
         async {
             match service {
@@ -206,8 +218,63 @@ async fn apply_process(
             }
         },
         apply(context, app, pod_disruption_budget),
+        async {
+            match horizontal_pod_autoscaler {
+                Some(autoscaler) => apply(context, app, autoscaler).await,
+                None => Ok(Applied::Unchanged),
+            }
+        },
     )?;
-    Ok(vec![deployment, service, budget])
+    Ok(vec![deployment, service, budget, autoscaler])
+}
+
+fn app_namespace(app: &KumikoApp) -> String {
+    app.metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned())
+}
+
+/// Hands the `replicas` of a Deployment over to its HorizontalPodAutoscaler before the operator
+/// stops applying the field: a server-side apply of `replicas` alone, at its live value, by the
+/// [`REPLICAS_HANDOVER_MANAGER`]. The field then has an owner besides the operator, so the
+/// operator's next apply, which leaves it out, does not remove it (and the Deployment does not
+/// fall back to one pod); the autoscaler's first change takes it from that manager. This is the
+/// procedure of the Kubernetes documentation ("Server-Side Apply", transferring ownership).
+/// Not forced: a conflict means the autoscaler changed the field already, so it owns it.
+async fn hand_over_replicas(
+    context: &Context,
+    namespace: &str,
+    handover: &ReplicasHandover,
+) -> Result<(), Error> {
+    let body = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": handover.deployment, "namespace": namespace},
+        "spec": {"replicas": handover.replicas},
+    });
+    let api: Api<Deployment> = Api::namespaced(context.client.clone(), namespace);
+    match api
+        .patch(
+            &handover.deployment,
+            &PatchParams::apply(REPLICAS_HANDOVER_MANAGER),
+            &Patch::Apply(&body),
+        )
+        .await
+    {
+        Ok(_) => {
+            context.metrics.wrote("Deployment");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(source) => Err(Error::Kube {
+            action: format!(
+                "handing the replicas of Deployment {namespace}/{} over to its autoscaler",
+                handover.deployment
+            ),
+            source,
+        }),
+    }
 }
 
 /// The roles step's inputs, from the validated app and what the observation holds.
@@ -270,6 +337,9 @@ async fn remove(context: &Context, namespace: &str, delete: &Delete) -> Result<(
             delete_one::<PodDisruptionBudget>(context, namespace, name).await
         }
         Delete::Job(name) => delete_one::<Job>(context, namespace, name).await,
+        Delete::HorizontalPodAutoscaler(name) => {
+            delete_one::<HorizontalPodAutoscaler>(context, namespace, name).await
+        }
     }
     .map_err(|source| Error::Kube {
         action: format!(
@@ -278,7 +348,8 @@ async fn remove(context: &Context, namespace: &str, delete: &Delete) -> Result<(
             match delete {
                 Delete::Deployment(name)
                 | Delete::PodDisruptionBudget(name)
-                | Delete::Job(name) => name,
+                | Delete::Job(name)
+                | Delete::HorizontalPodAutoscaler(name) => name,
             }
         ),
         source,

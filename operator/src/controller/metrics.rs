@@ -211,6 +211,7 @@ pub const WRITE_KINDS: &[&str] = &[
     "Deployment",
     "Service",
     "PodDisruptionBudget",
+    "HorizontalPodAutoscaler",
     "KumikoApp",
     "KumikoAppStatus",
     "Event",

@@ -13,6 +13,9 @@
 //!    app until the spec (or the retry annotation) changes;
 //! 5. workloads: the Deployments, Service and PodDisruptionBudgets at the rollout image (the
 //!    spec's once migrated, else the one running); a worker dropped from the spec is deleted;
+//!    with autoscaling, a HorizontalPodAutoscaler per process type, the Deployment applied
+//!    without `replicas` after handing the field over once ([`ReplicasHandover`]), and the
+//!    autoscaler deleted when autoscaling is turned off;
 //! 6. cleanup: all but the newest three migrate Jobs are deleted;
 //! 7. status: the conditions, computed from the steps.
 //!
@@ -27,15 +30,15 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::Resource;
 use kube::runtime::events::EventType;
-use kumiko_crds::{KumikoApp, KumikoAppStatus, condition};
+use kumiko_crds::{KumikoApp, KumikoAppStatus, ProcessStatus, condition};
 
 use super::credentials::{credentials_checksum, redact};
 use super::observe::World;
 use super::status::{self, Check, MIGRATION_FAILED, Progress, WAITING, compute_status};
-use super::steps::{JobOutcome, availability, job_outcome, jobs_to_delete, just_created};
+use super::steps::{JobOutcome, Wanted, availability, job_outcome, jobs_to_delete, just_created};
 use crate::desired::{self, Children, FINALIZER};
 use crate::observed::Observed;
-use crate::validate::{Database, ValidatedApp};
+use crate::validate::{Autoscaler, Database, ValidatedApp};
 
 /// The steps of the rollout, in order: an action belongs to one, and a failure at one leaves the
 /// conditions of it and of every later step as they were before the reconcile.
@@ -81,6 +84,23 @@ pub struct RolesAction {
     pub rotate_runtime: bool,
 }
 
+/// The field manager that holds a Deployment's `replicas` between the operator letting go of
+/// the field and the HorizontalPodAutoscaler's first change of it (see [`ReplicasHandover`]).
+pub const REPLICAS_HANDOVER_MANAGER: &str = "kumiko-operator-replicas-handover";
+
+/// Hand a Deployment's `replicas` over to its HorizontalPodAutoscaler: before the operator applies
+/// the Deployment without the field for the first time, another field manager takes it at its
+/// live value, so the operator's apply does not remove it (Kubernetes would reset the Deployment
+/// to one pod). Planned once, when autoscaling is turned on for a Deployment that exists and the
+/// previous status does not say `autoscaled`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicasHandover {
+    /// The Deployment.
+    pub deployment: String,
+    /// Its live `spec.replicas`.
+    pub replicas: i32,
+}
+
 /// A child to delete.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Delete {
@@ -90,13 +110,17 @@ pub enum Delete {
     PodDisruptionBudget(String),
     /// An old migrate Job.
     Job(String),
+    /// A HorizontalPodAutoscaler (autoscaling turned off, or its worker dropped).
+    HorizontalPodAutoscaler(String),
 }
 
 impl Delete {
     /// The step the deletion belongs to.
     pub fn step(&self) -> Step {
         match self {
-            Self::Deployment(_) | Self::PodDisruptionBudget(_) => Step::Workloads,
+            Self::Deployment(_)
+            | Self::PodDisruptionBudget(_)
+            | Self::HorizontalPodAutoscaler(_) => Step::Workloads,
             Self::Job(_) => Step::Cleanup,
         }
     }
@@ -112,6 +136,9 @@ pub struct Plan {
     pub apply: Option<Children>,
     /// Converge the roles (after the database, before the migrate Job); the plan ends there.
     pub roles: Option<RolesAction>,
+    /// Deployments whose `replicas` go over to their autoscaler, before the workloads are
+    /// applied.
+    pub handovers: Vec<ReplicasHandover>,
     /// The children to delete, in order.
     pub deletes: Vec<Delete>,
     /// The Events to record.
@@ -130,6 +157,7 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.add_finalizer.is_none()
             && self.roles.is_none()
+            && self.handovers.is_empty()
             && self.deletes.is_empty()
             && self.events.is_empty()
     }
@@ -188,6 +216,8 @@ pub fn baseline(app: &KumikoApp, previous: Option<&KumikoAppStatus>) -> Progress
             .rotated_credentials_for
             .clone_from(&previous.rotated_credentials_for);
         progress.image.clone_from(&previous.image);
+        progress.api_replicas.clone_from(&previous.api);
+        progress.worker_replicas.clone_from(&previous.worker);
     }
     progress
 }
@@ -332,6 +362,7 @@ pub fn plan(
                     roles: Some(RolesAction {
                         rotate_runtime: rotate_pending,
                     }),
+                    handovers: Vec::new(),
                     deletes,
                     events,
                     status: compute_status(previous, &progress, now),
@@ -451,6 +482,51 @@ pub fn plan(
         deletes.push(Delete::Deployment(names.worker.clone()));
         deletes.push(Delete::PodDisruptionBudget(names.worker.clone()));
     }
+    let was_autoscaled = |process: fn(&KumikoAppStatus) -> Option<&ProcessStatus>| {
+        previous
+            .and_then(process)
+            .is_some_and(|status| status.autoscaled)
+    };
+    let api_autoscaling = Autoscaling::plan(
+        app.api_autoscaler.is_some(),
+        was_autoscaled(|status| status.api.as_ref()),
+        paused,
+        world.api.as_ref(),
+        built_api.is_some(),
+    );
+    let worker_autoscaling = Autoscaling::plan(
+        app.worker_autoscaler.is_some(),
+        was_autoscaled(|status| status.worker.as_ref()),
+        paused,
+        world.worker.as_ref(),
+        built_worker.is_some(),
+    );
+    let mut handovers = Vec::new();
+    for (autoscaling, name) in [
+        (&api_autoscaling, &names.api),
+        (&worker_autoscaling, &names.worker),
+    ] {
+        if let Some(replicas) = autoscaling.handover {
+            handovers.push(ReplicasHandover {
+                deployment: name.clone(),
+                replicas,
+            });
+            events.push(event(
+                Step::Workloads,
+                EventType::Normal,
+                "AutoscalingEnabled",
+                "HandOverReplicas",
+                format!(
+                    "the HorizontalPodAutoscaler {name} sets the replicas of Deployment {name} \
+                     from now on (from {replicas})"
+                ),
+                None,
+            ));
+        }
+        if autoscaling.delete {
+            deletes.push(Delete::HorizontalPodAutoscaler(name.clone()));
+        }
+    }
     progress.image = rollout_image;
     // A Deployment created just now is judged as the next reconcile will find it (rolling out,
     // nothing ready), so that one writes no status of its own.
@@ -464,22 +540,26 @@ pub fn plan(
         &world.worker,
         built_worker.as_ref().map(|worker| &worker.deployment),
     );
+    let api_deployment = world.api.as_ref().or(created_api.as_ref());
     let (api_check, api_counts) = availability(
-        world.api.as_ref().or(created_api.as_ref()),
+        api_deployment,
         image,
-        app.spec.api.replicas,
+        wanted(app.spec.api.replicas, app.api_autoscaler.as_ref()),
     );
     progress.api = api_check;
-    progress.api_replicas = api_counts;
+    progress.api_replicas =
+        api_counts.map(|counts| api_autoscaling.describe(counts, &names.app, "api"));
     match &app.spec.worker {
         Some(worker) => {
+            let worker_deployment = world.worker.as_ref().or(created_worker.as_ref());
             let (check, counts) = availability(
-                world.worker.as_ref().or(created_worker.as_ref()),
+                worker_deployment,
                 image,
-                worker.replicas,
+                wanted(worker.replicas, app.worker_autoscaler.as_ref()),
             );
             progress.worker = check;
-            progress.worker_replicas = counts;
+            progress.worker_replicas =
+                counts.map(|counts| worker_autoscaling.describe(counts, &names.app, "worker"));
         }
         None => {
             progress.worker = Check::done("NotConfigured", "the app has no worker");
@@ -509,6 +589,7 @@ pub fn plan(
         add_finalizer,
         apply: (!paused).then_some(children),
         roles: None,
+        handovers,
         deletes,
         events,
         status: compute_status(previous, &progress, now),
@@ -588,12 +669,87 @@ pub fn running_image(deployment: Option<&Deployment>) -> Option<String> {
         .and_then(|container| container.image.clone())
 }
 
+/// Who sets one process type's replicas, decided from the spec, the previous status and the
+/// observed Deployment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Autoscaling {
+    /// A HorizontalPodAutoscaler sets the replicas once this plan is carried out.
+    autoscaled: bool,
+    /// Hand the live replicas over before the first apply without them.
+    handover: Option<i32>,
+    /// Delete the HorizontalPodAutoscaler: autoscaling was turned off.
+    delete: bool,
+}
+
+impl Autoscaling {
+    /// `requested`: the spec asks for autoscaling; `was_autoscaled`: the previous status says a
+    /// HorizontalPodAutoscaler set the replicas; `live`: the Deployment as observed; `applied`:
+    /// this plan applies the Deployment.
+    fn plan(
+        requested: bool,
+        was_autoscaled: bool,
+        paused: bool,
+        live: Option<&Deployment>,
+        applied: bool,
+    ) -> Self {
+        if paused {
+            return Self {
+                autoscaled: was_autoscaled,
+                handover: None,
+                delete: false,
+            };
+        }
+        let delete = !requested && was_autoscaled;
+        if !applied {
+            return Self {
+                autoscaled: was_autoscaled && !delete,
+                handover: None,
+                delete,
+            };
+        }
+        let handover = (requested && !was_autoscaled)
+            .then(|| live.map(live_replicas))
+            .flatten();
+        Self {
+            autoscaled: requested,
+            handover,
+            delete,
+        }
+    }
+
+    /// `counts` with the selector and whether an autoscaler sets the replicas.
+    fn describe(&self, mut counts: ProcessStatus, app: &str, component: &str) -> ProcessStatus {
+        counts.selector = Some(desired::selector_string(app, component));
+        counts.autoscaled = self.autoscaled;
+        counts
+    }
+}
+
+/// A Deployment's `spec.replicas` (1, Kubernetes' default, when unset).
+fn live_replicas(deployment: &Deployment) -> i32 {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.replicas)
+        .unwrap_or(1)
+}
+
+/// What a process type's rollout is judged against: the spec's replicas, or, when an autoscaler
+/// sets them, its `minReplicas` available with every pod at the current template.
+fn wanted(spec_replicas: i32, autoscaler: Option<&Autoscaler>) -> Wanted {
+    match autoscaler {
+        Some(autoscaler) => Wanted::AtLeast(autoscaler.min_replicas),
+        None => Wanted::Exactly(spec_replicas),
+    }
+}
+
 /// The kinds of children a [`Delete`] names, for the executor and metrics.
 pub fn delete_kind(delete: &Delete) -> &'static str {
     match delete {
         Delete::Deployment(_) => "Deployment",
         Delete::PodDisruptionBudget(_) => "PodDisruptionBudget",
         Delete::Job(_) => "Job",
+        Delete::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler",
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -339,5 +340,6 @@ fn watch_applied_children(
         spawn::<Deployment>(client, hashes, deleted),
         spawn::<Service>(client, hashes, deleted),
         spawn::<PodDisruptionBudget>(client, hashes, deleted),
+        spawn::<HorizontalPodAutoscaler>(client, hashes, deleted),
     ]
 }

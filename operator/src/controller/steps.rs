@@ -79,11 +79,21 @@ pub fn jobs_to_delete<'a>(jobs: &'a [Job], current: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// Whether a Deployment has rolled out `image` with `replicas` available pods, and its counts.
+/// How many pods a process type must have to be available.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wanted {
+    /// Exactly this many, all at the current template (the operator sets the replicas).
+    Exactly(i32),
+    /// At least this many available (an autoscaler's `minReplicas`), every pod at the current
+    /// template: an autoscaler scaling up or down is not a rollout.
+    AtLeast(i32),
+}
+
+/// Whether a Deployment has rolled out `image` with the `wanted` available pods, and its counts.
 pub fn availability(
     deployment: Option<&Deployment>,
     image: &str,
-    replicas: i32,
+    wanted: Wanted,
 ) -> (Check, Option<ProcessStatus>) {
     let Some(deployment) = deployment else {
         return (
@@ -114,22 +124,41 @@ pub fn availability(
                 running_image.unwrap_or("nothing")
             ),
         )
-    } else if observed_current
-        && counts.updated_replicas >= replicas
-        && counts.available_replicas >= replicas
-        && counts.replicas == replicas
-    {
+    } else if observed_current && wanted.met_by(&counts) {
         Check::done("Available", format!("{} ready", counts.summary))
     } else {
         Check::not_yet(
             "RollingOut",
             format!(
-                "{} ready, {} updated of {replicas}",
-                counts.summary, counts.updated_replicas
+                "{} ready, {} updated of {}",
+                counts.summary,
+                counts.updated_replicas,
+                wanted.replicas()
             ),
         )
     };
     (check, Some(counts))
+}
+
+impl Wanted {
+    fn met_by(self, counts: &ProcessStatus) -> bool {
+        match self {
+            Self::Exactly(replicas) => {
+                counts.updated_replicas >= replicas
+                    && counts.available_replicas >= replicas
+                    && counts.replicas == replicas
+            }
+            Self::AtLeast(replicas) => {
+                counts.updated_replicas >= counts.replicas && counts.available_replicas >= replicas
+            }
+        }
+    }
+
+    fn replicas(self) -> i32 {
+        match self {
+            Self::Exactly(replicas) | Self::AtLeast(replicas) => replicas,
+        }
+    }
 }
 
 /// A Deployment as the API server holds it right after creating it from `desired`: generation 1,
@@ -220,22 +249,55 @@ mod tests {
 
     #[test]
     fn available_only_at_the_desired_image_with_every_replica() {
-        let (check, counts) = availability(Some(&deployment("app:2", 2, 2)), "app:2", 2);
+        let exactly = Wanted::Exactly(2);
+        let (check, counts) = availability(Some(&deployment("app:2", 2, 2)), "app:2", exactly);
         assert_eq!(check.status, "True");
         assert_eq!(counts.unwrap().summary, "2/2");
         assert_eq!(
-            availability(Some(&deployment("app:1", 2, 2)), "app:2", 2)
+            availability(Some(&deployment("app:1", 2, 2)), "app:2", exactly)
                 .0
                 .reason,
             "OldImage"
         );
         assert_eq!(
-            availability(Some(&deployment("app:2", 2, 1)), "app:2", 2)
+            availability(Some(&deployment("app:2", 2, 1)), "app:2", exactly)
                 .0
                 .status,
             "False"
         );
-        assert_eq!(availability(None, "app:2", 2).0.status, "False");
+        assert_eq!(availability(None, "app:2", exactly).0.status, "False");
+    }
+
+    /// An autoscaler adding or removing pods is not a rollout: the process type stays available
+    /// while `minReplicas` pods are, as long as every pod runs the current template.
+    #[test]
+    fn an_autoscaled_process_is_available_with_its_minimum_at_the_current_template() {
+        let at_least = Wanted::AtLeast(2);
+        // Scaling up from 2 to 5: 2 available, the new ones starting.
+        let mut scaling_up = deployment("app:2", 5, 2);
+        if let Some(status) = scaling_up.status.as_mut() {
+            status.updated_replicas = Some(5);
+        }
+        assert_eq!(
+            availability(Some(&scaling_up), "app:2", at_least).0.reason,
+            "Available"
+        );
+        // Below the minimum.
+        assert_eq!(
+            availability(Some(&deployment("app:2", 1, 1)), "app:2", at_least)
+                .0
+                .status,
+            "False"
+        );
+        // An image rollout: pods of the old template remain.
+        let mut rolling = deployment("app:2", 4, 4);
+        if let Some(status) = rolling.status.as_mut() {
+            status.updated_replicas = Some(2);
+        }
+        assert_eq!(
+            availability(Some(&rolling), "app:2", at_least).0.reason,
+            "RollingOut"
+        );
     }
 
     #[test]
@@ -249,8 +311,9 @@ mod tests {
             let mut stored = desired.clone();
             stored.metadata.generation = Some(1);
             stored.metadata.uid = Some("uid".to_owned());
-            let now = availability(Some(&just_created(&desired)), "app:2", replicas);
-            assert_eq!(now, availability(Some(&stored), "app:2", replicas));
+            let wanted = Wanted::Exactly(replicas);
+            let now = availability(Some(&just_created(&desired)), "app:2", wanted);
+            assert_eq!(now, availability(Some(&stored), "app:2", wanted));
             assert_eq!(now.0.reason, "RollingOut", "{replicas} replicas");
         }
     }

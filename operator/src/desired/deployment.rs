@@ -18,7 +18,8 @@ use super::pod::{self, CREDENTIALS_CHECKSUM_ANNOTATION, Process};
 pub(super) struct ProcessShape<'a> {
     pub(super) process: Process,
     pub(super) name: String,
-    pub(super) replicas: i32,
+    /// `None` when an autoscaler owns the replicas: the field is left out of what is applied.
+    pub(super) replicas: Option<i32>,
     pub(super) command: Option<&'a Vec<String>>,
     pub(super) args: Option<&'a Vec<String>>,
     pub(super) resources: &'a ResourceRequirements,
@@ -72,7 +73,7 @@ pub(super) fn deployment(
     Deployment {
         metadata: context.metadata(shape.name.clone(), component),
         spec: Some(DeploymentSpec {
-            replicas: Some(shape.replicas),
+            replicas: shape.replicas,
             selector: LabelSelector {
                 match_labels: Some(context.selector_labels(component)),
                 match_expressions: None,

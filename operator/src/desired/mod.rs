@@ -2,7 +2,7 @@
 //!
 //! One file per kind of child, named for it: `service_account`, `resource_quota`, `limit_range`,
 //! `cluster` (CNPG), `credentials` (the role Secrets), `job` (migrate), `deployment`, `service`,
-//! `pod_disruption_budget`; `pod` is the pod template they share, `process` puts one process
+//! `pod_disruption_budget`, `horizontal_pod_autoscaler`; `pod` is the pod template they share, `process` puts one process
 //! type's objects together, `finalizer` is the KumikoApp's own finalizer patch.
 //!
 //! [`children`]`(validated, observed)` is a pure function of the [`ValidatedApp`] (nothing here
@@ -16,6 +16,7 @@ mod cluster;
 pub mod credentials;
 mod deployment;
 pub mod finalizer;
+mod horizontal_pod_autoscaler;
 mod job;
 mod limit_range;
 mod pod;
@@ -29,6 +30,7 @@ mod service_account;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -85,6 +87,9 @@ pub struct ProcessObjects {
     pub service: Option<Service>,
     /// Its PodDisruptionBudget.
     pub pod_disruption_budget: PodDisruptionBudget,
+    /// Its HorizontalPodAutoscaler, when the spec asks for autoscaling (the Deployment then
+    /// carries no `replicas`: the autoscaler owns them).
+    pub horizontal_pod_autoscaler: Option<HorizontalPodAutoscaler>,
 }
 
 /// Which image the Deployments run: the spec's once it is migrated, else the one they run now (the
@@ -181,6 +186,21 @@ impl<'a> Context<'a> {
             block_owner_deletion: Some(true),
         }
     }
+}
+
+/// The label selector of `component`'s pods of app `app`, in string form (`key=value,...`, keys
+/// sorted): what the KumikoApp's status reports for its `scale` subresource.
+pub fn selector_string(app: &str, component: &str) -> String {
+    let labels = BTreeMap::from([
+        (names::NAME_LABEL, "kumiko-app"),
+        (names::INSTANCE_LABEL, app),
+        (names::COMPONENT_LABEL, component),
+    ]);
+    labels
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The owner UID `render` prints when the manifest has none (the API server assigns the real one).

@@ -1,7 +1,9 @@
 //! The objects of one process type: the API's Deployment, Service and PodDisruptionBudget, the
-//! worker's Deployment and PodDisruptionBudget.
+//! worker's Deployment and PodDisruptionBudget, and each one's HorizontalPodAutoscaler when its
+//! spec asks for autoscaling.
 
 use super::deployment::{self, ProcessShape};
+use super::horizontal_pod_autoscaler::horizontal_pod_autoscaler;
 use super::pod::Process;
 use super::pod_disruption_budget::pod_disruption_budget;
 use super::service::service;
@@ -14,7 +16,7 @@ pub(super) fn api(context: &Context<'_>, image: &str) -> ProcessObjects {
     let shape = ProcessShape {
         process: Process::Api,
         name: name.clone(),
-        replicas: api.replicas,
+        replicas: context.app.api_autoscaler.is_none().then_some(api.replicas),
         command: api.command.as_ref(),
         args: api.args.as_ref(),
         resources: &context.app.resources.api.requirements,
@@ -23,7 +25,10 @@ pub(super) fn api(context: &Context<'_>, image: &str) -> ProcessObjects {
     ProcessObjects {
         deployment: deployment::deployment(context, &shape, image),
         service: Some(service(context)),
-        pod_disruption_budget: pod_disruption_budget(context, name, Process::Api.name()),
+        pod_disruption_budget: pod_disruption_budget(context, name.clone(), Process::Api.name()),
+        horizontal_pod_autoscaler: context.app.api_autoscaler.as_ref().map(|autoscaler| {
+            horizontal_pod_autoscaler(context, name, Process::Api.name(), autoscaler)
+        }),
     }
 }
 
@@ -35,7 +40,11 @@ pub(super) fn worker(context: &Context<'_>, image: &str) -> Option<ProcessObject
     let shape = ProcessShape {
         process: Process::Worker,
         name: name.clone(),
-        replicas: worker.replicas,
+        replicas: context
+            .app
+            .worker_autoscaler
+            .is_none()
+            .then_some(worker.replicas),
         command: worker.command.as_ref(),
         args: worker.args.as_ref(),
         resources: &resources.requirements,
@@ -44,6 +53,9 @@ pub(super) fn worker(context: &Context<'_>, image: &str) -> Option<ProcessObject
     Some(ProcessObjects {
         deployment: deployment::deployment(context, &shape, image),
         service: None,
-        pod_disruption_budget: pod_disruption_budget(context, name, Process::Worker.name()),
+        pod_disruption_budget: pod_disruption_budget(context, name.clone(), Process::Worker.name()),
+        horizontal_pod_autoscaler: context.app.worker_autoscaler.as_ref().map(|autoscaler| {
+            horizontal_pod_autoscaler(context, name, Process::Worker.name(), autoscaler)
+        }),
     })
 }

@@ -148,19 +148,20 @@ pub struct PeakRequests {
     pub storage: f64,
 }
 
-/// Computes [`PeakRequests`] from the spec's replica counts and the effective requests.
+/// Computes [`PeakRequests`] from the spec's replica counts (an autoscaler's `maxReplicas` where
+/// set) and the effective requests.
 pub fn peak_requests(
     spec: &KumikoAppSpec,
     resources: &ProcessResources,
     database: &Database<'_>,
 ) -> PeakRequests {
-    let api_pods = spec.api.replicas + 1;
+    let api_pods = spec.api.peak_replicas() + 1;
     let worker = spec
         .worker
         .as_ref()
-        .filter(|worker| worker.replicas > 0)
+        .filter(|worker| worker.peak_replicas() > 0)
         .zip(resources.worker.as_ref());
-    let worker_pods = worker.map_or(0, |(worker, _)| worker.replicas + 1);
+    let worker_pods = worker.map_or(0, |(worker, _)| worker.peak_replicas() + 1);
     let cluster = match database {
         Database::Cluster {
             spec,

@@ -510,3 +510,93 @@ fn limit_range_defaults_a_memory_limit_and_no_cpu_limit() {
     assert!(!default.contains_key("cpu"));
     assert_eq!(item.default_request.as_ref().unwrap()["memory"].0, "128Mi");
 }
+
+fn autoscaled(autoscaling: &str) -> KumikoApp {
+    app(&format!(
+        r#"
+apiVersion: kumiko.so/v1alpha1
+kind: KumikoApp
+metadata: {{name: status, namespace: status, uid: 1b4e28ba-2fa1-11d2-883f-0016d3cca427}}
+spec:
+  image: ghcr.io/acme/status:1.4.2
+  api: {{replicas: 2, autoscaling: {autoscaling}}}
+  worker: {{replicas: 1}}
+  database: {{cluster: {{storage: {{size: 1Gi}}}}}}
+"#
+    ))
+}
+
+fn api_autoscaler(
+    app: &KumikoApp,
+) -> k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerSpec {
+    let image = app.spec.image.clone();
+    let desired = desired(app, &migrated(&image));
+    let api = desired.api.expect("the API's objects");
+    assert_eq!(
+        api.deployment.spec.as_ref().and_then(|spec| spec.replicas),
+        None,
+        "an autoscaled Deployment carries no replicas"
+    );
+    let autoscaler = api.horizontal_pod_autoscaler.expect("an autoscaler");
+    assert_eq!(autoscaler.metadata.name.as_deref(), Some("status-api"));
+    assert_eq!(
+        autoscaler.metadata.owner_references.as_ref().map(Vec::len),
+        Some(1)
+    );
+    autoscaler.spec.expect("a spec")
+}
+
+#[test]
+fn an_autoscaler_targets_its_deployment_with_cpu_at_80_percent_by_default() {
+    let spec = api_autoscaler(&autoscaled("{maxReplicas: 5}"));
+    assert_eq!(spec.scale_target_ref.kind, "Deployment");
+    assert_eq!(
+        spec.scale_target_ref.api_version.as_deref(),
+        Some("apps/v1")
+    );
+    assert_eq!(spec.scale_target_ref.name, "status-api");
+    assert_eq!((spec.min_replicas, spec.max_replicas), (Some(1), 5));
+    let metrics = spec.metrics.expect("metrics");
+    assert_eq!(metrics.len(), 1);
+    let cpu = metrics[0].resource.as_ref().expect("a resource metric");
+    assert_eq!(cpu.name, "cpu");
+    assert_eq!(cpu.target.type_, "Utilization");
+    assert_eq!(cpu.target.average_utilization, Some(80));
+    let window = spec
+        .behavior
+        .and_then(|behavior| behavior.scale_down)
+        .and_then(|rules| rules.stabilization_window_seconds);
+    assert_eq!(window, Some(300), "Kubernetes' default window");
+}
+
+#[test]
+fn an_autoscaler_takes_the_spec_targets_and_window() {
+    let spec = api_autoscaler(&autoscaled(
+        "{minReplicas: 2, maxReplicas: 8, targetMemoryUtilization: 70, scaleDownStabilization: 30s}",
+    ));
+    let metrics = spec.metrics.expect("metrics");
+    let names: Vec<(&str, Option<i32>)> = metrics
+        .iter()
+        .filter_map(|metric| metric.resource.as_ref())
+        .map(|resource| (resource.name.as_str(), resource.target.average_utilization))
+        .collect();
+    assert_eq!(names, vec![("memory", Some(70))], "memory alone scales");
+    let window = spec
+        .behavior
+        .and_then(|behavior| behavior.scale_down)
+        .and_then(|rules| rules.stabilization_window_seconds);
+    assert_eq!(window, Some(30));
+}
+
+#[test]
+fn the_computed_quota_fits_the_autoscalers_max_replicas() {
+    let desired = desired(
+        &autoscaled("{maxReplicas: 6}"),
+        &Observed::default_for_render(),
+    );
+    let hard = desired.resource_quota.spec.unwrap().hard.unwrap();
+    // api (6+1) + worker (1+1) + migrate 1 + db (1+1) = 12 pods; api (6+1)×100m + 200m + 100m +
+    // 500m = 1500m.
+    assert_eq!(hard["pods"].0, "12");
+    assert_eq!(hard["requests.cpu"].0, "1500m");
+}

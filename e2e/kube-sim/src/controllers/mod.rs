@@ -19,6 +19,9 @@
 //! - [`admission`] and [`quota`]: LimitRange and ResourceQuota admission of pods, and quota status.
 //! - [`volumes`]: PersistentVolumeClaims bound to a directory each, whose deletion deletes it.
 //! - [`recorder`]: the Events of the kubelet and the scheduler, counted as client-go counts them.
+//! - [`autoscaler`]: HorizontalPodAutoscalers on the resource metrics, which the kubelet samples
+//!   from the pod processes ([`kubelet::usage`]) and the API serves as `metrics.k8s.io`
+//!   ([`crate::pod_metrics`]).
 //!
 //! Every controller has an instant mode ([`ControllersConfig::instant`]) for benchmarks: pods run no
 //! process and are Ready (or Succeeded, for run-to-completion pods) at once, and no delay applies.
@@ -60,6 +63,7 @@
 //!   failed.
 
 pub mod admission;
+pub mod autoscaler;
 pub mod cnpg;
 pub mod deployment;
 pub mod dns;
@@ -288,6 +292,14 @@ pub struct ControllerArgs {
     /// Serve the API only, without any simulated controller.
     #[arg(long)]
     pub no_controllers: bool,
+    /// How often the kubelet samples each container's CPU and memory for the resource metrics
+    /// API (`metrics.k8s.io`), in seconds: metrics-server's `--metric-resolution` (15 by default).
+    #[arg(long, value_name = "SECONDS", default_value_t = 15.0)]
+    pub metric_resolution: f64,
+    /// How often the HorizontalPodAutoscaler controller looks at every autoscaler, in seconds:
+    /// kube-controller-manager's `--horizontal-pod-autoscaler-sync-period` (15 by default).
+    #[arg(long, value_name = "SECONDS", default_value_t = 15.0)]
+    pub horizontal_pod_autoscaler_sync_period: f64,
     /// A hosts file to keep every Service's fully-qualified names in (`<svc>.<ns>.svc`, ...),
     /// for a program run outside the pods in a mount namespace where this file is bind-mounted
     /// on `/etc/hosts` (the demo's operator); its own lines are kept. Never the machine's
@@ -306,6 +318,21 @@ impl ControllerArgs {
                 value: self.backoff_seconds.to_string(),
                 reason: "must be a number of seconds, 0 or more".to_owned(),
             });
+        }
+        for (option, seconds) in [
+            ("--metric-resolution", self.metric_resolution),
+            (
+                "--horizontal-pod-autoscaler-sync-period",
+                self.horizontal_pod_autoscaler_sync_period,
+            ),
+        ] {
+            if !(seconds.is_finite() && seconds >= 0.1) {
+                return Err(Error::InvalidOption {
+                    option,
+                    value: seconds.to_string(),
+                    reason: "must be a number of seconds, 0.1 or more".to_owned(),
+                });
+            }
         }
         let cwd = std::env::current_dir().map_err(|source| Error::Io {
             action: "reading the current directory".to_owned(),
@@ -344,6 +371,10 @@ impl ControllerArgs {
             postgres,
             instant: self.instant,
             backoff_base: Duration::from_secs_f64(self.backoff_seconds),
+            metric_resolution: Duration::from_secs_f64(self.metric_resolution),
+            autoscaler_sync_period: Duration::from_secs_f64(
+                self.horizontal_pod_autoscaler_sync_period,
+            ),
             log_sink,
             process_hosts_file: hosts_file,
             api_access: None,
@@ -367,6 +398,11 @@ pub struct ControllersConfig {
     pub instant: bool,
     /// The first delay of CrashLoopBackOff and of a Job's pod-failure back-off (10s in Kubernetes).
     pub backoff_base: Duration,
+    /// How often containers' CPU and memory are sampled for `metrics.k8s.io` (15s, as
+    /// metrics-server's default resolution).
+    pub metric_resolution: Duration,
+    /// How often the HorizontalPodAutoscaler controller runs (15s in Kubernetes).
+    pub autoscaler_sync_period: Duration,
     /// Where container output goes.
     pub log_sink: Arc<dyn PodLogSink>,
     /// The hosts file of this process, to receive every Service's fully-qualified names
@@ -420,6 +456,8 @@ impl Default for ControllersConfig {
             postgres: PostgresSource::None,
             instant: false,
             backoff_base: Duration::from_secs(10),
+            metric_resolution: Duration::from_secs(15),
+            autoscaler_sync_period: Duration::from_secs(15),
             log_sink: Arc::new(DiscardLogs),
             process_hosts_file: None,
             api_access: None,
@@ -457,9 +495,13 @@ impl Controllers {
             hosts.clone(),
             recorder.clone(),
         );
-        let cnpg =
-            cnpg::CnpgController::new(client.clone(), config.clone(), volumes.clone(), recorder)
-                .await?;
+        let cnpg = cnpg::CnpgController::new(
+            client.clone(),
+            config.clone(),
+            volumes.clone(),
+            recorder.clone(),
+        )
+        .await?;
         tasks.extend([
             tokio::spawn(kubelet.clone().run(shutdown.clone())),
             tokio::spawn(deployment::run(
@@ -481,8 +523,22 @@ impl Controllers {
                 volumes.clone(),
                 shutdown.clone(),
             )),
-            tokio::spawn(quota::run(client, config.clone(), shutdown.clone())),
+            tokio::spawn(quota::run(client.clone(), config.clone(), shutdown.clone())),
+            tokio::spawn(autoscaler::run(
+                client,
+                config.clone(),
+                recorder.clone(),
+                shutdown.clone(),
+            )),
         ]);
+        if let (Some(access), false) = (&config.api_access, config.instant) {
+            tasks.push(tokio::spawn(kubelet::usage::run_sampler(
+                kubelet.processes(),
+                access.cluster.clone(),
+                config.metric_resolution,
+                shutdown.clone(),
+            )));
+        }
         Ok(Controllers {
             shutdown,
             tasks,

@@ -10,7 +10,7 @@ use kumiko_crds::KumikoApp;
 
 use super::*;
 use crate::cnpg::{Cluster, ClusterSpec, ClusterStorage};
-use crate::desired::MIGRATION_IMAGE_ANNOTATION;
+use crate::desired::{MIGRATION_IMAGE_ANNOTATION, ProcessObjects};
 use crate::validate::ValidatedApp;
 
 const IMAGE: &str = "ghcr.io/acme/shop:2.0.0";
@@ -779,4 +779,238 @@ fn the_rollout_goes_quota_database_roles_migrate_workloads_status() {
             previous = Some(plan.status.clone());
         }
     }
+}
+
+/// A migrated app whose API autoscales between 2 and 6 pods.
+fn autoscaled_app() -> KumikoApp {
+    app_with(serde_json::json!({
+        "api": {"replicas": 2, "autoscaling": {"minReplicas": 2, "maxReplicas": 6}}
+    }))
+}
+
+fn migrated_world(app: &KumikoApp, api: Option<Deployment>) -> World {
+    World {
+        jobs: vec![job(&job_name(app), IMAGE, Some("Complete"), 150)],
+        api,
+        worker: Some(deployment(IMAGE, 1, 1)),
+        ..ready_world()
+    }
+}
+
+fn api_objects(plan: &Plan) -> &ProcessObjects {
+    plan.apply
+        .as_ref()
+        .and_then(|children| children.api.as_ref())
+        .expect("the API's objects are applied")
+}
+
+#[test]
+fn an_autoscaled_deployment_is_applied_without_replicas_beside_its_autoscaler() {
+    let app = autoscaled_app();
+    let world = migrated_world(&app, Some(deployment(IMAGE, 2, 2)));
+    let plan = plan(
+        &validated(&app),
+        &world,
+        Some(&roles_confirmed(&app)),
+        &at(200),
+    );
+    let api = api_objects(&plan);
+    let replicas = api.deployment.spec.as_ref().and_then(|spec| spec.replicas);
+    assert_eq!(replicas, None, "the autoscaler owns the replicas");
+    let autoscaler = api
+        .horizontal_pod_autoscaler
+        .as_ref()
+        .and_then(|hpa| hpa.spec.as_ref())
+        .expect("an autoscaler");
+    assert_eq!(autoscaler.scale_target_ref.name, "shop-api");
+    assert_eq!(
+        (autoscaler.min_replicas, autoscaler.max_replicas),
+        (Some(2), 6)
+    );
+    let worker = plan
+        .apply
+        .as_ref()
+        .and_then(|children| children.worker.as_ref())
+        .expect("the worker's objects");
+    assert_eq!(
+        worker
+            .deployment
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.replicas),
+        Some(1),
+        "the worker does not autoscale: the operator keeps its replicas"
+    );
+    assert!(worker.horizontal_pod_autoscaler.is_none());
+}
+
+#[test]
+fn turning_autoscaling_on_hands_the_live_replicas_over_once() {
+    let app = autoscaled_app();
+    let world = migrated_world(&app, Some(deployment(IMAGE, 3, 3)));
+    let first = plan(
+        &validated(&app),
+        &world,
+        Some(&roles_confirmed(&app)),
+        &at(200),
+    );
+    assert_eq!(
+        first.handovers,
+        vec![ReplicasHandover {
+            deployment: "shop-api".to_owned(),
+            replicas: 3
+        }],
+        "the live value, not the spec's 2: the pods in service stay"
+    );
+    assert!(reasons(&first).contains(&"AutoscalingEnabled"));
+    let status = first.status.api.as_ref().expect("API status");
+    assert!(status.autoscaled);
+    let again = plan(&validated(&app), &world, Some(&first.status), &at(300));
+    assert!(again.handovers.is_empty(), "{:?}", again.handovers);
+    assert!(again.is_empty(), "{again:?}");
+}
+
+#[test]
+fn a_deployment_created_with_autoscaling_needs_no_handover() {
+    let app = autoscaled_app();
+    let world = migrated_world(&app, None);
+    let plan = plan(
+        &validated(&app),
+        &world,
+        Some(&roles_confirmed(&app)),
+        &at(200),
+    );
+    assert!(plan.handovers.is_empty(), "nobody owns the replicas yet");
+    assert!(api_objects(&plan).horizontal_pod_autoscaler.is_some());
+    assert!(plan.status.api.as_ref().is_some_and(|api| api.autoscaled));
+}
+
+#[test]
+fn an_autoscaler_scaling_up_keeps_the_app_ready() {
+    let app = autoscaled_app();
+    // The autoscaler asked for 5 pods; 2 (its minimum) are ready, 3 start.
+    let mut scaling = deployment(IMAGE, 5, 2);
+    if let Some(status) = scaling.status.as_mut() {
+        status.updated_replicas = Some(5);
+    }
+    let world = migrated_world(&app, Some(scaling));
+    let first = plan(
+        &validated(&app),
+        &world,
+        Some(&roles_confirmed(&app)),
+        &at(200),
+    );
+    let steady = plan(&validated(&app), &world, Some(&first.status), &at(300));
+    assert!(steady.progress.is_ready(), "{:?}", steady.progress.api);
+}
+
+#[test]
+fn an_autoscaled_rollout_is_judged_against_the_replicas_the_autoscaler_set() {
+    let app = autoscaled_app();
+    // The autoscaler scaled the API to 5 pods, all ready; the spec says 2.
+    let world = migrated_world(&app, Some(deployment(IMAGE, 5, 5)));
+    let first = plan(
+        &validated(&app),
+        &world,
+        Some(&roles_confirmed(&app)),
+        &at(200),
+    );
+    let steady = plan(&validated(&app), &world, Some(&first.status), &at(300));
+    assert_eq!(
+        steady.progress.api.reason, "Available",
+        "{:?}",
+        steady.progress.api
+    );
+    assert!(steady.progress.is_ready(), "{:?}", steady.progress);
+    let api = steady.status.api.as_ref().expect("API status");
+    assert_eq!((api.replicas, api.summary.as_str()), (5, "5/5"));
+}
+
+#[test]
+fn turning_autoscaling_off_deletes_the_autoscaler_and_applies_replicas_again() {
+    let autoscaled = autoscaled_app();
+    let world = migrated_world(&autoscaled, Some(deployment(IMAGE, 5, 5)));
+    let before = plan(
+        &validated(&autoscaled),
+        &world,
+        Some(&roles_confirmed(&autoscaled)),
+        &at(200),
+    );
+    let mut app = autoscaled.clone();
+    app.spec.api.autoscaling = None;
+    let after = plan(&validated(&app), &world, Some(&before.status), &at(300));
+    assert_eq!(
+        after.deletes,
+        vec![Delete::HorizontalPodAutoscaler("shop-api".to_owned())]
+    );
+    let api = api_objects(&after);
+    assert_eq!(
+        api.deployment.spec.as_ref().and_then(|spec| spec.replicas),
+        Some(2)
+    );
+    assert!(api.horizontal_pod_autoscaler.is_none());
+    assert!(after.status.api.as_ref().is_some_and(|api| !api.autoscaled));
+}
+
+#[test]
+fn a_paused_app_hands_nothing_over() {
+    let mut app = autoscaled_app();
+    app.spec.paused = true;
+    let world = migrated_world(&app, Some(deployment(IMAGE, 3, 3)));
+    let plan = plan(
+        &validated(&app),
+        &world,
+        Some(&roles_confirmed(&app)),
+        &at(200),
+    );
+    assert!(plan.handovers.is_empty() && plan.apply.is_none());
+    assert!(plan.status.api.as_ref().is_some_and(|api| !api.autoscaled));
+}
+
+#[test]
+fn a_dropped_autoscaled_worker_loses_its_autoscaler_too() {
+    let autoscaled = app_with(serde_json::json!({
+        "worker": {"autoscaling": {"maxReplicas": 3}}
+    }));
+    let world = migrated_world(&autoscaled, Some(deployment(IMAGE, 2, 2)));
+    let before = plan(
+        &validated(&autoscaled),
+        &world,
+        Some(&roles_confirmed(&autoscaled)),
+        &at(200),
+    );
+    assert!(before.status.worker.as_ref().is_some_and(|w| w.autoscaled));
+    let mut app = autoscaled.clone();
+    app.spec.worker = None;
+    let after = plan(&validated(&app), &world, Some(&before.status), &at(300));
+    assert_eq!(
+        after.deletes,
+        vec![
+            Delete::Deployment("shop-worker".to_owned()),
+            Delete::PodDisruptionBudget("shop-worker".to_owned()),
+            Delete::HorizontalPodAutoscaler("shop-worker".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn the_status_names_each_process_types_pod_selector_for_the_scale_subresource() {
+    let app = app();
+    let world = migrated_world(&app, Some(deployment(IMAGE, 2, 2)));
+    let plan = plan(
+        &validated(&app),
+        &world,
+        Some(&roles_confirmed(&app)),
+        &at(200),
+    );
+    assert_eq!(
+        plan.status
+            .api
+            .as_ref()
+            .and_then(|api| api.selector.as_deref()),
+        Some(
+            "app.kubernetes.io/component=api,app.kubernetes.io/instance=shop,\
+             app.kubernetes.io/name=kumiko-app"
+        )
+    );
 }
