@@ -172,10 +172,7 @@ pub fn boot_router(
         }),
     );
     if track {
-        router = router.layer(axum::middleware::from_fn_with_state(
-            metrics,
-            crate::metrics::track_http,
-        ));
+        router = router.layer(crate::metrics::HttpLayer::new(metrics));
     }
     router.fallback(move |request: axum::extract::Request| {
         let routes = routes.clone();

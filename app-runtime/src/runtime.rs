@@ -262,10 +262,7 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
     // The app's routes are served from now on (readiness says `starting` until the state flips).
     let phase_started = Instant::now();
     let router = if track_http {
-        router.layer(axum::middleware::from_fn_with_state(
-            metrics.clone(),
-            crate::metrics::track_http,
-        ))
+        router.layer(crate::metrics::HttpLayer::new(metrics.clone()))
     } else {
         router
     };
