@@ -8,6 +8,9 @@
 //!   job `fixture-cron` on that schedule; each run logs `fixture cron fired` with its tick.
 //! - `KUMIKO_FIXTURE_CRASH_ONCE=1`: the component `phoenix` (restarted up to once) panics on its
 //!   first run, 300 ms after boot, and runs normally after its restart.
+//! - `KUMIKO_FIXTURE_CRON_AT=<expression>`: the cron job `fixture-cron-at`, registered with
+//!   `JobRegistry::cron_at` as written (no setting validator), so a bad expression is left to the
+//!   job registry's own check at boot validation.
 //! - Queued jobs of kind `nap` (payload `{"slow_on": "<instance>"}`) log `fixture nap started`,
 //!   then take an hour on that instance, unless cancelled at shutdown, and 50 ms elsewhere.
 
@@ -25,6 +28,7 @@ const WARM_FOR: &str = "KUMIKO_FIXTURE_WARM_FOR";
 const CRASH_ONCE: &str = "KUMIKO_FIXTURE_CRASH_ONCE";
 const CRON: &str = "KUMIKO_FIXTURE_CRON";
 const CRON_TZ: &str = "KUMIKO_FIXTURE_CRON_TZ";
+const CRON_AT: &str = "KUMIKO_FIXTURE_CRON_AT";
 
 /// Whether `phoenix` has crashed already (it crashes on its first run only).
 static CRASHED: AtomicBool = AtomicBool::new(false);
@@ -62,8 +66,14 @@ fn main() {
                 .map(drop)
                 .map_err(|e| e.to_string())
         })
+        .setting(CRON_AT, |_| Ok(()))
         .jobs(|context| {
             let mut jobs = JobRegistry::new();
+            if let Some(expression) = context.setting(CRON_AT) {
+                jobs = jobs.cron_at("fixture-cron-at", expression, "UTC", |_tick| async {
+                    Ok(())
+                });
+            }
             if let Some(expression) = context.setting(CRON) {
                 let zone = context.setting(CRON_TZ).unwrap_or("UTC");
                 // Boot validation has checked both settings.

@@ -237,15 +237,23 @@ impl JobRegistry {
         Self::default()
     }
 
-    /// Adds a cron job.
+    /// Adds a cron job. A second job of the same name is kept as an error (it would share the
+    /// first one's claims in `kumiko_cron_runs`).
     pub fn cron(mut self, job: CronJob) -> Self {
-        self.cron.push(job);
+        if self.cron.iter().any(|known| known.name == job.name) {
+            self.errors.push(format!(
+                "cron job {}: is registered twice; give each cron job its own name",
+                job.name
+            ));
+        } else {
+            self.cron.push(job);
+        }
         self
     }
 
     /// Adds a cron job on a cron expression read in `time_zone` (see [`Schedule::cron`]). A bad
-    /// expression or time zone is kept as an error that fails the worker's boot (phase 14),
-    /// naming the job.
+    /// expression or time zone is kept as an error that boot validation (phase 6) reports with
+    /// every other error, naming the job, in every process type.
     pub fn cron_at<F, Fut>(
         mut self,
         name: &'static str,
@@ -258,23 +266,33 @@ impl JobRegistry {
         Fut: Future<Output = Result<(), Error>> + Send + 'static,
     {
         match Schedule::cron(expression, time_zone) {
-            Ok(schedule) => self.cron.push(CronJob::scheduled(name, schedule, handler)),
-            Err(error) => self.errors.push(format!("cron job {name}: {error}")),
+            Ok(schedule) => self.cron(CronJob::scheduled(name, schedule, handler)),
+            Err(error) => {
+                self.errors.push(format!("cron job {name}: {error}"));
+                self
+            }
         }
-        self
     }
 
-    /// The registration mistakes (bad schedules), each naming its job.
+    /// The registration mistakes (bad schedules, a name registered twice), each naming its job
+    /// as `cron job <name>: <problem>` or `queued job <kind>: <problem>`.
     pub fn errors(&self) -> &[String] {
         &self.errors
     }
 
-    /// Adds the handler for queued jobs of `kind`.
+    /// Adds the handler for queued jobs of `kind` (a second handler for the same kind is kept as
+    /// an error).
     pub fn queued<F, Fut>(mut self, kind: &str, handler: F) -> Self
     where
         F: Fn(QueuedContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), Error>> + Send + 'static,
     {
+        if self.queued.contains_key(kind) {
+            self.errors.push(format!(
+                "queued job {kind}: has two handlers; register one handler per kind"
+            ));
+            return self;
+        }
         self.queued.insert(
             kind.to_owned(),
             Arc::new(move |context| Box::pin(handler(context))),
@@ -1133,6 +1151,17 @@ mod tests {
             "{:?}",
             registry.errors()
         );
+        let twice = JobRegistry::new()
+            .cron_at("daily", "0 9 * * *", "UTC", |_| async { Ok(()) })
+            .cron(CronJob::new("daily", Duration::from_secs(60), |_| async {
+                Ok(())
+            }))
+            .queued("mail", |_| async { Ok(()) })
+            .queued("mail", |_| async { Ok(()) });
+        assert_eq!(twice.cron_jobs().len(), 1);
+        assert_eq!(twice.queued_kinds(), ["mail"]);
+        assert!(twice.errors()[0].starts_with("cron job daily: is registered twice"));
+        assert!(twice.errors()[1].starts_with("queued job mail: has two handlers"));
     }
 
     #[test]
