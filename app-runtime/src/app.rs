@@ -540,8 +540,9 @@ async fn start_jobs_worker(
     let worker_config = WorkerConfig {
         poll_interval: context.duration_setting(JOBS_POLL_INTERVAL_SETTING, Duration::from_secs(1)),
         job_timeout: context.duration_setting(JOB_TIMEOUT_SETTING, Duration::from_secs(60)),
-        // A running job's share of the shutdown budget after its cancellation signal.
-        cancel_grace: (runtime.config.shutdown_timeout / 4).min(MAX_CANCEL_GRACE),
+        // The most a running job gets after its cancellation signal; at shutdown it gets less
+        // when less is left of the budget (`jobs::cancel_grace`).
+        cancel_grace: MAX_CANCEL_GRACE,
         metrics: Some(runtime.metrics.clone()),
         ..WorkerConfig::new(runtime.config.instance_id.clone())
     };
@@ -593,11 +594,15 @@ async fn start_jobs_worker(
             ),
         }
     });
-    hooks.register("jobs worker", WORKER_STOP_TIMEOUT, move || async move {
-        worker
-            .stop(WORKER_STOP_TIMEOUT - Duration::from_secs(1))
-            .await;
-    });
+    // The hook is told what is left of KUMIKO_SHUTDOWN_TIMEOUT when it runs; the running job's
+    // grace is a share of that, not a figure fixed at boot.
+    hooks.register_bounded(
+        "jobs worker",
+        WORKER_STOP_TIMEOUT,
+        move |budget| async move {
+            worker.stop(budget).await;
+        },
+    );
     Ok(())
 }
 
