@@ -550,6 +550,7 @@ async fn start_jobs_worker(
         &context.pool,
         &worker_config.instance_id,
         worker_config.presumed_gone_after(),
+        crate::jobs::Orphans::AtBoot,
     )
     .await
     {

@@ -10,7 +10,8 @@
 //! succeed for exactly one process. Two leaders during a partition (or a forced split-brain) both
 //! try; one inserts and runs, the other skips. A run that fails is recorded, not retried. A run
 //! cut off by a shutdown (it got its cancellation signal and did not finish within its grace) is
-//! recorded `interrupted`: the leader claims it again ([`resume_interrupted`], a conditional update
+//! recorded `interrupted`, as is one left `running` by an instance that died
+//! ([`recover_orphans`]): the leader claims it again ([`resume_interrupted`], a conditional update
 //! that exactly one process wins) and runs it. A run is recorded `succeeded` only by the process
 //! that holds the claim, so each scheduled time has at most one completed run. Ticks missed while
 //! no process was leader are not caught up.
@@ -352,8 +353,8 @@ impl WorkerConfig {
         }
     }
 
-    /// How long after its last beat a worker counts as gone (its running work is recovered at
-    /// the next boot): twice the heartbeat's bound.
+    /// How long after its last beat in `kumiko_workers` a worker counts as gone (its running work
+    /// is recovered by the leader, or at the next worker's boot): twice the heartbeat's bound.
     pub fn presumed_gone_after(&self) -> Duration {
         self.heartbeat_max_age() * 2
     }
@@ -406,6 +407,7 @@ pub fn after_failure(attempts: i32, max_attempts: i32, now_ms: i64) -> AfterFail
 /// The running worker: one scheduler task per cron job and one queue loop.
 pub struct JobsWorker {
     cancel: CancellationToken,
+    presence: (CancellationToken, JoinHandle<()>),
     grace: Grace,
     grace_cap: Duration,
     tasks: Vec<(String, JoinHandle<()>)>,
@@ -452,6 +454,13 @@ impl JobsWorker {
         let grace_cap = config.cancel_grace;
         let heartbeat = Heartbeat::new();
         let heartbeat_max_age = config.heartbeat_max_age();
+        let presence_stop = CancellationToken::new();
+        let presence = tokio::spawn(run_presence(
+            pool.clone(),
+            leader.clone(),
+            config.clone(),
+            presence_stop.clone(),
+        ));
         let mut tasks = Vec::new();
         for job in registry.cron.clone() {
             let name = format!("cron {}", job.name);
@@ -480,6 +489,7 @@ impl JobsWorker {
         tasks.push(("queue".to_owned(), queue));
         Self {
             cancel,
+            presence: (presence_stop, presence),
             grace,
             grace_cap,
             tasks,
@@ -523,6 +533,10 @@ impl JobsWorker {
                 task.abort();
             }
         }
+        // Beat until the last job is done: its work is this live instance's until then.
+        let (presence_stop, presence) = self.presence;
+        presence_stop.cancel();
+        let _ = tokio::time::timeout_at(stopped_by, presence).await;
         tracing::info!("jobs worker stopped");
     }
 }
@@ -1077,35 +1091,67 @@ pub struct Recovered {
     pub requeued: Vec<i64>,
     /// Queued jobs marked failed (no attempts left).
     pub failed: Vec<i64>,
-    /// Cron runs marked failed (a tick runs at most once; it is not run again).
-    pub cron_runs_failed: u64,
+    /// Cron runs marked `interrupted` (the leader runs them again).
+    pub cron_runs_interrupted: u64,
 }
 
-/// At a worker's boot: work left `running` by an instance that no longer exists (this instance's
-/// previous incarnation, or one whose last beat is older than `gone_after`) is recovered: a
-/// queued job is queued again while it has attempts left and marked failed otherwise, a cron run
-/// is marked failed. Each is logged.
+/// Whose running work [`recover_orphans`] takes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orphans {
+    /// At a worker's boot: this instance's previous incarnation's work too (the instance id is
+    /// the pod's name, so a restarted pod finds its own runs), and every instance's that stopped
+    /// beating.
+    AtBoot,
+    /// While running (the leader, periodically): only instances that stopped beating; never this
+    /// instance's own work, which is running now.
+    WhileRunning,
+}
+
+/// Work left `running` by an instance that no longer exists (see [`Orphans`]; an instance is
+/// gone when its last beat in `kumiko_workers` is older than `gone_after`) is recovered: a queued
+/// job is queued again while it has attempts left and marked failed otherwise, a cron run is
+/// marked `interrupted` so the leader runs it again. Each is logged. Workers beat from their own
+/// task ([`JobsWorker::start`]), also while a long job runs and through the shutdown grace, so
+/// a live worker's work is never taken from it.
 pub async fn recover_orphans(
     pool: &Pool,
     instance_id: &str,
     gone_after: Duration,
+    scope: Orphans,
 ) -> Result<Recovered, Error> {
-    const ORPHAN: &str = "(locked_by IS NULL OR locked_by = $1 OR locked_by NOT IN \
+    const AT_BOOT: &str = "(locked_by IS NULL OR locked_by = $1 OR locked_by NOT IN \
         (SELECT instance_id FROM kumiko_workers WHERE last_seen_ms >= $2 AND instance_id <> $1))";
+    const WHILE_RUNNING: &str = "(locked_by IS NOT NULL AND locked_by <> $1 AND locked_by NOT IN \
+        (SELECT instance_id FROM kumiko_workers WHERE last_seen_ms >= $2))";
+    let orphan = match scope {
+        Orphans::AtBoot => AT_BOOT,
+        Orphans::WhileRunning => WHILE_RUNNING,
+    };
     let requeue = format!(
         "UPDATE kumiko_jobs SET state = 'queued', run_after_ms = $3, locked_by = NULL, locked_at_ms = NULL, \
          last_error = 'orphaned: its worker stopped while running it' \
-         WHERE state = 'running' AND attempts < max_attempts AND {ORPHAN} RETURNING id"
+         WHERE state = 'running' AND attempts < max_attempts AND {orphan} RETURNING id"
     );
     let fail = format!(
         "UPDATE kumiko_jobs SET state = 'failed', finished_at_ms = $3, locked_by = NULL, locked_at_ms = NULL, \
          last_error = 'orphaned: its worker stopped while running its last attempt' \
-         WHERE state = 'running' AND attempts >= max_attempts AND {ORPHAN} RETURNING id"
+         WHERE state = 'running' AND attempts >= max_attempts AND {orphan} RETURNING id"
     );
-    const CRON: &str = "UPDATE kumiko_cron_runs SET state = 'failed', finished_at_ms = $3, \
+    let cron_orphan = match scope {
+        Orphans::AtBoot => {
+            "(instance_id = $1 OR instance_id NOT IN \
+             (SELECT instance_id FROM kumiko_workers WHERE last_seen_ms >= $2 AND instance_id <> $1))"
+        }
+        Orphans::WhileRunning => {
+            "(instance_id <> $1 AND instance_id NOT IN \
+             (SELECT instance_id FROM kumiko_workers WHERE last_seen_ms >= $2))"
+        }
+    };
+    let cron = format!(
+        "UPDATE kumiko_cron_runs SET state = 'interrupted', finished_at_ms = $3, \
          error = 'orphaned: its instance stopped while running it' \
-         WHERE state = 'running' AND (instance_id = $1 OR instance_id NOT IN \
-         (SELECT instance_id FROM kumiko_workers WHERE last_seen_ms >= $2 AND instance_id <> $1))";
+         WHERE state = 'running' AND {cron_orphan}"
+    );
     let now = epoch_ms();
     let alive_since = now.saturating_sub(ms(gone_after));
     let database = |source| Error::Database {
@@ -1130,28 +1176,67 @@ pub async fn recover_orphans(
     .fetch_all(executor)
     .await)
     .map_err(database)?;
-    let cron_runs_failed = on_pool!(pool, |executor| sqlx::query(CRON)
-        .bind(instance_id)
-        .bind(alive_since)
-        .bind(now)
-        .execute(executor)
-        .await
-        .map(|result| result.rows_affected()))
+    let cron_runs_interrupted = on_pool!(pool, |executor| sqlx::query(sqlx::AssertSqlSafe(
+        cron.clone()
+    ))
+    .bind(instance_id)
+    .bind(alive_since)
+    .bind(now)
+    .execute(executor)
+    .await
+    .map(|result| result.rows_affected()))
     .map_err(database)?;
     let recovered = Recovered {
         requeued,
         failed,
-        cron_runs_failed,
+        cron_runs_interrupted,
     };
     if recovered != Recovered::default() {
         tracing::warn!(
             requeued = ?recovered.requeued,
             failed = ?recovered.failed,
-            cron_runs_failed = recovered.cron_runs_failed,
+            cron_runs_interrupted = recovered.cron_runs_interrupted,
             "recovered work left running by a stopped instance"
         );
     }
     Ok(recovered)
+}
+
+/// The worker's presence: beats in `kumiko_workers` every second from its own task, so a long
+/// job (or the shutdown grace) never makes a live worker look gone; on the leader, every
+/// [`WorkerConfig::presumed_gone_after`], recovers the running work of instances that stopped
+/// beating ([`Orphans::WhileRunning`]). Stops after the worker's other tasks.
+async fn run_presence(
+    pool: Pool,
+    leader: LeaderHandle,
+    config: WorkerConfig,
+    stop: CancellationToken,
+) {
+    let every = Duration::from_secs(1).min(config.poll_interval.max(Duration::from_millis(100)));
+    let recover_every = config.presumed_gone_after();
+    let mut last_recovery = tokio::time::Instant::now();
+    loop {
+        if let Err(error) = beat_worker(&pool, &config.instance_id).await {
+            tracing::warn!(error = %crate::boot::ErrorChain(&error), "recording the worker's heartbeat failed");
+        }
+        if leader.is_leader() && last_recovery.elapsed() >= recover_every {
+            last_recovery = tokio::time::Instant::now();
+            if let Err(error) = recover_orphans(
+                &pool,
+                &config.instance_id,
+                recover_every,
+                Orphans::WhileRunning,
+            )
+            .await
+            {
+                tracing::warn!(error = %crate::boot::ErrorChain(&error), "recovering orphaned work failed");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 async fn run_queue(
@@ -1163,17 +1248,8 @@ async fn run_queue(
 ) {
     let cancel = &stopping.cancel;
     tracing::info!(kinds = ?handlers.keys().collect::<Vec<_>>(), poll_interval_ms = ms(config.poll_interval), "queue worker started");
-    let mut last_beat: Option<std::time::Instant> = None;
     while !cancel.is_cancelled() {
         heartbeat.beat();
-        if last_beat.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-            match beat_worker(&pool, &config.instance_id).await {
-                Ok(()) => last_beat = Some(std::time::Instant::now()),
-                Err(error) => {
-                    tracing::warn!(error = %crate::boot::ErrorChain(&error), "recording the worker's heartbeat failed");
-                }
-            }
-        }
         let claimed = match claim_next(&pool, &config.instance_id, config.job_timeout).await {
             Ok(claimed) => claimed,
             Err(error) => {
@@ -1616,6 +1692,15 @@ mod tests {
         ))
     }
 
+    /// Waits (with a generous deadline, never a fixed time) until `at_least` ticks ran.
+    async fn wait_for_runs(runs: &Mutex<Vec<(i64, String)>>, at_least: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while runs.lock().unwrap().len() < at_least {
+            assert!(Instant::now() < deadline, "only {:?}", runs.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn fast(instance: &str) -> WorkerConfig {
         WorkerConfig {
             poll_interval: Duration::from_millis(50),
@@ -1640,7 +1725,7 @@ mod tests {
                 counting_job(runs.clone()),
                 fast("follower"),
             );
-            tokio::time::sleep(Duration::from_millis(1100)).await;
+            wait_for_runs(&runs, 2).await;
             follower.stop(Duration::from_secs(5)).await;
             leader.stop(Duration::from_secs(5)).await;
             let runs = runs.lock().unwrap().clone();
@@ -1673,7 +1758,7 @@ mod tests {
                     )
                 })
                 .collect();
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            wait_for_runs(&runs, 3).await;
             for worker in workers {
                 worker.stop(Duration::from_secs(5)).await;
             }

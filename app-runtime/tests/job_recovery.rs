@@ -165,27 +165,40 @@ fn a_job_running_at_sigterm_is_cancelled_within_the_budget_and_retried_by_the_ne
 #[test]
 fn work_left_running_by_a_killed_instance_is_recovered_at_the_next_boot() {
     let postgres = TempPostgres::start().unwrap();
-    let mut first = fixture_worker(&postgres, "worker-a");
+    let mut first = fixture_worker_with(&postgres, "worker-a", &CRON_SLOW_ON_A);
     let id = enqueue_nap(&postgres, "worker-a");
     wait_for(&first, "fixture nap started", id);
+    let tick = wait_for_line(&first, "fixture cron started", |_| true)["scheduled_for_ms"]
+        .as_i64()
+        .unwrap();
     first.signal(Signal::SIGKILL);
     first.wait_exit(Duration::from_secs(10)).unwrap();
     assert_eq!(job_state(&postgres, id).0, "running", "left running");
+    assert_eq!(
+        cron_row(&postgres, tick),
+        [("worker-a".to_owned(), "running".to_owned())],
+        "the cron tick is left running"
+    );
 
     // Once the killed worker's heartbeat is older than the bound (2 × max(3 × 100 ms, 2 s)),
-    // the next worker's boot recovers the job and runs it.
+    // the next worker's boot recovers the job and the cron tick, and runs both.
     std::thread::sleep(Duration::from_secs(5));
-    let second = fixture_worker(&postgres, "worker-b");
+    let second = fixture_worker_with(&postgres, "worker-b", &CRON_SLOW_ON_A);
     let recovered = second
         .json_logs()
         .into_iter()
         .find(|line| line["message"] == "recovered work left running by a stopped instance")
         .unwrap_or_else(|| panic!("no recovery logged:\n{}", second.all_output()));
     assert_eq!(recovered["requeued"], format!("[{id}]"), "{recovered}");
+    assert_eq!(recovered["cron_runs_interrupted"], 1, "{recovered}");
     wait_for(&second, "job succeeded", id);
     let (state, attempts) = job_state(&postgres, id);
     assert_eq!(state, "succeeded");
     assert_eq!(attempts, 2, "the killed attempt counts");
+    wait_for_line(&second, "fixture cron fired", |line| {
+        line["scheduled_for_ms"] == tick
+    });
+    wait_until_succeeded(&postgres, tick, "worker-b");
 }
 
 /// Waits until the cron run of `tick` is recorded succeeded, by `instance`.
@@ -297,4 +310,51 @@ fn a_cron_tick_cut_off_by_sigterm_is_run_again_by_the_next_worker_and_completes_
         .filter(|line| line["message"] == "fixture cron fired" && line["scheduled_for_ms"] == tick)
         .count();
     assert_eq!(fired, 1, "the tick completed once");
+}
+
+#[test]
+fn work_of_an_instance_that_died_is_recovered_by_a_running_worker_and_a_live_ones_never() {
+    let postgres = TempPostgres::start().unwrap();
+    let mut first = fixture_worker_with(&postgres, "worker-a", &CRON_SLOW_ON_A);
+    let id = enqueue_nap(&postgres, "worker-a");
+    wait_for(&first, "fixture nap started", id);
+    let tick = wait_for_line(&first, "fixture cron started", |_| true)["scheduled_for_ms"]
+        .as_i64()
+        .unwrap();
+    // worker-a is busy for longer than the bound after which a silent worker counts as gone
+    // (2 × max(3 × 100 ms, 2 s)): it still beats, from its own task, so neither the next
+    // worker's boot nor its periodic recovery takes the work from it.
+    std::thread::sleep(Duration::from_secs(5));
+    let second = fixture_worker_with(&postgres, "worker-b", &CRON_SLOW_ON_A);
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        !second
+            .json_logs()
+            .iter()
+            .any(|line| line["message"] == "recovered work left running by a stopped instance"),
+        "a live worker's work was taken:\n{}",
+        second.all_output()
+    );
+    assert_eq!(job_state(&postgres, id), ("running".to_owned(), 1));
+    assert_eq!(
+        cron_row(&postgres, tick),
+        [("worker-a".to_owned(), "running".to_owned())]
+    );
+
+    // worker-a dies; worker-b, running, recovers its work once it stops beating.
+    first.signal(Signal::SIGKILL);
+    first.wait_exit(Duration::from_secs(10)).unwrap();
+    let recovered = wait_for_line(
+        &second,
+        "recovered work left running by a stopped instance",
+        |_| true,
+    );
+    assert_eq!(recovered["requeued"], format!("[{id}]"), "{recovered}");
+    assert_eq!(recovered["cron_runs_interrupted"], 1, "{recovered}");
+    wait_for(&second, "job succeeded", id);
+    assert_eq!(job_state(&postgres, id), ("succeeded".to_owned(), 2));
+    wait_for_line(&second, "fixture cron fired", |line| {
+        line["scheduled_for_ms"] == tick
+    });
+    wait_until_succeeded(&postgres, tick, "worker-b");
 }
