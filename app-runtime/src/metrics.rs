@@ -262,19 +262,22 @@ impl Collector for HttpMetrics {
             MetricType::Histogram,
         )?;
         for route in &routes {
-            let mut cumulative = 0u64;
+            // Per-bucket counts, as prometheus-client's own histogram keeps them: the encoder
+            // makes them cumulative.
+            let mut count = 0u64;
             let mut buckets = Vec::with_capacity(route.buckets.len());
-            for (index, count) in route.buckets.iter().enumerate() {
-                cumulative += count.load(Ordering::Relaxed);
+            for (index, observed) in route.buckets.iter().enumerate() {
+                let observed = observed.load(Ordering::Relaxed);
+                count += observed;
                 let bound = LATENCY_BOUNDS_NANOS
                     .get(index)
                     .map_or(f64::INFINITY, |nanos| *nanos as f64 / 1e9);
-                buckets.push((bound, cumulative));
+                buckets.push((bound, observed));
             }
             let sum = route.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
             histograms
                 .encode_family(&RouteLabel { route: route.route })?
-                .encode_histogram::<NoLabelSet>(sum, cumulative, &buckets, None)?;
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
         }
         Ok(())
     }
@@ -579,6 +582,58 @@ mod tests {
             text.contains("kumiko_http_request_duration_seconds_bucket"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_layer_counts_each_route_pattern_and_status_apart_and_unmatched_requests_too() {
+        use tower::ServiceExt as _;
+        let metrics = Metrics::new();
+        let router = axum::Router::new()
+            .route("/items/{id}", axum::routing::get(|| async { "item" }))
+            .route(
+                "/fail",
+                axum::routing::get(|| async { axum::http::StatusCode::INTERNAL_SERVER_ERROR }),
+            )
+            .layer(HttpLayer::new(metrics.clone()));
+        for path in ["/items/1", "/items/2", "/items/3", "/fail", "/nowhere"] {
+            let request = axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            router.clone().oneshot(request).await.unwrap();
+        }
+        let lifecycle = Lifecycle::new();
+        let text = metrics.render(&lifecycle, &Health::new(lifecycle.clone()));
+        assert!(
+            text.contains(r#"kumiko_http_requests_total{route="/items/{id}",status="200"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"kumiko_http_requests_total{route="/fail",status="500"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"kumiko_http_request_duration_seconds_count{route="/items/{id}"} 3"#),
+            "{text}"
+        );
+        // Cumulative buckets, the last one holding every observation.
+        assert!(
+            text.contains(
+                r#"kumiko_http_request_duration_seconds_bucket{le="+Inf",route="/items/{id}"} 3"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"kumiko_http_request_duration_seconds_bucket{le="+Inf",route="/fail"} 1"#
+            ),
+            "{text}"
+        );
+        // The router's fallback is layered too: a request no route matched counts as `unmatched`.
+        assert!(
+            text.contains(r#"kumiko_http_requests_total{route="unmatched",status="404"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("/nowhere"), "{text}");
     }
 
     #[test]
