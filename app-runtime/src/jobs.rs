@@ -561,27 +561,12 @@ async fn run_scheduler(
 ) {
     tracing::info!(job = job.name, schedule = %job.schedule.describe(), "cron scheduler started");
     let cancel = &stopping.cancel;
-    // How often the leader looks for ticks of this job that were cut off and must run again.
+    // How often the leader looks for ticks of this job that were cut off and must run again, and
+    // how much time before the next tick such a look needs (it never delays a due tick).
     let resume_every = config.poll_interval.max(Duration::from_millis(100));
+    let look_needs = Duration::from_millis(200);
+    let mut last_look: Option<tokio::time::Instant> = None;
     loop {
-        // Ticks cut off by a shutdown or left by a dead instance: the leader runs them again.
-        while leader.is_leader() && !cancel.is_cancelled() {
-            match resume_interrupted(&pool, job.name, &config.instance_id).await {
-                Ok(Some(tick)) => {
-                    tracing::info!(
-                        job = job.name,
-                        scheduled_for_ms = tick,
-                        "running an interrupted cron tick again"
-                    );
-                    run_tick(&pool, &job, tick, &config, &stopping).await;
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    tracing::warn!(job = job.name, error = %crate::boot::ErrorChain(&error), "looking for interrupted cron ticks failed");
-                    break;
-                }
-            }
-        }
         let now = epoch_ms();
         let Some(tick) = job.schedule.next_after_ms(now) else {
             tracing::warn!(
@@ -591,8 +576,31 @@ async fn run_scheduler(
             break;
         };
         let wait = Duration::from_millis(u64::try_from(tick - now).unwrap_or(0));
-        if wait > resume_every {
-            // Not due yet: look for interrupted ticks again first.
+        let look_due = last_look.is_none_or(|at| at.elapsed() >= resume_every);
+        if look_due && wait > look_needs && leader.is_leader() {
+            // Ticks cut off by a shutdown or left by a dead instance: the leader runs them again.
+            last_look = Some(tokio::time::Instant::now());
+            while !cancel.is_cancelled() {
+                match resume_interrupted(&pool, job.name, &config.instance_id).await {
+                    Ok(Some(tick)) => {
+                        tracing::info!(
+                            job = job.name,
+                            scheduled_for_ms = tick,
+                            "running an interrupted cron tick again"
+                        );
+                        run_tick(&pool, &job, tick, &config, &stopping).await;
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::warn!(job = job.name, error = %crate::boot::ErrorChain(&error), "looking for interrupted cron ticks failed");
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        if wait > resume_every + look_needs {
+            // Not due for a while: look for interrupted ticks again before it is.
             tokio::select! {
                 () = cancel.cancelled() => break,
                 () = tokio::time::sleep(resume_every) => continue,
