@@ -5,11 +5,17 @@
 //! - `KUMIKO_FIXTURE_WARM_FOR=<duration>`: the component `warmer` marks the process not ready
 //!   ("warming the cache") for that long after boot, without leaving `ready`.
 //! - `KUMIKO_FIXTURE_CRON=<expression>` (and `KUMIKO_FIXTURE_CRON_TZ`, default UTC): the cron
-//!   job `fixture-cron` on that schedule; each run logs `fixture cron fired` with its tick.
+//!   job `fixture-cron` on that schedule; each run logs `fixture cron started`, then `fixture cron
+//!   fired` with its tick. With `KUMIKO_FIXTURE_CRON_SLOW_ON=<instance>` a run on that instance
+//!   takes an hour instead, unless cancelled at shutdown.
 //! - `KUMIKO_FIXTURE_CRASH_ONCE=1`: the component `phoenix` (restarted up to once) panics on its
 //!   first run, 300 ms after boot, and runs normally after its restart.
+//! - `KUMIKO_FIXTURE_CRON_AT=<expression>`: the cron job `fixture-cron-at`, registered with
+//!   `JobRegistry::cron_at` as written (no setting validator), so a bad expression is left to the
+//!   job registry's own check at boot validation.
 //! - Queued jobs of kind `nap` (payload `{"slow_on": "<instance>"}`) log `fixture nap started`,
-//!   then take an hour on that instance, unless cancelled at shutdown, and 50 ms elsewhere.
+//!   then take an hour on that instance, unless cancelled at shutdown, and 50 ms elsewhere. With
+//!   `"stubborn": true` the hour-long nap ignores its cancellation signal.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -25,6 +31,8 @@ const WARM_FOR: &str = "KUMIKO_FIXTURE_WARM_FOR";
 const CRASH_ONCE: &str = "KUMIKO_FIXTURE_CRASH_ONCE";
 const CRON: &str = "KUMIKO_FIXTURE_CRON";
 const CRON_TZ: &str = "KUMIKO_FIXTURE_CRON_TZ";
+const CRON_SLOW_ON: &str = "KUMIKO_FIXTURE_CRON_SLOW_ON";
+const CRON_AT: &str = "KUMIKO_FIXTURE_CRON_AT";
 
 /// Whether `phoenix` has crashed already (it crashes on its first run only).
 static CRASHED: AtomicBool = AtomicBool::new(false);
@@ -62,21 +70,43 @@ fn main() {
                 .map(drop)
                 .map_err(|e| e.to_string())
         })
+        .setting(CRON_SLOW_ON, |_| Ok(()))
+        .setting(CRON_AT, |_| Ok(()))
         .jobs(|context| {
             let mut jobs = JobRegistry::new();
+            if let Some(expression) = context.setting(CRON_AT) {
+                jobs = jobs.cron_at("fixture-cron-at", expression, "UTC", |_tick| async { Ok(()) });
+            }
             if let Some(expression) = context.setting(CRON) {
                 let zone = context.setting(CRON_TZ).unwrap_or("UTC");
+                let slow_on = context.setting(CRON_SLOW_ON).map(str::to_owned);
                 // Boot validation has checked both settings.
                 if let Ok(schedule) = Schedule::cron(expression, zone) {
                     jobs = jobs.cron(CronJob::scheduled(
                         "fixture-cron",
                         schedule,
-                        |tick| async move {
-                            tracing::info!(
-                                scheduled_for_ms = tick.scheduled_for_ms,
-                                "fixture cron fired"
-                            );
-                            Ok(())
+                        move |tick| {
+                            let slow = slow_on.as_deref() == Some(tick.instance_id.as_str());
+                            async move {
+                                tracing::info!(
+                                    scheduled_for_ms = tick.scheduled_for_ms,
+                                    "fixture cron started"
+                                );
+                                if slow {
+                                    tokio::select! {
+                                        () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                                        () = tick.cancel.cancelled() => return Err(kumiko_runtime::Error::Job {
+                                            job: "fixture-cron".to_owned(),
+                                            message: "woken by the shutdown".to_owned(),
+                                        }),
+                                    }
+                                }
+                                tracing::info!(
+                                    scheduled_for_ms = tick.scheduled_for_ms,
+                                    "fixture cron fired"
+                                );
+                                Ok(())
+                            }
                         },
                     ));
                 }
@@ -93,6 +123,11 @@ fn main() {
                 } else {
                     Duration::from_millis(50)
                 };
+                if slow && job.payload["stubborn"] == true {
+                    // Ignores the cancellation signal: only the end of its grace stops it.
+                    tokio::time::sleep(nap).await;
+                    return Ok(());
+                }
                 tokio::select! {
                     () = tokio::time::sleep(nap) => Ok(()),
                     () = job.cancel.cancelled() => Err(kumiko_runtime::Error::Job {

@@ -8,9 +8,11 @@
 //! ([`AppMigrations`], one set per backend) and its settings (`KUMIKO_*` variables with a
 //! validator each).
 //!
-//! The description is frozen when the process boots: [`App::run`] consumes the `App`, boot
-//! validation (phase 6) checks every component and setting together, and the readiness registry
-//! refuses checks registered after phase 16 ([`crate::Error::LateRegistration`]).
+//! The description is frozen at boot validation (phase 6): [`App::run`] consumes the `App`, the
+//! jobs closure runs before phase 6 (it gets the [`Settings`], not the database), boot validation
+//! checks every component, setting and job together and reports every error at once, and then
+//! registration is frozen: a readiness check registered later is
+//! [`crate::Error::LateRegistration`]. Phases 7 to 14 only start what was declared.
 //!
 //! What each command does with the description:
 //!
@@ -58,7 +60,34 @@ pub const JOBS_POLL_INTERVAL_SETTING: &str = "KUMIKO_JOBS_POLL_INTERVAL";
 pub const JOB_TIMEOUT_SETTING: &str = "KUMIKO_JOB_TIMEOUT";
 
 type RoutesFn = Box<dyn FnOnce(&Context) -> Router + Send>;
-type JobsFn = Box<dyn FnOnce(&Context) -> JobRegistry + Send>;
+type JobsFn = Box<dyn FnOnce(&Settings) -> JobRegistry + Send>;
+
+/// What the jobs closure gets, before boot validation (phase 6): the environment, to read the
+/// app's declared settings (boot validation checks them together with the jobs). Job handlers
+/// get the database and the rest when they run ([`crate::jobs::CronContext`],
+/// [`crate::jobs::QueuedContext`]).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    env: Env,
+}
+
+impl Settings {
+    /// The value of a declared setting, trimmed; `None` when unset or empty.
+    pub fn setting(&self, name: &str) -> Option<&str> {
+        self.env
+            .get(name)
+            .map(|value| value.trim())
+            .filter(|value| !value.is_empty())
+    }
+
+    /// A declared duration setting, or `default` when unset (or when it does not parse: boot
+    /// validation then reports it).
+    pub fn duration_setting(&self, name: &str, default: Duration) -> Duration {
+        self.setting(name)
+            .and_then(|value| parse_duration(value).ok())
+            .unwrap_or(default)
+    }
+}
 
 /// What an app's closures get at boot: the configuration, the environment (read your declared
 /// settings here), the database pool, Redis when configured, the lifecycle, the shutdown token of
@@ -241,10 +270,12 @@ impl App {
         self
     }
 
-    /// The app's jobs (cron and queued), built once at boot from the [`Context`]; run by `worker`.
+    /// The app's jobs (cron and queued), built once from the [`Settings`] before boot validation
+    /// (phase 6), which reports a bad schedule or a name registered twice with every other error
+    /// (in every process type); run by `worker`.
     pub fn jobs<F>(mut self, jobs: F) -> Self
     where
-        F: FnOnce(&Context) -> JobRegistry + Send + 'static,
+        F: FnOnce(&Settings) -> JobRegistry + Send + 'static,
     {
         self.jobs = Some(Box::new(jobs));
         self
@@ -332,16 +363,30 @@ impl App {
 
     async fn run_process(mut self, kind: ProcessKind, env: Env) -> i32 {
         let components = self.declarations();
+        // Phase 5: the jobs register now, so boot validation checks them with the rest.
+        let settings = Settings { env: env.clone() };
+        let jobs = self.jobs.map(|jobs| jobs(&settings)).unwrap_or_default();
+        let registration_errors = jobs
+            .errors()
+            .iter()
+            .map(|error| {
+                let (subject, problem) = error.split_once(": ").unwrap_or(("jobs", error));
+                crate::component::ValidationError {
+                    subject: subject.to_owned(),
+                    problem: problem.to_owned(),
+                }
+            })
+            .collect();
         let parts = Parts {
             name: self.name,
             kind,
             routes: self.routes,
-            jobs: self.jobs,
+            jobs,
             migrations: self.migrations,
         };
         let boot: runtime::AppBoot =
             Box::new(move |runtime, components| Box::pin(boot(runtime, components, parts)));
-        runtime::run(kind, env, components, boot).await
+        runtime::run(kind, env, components, registration_errors, boot).await
     }
 }
 
@@ -350,7 +395,7 @@ struct Parts {
     name: &'static str,
     kind: ProcessKind,
     routes: Option<RoutesFn>,
-    jobs: Option<JobsFn>,
+    jobs: JobRegistry,
     migrations: AppMigrations,
 }
 
@@ -483,7 +528,7 @@ async fn start_jobs_worker(
     context: &Context,
     name: &str,
     redis: Option<ConnectionManager>,
-    jobs: Option<JobsFn>,
+    registry: JobRegistry,
 ) -> Result<(), BootError> {
     let leader_config = LeaderConfig {
         key: context
@@ -495,8 +540,9 @@ async fn start_jobs_worker(
     let worker_config = WorkerConfig {
         poll_interval: context.duration_setting(JOBS_POLL_INTERVAL_SETTING, Duration::from_secs(1)),
         job_timeout: context.duration_setting(JOB_TIMEOUT_SETTING, Duration::from_secs(60)),
-        // A running job's share of the shutdown budget after its cancellation signal.
-        cancel_grace: (runtime.config.shutdown_timeout / 4).min(MAX_CANCEL_GRACE),
+        // The most a running job gets after its cancellation signal; at shutdown it gets less
+        // when less is left of the budget (`jobs::cancel_grace`).
+        cancel_grace: MAX_CANCEL_GRACE,
         metrics: Some(runtime.metrics.clone()),
         ..WorkerConfig::new(runtime.config.instance_id.clone())
     };
@@ -504,6 +550,7 @@ async fn start_jobs_worker(
         &context.pool,
         &worker_config.instance_id,
         worker_config.presumed_gone_after(),
+        crate::jobs::Orphans::AtBoot,
     )
     .await
     {
@@ -512,12 +559,6 @@ async fn start_jobs_worker(
             error = %ErrorChain(&error),
             "recovering orphaned work failed; stale locks are still reclaimed after KUMIKO_JOB_TIMEOUT"
         ),
-    }
-    let registry = jobs.map(|jobs| jobs(context)).unwrap_or_default();
-    if !registry.errors().is_empty() {
-        return Err(runtime
-            .boot
-            .fail_invalid(Phase::JobsWorker, registry.errors().to_vec()));
     }
     let election = match redis {
         Some(connection) => {
@@ -554,11 +595,15 @@ async fn start_jobs_worker(
             ),
         }
     });
-    hooks.register("jobs worker", WORKER_STOP_TIMEOUT, move || async move {
-        worker
-            .stop(WORKER_STOP_TIMEOUT - Duration::from_secs(1))
-            .await;
-    });
+    // The hook is told what is left of KUMIKO_SHUTDOWN_TIMEOUT when it runs; the running job's
+    // grace is a share of that, not a figure fixed at boot.
+    hooks.register_bounded(
+        "jobs worker",
+        WORKER_STOP_TIMEOUT,
+        move |budget| async move {
+            worker.stop(budget).await;
+        },
+    );
     Ok(())
 }
 

@@ -129,8 +129,8 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    /// Something was registered after boot validation froze the registries (phase 6 for the
-    /// app's description, phase 16 for readiness checks): a bug in the app, never silently kept.
+    /// Something was registered after boot validation (phase 6) froze the registries (the
+    /// runtime's own readiness checks: after they started, phase 16): a bug, never silently kept.
     #[error(
         "{what} `{name}` was registered after boot validation; register it on the App builder \
          (or during boot) instead"

@@ -235,6 +235,9 @@ pub struct Health {
     lifecycle: Lifecycle,
     boot: Arc<RwLock<Option<crate::boot::ProgressHandle>>>,
     unavailable: Arc<RwLock<Option<String>>>,
+    /// Set at the end of boot validation (phase 6): [`Health::register`] refuses from then on.
+    declarations_frozen: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when the checks start (phase 16): nothing more is registered at all.
     frozen: Arc<std::sync::atomic::AtomicBool>,
     checks: Arc<Mutex<Vec<Check>>>,
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
@@ -255,17 +258,39 @@ impl Health {
             lifecycle,
             boot: Arc::default(),
             unavailable: Arc::default(),
+            declarations_frozen: Arc::default(),
             frozen: Arc::default(),
             checks: Arc::default(),
             snapshot: Arc::new(RwLock::new(Arc::new(Snapshot::new(Vec::new())))),
         }
     }
 
-    /// Registers a check (during boot). It shows as pending until its first run.
+    /// Registers a check before boot validation (phase 6). It shows as pending until its first
+    /// run.
     ///
-    /// Registration is frozen once the checks start (boot phase 16): a later registration is
-    /// [`crate::Error::LateRegistration`], never a check that silently stays pending.
+    /// Registration is frozen at boot validation: a check registered later is
+    /// [`crate::Error::LateRegistration`], never a check that silently stays pending. (An app's
+    /// checks are its components' probes, declared on the [`crate::app::App`] builder; the
+    /// runtime binds them, and its own checks, in phases 7 to 14.)
     pub fn register(&self, check: Check) -> Result<(), crate::Error> {
+        if self.declarations_frozen.load(Ordering::SeqCst) {
+            return Err(crate::Error::LateRegistration {
+                what: "readiness check",
+                name: check.name,
+            });
+        }
+        self.register_core(check)
+    }
+
+    /// Freezes [`Health::register`] (the end of boot validation, phase 6).
+    pub fn freeze_registration(&self) {
+        self.declarations_frozen.store(true, Ordering::SeqCst);
+    }
+
+    /// Registers one of the runtime's own checks (the database, Redis, the jobs worker, the
+    /// leadership, and the probes of components declared before phase 6) in phases 7 to 14;
+    /// refused once the checks started (phase 16).
+    pub(crate) fn register_core(&self, check: Check) -> Result<(), crate::Error> {
         if self.frozen.load(Ordering::SeqCst) {
             return Err(crate::Error::LateRegistration {
                 what: "readiness check",
@@ -577,6 +602,36 @@ mod tests {
         assert!(reports[0].message.contains("no answer"));
     }
 
+    #[test]
+    fn a_check_registered_after_boot_validation_is_an_error_not_a_pending_check() {
+        let health = Health::new(Lifecycle::new());
+        health
+            .register(Check::new("declared", || async { Ok(String::new()) }))
+            .unwrap();
+        health.freeze_registration();
+        let error = health
+            .register(Check::new("late", || async { Ok(String::new()) }))
+            .unwrap_err();
+        assert!(
+            matches!(&error, crate::Error::LateRegistration { name, .. } if name == "late"),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("after boot validation"),
+            "{error}"
+        );
+        // The runtime still binds its own checks in phases 7 to 14.
+        health
+            .register_core(Check::new("database", || async { Ok(String::new()) }))
+            .unwrap();
+        let names: Vec<String> = health.reports().into_iter().map(|r| r.name).collect();
+        assert_eq!(
+            names,
+            ["declared", "database"],
+            "the late check is not listed"
+        );
+    }
+
     #[tokio::test]
     async fn a_check_registered_after_the_checks_started_is_an_error_not_a_pending_check() {
         let health = Health::new(Lifecycle::new());
@@ -586,7 +641,7 @@ mod tests {
         let stop = CancellationToken::new();
         let _tasks = health.start(stop.clone());
         let error = health
-            .register(Check::new("late", || async { Ok(String::new()) }))
+            .register_core(Check::new("late", || async { Ok(String::new()) }))
             .unwrap_err();
         assert!(
             matches!(&error, crate::Error::LateRegistration { name, .. } if name == "late"),

@@ -104,26 +104,22 @@ async fn track(AxumState(traffic): AxumState<Traffic>, request: Request, next: N
 
 /// The runtime's routes: `GET /health` and `GET /health/ready`.
 pub fn health_routes(health: Health) -> Router {
+    // One shared handle: axum clones a handler per request, so the closures hold an `Arc` (one
+    // reference count) rather than the registry's own handles, and answer without an async
+    // block of their own.
+    let health = Arc::new(health);
     let live = health.clone();
     Router::new()
         .route(
             kumiko_contract::LIVENESS_PATH,
-            axum::routing::get(move || {
-                let health = live.clone();
-                async move { health.liveness() }
-            }),
+            axum::routing::get(move || std::future::ready(live.liveness())),
         )
         .route(
             kumiko_contract::READINESS_PATH,
-            axum::routing::get(move || {
-                let health = health.clone();
-                async move { health.readiness() }
-            }),
+            axum::routing::get(move || std::future::ready(health.readiness())),
         )
 }
 
-/// The app's routes, installed once the boot reaches phase 15; until then the listener (bound at
-/// the start of the boot, for liveness) answers every other path with 503. Clones share the slot.
 #[derive(Clone, Default)]
 pub struct LateRoutes(Arc<std::sync::OnceLock<Router>>);
 
@@ -172,10 +168,7 @@ pub fn boot_router(
         }),
     );
     if track {
-        router = router.layer(axum::middleware::from_fn_with_state(
-            metrics,
-            crate::metrics::track_http,
-        ));
+        router = router.layer(crate::metrics::HttpLayer::new(metrics));
     }
     router.fallback(move |request: axum::extract::Request| {
         let routes = routes.clone();

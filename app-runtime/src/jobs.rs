@@ -8,15 +8,25 @@
 //! running a tick the scheduler checks leadership ([`LeaderHandle::is_leader`]), then claims the
 //! tick by inserting `(job, scheduled_for)` into `kumiko_cron_runs`, whose primary key makes the insert
 //! succeed for exactly one process. Two leaders during a partition (or a forced split-brain) both
-//! try; one inserts and runs, the other skips. A tick is run at most once: a run that fails (or a
-//! process that dies mid-run) is recorded, not retried. Ticks missed while no process was leader
-//! are not caught up.
+//! try; one inserts and runs, the other skips. A run that fails is recorded, not retried. A run
+//! cut off by a shutdown (it got its cancellation signal and did not finish within its grace) is
+//! recorded `interrupted`, as is one left `running` by an instance that died
+//! ([`recover_orphans`]): the leader claims it again ([`resume_interrupted`], a conditional update
+//! that exactly one process wins) and runs it. A run is recorded `succeeded` only by the process
+//! that holds the claim, so each scheduled time has at most one completed run. Ticks missed while
+//! no process was leader are not caught up.
 //!
 //! **Queue.** `jobs` rows are claimed one at a time by any worker: Postgres uses
 //! `FOR UPDATE SKIP LOCKED` so workers never wait on each other's rows; SQLite runs the claim as
 //! one `UPDATE ... RETURNING` statement, which its single-writer lock makes atomic. A failed job is
 //! retried with exponential backoff up to its `max_attempts`; a job whose worker died is claimed
-//! again once its lock is older than the job timeout.
+//! again once its lock is older than the job timeout (or recovered at the next worker's boot).
+//!
+//! **Shutdown.** [`JobsWorker::stop`] is given what is left of `KUMIKO_SHUTDOWN_TIMEOUT` when it
+//! runs; a running job (queued or cron) gets its cancellation signal and a grace of at most three
+//! quarters of that ([`cancel_grace`]), so the rest of the shutdown still fits in the budget. A
+//! queued job that does not finish is queued again without counting the attempt; a cron tick is
+//! recorded `interrupted` and run again by the leader.
 //!
 //! **Heartbeat.** The queue loop beats at every poll and while a job runs; the readiness check
 //! `jobs-worker` ([`JobsWorker::health_check`]) turns unhealthy when the last beat is older than
@@ -49,6 +59,9 @@ pub struct CronContext {
     pub scheduled_for_ms: i64,
     /// This process (`KUMIKO_INSTANCE_ID`).
     pub instance_id: String,
+    /// Cancelled when the worker shuts down: finish (or give up) within the grace; a tick that
+    /// does not finish is recorded `interrupted` and run again by the leader, not lost.
+    pub cancel: CancellationToken,
 }
 
 /// What a queued-job handler gets.
@@ -237,15 +250,23 @@ impl JobRegistry {
         Self::default()
     }
 
-    /// Adds a cron job.
+    /// Adds a cron job. A second job of the same name is kept as an error (it would share the
+    /// first one's claims in `kumiko_cron_runs`).
     pub fn cron(mut self, job: CronJob) -> Self {
-        self.cron.push(job);
+        if self.cron.iter().any(|known| known.name == job.name) {
+            self.errors.push(format!(
+                "cron job {}: is registered twice; give each cron job its own name",
+                job.name
+            ));
+        } else {
+            self.cron.push(job);
+        }
         self
     }
 
     /// Adds a cron job on a cron expression read in `time_zone` (see [`Schedule::cron`]). A bad
-    /// expression or time zone is kept as an error that fails the worker's boot (phase 14),
-    /// naming the job.
+    /// expression or time zone is kept as an error that boot validation (phase 6) reports with
+    /// every other error, naming the job, in every process type.
     pub fn cron_at<F, Fut>(
         mut self,
         name: &'static str,
@@ -258,23 +279,33 @@ impl JobRegistry {
         Fut: Future<Output = Result<(), Error>> + Send + 'static,
     {
         match Schedule::cron(expression, time_zone) {
-            Ok(schedule) => self.cron.push(CronJob::scheduled(name, schedule, handler)),
-            Err(error) => self.errors.push(format!("cron job {name}: {error}")),
+            Ok(schedule) => self.cron(CronJob::scheduled(name, schedule, handler)),
+            Err(error) => {
+                self.errors.push(format!("cron job {name}: {error}"));
+                self
+            }
         }
-        self
     }
 
-    /// The registration mistakes (bad schedules), each naming its job.
+    /// The registration mistakes (bad schedules, a name registered twice), each naming its job
+    /// as `cron job <name>: <problem>` or `queued job <kind>: <problem>`.
     pub fn errors(&self) -> &[String] {
         &self.errors
     }
 
-    /// Adds the handler for queued jobs of `kind`.
+    /// Adds the handler for queued jobs of `kind` (a second handler for the same kind is kept as
+    /// an error).
     pub fn queued<F, Fut>(mut self, kind: &str, handler: F) -> Self
     where
         F: Fn(QueuedContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), Error>> + Send + 'static,
     {
+        if self.queued.contains_key(kind) {
+            self.errors.push(format!(
+                "queued job {kind}: has two handlers; register one handler per kind"
+            ));
+            return self;
+        }
         self.queued.insert(
             kind.to_owned(),
             Arc::new(move |context| Box::pin(handler(context))),
@@ -303,8 +334,8 @@ pub struct WorkerConfig {
     /// The bound on one job run (cron tick or queued job); a queued job locked longer than this
     /// is taken to be abandoned and claimed again.
     pub job_timeout: Duration,
-    /// How long a queued job that is running at shutdown gets, after its cancellation signal, to
-    /// finish before it is queued again.
+    /// The longest grace a job running at shutdown gets after its cancellation signal (it gets
+    /// less when less is left of the shutdown budget: [`cancel_grace`]).
     pub cancel_grace: Duration,
     /// Where job runs are counted (`kumiko_jobs_total`, `kumiko_job_duration_seconds`).
     pub metrics: Option<crate::metrics::Metrics>,
@@ -322,8 +353,8 @@ impl WorkerConfig {
         }
     }
 
-    /// How long after its last beat a worker counts as gone (its running work is recovered at
-    /// the next boot): twice the heartbeat's bound.
+    /// How long after its last beat in `kumiko_workers` a worker counts as gone (its running work
+    /// is recovered by the leader, or at the next worker's boot): twice the heartbeat's bound.
     pub fn presumed_gone_after(&self) -> Duration {
         self.heartbeat_max_age() * 2
     }
@@ -332,6 +363,14 @@ impl WorkerConfig {
     pub fn heartbeat_max_age(&self) -> Duration {
         (self.poll_interval * 3).max(Duration::from_secs(2))
     }
+}
+
+/// The grace a job running at shutdown gets after its cancellation signal, when the worker's stop
+/// may take `budget` (what is left of `KUMIKO_SHUTDOWN_TIMEOUT` at that moment): three quarters of
+/// it, the last quarter kept for recording the outcome and the shutdown steps after the worker,
+/// and never more than `cap`.
+pub fn cancel_grace(budget: Duration, cap: Duration) -> Duration {
+    (budget * 3 / 4).min(cap)
 }
 
 /// The first tick strictly after `now_ms` for a job every `interval_ms`, aligned to the epoch.
@@ -368,9 +407,27 @@ pub fn after_failure(attempts: i32, max_attempts: i32, now_ms: i64) -> AfterFail
 /// The running worker: one scheduler task per cron job and one queue loop.
 pub struct JobsWorker {
     cancel: CancellationToken,
+    presence: (CancellationToken, JoinHandle<()>),
+    grace: Grace,
+    grace_cap: Duration,
     tasks: Vec<(String, JoinHandle<()>)>,
     heartbeat: Heartbeat,
     heartbeat_max_age: Duration,
+}
+
+/// When the grace of the jobs running at shutdown ends: set by [`JobsWorker::stop`] before it
+/// sends the cancellation signal, read by the tasks once they see it.
+#[derive(Clone, Debug, Default)]
+struct Grace(Arc<std::sync::OnceLock<tokio::time::Instant>>);
+
+impl Grace {
+    /// The end of the grace; `fallback` from now when the signal came without one.
+    fn until(&self, fallback: Duration) -> tokio::time::Instant {
+        self.0
+            .get()
+            .copied()
+            .unwrap_or_else(|| tokio::time::Instant::now() + fallback)
+    }
 }
 
 impl fmt::Debug for JobsWorker {
@@ -393,8 +450,17 @@ impl JobsWorker {
         config: WorkerConfig,
     ) -> Self {
         let cancel = CancellationToken::new();
+        let grace = Grace::default();
+        let grace_cap = config.cancel_grace;
         let heartbeat = Heartbeat::new();
         let heartbeat_max_age = config.heartbeat_max_age();
+        let presence_stop = CancellationToken::new();
+        let presence = tokio::spawn(run_presence(
+            pool.clone(),
+            leader.clone(),
+            config.clone(),
+            presence_stop.clone(),
+        ));
         let mut tasks = Vec::new();
         for job in registry.cron.clone() {
             let name = format!("cron {}", job.name);
@@ -403,7 +469,10 @@ impl JobsWorker {
                 leader.clone(),
                 job,
                 config.clone(),
-                cancel.clone(),
+                Stopping {
+                    cancel: cancel.clone(),
+                    grace: grace.clone(),
+                },
             ));
             tasks.push((name, task));
         }
@@ -412,11 +481,17 @@ impl JobsWorker {
             Arc::new(registry.queued),
             config,
             heartbeat.clone(),
-            cancel.clone(),
+            Stopping {
+                cancel: cancel.clone(),
+                grace: grace.clone(),
+            },
         ));
         tasks.push(("queue".to_owned(), queue));
         Self {
             cancel,
+            presence: (presence_stop, presence),
+            grace,
+            grace_cap,
             tasks,
             heartbeat,
             heartbeat_max_age,
@@ -434,17 +509,34 @@ impl JobsWorker {
         self.heartbeat.check("jobs-worker", self.heartbeat_max_age)
     }
 
-    /// Stops scheduling and polling; a job already running finishes (each task bounded by
-    /// `timeout`, then abandoned). After this returns no cron tick starts, so the leader key can be
-    /// released.
-    pub async fn stop(self, timeout: Duration) {
+    /// Stops scheduling and polling within `budget` (what is left of the shutdown budget now).
+    /// A job running now gets its cancellation signal and [`cancel_grace`] of `budget` to finish;
+    /// one that does not is queued again (a queued job) or recorded `interrupted` (a cron tick),
+    /// so it runs again later. A task still busy at the end of `budget` is abandoned. After this
+    /// returns no cron tick starts, so the leader key can be released.
+    pub async fn stop(self, budget: Duration) {
+        let grace = cancel_grace(budget, self.grace_cap);
+        let stopped_by = tokio::time::Instant::now() + budget;
+        let _ = self.grace.0.set(tokio::time::Instant::now() + grace);
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            budget_ms = budget.as_millis() as u64,
+            "stopping the jobs worker: running jobs get their cancellation signal"
+        );
         self.cancel.cancel();
         for (name, mut task) in self.tasks {
-            if tokio::time::timeout(timeout, &mut task).await.is_err() {
+            if tokio::time::timeout_at(stopped_by, &mut task)
+                .await
+                .is_err()
+            {
                 tracing::warn!(task = %name, "jobs task did not stop in time; abandoning it");
                 task.abort();
             }
         }
+        // Beat until the last job is done: its work is this live instance's until then.
+        let (presence_stop, presence) = self.presence;
+        presence_stop.cancel();
+        let _ = tokio::time::timeout_at(stopped_by, presence).await;
         tracing::info!("jobs worker stopped");
     }
 }
@@ -453,14 +545,27 @@ fn ms(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The worker's shutdown signal and the grace that follows it, as each task sees them.
+#[derive(Clone, Debug)]
+struct Stopping {
+    cancel: CancellationToken,
+    grace: Grace,
+}
+
 async fn run_scheduler(
     pool: Pool,
     leader: LeaderHandle,
     job: CronJob,
     config: WorkerConfig,
-    cancel: CancellationToken,
+    stopping: Stopping,
 ) {
     tracing::info!(job = job.name, schedule = %job.schedule.describe(), "cron scheduler started");
+    let cancel = &stopping.cancel;
+    // How often the leader looks for ticks of this job that were cut off and must run again, and
+    // how much time before the next tick such a look needs (it never delays a due tick).
+    let resume_every = config.poll_interval.max(Duration::from_millis(100));
+    let look_needs = Duration::from_millis(200);
+    let mut last_look: Option<tokio::time::Instant> = None;
     loop {
         let now = epoch_ms();
         let Some(tick) = job.schedule.next_after_ms(now) else {
@@ -471,6 +576,36 @@ async fn run_scheduler(
             break;
         };
         let wait = Duration::from_millis(u64::try_from(tick - now).unwrap_or(0));
+        let look_due = last_look.is_none_or(|at| at.elapsed() >= resume_every);
+        if look_due && wait > look_needs && leader.is_leader() {
+            // Ticks cut off by a shutdown or left by a dead instance: the leader runs them again.
+            last_look = Some(tokio::time::Instant::now());
+            while !cancel.is_cancelled() {
+                match resume_interrupted(&pool, job.name, &config.instance_id).await {
+                    Ok(Some(tick)) => {
+                        tracing::info!(
+                            job = job.name,
+                            scheduled_for_ms = tick,
+                            "running an interrupted cron tick again"
+                        );
+                        run_tick(&pool, &job, tick, &config, &stopping).await;
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::warn!(job = job.name, error = %crate::boot::ErrorChain(&error), "looking for interrupted cron ticks failed");
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        if wait > resume_every + look_needs {
+            // Not due for a while: look for interrupted ticks again before it is.
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(resume_every) => continue,
+            }
+        }
         tokio::select! {
             () = cancel.cancelled() => break,
             () = tokio::time::sleep(wait) => {}
@@ -487,7 +622,7 @@ async fn run_scheduler(
             continue;
         }
         match claim_tick(&pool, job.name, tick, &config.instance_id).await {
-            Ok(true) => run_tick(&pool, &job, tick, &config).await,
+            Ok(true) => run_tick(&pool, &job, tick, &config, &stopping).await,
             Ok(false) => tracing::info!(
                 job = job.name,
                 scheduled_for_ms = tick,
@@ -528,35 +663,134 @@ pub async fn claim_tick(
     Ok(inserted == 1)
 }
 
-async fn run_tick(pool: &Pool, job: &CronJob, tick: i64, config: &WorkerConfig) {
+/// Claims the oldest `interrupted` tick of `job` for `instance_id` to run it again; `None` when
+/// there is none. One conditional update: of processes racing for the same tick, exactly one
+/// wins it.
+pub async fn resume_interrupted(
+    pool: &Pool,
+    job: &str,
+    instance_id: &str,
+) -> Result<Option<i64>, Error> {
+    const POSTGRES: &str = "UPDATE kumiko_cron_runs SET state = 'running', instance_id = $2, started_at_ms = $3, \
+        finished_at_ms = NULL WHERE state = 'interrupted' AND job = $1 AND scheduled_for_ms = \
+        (SELECT scheduled_for_ms FROM kumiko_cron_runs WHERE job = $1 AND state = 'interrupted' \
+         ORDER BY scheduled_for_ms LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING scheduled_for_ms";
+    const SQLITE: &str = "UPDATE kumiko_cron_runs SET state = 'running', instance_id = $2, started_at_ms = $3, \
+        finished_at_ms = NULL WHERE state = 'interrupted' AND job = $1 AND scheduled_for_ms = \
+        (SELECT scheduled_for_ms FROM kumiko_cron_runs WHERE job = $1 AND state = 'interrupted' \
+         ORDER BY scheduled_for_ms LIMIT 1) RETURNING scheduled_for_ms";
+    let now = epoch_ms();
+    match pool {
+        Pool::Postgres(executor) => {
+            sqlx::query_scalar(POSTGRES)
+                .bind(job)
+                .bind(instance_id)
+                .bind(now)
+                .fetch_optional(executor)
+                .await
+        }
+        Pool::Sqlite(executor) => {
+            sqlx::query_scalar(SQLITE)
+                .bind(job)
+                .bind(instance_id)
+                .bind(now)
+                .fetch_optional(executor)
+                .await
+        }
+    }
+    .map_err(|source| Error::Database {
+        action: "claiming an interrupted cron tick",
+        source,
+    })
+}
+
+/// How one cron run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TickOutcome {
+    Succeeded,
+    Failed(String),
+    /// Cut off by the shutdown: run again later.
+    Interrupted(String),
+}
+
+impl TickOutcome {
+    fn state(&self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed(_) => "failed",
+            Self::Interrupted(_) => "interrupted",
+        }
+    }
+}
+
+async fn run_tick(
+    pool: &Pool,
+    job: &CronJob,
+    tick: i64,
+    config: &WorkerConfig,
+    stopping: &Stopping,
+) {
     let context = CronContext {
         pool: pool.clone(),
         job: job.name,
         scheduled_for_ms: tick,
         instance_id: config.instance_id.clone(),
+        cancel: stopping.cancel.child_token(),
     };
     let started = std::time::Instant::now();
-    let outcome = match tokio::time::timeout(config.job_timeout, (job.handler)(context)).await {
-        Ok(outcome) => outcome,
-        Err(_) => Err(Error::Job {
-            job: job.name.to_owned(),
-            message: format!(
-                "did not finish within {} ms",
-                config.job_timeout.as_millis()
-            ),
-        }),
+    let run = tokio::time::timeout(config.job_timeout, (job.handler)(context));
+    tokio::pin!(run);
+    let finished = |outcome: Result<Result<(), Error>, tokio::time::error::Elapsed>| match outcome {
+        Ok(Ok(())) => TickOutcome::Succeeded,
+        Ok(Err(error)) => TickOutcome::Failed(crate::boot::ErrorChain(&error).to_string()),
+        Err(_) => TickOutcome::Failed(format!(
+            "did not finish within {} ms",
+            config.job_timeout.as_millis()
+        )),
+    };
+    let outcome = tokio::select! {
+        outcome = &mut run => Some(finished(outcome)),
+        () = stopping.cancel.cancelled() => None,
+    };
+    let outcome = match outcome {
+        // Finished before the signal; or failed after it, which is giving up because of it.
+        Some(TickOutcome::Failed(message)) if stopping.cancel.is_cancelled() => {
+            TickOutcome::Interrupted(format!(
+                "cancelled at the shutdown of {}: {message}",
+                config.instance_id
+            ))
+        }
+        Some(outcome) => outcome,
+        None => {
+            let until = stopping.grace.until(config.cancel_grace);
+            match tokio::time::timeout_at(until, &mut run).await {
+                Ok(outcome) => match finished(outcome) {
+                    TickOutcome::Succeeded => TickOutcome::Succeeded,
+                    TickOutcome::Failed(message) | TickOutcome::Interrupted(message) => {
+                        TickOutcome::Interrupted(format!(
+                            "cancelled at the shutdown of {}: {message}",
+                            config.instance_id
+                        ))
+                    }
+                },
+                Err(_) => TickOutcome::Interrupted(format!(
+                    "cancelled at the shutdown of {}: still running at the end of its grace",
+                    config.instance_id
+                )),
+            }
+        }
     };
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     if let Some(metrics) = &config.metrics {
-        let result = if outcome.is_ok() {
-            "succeeded"
-        } else {
-            "failed"
+        let result = match &outcome {
+            TickOutcome::Succeeded => "succeeded",
+            TickOutcome::Failed(_) => "failed",
+            TickOutcome::Interrupted(_) => "cancelled",
         };
         metrics.observe_job(job.name, result, elapsed_ms / 1000.0);
     }
     let error = match &outcome {
-        Ok(()) => {
+        TickOutcome::Succeeded => {
             tracing::info!(
                 job = job.name,
                 scheduled_for_ms = tick,
@@ -565,30 +799,42 @@ async fn run_tick(pool: &Pool, job: &CronJob, tick: i64, config: &WorkerConfig) 
             );
             None
         }
-        Err(error) => {
-            let message = crate::boot::ErrorChain(error).to_string();
+        TickOutcome::Failed(message) => {
             tracing::warn!(job = job.name, scheduled_for_ms = tick, elapsed_ms, error = %message, "cron tick failed");
-            Some(message)
+            Some(message.as_str())
+        }
+        TickOutcome::Interrupted(message) => {
+            tracing::warn!(job = job.name, scheduled_for_ms = tick, elapsed_ms, reason = %message, "cron tick interrupted by the shutdown; it runs again");
+            Some(message.as_str())
         }
     };
+    // Only the claim's holder records the outcome: each scheduled time completes at most once.
     const SQL: &str = "UPDATE kumiko_cron_runs SET state = $1, finished_at_ms = $2, error = $3 \
-                       WHERE job = $4 AND scheduled_for_ms = $5";
-    let state = if error.is_some() {
-        "failed"
-    } else {
-        "succeeded"
+                       WHERE job = $4 AND scheduled_for_ms = $5 AND instance_id = $6 AND state = 'running'";
+    let finished_at = match &outcome {
+        TickOutcome::Interrupted(_) => None,
+        TickOutcome::Succeeded | TickOutcome::Failed(_) => Some(epoch_ms()),
     };
     let recorded = on_pool!(pool, |executor| sqlx::query(SQL)
-        .bind(state)
-        .bind(epoch_ms())
-        .bind(error.as_deref())
+        .bind(outcome.state())
+        .bind(finished_at)
+        .bind(error)
         .bind(job.name)
         .bind(tick)
+        .bind(&config.instance_id)
         .execute(executor)
         .await
-        .map(drop));
-    if let Err(error) = recorded {
-        tracing::warn!(job = job.name, scheduled_for_ms = tick, %error, "recording the cron run failed");
+        .map(|result| result.rows_affected()));
+    match recorded {
+        Ok(1) => {}
+        Ok(_) => tracing::warn!(
+            job = job.name,
+            scheduled_for_ms = tick,
+            "the cron run's claim was no longer this process's; its outcome is not recorded"
+        ),
+        Err(error) => {
+            tracing::warn!(job = job.name, scheduled_for_ms = tick, %error, "recording the cron run failed")
+        }
     }
 }
 
@@ -853,35 +1099,67 @@ pub struct Recovered {
     pub requeued: Vec<i64>,
     /// Queued jobs marked failed (no attempts left).
     pub failed: Vec<i64>,
-    /// Cron runs marked failed (a tick runs at most once; it is not run again).
-    pub cron_runs_failed: u64,
+    /// Cron runs marked `interrupted` (the leader runs them again).
+    pub cron_runs_interrupted: u64,
 }
 
-/// At a worker's boot: work left `running` by an instance that no longer exists (this instance's
-/// previous incarnation, or one whose last beat is older than `gone_after`) is recovered: a
-/// queued job is queued again while it has attempts left and marked failed otherwise, a cron run
-/// is marked failed. Each is logged.
+/// Whose running work [`recover_orphans`] takes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orphans {
+    /// At a worker's boot: this instance's previous incarnation's work too (the instance id is
+    /// the pod's name, so a restarted pod finds its own runs), and every instance's that stopped
+    /// beating.
+    AtBoot,
+    /// While running (the leader, periodically): only instances that stopped beating; never this
+    /// instance's own work, which is running now.
+    WhileRunning,
+}
+
+/// Work left `running` by an instance that no longer exists (see [`Orphans`]; an instance is
+/// gone when its last beat in `kumiko_workers` is older than `gone_after`) is recovered: a queued
+/// job is queued again while it has attempts left and marked failed otherwise, a cron run is
+/// marked `interrupted` so the leader runs it again. Each is logged. Workers beat from their own
+/// task ([`JobsWorker::start`]), also while a long job runs and through the shutdown grace, so
+/// a live worker's work is never taken from it.
 pub async fn recover_orphans(
     pool: &Pool,
     instance_id: &str,
     gone_after: Duration,
+    scope: Orphans,
 ) -> Result<Recovered, Error> {
-    const ORPHAN: &str = "(locked_by IS NULL OR locked_by = $1 OR locked_by NOT IN \
+    const AT_BOOT: &str = "(locked_by IS NULL OR locked_by = $1 OR locked_by NOT IN \
         (SELECT instance_id FROM kumiko_workers WHERE last_seen_ms >= $2 AND instance_id <> $1))";
+    const WHILE_RUNNING: &str = "(locked_by IS NOT NULL AND locked_by <> $1 AND locked_by NOT IN \
+        (SELECT instance_id FROM kumiko_workers WHERE last_seen_ms >= $2))";
+    let orphan = match scope {
+        Orphans::AtBoot => AT_BOOT,
+        Orphans::WhileRunning => WHILE_RUNNING,
+    };
     let requeue = format!(
         "UPDATE kumiko_jobs SET state = 'queued', run_after_ms = $3, locked_by = NULL, locked_at_ms = NULL, \
          last_error = 'orphaned: its worker stopped while running it' \
-         WHERE state = 'running' AND attempts < max_attempts AND {ORPHAN} RETURNING id"
+         WHERE state = 'running' AND attempts < max_attempts AND {orphan} RETURNING id"
     );
     let fail = format!(
         "UPDATE kumiko_jobs SET state = 'failed', finished_at_ms = $3, locked_by = NULL, locked_at_ms = NULL, \
          last_error = 'orphaned: its worker stopped while running its last attempt' \
-         WHERE state = 'running' AND attempts >= max_attempts AND {ORPHAN} RETURNING id"
+         WHERE state = 'running' AND attempts >= max_attempts AND {orphan} RETURNING id"
     );
-    const CRON: &str = "UPDATE kumiko_cron_runs SET state = 'failed', finished_at_ms = $3, \
+    let cron_orphan = match scope {
+        Orphans::AtBoot => {
+            "(instance_id = $1 OR instance_id NOT IN \
+             (SELECT instance_id FROM kumiko_workers WHERE last_seen_ms >= $2 AND instance_id <> $1))"
+        }
+        Orphans::WhileRunning => {
+            "(instance_id <> $1 AND instance_id NOT IN \
+             (SELECT instance_id FROM kumiko_workers WHERE last_seen_ms >= $2))"
+        }
+    };
+    let cron = format!(
+        "UPDATE kumiko_cron_runs SET state = 'interrupted', finished_at_ms = $3, \
          error = 'orphaned: its instance stopped while running it' \
-         WHERE state = 'running' AND (instance_id = $1 OR instance_id NOT IN \
-         (SELECT instance_id FROM kumiko_workers WHERE last_seen_ms >= $2 AND instance_id <> $1))";
+         WHERE state = 'running' AND {cron_orphan}"
+    );
     let now = epoch_ms();
     let alive_since = now.saturating_sub(ms(gone_after));
     let database = |source| Error::Database {
@@ -906,28 +1184,67 @@ pub async fn recover_orphans(
     .fetch_all(executor)
     .await)
     .map_err(database)?;
-    let cron_runs_failed = on_pool!(pool, |executor| sqlx::query(CRON)
-        .bind(instance_id)
-        .bind(alive_since)
-        .bind(now)
-        .execute(executor)
-        .await
-        .map(|result| result.rows_affected()))
+    let cron_runs_interrupted = on_pool!(pool, |executor| sqlx::query(sqlx::AssertSqlSafe(
+        cron.clone()
+    ))
+    .bind(instance_id)
+    .bind(alive_since)
+    .bind(now)
+    .execute(executor)
+    .await
+    .map(|result| result.rows_affected()))
     .map_err(database)?;
     let recovered = Recovered {
         requeued,
         failed,
-        cron_runs_failed,
+        cron_runs_interrupted,
     };
     if recovered != Recovered::default() {
         tracing::warn!(
             requeued = ?recovered.requeued,
             failed = ?recovered.failed,
-            cron_runs_failed = recovered.cron_runs_failed,
+            cron_runs_interrupted = recovered.cron_runs_interrupted,
             "recovered work left running by a stopped instance"
         );
     }
     Ok(recovered)
+}
+
+/// The worker's presence: beats in `kumiko_workers` every second from its own task, so a long
+/// job (or the shutdown grace) never makes a live worker look gone; on the leader, every
+/// [`WorkerConfig::presumed_gone_after`], recovers the running work of instances that stopped
+/// beating ([`Orphans::WhileRunning`]). Stops after the worker's other tasks.
+async fn run_presence(
+    pool: Pool,
+    leader: LeaderHandle,
+    config: WorkerConfig,
+    stop: CancellationToken,
+) {
+    let every = Duration::from_secs(1).min(config.poll_interval.max(Duration::from_millis(100)));
+    let recover_every = config.presumed_gone_after();
+    let mut last_recovery = tokio::time::Instant::now();
+    loop {
+        if let Err(error) = beat_worker(&pool, &config.instance_id).await {
+            tracing::warn!(error = %crate::boot::ErrorChain(&error), "recording the worker's heartbeat failed");
+        }
+        if leader.is_leader() && last_recovery.elapsed() >= recover_every {
+            last_recovery = tokio::time::Instant::now();
+            if let Err(error) = recover_orphans(
+                &pool,
+                &config.instance_id,
+                recover_every,
+                Orphans::WhileRunning,
+            )
+            .await
+            {
+                tracing::warn!(error = %crate::boot::ErrorChain(&error), "recovering orphaned work failed");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 async fn run_queue(
@@ -935,20 +1252,12 @@ async fn run_queue(
     handlers: Arc<BTreeMap<String, QueuedHandler>>,
     config: WorkerConfig,
     heartbeat: Heartbeat,
-    cancel: CancellationToken,
+    stopping: Stopping,
 ) {
+    let cancel = &stopping.cancel;
     tracing::info!(kinds = ?handlers.keys().collect::<Vec<_>>(), poll_interval_ms = ms(config.poll_interval), "queue worker started");
-    let mut last_beat: Option<std::time::Instant> = None;
     while !cancel.is_cancelled() {
         heartbeat.beat();
-        if last_beat.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-            match beat_worker(&pool, &config.instance_id).await {
-                Ok(()) => last_beat = Some(std::time::Instant::now()),
-                Err(error) => {
-                    tracing::warn!(error = %crate::boot::ErrorChain(&error), "recording the worker's heartbeat failed");
-                }
-            }
-        }
         let claimed = match claim_next(&pool, &config.instance_id, config.job_timeout).await {
             Ok(claimed) => claimed,
             Err(error) => {
@@ -964,7 +1273,7 @@ async fn run_queue(
             continue;
         };
         let started = std::time::Instant::now();
-        let outcome = run_claimed(&pool, &handlers, &job, &config, &heartbeat, &cancel).await;
+        let outcome = run_claimed(&pool, &handlers, &job, &config, &heartbeat, &stopping).await;
         if let Some(metrics) = &config.metrics {
             let result = match &outcome {
                 JobOutcome::Succeeded => "succeeded",
@@ -986,8 +1295,9 @@ async fn run_claimed(
     job: &ClaimedJob,
     config: &WorkerConfig,
     heartbeat: &Heartbeat,
-    cancel: &CancellationToken,
+    stopping: &Stopping,
 ) -> JobOutcome {
+    let cancel = &stopping.cancel;
     let Some(handler) = handlers.get(&job.kind) else {
         return JobOutcome::Failed(format!(
             "no handler for job kind `{}` in this worker",
@@ -1046,9 +1356,11 @@ async fn run_claimed(
             _ = beat.tick() => heartbeat.beat(),
         }
     }
-    // Shutdown: the job has its cancellation signal; it gets the grace to finish.
-    let grace = config.cancel_grace;
-    match tokio::time::timeout(grace, &mut run).await {
+    // Shutdown: the job has its cancellation signal; it gets the grace (what the worker's stop
+    // was given of the shutdown budget) to finish.
+    let until = stopping.grace.until(config.cancel_grace);
+    let grace = until.saturating_duration_since(tokio::time::Instant::now());
+    match tokio::time::timeout_at(until, &mut run).await {
         Ok(outcome) => after_cancel(outcome),
         Err(_) => JobOutcome::Cancelled(format!(
             "cancelled at the shutdown of {}: still running after the {} ms grace",
@@ -1133,6 +1445,17 @@ mod tests {
             "{:?}",
             registry.errors()
         );
+        let twice = JobRegistry::new()
+            .cron_at("daily", "0 9 * * *", "UTC", |_| async { Ok(()) })
+            .cron(CronJob::new("daily", Duration::from_secs(60), |_| async {
+                Ok(())
+            }))
+            .queued("mail", |_| async { Ok(()) })
+            .queued("mail", |_| async { Ok(()) });
+        assert_eq!(twice.cron_jobs().len(), 1);
+        assert_eq!(twice.queued_kinds(), ["mail"]);
+        assert!(twice.errors()[0].starts_with("cron job daily: is registered twice"));
+        assert!(twice.errors()[1].starts_with("queued job mail: has two handlers"));
     }
 
     #[test]
@@ -1142,6 +1465,21 @@ mod tests {
         assert_eq!(retry_delay(4), Duration::from_secs(8));
         assert_eq!(retry_delay(50), Duration::from_secs(60));
         assert_eq!(retry_delay(0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_cancel_grace_is_a_share_of_what_is_left_of_the_budget_never_more_than_the_cap() {
+        let cap = Duration::from_secs(10);
+        assert_eq!(cancel_grace(Duration::from_secs(40), cap), cap);
+        assert_eq!(
+            cancel_grace(Duration::from_secs(4), cap),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            cancel_grace(Duration::from_millis(400), cap),
+            Duration::from_millis(300)
+        );
+        assert_eq!(cancel_grace(Duration::ZERO, cap), Duration::ZERO);
     }
 
     #[test]
@@ -1362,6 +1700,15 @@ mod tests {
         ))
     }
 
+    /// Waits (with a generous deadline, never a fixed time) until `at_least` ticks ran.
+    async fn wait_for_runs(runs: &Mutex<Vec<(i64, String)>>, at_least: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while runs.lock().unwrap().len() < at_least {
+            assert!(Instant::now() < deadline, "only {:?}", runs.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn fast(instance: &str) -> WorkerConfig {
         WorkerConfig {
             poll_interval: Duration::from_millis(50),
@@ -1386,7 +1733,7 @@ mod tests {
                 counting_job(runs.clone()),
                 fast("follower"),
             );
-            tokio::time::sleep(Duration::from_millis(1100)).await;
+            wait_for_runs(&runs, 2).await;
             follower.stop(Duration::from_secs(5)).await;
             leader.stop(Duration::from_secs(5)).await;
             let runs = runs.lock().unwrap().clone();
@@ -1419,7 +1766,7 @@ mod tests {
                     )
                 })
                 .collect();
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            wait_for_runs(&runs, 3).await;
             for worker in workers {
                 worker.stop(Duration::from_secs(5)).await;
             }
@@ -1431,6 +1778,122 @@ mod tests {
             assert!(executions >= 3, "{runs:?}");
             assert_eq!(ticks.len(), executions, "a tick ran twice: {runs:?}");
             assert_eq!(count_runs(pool).await, runs);
+        }
+    }
+
+    async fn tick_rows(pool: &Pool, job: &str) -> Vec<(i64, String, String)> {
+        on_pool!(pool, |executor| sqlx::query_as::<_, (i64, String, String)>(
+            "SELECT scheduled_for_ms, instance_id, state FROM kumiko_cron_runs WHERE job = $1 ORDER BY scheduled_for_ms"
+        )
+        .bind(job)
+        .fetch_all(executor)
+        .await)
+        .unwrap()
+    }
+
+    async fn interrupt(pool: &Pool, job: &str, tick: i64) {
+        on_pool!(pool, |executor| sqlx::query(
+            "UPDATE kumiko_cron_runs SET state = 'interrupted' WHERE job = $1 AND scheduled_for_ms = $2"
+        )
+        .bind(job)
+        .bind(tick)
+        .execute(executor)
+        .await
+        .map(drop))
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_tick_is_claimed_again_by_exactly_one_of_concurrent_leaders() {
+        let pools = pools().await;
+        for pool in &pools.pools {
+            assert!(claim_tick(pool, "report", 1000, "a").await.unwrap());
+            assert_eq!(resume_interrupted(pool, "report", "b").await.unwrap(), None);
+            interrupt(pool, "report", 1000).await;
+            let claims = (0..8).map(|i| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    loop {
+                        // SQLite may refuse a writer whose snapshot went stale: try again.
+                        match resume_interrupted(&pool, "report", &format!("p{i}")).await {
+                            Ok(won) => return won,
+                            Err(_) => tokio::task::yield_now().await,
+                        }
+                    }
+                })
+            });
+            let mut winners = Vec::new();
+            for claim in claims {
+                winners.extend(claim.await.unwrap());
+            }
+            assert_eq!(winners, [1000], "{:?}", pool.backend());
+            let rows = tick_rows(pool, "report").await;
+            assert_eq!(rows.len(), 1, "still one row for the tick: {rows:?}");
+            assert_eq!(rows[0].2, "running");
+            assert_ne!(rows[0].1, "a", "claimed by one of the resumers");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cron_tick_cut_off_by_stop_is_interrupted_and_run_again_by_the_next_leader() {
+        let pools = pools().await;
+        for pool in &pools.pools {
+            // The first worker's tick ignores its cancellation signal: it is cut off at the end
+            // of the grace.
+            let stubborn = JobRegistry::new().cron(CronJob::new(
+                "slow",
+                Duration::from_millis(200),
+                |_tick| std::future::pending(),
+            ));
+            let first = JobsWorker::start(
+                pool.clone(),
+                LeaderHandle::fixed(crate::leader::Leadership::Standalone),
+                stubborn,
+                fast("first"),
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while tick_rows(pool, "slow").await.is_empty() {
+                assert!(Instant::now() < deadline, "no tick started");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            first.stop(Duration::from_millis(400)).await;
+            let rows = tick_rows(pool, "slow").await;
+            assert_eq!(rows.len(), 1, "{rows:?}");
+            let (tick, _, state) = rows[0].clone();
+            assert_eq!(state, "interrupted", "{:?}", pool.backend());
+
+            let runs = Arc::new(Mutex::new(Vec::new()));
+            let second = JobsWorker::start(
+                pool.clone(),
+                LeaderHandle::fixed(crate::leader::Leadership::Standalone),
+                JobRegistry::new().cron(CronJob::new("slow", Duration::from_secs(3600), {
+                    let runs = runs.clone();
+                    move |context| {
+                        let runs = runs.clone();
+                        async move {
+                            runs.lock().unwrap().push(context.scheduled_for_ms);
+                            Ok(())
+                        }
+                    }
+                })),
+                fast("second"),
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let rows = tick_rows(pool, "slow").await;
+                if rows[0].2 == "succeeded" {
+                    assert_eq!(rows, [(tick, "second".to_owned(), "succeeded".to_owned())]);
+                    break;
+                }
+                assert!(Instant::now() < deadline, "not run again: {rows:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            second.stop(Duration::from_secs(5)).await;
+            assert_eq!(
+                *runs.lock().unwrap(),
+                [tick],
+                "run again once, for its own tick"
+            );
         }
     }
 }

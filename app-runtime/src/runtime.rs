@@ -132,11 +132,12 @@ impl Runtime {
         Ok(pool)
     }
 
-    /// Registers a readiness check during boot; a registration after the checks started is a
-    /// boot error naming it.
-    pub fn register_check(&self, check: Check) -> Result<(), BootError> {
+    /// Registers one of the runtime's own readiness checks in phases 7 to 14 (the app's checks are
+    /// its components' probes, declared before phase 6); a registration after the checks started
+    /// is a boot error naming it.
+    pub(crate) fn register_check(&self, check: Check) -> Result<(), BootError> {
         self.health
-            .register(check)
+            .register_core(check)
             .map_err(|error| BootError::Invalid {
                 phase: self.boot.current().unwrap_or(Phase::BootValidation),
                 errors: vec![error.to_string()],
@@ -145,7 +146,17 @@ impl Runtime {
 }
 
 /// Runs a process: boot, serve, shut down. Returns the exit code.
-pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: AppBoot) -> i32 {
+///
+/// `components` and `registration_errors` are the app's description (phase 5): boot validation
+/// (phase 6) reports their errors with every configuration error at once, then freezes
+/// registration ([`Health::register`] refuses from then on). `app` runs phases 7 to 14.
+pub async fn run(
+    kind: ProcessKind,
+    env: Env,
+    components: Vec<Component>,
+    registration_errors: Vec<component::ValidationError>,
+    app: AppBoot,
+) -> i32 {
     let started = Instant::now();
     // Signals first: from here on SIGTERM/SIGINT never kill the process unannounced.
     let signals = Signals::install();
@@ -236,7 +247,7 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
         biased;
         name = signals.recv() => Err(Some(name)),
         () = shutdown_requested.cancelled() => Err(Some("shutdown requested by the app")),
-        booted = tokio::time::timeout(runtime.boot.remaining(), boot_phases(&mut runtime, config_errors, components, app, early_server.is_some())) => match booted {
+        booted = tokio::time::timeout(runtime.boot.remaining(), boot_phases(&mut runtime, config_errors, components, registration_errors, app, early_server.is_some())) => match booted {
             Ok(Ok(listener)) => Ok(listener),
             Ok(Err(error)) => return boot_failed(&error),
             Err(_elapsed) => return boot_failed(&runtime.boot.startup_timeout_error()),
@@ -262,10 +273,7 @@ pub async fn run(kind: ProcessKind, env: Env, components: Vec<Component>, app: A
     // The app's routes are served from now on (readiness says `starting` until the state flips).
     let phase_started = Instant::now();
     let router = if track_http {
-        router.layer(axum::middleware::from_fn_with_state(
-            metrics.clone(),
-            crate::metrics::track_http,
-        ))
+        router.layer(crate::metrics::HttpLayer::new(metrics.clone()))
     } else {
         router
     };
@@ -355,6 +363,7 @@ async fn boot_phases(
     runtime: &mut Runtime,
     config_errors: Vec<crate::config::ConfigError>,
     components: Vec<Component>,
+    registration_errors: Vec<component::ValidationError>,
     app: AppBoot,
     bound_early: bool,
 ) -> Result<(Option<Listener>, Router), BootError> {
@@ -386,11 +395,15 @@ async fn boot_phases(
     runtime
         .boot
         .mark_done(Phase::RegisterComponents, started.elapsed())?;
-    let errors = component::validate(&config_errors, &components, &runtime.env);
+    let mut errors = component::validate(&config_errors, &components, &runtime.env);
+    errors.extend(registration_errors);
     if !errors.is_empty() {
         let errors = errors.iter().map(ToString::to_string).collect();
         return Err(runtime.boot.fail_invalid(Phase::BootValidation, errors));
     }
+    // The description is frozen: nothing is registered from here on (the runtime binds what was
+    // declared in phases 7 to 14).
+    runtime.health.freeze_registration();
     runtime
         .boot
         .mark_done(Phase::BootValidation, started.elapsed())?;

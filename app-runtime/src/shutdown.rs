@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-type Hook = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
+/// A hook gets the time it may take (its timeout, clamped to what is left of the budget).
+type Hook = Box<dyn FnOnce(Duration) -> BoxFuture<'static, ()> + Send>;
 
 struct Registered {
     name: String,
@@ -52,10 +53,22 @@ impl ShutdownHooks {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        self.register_bounded(name, timeout, move |_budget| hook());
+    }
+
+    /// Registers a hook that is told the time it may take when it runs: its `timeout`, clamped
+    /// to what is left of the shutdown budget at that moment (see
+    /// [`ShutdownHooks::run_lifo_until`]). A hook that shares its time with work of its own (the
+    /// jobs worker giving a running job a grace) divides this budget, not a figure fixed at boot.
+    pub fn register_bounded<F, Fut>(&self, name: impl Into<String>, timeout: Duration, hook: F)
+    where
+        F: FnOnce(Duration) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         lock(&self.hooks).push(Registered {
             name: name.into(),
             timeout,
-            hook: Box::new(move || Box::pin(hook())),
+            hook: Box::new(move |budget| Box::pin(hook(budget))),
         });
     }
 
@@ -100,7 +113,7 @@ impl ShutdownHooks {
         for registered in hooks.into_iter().rev() {
             let started = Instant::now();
             let timeout = clamp_timeout(registered.timeout, deadline, started);
-            let finished = tokio::time::timeout(timeout, (registered.hook)())
+            let finished = tokio::time::timeout(timeout, (registered.hook)(timeout))
                 .await
                 .is_ok();
             let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -163,6 +176,34 @@ mod tests {
         assert_eq!(
             clamp_timeout(Duration::from_secs(30), None, now),
             Duration::from_secs(30)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bounded_hook_is_told_what_is_left_of_the_budget_when_it_runs() {
+        let hooks = ShutdownHooks::new();
+        let told = Arc::new(Mutex::new(None));
+        {
+            let told = told.clone();
+            hooks.register_bounded(
+                "jobs worker",
+                Duration::from_secs(30),
+                move |budget| async move {
+                    *told.lock().unwrap() = Some(budget);
+                },
+            );
+        }
+        // Registered last, runs first: it spends 300 ms of a 1 s budget.
+        hooks.register("slow", Duration::from_secs(5), || {
+            tokio::time::sleep(Duration::from_millis(300))
+        });
+        hooks
+            .run_lifo_until(Some(Instant::now() + Duration::from_secs(1)))
+            .await;
+        let budget = told.lock().unwrap().expect("the hook ran");
+        assert!(
+            budget <= Duration::from_millis(700),
+            "told {budget:?}, not what was left of the budget"
         );
     }
 

@@ -11,6 +11,14 @@ use app_process::{get, serve, worker};
 fn boot_log_shows_all_sixteen_phases_in_order_with_durations() {
     let mut app = serve().spawn();
     app.wait_ready(Duration::from_secs(30));
+    // Phase 16 is logged just after the state turns ready: wait for its line, not the probe.
+    assert!(
+        app.wait_for_log(Duration::from_secs(30), |line| line
+            .contains("\"message\":\"boot phase\"")
+            && line.contains("\"number\":16")),
+        "{}",
+        app.all_output()
+    );
     let phases: Vec<(u64, String)> = app
         .json_logs()
         .into_iter()

@@ -60,6 +60,15 @@ fn a_cron_expression_fires_at_its_scheduled_time_exactly_once_across_two_workers
         std::thread::sleep(Duration::from_millis(100));
     }
     let fired = fired(&[&a, &b]);
+    // Every scheduled time between the first and the last fired: none skipped.
+    let ticks: Vec<i64> = fired.keys().copied().collect();
+    for pair in ticks.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            2000,
+            "a scheduled time was skipped: {ticks:?}"
+        );
+    }
     for (tick, count) in &fired {
         assert_eq!(*count, 1, "tick {tick} ran {count} times: {fired:?}");
         assert_eq!(

@@ -15,7 +15,7 @@ const EXIT: Duration = Duration::from_secs(20);
 fn minimal_example_boots_on_sqlite_serves_runs_its_jobs_and_drains_on_sigterm() {
     // serve: no database configured, so the embedded SQLite tier (migrations applied at boot).
     let mut api = example("minimal", &["serve"])
-        .env("KUMIKO_LINGER", "200ms")
+        .env("KUMIKO_LINGER", "2s")
         .spawn();
     api.wait_ready(BOOT);
     let ready: serde_json::Value =
@@ -56,9 +56,26 @@ fn minimal_example_boots_on_sqlite_serves_runs_its_jobs_and_drains_on_sigterm() 
     );
     assert!(metrics.contains("kumiko_scheduler_leader 1"), "{metrics}");
 
-    // SIGTERM: readiness 503, drain, exit 0, for both processes.
+    // SIGTERM: readiness 503 (seen from outside during the API's linger), drain, exit 0, for
+    // both processes.
+    api.sigterm();
+    let deadline = std::time::Instant::now() + EXIT;
+    loop {
+        let ready = get(api.port, "/health/ready").unwrap();
+        if ready.status == 503 {
+            assert!(ready.body.contains("draining"), "{}", ready.body);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readiness never turned 503:\n{}",
+            api.all_output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    worker.sigterm();
+    // (One signal each: a second one would force the exit.)
     for (name, mut process) in [("serve", api), ("worker", worker)] {
-        process.sigterm();
         let status = process
             .wait_exit(EXIT)
             .unwrap_or_else(|| panic!("{name} did not exit:\n{}", process.all_output()));

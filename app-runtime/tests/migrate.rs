@@ -346,7 +346,7 @@ fn the_runtimes_tables_and_an_apps_migration_numbered_the_same_do_not_collide() 
             .await
             .unwrap()
     });
-    assert_eq!(runtime_rows, vec![(1, true), (2, true)]);
+    assert_eq!(runtime_rows, vec![(1, true), (2, true), (3, true)]);
     let status = status_json(&database);
     assert_eq!(status["sets"]["app"]["up_to_date"], true, "{status}");
     assert_eq!(status["sets"]["runtime"]["up_to_date"], true, "{status}");

@@ -133,3 +133,30 @@ fn a_component_that_asked_for_restarts_is_restarted_and_the_process_stays_up() {
         app.all_output()
     );
 }
+
+#[test]
+fn a_bad_cron_schedule_is_reported_at_boot_validation_with_every_other_error_even_in_serve() {
+    // The jobs register before boot validation (phase 6), which checks them with the settings;
+    // nothing is registered after it, so `serve` (which never runs jobs) refuses the same
+    // description a worker would.
+    let mut app = example("lifecycle_fixture", &["serve"])
+        .env("KUMIKO_FIXTURE_CRON_AT", "0 25 * * *")
+        .env("KUMIKO_FIXTURE_WARM_FOR", "soon")
+        .spawn();
+    let status = app
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no exit:\n{}", app.all_output()));
+    assert_eq!(status.code(), Some(1), "{}", app.all_output());
+    let logs = app.json_logs();
+    let failure = logs
+        .iter()
+        .find(|line| line["message"] == "boot failed")
+        .unwrap_or_else(|| panic!("no failure line:\n{}", app.all_output()));
+    assert_eq!(failure["phase"], "boot_validation", "{failure}");
+    let error = failure["error"].as_str().unwrap();
+    assert!(error.contains("2 error(s)"), "{error}");
+    assert!(error.contains("cron job fixture-cron-at"), "{error}");
+    assert!(error.contains("0 25 * * *"), "{error}");
+    assert!(error.contains("KUMIKO_FIXTURE_WARM_FOR"), "{error}");
+    assert!(!logs.iter().any(|line| line["phase"] == "connect_database"));
+}

@@ -398,7 +398,7 @@ mod tests {
         let databases = databases();
         for target in &databases.targets {
             let report = status(target, embedded(target)).await.unwrap();
-            assert_eq!(report.pending(), vec![1, 2], "{}", target.describe());
+            assert_eq!(report.pending(), vec![1, 2, 3], "{}", target.describe());
             assert_eq!(report.database_version, None);
             let mut connection = DedicatedConnection::open(target).await.unwrap();
             assert!(
@@ -420,7 +420,7 @@ mod tests {
             let sets = [runtime_set(target)];
             let outcome = apply_sets(target, &sets).await.unwrap().remove(0);
             let versions: Vec<i64> = outcome.applied.iter().map(|m| m.version).collect();
-            assert_eq!(versions, vec![1, 2], "{}", target.describe());
+            assert_eq!(versions, vec![1, 2, 3], "{}", target.describe());
             assert!(outcome.report.is_up_to_date());
             let again = apply_sets(target, &sets).await.unwrap().remove(0);
             assert!(again.applied.is_empty(), "a second apply has nothing to do");
@@ -443,7 +443,7 @@ mod tests {
                 .collect();
             assert_eq!(
                 applied,
-                vec![(Owner::Runtime, vec![1, 2]), (Owner::App, vec![1, 2])],
+                vec![(Owner::Runtime, vec![1, 2, 3]), (Owner::App, vec![1, 2])],
                 "{}",
                 target.describe()
             );
@@ -494,7 +494,7 @@ mod tests {
             let reports = status_sets(target, &[runtime_set(target), MigrationSet::app(&app)])
                 .await
                 .unwrap();
-            assert_eq!(reports[0].report.pending(), vec![1, 2]);
+            assert_eq!(reports[0].report.pending(), vec![1, 2, 3]);
             assert_eq!(reports[1].report.pending(), vec![1]);
         }
     }
