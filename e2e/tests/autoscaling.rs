@@ -158,12 +158,24 @@ async fn load_scales_the_api_up_and_its_end_scales_it_down_while_the_operator_le
     .unwrap();
     recorder.abort();
 
-    // Only the autoscaler changed the replicas; the operator's field set never held them.
+    // Only the autoscaler changed the replicas; the operator's field set never held them, and
+    // the operator changed nothing of the Deployment meanwhile (its entry's time stayed).
     let versions = versions.lock().unwrap().clone();
     let counts: Vec<i32> = versions.iter().map(replicas).collect();
     assert!(
         counts.contains(&3) && counts.last() == Some(&1),
         "{counts:?}"
+    );
+    let operator_times: std::collections::BTreeSet<String> = versions
+        .iter()
+        .flat_map(|deployment| deployment.metadata.managed_fields.iter().flatten())
+        .filter(|entry| entry.manager.as_deref() == Some("kumiko-operator"))
+        .map(|entry| format!("{:?}", entry.time))
+        .collect();
+    assert_eq!(
+        operator_times.len(),
+        1,
+        "the operator wrote: {operator_times:?}"
     );
     for deployment in &versions {
         let owners = replicas_owners(deployment);
