@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::cli::RenderArgs;
-use crate::desired::{Children, ProcessObjects, children};
+use crate::desired::{Children, ProcessObjects, Route, children};
 use crate::observed::Observed;
 use crate::validate::ValidatedApp;
 
@@ -177,6 +177,7 @@ pub fn documents(children: &Children) -> Result<String, Error> {
         migrate_job,
         api,
         worker,
+        route,
     } = children;
     document(out, service_account)?;
     document(out, resource_quota)?;
@@ -189,6 +190,16 @@ pub fn documents(children: &Children) -> Result<String, Error> {
     }
     for process in [api, worker].into_iter().flatten() {
         print_process(out, process)?;
+    }
+    match route {
+        None => {}
+        Some(Route::Ingress(ingress)) => document(out, ingress.as_ref())?,
+        Some(Route::Gateway { route, certificate }) => {
+            if let Some(certificate) = certificate {
+                document(out, certificate.as_ref())?;
+            }
+            document(out, route.as_ref())?;
+        }
     }
     Ok(std::mem::take(out))
 }

@@ -14,6 +14,7 @@ use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, PartialObjectMeta};
 use kube::core::DeserializeGuard;
@@ -37,6 +38,7 @@ use super::roles_backend::PostgresRoles;
 use crate::Error;
 use crate::cnpg::Cluster;
 use crate::desired::MANAGER;
+use crate::gateway_api::{Certificate, HTTPRoute};
 
 /// Settings of `run`.
 #[derive(Clone, Debug)]
@@ -339,5 +341,8 @@ fn watch_applied_children(
         spawn::<Deployment>(client, hashes, deleted),
         spawn::<Service>(client, hashes, deleted),
         spawn::<PodDisruptionBudget>(client, hashes, deleted),
+        spawn::<Ingress>(client, hashes, deleted),
+        spawn::<HTTPRoute>(client, hashes, deleted),
+        spawn::<Certificate>(client, hashes, deleted),
     ]
 }
