@@ -148,6 +148,10 @@ fn invalid_manifests_exit_non_zero_naming_the_field() {
             "api.resources.requests.cpu must be less than or equal to api.resources.limits.cpu",
         ),
         (
+            "cel-tls-without-hosts",
+            "spec.api.expose.tls: Required value: api.expose.tls needs api.expose.hosts",
+        ),
+        (
             "schema-duplicate-env",
             r#"spec.env[1]: Duplicate value: map[string]interface {}{"name":"FEATURE_X"}"#,
         ),
