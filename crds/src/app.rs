@@ -250,6 +250,12 @@ pub struct ApiSpec {
     /// Where API pods may run.
     #[serde(default)]
     pub scheduling: SchedulingSpec,
+
+    /// How traffic reaches the API from outside the cluster (an Ingress or a Gateway API
+    /// HTTPRoute, with TLS). Not exposed when unset: the API Service is reachable in the cluster
+    /// only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose: Option<crate::expose::ExposeSpec>,
 }
 
 impl Default for ApiSpec {
@@ -262,6 +268,7 @@ impl Default for ApiSpec {
             port: DEFAULT_PORT,
             resources: None,
             scheduling: SchedulingSpec::default(),
+            expose: None,
         }
     }
 }

@@ -8,11 +8,13 @@
 //! The crate is kept small so that the operator, the e2e suite and the local cluster can all use it.
 
 pub mod app;
+pub mod expose;
 pub mod names;
 pub mod status;
 pub mod validate;
 
 pub use app::*;
+pub use expose::{ExposeSpec, GatewayRoute, IngressRoute, IssuerKind, IssuerRef, TlsSpec};
 /// The contract's duration format (the lifecycle fields), from [`kumiko_contract`].
 pub use kumiko_contract::duration;
 pub use status::*;

@@ -30,7 +30,7 @@ pub struct KumikoAppStatus {
     pub observed_generation: Option<i64>,
 
     /// The app's conditions: `Ready`, `Reconciling`, `Stalled`, and the steps `DatabaseReady`,
-    /// `RolesReady`, `Migrated`, `ApiAvailable`, `WorkerAvailable`.
+    /// `RolesReady`, `Migrated`, `ApiAvailable`, `WorkerAvailable`, `RouteAccepted`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     #[schemars(length(max = 16))]
@@ -59,6 +59,12 @@ pub struct KumikoAppStatus {
     /// The value of the `kumiko.so/rotate-credentials` annotation the operator last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotated_credentials_for: Option<String>,
+
+    /// The URLs the app answers on from outside the cluster (`spec.api.expose`): one per host,
+    /// `https://` with TLS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub urls: Vec<String>,
 }
 
 /// Replica counts of one process type, as its Deployment reports them.
@@ -120,4 +126,8 @@ pub mod condition {
     pub const API_AVAILABLE: &str = "ApiAvailable";
     /// The worker Deployment is available at the desired image.
     pub const WORKER_AVAILABLE: &str = "WorkerAvailable";
+    /// The route of `spec.api.expose` carries traffic as far as it reports: an HTTPRoute's
+    /// Gateway accepted it and resolved its references (True too when the app is not exposed,
+    /// or exposed through an Ingress, which reports no acceptance).
+    pub const ROUTE_ACCEPTED: &str = "RouteAccepted";
 }

@@ -397,6 +397,27 @@ fn autoscaling_within_its_bounds_is_accepted() {
     assert_eq!(broken_rules(&app, None), Vec::<String>::new());
 }
 
+fn exposed(expose: Value) -> Value {
+    with(minimal(), "/spec/api/expose", expose)
+}
+
+#[test]
+fn an_ingress_with_hosts_and_tls_is_valid() {
+    let app = exposed(json!({
+        "hosts": ["status.example.com"],
+        "ingress": {"className": "nginx"},
+        "tls": {"issuer": {"name": "letsencrypt"}}
+    }));
+    assert_eq!(broken_rules(&app, None), Vec::<String>::new());
+    let app = exposed(json!({
+        "hosts": ["*.example.com"],
+        "path": "/api",
+        "gateway": {"name": "public", "namespace": "infra"},
+        "tls": {"secretName": "status-tls"}
+    }));
+    assert_eq!(broken_rules(&app, None), Vec::<String>::new());
+}
+
 #[test]
 fn the_quota_must_fit_the_autoscalers_max_replicas() {
     // 4 API pods at peak fit 8 pods without autoscaling ((2 + 1) + 1 migrate Job + (1 + 1)
@@ -413,4 +434,39 @@ fn the_quota_must_fit_the_autoscalers_max_replicas() {
     assert_eq!(broken_rules(&cpu, None), Vec::<String>::new());
     let cpu = with(cpu, "/spec/api/autoscaling", json!({"maxReplicas": 10}));
     assert_rejected_naming(&cpu, None, "quota.cpu is smaller");
+}
+
+#[test]
+fn tls_without_hosts_is_rejected_naming_the_field() {
+    let app = exposed(json!({
+        "ingress": {},
+        "tls": {"secretName": "status-tls"}
+    }));
+    assert_rejected_naming(&app, None, "api.expose.tls needs api.expose.hosts");
+}
+
+#[test]
+fn tls_without_a_source_is_rejected() {
+    let app = exposed(json!({
+        "hosts": ["status.example.com"],
+        "ingress": {},
+        "tls": {}
+    }));
+    assert_rejected_naming(&app, None, "api.expose.tls must set secretName");
+}
+
+#[test]
+fn both_or_neither_route_kind_is_rejected() {
+    let both = exposed(json!({"ingress": {}, "gateway": {"name": "public"}}));
+    assert_rejected_naming(&both, None, "exactly one of ingress or gateway");
+    let neither = exposed(json!({"hosts": ["status.example.com"]}));
+    assert_rejected_naming(&neither, None, "exactly one of ingress or gateway");
+}
+
+#[test]
+fn bad_hosts_and_relative_paths_are_rejected() {
+    let app = exposed(json!({"hosts": ["Status.Example.com"], "ingress": {}}));
+    assert_rejected_naming(&app, None, "api.expose.hosts must be lowercase DNS names");
+    let app = exposed(json!({"hosts": ["status.example.com"], "ingress": {}, "path": "api"}));
+    assert_rejected_naming(&app, None, "api.expose.path must start with /");
 }

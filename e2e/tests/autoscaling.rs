@@ -361,7 +361,11 @@ async fn turning_autoscaling_on_keeps_the_running_pods_and_turning_it_off_remove
     assert_eq!(replicas(&before), 2);
     assert_eq!(
         replicas_owners(&before),
-        vec![("kumiko-operator".to_owned(), "Apply".to_owned(), String::new())]
+        vec![(
+            "kumiko-operator".to_owned(),
+            "Apply".to_owned(),
+            String::new()
+        )]
     );
 
     let versions = Arc::new(std::sync::Mutex::new(Vec::<Deployment>::new()));
@@ -398,7 +402,9 @@ async fn turning_autoscaling_on_keeps_the_running_pods_and_turning_it_off_remove
     assert_eq!(replicas(&handed_over), 2, "the pods in service stay");
     let owners = replicas_owners(&handed_over);
     assert!(
-        owners.iter().all(|(manager, _, _)| manager != "kumiko-operator"),
+        owners
+            .iter()
+            .all(|(manager, _, _)| manager != "kumiko-operator"),
         "{owners:?}"
     );
     assert!(
@@ -418,7 +424,13 @@ async fn turning_autoscaling_on_keeps_the_running_pods_and_turning_it_off_remove
         Duration::from_secs(60),
         || {
             let autoscalers = autoscalers.clone();
-            async move { Ok(autoscalers.get_opt("handover-api").await?.is_none().then_some(())) }
+            async move {
+                Ok(autoscalers
+                    .get_opt("handover-api")
+                    .await?
+                    .is_none()
+                    .then_some(()))
+            }
         },
     )
     .await

@@ -10,6 +10,7 @@ pub mod cnpg;
 pub mod controller;
 pub mod desired;
 pub mod error;
+pub mod gateway_api;
 pub mod observed;
 pub mod quantity;
 pub mod render;

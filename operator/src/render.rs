@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::cli::RenderArgs;
-use crate::desired::{Children, ProcessObjects, children};
+use crate::desired::{Children, ProcessObjects, Route, children};
 use crate::observed::Observed;
 use crate::validate::ValidatedApp;
 
@@ -148,6 +148,17 @@ pub fn render(app: &KumikoApp, observed: &Observed, rolled_out: bool) -> Result<
                 process.deployment.metadata.name.clone().unwrap_or_default()
             ));
         }
+        match &rolled.route {
+            None => {}
+            Some(Route::Ingress(ingress)) => follows.push(format!(
+                "Ingress {}",
+                ingress.metadata.name.clone().unwrap_or_default()
+            )),
+            Some(Route::Gateway { route, .. }) => follows.push(format!(
+                "HTTPRoute {}",
+                route.metadata.name.clone().unwrap_or_default()
+            )),
+        }
         out.push_str(&format!(
             "# Once the migrate Job succeeds, the operator rolls out {} at image {}.\n",
             follows.join(" and "),
@@ -158,6 +169,7 @@ pub fn render(app: &KumikoApp, observed: &Observed, rolled_out: bool) -> Result<
             for process in [&rolled.api, &rolled.worker].into_iter().flatten() {
                 print_process(&mut out, process)?;
             }
+            print_route(&mut out, rolled.route.as_ref())?;
         } else {
             out.push_str("# Run with --rolled-out to print them.\n");
         }
@@ -177,6 +189,7 @@ pub fn documents(children: &Children) -> Result<String, Error> {
         migrate_job,
         api,
         worker,
+        route,
     } = children;
     document(out, service_account)?;
     document(out, resource_quota)?;
@@ -190,7 +203,21 @@ pub fn documents(children: &Children) -> Result<String, Error> {
     for process in [api, worker].into_iter().flatten() {
         print_process(out, process)?;
     }
+    print_route(out, route.as_ref())?;
     Ok(std::mem::take(out))
+}
+
+fn print_route(out: &mut String, route: Option<&Route>) -> Result<(), Error> {
+    match route {
+        None => Ok(()),
+        Some(Route::Ingress(ingress)) => document(out, ingress.as_ref()),
+        Some(Route::Gateway { route, certificate }) => {
+            if let Some(certificate) = certificate {
+                document(out, certificate.as_ref())?;
+            }
+            document(out, route.as_ref())
+        }
+    }
 }
 
 fn print_process(out: &mut String, process: &ProcessObjects) -> Result<(), Error> {

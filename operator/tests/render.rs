@@ -39,6 +39,17 @@ fn shared_cluster_example_renders_as_reviewed() {
 }
 
 #[test]
+fn web_example_renders_as_reviewed() {
+    let output = render_example("web", true);
+    assert!(output.contains("kind: Ingress"), "{output}");
+    assert!(
+        output.contains("cert-manager.io/cluster-issuer: letsencrypt"),
+        "{output}"
+    );
+    insta::assert_snapshot!(output);
+}
+
+#[test]
 fn first_deploy_says_what_follows_the_migration() {
     let output = render_example("minimal", false);
     assert!(output.contains("kind: Job"));
@@ -135,6 +146,10 @@ fn invalid_manifests_exit_non_zero_naming_the_field() {
         (
             "cel-request-above-limit",
             "api.resources.requests.cpu must be less than or equal to api.resources.limits.cpu",
+        ),
+        (
+            "cel-tls-without-hosts",
+            "spec.api.expose.tls: Required value: api.expose.tls needs api.expose.hosts",
         ),
         (
             "schema-duplicate-env",

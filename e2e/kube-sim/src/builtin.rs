@@ -11,7 +11,8 @@
 //! Namespace (the `kubernetes` finalizer, phase Active, the `kubernetes.io/metadata.name` label),
 //! Secret (type Opaque, stringData folded into data), NetworkPolicy (policyTypes),
 //! PersistentVolumeClaim (volumeMode Filesystem, status Pending), and the CRD
-//! (conversion None, names.singular/listKind).
+//! (conversion None, names.singular/listKind). Ingress is validated as `ValidateIngressSpec` does
+//! (see `ingress_causes`).
 
 use std::collections::BTreeSet;
 
@@ -56,6 +57,7 @@ pub(crate) fn decode(rt: &ResourceType, obj: &Value) -> Result<(Value, Vec<Strin
         ("networking.k8s.io", "NetworkPolicy") => {
             roundtrip::<api::networking::v1::NetworkPolicy>(obj)
         }
+        ("networking.k8s.io", "Ingress") => roundtrip::<api::networking::v1::Ingress>(obj),
         ("coordination.k8s.io", "Lease") => roundtrip::<api::coordination::v1::Lease>(obj),
         ("events.k8s.io", "Event") => roundtrip::<api::events::v1::Event>(obj),
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
@@ -931,6 +933,7 @@ pub(crate) fn validate(
                 }
             }
         }
+        ("networking.k8s.io", "Ingress") => ingress_causes(&spec, &mut out),
         ("policy", "PodDisruptionBudget")
             if spec.get("minAvailable").is_some() && spec.get("maxUnavailable").is_some() =>
         {
@@ -943,6 +946,60 @@ pub(crate) fn validate(
         _ => {}
     }
     out
+}
+
+/// The Ingress rules of kube-apiserver's `ValidateIngressSpec` and `validateHTTPIngressPath`
+/// (`pkg/apis/networking/validation/validation.go`) that a client can break: rules or a default
+/// backend; each path with a `pathType` among `Exact`, `Prefix`, `ImplementationSpecific`, and an
+/// absolute path for `Exact` and `Prefix`; a service backend's port by name or number, not both.
+fn ingress_causes(spec: &Value, out: &mut Vec<Cause>) {
+    let rules = spec.get("rules").and_then(Value::as_array);
+    if rules.is_none_or(Vec::is_empty) && spec.get("defaultBackend").is_none() {
+        out.push(cause(
+            "FieldValueInvalid",
+            "spec",
+            "Invalid value: null: either `defaultBackend` or `rules` must be specified",
+        ));
+    }
+    for (i, rule) in rules.into_iter().flatten().enumerate() {
+        let paths = rule
+            .pointer("/http/paths")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        for (j, path) in paths.enumerate() {
+            let at = format!("spec.rules[{i}].http.paths[{j}]");
+            let value = path.get("path").and_then(Value::as_str).unwrap_or("");
+            match path.get("pathType").and_then(Value::as_str) {
+                None => out.push(cause(
+                    "FieldValueRequired",
+                    &format!("{at}.pathType"),
+                    "Required value: pathType must be specified",
+                )),
+                Some("Exact" | "Prefix") if !value.starts_with('/') => out.push(cause(
+                    "FieldValueInvalid",
+                    &format!("{at}.path"),
+                    format!("Invalid value: \"{value}\": must be an absolute path"),
+                )),
+                Some("Exact" | "Prefix" | "ImplementationSpecific") => {}
+                Some(other) => out.push(cause(
+                    "FieldValueNotSupported",
+                    &format!("{at}.pathType"),
+                    format!("Unsupported value: \"{other}\": supported values: \"Exact\", \"ImplementationSpecific\", \"Prefix\""),
+                )),
+            }
+            if let Some(port) = path.pointer("/backend/service/port")
+                && port.get("name").is_some()
+                && port.get("number").is_some()
+            {
+                out.push(cause(
+                    "FieldValueInvalid",
+                    &format!("{at}.backend.service.port"),
+                    "Invalid value: cannot set both port name & port number",
+                ));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1009,6 +1066,39 @@ mod tests {
         let causes = validate(&rt("batch", "jobs"), &obj, None, None);
         assert_eq!(causes.len(), 1);
         assert_eq!(causes[0].field, "spec.template.spec.restartPolicy");
+    }
+
+    #[test]
+    fn an_ingress_path_needs_a_path_type_and_a_prefix_an_absolute_path() {
+        let registry = Registry::with_builtins();
+        let rt = registry
+            .get("networking.k8s.io", "v1", "ingresses")
+            .expect("Ingress is served");
+        let ingress = |path: Value| json!({"spec": {"rules": [{"http": {"paths": [path]}}]}});
+        let backend = json!({"service": {"name": "web", "port": {"name": "http"}}});
+        let fields = |obj: &Value| -> Vec<String> {
+            validate(rt, obj, None, None)
+                .into_iter()
+                .map(|c| c.field)
+                .collect()
+        };
+        assert_eq!(
+            fields(&ingress(json!({"path": "/", "backend": backend}))),
+            ["spec.rules[0].http.paths[0].pathType"]
+        );
+        assert_eq!(
+            fields(&ingress(
+                json!({"path": "api", "pathType": "Prefix", "backend": backend})
+            )),
+            ["spec.rules[0].http.paths[0].path"]
+        );
+        assert!(
+            fields(&ingress(
+                json!({"path": "/", "pathType": "Prefix", "backend": backend})
+            ))
+            .is_empty()
+        );
+        assert_eq!(fields(&json!({"spec": {}})), ["spec"]);
     }
 
     #[test]

@@ -299,6 +299,7 @@ fn generate_builtin_defs() -> Map<String, Value> {
         api::policy::v1::PodDisruptionBudget => ("policy", "v1", "PodDisruptionBudget"),
         api::autoscaling::v2::HorizontalPodAutoscaler => ("autoscaling", "v2", "HorizontalPodAutoscaler"),
         api::networking::v1::NetworkPolicy => ("networking.k8s.io", "v1", "NetworkPolicy"),
+        api::networking::v1::Ingress => ("networking.k8s.io", "v1", "Ingress"),
         api::coordination::v1::Lease => ("coordination.k8s.io", "v1", "Lease"),
         api::events::v1::Event => ("events.k8s.io", "v1", "Event"),
         apiext::CustomResourceDefinition => ("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),

@@ -3,9 +3,13 @@
 -- Reads the status the operator writes, in this order:
 --   1. observedGeneration: until the operator has seen the current spec, nothing else in the status
 --      is about this spec, so the app is Progressing;
---   2. Stalled=True: a permanent error (bad spec, failed migration) that waits for a spec change:
+--   2. spec.paused: the operator writes nothing but status until the app is resumed: Suspended
+--      (as Argo CD shows a paused Deployment), whatever the conditions say;
+--   3. Stalled=True: a permanent error (bad spec, failed migration) that waits for a spec change:
 --      Degraded, with the operator's message;
---   3. Ready=True: the current generation is fully rolled out: Healthy;
+--   4. Ready=True: the current generation is fully rolled out: Healthy;
+--   5. RouteAccepted=False: the Gateway has not accepted the app's HTTPRoute (or refused it):
+--      Progressing, with the route's message (the Gateway's reason);
 --   otherwise Progressing, with the message of Ready (or Reconciling) saying which step waits.
 -- A condition written for an older generation (its own observedGeneration) is ignored as stale.
 --
@@ -66,6 +70,12 @@ local function current(c)
   return c
 end
 
+if obj.spec ~= nil and obj.spec.paused == true then
+  hs.status = "Suspended"
+  hs.message = "spec.paused is true: the operator changes nothing until it is resumed"
+  return hs
+end
+
 local stalled = current(condition(obj.status, "Stalled"))
 if stalled ~= nil and stalled.status == "True" then
   hs.status = "Degraded"
@@ -81,8 +91,11 @@ if ready ~= nil and ready.status == "True" then
 end
 
 local reconciling = current(condition(obj.status, "Reconciling"))
+local route = current(condition(obj.status, "RouteAccepted"))
 hs.status = "Progressing"
-if ready ~= nil then
+if route ~= nil and route.status == "False" then
+  hs.message = describe(route, "Waiting for the Gateway to accept the route")
+elseif ready ~= nil then
   hs.message = describe(ready, "Not ready yet")
 else
   hs.message = describe(reconciling, "Waiting for the Ready condition")

@@ -53,6 +53,12 @@ local function app(generation, status)
   }
 end
 
+local function paused(generation, status)
+  local obj = app(generation, status)
+  obj.spec.paused = true
+  return obj
+end
+
 local cases = {
   {
     name = "a new app without status is Progressing",
@@ -188,6 +194,77 @@ local cases = {
     message = "Observing",
   },
 }
+
+local paused_message = "spec.paused is true: the operator changes nothing until it is resumed"
+local more = {
+  {
+    name = "a paused app is Suspended, even when rolled out",
+    obj = paused(3, {
+      observedGeneration = 3,
+      conditions = {
+        condition("Ready", "True", "Available", "the current generation is rolled out and available", 3),
+        condition("Reconciling", "False", "Available", "", 3),
+        condition("Stalled", "False", "Progressing", "", 3),
+      },
+    }),
+    status = "Suspended",
+    message = paused_message,
+  },
+  {
+    name = "a paused app mid-rollout is Suspended, not Progressing",
+    obj = paused(4, {
+      observedGeneration = 4,
+      conditions = {
+        condition("Ready", "Unknown", "Running", "waiting for Migrated: Job status-migrate-1 is migrating", 4),
+        condition("Reconciling", "False", "Paused", "spec.paused is true: the operator writes nothing but status", 4),
+        condition("Stalled", "False", "Progressing", "", 4),
+      },
+    }),
+    status = "Suspended",
+    message = paused_message,
+  },
+  {
+    name = "pausing is Progressing until the operator has seen the paused generation",
+    obj = paused(5, {
+      observedGeneration = 4,
+      conditions = { condition("Ready", "True", "Available", "ready", 4) },
+    }),
+    status = "Progressing",
+    message = "Waiting for the operator to see generation 5 (status is of generation 4)",
+  },
+  {
+    name = "an HTTPRoute the Gateway has not accepted holds the app in Progressing with the route's message",
+    obj = app(2, {
+      observedGeneration = 2,
+      conditions = {
+        condition("Ready", "Unknown", "RouteNotAccepted", "waiting for RouteAccepted: ...", 2),
+        condition("Reconciling", "True", "RouteNotAccepted", "waiting for RouteAccepted: ...", 2),
+        condition("Stalled", "False", "Progressing", "", 2),
+        condition("ApiAvailable", "True", "Available", "2/2", 2),
+        condition("RouteAccepted", "False", "RouteNotAccepted",
+          "Gateway infra/public reports Accepted False on HTTPRoute status-api (NotAllowedByListeners): no listener allows routes from namespace status", 2),
+      },
+    }),
+    status = "Progressing",
+    message = "Gateway infra/public reports Accepted False on HTTPRoute status-api (NotAllowedByListeners): no listener allows routes from namespace status",
+  },
+  {
+    name = "an accepted route with the rest rolled out is Healthy",
+    obj = app(2, {
+      observedGeneration = 2,
+      conditions = {
+        condition("Ready", "True", "Available", "the current generation is rolled out and available", 2),
+        condition("Stalled", "False", "Progressing", "", 2),
+        condition("RouteAccepted", "True", "Accepted", "Gateway infra/public accepted HTTPRoute status-api", 2),
+      },
+    }),
+    status = "Healthy",
+    message = "the current generation is rolled out and available",
+  },
+}
+for _, case in ipairs(more) do
+  table.insert(cases, case)
+end
 
 local failures = 0
 for _, case in ipairs(cases) do

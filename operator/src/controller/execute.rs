@@ -12,6 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -30,7 +31,8 @@ use super::plan::{
 use super::status;
 use crate::Error;
 use crate::desired::credentials::credential_secret;
-use crate::desired::{Children, ProcessObjects, finalizer};
+use crate::desired::{Children, ProcessObjects, Route, finalizer};
+use crate::gateway_api::HTTPRoute;
 use crate::validate::ValidatedApp;
 
 /// The reason of the Event about a KumikoApp that does not match the API types.
@@ -102,6 +104,7 @@ pub async fn execute(
             migrate_job,
             api,
             worker,
+            route,
         } = children;
         let budget = futures::try_join!(
             apply(context, app.app, service_account),
@@ -159,21 +162,95 @@ pub async fn execute(
         )
         .map_err(at(Step::Workloads))?;
         report.count(applied.0.into_iter().chain(applied.1));
+        publish_deletes(context, app, events, deletes, Step::Workloads, &mut report).await?;
+
+        let applied = apply_route(context, app.app, route.as_ref())
+            .await
+            .map_err(at(Step::Traffic))?;
+        report.count(applied);
     } else {
         for step in [Step::Budget, Step::Database, Step::Roles, Step::Migrate] {
             publish(context, app.app, events, step, &mut report).await;
         }
+        publish_deletes(context, app, events, deletes, Step::Workloads, &mut report).await?;
     }
-    for step in [Step::Workloads, Step::Cleanup] {
-        for delete in deletes.iter().filter(|delete| delete.step() == step) {
-            remove(context, &app.names.namespace, delete)
-                .await
-                .map_err(at(step))?;
-            report.deleted += 1;
-        }
-        publish(context, app.app, events, step, &mut report).await;
+    for step in [Step::Traffic, Step::Cleanup] {
+        publish_deletes(context, app, events, deletes, step, &mut report).await?;
     }
     Ok(report)
+}
+
+/// Carries out the deletions of `step`, then records its Events.
+async fn publish_deletes(
+    context: &Context,
+    app: &ValidatedApp<'_>,
+    events: &[PlannedEvent],
+    deletes: &[Delete],
+    step: Step,
+    report: &mut Report,
+) -> Result<(), Failure> {
+    for delete in deletes.iter().filter(|delete| delete.step() == step) {
+        remove(context, &app.names.namespace, delete)
+            .await
+            .map_err(|error| Failure { step, error })?;
+        report.deleted += 1;
+    }
+    publish(context, app.app, events, step, report).await;
+    Ok(())
+}
+
+/// Applies the route of `spec.api.expose`, taken apart without `..` (see [`Children`]).
+async fn apply_route(
+    context: &Context,
+    app: &KumikoApp,
+    route: Option<&Route>,
+) -> Result<Vec<Applied>, Error> {
+    match route {
+        None => Ok(Vec::new()),
+        Some(Route::Ingress(ingress)) => Ok(vec![apply(context, app, ingress.as_ref()).await?]),
+        Some(Route::Gateway { route, certificate }) => {
+            let mut applied = Vec::new();
+            if let Some(certificate) = certificate {
+                applied.push(
+                    apply(context, app, certificate.as_ref())
+                        .await
+                        .map_err(|error| not_served(error, CERT_MANAGER))?,
+                );
+            }
+            applied.push(
+                apply(context, app, route.as_ref())
+                    .await
+                    .map_err(|error| not_served(error, GATEWAY_API))?,
+            );
+            Ok(applied)
+        }
+    }
+}
+
+/// What to do when the Gateway API is not served.
+const GATEWAY_API: (&str, &str) = (
+    "gateway.networking.k8s.io/v1 HTTPRoute",
+    "install the Gateway API CRDs and a Gateway controller, or use spec.api.expose.ingress",
+);
+/// What to do when cert-manager is not served.
+const CERT_MANAGER: (&str, &str) = (
+    "cert-manager.io/v1 Certificate",
+    "install cert-manager, or set spec.api.expose.tls.secretName without an issuer",
+);
+
+/// A 404 on applying a kind of an optional API: the API is not installed.
+fn not_served(error: Error, (api, fix): (&'static str, &'static str)) -> Error {
+    match error {
+        Error::Kube {
+            source: kube::Error::Api(status),
+            ..
+        } if status.code == 404 => Error::ApiNotServed {
+            api,
+            fix,
+            source: kube::Error::Api(status),
+        },
+        other => other,
+    }
 }
 
 impl Report {
@@ -340,17 +417,14 @@ async fn remove(context: &Context, namespace: &str, delete: &Delete) -> Result<(
         Delete::HorizontalPodAutoscaler(name) => {
             delete_one::<HorizontalPodAutoscaler>(context, namespace, name).await
         }
+        Delete::Ingress(name) => delete_one::<Ingress>(context, namespace, name).await,
+        Delete::HttpRoute(name) => delete_one::<HTTPRoute>(context, namespace, name).await,
     }
     .map_err(|source| Error::Kube {
         action: format!(
             "deleting {} {namespace}/{}",
             delete_kind(delete),
-            match delete {
-                Delete::Deployment(name)
-                | Delete::PodDisruptionBudget(name)
-                | Delete::Job(name)
-                | Delete::HorizontalPodAutoscaler(name) => name,
-            }
+            delete.name()
         ),
         source,
     })

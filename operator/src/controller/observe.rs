@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ListParams, LogParams};
 use kumiko_crds::{KumikoAppStatus, names};
 
@@ -16,6 +17,7 @@ use super::plan::reported_failure;
 use super::steps::{JobOutcome, job_outcome};
 use crate::Error;
 use crate::cnpg::Cluster;
+use crate::gateway_api::HTTPRoute;
 use crate::validate::{Database, ValidatedApp};
 
 /// What the cluster holds for one app.
@@ -39,6 +41,11 @@ pub struct World {
     pub api: Option<Deployment>,
     /// The worker Deployment.
     pub worker: Option<Deployment>,
+    /// The API's Ingress (`spec.api.expose.ingress`, or one left from an earlier spec).
+    pub ingress: Option<Ingress>,
+    /// The API's HTTPRoute (`spec.api.expose.gateway`, or one left from an earlier spec); `None`
+    /// too where the Gateway API is not installed.
+    pub http_route: Option<HTTPRoute>,
     /// A credential Secret was changed by someone else since the operator wrote it.
     pub secrets_drifted: bool,
     /// The log tail of the spec's migrate Job when it failed and the previous status does not
@@ -140,7 +147,9 @@ pub async fn observe(
 
     // The remaining reads are independent: issue them at once.
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let deployments: Api<Deployment> = Api::namespaced(client, namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), namespace);
+    let http_routes: Api<HTTPRoute> = Api::namespaced(client, namespace);
     let selector = format!(
         "{}={name},{}=migrate",
         names::INSTANCE_LABEL,
@@ -160,7 +169,7 @@ pub async fn observe(
             read_secret(&secrets, namespace, runtime_name),
         )
     };
-    let ((owner_secret, runtime_secret), listed, api, worker) = futures::try_join!(
+    let ((owner_secret, runtime_secret), listed, api, worker, (ingress, http_route)) = futures::try_join!(
         role_secrets,
         async {
             jobs.list(&list_params).await.map_err(kube_error(format!(
@@ -183,7 +192,10 @@ pub async fn observe(
                     "reading Deployment {namespace}/{worker_name}"
                 )))
         },
+        read_routes(&ingresses, &http_routes, namespace, api_name),
     )?;
+    world.ingress = ingress;
+    world.http_route = http_route;
     world.owner_secret = owner_secret;
     world.runtime_secret = runtime_secret;
     world.api = api;
@@ -212,6 +224,30 @@ pub async fn observe(
         world.migration_log = Some(job_log_tail(context, namespace, job).await);
     }
     Ok(world)
+}
+
+/// The API's Ingress and HTTPRoute named `name`. A cluster without the Gateway API answers 404
+/// for HTTPRoutes, as for a missing one: then there is none.
+async fn read_routes(
+    ingresses: &Api<Ingress>,
+    http_routes: &Api<HTTPRoute>,
+    namespace: &str,
+    name: &str,
+) -> Result<(Option<Ingress>, Option<HTTPRoute>), Error> {
+    futures::try_join!(
+        async {
+            ingresses
+                .get_opt(name)
+                .await
+                .map_err(kube_error(format!("reading Ingress {namespace}/{name}")))
+        },
+        async {
+            http_routes
+                .get_opt(name)
+                .await
+                .map_err(kube_error(format!("reading HTTPRoute {namespace}/{name}")))
+        },
+    )
 }
 
 /// How many log lines of a failed migration go into the condition.

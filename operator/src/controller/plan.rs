@@ -16,8 +16,11 @@
 //!    with autoscaling, a HorizontalPodAutoscaler per process type, the Deployment applied
 //!    without `replicas` after handing the field over once ([`ReplicasHandover`]), and the
 //!    autoscaler deleted when autoscaling is turned off;
-//! 6. cleanup: all but the newest three migrate Jobs are deleted;
-//! 7. status: the conditions, computed from the steps.
+//! 6. traffic: the Ingress or HTTPRoute of `spec.api.expose` (with the API's objects), a route of
+//!    a kind the spec no longer asks for deleted; `RouteAccepted` from the HTTPRoute's parent
+//!    status (an Ingress reports no acceptance);
+//! 7. cleanup: all but the newest three migrate Jobs are deleted;
+//! 8. status: the conditions, computed from the steps.
 //!
 //! `spec.paused` plans no write at all (status only). The roles step is the one step whose output
 //! (the credentials) later builders need: a plan that asks for the roles ends there
@@ -37,6 +40,7 @@ use super::observe::World;
 use super::status::{self, Check, MIGRATION_FAILED, Progress, WAITING, compute_status};
 use super::steps::{JobOutcome, Wanted, availability, job_outcome, jobs_to_delete, just_created};
 use crate::desired::{self, Children, FINALIZER};
+use crate::gateway_api::{self, HTTPRoute};
 use crate::observed::Observed;
 use crate::validate::{Autoscaler, Database, ValidatedApp};
 
@@ -56,6 +60,8 @@ pub enum Step {
     Migrate,
     /// The Deployments, Service and PodDisruptionBudgets (and a dropped worker's deletion).
     Workloads,
+    /// The Ingress or HTTPRoute (and its Certificate), and a route no longer asked for deleted.
+    Traffic,
     /// Old migrate Jobs.
     Cleanup,
 }
@@ -112,6 +118,10 @@ pub enum Delete {
     Job(String),
     /// A HorizontalPodAutoscaler (autoscaling turned off, or its worker dropped).
     HorizontalPodAutoscaler(String),
+    /// An Ingress the spec no longer asks for.
+    Ingress(String),
+    /// An HTTPRoute the spec no longer asks for.
+    HttpRoute(String),
 }
 
 impl Delete {
@@ -121,7 +131,20 @@ impl Delete {
             Self::Deployment(_)
             | Self::PodDisruptionBudget(_)
             | Self::HorizontalPodAutoscaler(_) => Step::Workloads,
+            Self::Ingress(_) | Self::HttpRoute(_) => Step::Traffic,
             Self::Job(_) => Step::Cleanup,
+        }
+    }
+
+    /// The name of the child to delete.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Deployment(name)
+            | Self::PodDisruptionBudget(name)
+            | Self::Job(name)
+            | Self::HorizontalPodAutoscaler(name)
+            | Self::Ingress(name)
+            | Self::HttpRoute(name) => name,
         }
     }
 }
@@ -199,6 +222,9 @@ impl Plan {
             progress
                 .worker_replicas
                 .clone_from(&baseline.worker_replicas);
+        }
+        if failed <= Step::Traffic {
+            progress.route = baseline.route.clone();
         }
         progress
     }
@@ -354,6 +380,7 @@ pub fn plan(
                     migrate_job: None,
                     api: None,
                     worker: None,
+                    route: None,
                     ..desired::children(app, &facts)
                 };
                 return Plan {
@@ -403,6 +430,7 @@ pub fn plan(
         migrate_job: built_job,
         api: built_api,
         worker: built_worker,
+        route,
     } = desired::children(app, &facts);
     let mut migrate_job = None;
     let rollout_image = desired::rollout_image(app, &facts);
@@ -567,7 +595,20 @@ pub fn plan(
         }
     }
 
-    // 6. Old migrate Jobs: keep the newest three.
+    // 6. The route: a kind the spec no longer asks for deleted; acceptance from the HTTPRoute.
+    let expose = app.spec.api.expose.as_ref();
+    let wants_ingress = expose.is_some_and(|expose| expose.gateway.is_none());
+    let wants_http_route = expose.is_some_and(|expose| expose.gateway.is_some());
+    if !paused && !wants_ingress && world.ingress.is_some() {
+        deletes.push(Delete::Ingress(names.api.clone()));
+    }
+    if !paused && !wants_http_route && world.http_route.is_some() {
+        deletes.push(Delete::HttpRoute(names.api.clone()));
+    }
+    progress.urls = expose.map(desired::route::urls).unwrap_or_default();
+    progress.route = route_acceptance(app, world.http_route.as_ref());
+
+    // 7. Old migrate Jobs: keep the newest three.
     if !paused {
         deletes.extend(
             jobs_to_delete(&world.jobs, job_name)
@@ -584,6 +625,7 @@ pub fn plan(
         migrate_job,
         api: built_api,
         worker: built_worker,
+        route,
     };
     Plan {
         add_finalizer,
@@ -750,6 +792,87 @@ pub fn delete_kind(delete: &Delete) -> &'static str {
         Delete::PodDisruptionBudget(_) => "PodDisruptionBudget",
         Delete::Job(_) => "Job",
         Delete::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler",
+        Delete::Ingress(_) => "Ingress",
+        Delete::HttpRoute(_) => "HTTPRoute",
+    }
+}
+
+/// The reason of a route its Gateway has not accepted yet, or refused.
+pub const ROUTE_NOT_ACCEPTED: &str = "RouteNotAccepted";
+
+/// `RouteAccepted`: whether the route of `app` carries traffic as far as it reports it. An app
+/// not exposed, or exposed through an Ingress (whose API has no acceptance condition), is done;
+/// an HTTPRoute is accepted when the entry of its Gateway in `status.parents` has `Accepted` and
+/// `ResolvedRefs` True for the route's current generation (Gateway API `RouteConditionType`).
+pub fn route_acceptance(app: &ValidatedApp<'_>, observed: Option<&HTTPRoute>) -> Check {
+    let names = &app.names;
+    let Some(expose) = app.spec.api.expose.as_ref() else {
+        return Check::done("NotExposed", "spec.api.expose is not set");
+    };
+    let Some(gateway) = expose.gateway.as_ref() else {
+        return Check::done(
+            "Ingress",
+            format!(
+                "Ingress {} routes the API; an Ingress reports no acceptance",
+                names.api
+            ),
+        );
+    };
+    let gateway_namespace = gateway.namespace.as_deref().unwrap_or(&names.namespace);
+    let gateway_name = format!("{gateway_namespace}/{}", gateway.name);
+    let waiting = || {
+        Check::not_yet(
+            ROUTE_NOT_ACCEPTED,
+            format!(
+                "waiting for Gateway {gateway_name} to accept HTTPRoute {}",
+                names.api
+            ),
+        )
+    };
+    let Some(route) = observed else {
+        return waiting();
+    };
+    let generation = route.metadata.generation;
+    let Some(parent) = route.status.iter().flat_map(|s| &s.parents).find(|parent| {
+        let reference = &parent.parent_ref;
+        reference.name == gateway.name
+            && reference.namespace.as_deref().unwrap_or(&names.namespace) == gateway_namespace
+            && reference.section_name == gateway.section_name
+    }) else {
+        return waiting();
+    };
+    let current = |kind: &str| {
+        parent.conditions.iter().find(|condition| {
+            condition.type_ == kind
+                && (generation.is_none() || condition.observed_generation >= generation)
+        })
+    };
+    let (accepted, resolved) = (
+        current(gateway_api::ACCEPTED),
+        current(gateway_api::RESOLVED_REFS),
+    );
+    if let Some(refused) = [accepted, resolved]
+        .into_iter()
+        .flatten()
+        .find(|condition| condition.status == "False")
+    {
+        return Check::not_yet(
+            ROUTE_NOT_ACCEPTED,
+            format!(
+                "Gateway {gateway_name} reports {} False on HTTPRoute {} ({}): {}",
+                refused.type_, names.api, refused.reason, refused.message
+            ),
+        );
+    }
+    match (accepted, resolved) {
+        (Some(a), Some(r)) if a.status == "True" && r.status == "True" => Check::done(
+            "Accepted",
+            format!(
+                "Gateway {gateway_name} accepted HTTPRoute {} and resolved its references",
+                names.api
+            ),
+        ),
+        _ => waiting(),
     }
 }
 

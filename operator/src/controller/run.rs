@@ -15,6 +15,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, PartialObjectMeta};
 use kube::core::DeserializeGuard;
@@ -38,6 +39,7 @@ use super::roles_backend::PostgresRoles;
 use crate::Error;
 use crate::cnpg::Cluster;
 use crate::desired::MANAGER;
+use crate::gateway_api::{Certificate, HTTPRoute};
 
 /// Settings of `run`.
 #[derive(Clone, Debug)]
@@ -341,5 +343,8 @@ fn watch_applied_children(
         spawn::<Service>(client, hashes, deleted),
         spawn::<PodDisruptionBudget>(client, hashes, deleted),
         spawn::<HorizontalPodAutoscaler>(client, hashes, deleted),
+        spawn::<Ingress>(client, hashes, deleted),
+        spawn::<HTTPRoute>(client, hashes, deleted),
+        spawn::<Certificate>(client, hashes, deleted),
     ]
 }

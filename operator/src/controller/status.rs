@@ -79,6 +79,10 @@ pub struct Progress {
     pub api: Check,
     /// `WorkerAvailable`.
     pub worker: Check,
+    /// `RouteAccepted`.
+    pub route: Check,
+    /// The URLs the app answers on (`spec.api.expose`).
+    pub urls: Vec<String>,
     /// The image the Deployments run.
     pub image: Option<String>,
     /// The image whose migrations last succeeded.
@@ -107,6 +111,8 @@ impl Progress {
             migrated: unknown(),
             api: unknown(),
             worker: unknown(),
+            route: unknown(),
+            urls: Vec::new(),
             image: None,
             migrated_image: None,
             migration_job: None,
@@ -125,6 +131,7 @@ impl Progress {
                 &self.migrated,
                 &self.api,
                 &self.worker,
+                &self.route,
             ]
             .iter()
             .all(|check| check.is_true())
@@ -157,6 +164,7 @@ fn summary(progress: &Progress) -> (Check, Check, Check) {
         (condition::MIGRATED, &progress.migrated),
         (condition::API_AVAILABLE, &progress.api),
         (condition::WORKER_AVAILABLE, &progress.worker),
+        (condition::ROUTE_ACCEPTED, &progress.route),
     ];
     let (pending_type, pending) = steps
         .iter()
@@ -198,6 +206,7 @@ pub fn compute_status(
         (condition::MIGRATED, progress.migrated.clone()),
         (condition::API_AVAILABLE, progress.api.clone()),
         (condition::WORKER_AVAILABLE, progress.worker.clone()),
+        (condition::ROUTE_ACCEPTED, progress.route.clone()),
     ];
     let previous_conditions = previous
         .map(|status| status.conditions.as_slice())
@@ -229,6 +238,7 @@ pub fn compute_status(
         api: progress.api_replicas.clone(),
         worker: progress.worker_replicas.clone(),
         rotated_credentials_for: progress.rotated_credentials_for.clone(),
+        urls: progress.urls.clone(),
     }
 }
 
@@ -277,6 +287,7 @@ mod tests {
         progress.migrated = Check::done("Succeeded", "ok");
         progress.api = Check::done("Available", "1/1");
         progress.worker = Check::done("Available", "1/1");
+        progress.route = Check::done("NotExposed", "ok");
         progress
     }
 

@@ -24,6 +24,7 @@ mod pod_disruption_budget;
 mod process;
 mod resource_quota;
 pub mod resources;
+pub mod route;
 mod service;
 mod service_account;
 
@@ -46,6 +47,7 @@ pub use finalizer::FINALIZER;
 pub use job::{MIGRATION_IMAGE_ANNOTATION, RETRY_MIGRATION_ANNOTATION, migration_hash};
 pub use pod::CREDENTIALS_CHECKSUM_ANNOTATION;
 pub use resources::{PeakRequests, peak_requests};
+pub use route::Route;
 
 /// The KumikoApp annotation whose change rotates the runtime role's password.
 pub const ROTATE_CREDENTIALS_ANNOTATION: &str = "kumiko.so/rotate-credentials";
@@ -76,6 +78,8 @@ pub struct Children {
     /// The worker Deployment and PodDisruptionBudget, once some image has been migrated (absent
     /// when the spec has no worker).
     pub worker: Option<ProcessObjects>,
+    /// The route from outside the cluster to the API (`spec.api.expose`), with the API's objects.
+    pub route: Option<Route>,
 }
 
 /// The objects of one process type.
@@ -116,6 +120,10 @@ pub fn children(app: &ValidatedApp<'_>, observed: &Observed) -> Children {
         ),
         None => (None, None),
     };
+    let route = api
+        .as_ref()
+        .and(app.spec.api.expose.as_ref())
+        .map(|expose| route::route(&context, expose));
     Children {
         service_account: service_account::service_account(&context),
         resource_quota: resource_quota::resource_quota(&context),
@@ -124,6 +132,7 @@ pub fn children(app: &ValidatedApp<'_>, observed: &Observed) -> Children {
         migrate_job,
         api,
         worker,
+        route,
     }
 }
 

@@ -526,6 +526,21 @@ spec:
     ))
 }
 
+fn exposed(expose: &str) -> KumikoApp {
+    app(&format!(
+        r#"
+apiVersion: kumiko.so/v1alpha1
+kind: KumikoApp
+metadata: {{name: status, namespace: status, uid: 1b4e28ba-2fa1-11d2-883f-0016d3cca427}}
+spec:
+  image: ghcr.io/acme/status:1.4.2
+  api:
+    expose: {expose}
+  database: {{cluster: {{storage: {{size: 1Gi}}}}}}
+"#
+    ))
+}
+
 fn api_autoscaler(
     app: &KumikoApp,
 ) -> k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerSpec {
@@ -599,4 +614,122 @@ fn the_computed_quota_fits_the_autoscalers_max_replicas() {
     // 500m = 1500m.
     assert_eq!(hard["pods"].0, "12");
     assert_eq!(hard["requests.cpu"].0, "1500m");
+}
+
+#[test]
+fn an_ingress_routes_each_host_and_the_prefix_to_the_api_service_with_the_issuer_annotation() {
+    let app = exposed(
+        "{hosts: [status.example.com, www.example.com], path: /app, ingress: {className: nginx}, tls: {issuer: {name: letsencrypt}}}",
+    );
+    let desired = desired(&app, &migrated("ghcr.io/acme/status:1.4.2"));
+    let Some(Route::Ingress(ingress)) = &desired.route else {
+        panic!("an Ingress: {:?}", desired.route);
+    };
+    assert_eq!(
+        ingress
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(route::CLUSTER_ISSUER_ANNOTATION))
+            .map(String::as_str),
+        Some("letsencrypt")
+    );
+    let spec = ingress.spec.as_ref().expect("spec");
+    assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
+    let rules = spec.rules.as_ref().expect("rules");
+    assert_eq!(
+        rules.iter().map(|r| r.host.as_deref()).collect::<Vec<_>>(),
+        [Some("status.example.com"), Some("www.example.com")]
+    );
+    for rule in rules {
+        let path = &rule.http.as_ref().expect("http").paths[0];
+        assert_eq!(path.path.as_deref(), Some("/app"));
+        assert_eq!(path.path_type, "Prefix");
+        let service = path.backend.service.as_ref().expect("a Service backend");
+        assert_eq!(service.name, "status-api");
+        assert_eq!(
+            service.port.as_ref().and_then(|p| p.name.as_deref()),
+            Some("http")
+        );
+    }
+    let tls = &spec.tls.as_ref().expect("tls")[0];
+    assert_eq!(tls.secret_name.as_deref(), Some("status-tls"));
+    assert_eq!(
+        tls.hosts.as_deref(),
+        Some(
+            &[
+                "status.example.com".to_owned(),
+                "www.example.com".to_owned()
+            ][..]
+        )
+    );
+    assert_eq!(
+        route::urls(app.spec.api.expose.as_ref().expect("exposed")),
+        [
+            "https://status.example.com/app",
+            "https://www.example.com/app"
+        ]
+    );
+}
+
+#[test]
+fn an_http_route_attaches_to_the_named_gateway_and_an_issuer_makes_a_certificate() {
+    let app = exposed(
+        "{hosts: [status.example.com], gateway: {name: public, namespace: infra, sectionName: https}, tls: {secretName: status-cert, issuer: {name: internal, kind: Issuer}}}",
+    );
+    let desired = desired(&app, &migrated("ghcr.io/acme/status:1.4.2"));
+    let Some(Route::Gateway { route, certificate }) = &desired.route else {
+        panic!("an HTTPRoute: {:?}", desired.route);
+    };
+    let parent = &route.spec.parent_refs[0];
+    assert_eq!(
+        (
+            parent.name.as_str(),
+            parent.namespace.as_deref(),
+            parent.section_name.as_deref()
+        ),
+        ("public", Some("infra"), Some("https"))
+    );
+    assert_eq!(route.spec.hostnames, ["status.example.com"]);
+    let rule = &route.spec.rules[0];
+    assert_eq!(rule.matches[0].path.type_, "PathPrefix");
+    assert_eq!(rule.matches[0].path.value, "/");
+    assert_eq!(
+        (
+            rule.backend_refs[0].name.as_str(),
+            rule.backend_refs[0].port
+        ),
+        ("status-api", 80)
+    );
+    assert_eq!(
+        route.metadata.owner_references.as_ref().map(Vec::len),
+        Some(1)
+    );
+    let certificate = certificate.as_ref().expect("an issuer makes a Certificate");
+    assert_eq!(certificate.spec.secret_name, "status-cert");
+    assert_eq!(certificate.spec.dns_names, ["status.example.com"]);
+    assert_eq!(certificate.spec.issuer_ref.kind, "Issuer");
+    assert_eq!(certificate.spec.issuer_ref.group, "cert-manager.io");
+}
+
+#[test]
+fn no_route_without_expose_or_before_the_api_exists() {
+    let desired_minimal = desired(&minimal(), &migrated("ghcr.io/acme/status:1.4.2"));
+    assert!(desired_minimal.route.is_none());
+    let app = exposed("{hosts: [status.example.com], ingress: {}}");
+    assert!(
+        desired(&app, &Observed::default_for_render())
+            .route
+            .is_none()
+    );
+    let with_secret =
+        exposed("{hosts: [status.example.com], gateway: {name: public}, tls: {secretName: mine}}");
+    let desired = desired(&with_secret, &migrated("ghcr.io/acme/status:1.4.2"));
+    let Some(Route::Gateway { certificate, .. }) = &desired.route else {
+        panic!("an HTTPRoute");
+    };
+    assert!(
+        certificate.is_none(),
+        "a Secret the user provides needs no Certificate"
+    );
 }

@@ -16,6 +16,9 @@
 //! - [`service_proxy`]: a local TCP proxy per Service port at the Service's ClusterIP (a loopback
 //!   address), as kube-proxy would provide, and the Services' names in [`dns`]'s hosts files,
 //!   which the kubelet mounts on each container's `/etc/hosts`.
+//! - [`ingress`]: a simulated ingress controller (the default IngressClass `kube-sim`): one loopback
+//!   port that routes HTTP by `Host` header and path to the ready endpoints of the Service an
+//!   Ingress names, published in each Ingress's `status.loadBalancer.ingress`.
 //! - [`admission`] and [`quota`]: LimitRange and ResourceQuota admission of pods, and quota status.
 //! - [`volumes`]: PersistentVolumeClaims bound to a directory each, whose deletion deletes it.
 //! - [`recorder`]: the Events of the kubelet and the scheduler, counted as client-go counts them.
@@ -41,6 +44,8 @@
 //! - pods: `status.podIP` and `status.hostIP` `127.0.0.1`, `spec.nodeName` `kube-sim` (set at
 //!   admission), annotations [`POD_PORT_ANNOTATION`] (`kube-sim.kumiko.so/port`, the first
 //!   container's `PORT`) and `kube-sim.kumiko.so/port-CONTAINER` for each container;
+//! - Ingresses (class unset or `kube-sim`): `status.loadBalancer.ingress[0]` `{ip: 127.0.0.1,
+//!   ports: [{port: PORT, protocol: TCP}]}`, the simulated ingress's loopback port;
 //! - Services: `kube-sim.kumiko.so/proxy-port-PORT` ([`PROXY_PORT_ANNOTATION_PREFIX`]) per proxied
 //!   port, and `status.loadBalancer.ingress[0].ip: 127.0.0.1` for `LoadBalancer` Services;
 //! - CNPG Secrets as CloudNativePG 1.27 writes them (host `<cluster>-rw`, port 5432); CNPG
@@ -56,6 +61,8 @@
 //!   `emptyDir` at `/tmp`). The environment holds only `PATH`, `LANG`, `HOME`, `TMPDIR`,
 //!   `HOSTNAME` (the pod name), the spec's variables and `PORT`; no Service link variables.
 //! - Every container port and probe port is the container's one loopback `PORT`.
+//! - NetworkPolicy objects are stored and validated but not enforced: every pod reaches every
+//!   other. The Gateway API (Gateway, HTTPRoute) is not served.
 //! - Lifecycle hooks (`postStart`, `preStop`), gRPC and HTTPS probes, sidecar init containers,
 //!   Job `completionMode: Indexed`, `podFailurePolicy` and `successPolicy`, and quota scopes are
 //!   not implemented.
@@ -68,6 +75,7 @@ pub mod cnpg;
 pub mod deployment;
 pub mod dns;
 pub mod error;
+pub mod ingress;
 pub mod job;
 pub mod kubelet;
 pub mod names;
@@ -517,6 +525,7 @@ impl Controllers {
             tokio::spawn(job::run(client.clone(), config.clone(), shutdown.clone())),
             tokio::spawn(cnpg.clone().run(shutdown.clone())),
             tokio::spawn(service_proxy::run(client.clone(), hosts, shutdown.clone())),
+            tokio::spawn(ingress::run(client.clone(), shutdown.clone())),
             tokio::spawn(volumes::run(
                 client.clone(),
                 config.clone(),

@@ -10,7 +10,8 @@ use kumiko_crds::KumikoApp;
 
 use super::*;
 use crate::cnpg::{Cluster, ClusterSpec, ClusterStorage};
-use crate::desired::{MIGRATION_IMAGE_ANNOTATION, ProcessObjects};
+use crate::desired::{MIGRATION_IMAGE_ANNOTATION, ProcessObjects, Route};
+use crate::gateway_api::{HTTPRoute, HttpRouteStatus, ParentReference, RouteParentStatus};
 use crate::validate::ValidatedApp;
 
 const IMAGE: &str = "ghcr.io/acme/shop:2.0.0";
@@ -649,6 +650,7 @@ fn applied(plan: &Plan) -> Vec<String> {
         migrate_job,
         api,
         worker,
+        route,
     }) = &plan.apply
     else {
         return Vec::new();
@@ -674,6 +676,14 @@ fn applied(plan: &Plan) -> Vec<String> {
             "PodDisruptionBudget",
             &process.pod_disruption_budget.metadata,
         ));
+    }
+    match route {
+        None => {}
+        Some(Route::Ingress(ingress)) => out.push(name("Ingress", &ingress.metadata)),
+        Some(Route::Gateway { route, certificate }) => {
+            out.extend(certificate.iter().map(|c| name("Certificate", &c.metadata)));
+            out.push(name("HTTPRoute", &route.metadata));
+        }
     }
     out
 }
@@ -779,6 +789,226 @@ fn the_rollout_goes_quota_database_roles_migrate_workloads_status() {
             previous = Some(plan.status.clone());
         }
     }
+}
+
+/// The world of a rolled-out app (`api` replicas 2, worker 1, migrated to [`IMAGE`]).
+fn rolled_out_world(app: &KumikoApp) -> World {
+    World {
+        jobs: vec![job(&job_name(app), IMAGE, Some("Complete"), 150)],
+        api: Some(deployment(IMAGE, 2, 2)),
+        worker: Some(deployment(IMAGE, 1, 1)),
+        ..ready_world()
+    }
+}
+
+fn through_gateway() -> KumikoApp {
+    app_with(serde_json::json!({
+        "api": {"expose": {
+            "hosts": ["shop.example.com"],
+            "gateway": {"name": "public", "namespace": "infra"},
+            "tls": {"issuer": {"name": "letsencrypt"}}
+        }}
+    }))
+}
+
+/// An HTTPRoute at generation 2 whose Gateway `infra/public` reports `accepted` and `resolved`
+/// for `judged`.
+fn reported_route(accepted: &str, resolved: &str, judged: i64) -> HTTPRoute {
+    let condition = |kind: &str, status: &str| Condition {
+        type_: kind.to_owned(),
+        status: status.to_owned(),
+        reason: if status == "True" {
+            kind
+        } else {
+            "NotAllowedByListeners"
+        }
+        .to_owned(),
+        message: "from the gateway".to_owned(),
+        observed_generation: Some(judged),
+        last_transition_time: at(0),
+    };
+    let mut route: HTTPRoute = serde_json::from_value(serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "shop-api", "namespace": "shop", "generation": 2},
+        "spec": {"parentRefs": [{"name": "public", "namespace": "infra"}], "rules": []}
+    }))
+    .expect("route parses");
+    route.status = Some(HttpRouteStatus {
+        parents: vec![RouteParentStatus {
+            parent_ref: ParentReference {
+                name: "public".to_owned(),
+                namespace: Some("infra".to_owned()),
+                section_name: None,
+            },
+            controller_name: "example.com/gateway".to_owned(),
+            conditions: vec![
+                condition("Accepted", accepted),
+                condition("ResolvedRefs", resolved),
+            ],
+        }],
+    });
+    route
+}
+
+/// The traffic step: the route is applied with the API's objects, after them, and only once an
+/// image is migrated; its URL is in the status.
+#[test]
+fn the_route_follows_the_workloads_with_its_urls() {
+    let app = app_with(serde_json::json!({
+        "api": {"expose": {"hosts": ["shop.example.com"], "ingress": {"className": "nginx"}}}
+    }));
+    let before = plan(
+        &validated(&app),
+        &ready_world(),
+        Some(&roles_confirmed(&app)),
+        &at(200),
+    );
+    assert!(
+        !applied(&before)
+            .iter()
+            .any(|kind| kind.starts_with("Ingress")),
+        "no route before the API exists: {:?}",
+        applied(&before)
+    );
+    let rolled = plan(
+        &validated(&app),
+        &rolled_out_world(&app),
+        Some(&roles_confirmed(&app)),
+        &at(200),
+    );
+    assert_eq!(
+        applied(&rolled).last().map(String::as_str),
+        Some("Ingress shop-api")
+    );
+    assert_eq!(rolled.status.urls, vec!["http://shop.example.com/"]);
+    assert_eq!(rolled.progress.route.reason, "Ingress");
+    assert!(rolled.progress.is_ready(), "{:?}", rolled.progress);
+}
+
+/// Ready waits for the Gateway to accept the HTTPRoute and resolve its references, for the
+/// route's current generation; a refusal is reported with the Gateway's reason.
+#[test]
+fn ready_waits_for_the_gateway_to_accept_the_route() {
+    let app = through_gateway();
+    let judge = |route: Option<HTTPRoute>| {
+        let world = World {
+            http_route: route,
+            ..rolled_out_world(&app)
+        };
+        plan(
+            &validated(&app),
+            &world,
+            Some(&roles_confirmed(&app)),
+            &at(200),
+        )
+    };
+    let created = judge(None);
+    assert_eq!(
+        applied(&created)[applied(&created).len() - 2..],
+        [
+            "Certificate shop-tls".to_owned(),
+            "HTTPRoute shop-api".to_owned()
+        ]
+    );
+    assert_eq!(created.progress.route.status, "False");
+    assert!(!created.progress.is_ready());
+    assert_eq!(created.status.urls, vec!["https://shop.example.com/"]);
+
+    let accepted = judge(Some(reported_route("True", "True", 2)));
+    assert_eq!(
+        accepted.progress.route.status, "True",
+        "{:?}",
+        accepted.progress.route
+    );
+    assert!(accepted.progress.is_ready(), "{:?}", accepted.progress);
+
+    let stale = judge(Some(reported_route("True", "True", 1)));
+    assert_eq!(
+        stale.progress.route.status, "False",
+        "judged an older generation"
+    );
+
+    let refused = judge(Some(reported_route("False", "True", 2)));
+    assert_eq!(refused.progress.route.reason, ROUTE_NOT_ACCEPTED);
+    assert!(
+        refused
+            .progress
+            .route
+            .message
+            .contains("NotAllowedByListeners"),
+        "{}",
+        refused.progress.route.message
+    );
+    let ready = find_condition(&refused.status, kumiko_crds::condition::READY).expect("Ready");
+    assert_eq!(ready.status, "Unknown");
+    assert!(ready.message.contains("RouteAccepted"), "{}", ready.message);
+}
+
+/// A route of a kind the spec no longer asks for is deleted in the traffic step.
+#[test]
+fn a_route_dropped_from_the_spec_is_deleted() {
+    let app = app();
+    let ingress = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "shop-api", "namespace": "shop"}
+    }))
+    .expect("ingress parses");
+    let world = World {
+        ingress: Some(ingress),
+        http_route: Some(reported_route("True", "True", 2)),
+        ..rolled_out_world(&app)
+    };
+    let plan = plan(
+        &validated(&app),
+        &world,
+        Some(&roles_confirmed(&app)),
+        &at(200),
+    );
+    assert_eq!(
+        plan.deletes,
+        vec![
+            Delete::Ingress("shop-api".to_owned()),
+            Delete::HttpRoute("shop-api".to_owned())
+        ]
+    );
+    assert!(
+        plan.deletes
+            .iter()
+            .all(|delete| delete.step() == Step::Traffic)
+    );
+    assert_eq!(plan.progress.route.reason, "NotExposed");
+    let switched = through_gateway();
+    let switched_plan = super::plan(
+        &validated(&switched),
+        &world,
+        Some(&roles_confirmed(&switched)),
+        &at(200),
+    );
+    assert_eq!(
+        switched_plan.deletes,
+        vec![Delete::Ingress("shop-api".to_owned())]
+    );
+}
+
+/// A failure at the traffic step leaves `RouteAccepted` as it was.
+#[test]
+fn a_failure_at_the_traffic_step_leaves_the_route_condition_as_before() {
+    let app = through_gateway();
+    let world = World {
+        http_route: Some(reported_route("True", "True", 2)),
+        ..rolled_out_world(&app)
+    };
+    let plan = plan(
+        &validated(&app),
+        &world,
+        Some(&roles_confirmed(&app)),
+        &at(200),
+    );
+    let base = baseline(&app, None);
+    let at_traffic = plan.progress_until(Step::Traffic, &base);
+    assert_eq!(at_traffic.route, base.route);
+    assert_eq!(at_traffic.api, plan.progress.api);
+    let at_cleanup = plan.progress_until(Step::Cleanup, &base);
+    assert_eq!(at_cleanup.route, plan.progress.route);
 }
 
 /// A migrated app whose API autoscales between 2 and 6 pods.
