@@ -7,9 +7,11 @@
 # target/debug/kumiko-app, `kumiko-operator:*` -> target/debug/kumiko-operator); installs the
 # operator with `helm install --wait` of charts/kumiko-operator (its CRD, ServiceAccount, RBAC and
 # Deployment: the operator runs as a pod under the chart's RBAC, with kube-rs's in-cluster
-# configuration); applies examples/minimal.yaml; prints progress until the app is Ready; then
-# prints the tour: the app's URL (kube-sim's own forwarding of the app's Service, which follows
-# the Service's endpoints through upgrades and restarts) and five commands to try, also written
+# configuration); applies examples/minimal.yaml, exposed on `<app>.demo.test` through kube-sim's
+# simulated ingress (unless the example sets spec.api.expose); prints progress until the app is
+# Ready; then prints the tour: the app's URL (kube-sim's own forwarding of the app's Service, which
+# follows the Service's endpoints through upgrades and restarts), the `curl -H 'Host: ...'` that
+# reaches it through the ingress by its host name, and five commands to try, also written
 # to target/demo/tour.sh; then keeps everything running for exploring with
 # `kubectl --kubeconfig target/demo/kubeconfig`. Ctrl-C tears everything down.
 #
@@ -114,6 +116,15 @@ for namespace in $namespaces; do
 done
 say "applying $example"
 kubectl_demo apply --server-side -f "$example"
+# Expose the app through kube-sim's simulated ingress on a host name of its own, unless the
+# example already sets spec.api.expose.
+demo_host=""
+if [ -z "$(kubectl_demo get -f "$example" -o jsonpath='{.spec.api.expose}')" ]; then
+  demo_host="$(kubectl_demo get -f "$example" -o jsonpath='{.metadata.name}').demo.test"
+  say "exposing the app on http://$demo_host/ through kube-sim's ingress (spec.api.expose)"
+  kubectl_demo patch -f "$example" --type merge \
+    -p "{\"spec\":{\"api\":{\"expose\":{\"hosts\":[\"$demo_host\"],\"ingress\":{}}}}}" >/dev/null
+fi
 
 say "waiting up to ${ready_timeout}s for the app to be Ready (operator log: kubectl --kubeconfig target/demo/kubeconfig -n $operator_namespace logs deploy/kumiko-operator)"
 deadline=$((SECONDS + ready_timeout))
@@ -163,11 +174,26 @@ $k annotate kapp $app --overwrite kumiko.so/rotate-credentials=\$(date +%s)
 $k port-forward svc/$app-db-rw $psql_port:5432 >/dev/null & sleep 2; PGPASSWORD=\$($k get secret $app-db-runtime -o jsonpath='{.data.password}' | base64 -d) psql -h 127.0.0.1 -p $psql_port -U ${app//-/_}_runtime $app; kill \$!
 TOUR
 say "the app's status page: $url"
+ingress_command=""
+if [ -n "$demo_host" ]; then
+  ingress_port=$(kubectl_demo -n "$app_namespace" get ingress "$app-api" \
+    -o jsonpath='{.status.loadBalancer.ingress[0].ports[0].port}')
+  [ -n "$ingress_port" ] || fail "the Ingress $app_namespace/$app-api publishes no port"
+  ingress_command="curl -H 'Host: $demo_host' http://127.0.0.1:$ingress_port/"
+  say "and by its host name through the ingress ($(kubectl_demo get -f "$example" -o jsonpath='{.status.urls[0]}')): $ingress_command"
+fi
 say "try next (also in target/demo/tour.sh):"
 sed 's/^/  /' "$tour"
 say "and look inside a pod (the migrations the app's database holds): $k exec deploy/$app-api -- sh -c 'KUMIKO_PROCESS=migrate kumiko-app migrate status'"
 if [ "${DEMO_EXIT_WHEN_READY:-0}" = "1" ]; then
   if [ "${DEMO_CHECK_TOUR:-0}" = "1" ]; then
+    if [ -n "$ingress_command" ]; then
+      page=$(bash -c "$ingress_command -sS -w '\n%{http_code}'") || fail "$ingress_command does not answer"
+      if [ "$(tail -n 1 <<<"$page")" != 200 ] || ! grep -q '<title>Status</title>' <<<"$page"; then
+        fail "$ingress_command is not the status page: $(head -c 300 <<<"$page")"
+      fi
+      say "ok: $ingress_command answers 200 with the status page"
+    fi
     bash scripts/demo-tour-check.sh "$url" "$tour" "$k exec deploy/$app-api -- sh -c 'KUMIKO_PROCESS=migrate kumiko-app migrate status'" \
       || fail "the tour does not work"
   fi
