@@ -86,12 +86,7 @@ impl<'s> AdmissionContext<'s> {
         };
         self.state
             .store(&key)
-            .map(|s| {
-                s.iter()
-                    .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
-                    .map(|(_, o)| o.clone())
-                    .collect()
-            })
+            .map(|s| crate::cluster::in_scope(s, namespace).cloned().collect())
             .unwrap_or_default()
     }
 

@@ -256,7 +256,11 @@ fn access_review_kind(t: &Target) -> Option<&'static str> {
 }
 
 fn json_response(code: u16, body: &Value, warnings: &[String]) -> Response {
-    let mut resp = Response::new(Body::from(body.to_string()));
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|error| {
+        tracing::warn!(%error, "a response could not be encoded as JSON");
+        Vec::new()
+    });
+    let mut resp = Response::new(Body::from(bytes));
     *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -899,7 +903,13 @@ async fn resource(
                 } else {
                     ev
                 };
-                Ok::<Bytes, Infallible>(Bytes::from(format!("{ev}\n")))
+                // Written straight to bytes (not through `Display`, which formats piecewise).
+                let mut frame = serde_json::to_vec(&ev).unwrap_or_else(|error| {
+                    tracing::warn!(%error, "a watch event could not be encoded as JSON");
+                    Vec::new()
+                });
+                frame.push(b'\n');
+                Ok::<Bytes, Infallible>(Bytes::from(frame))
             });
             let mut resp = Response::new(Body::from_stream(stream));
             resp.headers_mut().insert(

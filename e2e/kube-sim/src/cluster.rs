@@ -66,25 +66,32 @@ pub struct WatchEvent {
     pub kind: EventKind,
     /// Which store.
     pub key: StoreKey,
-    /// The object after the change (for deletions: the last state, with the deletion's rv).
-    pub object: Value,
-    /// The object before the change, if any (to turn selector exits into `DELETED`).
-    pub old: Option<Value>,
+    /// The object after the change (for deletions: the last state, with the deletion's rv):
+    /// the very value the store holds, shared, not a copy.
+    pub object: Arc<Value>,
+    /// The object before the change, if any (to turn selector exits into `DELETED`): the value
+    /// the store held until this change, shared with the event that stored it.
+    pub old: Option<Arc<Value>>,
 }
 
 /// A paged list's remaining items, kept so that `continue` serves a consistent snapshot.
 #[derive(Debug)]
 pub(crate) struct Continuation {
     pub rv: u64,
-    pub items: Vec<Value>,
+    pub items: Vec<Arc<Value>>,
 }
+
+/// One store: the objects of one resource, by (namespace, name). Each object is shared with the
+/// watch events that carry it (the history and the watchers), so that keeping a version for them
+/// costs no copy.
+pub(crate) type Store = BTreeMap<(String, String), Arc<Value>>;
 
 /// Everything behind the lock.
 #[derive(Debug)]
 pub(crate) struct State {
     pub rv: u64,
     pub registry: Registry,
-    pub stores: BTreeMap<StoreKey, BTreeMap<(String, String), Value>>,
+    pub stores: BTreeMap<StoreKey, Store>,
     pub history: VecDeque<Arc<WatchEvent>>,
     /// Events with rv at or below this are no longer in the history.
     pub compacted_rv: u64,
@@ -209,7 +216,7 @@ pub struct ListOptions {
 }
 
 impl State {
-    pub(crate) fn store(&self, key: &StoreKey) -> Option<&BTreeMap<(String, String), Value>> {
+    pub(crate) fn store(&self, key: &StoreKey) -> Option<&Store> {
         self.stores.get(key)
     }
 
@@ -217,10 +224,13 @@ impl State {
         self.stores
             .get(key)?
             .get(&(ns.to_string(), name.to_string()))
+            .map(|object| &**object)
     }
 
     /// Records a change: bumps the resourceVersion, updates the store and the uid index, appends
-    /// to the history and notifies watchers. Returns the object as stored.
+    /// to the history and notifies watchers. Returns the object as stored. `old` is the object
+    /// before the change as the watch event shows it (normally the stored one, which the event
+    /// then shares instead of copying).
     pub(crate) fn commit(
         &mut self,
         events: &broadcast::Sender<Arc<WatchEvent>>,
@@ -235,6 +245,7 @@ impl State {
         let ns = meta::namespace(&object).to_string();
         let name = meta::name(&object).to_string();
         let uid = meta::uid(&object).to_string();
+        let object = Arc::new(object);
         let store = self.stores.entry(key.clone()).or_default();
         let at: ObjKey = (key.clone(), ns.clone(), name.clone());
         let previous = match kind {
@@ -256,6 +267,10 @@ impl State {
         if kind != EventKind::Deleted {
             self.gc_index.insert(&at, &object);
         }
+        let old = match (old, previous) {
+            (Some(old), Some(previous)) if *previous == old => Some(previous),
+            (old, _) => old.map(Arc::new),
+        };
         let event = Arc::new(WatchEvent {
             rv,
             kind,
@@ -271,7 +286,7 @@ impl State {
         }
         // No receivers is fine: nobody watches.
         let _ = events.send(event);
-        object
+        Value::clone(&object)
     }
 
     /// The object with this uid, if it exists.
@@ -433,10 +448,10 @@ impl Cluster {
             (rv, cont.items)
         } else {
             check_list_rv(&state, opts)?;
-            let items: Vec<Value> = state
+            let items: Vec<Arc<Value>> = state
                 .store(&rt.store_key())
                 .map(|s| {
-                    in_scope(s, ns)
+                    in_scope_shared(s, ns)
                         .filter(|o| matches_selectors(o, opts))
                         .cloned()
                         .collect()
@@ -461,6 +476,8 @@ impl Cluster {
             list_meta.insert("continue".into(), json!(encode_continue(rv, id)));
             list_meta.insert("remainingItemCount".into(), json!(remaining));
         }
+        // The items are shared with the store: copied (rendered) without holding the lock.
+        drop(state);
         let items: Vec<Value> = items.iter().map(|o| render_list_item(rt, o)).collect();
         Ok(json!({
             "kind": rt.list_kind,
@@ -486,10 +503,18 @@ impl Cluster {
 
 /// The objects of `store` in namespace `ns` (every object when `None`), in key order, without
 /// visiting other namespaces.
-fn in_scope<'a>(
-    store: &'a BTreeMap<(String, String), Value>,
+pub(crate) fn in_scope<'a>(
+    store: &'a Store,
     ns: Option<&'a str>,
 ) -> impl Iterator<Item = &'a Value> + 'a {
+    in_scope_shared(store, ns).map(|object| &**object)
+}
+
+/// [`in_scope`], as the shared values the store holds.
+pub(crate) fn in_scope_shared<'a>(
+    store: &'a Store,
+    ns: Option<&'a str>,
+) -> impl Iterator<Item = &'a Arc<Value>> + 'a {
     let range = match ns {
         Some(ns) => store.range((ns.to_owned(), String::new())..),
         None => store.range::<(String, String), _>(..),
@@ -580,6 +605,34 @@ fn decode_continue(token: &str) -> Result<(u64, u64), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The store, the history and the watchers share one value per object version: an update's
+    /// event holds the stored object itself, and as its `old` the previous event's object.
+    #[test]
+    fn watch_events_share_the_stored_objects_instead_of_copying_them() {
+        let cluster = Cluster::new(ClusterConfig::default());
+        let key = StoreKey {
+            group: String::new(),
+            plural: "configmaps".into(),
+        };
+        let (events, _) = broadcast::channel(16);
+        let mut state = cluster.lock();
+        let first = json!({"metadata": {"name": "a", "namespace": "default", "uid": "u-1"}});
+        let stored = state.commit(&events, &key, first, EventKind::Added, None);
+        let mut second = stored.clone();
+        second["data"] = json!({"k": "v"});
+        state.commit(&events, &key, second, EventKind::Modified, Some(stored));
+        let created = state.history[state.history.len() - 2].clone();
+        let updated = state.history[state.history.len() - 1].clone();
+        let old = updated.old.as_ref().expect("an update has an old object");
+        assert!(Arc::ptr_eq(old, &created.object));
+        let in_store = state
+            .store(&key)
+            .and_then(|store| store.get(&("default".to_owned(), "a".to_owned())))
+            .expect("stored");
+        assert!(Arc::ptr_eq(in_store, &updated.object));
+        assert_eq!(updated.object["data"]["k"], "v");
+    }
 
     #[test]
     fn continue_tokens_round_trip() {

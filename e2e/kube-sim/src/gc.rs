@@ -287,7 +287,7 @@ pub(crate) fn collect(cl: &Cluster, state: &mut State) -> bool {
             };
             let items: Vec<Value> = state
                 .store(&crs)
-                .map(|s| s.values().cloned().collect())
+                .map(|s| s.values().map(|item| Value::clone(item)).collect())
                 .unwrap_or_default();
             for item in &items {
                 if !meta::is_deleting(item) {

@@ -164,7 +164,7 @@ fn wire(
     in_scope: &impl Fn(&Value) -> bool,
 ) -> Option<WireEvent> {
     let now = in_scope(&ev.object);
-    let before = ev.old.as_ref().is_some_and(in_scope);
+    let before = ev.old.as_deref().is_some_and(in_scope);
     let kind = match ev.kind {
         EventKind::Added if now => "ADDED",
         EventKind::Deleted if now || before => "DELETED",

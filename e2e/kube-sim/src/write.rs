@@ -242,11 +242,9 @@ impl Cluster {
             state
                 .store(&rt.store_key())
                 .map(|s| {
-                    s.iter()
-                        .filter(|((ons, _), o)| {
-                            ns.is_none_or(|n| n == ons) && matches_selectors(o, list)
-                        })
-                        .map(|(k, _)| k.clone())
+                    crate::cluster::in_scope(s, ns)
+                        .filter(|o| matches_selectors(o, list))
+                        .map(|o| (meta::namespace(o).to_owned(), meta::name(o).to_owned()))
                         .collect()
                 })
                 .unwrap_or_default()

@@ -14,6 +14,12 @@
 //! `/etc/hosts` in the container process's own mount namespace. Files are rewritten in place (the
 //! same inode), so the bind mounts of running pods see every change.
 //!
+//! A namespace gets its file when the kubelet first asks for it (a pod there runs a process), not
+//! when a Service appears in it: every file names every Service, so a file per namespace with a
+//! Service would make each Service change rewrite as many files as there are namespaces, each as
+//! long as there are Services (at 1,000 namespaces, each Service change rewrote a thousand files of
+//! a thousand lines or more, and kept them all in memory).
+//!
 //! Programs outside pods do not resolve Service names, as outside a real cluster; the e2e harness
 //! can give its own process (run in a private mount namespace) the fully-qualified names through
 //! [`crate::controllers::ControllersConfig::process_hosts_file`].
@@ -171,10 +177,7 @@ impl HostsFiles {
     pub fn set(&self, uid: &str, record: Option<ServiceRecord>) -> Result<()> {
         let mut state = self.lock();
         let changed = match record {
-            Some(record) => {
-                state.namespaces.insert(record.namespace.clone());
-                state.records.insert(uid.to_owned(), record.clone()) != Some(record)
-            }
+            Some(record) => state.records.insert(uid.to_owned(), record.clone()) != Some(record),
             None => state.records.remove(uid).is_some(),
         };
         if changed {
@@ -292,6 +295,40 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("web"), "{text}");
         assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
+    }
+
+    /// Only namespaces whose pods asked for a file have one, and a file made after the Services
+    /// still names all of them.
+    #[test]
+    fn a_namespace_gets_a_hosts_file_only_when_a_pod_there_asks_for_it() {
+        let files = HostsFiles::new(None).unwrap();
+        for n in 0..50u8 {
+            files
+                .set(
+                    &format!("uid-{n}"),
+                    Some(record(&format!("ns-{n}"), "web", [127, 9, 1, n])),
+                )
+                .unwrap();
+        }
+        let on_disk = || std::fs::read_dir(files.dir.path()).unwrap().count();
+        assert_eq!(on_disk(), 0, "no pod asked for a file yet");
+        let path = files.for_namespace("ns-7").unwrap();
+        assert_eq!(on_disk(), 1);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text.lines().filter(|line| line.contains("web.ns-")).count(),
+            50
+        );
+        assert_eq!(
+            names_of(&text, "127.9.1.7").last().map(String::as_str),
+            Some("web")
+        );
+        files
+            .set("uid-50", Some(record("ns-50", "web", [127, 9, 1, 50])))
+            .unwrap();
+        assert_eq!(on_disk(), 1);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("web.ns-50.svc"), "{text}");
     }
 
     #[test]
