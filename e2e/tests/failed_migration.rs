@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use kube::Api;
 use kumiko_crds::{condition, names};
 use kumiko_e2e::app::pod_is_ready;
 use kumiko_e2e::cluster::BROKEN_MIGRATION_ERROR;
@@ -67,6 +68,38 @@ async fn failed_migration_keeps_the_old_image_serving_until_the_image_is_fixed()
     assert!(
         message.contains(BROKEN_MIGRATION_ERROR),
         "the condition carries the Job's log tail: {message}"
+    );
+    // The program printed its DATABASE_URL and, alone on a line, the owner role's password: the
+    // status holds neither.
+    let password = app
+        .secret_value(&names::owner_secret(&app.name), "password")
+        .await
+        .unwrap();
+    assert!(!message.contains(&password), "a password in the status: {message}");
+    assert!(
+        message.contains("[line withheld: it may contain a credential]")
+            && message.contains("kumiko: as [redacted]"),
+        "both lines redacted: {message}"
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(cluster.client().clone(), &namespace);
+    let failures: Vec<_> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|event| event.reason.as_deref() == Some("MigrationFailed"))
+        .collect();
+    assert_eq!(failures.len(), 1, "one MigrationFailed Event: {failures:?}");
+    let note = failures[0].note.clone().unwrap_or_default();
+    assert!(
+        note.contains("failed to migrate") && !note.contains(&password),
+        "{note}"
+    );
+    assert_eq!(
+        failures[0].related.as_ref().map(|related| related.kind.clone()),
+        Some(Some("Job".to_owned()))
     );
 
     // The old image keeps serving: same Deployment template, same pods, requests answered.

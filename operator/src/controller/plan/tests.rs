@@ -427,6 +427,15 @@ fn paused_plans_no_write_only_status() {
     assert!(plan.is_empty());
     assert!(plan.progress.paused);
     assert_eq!(plan.progress.roles.status, "False");
+    // The status is still written: it records the generation the operator saw, and says why
+    // nothing moves.
+    assert_eq!(plan.status.observed_generation, Some(1));
+    let reconciling =
+        find_condition(&plan.status, condition::RECONCILING).expect("a Reconciling condition");
+    assert_eq!(
+        (reconciling.status.as_str(), reconciling.reason.as_str()),
+        ("False", "Paused")
+    );
 }
 
 #[test]
