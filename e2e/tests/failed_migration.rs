@@ -75,7 +75,10 @@ async fn failed_migration_keeps_the_old_image_serving_until_the_image_is_fixed()
         .secret_value(&names::owner_secret(&app.name), "password")
         .await
         .unwrap();
-    assert!(!message.contains(&password), "a password in the status: {message}");
+    assert!(
+        !message.contains(&password),
+        "a password in the status: {message}"
+    );
     assert!(
         message.contains("[line withheld: it may contain a credential]")
             && message.contains("kumiko: as [redacted]"),
@@ -98,7 +101,10 @@ async fn failed_migration_keeps_the_old_image_serving_until_the_image_is_fixed()
         "{note}"
     );
     assert_eq!(
-        failures[0].related.as_ref().map(|related| related.kind.clone()),
+        failures[0]
+            .related
+            .as_ref()
+            .map(|related| related.kind.clone()),
         Some(Some("Job".to_owned()))
     );
 

@@ -422,6 +422,54 @@ fn change_in_period(events: &[ScaleEvent], period: i64, now: Timestamp) -> i32 {
         .sum()
 }
 
+/// Which way a rate limit applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    Up,
+    Down,
+}
+
+/// `calculateScaleUpLimitWithScalingRules` / `calculateScaleDownLimitWithBehaviors`: the most
+/// (up) or fewest (down) replicas `rules` allow now, each policy measured from the replicas at
+/// the start of its period.
+fn rate_limit(
+    history: &History,
+    rules: &Rules,
+    current: i32,
+    now: Timestamp,
+    direction: Direction,
+) -> i32 {
+    let proposals = rules.policies.iter().map(|policy| {
+        let (period, value) = match policy {
+            Policy::Pods { value, period } | Policy::Percent { value, period } => (*period, *value),
+        };
+        let start = current - change_in_period(&history.ups, period, now)
+            + change_in_period(&history.downs, period, now);
+        let percent = f64::from(value) / 100.0;
+        match (policy, direction) {
+            (Policy::Pods { .. }, Direction::Up) => start + value,
+            (Policy::Pods { .. }, Direction::Down) => start - value,
+            // Rounded up on the way up, or a small target would never grow.
+            (Policy::Percent { .. }, Direction::Up) => {
+                (f64::from(start) * (1.0 + percent)).ceil() as i32
+            }
+            (Policy::Percent { .. }, Direction::Down) => {
+                (f64::from(start) * (1.0 - percent)) as i32
+            }
+        }
+    });
+    // `Max` allows the largest change: the most replicas up, the fewest down.
+    match (rules.select, direction) {
+        (Select::Disabled, Direction::Up | Direction::Down) => current,
+        (Select::Max, Direction::Up) | (Select::Min, Direction::Down) => {
+            proposals.max().unwrap_or(current)
+        }
+        (Select::Min, Direction::Up) | (Select::Max, Direction::Down) => {
+            proposals.min().unwrap_or(current)
+        }
+    }
+}
+
 fn rate_limited(
     history: &History,
     desired: i32,
@@ -432,31 +480,7 @@ fn rate_limited(
     now: Timestamp,
 ) -> Normalized {
     if desired > current {
-        let limit = match up.select {
-            Select::Disabled => current,
-            select => {
-                let proposals = up.policies.iter().map(|policy| {
-                    let (period, value) = match policy {
-                        Policy::Pods { value, period } | Policy::Percent { value, period } => {
-                            (*period, *value)
-                        }
-                    };
-                    let start = current - change_in_period(&history.ups, period, now)
-                        + change_in_period(&history.downs, period, now);
-                    match policy {
-                        Policy::Pods { .. } => start + value,
-                        Policy::Percent { .. } => {
-                            (f64::from(start) * (1.0 + f64::from(value) / 100.0)).ceil() as i32
-                        }
-                    }
-                });
-                match select {
-                    Select::Min => proposals.min().unwrap_or(current),
-                    Select::Max | Select::Disabled => proposals.max().unwrap_or(current),
-                }
-            }
-        }
-        .max(current);
+        let limit = rate_limit(history, up, current, now, Direction::Up).max(current);
         let (allowed, reason, message) = if max > limit {
             (
                 limit,
@@ -478,31 +502,7 @@ fn rate_limited(
             };
         }
     } else if desired < current {
-        let limit = match down.select {
-            Select::Disabled => current,
-            select => {
-                let proposals = down.policies.iter().map(|policy| {
-                    let (period, value) = match policy {
-                        Policy::Pods { value, period } | Policy::Percent { value, period } => {
-                            (*period, *value)
-                        }
-                    };
-                    let start = current - change_in_period(&history.ups, period, now)
-                        + change_in_period(&history.downs, period, now);
-                    match policy {
-                        Policy::Pods { .. } => start - value,
-                        Policy::Percent { .. } => {
-                            (f64::from(start) * (1.0 - f64::from(value) / 100.0)) as i32
-                        }
-                    }
-                });
-                match select {
-                    Select::Min => proposals.max().unwrap_or(current),
-                    Select::Max | Select::Disabled => proposals.min().unwrap_or(current),
-                }
-            }
-        }
-        .min(current);
+        let limit = rate_limit(history, down, current, now, Direction::Down).min(current);
         let (allowed, reason, message) = if min < limit {
             (
                 limit,
