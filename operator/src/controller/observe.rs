@@ -336,3 +336,214 @@ pub async fn job_log_tail(context: &Context, namespace: &str, job: &str) -> Stri
     let name = pod.metadata.name.clone().unwrap_or_default();
     pods.logs(&name, &params).await.unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cnpg::{ClusterSpec, ClusterStatus, ClusterStorage};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kumiko_crds::KumikoApp;
+
+    fn app(database: serde_json::Value) -> KumikoApp {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "kumiko.so/v1alpha1", "kind": "KumikoApp",
+            "metadata": {"name": "shop", "namespace": "shop"},
+            "spec": {"image": "app:1", "api": {}, "database": database}
+        }))
+        .unwrap()
+    }
+
+    fn data(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect(),
+        )
+    }
+
+    fn cluster(ready: bool) -> Cluster {
+        let mut cluster = Cluster::new(
+            "shop-db",
+            ClusterSpec {
+                instances: 1,
+                image_name: None,
+                enable_superuser_access: Some(true),
+                storage: ClusterStorage {
+                    size: Quantity("1Gi".to_owned()),
+                    storage_class: None,
+                },
+                resources: None,
+                backup: None,
+            },
+        );
+        cluster.status = Some(ClusterStatus {
+            phase: Some(if ready {
+                crate::cnpg::HEALTHY_PHASE.to_owned()
+            } else {
+                "Setting up primary".to_owned()
+            }),
+            ..ClusterStatus::default()
+        });
+        cluster
+    }
+
+    #[test]
+    fn a_dedicated_database_is_ready_once_the_cluster_is_and_its_superuser_secret_exists() {
+        let app = app(serde_json::json!({"cluster": {"storage": {"size": "1Gi"}}}));
+        let app = ValidatedApp::new(&app).unwrap();
+        let waiting = world_from(
+            &app,
+            Cached {
+                cluster: Some(cluster(false)),
+                ..Cached::default()
+            },
+        );
+        assert!(!waiting.database_ready);
+        assert_eq!(
+            waiting.database_message,
+            "waiting for CNPG Cluster shop-db to be Ready"
+        );
+        let no_secret = world_from(
+            &app,
+            Cached {
+                cluster: Some(cluster(true)),
+                ..Cached::default()
+            },
+        );
+        assert!(!no_secret.database_ready);
+        assert_eq!(
+            no_secret.database_message,
+            "waiting for CNPG to create the Secret shop-db-superuser"
+        );
+        let ready = world_from(
+            &app,
+            Cached {
+                cluster: Some(cluster(true)),
+                database_secret: data(&[("password", "p")]),
+                owner_secret: data(&[("password", "o")]),
+                ..Cached::default()
+            },
+        );
+        assert!(ready.database_ready);
+        assert_eq!(ready.database_message, "the database is reachable");
+        assert_eq!(ready.admin_secret, data(&[("password", "p")]));
+        assert_eq!(ready.owner_secret, data(&[("password", "o")]));
+    }
+
+    #[test]
+    fn an_external_database_needs_its_uri_key_and_has_no_role_secrets() {
+        let app = app(serde_json::json!({"external": {"uriSecret": {"name": "db", "key": "uri"}}}));
+        let app = ValidatedApp::new(&app).unwrap();
+        let wrong_key = world_from(
+            &app,
+            Cached {
+                database_secret: data(&[("url", "postgres://")]),
+                ..Cached::default()
+            },
+        );
+        assert!(!wrong_key.database_ready);
+        assert_eq!(
+            wrong_key.database_message,
+            "waiting for Secret db with key uri (spec.database.external.uriSecret)"
+        );
+        let ready = world_from(
+            &app,
+            Cached {
+                database_secret: data(&[("uri", "postgres://")]),
+                owner_secret: data(&[("password", "o")]),
+                secrets_drifted: true,
+                ..Cached::default()
+            },
+        );
+        assert!(ready.database_ready);
+        assert_eq!(ready.admin_secret, None, "the URI is not an admin Secret");
+        assert_eq!(ready.owner_secret, None);
+        assert!(!ready.secrets_drifted);
+    }
+
+    #[test]
+    fn a_shared_database_is_ready_when_its_admin_secret_exists() {
+        let app = app(serde_json::json!({"shared": {
+            "clusterName": "main", "clusterNamespace": "db",
+            "adminSecret": {"name": "main-admin"}
+        }}));
+        let app = ValidatedApp::new(&app).unwrap();
+        let waiting = world_from(&app, Cached::default());
+        assert!(!waiting.database_ready);
+        assert_eq!(
+            waiting.database_message,
+            "waiting for the admin Secret main-admin of shared cluster main"
+        );
+        let ready = world_from(
+            &app,
+            Cached {
+                database_secret: data(&[("password", "p")]),
+                ..Cached::default()
+            },
+        );
+        assert!(ready.database_ready);
+        assert_eq!(ready.admin_secret, data(&[("password", "p")]));
+    }
+
+    #[test]
+    fn migrate_jobs_are_ordered_oldest_first_whatever_order_the_cache_gives() {
+        let app = app(serde_json::json!({"external": {"uriSecret": {"name": "db", "key": "uri"}}}));
+        let app = ValidatedApp::new(&app).unwrap();
+        let job = |name: &str, second: i64| {
+            let mut job = Job::default();
+            job.metadata.name = Some(name.to_owned());
+            job.metadata.creation_timestamp = Some(Time(
+                k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + second).unwrap(),
+            ));
+            job
+        };
+        let world = world_from(
+            &app,
+            Cached {
+                jobs: vec![job("c", 3), job("a", 1), job("b2", 2), job("b1", 2)],
+                ..Cached::default()
+            },
+        );
+        let names: Vec<_> = world
+            .jobs
+            .iter()
+            .map(|job| job.metadata.name.as_deref().unwrap())
+            .collect();
+        assert_eq!(names, ["a", "b1", "b2", "c"]);
+    }
+
+    #[test]
+    fn only_the_apps_own_migrate_jobs_are_observed() {
+        let job = |namespace: &str, instance: &str, component: &str| {
+            let mut job = Job::default();
+            job.metadata.namespace = Some(namespace.to_owned());
+            job.metadata.labels = Some(BTreeMap::from([
+                (names::INSTANCE_LABEL.to_owned(), instance.to_owned()),
+                (names::COMPONENT_LABEL.to_owned(), component.to_owned()),
+            ]));
+            job
+        };
+        assert!(is_migrate_job_of(
+            &job("shop", "shop", "migrate"),
+            "shop",
+            "shop"
+        ));
+        assert!(!is_migrate_job_of(
+            &job("other", "shop", "migrate"),
+            "shop",
+            "shop"
+        ));
+        assert!(!is_migrate_job_of(
+            &job("shop", "blog", "migrate"),
+            "shop",
+            "shop"
+        ));
+        assert!(!is_migrate_job_of(
+            &job("shop", "shop", "api"),
+            "shop",
+            "shop"
+        ));
+    }
+}
