@@ -18,11 +18,13 @@
 //! written into the store, and only then sent as a trigger for the owning app's reconcile, so
 //! the reconcile it wakes observes at least what woke it.
 //!
-//! A store that has not listed yet is never read as "absent": [`super::run`] waits for the
-//! stores of the core kinds before the first reconcile, and the Cluster store (its CRD may be
-//! installed after the operator, or never) is replaced by a read by name until it has listed
-//! (see [`super::observe`]). kube-runtime's `Store` is the store (`Store::wait_until_ready` is
-//! released by the first complete list).
+//! A store that has not listed yet is never read as "absent": [`super::run`] waits until every
+//! store has listed once (kube-runtime's `Store::wait_until_ready`, released by the first complete
+//! list) before the first reconcile. The one exception is the Cluster store when the API server
+//! answers its list with 404 ([`WatchState::NotServed`]: CloudNativePG is not installed, as
+//! kube-apiserver answers for a resource no API group serves): there is then no Cluster to find,
+//! and applying one reports what to install. Its watch keeps retrying with back-off and lists
+//! once the CRD is installed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
@@ -43,6 +45,7 @@ use kumiko_crds::{KumikoApp, names};
 use serde::de::DeserializeOwned;
 
 use super::applied::{self, AppliedHashes};
+use crate::Error;
 use crate::cnpg::Cluster;
 use crate::desired::MANAGER;
 
@@ -67,20 +70,33 @@ pub struct Caches {
     pub secrets: Store<PartialObjectMeta<Secret>>,
     /// The data of the Secrets apps name, by resourceVersion.
     pub secret_data: Arc<SecretData>,
-    /// Whether the cluster serves CNPG Clusters, as their watch last found.
-    pub cluster_api: tokio::sync::watch::Receiver<Served>,
+    /// How each watch fared, in the order of the stores above.
+    pub states: WatchStates,
 }
 
-/// Whether the cluster serves a kind, as its watch found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Served {
-    /// Not known yet: the watch has neither listed nor been refused.
+/// How the watch of one cached kind fared.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WatchState {
+    /// Not known yet: the watch has neither listed nor been answered with an error.
     Unknown,
+    /// The watch has listed: its store can be read.
+    Listed,
     /// The API server answered 404 to the list: the kind's CRD is not installed. The watch keeps
     /// retrying, with back-off, and lists once it is.
     NotServed,
-    /// The watch has listed.
-    Served,
+    /// The API server refused the list or watch (403: the operator's RBAC lacks `list` or
+    /// `watch`), with its answer. The watch keeps retrying.
+    Refused(Box<kube::core::Status>),
+}
+
+/// The state of every cached kind's watch.
+#[derive(Clone)]
+pub struct WatchStates {
+    deployments: tokio::sync::watch::Receiver<WatchState>,
+    jobs: tokio::sync::watch::Receiver<WatchState>,
+    clusters: tokio::sync::watch::Receiver<WatchState>,
+    credentials: tokio::sync::watch::Receiver<WatchState>,
+    secrets: tokio::sync::watch::Receiver<WatchState>,
 }
 
 /// What the caches know of the app's CNPG Cluster.
@@ -90,22 +106,103 @@ pub enum ClusterLookup {
     Known(Option<Arc<Cluster>>),
     /// The cluster does not serve Clusters (CloudNativePG is not installed): there is none.
     NotServed,
-    /// The watch has not listed yet and not been refused either.
-    Unknown,
+}
+
+/// `Ok` when a store has listed; else why it cannot be read: the API server's refusal (a
+/// permanent error naming it, as a failed read would be), or not listed yet (transient).
+fn readable(
+    synced: bool,
+    state: &tokio::sync::watch::Receiver<WatchState>,
+    what: &'static str,
+) -> Result<(), Error> {
+    if synced {
+        return Ok(());
+    }
+    match &*state.borrow() {
+        WatchState::Refused(status) => Err(Error::Kube {
+            action: format!("watching {what}"),
+            source: kube::Error::Api(status.clone()),
+        }),
+        WatchState::Unknown | WatchState::Listed | WatchState::NotServed => {
+            Err(Error::CacheNotSynced { what })
+        }
+    }
 }
 
 impl Caches {
+    /// The Deployments' store, once it can be read.
+    pub fn deployments(&self) -> Result<&Store<Deployment>, Error> {
+        readable(
+            is_synced(&self.deployments),
+            &self.states.deployments,
+            "the operator's Deployments",
+        )
+        .map(|()| &self.deployments)
+    }
+
+    /// The Jobs' store, once it can be read.
+    pub fn jobs(&self) -> Result<&Store<Job>, Error> {
+        readable(
+            is_synced(&self.jobs),
+            &self.states.jobs,
+            "the operator's Jobs",
+        )
+        .map(|()| &self.jobs)
+    }
+
+    /// The operator's Secrets' store, once it can be read.
+    pub fn credentials(&self) -> Result<&Store<Secret>, Error> {
+        readable(
+            is_synced(&self.credentials),
+            &self.states.credentials,
+            "the operator's Secrets",
+        )
+        .map(|()| &self.credentials)
+    }
+
+    /// Whether every Secret's metadata can be read (`Ok(false)`: not listed yet, read by name).
+    pub fn secrets_listed(&self) -> Result<bool, Error> {
+        match readable(is_synced(&self.secrets), &self.states.secrets, "Secrets") {
+            Ok(()) => Ok(true),
+            Err(Error::CacheNotSynced { .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
     /// The app's Cluster `namespace/name`, as far as the caches know it.
-    pub fn cluster(&self, namespace: &str, name: &str) -> ClusterLookup {
-        if is_synced(&self.clusters) {
-            return ClusterLookup::Known(
-                self.clusters.get(&ObjectRef::new(name).within(namespace)),
-            );
+    pub fn cluster(&self, namespace: &str, name: &str) -> Result<ClusterLookup, Error> {
+        let synced = is_synced(&self.clusters);
+        if !synced && *self.states.clusters.borrow() == WatchState::NotServed {
+            return Ok(ClusterLookup::NotServed);
         }
-        match *self.cluster_api.borrow() {
-            Served::NotServed => ClusterLookup::NotServed,
-            Served::Unknown | Served::Served => ClusterLookup::Unknown,
-        }
+        readable(synced, &self.states.clusters, "CNPG Clusters")?;
+        Ok(ClusterLookup::Known(
+            self.clusters.get(&ObjectRef::new(name).within(namespace)),
+        ))
+    }
+
+    /// Waits until every watch has listed once or been answered with an error (a kind not
+    /// served, a refusal): a reconcile then reads a store, or reports why it cannot.
+    pub async fn wait_until_ready(&self) {
+        let answered = |state: &tokio::sync::watch::Receiver<WatchState>| {
+            let mut state = state.clone();
+            async move {
+                // The borrow the wait returns is dropped at once: it must not be held across
+                // the other waits.
+                let _ = state
+                    .wait_for(|state| *state != WatchState::Unknown)
+                    .await
+                    .map(|_| ());
+            }
+        };
+        let states = &self.states;
+        futures::join!(
+            answered(&states.deployments),
+            answered(&states.jobs),
+            answered(&states.clusters),
+            answered(&states.credentials),
+            answered(&states.secrets),
+        );
     }
 }
 
@@ -116,28 +213,6 @@ where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
-}
-
-impl Caches {
-    /// Waits until every store has listed once, or, for Clusters, until the API server said it
-    /// does not serve them (CloudNativePG may not be installed, see the module docs).
-    pub async fn wait_until_ready(&self) {
-        let mut cluster_api = self.cluster_api.clone();
-        let _ = futures::join!(
-            self.deployments.wait_until_ready(),
-            self.jobs.wait_until_ready(),
-            self.credentials.wait_until_ready(),
-            self.secrets.wait_until_ready(),
-            async {
-                // The borrow the wait returns is dropped at once: it must not be held across
-                // the other waits.
-                let _ = cluster_api
-                    .wait_for(|served| *served != Served::Unknown)
-                    .await
-                    .map(|_| ());
-            },
-        );
-    }
 }
 
 /// The running reflectors behind [`Caches`]; dropping it stops nothing, [`Reflectors::abort`]
@@ -168,7 +243,12 @@ pub fn start(
     let (clusters, clusters_writer) = reflector::store();
     let (credentials, credentials_writer) = reflector::store();
     let (secrets, secrets_writer) = reflector::store();
-    let (cluster_api_tx, cluster_api) = tokio::sync::watch::channel(Served::Unknown);
+    let state = || tokio::sync::watch::channel(WatchState::Unknown);
+    let (deployments_state, deployments_listed) = state();
+    let (jobs_state, jobs_listed) = state();
+    let (clusters_state, clusters_listed) = state();
+    let (credentials_state, credentials_listed) = state();
+    let (secrets_state, secrets_listed) = state();
     let tasks = vec![
         tokio::spawn(reflect(
             Api::<Deployment>::all(client.clone()),
@@ -177,7 +257,7 @@ pub fn start(
             Some(hashes.clone()),
             slim_deployment,
             |object| applied::owning_app(object).into_iter().collect(),
-            (triggers.clone(), None),
+            (triggers.clone(), deployments_state),
         )),
         tokio::spawn(reflect(
             Api::<Job>::all(client.clone()),
@@ -186,7 +266,7 @@ pub fn start(
             Some(hashes.clone()),
             slim_job,
             |object| applied::owning_app(object).into_iter().collect(),
-            (triggers.clone(), None),
+            (triggers.clone(), jobs_state),
         )),
         // By label, not owner: a retained Cluster has no owner reference (see `owning_app`).
         tokio::spawn(reflect(
@@ -196,7 +276,7 @@ pub fn start(
             Some(hashes.clone()),
             strip_managed_fields,
             |object| applied::owning_app(object).into_iter().collect(),
-            (triggers.clone(), Some(cluster_api_tx)),
+            (triggers.clone(), clusters_state),
         )),
         tokio::spawn(reflect(
             Api::<Secret>::all(client.clone()),
@@ -205,7 +285,7 @@ pub fn start(
             Some(hashes.clone()),
             strip_managed_fields,
             |object| applied::owning_app(object).into_iter().collect(),
-            (triggers.clone(), None),
+            (triggers.clone(), credentials_state),
         )),
         tokio::spawn(reflect(
             Api::<PartialObjectMeta<Secret>>::all(client.clone()),
@@ -214,7 +294,7 @@ pub fn start(
             None,
             slim_secret_metadata,
             move |secret| apps_reading(&apps, secret),
-            (triggers.clone(), None),
+            (triggers.clone(), secrets_state),
         )),
     ];
     let caches = Caches {
@@ -224,7 +304,13 @@ pub fn start(
         credentials,
         secrets,
         secret_data: Arc::new(SecretData::default()),
-        cluster_api,
+        states: WatchStates {
+            deployments: deployments_listed,
+            jobs: jobs_listed,
+            clusters: clusters_listed,
+            credentials: credentials_listed,
+            secrets: secrets_listed,
+        },
     };
     (caches, Reflectors(tasks))
 }
@@ -235,8 +321,7 @@ pub fn managed_selector() -> String {
 }
 
 /// One reflector: the watch of `api`, each event folded into `hashes` (when given), slimmed,
-/// written by `writer`, then its app(s) sent to `triggers`; whether the kind is served goes to
-/// `served` (when given). Runs until the task is aborted (the watcher retries with back-off and
+/// written by `writer`, then its app(s) sent to `triggers`; how the watch fares goes to `state`. Runs until the task is aborted (the watcher retries with back-off and
 /// relists).
 async fn reflect<K>(
     api: Api<K>,
@@ -245,9 +330,9 @@ async fn reflect<K>(
     hashes: Option<Arc<AppliedHashes>>,
     slim: fn(&mut K),
     apps_of: impl Fn(&K) -> Vec<AppRef>,
-    (triggers, served): (
+    (triggers, state): (
         UnboundedSender<AppRef>,
-        Option<tokio::sync::watch::Sender<Served>>,
+        tokio::sync::watch::Sender<WatchState>,
     ),
 ) where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
@@ -258,17 +343,15 @@ async fn reflect<K>(
         let event = match event {
             Ok(event) => event,
             Err(error) => {
-                if let Some(served) = &served
-                    && not_served(&error)
-                {
-                    served.send_replace(Served::NotServed);
+                if let Some(answer) = answered(&error) {
+                    state.send_replace(answer);
                 }
                 tracing::debug!(%kind, %error, "watch of a cached kind");
                 continue;
             }
         };
-        if let (Some(served), watcher::Event::InitDone) = (&served, &event) {
-            served.send_replace(Served::Served);
+        if let watcher::Event::InitDone = &event {
+            state.send_replace(WatchState::Listed);
         }
         if let Some(hashes) = &hashes
             && hashes.observe(&kind, &event)
@@ -293,17 +376,22 @@ async fn reflect<K>(
     }
 }
 
-/// Whether a watch failed because the API server does not serve the kind: its list answered 404
-/// (kube-apiserver answers 404 NotFound for a resource no API group serves).
-fn not_served(error: &watcher::Error) -> bool {
+/// What the API server's answer to a failed list or watch says of the kind: not served (404,
+/// kube-apiserver's answer for a resource no API group serves) or refused (403); `None` for a
+/// failure that says neither (a dropped connection, a server error: retried as it is).
+fn answered(error: &watcher::Error) -> Option<WatchState> {
     match error {
         watcher::Error::InitialListFailed(kube::Error::Api(status))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code == 404,
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => match status.code {
+            404 => Some(WatchState::NotServed),
+            403 => Some(WatchState::Refused(status.clone())),
+            _ => None,
+        },
         watcher::Error::InitialListFailed(_)
         | watcher::Error::WatchStartFailed(_)
         | watcher::Error::WatchError(_)
         | watcher::Error::WatchFailed(_)
-        | watcher::Error::NoResourceVersion => false,
+        | watcher::Error::NoResourceVersion => None,
     }
 }
 

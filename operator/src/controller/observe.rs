@@ -18,7 +18,7 @@ use kube::runtime::reflector::ObjectRef;
 use kumiko_crds::{KumikoAppStatus, names};
 
 use super::Context;
-use super::caches::{ClusterLookup, SecretLookup, is_synced};
+use super::caches::{ClusterLookup, SecretLookup};
 use super::plan::reported_failure;
 use super::steps::{JobOutcome, job_outcome};
 use crate::Error;
@@ -211,9 +211,9 @@ pub async fn observe(
         cached.database_secret = named_secret(context, namespace, &secret).await?;
     }
     if !matches!(app.database, Database::External { .. }) {
+        let credentials = caches.credentials()?;
         let owned = |secret: &str| {
-            caches
-                .credentials
+            credentials
                 .get(&ObjectRef::new(secret).within(namespace))
                 .map(|secret| secret_data(&secret))
         };
@@ -226,14 +226,14 @@ pub async fn observe(
             .any(|secret| context.applied.drifted("Secret", namespace, secret));
     }
     cached.jobs = caches
-        .jobs
+        .jobs()?
         .state_filter(|job| is_migrate_job_of(job, namespace, name))
         .iter()
         .map(|job| Job::clone(job))
         .collect();
+    let deployments = caches.deployments()?;
     let deployment = |deployment: &str| {
-        caches
-            .deployments
+        deployments
             .get(&ObjectRef::new(deployment).within(namespace))
             .map(|deployment| Deployment::clone(&deployment))
     };
@@ -265,15 +265,12 @@ fn is_migrate_job_of(job: &Job, namespace: &str, name: &str) -> bool {
 }
 
 /// The app's dedicated Cluster, from the cache. Absent when the cluster does not serve Clusters
-/// (applying one then says what to install); a transient error while the Cluster watch has
-/// neither listed nor been refused (not reached after [`super::run`]'s wait, kept for safety).
+/// (applying one then says what to install); the API server's refusal of the watch, or a
+/// transient error while it has not listed.
 fn cluster(context: &Context, namespace: &str, name: &str) -> Result<Option<Cluster>, Error> {
-    match context.caches.cluster(namespace, name) {
+    match context.caches.cluster(namespace, name)? {
         ClusterLookup::Known(cluster) => Ok(cluster.map(|cluster| Cluster::clone(&cluster))),
         ClusterLookup::NotServed => Ok(None),
-        ClusterLookup::Unknown => Err(Error::CacheNotSynced {
-            what: "the watch of CNPG Clusters",
-        }),
     }
 }
 
@@ -285,7 +282,8 @@ async fn named_secret(
     name: &str,
 ) -> Result<Option<BTreeMap<String, String>>, Error> {
     let caches = &context.caches;
-    let watched = is_synced(&caches.secrets)
+    let watched = caches
+        .secrets_listed()?
         .then(|| caches.secrets.get(&ObjectRef::new(name).within(namespace)));
     let lookup = caches.secret_data.lookup(
         namespace,
