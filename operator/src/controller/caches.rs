@@ -756,6 +756,39 @@ mod tests {
         assert!(data.is_empty());
     }
 
+    fn status(code: u16) -> Box<kube::core::Status> {
+        Box::new(kube::core::Status {
+            code,
+            message: "jobs.batch is forbidden".to_owned(),
+            ..kube::core::Status::default()
+        })
+    }
+
+    #[test]
+    fn a_list_answered_404_is_not_served_and_403_is_a_refusal_the_reconcile_reports() {
+        let list = |code| watcher::Error::InitialListFailed(kube::Error::Api(status(code)));
+        assert_eq!(answered(&list(404)), Some(WatchState::NotServed));
+        assert_eq!(answered(&list(403)), Some(WatchState::Refused(status(403))));
+        assert_eq!(answered(&list(500)), None);
+        let (refused, state) = tokio::sync::watch::channel(WatchState::Unknown);
+        assert!(matches!(
+            readable(false, &state, "the operator's Jobs"),
+            Err(Error::CacheNotSynced { .. })
+        ));
+        refused.send_replace(WatchState::Refused(status(403)));
+        let error = readable(false, &state, "the operator's Jobs").unwrap_err();
+        assert!(
+            !error.is_transient(),
+            "a refusal waits for the RBAC to change"
+        );
+        assert!(
+            error.chain().contains("jobs.batch is forbidden"),
+            "{}",
+            error.chain()
+        );
+        assert!(readable(true, &state, "the operator's Jobs").is_ok());
+    }
+
     #[test]
     fn a_secret_names_the_apps_of_its_namespace_that_read_it() {
         let app = |namespace: &str, name: &str, external: Option<&str>| {

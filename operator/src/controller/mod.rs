@@ -1,7 +1,7 @@
 //! The controller: `kumiko-operator run`.
 //!
 //! One reconcile is one pass of the pipeline (DESIGN §3), each step its own module:
-//! [`crate::validate`] (pure) -> [`observe`] (I/O) -> [`plan`] (pure; builds the children with
+//! [`crate::validate`] (pure) -> [`observe`] (reads the watch [`caches`]) -> [`plan`] (pure; builds the children with
 //! [`crate::desired`]) -> [`execute`] (I/O, applying through [`apply`]) -> [`status`] (pure, one
 //! write). [`reconcile`] strings them together; [`run`] is the process (watches, leader election,
 //! HTTP, signals).
