@@ -67,6 +67,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A watch cache a decision reads has not listed yet (transient: retried).
+    #[error("{what} has not listed yet")]
+    CacheNotSynced {
+        /// The watch.
+        what: &'static str,
+    },
     /// A KumikoApp cannot be reconciled until its spec (or its namespace) changes.
     #[error("{message}")]
     Stalled {
@@ -115,6 +121,7 @@ impl Error {
             Self::InvalidManifest { .. } | Self::InvalidApp { .. } => "invalid_input",
             Self::Kube { .. } | Self::Connect(_) => "kube_api",
             Self::ApiNotServed { .. } => "api_not_served",
+            Self::CacheNotSynced { .. } => "cache_not_synced",
             Self::Stalled { .. } => "stalled",
             Self::Roles { source, .. } => source.category(),
             Self::Http { .. } | Self::Runtime(_) => "http",
@@ -147,6 +154,7 @@ impl Error {
             | Self::InvalidApp { .. }
             | Self::Kube { .. }
             | Self::ApiNotServed { .. }
+            | Self::CacheNotSynced { .. }
             | Self::Roles { .. }
             | Self::Http { .. }
             | Self::Connect(_)
@@ -169,6 +177,7 @@ impl Error {
             | Self::Serialize { .. }
             | Self::SerializeYaml(_) => false,
             Self::ApiNotServed { .. }
+            | Self::CacheNotSynced { .. }
             | Self::Stdout(_)
             | Self::ReadFile { .. }
             | Self::Http { .. }

@@ -631,6 +631,13 @@ async fn handle(
         Route::Resource(t) => resource_request(cl, &method, &uri, &headers, t),
         _ => vec![crate::authz::non_resource(method.as_str(), uri.path())],
     };
+    if let Some(
+        crate::rbac::Request::Resource { verb, .. }
+        | crate::rbac::Request::NonResource { verb, .. },
+    ) = requests.first()
+    {
+        cl.count_request(&user.name, verb);
+    }
     for request in &requests {
         if let Err(error) = crate::authz::check(cl, &user, request) {
             return error_response(&error);

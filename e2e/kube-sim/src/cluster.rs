@@ -184,6 +184,8 @@ pub struct Cluster {
     pub(crate) metrics: crate::pod_metrics::PodMetrics,
     pub(crate) authenticator: Authenticator,
     pub(crate) decisions: Mutex<BTreeSet<crate::authz::Decided>>,
+    /// How many requests each user made, by verb (see [`Cluster::requests_of`]).
+    pub(crate) requests: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -334,6 +336,7 @@ impl Cluster {
             metrics: crate::pod_metrics::PodMetrics::default(),
             authenticator: Authenticator::new(),
             decisions: Mutex::new(BTreeSet::new()),
+            requests: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -343,6 +346,31 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(decided);
+    }
+
+    /// Counts one authenticated request of `user` with `verb` (the authorizer's verb: `get`,
+    /// `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`, or the
+    /// lower-case HTTP method of a non-resource request), as kube-apiserver's
+    /// `apiserver_request_total` counts requests by verb, here also by user.
+    pub(crate) fn count_request(&self, user: &str, verb: &str) {
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry((user.to_owned(), verb.to_owned()))
+            .or_insert(0) += 1;
+    }
+
+    /// How many requests `user` has made so far, by verb: what the server saw, for benchmarks
+    /// that count a client's reads and writes.
+    pub fn requests_of(&self, user: &str) -> BTreeMap<String, u64> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .filter(|((who, _), _)| who == user)
+            .map(|((_, verb), count)| (verb.clone(), *count))
+            .collect()
     }
 
     /// Every distinct authorization decision about users outside `system:masters` so far: what

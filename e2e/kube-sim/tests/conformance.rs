@@ -2798,3 +2798,35 @@ async fn a_watch_is_streamed_in_protobuf_frames_to_clients_that_ask_for_it_first
     let config_map = PbConfigMap::decode(inner.raw.unwrap().as_slice()).unwrap();
     assert_eq!(config_map.metadata.unwrap().name.as_deref(), Some("first"));
 }
+
+/// The API server counts requests by verb (kube-apiserver's `apiserver_request_total{verb}`; the
+/// verbs are the authorizer's, `requestinfo.go`): kube-sim keeps the count per user as well, so a
+/// benchmark can read a client's reads and writes from what the server saw.
+#[tokio::test]
+async fn requests_are_counted_per_user_and_verb_as_the_server_saw_them() {
+    let (server, client) = start().await;
+    let user = "kube-sim-admin";
+    let before = server.cluster().requests_of(user);
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    api.create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap();
+    api.get("a").await.unwrap();
+    api.get_opt("missing").await.unwrap();
+    api.list(&Default::default()).await.unwrap();
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "v"}})),
+    )
+    .await
+    .unwrap();
+    let after = server.cluster().requests_of(user);
+    let delta =
+        |verb: &str| after.get(verb).copied().unwrap_or(0) - before.get(verb).copied().unwrap_or(0);
+    assert_eq!(
+        (delta("create"), delta("get"), delta("list"), delta("patch")),
+        (1, 2, 1, 1)
+    );
+    assert!(server.cluster().requests_of("someone-else").is_empty());
+}

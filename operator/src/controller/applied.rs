@@ -271,7 +271,7 @@ impl AppliedHashes {
 
     /// Folds one watch event of `kind` in; returns whether the event shows drift (someone
     /// else took fields the operator applied since its last apply).
-    pub fn observe<K: Resource>(&self, kind: &str, event: watcher::Event<K>) -> bool {
+    pub fn observe<K: Resource>(&self, kind: &str, event: &watcher::Event<K>) -> bool {
         let address = |object: &K| {
             (
                 object.meta().namespace.clone().unwrap_or_default(),
@@ -291,7 +291,7 @@ impl AppliedHashes {
         let children = kinds.entry(kind.to_owned()).or_default();
         match event {
             watcher::Event::Apply(object) => {
-                let (address, child) = (address(&object), child(&object));
+                let (address, child) = (address(object), child(object));
                 // Only a known baseline tells drift apart from an old apply's fields.
                 let drifted = children.baselines.contains_key(&address)
                     && children.drift(&address, &child) != Drift::None;
@@ -299,7 +299,7 @@ impl AppliedHashes {
                 drifted
             }
             watcher::Event::Delete(object) => {
-                let address = address(&object);
+                let address = address(object);
                 children.children.remove(&address);
                 children.baselines.remove(&address);
                 false
@@ -312,7 +312,7 @@ impl AppliedHashes {
                 children
                     .relisting
                     .get_or_insert_with(HashMap::new)
-                    .insert(address(&object), child(&object));
+                    .insert(address(object), child(object));
                 false
             }
             watcher::Event::InitDone => {
@@ -389,7 +389,7 @@ pub async fn watch_kind<K>(
                     _ => None,
                 };
                 let deletion = matches!(event, watcher::Event::Delete(_));
-                let drifted = hashes.observe(&kind, event);
+                let drifted = hashes.observe(&kind, &event);
                 if let Some(app) = app.filter(|_| deletion || drifted) {
                     if drifted {
                         tracing::info!(%kind, app = %app, "a child drifted from what was applied");
@@ -465,8 +465,8 @@ mod tests {
     }
 
     fn synced(hashes: &AppliedHashes) {
-        hashes.observe::<Service>("Service", watcher::Event::Init);
-        hashes.observe::<Service>("Service", watcher::Event::InitDone);
+        hashes.observe::<Service>("Service", &watcher::Event::Init);
+        hashes.observe::<Service>("Service", &watcher::Event::InitDone);
     }
 
     const APPLIED_AT: &str = "2026-12-03T10:00:00Z";
@@ -492,7 +492,7 @@ mod tests {
             Ownership::of(&applied.metadata),
         );
         assert!(
-            !hashes.observe("Service", watcher::Event::Apply(applied)),
+            !hashes.observe("Service", &watcher::Event::Apply(applied)),
             "the operator's own apply is no drift"
         );
         assert_eq!(hashes.lookup("Service", "shop", "web"), present("h"));
@@ -507,7 +507,7 @@ mod tests {
             LATER,
         );
         let drifted = applied_service(vec![ours_now, scaled]);
-        assert!(hashes.observe("Service", watcher::Event::Apply(drifted)));
+        assert!(hashes.observe("Service", &watcher::Event::Apply(drifted)));
         assert_eq!(
             hashes.lookup("Service", "shop", "web"),
             Lookup::Present {
@@ -527,7 +527,7 @@ mod tests {
             "h",
             Ownership::of(&restored.metadata),
         );
-        assert!(!hashes.observe("Service", watcher::Event::Apply(restored)));
+        assert!(!hashes.observe("Service", &watcher::Event::Apply(restored)));
         assert_eq!(hashes.lookup("Service", "shop", "web"), present("h"));
     }
 
@@ -565,7 +565,7 @@ mod tests {
             LATER,
         );
         let touched = applied_service(vec![ours, status, annotation]);
-        assert!(!hashes.observe("Service", watcher::Event::Apply(touched)));
+        assert!(!hashes.observe("Service", &watcher::Event::Apply(touched)));
         assert_eq!(hashes.lookup("Service", "shop", "web"), present("h"));
     }
 
@@ -597,7 +597,7 @@ mod tests {
             image_only(),
             APPLIED_AT,
         )]);
-        assert!(!hashes.observe("Service", watcher::Event::Apply(earlier)));
+        assert!(!hashes.observe("Service", &watcher::Event::Apply(earlier)));
     }
 
     #[test]
@@ -622,10 +622,10 @@ mod tests {
             ),
         ]);
         edited.metadata.name = Some("edited".to_owned());
-        hashes.observe::<Service>("Service", watcher::Event::Init);
-        hashes.observe("Service", watcher::Event::InitApply(untouched));
-        hashes.observe("Service", watcher::Event::InitApply(edited));
-        hashes.observe::<Service>("Service", watcher::Event::InitDone);
+        hashes.observe::<Service>("Service", &watcher::Event::Init);
+        hashes.observe("Service", &watcher::Event::InitApply(untouched));
+        hashes.observe("Service", &watcher::Event::InitApply(edited));
+        hashes.observe::<Service>("Service", &watcher::Event::InitDone);
         assert_eq!(hashes.lookup("Service", "shop", "web"), present("h"));
         assert_eq!(
             hashes.lookup("Service", "shop", "edited"),
@@ -648,7 +648,7 @@ mod tests {
                 LATER,
             ),
         ]);
-        assert!(hashes.observe("Service", watcher::Event::Apply(scaled)));
+        assert!(hashes.observe("Service", &watcher::Event::Apply(scaled)));
     }
 
     #[test]
@@ -699,13 +699,13 @@ mod tests {
     fn nothing_is_known_before_the_first_list_completes() {
         let hashes = AppliedHashes::default();
         assert_eq!(hashes.lookup("Service", "shop", "web"), Lookup::Unknown);
-        hashes.observe::<Service>("Service", watcher::Event::Init);
+        hashes.observe::<Service>("Service", &watcher::Event::Init);
         hashes.observe(
             "Service",
-            watcher::Event::InitApply(service("web", Some("a"))),
+            &watcher::Event::InitApply(service("web", Some("a"))),
         );
         assert_eq!(hashes.lookup("Service", "shop", "web"), Lookup::Unknown);
-        hashes.observe::<Service>("Service", watcher::Event::InitDone);
+        hashes.observe::<Service>("Service", &watcher::Event::InitDone);
         assert_eq!(hashes.lookup("Service", "shop", "web"), present("a"));
         assert_eq!(hashes.lookup("Service", "shop", "api"), Lookup::Absent);
         assert_eq!(hashes.lookup("Deployment", "shop", "web"), Lookup::Unknown);
@@ -714,9 +714,9 @@ mod tests {
     #[test]
     fn changes_deletions_and_relists_are_followed() {
         let hashes = AppliedHashes::default();
-        hashes.observe::<Service>("Service", watcher::Event::Init);
-        hashes.observe::<Service>("Service", watcher::Event::InitDone);
-        hashes.observe("Service", watcher::Event::Apply(service("web", None)));
+        hashes.observe::<Service>("Service", &watcher::Event::Init);
+        hashes.observe::<Service>("Service", &watcher::Event::InitDone);
+        hashes.observe("Service", &watcher::Event::Apply(service("web", None)));
         assert_eq!(
             hashes.lookup("Service", "shop", "web"),
             Lookup::Present {
@@ -726,17 +726,20 @@ mod tests {
         );
         hashes.wrote("Service", "shop", "web", "b", Ownership::default());
         assert_eq!(hashes.lookup("Service", "shop", "web"), present("b"));
-        hashes.observe("Service", watcher::Event::Delete(service("web", Some("b"))));
+        hashes.observe(
+            "Service",
+            &watcher::Event::Delete(service("web", Some("b"))),
+        );
         assert_eq!(hashes.lookup("Service", "shop", "web"), Lookup::Absent);
 
         // A relist replaces what was known once it is complete: "old" went while unwatched.
-        hashes.observe("Service", watcher::Event::Apply(service("old", Some("c"))));
-        hashes.observe::<Service>("Service", watcher::Event::Init);
+        hashes.observe("Service", &watcher::Event::Apply(service("old", Some("c"))));
+        hashes.observe::<Service>("Service", &watcher::Event::Init);
         hashes.observe(
             "Service",
-            watcher::Event::InitApply(service("new", Some("d"))),
+            &watcher::Event::InitApply(service("new", Some("d"))),
         );
-        hashes.observe::<Service>("Service", watcher::Event::InitDone);
+        hashes.observe::<Service>("Service", &watcher::Event::InitDone);
         assert_eq!(hashes.lookup("Service", "shop", "old"), Lookup::Absent);
         assert_eq!(hashes.lookup("Service", "shop", "new"), present("d"));
     }

@@ -1,7 +1,7 @@
 //! The controller: `kumiko-operator run`.
 //!
 //! One reconcile is one pass of the pipeline (DESIGN §3), each step its own module:
-//! [`crate::validate`] (pure) -> [`observe`] (I/O) -> [`plan`] (pure; builds the children with
+//! [`crate::validate`] (pure) -> [`observe`] (reads the watch [`caches`]) -> [`plan`] (pure; builds the children with
 //! [`crate::desired`]) -> [`execute`] (I/O, applying through [`apply`]) -> [`status`] (pure, one
 //! write). [`reconcile`] strings them together; [`run`] is the process (watches, leader election,
 //! HTTP, signals).
@@ -9,6 +9,7 @@
 pub mod api_requests;
 pub mod applied;
 pub mod apply;
+pub mod caches;
 pub mod credentials;
 pub mod execute;
 pub mod http;
@@ -34,6 +35,7 @@ use kube::runtime::reflector::Store;
 use kumiko_crds::KumikoApp;
 
 use applied::AppliedHashes;
+use caches::Caches;
 use credentials::RolesBackend;
 use metrics::Metrics;
 
@@ -56,17 +58,20 @@ pub struct Context {
     pub roles: Arc<dyn RolesBackend>,
     /// The applied hashes of the children, as their watches last saw them.
     pub applied: Arc<AppliedHashes>,
+    /// The watch caches observe reads from.
+    pub caches: Caches,
     attempts: Mutex<HashMap<String, usize>>,
 }
 
 impl Context {
-    /// A context over `client`.
+    /// A context over `client`; `applied` and `caches` are fed by the watches of [`run`].
     pub fn new(
         client: Client,
         metrics: Arc<Metrics>,
         recorder: Recorder,
         apps: Store<DeserializeGuard<KumikoApp>>,
         roles: Arc<dyn RolesBackend>,
+        (applied, caches): (Arc<AppliedHashes>, Caches),
     ) -> Self {
         Self {
             client,
@@ -74,7 +79,8 @@ impl Context {
             recorder,
             apps,
             roles,
-            applied: Arc::new(AppliedHashes::default()),
+            applied,
+            caches,
             attempts: Mutex::new(HashMap::new()),
         }
     }

@@ -1,8 +1,11 @@
 //! `kumiko-operator run`: the process around the controller.
 //!
 //! JSON logs (filtered by `RUST_LOG`), the HTTP endpoints, leader election, then the kube-runtime
-//! Controller on KumikoApps (owning their Deployments, Jobs, Clusters and Secrets, watching the
-//! Secrets they read), with bounded concurrency, until SIGTERM/SIGINT or the loss of the Lease.
+//! Controller on KumikoApps, with bounded concurrency, until SIGTERM/SIGINT or the loss of the
+//! Lease. The children's watches are the caches' ([`super::caches`]: Deployments, Jobs, Clusters,
+//! the operator's Secrets, every Secret's metadata) and the applied hashes' of the other kinds
+//! ([`super::applied`]); each wakes the app its object belongs to through `reconcile_on`, and the
+//! first reconcile waits until the caches have listed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,25 +14,23 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, PartialObjectMeta};
+use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Config, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use kumiko_crds::{KumikoApp, names};
+use kumiko_crds::KumikoApp;
 use tokio::sync::watch;
 
 use super::Context;
 use super::api_requests;
 use super::applied::{self, AppliedHashes};
+use super::caches;
 use super::credentials::RolesBackend;
 use super::http::{self, Probes};
 use super::leader::{self, LeaderConfig, LeaseTimings};
@@ -37,9 +38,8 @@ use super::metrics::Metrics;
 use super::reconcile::{error_policy, reconcile};
 use super::roles_backend::PostgresRoles;
 use crate::Error;
-use crate::cnpg::Cluster;
 use crate::desired::MANAGER;
-use crate::gateway_api::{Certificate, HTTPRoute};
+use crate::gateway_api::Certificate;
 
 /// Settings of `run`.
 #[derive(Clone, Debug)]
@@ -177,38 +177,6 @@ pub async fn run_with(
     result
 }
 
-/// Whether `secret` is one that `app` reads or owns.
-fn app_reads_secret(app: &KumikoApp, secret: &str) -> bool {
-    let name = app.name_any();
-    let database = &app.spec.database;
-    secret == format!("{}-superuser", names::database_cluster(&name))
-        || secret == names::owner_secret(&name)
-        || secret == names::runtime_secret(&name)
-        || database
-            .shared
-            .as_ref()
-            .is_some_and(|shared| shared.admin_secret.name == secret)
-        || database
-            .external
-            .as_ref()
-            .is_some_and(|external| external.uri_secret.name == secret)
-}
-
-fn apps_reading(
-    store: &Store<DeserializeGuard<KumikoApp>>,
-    secret: &PartialObjectMeta<Secret>,
-) -> Vec<ObjectRef<DeserializeGuard<KumikoApp>>> {
-    let namespace = secret.namespace();
-    let name = secret.name_any();
-    store
-        .state()
-        .iter()
-        .filter_map(|guard| guard.0.as_ref().ok())
-        .filter(|app| app.namespace() == namespace && app_reads_secret(app, &name))
-        .map(|app| ObjectRef::new(&app.name_any()).within(&app.namespace().unwrap_or_default()))
-        .collect()
-}
-
 /// A hash of what a reconcile acts on besides children: the spec (through `generation`),
 /// annotations (retry, rotation), labels, finalizers and deletion. Status is left out. An object
 /// that does not deserialize hashes by resourceVersion, so every change of it is seen.
@@ -238,8 +206,6 @@ async fn controller(
     stop: watch::Receiver<bool>,
 ) {
     let apps: Api<DeserializeGuard<KumikoApp>> = Api::all(client.clone());
-    let owned =
-        watcher::Config::default().labels(&format!("{}={MANAGER}", names::MANAGED_BY_LABEL));
     let (app_store, app_writer) = reflector::store();
     // The operator's own status writes change nothing it acts on: only what `app_inputs` hashes
     // triggers a reconcile (children's events and requeues do the rest).
@@ -257,7 +223,6 @@ async fn controller(
             .debounce(Duration::from_millis(200)),
     );
     let store = controller.store();
-    let mapper_store = store.clone();
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -265,46 +230,46 @@ async fn controller(
             instance: Some(settings.identity.clone()),
         },
     );
+    // Every child event wakes its app: the caches' watches (Deployments, Jobs, Clusters, Secrets)
+    // after updating their store, the other applied kinds' on deletion or drift.
+    let (trigger_tx, triggers) = futures::channel::mpsc::unbounded();
+    let applied = Arc::new(AppliedHashes::default());
+    let (caches, reflectors) = caches::start(&client, &applied, store.clone(), &trigger_tx);
+    let applied_watches = watch_applied_children(&client, &applied, &trigger_tx);
     let context = Arc::new(Context::new(
         client.clone(),
         metrics,
         recorder,
         store,
         roles,
+        (applied, caches.clone()),
     ));
-    let (deleted_tx, deleted_children) = futures::channel::mpsc::unbounded();
-    let applied_watches = watch_applied_children(&client, &context.applied, &deleted_tx);
-    controller
-        // A child deleted by someone else: reconcile its app now, not at the next resync.
-        .reconcile_on(deleted_children)
-        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
-        .owns(Api::<Job>::all(client.clone()), owned.clone())
-        // By label, not owner: a retained Cluster has no owner reference (see `owning_app`).
-        .watches(Api::<Cluster>::all(client.clone()), owned, |cluster| {
-            applied::owning_app(&cluster)
-        })
-        // Metadata only: that a Secret changed is all a trigger needs (observe reads the few it
-        // uses), and a full watch of every Secret in the cluster would hold all their data.
-        .watches(
-            Api::<PartialObjectMeta<Secret>>::all(client),
-            watcher::Config::default(),
-            move |secret| apps_reading(&mapper_store, &secret),
-        )
-        .graceful_shutdown_on(stopped(stop))
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "controller event");
-            }
-        })
-        .await;
+    // No reconcile decides from a cache that has not listed yet.
+    let ready = tokio::select! {
+        () = caches.wait_until_ready() => true,
+        () = stopped(stop.clone()) => false,
+    };
+    if ready {
+        tracing::info!("watch caches listed: reconciling");
+        controller
+            .reconcile_on(triggers)
+            .graceful_shutdown_on(stopped(stop))
+            .run(reconcile, error_policy, context)
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "controller event");
+                }
+            })
+            .await;
+    }
     for watch in applied_watches {
         watch.abort();
     }
+    reflectors.abort();
     tracing::info!("controller stopped");
 }
 
-/// One metadata watch per kind the operator applies, feeding `hashes`.
+/// One metadata watch per kind the operator applies and does not cache, feeding `hashes`.
 fn watch_applied_children(
     client: &Client,
     hashes: &Arc<AppliedHashes>,
@@ -324,7 +289,7 @@ fn watch_applied_children(
             + Sync
             + 'static,
     {
-        let selector = format!("{}={MANAGER}", names::MANAGED_BY_LABEL);
+        let selector = caches::managed_selector();
         tokio::spawn(applied::watch_kind::<K>(
             client.clone(),
             hashes.clone(),
@@ -332,19 +297,15 @@ fn watch_applied_children(
             deleted.clone(),
         ))
     }
+    // Deployments, Jobs, Clusters, Secrets, Ingresses and HTTPRoutes are folded in by the caches'
+    // watches.
     vec![
         spawn::<ServiceAccount>(client, hashes, deleted),
         spawn::<ResourceQuota>(client, hashes, deleted),
         spawn::<LimitRange>(client, hashes, deleted),
-        spawn::<Cluster>(client, hashes, deleted),
-        spawn::<Secret>(client, hashes, deleted),
-        spawn::<Job>(client, hashes, deleted),
-        spawn::<Deployment>(client, hashes, deleted),
         spawn::<Service>(client, hashes, deleted),
         spawn::<PodDisruptionBudget>(client, hashes, deleted),
         spawn::<HorizontalPodAutoscaler>(client, hashes, deleted),
-        spawn::<Ingress>(client, hashes, deleted),
-        spawn::<HTTPRoute>(client, hashes, deleted),
         spawn::<Certificate>(client, hashes, deleted),
     ]
 }
