@@ -35,9 +35,9 @@ use std::sync::{Arc, Mutex};
 use futures::channel::mpsc::UnboundedSender;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Secret};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Api, PartialObjectMeta};
 use kube::core::DeserializeGuard;
@@ -50,8 +50,8 @@ use serde::de::DeserializeOwned;
 use super::applied::{self, AppliedHashes};
 use crate::Error;
 use crate::cnpg::Cluster;
-use crate::gateway_api::HTTPRoute;
 use crate::desired::MANAGER;
+use crate::gateway_api::HTTPRoute;
 
 /// The app a trigger wakes.
 pub type AppRef = ObjectRef<DeserializeGuard<KumikoApp>>;
@@ -189,7 +189,11 @@ impl Caches {
         if !synced && *self.states.http_routes.borrow() == WatchState::NotServed {
             return Ok(None);
         }
-        readable(synced, &self.states.http_routes, "the operator's HTTPRoutes")?;
+        readable(
+            synced,
+            &self.states.http_routes,
+            "the operator's HTTPRoutes",
+        )?;
         Ok(self
             .http_routes
             .get(&ObjectRef::new(name).within(namespace))
@@ -709,8 +713,16 @@ mod tests {
             super::super::plan::running_image(Some(&before))
         );
         assert_eq!(
-            super::super::steps::availability(Some(&deployment), "app:1", 2),
-            super::super::steps::availability(Some(&before), "app:1", 2)
+            super::super::steps::availability(
+                Some(&deployment),
+                "app:1",
+                super::super::steps::Wanted::Exactly(2),
+            ),
+            super::super::steps::availability(
+                Some(&before),
+                "app:1",
+                super::super::steps::Wanted::Exactly(2),
+            )
         );
     }
 
