@@ -1849,14 +1849,22 @@ mod tests {
                 pool.clone(),
                 LeaderHandle::fixed(crate::leader::Leadership::Standalone),
                 stubborn,
-                fast("first"),
+                WorkerConfig {
+                    cancel_grace: Duration::from_millis(300),
+                    ..fast("first")
+                },
             );
             let deadline = Instant::now() + Duration::from_secs(20);
             while tick_rows(pool, "slow").await.is_empty() {
                 assert!(Instant::now() < deadline, "no tick started");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            first.stop(Duration::from_millis(400)).await;
+            // The grace (the 300 ms cap) cuts the tick off; the rest of the budget is for
+            // recording it `interrupted`. With only a 100 ms rest (a 400 ms budget), a loaded
+            // machine's SQLite write did not make it: the task was abandoned with the row still
+            // `running` (then recovered only once the instance stops beating). `stop` returns as
+            // soon as the outcome is recorded, so the long budget costs nothing.
+            first.stop(Duration::from_secs(20)).await;
             let rows = tick_rows(pool, "slow").await;
             assert_eq!(rows.len(), 1, "{rows:?}");
             let (tick, _, state) = rows[0].clone();
