@@ -206,7 +206,8 @@ pub struct ExecTarget {
     pub command: Option<String>,
 }
 
-type ContainerKey = (String, String, String);
+/// One container: namespace, pod, container name.
+pub type ContainerKey = (String, String, String);
 
 /// The running containers' processes by namespace, pod and container, as the simulated kubelet
 /// reports them.
@@ -233,6 +234,14 @@ impl RunningContainers {
         if running.get(&key).is_some_and(|target| target.pid == pid) {
             running.remove(&key);
         }
+    }
+
+    /// Every running container's process (the leader of its process group).
+    pub fn processes(&self) -> Vec<(ContainerKey, i32)> {
+        self.lock()
+            .iter()
+            .map(|(key, target)| (key.clone(), target.pid))
+            .collect()
     }
 
     /// The process of a running container.

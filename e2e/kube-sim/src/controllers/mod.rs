@@ -542,7 +542,6 @@ impl Controllers {
         ]);
         if let (Some(access), false) = (&config.api_access, config.instant) {
             tasks.push(tokio::spawn(kubelet::usage::run_sampler(
-                kubelet.processes(),
                 access.cluster.clone(),
                 config.metric_resolution,
                 shutdown.clone(),

@@ -207,8 +207,6 @@ pub struct ContainerContext {
     pub pod_grace: Duration,
     /// Process groups alive, for a last SIGKILL when the sim stops.
     pub process_groups: Arc<Mutex<HashSet<i32>>>,
-    /// The process group of each running container, for the resource metrics.
-    pub processes: Arc<super::usage::ContainerProcesses>,
     /// The hosts file of the pod's namespace ([`crate::controllers::dns`]), mounted on the
     /// process's `/etc/hosts`; the error if it could not be written.
     pub hosts_file: Result<PathBuf, String>,
@@ -251,11 +249,6 @@ enum ProbeEvent {
 impl ContainerContext {
     fn namespace(&self) -> String {
         self.pod.metadata.namespace.clone().unwrap_or_default()
-    }
-
-    /// The container as the resource metrics key it: namespace, pod, container.
-    fn usage_key(&self) -> super::usage::ContainerKey {
-        (self.namespace(), self.pod_name(), self.spec.name.clone())
     }
 
     fn pod_name(&self) -> String {
@@ -759,7 +752,6 @@ async fn run_process(
                     .and_then(|command| command.first().cloned()),
             }),
         );
-        context.processes.started(context.usage_key(), pid);
     }
     context.logs.start(
         &context.namespace(),
@@ -851,7 +843,6 @@ async fn run_process(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&pid);
-        context.processes.stopped(&context.usage_key());
     }
     let (exit_code, signal) = status.map_or((137, Some(9)), exit_code_of);
     let reason = if exit_code == 0 { "Completed" } else { "Error" };

@@ -96,8 +96,6 @@ struct Inner {
     hosts: Arc<HostsFiles>,
     workers: Mutex<HashMap<String, Entry>>,
     process_groups: Arc<Mutex<HashSet<i32>>>,
-    /// The process group of each running container, for the resource metrics.
-    processes: Arc<usage::ContainerProcesses>,
     /// Records the pods' Events.
     recorder: Recorder,
 }
@@ -123,15 +121,9 @@ impl Kubelet {
                 hosts,
                 workers: Mutex::new(HashMap::new()),
                 process_groups: Arc::new(Mutex::new(HashSet::new())),
-                processes: Arc::default(),
                 recorder,
             }),
         }
-    }
-
-    /// The process group of each running container (what the resource metrics sample).
-    pub fn processes(&self) -> Arc<usage::ContainerProcesses> {
-        self.inner.processes.clone()
     }
 
     /// Watches pods until `shutdown`.
@@ -660,7 +652,6 @@ impl PodWorker {
             backoff_base: config.backoff_base,
             pod_grace,
             process_groups: kubelet.inner.process_groups.clone(),
-            processes: kubelet.inner.processes.clone(),
             hosts_file: hosts_file.clone(),
             service_account_dir: service_account_dir.clone(),
             api_endpoint: api_endpoint.clone(),

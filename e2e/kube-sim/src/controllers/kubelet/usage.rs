@@ -2,53 +2,24 @@
 //! metrics-server: each container's CPU rate over the last resolution window and its working set.
 //!
 //! A container here is a process group (the kubelet starts each container's process as the leader
-//! of its own group), so its use is the sum over the group's processes in `/proc`:
+//! of its own group, and reports it to [`crate::connect::exec::RunningContainers`]), so its use is
+//! the sum over the group's processes in `/proc`:
 //! `utime + stime` of `/proc/<pid>/stat` (in clock ticks of `USER_HZ`, which Linux fixes at 100 for
 //! user space, `proc(5)`), and `VmRSS` of `/proc/<pid>/status` as the working set. The CPU rate
 //! needs two samples, so a container appears in the metrics one resolution after it started, as
 //! with metrics-server.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::connect::exec::ContainerKey;
 use crate::pod_metrics::{ContainerUsage, PodUsage};
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on Linux).
 const USER_HZ: u64 = 100;
-
-/// One container: namespace, pod, container name.
-pub type ContainerKey = (String, String, String);
-
-/// The process group of every running container, kept by the container runner.
-#[derive(Debug, Default)]
-pub struct ContainerProcesses {
-    groups: Mutex<HashMap<ContainerKey, i32>>,
-}
-
-impl ContainerProcesses {
-    /// The container `key` runs as process group `group`.
-    pub fn started(&self, key: ContainerKey, group: i32) {
-        self.lock().insert(key, group);
-    }
-
-    /// The container `key` stopped running.
-    pub fn stopped(&self, key: &ContainerKey) {
-        self.lock().remove(key);
-    }
-
-    fn snapshot(&self) -> HashMap<ContainerKey, i32> {
-        self.lock().clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ContainerKey, i32>> {
-        self.groups
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
 
 /// What `/proc/<pid>/stat` says of a process: its group and its CPU time in ticks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,14 +97,14 @@ pub fn nanocores(ticks_before: u64, ticks_now: u64, elapsed: Duration) -> u64 {
     (cpu_seconds / seconds * 1e9) as u64
 }
 
-/// Samples every container's use each `resolution` into `metrics` until `shutdown`.
+/// Samples every running container's use each `resolution` into the cluster's metrics until
+/// `shutdown`.
 pub async fn run_sampler(
-    processes: Arc<ContainerProcesses>,
-    metrics: Arc<crate::Cluster>,
+    cluster: Arc<crate::Cluster>,
     resolution: Duration,
     shutdown: CancellationToken,
 ) {
-    metrics.pod_metrics().enable();
+    cluster.pod_metrics().enable();
     let mut previous: HashMap<ContainerKey, (i32, u64, Instant)> = HashMap::new();
     let mut tick = tokio::time::interval(resolution);
     loop {
@@ -141,8 +112,8 @@ pub async fn run_sampler(
             () = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let running = processes.snapshot();
-        let groups: Vec<i32> = running.values().copied().collect();
+        let running = cluster.running_containers().processes();
+        let groups: Vec<i32> = running.iter().map(|(_, group)| *group).collect();
         let totals = tokio::task::spawn_blocking(move || read_groups(&groups))
             .await
             .unwrap_or_default();
@@ -174,7 +145,7 @@ pub async fn run_sampler(
             next.insert(key, (group, ticks, now));
         }
         previous = next;
-        metrics.pod_metrics().replace(pods);
+        cluster.pod_metrics().replace(pods);
     }
 }
 
