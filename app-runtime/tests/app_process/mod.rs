@@ -108,29 +108,23 @@ fn kumiko_app() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kumiko-app"))
 }
 
-/// An example app of this crate (`examples/<name>.rs`) running `args`, from
-/// `target/<profile>/examples`. It is (re)built here before its first use in this test process:
-/// `cargo nextest run` builds the test binaries but not the examples, so a binary left from an
-/// earlier build would run yesterday's runtime (a no-op when it is fresh).
+/// An example app of this crate (`examples/<name>.rs`) running `args`. Cargo builds examples
+/// beside the test binaries (`target/debug/examples`); when it is missing it is built here.
 pub fn example(name: &str, args: &[&str]) -> AppBuilder {
-    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let test_binary = std::env::current_exe().expect("test binary path");
     let profile_dir = test_binary
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>");
     let program = profile_dir.join("examples").join(name);
-    let mut built = BUILT.lock().unwrap();
-    if !built.iter().any(|built| built == name) {
+    if !program.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let status = Command::new(cargo)
             .args(["build", "-p", "kumiko-runtime", "--example", name])
             .status()
             .expect("run cargo build");
         assert!(status.success(), "building example {name} failed");
-        built.push(name.to_owned());
     }
-    drop(built);
     AppBuilder {
         program,
         args: args.iter().map(|arg| (*arg).to_owned()).collect(),
