@@ -16,14 +16,23 @@
 //! - Queued jobs of kind `nap` (payload `{"slow_on": "<instance>"}`) log `fixture nap started`,
 //!   then take an hour on that instance, unless cancelled at shutdown, and 50 ms elsewhere. With
 //!   `"stubborn": true` the hour-long nap ignores its cancellation signal.
+//! - `GET /stop?reason=<text>`: the app asks its own process to shut down with
+//!   `Control::request_shutdown(<text>)` (as an app would on an unrecoverable condition).
+//! - `KUMIKO_FIXTURE_HOLD_DB_AT_SHUTDOWN=<duration>`: the component `db-holder` keeps a database
+//!   connection checked out for that long after it is told to stop, so closing the database pool
+//!   (the last shutdown hook) waits for it: the process stays alive that long after the hooks
+//!   before it (the Redis close) have run. It logs `fixture holder released the connection`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::{Router, routing::get};
+use std::collections::HashMap;
+
+use axum::{Router, extract::Query, routing::get};
 use kumiko_runtime::app::App;
 use kumiko_runtime::component::Component;
 use kumiko_runtime::config::parse_duration;
+use kumiko_runtime::db::Pool;
 use kumiko_runtime::jobs::{CronJob, JobRegistry, Schedule};
 
 const PANIC_AFTER: &str = "KUMIKO_FIXTURE_PANIC_AFTER";
@@ -33,6 +42,17 @@ const CRON: &str = "KUMIKO_FIXTURE_CRON";
 const CRON_TZ: &str = "KUMIKO_FIXTURE_CRON_TZ";
 const CRON_SLOW_ON: &str = "KUMIKO_FIXTURE_CRON_SLOW_ON";
 const CRON_AT: &str = "KUMIKO_FIXTURE_CRON_AT";
+const HOLD_DB: &str = "KUMIKO_FIXTURE_HOLD_DB_AT_SHUTDOWN";
+
+/// A database connection checked out of either pool.
+#[expect(
+    dead_code,
+    reason = "held only for its drop, which returns it to the pool"
+)]
+enum Held {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
 
 /// Whether `phoenix` has crashed already (it crashes on its first run only).
 static CRASHED: AtomicBool = AtomicBool::new(false);
@@ -137,7 +157,43 @@ fn main() {
                 }
             })
         })
-        .routes(|_context| Router::new().route("/ping", get(|| async { "pong" })))
+        .routes(|context| {
+            let control = context.control.clone();
+            Router::new()
+                .route("/ping", get(|| async { "pong" }))
+                .route(
+                    "/stop",
+                    get(move |Query(query): Query<HashMap<String, String>>| async move {
+                        let reason = query.get("reason").cloned().unwrap_or_default();
+                        control.request_shutdown(reason);
+                        "stopping"
+                    }),
+                )
+        })
+        .setting(HOLD_DB, validate)
+        .component(Component::new("db-holder").start(|context, stop| async move {
+            let hold = context.duration_setting(HOLD_DB, Duration::ZERO);
+            if hold.is_zero() {
+                stop.cancelled().await;
+                return Ok(());
+            }
+            let connection = match &context.pool {
+                Pool::Sqlite(pool) => pool.acquire().await.map(Held::Sqlite),
+                Pool::Postgres(pool) => pool.acquire().await.map(Held::Postgres),
+            }
+            .map_err(|error| kumiko_runtime::Error::Job {
+                job: "db-holder".to_owned(),
+                message: error.to_string(),
+            })?;
+            stop.cancelled().await;
+            // Stops at once (its hook finishes) but leaves the connection checked out a while.
+            tokio::spawn(async move {
+                tokio::time::sleep(hold).await;
+                drop(connection);
+                tracing::info!("fixture holder released the connection");
+            });
+            Ok(())
+        }))
         .component(
             Component::new("flaky-cache").start(|context, stop| async move {
                 let Some(after) = context

@@ -1,14 +1,19 @@
 //! Supervision and control, measured from outside on the lifecycle fixture
 //! (`examples/lifecycle_fixture.rs`): a component that panics is noticed at once (readiness names
-//! it, the process shuts down cleanly), and an app can mark itself temporarily not ready.
+//! it, the process shuts down cleanly), an app can mark itself temporarily not ready, an app can
+//! request its own shutdown, and the Redis connection is closed during the shutdown (seen from the
+//! Redis server's client list while the process still runs).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
 mod app_process;
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use app_process::{example, get};
+use kumiko_testkit::TempRedis;
 
 const BOOT: Duration = Duration::from_secs(60);
 
@@ -159,4 +164,168 @@ fn a_bad_cron_schedule_is_reported_at_boot_validation_with_every_other_error_eve
     assert!(error.contains("0 25 * * *"), "{error}");
     assert!(error.contains("KUMIKO_FIXTURE_WARM_FOR"), "{error}");
     assert!(!logs.iter().any(|line| line["phase"] == "connect_database"));
+}
+
+#[test]
+fn an_app_that_requests_shutdown_drains_and_exits_cleanly() {
+    let mut app = example("lifecycle_fixture", &["serve"])
+        .env("KUMIKO_LINGER", "2s")
+        .spawn();
+    app.wait_ready(BOOT);
+    // The app's own code (a route here) asks; no signal is sent.
+    let response = get(app.port, "/stop?reason=fixture-lost-its-license").unwrap();
+    assert_eq!(response.status, 200, "{}", app.all_output());
+    // Draining: readiness 503 (during the linger), liveness still 200.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        assert!(
+            Instant::now() < deadline,
+            "still ready:\n{}",
+            app.all_output()
+        );
+        let (status, body) = readiness(app.port);
+        if status == 503 {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(body["state"], "draining", "{body}");
+    assert_eq!(get(app.port, "/health").unwrap().status, 200);
+    let status = app
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no exit:\n{}", app.all_output()));
+    assert_eq!(status.code(), Some(0), "{}", app.all_output());
+    let logs = app.json_logs();
+    let requested = logs
+        .iter()
+        .find(|line| line["message"] == "shutdown requested")
+        .unwrap_or_else(|| panic!("no request line:\n{}", app.all_output()));
+    assert_eq!(
+        requested["reason"], "fixture-lost-its-license",
+        "{requested}"
+    );
+    let draining = logs
+        .iter()
+        .find(|line| line["message"] == "draining: readiness is 503")
+        .unwrap_or_else(|| panic!("no drain:\n{}", app.all_output()));
+    assert_eq!(
+        draining["signal"], "shutdown requested by the app",
+        "{draining}"
+    );
+    for step in ["listener closed", "in-flight requests drained", "stopped"] {
+        assert!(
+            logs.iter().any(|line| line["message"] == step),
+            "no {step:?}:\n{}",
+            app.all_output()
+        );
+    }
+}
+
+/// A plain RESP connection to the test's Redis server, to look at its clients from the server's
+/// side.
+struct RedisObserver {
+    reader: BufReader<TcpStream>,
+    id: String,
+}
+
+impl RedisObserver {
+    fn connect(redis: &TempRedis) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", redis.port())).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut observer = Self {
+            reader: BufReader::new(stream),
+            id: String::new(),
+        };
+        observer.id = observer
+            .command("CLIENT ID")
+            .trim_start_matches(':')
+            .to_owned();
+        observer
+    }
+
+    /// Sends an inline command; answers an integer reply as `:n` and a bulk string as its text.
+    fn command(&mut self, command: &str) -> String {
+        write!(self.reader.get_mut(), "{command}\r\n").unwrap();
+        let mut head = String::new();
+        self.reader.read_line(&mut head).unwrap();
+        let head = head.trim_end();
+        match head.strip_prefix('$') {
+            Some(length) => {
+                let length: usize = length.parse().unwrap();
+                let mut body = vec![0; length + 2];
+                self.reader.read_exact(&mut body).unwrap();
+                body.truncate(length);
+                String::from_utf8(body).unwrap()
+            }
+            None => head.to_owned(),
+        }
+    }
+
+    /// The server's clients other than this observer (`CLIENT LIST` lines).
+    fn other_clients(&mut self) -> Vec<String> {
+        let own = format!("id={} ", self.id);
+        self.command("CLIENT LIST")
+            .lines()
+            .filter(|line| !line.starts_with(&own))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[test]
+fn the_redis_connection_is_closed_on_shutdown() {
+    let redis = TempRedis::start().unwrap();
+    let mut observer = RedisObserver::connect(&redis);
+    assert_eq!(observer.other_clients(), Vec::<String>::new());
+    // The holder keeps the database pool's close (the last hook, after the Redis close) waiting
+    // 4 s: a window in which the process is alive but its Redis connection should be gone.
+    let mut app = example("lifecycle_fixture", &["serve"])
+        .env("REDIS_URL", redis.url())
+        .env("KUMIKO_LINGER", "0s")
+        .env("KUMIKO_FIXTURE_HOLD_DB_AT_SHUTDOWN", "4s")
+        .spawn();
+    app.wait_ready(BOOT);
+    let running = observer.other_clients();
+    assert!(!running.is_empty(), "the app has no Redis connection");
+
+    app.sigterm();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let clients = observer.other_clients();
+        if clients.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still connected: {clients:?}\n{}",
+            app.all_output()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Gone from the server's list while the process still runs (so it is not the exit closing
+    // the socket), and before the database pool could close.
+    assert!(
+        app.try_exit().is_none(),
+        "the connection only went away with the process:\n{}",
+        app.all_output()
+    );
+    assert!(
+        !app.stdout()
+            .iter()
+            .any(|line| line.contains("fixture holder released the connection")),
+        "{}",
+        app.all_output()
+    );
+    let status = app
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no exit:\n{}", app.all_output()));
+    assert_eq!(status.code(), Some(0), "{}", app.all_output());
+    let logs = app.stdout().join("\n");
+    assert!(logs.contains("redis connection closed"), "{logs}");
+    assert!(
+        logs.contains("fixture holder released the connection"),
+        "{logs}"
+    );
 }
