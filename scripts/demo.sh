@@ -15,8 +15,11 @@
 # to target/demo/tour.sh; then keeps everything running for exploring with
 # `kubectl --kubeconfig target/demo/kubeconfig`. Ctrl-C tears everything down.
 #
-# Two images of the app are mapped: `kumiko-app:dev` (the example's) and `kumiko-app:v2` (the same
-# program under another tag: upgrading to it runs the migrate Job first, then rolls the pods).
+# Three images of the app are mapped: `kumiko-app:dev` (the example's, target/debug/kumiko-app),
+# `kumiko-app:v2` (target/debug/kumiko-app-v2: the same program with one more migration, so
+# upgrading to it runs a migrate Job that changes the schema before the pods roll), and
+# `kumiko-app:broken-migration` (e2e/src/bin/kumiko-app-broken-migration.rs, compiled with rustc
+# alone: its migration fails, so the app keeps serving the release it runs and says why).
 #
 # Environment: DEMO_EXAMPLE (default examples/minimal.yaml), DEMO_READY_TIMEOUT (seconds, default
 # 300), DEMO_EXIT_WHEN_READY=1 (tear down once Ready instead of waiting for Ctrl-C),
@@ -71,16 +74,24 @@ kubectl_demo() { kubectl --kubeconfig "$kubeconfig" "$@"; }
 command -v kubectl >/dev/null || fail "kubectl is not installed: run \`make deps\`"
 command -v helm >/dev/null || fail "helm is not installed: run \`make deps\`"
 
-say "building kube-sim, kumiko-app and kumiko-operator"
+say "building kube-sim, kumiko-app (two releases) and kumiko-operator"
 cargo build --quiet -p kube-sim --bin kube-sim -p kumiko-runtime --bin kumiko-app \
-  -p kumiko-operator --bin kumiko-operator
+  --bin kumiko-app-v2 -p kumiko-operator --bin kumiko-operator
 
 mkdir -p "$demo_dir"
 rm -f "$kubeconfig"
-say "starting kube-sim (throwaway Postgres per CNPG Cluster; kumiko-app:dev, kumiko-app:v2 and kumiko-operator mapped to target/debug)"
+# The broken-migration image: the program (standard library only) beside a link to the app, which
+# it runs for every command but `migrate`.
+broken_image_dir="$demo_dir/images/broken-migration"
+mkdir -p "$broken_image_dir"
+rustc --edition 2024 -O -o "$broken_image_dir/kumiko-app-broken-migration" \
+  e2e/src/bin/kumiko-app-broken-migration.rs
+ln -sfn "$root/target/debug/kumiko-app" "$broken_image_dir/kumiko-app"
+say "starting kube-sim (throwaway Postgres per CNPG Cluster; kumiko-app:dev, kumiko-app:v2, kumiko-app:broken-migration and kumiko-operator mapped to local programs)"
 setsid target/debug/kube-sim --kubeconfig "$kubeconfig" --start-postgres \
   --image "kumiko-app:dev=$root/target/debug/kumiko-app" \
-  --image "kumiko-app:v2=$root/target/debug/kumiko-app" \
+  --image "kumiko-app:v2=$root/target/debug/kumiko-app-v2" \
+  --image "kumiko-app:broken-migration=$broken_image_dir/kumiko-app-broken-migration" \
   --image "kumiko-operator=$root/target/debug/kumiko-operator" >"$demo_dir/kube-sim.log" 2>&1 &
 sim_pid=$!
 for _ in $(seq 1 300); do
@@ -164,7 +175,7 @@ tour="$demo_dir/tour.sh"
 cat >"$tour" <<TOUR
 # 1. Watch the app (its Ready condition, the API and worker summaries); Ctrl-C stops watching.
 $k get kapp -w
-# 2. Upgrade the image: the migrate Job of kumiko-app:v2 runs first, then the pods roll.
+# 2. Upgrade the image: the migrate Job of kumiko-app:v2 runs its one new migration first, then the pods roll.
 $k patch kapp $app --type merge -p '{"spec":{"image":"kumiko-app:v2"}}'
 # 3. Scale the worker to two pods.
 $k patch kapp $app --type merge -p '{"spec":{"worker":{"replicas":2}}}'
@@ -184,7 +195,10 @@ if [ -n "$demo_host" ]; then
 fi
 say "try next (also in target/demo/tour.sh):"
 sed 's/^/  /' "$tour"
-say "and look inside a pod (the migrations the app's database holds): $k exec deploy/$app-api -- sh -c 'KUMIKO_PROCESS=migrate kumiko-app migrate status'"
+migrate_status="$k exec deploy/$app-api -- sh -c 'KUMIKO_PROCESS=migrate kumiko-app migrate status'"
+broken_upgrade="$k patch kapp $app --type merge -p '{\"spec\":{\"image\":\"kumiko-app:broken-migration\"}}'"
+say "and look inside a pod (the migrations the app's database holds; after step 2, 0003 incidents by component too): $migrate_status"
+say "and see a failed migration hold the release that runs (the Job fails, Ready says MigrationFailed with the Job's log, the pods keep serving; patch the image back to recover): $broken_upgrade"
 if [ "${DEMO_EXIT_WHEN_READY:-0}" = "1" ]; then
   if [ "${DEMO_CHECK_TOUR:-0}" = "1" ]; then
     if [ -n "$ingress_command" ]; then
@@ -194,7 +208,7 @@ if [ "${DEMO_EXIT_WHEN_READY:-0}" = "1" ]; then
       fi
       say "ok: $ingress_command answers 200 with the status page"
     fi
-    bash scripts/demo-tour-check.sh "$url" "$tour" "$k exec deploy/$app-api -- sh -c 'KUMIKO_PROCESS=migrate kumiko-app migrate status'" \
+    bash scripts/demo-tour-check.sh "$url" "$tour" "$migrate_status" "$broken_upgrade" \
       || fail "the tour does not work"
   fi
   exit 0

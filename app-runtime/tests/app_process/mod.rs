@@ -134,6 +134,17 @@ pub fn example(name: &str, args: &[&str]) -> AppBuilder {
     }
 }
 
+/// A binary of this package (`CARGO_BIN_EXE_<name>`) running `args`.
+pub fn program(path: &str, args: &[&str]) -> AppBuilder {
+    AppBuilder {
+        program: PathBuf::from(path),
+        args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+        env: Vec::new(),
+        inherit_nothing: false,
+        port: None,
+    }
+}
+
 /// `kumiko-app worker`.
 pub fn worker() -> AppBuilder {
     AppBuilder {

@@ -29,9 +29,12 @@ async fn pools() -> Pools {
     ];
     let mut pools = Vec::new();
     for target in &targets {
-        kumiko_runtime::migrations::apply_sets(target, &crate::migrations().sets(target))
-            .await
-            .unwrap();
+        kumiko_runtime::migrations::apply_sets(
+            target,
+            &crate::app::Release::First.migrations().sets(target),
+        )
+        .await
+        .unwrap();
         pools.push(Pool::connect(target, PoolOptions::default()).await.unwrap());
     }
     Pools {

@@ -1,0 +1,1 @@
+../../migrations/postgres/0001_statuspage.sql

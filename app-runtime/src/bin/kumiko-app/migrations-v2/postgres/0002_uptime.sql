@@ -1,0 +1,1 @@
+../../migrations/postgres/0002_uptime.sql

@@ -1,0 +1,1 @@
+../../migrations/sqlite/0001_statuspage.sql

@@ -1,0 +1,1 @@
+../../migrations/sqlite/0002_uptime.sql
