@@ -87,10 +87,15 @@ mkdir -p "$broken_image_dir"
 rustc --edition 2024 -O -o "$broken_image_dir/kumiko-app-broken-migration" \
   e2e/src/bin/kumiko-app-broken-migration.rs
 ln -sfn "$root/target/debug/kumiko-app" "$broken_image_dir/kumiko-app"
+# The second release goes by the name `kumiko-app` in its image, as the first does (so
+# `kubectl exec ... -- kumiko-app migrate status` finds it there).
+v2_image_dir="$demo_dir/images/v2"
+mkdir -p "$v2_image_dir"
+ln -sfn "$root/target/debug/kumiko-app-v2" "$v2_image_dir/kumiko-app"
 say "starting kube-sim (throwaway Postgres per CNPG Cluster; kumiko-app:dev, kumiko-app:v2, kumiko-app:broken-migration and kumiko-operator mapped to local programs)"
 setsid target/debug/kube-sim --kubeconfig "$kubeconfig" --start-postgres \
   --image "kumiko-app:dev=$root/target/debug/kumiko-app" \
-  --image "kumiko-app:v2=$root/target/debug/kumiko-app-v2" \
+  --image "kumiko-app:v2=$v2_image_dir/kumiko-app" \
   --image "kumiko-app:broken-migration=$broken_image_dir/kumiko-app-broken-migration" \
   --image "kumiko-operator=$root/target/debug/kumiko-operator" >"$demo_dir/kube-sim.log" 2>&1 &
 sim_pid=$!
