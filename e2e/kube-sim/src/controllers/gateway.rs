@@ -941,7 +941,9 @@ pub fn route_request(
         return Routed::NotFound;
     };
     type Rank = ((usize, usize), bool, usize, std::cmp::Reverse<String>);
-    let mut best: Option<(Rank, std::cmp::Reverse<(String, String)>, Vec<Backend>)> = None;
+    /// Equal ranks: the smaller `namespace/name`, then the earlier rule.
+    type Tie = std::cmp::Reverse<(String, String)>;
+    let mut best: Option<(Rank, Tie, Vec<Backend>)> = None;
     for route in routes.iter().filter(|r| !r.terminating) {
         let on_listener = route.spec.parent_refs.iter().any(|parent| {
             parent.group.as_deref().unwrap_or(GROUP) == GROUP
