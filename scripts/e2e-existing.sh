@@ -2,7 +2,8 @@
 # `make e2e-existing`: the e2e suite in its existing-cluster mode (KUMIKO_E2E_KUBECONFIG, the code
 # path `make e2e-kind` takes) against a standalone kube-sim, on any machine without Docker.
 #
-# Starts the kube-sim binary with a throwaway Postgres per CNPG Cluster and the images mapped to
+# Starts the kube-sim binary (with the Gateway API installed, --gateway-api) with a throwaway
+# Postgres per CNPG Cluster and the images mapped to
 # the local binaries (kumiko-app:* -> kumiko-app, kumiko-app:broken-migration ->
 # kumiko-app-broken-migration, kumiko-operator:* -> kumiko-operator); installs the operator as
 # users do, with `helm install --wait` of its chart: two replicas in kumiko-system, as the chart's
@@ -65,7 +66,7 @@ cp target/debug/kumiko-app-broken-migration "$work_dir/bin/"
 ln -s "$root/target/debug/kumiko-app" "$work_dir/bin/kumiko-app"
 
 say "starting kube-sim"
-setsid target/debug/kube-sim --kubeconfig "$kubeconfig" --start-postgres --backoff-seconds 1 --metric-resolution 5 --horizontal-pod-autoscaler-sync-period 5 \
+setsid target/debug/kube-sim --kubeconfig "$kubeconfig" --gateway-api --start-postgres --backoff-seconds 1 --metric-resolution 5 --horizontal-pod-autoscaler-sync-period 5 \
   --image "kumiko-app:broken-migration=$work_dir/bin/kumiko-app-broken-migration" \
   --image "kumiko-app=$root/target/debug/kumiko-app" \
   --image "kumiko-operator=$root/target/debug/kumiko-operator" \

@@ -177,6 +177,9 @@ impl TestCluster {
         let broken_migration = binaries::broken_migration_beside(dir.path(), &app_binary)?;
         let server = kube_sim::Server::start(kube_sim::Config {
             kubeconfig: Some(kubeconfig.clone()),
+            // The Gateway API and the GatewayClass `kube-sim` of its simulated gateway
+            // (e2e/tests/gateway.rs).
+            preload_gateway_api: true,
             ..kube_sim::Config::default()
         })
         .await

@@ -287,6 +287,22 @@ pub(crate) fn establish(cl: &Cluster, state: &mut State, crd: &Value) {
 /// README for the fields it checks).
 pub const CNPG_CLUSTER_CRD: &str = include_str!("../crds/cnpg-cluster.yaml");
 
+/// The Gateway API `gateway.networking.k8s.io/v1` CRDs the sim ships for its `--gateway-api`
+/// option (GatewayClass, Gateway, HTTPRoute): schemas written for kube-sim with the standard
+/// channel's constraints on the fields its gateway controller reads (see each file's header and
+/// the README).
+pub const GATEWAY_API_CRDS: [(&str, &str); 3] = [
+    (
+        "GatewayClass",
+        include_str!("../crds/gateway-api/gatewayclasses.yaml"),
+    ),
+    ("Gateway", include_str!("../crds/gateway-api/gateways.yaml")),
+    (
+        "HTTPRoute",
+        include_str!("../crds/gateway-api/httproutes.yaml"),
+    ),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +319,272 @@ mod tests {
         assert_eq!(types.len(), 1);
         assert_eq!(types[0].kind, "Cluster");
         assert!(types[0].status_subresource);
+    }
+
+    fn gateway_api_schema(kind: &str) -> Value {
+        let (_, text) = GATEWAY_API_CRDS.iter().find(|(k, _)| *k == kind).unwrap();
+        let crd: Value = serde_saphyr::from_str(text).unwrap();
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+    }
+
+    /// The fields (and details) `object` of Gateway API `kind` is rejected on; empty when valid.
+    fn gateway_api_errors(
+        kind: &str,
+        object: &Value,
+        old: Option<&Value>,
+    ) -> Vec<(String, String)> {
+        let schema = gateway_api_schema(kind);
+        let validated = kumiko_crds::validate::validate(
+            &schema,
+            object,
+            old,
+            "gateway.networking.k8s.io/v1",
+            kind,
+        );
+        validated
+            .errors
+            .into_iter()
+            .map(|e| (e.field.clone(), e.body()))
+            .collect()
+    }
+
+    fn http_route(spec: Value) -> Value {
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+               "metadata": {"name": "api", "namespace": "shop"}, "spec": spec})
+    }
+
+    fn valid_route_spec() -> Value {
+        json!({"parentRefs": [{"name": "web"}], "hostnames": ["shop.example.com", "*.example.com"],
+               "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
+                          "backendRefs": [{"name": "api", "port": 80}]}]})
+    }
+
+    #[test]
+    fn shipped_gateway_api_crds_are_valid_and_served_with_a_status() {
+        for (kind, text) in GATEWAY_API_CRDS {
+            let crd: Value = serde_saphyr::from_str(text).unwrap();
+            assert!(
+                validate(&crd, None).is_empty(),
+                "{kind}: {:?}",
+                validate(&crd, None)
+            );
+            let types = types_of(&crd);
+            assert_eq!(types.len(), 1);
+            assert_eq!(types[0].kind, kind);
+            assert!(types[0].status_subresource, "{kind}");
+        }
+    }
+
+    #[test]
+    fn an_http_route_as_the_operator_writes_it_is_accepted_with_defaults() {
+        let schema = gateway_api_schema("HTTPRoute");
+        let validated = kumiko_crds::validate::validate(
+            &schema,
+            &http_route(valid_route_spec()),
+            None,
+            "gateway.networking.k8s.io/v1",
+            "HTTPRoute",
+        );
+        assert!(validated.is_valid(), "{:?}", validated.errors);
+        let stored = &validated.object["spec"];
+        assert_eq!(
+            stored["parentRefs"][0]["group"],
+            "gateway.networking.k8s.io"
+        );
+        assert_eq!(stored["parentRefs"][0]["kind"], "Gateway");
+        assert_eq!(stored["rules"][0]["backendRefs"][0]["kind"], "Service");
+        assert_eq!(stored["rules"][0]["backendRefs"][0]["weight"], 1);
+        // A route without rules gets the one rule matching every path.
+        let bare = kumiko_crds::validate::validate(
+            &schema,
+            &http_route(json!({"parentRefs": [{"name": "web"}]})),
+            None,
+            "gateway.networking.k8s.io/v1",
+            "HTTPRoute",
+        );
+        assert!(bare.is_valid(), "{:?}", bare.errors);
+        assert_eq!(
+            bare.object["spec"]["rules"][0]["matches"][0]["path"],
+            json!({"type": "PathPrefix", "value": "/"})
+        );
+    }
+
+    #[test]
+    fn an_http_route_hostname_must_be_a_lowercase_dns_name_with_an_optional_wildcard() {
+        for host in [
+            "Shop.example.com",
+            "shop.*.com",
+            "127.0.0.1:80",
+            "shop_example.com",
+        ] {
+            let mut spec = valid_route_spec();
+            spec["hostnames"] = json!([host]);
+            let errors = gateway_api_errors("HTTPRoute", &http_route(spec), None);
+            assert!(
+                errors.iter().any(|(field, _)| field == "spec.hostnames[0]"),
+                "{host}: {errors:?}"
+            );
+        }
+        let mut many = valid_route_spec();
+        many["hostnames"] = json!(
+            (0..17)
+                .map(|i| format!("h{i}.example.com"))
+                .collect::<Vec<_>>()
+        );
+        let errors = gateway_api_errors("HTTPRoute", &http_route(many), None);
+        assert!(
+            errors.iter().any(|(field, _)| field == "spec.hostnames"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_path_prefix_must_be_an_absolute_clean_path() {
+        for (value, message) in [
+            ("api", "must be an absolute path"),
+            ("/a//b", "must not contain '//'"),
+            ("/a/../b", "must not contain '/../'"),
+            ("/a#b", "must not contain '#'"),
+            ("/a b", "must only contain valid characters"),
+        ] {
+            let mut spec = valid_route_spec();
+            spec["rules"][0]["matches"][0]["path"]["value"] = json!(value);
+            let errors = gateway_api_errors("HTTPRoute", &http_route(spec), None);
+            assert!(
+                errors.iter().any(|(field, body)| field
+                    .starts_with("spec.rules[0].matches[0].path")
+                    && body.contains(message)),
+                "{value}: {errors:?}"
+            );
+        }
+        let mut spec = valid_route_spec();
+        spec["rules"][0]["matches"][0]["path"]["type"] = json!("Glob");
+        let errors = gateway_api_errors("HTTPRoute", &http_route(spec), None);
+        assert!(
+            errors
+                .iter()
+                .any(|(field, _)| field == "spec.rules[0].matches[0].path.type"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_service_backend_ref_needs_a_port() {
+        let mut spec = valid_route_spec();
+        spec["rules"][0]["backendRefs"] = json!([{"name": "api"}]);
+        let errors = gateway_api_errors("HTTPRoute", &http_route(spec), None);
+        assert!(
+            errors
+                .iter()
+                .any(|(field, body)| field == "spec.rules[0].backendRefs[0]"
+                    && body.contains("Must have port for Service reference")),
+            "{errors:?}"
+        );
+        let mut other_kind = valid_route_spec();
+        other_kind["rules"][0]["backendRefs"] =
+            json!([{"group": "example.com", "kind": "Bucket", "name": "api"}]);
+        assert_eq!(
+            gateway_api_errors("HTTPRoute", &http_route(other_kind), None),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn an_http_route_takes_at_most_32_parent_refs() {
+        let mut spec = valid_route_spec();
+        spec["parentRefs"] = json!(
+            (0..33)
+                .map(|i| json!({"name": format!("gw{i}")}))
+                .collect::<Vec<_>>()
+        );
+        let errors = gateway_api_errors("HTTPRoute", &http_route(spec.clone()), None);
+        assert!(
+            errors.iter().any(|(field, _)| field == "spec.parentRefs"),
+            "{errors:?}"
+        );
+        spec["parentRefs"] = json!(
+            (0..32)
+                .map(|i| json!({"name": format!("gw{i}")}))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            gateway_api_errors("HTTPRoute", &http_route(spec), None),
+            vec![]
+        );
+    }
+
+    fn gateway(listeners: Value) -> Value {
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "web", "namespace": "shop"},
+               "spec": {"gatewayClassName": "kube-sim", "listeners": listeners}})
+    }
+
+    #[test]
+    fn gateway_listeners_are_unique_and_tls_only_where_the_protocol_has_it() {
+        let http = json!({"name": "http", "port": 80, "protocol": "HTTP"});
+        assert_eq!(
+            gateway_api_errors("Gateway", &gateway(json!([http.clone()])), None),
+            vec![]
+        );
+        let errors = gateway_api_errors(
+            "Gateway",
+            &gateway(json!([http.clone(), http.clone()])),
+            None,
+        );
+        assert!(!errors.is_empty(), "duplicate listeners: {errors:?}");
+        let errors = gateway_api_errors(
+            "Gateway",
+            &gateway(json!([{"name": "http", "port": 80, "protocol": "HTTP",
+                              "tls": {"certificateRefs": [{"name": "cert"}]}}])),
+            None,
+        );
+        assert!(
+            errors.iter().any(|(field, body)| field == "spec.listeners"
+                && body.contains("tls must not be specified")),
+            "{errors:?}"
+        );
+        let errors = gateway_api_errors(
+            "Gateway",
+            &gateway(json!([{"name": "https", "port": 443, "protocol": "HTTPS", "tls": {}}])),
+            None,
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|(field, body)| field == "spec.listeners[0].tls"
+                    && body.contains("certificateRefs")),
+            "{errors:?}"
+        );
+        let errors = gateway_api_errors("Gateway", &gateway(json!([])), None);
+        assert!(
+            errors.iter().any(|(field, _)| field == "spec.listeners"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_gateway_class_controller_name_is_a_domain_path_and_immutable() {
+        let class = |controller: &str| {
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+                   "metadata": {"name": "kube-sim"}, "spec": {"controllerName": controller}})
+        };
+        let ours = class(crate::controllers::gateway::CONTROLLER_NAME);
+        assert_eq!(gateway_api_errors("GatewayClass", &ours, None), vec![]);
+        let errors = gateway_api_errors("GatewayClass", &class("no-domain"), None);
+        assert!(
+            errors
+                .iter()
+                .any(|(field, _)| field == "spec.controllerName"),
+            "{errors:?}"
+        );
+        let errors = gateway_api_errors("GatewayClass", &class("example.com/other"), Some(&ours));
+        assert!(
+            errors
+                .iter()
+                .any(|(field, body)| field == "spec.controllerName"
+                    && body.contains("Value is immutable")),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -31,6 +31,11 @@ struct Args {
     /// Do not preload the CNPG `postgresql.cnpg.io/v1` Cluster CRD.
     #[arg(long)]
     no_cnpg_crd: bool,
+    /// Install the Gateway API (`gateway.networking.k8s.io/v1` GatewayClass, Gateway and
+    /// HTTPRoute CRDs, written for kube-sim) and the GatewayClass `kube-sim` of its gateway
+    /// controller.
+    #[arg(long)]
+    gateway_api: bool,
     /// The simulated controllers (kubelet, Deployments, Jobs, CNPG, Services, quotas).
     #[command(flatten)]
     controllers: kube_sim::controllers::ControllerArgs,
@@ -54,6 +59,7 @@ async fn main() -> ExitCode {
             bookmark_interval: Duration::from_millis(args.bookmark_interval_ms.max(1)),
         },
         preload_cnpg: !args.no_cnpg_crd,
+        preload_gateway_api: args.gateway_api,
     };
     let server = match Server::start(config).await {
         Ok(s) => s,

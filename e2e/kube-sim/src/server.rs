@@ -67,6 +67,12 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Whether to preload the shipped CNPG `Cluster` CRD.
     pub preload_cnpg: bool,
+    /// Whether to preload the shipped Gateway API CRDs ([`crate::crd::GATEWAY_API_CRDS`]) and the
+    /// GatewayClass of kube-sim's gateway controller
+    /// ([`crate::controllers::gateway::GATEWAY_CLASS`]), as installing the Gateway API and a
+    /// gateway implementation would on a real cluster. Off by default: a cluster serves no
+    /// Gateway API until it is installed.
+    pub preload_gateway_api: bool,
 }
 
 impl Default for Config {
@@ -76,6 +82,7 @@ impl Default for Config {
             port: 0,
             cluster: ClusterConfig::default(),
             preload_cnpg: true,
+            preload_gateway_api: false,
         }
     }
 }
@@ -105,7 +112,7 @@ impl Server {
     /// Starts a server on a loopback port; returns once it accepts requests.
     pub async fn start(config: Config) -> Result<ServerHandle, SimError> {
         let cluster = Cluster::new(config.cluster.clone());
-        preload(&cluster, config.preload_cnpg)?;
+        preload(&cluster, config.preload_cnpg, config.preload_gateway_api)?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
             .await
             .map_err(|source| SimError::Bind {
@@ -202,7 +209,7 @@ pub struct Credentials {
     pub token: String,
 }
 
-fn preload(cluster: &Arc<Cluster>, cnpg: bool) -> Result<(), SimError> {
+fn preload(cluster: &Arc<Cluster>, cnpg: bool, gateway_api: bool) -> Result<(), SimError> {
     let opts = WriteOptions {
         manager: "kube-apiserver".into(),
         ..Default::default()
@@ -249,6 +256,38 @@ fn preload(cluster: &Arc<Cluster>, cnpg: bool) -> Result<(), SimError> {
                 what: "the CNPG Cluster CRD".into(),
                 source,
             })?;
+    }
+    if gateway_api
+        && let Some(crd_rt) =
+            registry.get("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+    {
+        for (kind, text) in crate::crd::GATEWAY_API_CRDS {
+            let what = || format!("the Gateway API {kind} CRD");
+            let crd: Value = serde_saphyr::from_str(text).map_err(|e| SimError::Preload {
+                what: what(),
+                source: crate::status::ApiError::bad_request(e.to_string()),
+            })?;
+            cluster
+                .create(crd_rt, "", crd, &opts)
+                .map_err(|source| SimError::Preload {
+                    what: what(),
+                    source,
+                })?;
+        }
+        let registry = cluster.registry();
+        if let Some(class_rt) = registry.get("gateway.networking.k8s.io", "v1", "gatewayclasses") {
+            cluster
+                .create(
+                    class_rt,
+                    "",
+                    crate::controllers::gateway::gateway_class(),
+                    &opts,
+                )
+                .map_err(|source| SimError::Preload {
+                    what: "the kube-sim GatewayClass".into(),
+                    source,
+                })?;
+        }
     }
     Ok(())
 }

@@ -88,7 +88,7 @@ fn host_rank(rule_host: Option<&str>, host: &str) -> Option<u8> {
 }
 
 /// Whether `path_type` `prefix_or_exact` matches the request path `path`.
-fn path_matches(path_type: &str, rule_path: &str, path: &str) -> bool {
+pub(crate) fn path_matches(path_type: &str, rule_path: &str, path: &str) -> bool {
     if path_type == "Exact" {
         return rule_path == path;
     }
@@ -208,7 +208,7 @@ struct Stores {
     next: AtomicUsize,
 }
 
-async fn respond(mut stream: TcpStream, status: &str, body: &str) {
+pub(crate) async fn respond(mut stream: TcpStream, status: &str, body: &str) {
     let response = format!(
         "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()

@@ -19,6 +19,11 @@
 //! - [`ingress`]: a simulated ingress controller (the default IngressClass `kube-sim`): one loopback
 //!   port that routes HTTP by `Host` header and path to the ready endpoints of the Service an
 //!   Ingress names, published in each Ingress's `status.loadBalancer.ingress`.
+//! - [`gateway`]: a simulated Gateway API implementation (the GatewayClass `kube-sim`, installed
+//!   with the Gateway API by `--gateway-api`): GatewayClass, Gateway and HTTPRoute status
+//!   (`Accepted`, `Programmed`, `ResolvedRefs`, attached routes) and one loopback listener per
+//!   Gateway listener port routing by `Host` header and path to the backend Services' ready
+//!   endpoints.
 //! - [`admission`] and [`quota`]: LimitRange and ResourceQuota admission of pods, and quota status.
 //! - [`volumes`]: PersistentVolumeClaims bound to a directory each, whose deletion deletes it.
 //! - [`recorder`]: the Events of the kubelet and the scheduler, counted as client-go counts them.
@@ -46,6 +51,9 @@
 //!   container's `PORT`) and `kube-sim.kumiko.so/port-CONTAINER` for each container;
 //! - Ingresses (class unset or `kube-sim`): `status.loadBalancer.ingress[0]` `{ip: 127.0.0.1,
 //!   ports: [{port: PORT, protocol: TCP}]}`, the simulated ingress's loopback port;
+//! - Gateways (of the class `kube-sim`): `status.addresses[0]` `{type: IPAddress, value:
+//!   127.0.0.1}` and the annotation `kube-sim.kumiko.so/listener-port-<spec port>` (the loopback
+//!   port of that listener port);
 //! - Services: `kube-sim.kumiko.so/proxy-port-PORT` ([`PROXY_PORT_ANNOTATION_PREFIX`]) per proxied
 //!   port, and `status.loadBalancer.ingress[0].ip: 127.0.0.1` for `LoadBalancer` Services;
 //! - CNPG Secrets as CloudNativePG 1.27 writes them (host `<cluster>-rw`, port 5432); CNPG
@@ -62,7 +70,9 @@
 //!   `HOSTNAME` (the pod name), the spec's variables and `PORT`; no Service link variables.
 //! - Every container port and probe port is the container's one loopback `PORT`.
 //! - NetworkPolicy objects are stored and validated but not enforced: every pod reaches every
-//!   other. The Gateway API (Gateway, HTTPRoute) is not served.
+//!   other.
+//! - The simulated gateway serves HTTP listeners only (no TLS), path matches only, no
+//!   ReferenceGrant and no `allowedRoutes` namespace `Selector` (see [`gateway`]).
 //! - Lifecycle hooks (`postStart`, `preStop`), gRPC and HTTPS probes, sidecar init containers,
 //!   Job `completionMode: Indexed`, `podFailurePolicy` and `successPolicy`, and quota scopes are
 //!   not implemented.
@@ -75,6 +85,7 @@ pub mod cnpg;
 pub mod deployment;
 pub mod dns;
 pub mod error;
+pub mod gateway;
 pub mod ingress;
 pub mod job;
 pub mod kubelet;
@@ -526,6 +537,7 @@ impl Controllers {
             tokio::spawn(cnpg.clone().run(shutdown.clone())),
             tokio::spawn(service_proxy::run(client.clone(), hosts, shutdown.clone())),
             tokio::spawn(ingress::run(client.clone(), shutdown.clone())),
+            tokio::spawn(gateway::run(client.clone(), shutdown.clone())),
             tokio::spawn(volumes::run(
                 client.clone(),
                 config.clone(),

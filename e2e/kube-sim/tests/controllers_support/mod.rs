@@ -28,14 +28,18 @@ pub struct Sim {
 
 impl Sim {
     /// Starts the server and the controllers (`sim-pod:test` maps to the test binary).
-    pub async fn start(mut config: ControllersConfig) -> Sim {
+    pub async fn start(config: ControllersConfig) -> Sim {
+        Sim::start_with(Config::default(), config).await
+    }
+
+    /// Starts the server as `server` says and the controllers (`sim-pod:test` maps to the test
+    /// binary).
+    pub async fn start_with(server: Config, mut config: ControllersConfig) -> Sim {
         config.images.push(ImageMapping {
             image: SIM_POD_IMAGE.to_owned(),
             binary: env!("CARGO_BIN_EXE_sim-pod").into(),
         });
-        let server = Server::start(Config::default())
-            .await
-            .expect("kube-sim starts");
+        let server = Server::start(server).await.expect("kube-sim starts");
         let controllers = Controllers::start_for(&server, config)
             .await
             .expect("controllers start");
