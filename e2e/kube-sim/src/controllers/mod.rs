@@ -61,8 +61,10 @@
 //!   `emptyDir` at `/tmp`). The environment holds only `PATH`, `LANG`, `HOME`, `TMPDIR`,
 //!   `HOSTNAME` (the pod name), the spec's variables and `PORT`; no Service link variables.
 //! - Every container port and probe port is the container's one loopback `PORT`.
-//! - NetworkPolicy objects are stored and validated but not enforced: every pod reaches every
-//!   other. The Gateway API (Gateway, HTTPRoute) is not served.
+//! - NetworkPolicy objects are stored and validated (`crate::network_policy`, after
+//!   `ValidateNetworkPolicySpec`) but not enforced: every pod reaches every other, whatever the
+//!   policies say (the operator's policies are checked against the pods' labels by its own tests,
+//!   and on a real cluster by its CNI). The Gateway API (Gateway, HTTPRoute) is not served.
 //! - Lifecycle hooks (`postStart`, `preStop`), gRPC and HTTPS probes, sidecar init containers,
 //!   Job `completionMode: Indexed`, `podFailurePolicy` and `successPolicy`, and quota scopes are
 //!   not implemented.
