@@ -614,7 +614,10 @@ mod tests {
         assert_eq!(rules.len(), 1);
         assert_eq!(rules[0].from, None, "no from: every source");
         let ports = rules[0].ports.as_ref().unwrap();
-        assert_eq!(ports[0].port, Some(IntOrString::Int(8080)));
+        assert_eq!(
+            ports[0].port,
+            Some(IntOrString::Int(kumiko_crds::DEFAULT_PORT))
+        );
         assert!(policies.egress.is_none(), "egress is opt-in");
         let no_ingress = policies.no_ingress.spec.as_ref().unwrap();
         assert_eq!(no_ingress.ingress.as_deref(), Some(&[][..]));
