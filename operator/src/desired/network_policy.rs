@@ -543,6 +543,10 @@ mod tests {
             .expect("a pod selector")
     }
 
+    /// A policy, the pods it must apply to, and the pods each of its in-namespace peers must
+    /// select.
+    type Case<'a> = (&'a NetworkPolicy, Vec<&'a str>, Vec<Vec<&'a str>>);
+
     #[test]
     fn every_selector_matches_the_pods_it_means() {
         let app = app(&format!(
@@ -553,7 +557,7 @@ mod tests {
         let policies = policies(&app);
         let app_pods = vec!["api", "migrate", "worker"];
         let database = vec!["database-primary", "database-replica"];
-        let cases: [(&NetworkPolicy, Vec<&str>, Vec<Vec<&str>>); 4] = [
+        let cases: [Case<'_>; 4] = [
             (&policies.api, vec!["api"], vec![]),
             (&policies.no_ingress, vec!["migrate", "worker"], vec![]),
             (
