@@ -73,6 +73,8 @@ pub const DEFAULT_DATABASE_MEMORY_REQUEST: &str = "256Mi";
 #[x_kube(validation = rules::quota_fits_memory())]
 #[x_kube(validation = rules::quota_fits_pods())]
 #[x_kube(validation = rules::quota_fits_storage())]
+#[x_kube(validation = crate::network_policy::rules::external_database_egress_has_cidrs())]
+#[x_kube(validation = crate::network_policy::rules::redis_egress_is_listed())]
 #[serde(rename_all = "camelCase")]
 pub struct KumikoAppSpec {
     /// The container image every process type runs, with a tag or a digest, for example
@@ -141,6 +143,13 @@ pub struct KumikoAppSpec {
     /// leader, which is right only for a single worker replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSpec>,
+
+    /// Which traffic reaches the app's pods and its dedicated database, and (opt-in, `egress`)
+    /// where the pods may connect, as NetworkPolicies. Unset: ingress isolation on, egress open
+    /// (the API port from anywhere; worker and migrate pods accept nothing; a dedicated database
+    /// only from this app, its instances and the operators). See `networkPolicy.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<crate::network_policy::NetworkPolicySpec>,
 
     /// Stops every write of the operator except status: nothing is created, changed or deleted while
     /// true.

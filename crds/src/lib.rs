@@ -10,6 +10,7 @@
 pub mod app;
 pub mod expose;
 pub mod names;
+pub mod network_policy;
 pub mod status;
 pub mod validate;
 
@@ -17,6 +18,9 @@ pub use app::*;
 pub use expose::{ExposeSpec, GatewayRoute, IngressRoute, IssuerKind, IssuerRef, TlsSpec};
 /// The contract's duration format (the lifecycle fields), from [`kumiko_contract`].
 pub use kumiko_contract::duration;
+pub use network_policy::{
+    EgressPeerSpec, EgressRuleSpec, EgressSpec, NetworkPolicySpec, PeerSpec, PortSpec, Protocol,
+};
 pub use status::*;
 
 use kube::CustomResourceExt;

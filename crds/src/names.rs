@@ -39,6 +39,26 @@ pub fn database_cluster(app: &str) -> String {
     format!("{app}-db")
 }
 
+/// The NetworkPolicy of the API pods (the same name as the API's other objects).
+pub fn api_network_policy(app: &str) -> String {
+    api(app)
+}
+
+/// The NetworkPolicy that shuts the worker and migrate pods to every connection.
+pub fn no_ingress_network_policy(app: &str) -> String {
+    format!("{app}-no-ingress")
+}
+
+/// The NetworkPolicy of a dedicated CNPG Cluster's instances (the Cluster's name).
+pub fn database_network_policy(app: &str) -> String {
+    database_cluster(app)
+}
+
+/// The NetworkPolicy restricting where the app's pods connect (`spec.networkPolicy.egress`).
+pub fn egress_network_policy(app: &str) -> String {
+    format!("{app}-egress")
+}
+
 /// The Secret with the owner role's credentials (used by the migrate Job).
 pub fn owner_secret(app: &str) -> String {
     format!("{app}-db-owner")

@@ -470,3 +470,143 @@ fn bad_hosts_and_relative_paths_are_rejected() {
     let app = exposed(json!({"hosts": ["status.example.com"], "ingress": {}, "path": "api"}));
     assert_rejected_naming(&app, None, "api.expose.path must start with /");
 }
+
+fn network_policy(policy: Value) -> Value {
+    with(minimal(), "/spec/networkPolicy", policy)
+}
+
+#[test]
+fn network_policies_on_by_default_and_with_egress_are_accepted() {
+    let app = network_policy(json!({
+        "apiFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
+        "egress": {
+            "to": [
+                {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"], "ports": [{"port": 443}]},
+                {"cidr": "fd00::/8"},
+                {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "mail"}}}
+            ]
+        }
+    }));
+    assert_eq!(broken_rules(&app, None), Vec::<String>::new());
+    let off = network_policy(json!({"enabled": false}));
+    assert_eq!(broken_rules(&off, None), Vec::<String>::new());
+}
+
+#[test]
+fn egress_with_the_policies_turned_off_is_rejected_naming_the_field() {
+    let app = network_policy(json!({"enabled": false, "egress": {}}));
+    assert_rejected_naming(
+        &app,
+        None,
+        "networkPolicy.egress needs networkPolicy.enabled",
+    );
+}
+
+#[test]
+fn an_api_peer_without_a_selector_is_rejected_naming_the_field() {
+    let app = network_policy(json!({"apiFrom": [{}]}));
+    assert_rejected_naming(&app, None, "networkPolicy.apiFrom entries must set");
+}
+
+#[test]
+fn an_egress_destination_must_be_a_cidr_or_selectors_not_both() {
+    let both = network_policy(json!({"egress": {"to": [
+        {"cidr": "10.0.0.0/8", "podSelector": {}}
+    ]}}));
+    assert_rejected_naming(&both, None, "either cidr (with optional except) or");
+    let neither = network_policy(json!({"egress": {"to": [{"ports": [{"port": 443}]}]}}));
+    assert_rejected_naming(&neither, None, "either cidr (with optional except) or");
+    let except_alone = network_policy(json!({"egress": {"redis": [
+        {"podSelector": {}, "except": ["10.0.0.0/24"]}
+    ]}}));
+    assert_rejected_naming(&except_alone, None, "either cidr (with optional except) or");
+}
+
+#[test]
+fn malformed_cidrs_are_rejected_naming_the_field() {
+    for (pointer, value, needle) in [
+        (
+            "to",
+            json!([{"cidr": "10.0.0.0"}]),
+            "networkPolicy egress.to.cidr must be a CIDR",
+        ),
+        (
+            "to",
+            json!([{"cidr": "300.0.0.0/8"}]),
+            "networkPolicy egress.to.cidr must be a CIDR",
+        ),
+        (
+            "to",
+            json!([{"cidr": "10.0.0.0/33"}]),
+            "networkPolicy egress.to.cidr must be a CIDR",
+        ),
+        (
+            "to",
+            json!([{"cidr": "10.0.0.0/8", "except": ["ten"]}]),
+            "networkPolicy.egress.to.except entries must be CIDRs",
+        ),
+        (
+            "databaseCidrs",
+            json!(["db.example.com"]),
+            "networkPolicy.egress.databaseCidrs entries must be CIDRs",
+        ),
+        (
+            "redis",
+            json!([{"cidr": "fd00::/129"}]),
+            "networkPolicy egress.redis.cidr must be a CIDR",
+        ),
+    ] {
+        let app = network_policy(json!({"egress": {pointer: value}}));
+        assert_rejected_naming(&app, None, needle);
+    }
+}
+
+#[test]
+fn egress_without_dns_or_any_destination_is_rejected_naming_the_field() {
+    let app = network_policy(json!({"egress": {"dns": false}}));
+    assert_rejected_naming(&app, None, "networkPolicy.egress with dns: false");
+    let with_destination =
+        network_policy(json!({"egress": {"dns": false, "to": [{"cidr": "10.0.0.0/8"}]}}));
+    assert_eq!(broken_rules(&with_destination, None), Vec::<String>::new());
+}
+
+#[test]
+fn restricted_egress_with_an_external_database_needs_its_cidrs() {
+    let external = |egress: Value| {
+        let app = with(
+            minimal(),
+            "/spec/database",
+            json!({"external": {"uriSecret": {"name": "db", "key": "uri"}}}),
+        );
+        with(app, "/spec/networkPolicy", json!({"egress": egress}))
+    };
+    assert_rejected_naming(
+        &external(json!({})),
+        None,
+        "networkPolicy.egress.databaseCidrs is required with database.external",
+    );
+    assert_eq!(
+        broken_rules(&external(json!({"databaseCidrs": ["192.0.2.10/32"]})), None),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn restricted_egress_with_redis_needs_redis_listed() {
+    let app = with(
+        network_policy(json!({"egress": {}})),
+        "/spec/redis",
+        json!({"urlSecret": {"name": "redis", "key": "url"}}),
+    );
+    assert_rejected_naming(
+        &app,
+        None,
+        "networkPolicy.egress.redis is required with spec.redis",
+    );
+    let listed = with(
+        app,
+        "/spec/networkPolicy/egress/redis",
+        json!([{"podSelector": {"matchLabels": {"app": "redis"}}}]),
+    );
+    assert_eq!(broken_rules(&listed, None), Vec::<String>::new());
+}

@@ -327,6 +327,7 @@ impl TestCluster {
             http_addr: "127.0.0.1:0".parse().context("the operator's address")?,
             lease_name: OPERATOR_LEASE.to_owned(),
             lease_namespace: SIM_LEASE_NAMESPACE.to_owned(),
+            cnpg_namespace: "cnpg-system".to_owned(),
             identity: identity.to_owned(),
             concurrency: 4,
             leader_election,

@@ -42,6 +42,11 @@ pub struct RunArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
 
+    /// The namespace CloudNativePG's operator runs in: a dedicated database's NetworkPolicy lets it
+    /// reach the instances (ports 8000 and 5432).
+    #[arg(long, env = "KUMIKO_CNPG_NAMESPACE", default_value = crate::observed::DEFAULT_CNPG_NAMESPACE)]
+    pub cnpg_namespace: String,
+
     /// This replica's identity in the Lease (its pod name); default: host name and process id.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -127,6 +132,7 @@ fn run(args: RunArgs) -> Result<(), crate::Error> {
         http_addr: args.http_addr,
         lease_name: args.lease_name,
         lease_namespace: args.lease_namespace,
+        cnpg_namespace: args.cnpg_namespace,
         identity,
         concurrency: args.concurrency.max(1),
         leader_election: !args.no_leader_election,

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::cli::RenderArgs;
-use crate::desired::{Children, ProcessObjects, Route, children};
+use crate::desired::{Children, NetworkPolicies, ProcessObjects, Route, children};
 use crate::observed::Observed;
 use crate::validate::ValidatedApp;
 
@@ -185,6 +185,7 @@ pub fn documents(children: &Children) -> Result<String, Error> {
         service_account,
         resource_quota,
         limit_range,
+        network_policies,
         database_cluster,
         migrate_job,
         api,
@@ -194,6 +195,25 @@ pub fn documents(children: &Children) -> Result<String, Error> {
     document(out, service_account)?;
     document(out, resource_quota)?;
     document(out, limit_range)?;
+    if let Some(NetworkPolicies {
+        api,
+        no_ingress,
+        database,
+        egress,
+    }) = network_policies
+    {
+        for policy in [
+            Some(api),
+            Some(no_ingress),
+            database.as_ref(),
+            egress.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            document(out, policy)?;
+        }
+    }
     if let Some(cluster) = database_cluster {
         document(out, cluster)?;
     }

@@ -13,11 +13,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kumiko_crds::duration::parse_duration;
 use kumiko_crds::{
-    AutoscalingSpec, ClusterDatabase, ExternalDatabase, KumikoApp, KumikoAppSpec, ReclaimPolicy,
-    SharedDatabase, names,
+    AutoscalingSpec, ClusterDatabase, EgressSpec, ExternalDatabase, KumikoApp, KumikoAppSpec,
+    NetworkPolicySpec, PeerSpec, ReclaimPolicy, SharedDatabase, names,
 };
 
 use crate::desired::migration_hash;
@@ -63,8 +64,75 @@ pub struct ValidatedApp<'a> {
     pub worker_autoscaler: Option<Autoscaler>,
     /// What the app's pods request at the peak of a rollout (the computed quota).
     pub peak: resources::PeakRequests,
+    /// `spec.networkPolicy`, checked (every CIDR parsed, every `except` inside its CIDR): `None`
+    /// when `enabled: false` (no policies).
+    pub network_policy: Option<Isolation<'a>>,
     /// The value of the `kumiko.so/rotate-credentials` annotation, if set.
     pub rotate_credentials: Option<&'a str>,
+}
+
+/// The NetworkPolicies the app asks for (`spec.networkPolicy`, on by default).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Isolation<'a> {
+    /// Who may connect to the API port (empty: anyone).
+    pub api_from: &'a [PeerSpec],
+    /// Where the pods may connect to, when restricted.
+    pub egress: Option<&'a EgressSpec>,
+}
+
+/// The default of an unset `spec.networkPolicy`: ingress isolation on, egress open.
+static DEFAULT_NETWORK_POLICY: std::sync::LazyLock<NetworkPolicySpec> =
+    std::sync::LazyLock::new(NetworkPolicySpec::default);
+
+impl<'a> Isolation<'a> {
+    /// The isolation `spec` asks for (`None` when `enabled: false`), after checking its CIDRs as
+    /// the API server checks a NetworkPolicy's `ipBlock` (`ValidateIPBlock` in
+    /// `pkg/apis/networking/validation/validation.go`: the CIDR parses, and each `except` is a
+    /// strict subset of it); each problem names its field.
+    fn new(spec: Option<&'a NetworkPolicySpec>, problems: &mut Vec<String>) -> Option<Self> {
+        let spec = spec.unwrap_or(&*DEFAULT_NETWORK_POLICY);
+        if let Some(egress) = &spec.egress {
+            let field = "spec.networkPolicy.egress";
+            for (i, cidr) in egress.database_cidrs.iter().enumerate() {
+                ip_block_problems(&format!("{field}.databaseCidrs[{i}]"), cidr, &[], problems);
+            }
+            for (i, peer) in egress.redis.iter().enumerate() {
+                if let Some(cidr) = &peer.cidr {
+                    ip_block_problems(&format!("{field}.redis[{i}]"), cidr, &peer.except, problems);
+                }
+            }
+            for (i, rule) in egress.to.iter().enumerate() {
+                if let Some(cidr) = &rule.cidr {
+                    ip_block_problems(&format!("{field}.to[{i}]"), cidr, &rule.except, problems);
+                }
+            }
+        }
+        spec.enabled.then_some(Self {
+            api_from: &spec.api_from,
+            egress: spec.egress.as_ref(),
+        })
+    }
+}
+
+/// The problems of an `ipBlock` of `cidr` less `except` at `field`: a CIDR that does not parse,
+/// an exception that is not a strict subset of it.
+pub fn ip_block_problems(field: &str, cidr: &str, except: &[String], problems: &mut Vec<String>) {
+    let Ok(block) = cidr.parse::<IpNet>() else {
+        problems.push(format!(
+            "{field}.cidr: {cidr:?} is not a CIDR (e.g. 10.0.0.0/16)"
+        ));
+        return;
+    };
+    for (i, hole) in except.iter().enumerate() {
+        match hole.parse::<IpNet>() {
+            Ok(hole)
+                if block.contains(&hole.network()) && hole.prefix_len() > block.prefix_len() => {}
+            Ok(_) => problems.push(format!(
+                "{field}.except[{i}]: {hole:?} must be a strict subset of {cidr}"
+            )),
+            Err(_) => problems.push(format!("{field}.except[{i}]: {hole:?} is not a CIDR")),
+        }
+    }
 }
 
 /// The names of the app and of every child, derived once.
@@ -90,6 +158,28 @@ pub struct Names {
     pub runtime_secret: String,
     /// The migrate Job of the spec's image (`<app>-migrate-<hash>`).
     pub migrate_job: String,
+    /// The NetworkPolicies.
+    pub network_policies: NetworkPolicyNames,
+}
+
+/// The names of the app's NetworkPolicies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkPolicyNames {
+    /// `<app>-api`: the API pods.
+    pub api: String,
+    /// `<app>-no-ingress`: the worker and migrate pods.
+    pub no_ingress: String,
+    /// `<app>-db`: a dedicated cluster's instances.
+    pub database: String,
+    /// `<app>-egress`: every pod's destinations.
+    pub egress: String,
+}
+
+impl NetworkPolicyNames {
+    /// Every name, in apply order.
+    pub fn all(&self) -> [&str; 4] {
+        [&self.api, &self.no_ingress, &self.database, &self.egress]
+    }
 }
 
 impl Names {
@@ -106,6 +196,12 @@ impl Names {
             owner_secret: names::owner_secret(app),
             runtime_secret: names::runtime_secret(app),
             migrate_job: names::migrate_job(app, hash),
+            network_policies: NetworkPolicyNames {
+                api: names::api_network_policy(app),
+                no_ingress: names::no_ingress_network_policy(app),
+                database: names::database_network_policy(app),
+                egress: names::egress_network_policy(app),
+            },
         }
     }
 
@@ -279,6 +375,7 @@ impl<'a> ValidatedApp<'a> {
             .map(|autoscaling| {
                 Autoscaler::new("spec.worker.autoscaling", autoscaling, &mut problems)
             });
+        let network_policy = Isolation::new(spec.network_policy.as_ref(), &mut problems);
         problems.extend(duplicate_keys(spec));
         problems.extend(unparsable_quantities(spec));
         problems.extend(requests_above_limits(spec));
@@ -368,6 +465,7 @@ impl<'a> ValidatedApp<'a> {
             api_autoscaler,
             worker_autoscaler,
             peak,
+            network_policy,
             rotate_credentials: app
                 .metadata
                 .annotations

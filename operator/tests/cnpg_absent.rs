@@ -50,6 +50,7 @@ async fn a_dedicated_cluster_without_cnpg_installed_is_reported_naming_what_to_i
             http_addr: "127.0.0.1:0".parse().unwrap(),
             lease_name: "kumiko-operator".to_owned(),
             lease_namespace: "default".to_owned(),
+            cnpg_namespace: "cnpg-system".to_owned(),
             identity: "operator".to_owned(),
             concurrency: 4,
             leader_election: false,

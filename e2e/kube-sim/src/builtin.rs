@@ -12,7 +12,8 @@
 //! Secret (type Opaque, stringData folded into data), NetworkPolicy (policyTypes),
 //! PersistentVolumeClaim (volumeMode Filesystem, status Pending), and the CRD
 //! (conversion None, names.singular/listKind). Ingress is validated as `ValidateIngressSpec` does
-//! (see `ingress_causes`).
+//! (see `ingress_causes`), NetworkPolicy as `ValidateNetworkPolicySpec` does (see
+//! `crate::network_policy`).
 
 use std::collections::BTreeSet;
 
@@ -934,6 +935,9 @@ pub(crate) fn validate(
             }
         }
         ("networking.k8s.io", "Ingress") => ingress_causes(&spec, &mut out),
+        ("networking.k8s.io", "NetworkPolicy") => {
+            crate::network_policy::network_policy_causes(&spec, &mut out);
+        }
         ("policy", "PodDisruptionBudget")
             if spec.get("minAvailable").is_some() && spec.get("maxUnavailable").is_some() =>
         {

@@ -24,6 +24,7 @@ pub mod logs;
 pub mod managed;
 pub mod meta;
 pub mod names;
+pub mod network_policy;
 pub mod patch;
 pub mod pod_metrics;
 pub mod protobuf;

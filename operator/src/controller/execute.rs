@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -31,7 +31,7 @@ use super::plan::{
 use super::status;
 use crate::Error;
 use crate::desired::credentials::credential_secret;
-use crate::desired::{Children, ProcessObjects, Route, finalizer};
+use crate::desired::{Children, NetworkPolicies, ProcessObjects, Route, finalizer};
 use crate::gateway_api::HTTPRoute;
 use crate::validate::ValidatedApp;
 
@@ -100,6 +100,7 @@ pub async fn execute(
             service_account,
             resource_quota,
             limit_range,
+            network_policies,
             database_cluster,
             migrate_job,
             api,
@@ -110,9 +111,11 @@ pub async fn execute(
             apply(context, app.app, service_account),
             apply(context, app.app, resource_quota),
             apply(context, app.app, limit_range),
+            apply_network_policies(context, app.app, network_policies.as_ref()),
         )
         .map_err(at(Step::Budget))?;
         report.count([budget.0, budget.1, budget.2]);
+        report.count(budget.3);
         publish(context, app.app, events, Step::Budget, &mut report).await;
 
         if let Some(cluster) = database_cluster {
@@ -197,6 +200,35 @@ async fn publish_deletes(
     }
     publish(context, app.app, events, step, report).await;
     Ok(())
+}
+
+/// Applies the NetworkPolicies, taken apart without `..` (see [`Children`]).
+async fn apply_network_policies(
+    context: &Context,
+    app: &KumikoApp,
+    policies: Option<&NetworkPolicies>,
+) -> Result<Vec<Applied>, Error> {
+    let Some(NetworkPolicies {
+        api,
+        no_ingress,
+        database,
+        egress,
+    }) = policies
+    else {
+        return Ok(Vec::new());
+    };
+    futures::future::try_join_all(
+        [
+            Some(api),
+            Some(no_ingress),
+            database.as_ref(),
+            egress.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|policy| apply(context, app, policy)),
+    )
+    .await
 }
 
 /// Applies the route of `spec.api.expose`, taken apart without `..` (see [`Children`]).
@@ -419,6 +451,7 @@ async fn remove(context: &Context, namespace: &str, delete: &Delete) -> Result<(
         }
         Delete::Ingress(name) => delete_one::<Ingress>(context, namespace, name).await,
         Delete::HttpRoute(name) => delete_one::<HTTPRoute>(context, namespace, name).await,
+        Delete::NetworkPolicy(name) => delete_one::<NetworkPolicy>(context, namespace, name).await,
     }
     .map_err(|source| Error::Kube {
         action: format!(

@@ -39,6 +39,8 @@ use caches::Caches;
 use credentials::RolesBackend;
 use metrics::Metrics;
 
+use crate::observed::OperatorNamespaces;
+
 /// The smallest delay before retrying a transient failure.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(500);
 /// The largest delay before retrying a transient failure.
@@ -60,6 +62,9 @@ pub struct Context {
     pub applied: Arc<AppliedHashes>,
     /// The watch caches observe reads from.
     pub caches: Caches,
+    /// Where the Kumiko operator and CloudNativePG's operator run (a dedicated database's
+    /// NetworkPolicy lets both in); `run` sets them from its arguments.
+    pub operators: OperatorNamespaces,
     attempts: Mutex<HashMap<String, usize>>,
 }
 
@@ -81,6 +86,7 @@ impl Context {
             roles,
             applied,
             caches,
+            operators: OperatorNamespaces::default(),
             attempts: Mutex::new(HashMap::new()),
         }
     }

@@ -9,7 +9,7 @@
 //! watch has (so once per Secret and change), and the failed migration's log. [`world_from`] is the pure half: the
 //! judgement of what the caches hold.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -20,12 +20,14 @@ use kube::runtime::reflector::ObjectRef;
 use kumiko_crds::{KumikoAppStatus, names};
 
 use super::Context;
+use super::applied::Lookup;
 use super::caches::{ClusterLookup, SecretLookup};
 use super::plan::reported_failure;
 use super::steps::{JobOutcome, job_outcome};
 use crate::Error;
 use crate::cnpg::{Cluster, superuser_secret};
 use crate::gateway_api::HTTPRoute;
+use crate::observed::OperatorNamespaces;
 use crate::validate::{Database, ValidatedApp};
 
 /// What the cluster holds for one app.
@@ -56,6 +58,11 @@ pub struct World {
     pub http_route: Option<HTTPRoute>,
     /// A credential Secret was changed by someone else since the operator wrote it.
     pub secrets_drifted: bool,
+    /// The names of the app's NetworkPolicies that exist (or may: before the NetworkPolicies'
+    /// watch has listed, every name is in).
+    pub network_policies: BTreeSet<String>,
+    /// Where the operators that reach a dedicated database run (the operator's configuration).
+    pub operators: OperatorNamespaces,
     /// The log tail of the spec's migrate Job when it failed and the previous status does not
     /// report it yet.
     pub migration_log: Option<String>,
@@ -106,6 +113,8 @@ pub struct Cached {
     pub http_route: Option<HTTPRoute>,
     /// A credential Secret was changed by someone else since the operator wrote it.
     pub secrets_drifted: bool,
+    /// The names of the app's NetworkPolicies that exist or may.
+    pub network_policies: BTreeSet<String>,
 }
 
 /// The observation of `app` from what the caches hold (pure): whether the database is
@@ -122,6 +131,7 @@ pub fn world_from(app: &ValidatedApp<'_>, cached: Cached) -> World {
         ingress,
         http_route,
         secrets_drifted,
+        network_policies,
     } = cached;
     let (database_ready, admin_secret, waiting) = match &app.database {
         Database::Cluster { .. } => {
@@ -191,6 +201,8 @@ pub fn world_from(app: &ValidatedApp<'_>, cached: Cached) -> World {
         ingress,
         http_route,
         secrets_drifted: secrets_drifted && !external,
+        network_policies,
+        operators: OperatorNamespaces::default(),
         migration_log: None,
         roles_ensured: false,
     }
@@ -257,8 +269,22 @@ pub async fn observe(
     cached.worker = deployment(&app.names.worker);
     cached.ingress = caches.ingress(namespace, &app.names.api)?;
     cached.http_route = caches.http_route(namespace, &app.names.api)?;
+    cached.network_policies = app
+        .names
+        .network_policies
+        .all()
+        .into_iter()
+        .filter(|policy| {
+            !matches!(
+                context.applied.lookup("NetworkPolicy", namespace, policy),
+                Lookup::Absent
+            )
+        })
+        .map(str::to_owned)
+        .collect();
 
     let mut world = world_from(app, cached);
+    world.operators = context.operators.clone();
     let job = &app.names.migrate_job;
     if let JobOutcome::Failed { .. } = job_outcome(&world.jobs, job)
         && reported_failure(previous, job).is_none()

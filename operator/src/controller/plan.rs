@@ -3,7 +3,8 @@
 //!
 //! The ordered rollout (DESIGN §1), each step gated on the one before:
 //!
-//! 1. budget: the ServiceAccount, ResourceQuota and LimitRange;
+//! 1. budget: the ServiceAccount, ResourceQuota and LimitRange, and the NetworkPolicies
+//!    (`spec.networkPolicy`);
 //! 2. database: the dedicated CNPG Cluster (cluster mode); `DatabaseReady` from what was observed;
 //! 3. roles: the owner and runtime roles and their Secrets, once the database is ready; asked
 //!    again only when a Secret is missing or was edited, a rotation is pending, or the generation
@@ -17,7 +18,8 @@
 //!    without `replicas` after handing the field over once ([`ReplicasHandover`]), and the
 //!    autoscaler deleted when autoscaling is turned off;
 //! 6. traffic: the Ingress or HTTPRoute of `spec.api.expose` (with the API's objects), a route of
-//!    a kind the spec no longer asks for deleted; `RouteAccepted` from the HTTPRoute's parent
+//!    a kind the spec no longer asks for deleted, and the NetworkPolicies the spec no longer asks
+//!    for deleted (they are applied with the budget, before any pod runs); `RouteAccepted` from the HTTPRoute's parent
 //!    status (an Ingress reports no acceptance);
 //! 7. cleanup: all but the newest three migrate Jobs are deleted;
 //! 8. status: the conditions, computed from the steps.
@@ -26,6 +28,8 @@
 //! (the credentials) later builders need: a plan that asks for the roles ends there
 //! ([`Plan::roles`]); the pipeline carries it out, records the credentials in the observation
 //! ([`World::roles_ensured`]) and plans again. An empty plan ([`Plan::is_empty`]) means converged.
+
+use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -39,7 +43,7 @@ use super::credentials::{credentials_checksum, redact};
 use super::observe::World;
 use super::status::{self, Check, MIGRATION_FAILED, Progress, WAITING, compute_status};
 use super::steps::{JobOutcome, Wanted, availability, job_outcome, jobs_to_delete, just_created};
-use crate::desired::{self, Children, FINALIZER};
+use crate::desired::{self, Children, FINALIZER, NetworkPolicies};
 use crate::gateway_api::{self, HTTPRoute};
 use crate::observed::Observed;
 use crate::validate::{Autoscaler, Database, ValidatedApp};
@@ -60,7 +64,8 @@ pub enum Step {
     Migrate,
     /// The Deployments, Service and PodDisruptionBudgets (and a dropped worker's deletion).
     Workloads,
-    /// The Ingress or HTTPRoute (and its Certificate), and a route no longer asked for deleted.
+    /// The Ingress or HTTPRoute (and its Certificate), and a route or NetworkPolicy no longer
+    /// asked for deleted.
     Traffic,
     /// Old migrate Jobs.
     Cleanup,
@@ -122,6 +127,9 @@ pub enum Delete {
     Ingress(String),
     /// An HTTPRoute the spec no longer asks for.
     HttpRoute(String),
+    /// A NetworkPolicy the spec no longer asks for (`networkPolicy.enabled: false`, `egress`
+    /// removed, a dedicated database's policy of an app that has none).
+    NetworkPolicy(String),
 }
 
 impl Delete {
@@ -131,7 +139,7 @@ impl Delete {
             Self::Deployment(_)
             | Self::PodDisruptionBudget(_)
             | Self::HorizontalPodAutoscaler(_) => Step::Workloads,
-            Self::Ingress(_) | Self::HttpRoute(_) => Step::Traffic,
+            Self::Ingress(_) | Self::HttpRoute(_) | Self::NetworkPolicy(_) => Step::Traffic,
             Self::Job(_) => Step::Cleanup,
         }
     }
@@ -144,7 +152,8 @@ impl Delete {
             | Self::Job(name)
             | Self::HorizontalPodAutoscaler(name)
             | Self::Ingress(name)
-            | Self::HttpRoute(name) => name,
+            | Self::HttpRoute(name)
+            | Self::NetworkPolicy(name) => name,
         }
     }
 }
@@ -308,6 +317,7 @@ pub fn plan(
         database_ready: world.database_ready,
         app_uid: app.app.metadata.uid.clone(),
         running_image: running_image(world.api.as_ref()),
+        operators: world.operators.clone(),
         ..Observed::default()
     };
     if !paused
@@ -426,6 +436,7 @@ pub fn plan(
         service_account,
         resource_quota,
         limit_range,
+        network_policies,
         database_cluster,
         migrate_job: built_job,
         api: built_api,
@@ -617,10 +628,20 @@ pub fn plan(
         );
     }
 
+    // The NetworkPolicies the spec no longer asks for.
+    if !paused {
+        deletes.extend(
+            policies_to_delete(app, network_policies.as_ref(), &world.network_policies)
+                .into_iter()
+                .map(Delete::NetworkPolicy),
+        );
+    }
+
     let children = Children {
         service_account,
         resource_quota,
         limit_range,
+        network_policies,
         database_cluster,
         migrate_job,
         api: built_api,
@@ -794,7 +815,29 @@ pub fn delete_kind(delete: &Delete) -> &'static str {
         Delete::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler",
         Delete::Ingress(_) => "Ingress",
         Delete::HttpRoute(_) => "HTTPRoute",
+        Delete::NetworkPolicy(_) => "NetworkPolicy",
     }
+}
+
+/// The app's NetworkPolicies that exist (`present`, by name) but are not among those `built`, in
+/// apply order.
+pub fn policies_to_delete(
+    app: &ValidatedApp<'_>,
+    built: Option<&NetworkPolicies>,
+    present: &BTreeSet<String>,
+) -> Vec<String> {
+    let wanted: BTreeSet<String> = built
+        .iter()
+        .flat_map(|policies| policies.iter())
+        .filter_map(|policy| policy.metadata.name.clone())
+        .collect();
+    app.names
+        .network_policies
+        .all()
+        .into_iter()
+        .filter(|name| present.contains(*name) && !wanted.contains(*name))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The reason of a route its Gateway has not accepted yet, or refused.

@@ -16,6 +16,7 @@ use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
@@ -40,6 +41,7 @@ use super::roles_backend::PostgresRoles;
 use crate::Error;
 use crate::desired::MANAGER;
 use crate::gateway_api::Certificate;
+use crate::observed::OperatorNamespaces;
 
 /// Settings of `run`.
 #[derive(Clone, Debug)]
@@ -48,8 +50,12 @@ pub struct RunSettings {
     pub http_addr: SocketAddr,
     /// The Lease's name.
     pub lease_name: String,
-    /// The Lease's namespace.
+    /// The Lease's namespace: the operator's own (`POD_NAMESPACE`), which a dedicated database's
+    /// NetworkPolicy lets connect.
     pub lease_namespace: String,
+    /// The namespace of CloudNativePG's operator, which a dedicated database's NetworkPolicy lets
+    /// reach the instances.
+    pub cnpg_namespace: String,
     /// This replica's identity.
     pub identity: String,
     /// The most apps reconciled at once.
@@ -236,14 +242,19 @@ async fn controller(
     let applied = Arc::new(AppliedHashes::default());
     let (caches, reflectors) = caches::start(&client, &applied, store.clone(), &trigger_tx);
     let applied_watches = watch_applied_children(&client, &applied, &trigger_tx);
-    let context = Arc::new(Context::new(
+    let mut context = Context::new(
         client.clone(),
         metrics,
         recorder,
         store,
         roles,
         (applied, caches.clone()),
-    ));
+    );
+    context.operators = OperatorNamespaces {
+        kumiko: settings.lease_namespace.clone(),
+        cnpg: settings.cnpg_namespace.clone(),
+    };
+    let context = Arc::new(context);
     // No reconcile decides from a cache that has not listed yet.
     let ready = tokio::select! {
         () = caches.wait_until_ready() => true,
@@ -307,5 +318,6 @@ fn watch_applied_children(
         spawn::<PodDisruptionBudget>(client, hashes, deleted),
         spawn::<HorizontalPodAutoscaler>(client, hashes, deleted),
         spawn::<Certificate>(client, hashes, deleted),
+        spawn::<NetworkPolicy>(client, hashes, deleted),
     ]
 }

@@ -2,7 +2,7 @@
 //!
 //! One file per kind of child, named for it: `service_account`, `resource_quota`, `limit_range`,
 //! `cluster` (CNPG), `credentials` (the role Secrets), `job` (migrate), `deployment`, `service`,
-//! `pod_disruption_budget`, `horizontal_pod_autoscaler`; `pod` is the pod template they share, `process` puts one process
+//! `pod_disruption_budget`, `horizontal_pod_autoscaler`, `network_policy`; `pod` is the pod template they share, `process` puts one process
 //! type's objects together, `finalizer` is the KumikoApp's own finalizer patch.
 //!
 //! [`children`]`(validated, observed)` is a pure function of the [`ValidatedApp`] (nothing here
@@ -19,6 +19,7 @@ pub mod finalizer;
 mod horizontal_pod_autoscaler;
 mod job;
 mod limit_range;
+pub mod network_policy;
 mod pod;
 mod pod_disruption_budget;
 mod process;
@@ -45,6 +46,7 @@ use crate::validate::{Names, ValidatedApp};
 
 pub use finalizer::FINALIZER;
 pub use job::{MIGRATION_IMAGE_ANNOTATION, RETRY_MIGRATION_ANNOTATION, migration_hash};
+pub use network_policy::NetworkPolicies;
 pub use pod::CREDENTIALS_CHECKSUM_ANNOTATION;
 pub use resources::{PeakRequests, peak_requests};
 pub use route::Route;
@@ -68,6 +70,8 @@ pub struct Children {
     /// Default requests for containers that set none, so the quota admits them, and a default
     /// memory limit, so none runs without one.
     pub limit_range: LimitRange,
+    /// The NetworkPolicies (`spec.networkPolicy`, on by default), applied before any pod runs.
+    pub network_policies: Option<NetworkPolicies>,
     /// The dedicated CNPG Cluster, in `cluster` mode.
     pub database_cluster: Option<Cluster>,
     /// The migrate Job for the spec's image, once the database and roles are ready and while that
@@ -128,6 +132,7 @@ pub fn children(app: &ValidatedApp<'_>, observed: &Observed) -> Children {
         service_account: service_account::service_account(&context),
         resource_quota: resource_quota::resource_quota(&context),
         limit_range: limit_range::limit_range(&context),
+        network_policies: network_policy::network_policies(&context),
         database_cluster: cluster::cluster(&context),
         migrate_job,
         api,

@@ -45,6 +45,7 @@ fn migrated(image: &str) -> Observed {
         running_image: Some(image.to_owned()),
         credentials_checksum: Some("abc".to_owned()),
         app_uid: None,
+        operators: crate::observed::OperatorNamespaces::default(),
     }
 }
 
@@ -303,6 +304,8 @@ fn every_child_is_labelled_and_owned_by_the_app() {
         &desired.database_cluster.as_ref().unwrap().metadata,
         &desired.migrate_job.as_ref().unwrap().metadata,
     ];
+    let policies = desired.network_policies.as_ref().unwrap();
+    metas.extend(policies.iter().map(|policy| &policy.metadata));
     for process in [&desired.api, &desired.worker].into_iter().flatten() {
         metas.push(&process.deployment.metadata);
         metas.push(&process.pod_disruption_budget.metadata);
@@ -310,7 +313,7 @@ fn every_child_is_labelled_and_owned_by_the_app() {
             metas.push(&service.metadata);
         }
     }
-    assert_eq!(metas.len(), 10);
+    assert_eq!(metas.len(), 13);
     for meta in metas {
         let labels = meta.labels.as_ref().unwrap();
         for key in [

@@ -69,8 +69,10 @@
 //!   `emptyDir` at `/tmp`). The environment holds only `PATH`, `LANG`, `HOME`, `TMPDIR`,
 //!   `HOSTNAME` (the pod name), the spec's variables and `PORT`; no Service link variables.
 //! - Every container port and probe port is the container's one loopback `PORT`.
-//! - NetworkPolicy objects are stored and validated but not enforced: every pod reaches every
-//!   other.
+//! - NetworkPolicy objects are stored and validated (`crate::network_policy`, after
+//!   `ValidateNetworkPolicySpec`) but not enforced: every pod reaches every other, whatever the
+//!   policies say (the operator's policies are checked against the pods' labels by its own tests,
+//!   and on a real cluster by its CNI).
 //! - The simulated gateway serves HTTP listeners only (no TLS), path matches only, no
 //!   ReferenceGrant and no `allowedRoutes` namespace `Selector` (see [`gateway`]).
 //! - Lifecycle hooks (`postStart`, `preStop`), gRPC and HTTPS probes, sidecar init containers,

@@ -1,6 +1,6 @@
 //! The rules of the ordered rollout, one table test each, on the pure [`plan`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStatus};
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
@@ -655,6 +655,7 @@ fn applied(plan: &Plan) -> Vec<String> {
         service_account,
         resource_quota,
         limit_range,
+        network_policies,
         database_cluster,
         migrate_job,
         api,
@@ -672,6 +673,12 @@ fn applied(plan: &Plan) -> Vec<String> {
         name("ResourceQuota", &resource_quota.metadata),
         name("LimitRange", &limit_range.metadata),
     ];
+    out.extend(
+        network_policies
+            .iter()
+            .flat_map(|policies| policies.iter())
+            .map(|policy| name("NetworkPolicy", &policy.metadata)),
+    );
     out.extend(
         database_cluster
             .iter()
@@ -708,6 +715,9 @@ fn the_rollout_goes_quota_database_roles_migrate_workloads_status() {
         "ServiceAccount shop",
         "ResourceQuota shop-budget",
         "LimitRange shop-budget",
+        "NetworkPolicy shop-api",
+        "NetworkPolicy shop-no-ingress",
+        "NetworkPolicy shop-db",
         "Cluster shop-db",
     ];
     let with = |extra: &[&str]| -> Vec<String> {
@@ -1252,4 +1262,137 @@ fn the_status_names_each_process_types_pod_selector_for_the_scale_subresource() 
              app.kubernetes.io/name=kumiko-app"
         )
     );
+}
+
+/// The names of the NetworkPolicies a plan applies.
+fn applied_policies(plan: &Plan) -> Vec<String> {
+    applied(plan)
+        .into_iter()
+        .filter_map(|child| child.strip_prefix("NetworkPolicy ").map(str::to_owned))
+        .collect()
+}
+
+fn present(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|name| (*name).to_owned()).collect()
+}
+
+#[test]
+fn network_policies_are_on_by_default_and_applied_with_the_budget() {
+    let app = app();
+    let plan = plan(&validated(&app), &World::default(), None, &at(200));
+    assert_eq!(
+        applied_policies(&plan),
+        vec!["shop-api", "shop-no-ingress", "shop-db"],
+        "before the database is ready, with the budget"
+    );
+    assert!(plan.deletes.is_empty());
+}
+
+#[test]
+fn turning_network_policies_off_deletes_those_that_exist_and_only_those() {
+    let app = app_with(serde_json::json!({"networkPolicy": {"enabled": false}}));
+    let world = World {
+        network_policies: present(&["shop-api", "shop-no-ingress", "shop-db"]),
+        ..rolled_out_world(&app)
+    };
+    let plan = plan(
+        &validated(&app),
+        &world,
+        Some(&roles_confirmed(&app)),
+        &at(200),
+    );
+    assert!(applied_policies(&plan).is_empty());
+    assert_eq!(
+        plan.deletes,
+        vec![
+            Delete::NetworkPolicy("shop-api".to_owned()),
+            Delete::NetworkPolicy("shop-no-ingress".to_owned()),
+            Delete::NetworkPolicy("shop-db".to_owned()),
+        ]
+    );
+    assert!(plan.deletes.iter().all(|d| d.step() == Step::Traffic));
+    let gone = World {
+        network_policies: BTreeSet::new(),
+        ..rolled_out_world(&app)
+    };
+    let again = super::plan(&validated(&app), &gone, Some(&plan.status), &at(300));
+    assert!(again.deletes.is_empty(), "nothing left to delete");
+}
+
+#[test]
+fn dropping_egress_deletes_only_the_egress_policy() {
+    let app = app();
+    let world = World {
+        network_policies: present(&["shop-api", "shop-no-ingress", "shop-db", "shop-egress"]),
+        ..rolled_out_world(&app)
+    };
+    let plan = plan(
+        &validated(&app),
+        &world,
+        Some(&roles_confirmed(&app)),
+        &at(200),
+    );
+    assert_eq!(
+        plan.deletes,
+        vec![Delete::NetworkPolicy("shop-egress".to_owned())]
+    );
+    let with_egress = app_with(serde_json::json!({"networkPolicy": {"egress": {}}}));
+    let kept = super::plan(
+        &validated(&with_egress),
+        &world,
+        Some(&roles_confirmed(&with_egress)),
+        &at(200),
+    );
+    assert!(kept.deletes.is_empty());
+    assert_eq!(
+        applied_policies(&kept),
+        vec!["shop-api", "shop-no-ingress", "shop-db", "shop-egress"]
+    );
+}
+
+#[test]
+fn a_paused_app_deletes_no_network_policy() {
+    let app = app_with(serde_json::json!({"paused": true, "networkPolicy": {"enabled": false}}));
+    let world = World {
+        network_policies: present(&["shop-api", "shop-no-ingress", "shop-db"]),
+        ..rolled_out_world(&app)
+    };
+    let plan = plan(
+        &validated(&app),
+        &world,
+        Some(&roles_confirmed(&app)),
+        &at(200),
+    );
+    assert!(plan.deletes.is_empty() && plan.apply.is_none());
+}
+
+#[test]
+fn the_database_policy_lets_in_the_operators_namespaces_the_world_names() {
+    let app = app();
+    let world = World {
+        operators: crate::observed::OperatorNamespaces {
+            kumiko: "ops".to_owned(),
+            cnpg: "databases".to_owned(),
+        },
+        ..World::default()
+    };
+    let plan = plan(&validated(&app), &world, None, &at(200));
+    assert_eq!(plan.facts.operators.kumiko, "ops");
+    let policies = plan
+        .apply
+        .as_ref()
+        .and_then(|c| c.network_policies.as_ref());
+    let database = policies
+        .and_then(|p| p.database.as_ref())
+        .expect("a database policy");
+    let namespaces: Vec<String> = database
+        .spec
+        .iter()
+        .flat_map(|spec| spec.ingress.iter().flatten())
+        .flat_map(|rule| rule.from.iter().flatten())
+        .filter_map(|peer| peer.namespace_selector.as_ref())
+        .filter_map(|selector| selector.match_labels.as_ref())
+        .filter_map(|labels| labels.get("kubernetes.io/metadata.name").cloned())
+        .collect();
+    assert_eq!(namespaces, vec!["ops", "databases"]);
 }
