@@ -9,12 +9,14 @@
 
 pub mod app;
 pub mod expose;
+pub mod monitoring;
 pub mod names;
 pub mod status;
 pub mod validate;
 
 pub use app::*;
 pub use expose::{ExposeSpec, GatewayRoute, IngressRoute, IssuerKind, IssuerRef, TlsSpec};
+pub use monitoring::MonitoringSpec;
 /// The contract's duration format (the lifecycle fields), from [`kumiko_contract`].
 pub use kumiko_contract::duration;
 pub use status::*;

@@ -660,6 +660,7 @@ fn applied(plan: &Plan) -> Vec<String> {
         api,
         worker,
         route,
+        pod_monitor,
     }) = &plan.apply
     else {
         return Vec::new();
@@ -694,6 +695,11 @@ fn applied(plan: &Plan) -> Vec<String> {
             out.push(name("HTTPRoute", &route.metadata));
         }
     }
+    out.extend(
+        pod_monitor
+            .iter()
+            .map(|monitor| name("PodMonitor", &monitor.metadata)),
+    );
     out
 }
 
@@ -1253,3 +1259,5 @@ fn the_status_names_each_process_types_pod_selector_for_the_scale_subresource() 
         )
     );
 }
+
+mod monitoring;
