@@ -16,9 +16,9 @@ pub mod validate;
 
 pub use app::*;
 pub use expose::{ExposeSpec, GatewayRoute, IngressRoute, IssuerKind, IssuerRef, TlsSpec};
-pub use monitoring::MonitoringSpec;
 /// The contract's duration format (the lifecycle fields), from [`kumiko_contract`].
 pub use kumiko_contract::duration;
+pub use monitoring::MonitoringSpec;
 pub use status::*;
 
 use kube::CustomResourceExt;

@@ -490,5 +490,9 @@ fn monitoring_labels_of_the_operator_are_rejected_naming_the_field() {
         "/spec/monitoring",
         json!({"labels": {"app.kubernetes.io/managed-by": "me"}}),
     );
-    assert_rejected_naming(&app, None, "monitoring.labels cannot set app.kubernetes.io/ labels");
+    assert_rejected_naming(
+        &app,
+        None,
+        "monitoring.labels cannot set app.kubernetes.io/ labels",
+    );
 }

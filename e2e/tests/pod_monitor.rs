@@ -37,7 +37,11 @@ fn selector_string(monitor: &DynamicObject) -> String {
         .flatten()
         .map(|(key, value)| format!("{key}={}", value.as_str().unwrap()))
         .collect();
-    for expression in selector["matchExpressions"].as_array().into_iter().flatten() {
+    for expression in selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         assert_eq!(expression["operator"], "In");
         let values: Vec<&str> = expression["values"]
             .as_array()
@@ -156,14 +160,10 @@ async fn a_pod_monitor_appears_once_its_crd_is_installed_and_goes_when_monitorin
         );
     }
     let app_now = app
-        .wait_for(
-            "MonitoringAvailable=True",
-            Duration::from_secs(30),
-            |app| {
-                manifests::condition(app, "MonitoringAvailable")
-                    .is_some_and(|(status, _, _)| status == "True")
-            },
-        )
+        .wait_for("MonitoringAvailable=True", Duration::from_secs(30), |app| {
+            manifests::condition(app, "MonitoringAvailable")
+                .is_some_and(|(status, _, _)| status == "True")
+        })
         .await
         .unwrap();
     assert!(manifests::is_ready(&app_now));
@@ -183,9 +183,11 @@ async fn a_pod_monitor_appears_once_its_crd_is_installed_and_goes_when_monitorin
     .await
     .unwrap();
     let off = app
-        .wait_for("without MonitoringAvailable", Duration::from_secs(30), |app| {
-            manifests::condition(app, "MonitoringAvailable").is_none()
-        })
+        .wait_for(
+            "without MonitoringAvailable",
+            Duration::from_secs(30),
+            |app| manifests::condition(app, "MonitoringAvailable").is_none(),
+        )
         .await
         .unwrap();
     assert!(manifests::is_ready(&off));

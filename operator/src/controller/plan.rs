@@ -645,16 +645,18 @@ pub fn plan(
         )
     });
     let pod_monitor = built_pod_monitor.filter(|_| world.pod_monitors_served);
-    progress.autoscaler = autoscaler_activity(
-        [
-            (app.api_autoscaler.is_some(), &names.api, world.api_autoscaler.as_ref()),
-            (
-                app.worker_autoscaler.is_some(),
-                &names.worker,
-                world.worker_autoscaler.as_ref(),
-            ),
-        ],
-    );
+    progress.autoscaler = autoscaler_activity([
+        (
+            app.api_autoscaler.is_some(),
+            names.api.as_str(),
+            world.api_autoscaler.as_ref(),
+        ),
+        (
+            app.worker_autoscaler.is_some(),
+            names.worker.as_str(),
+            world.worker_autoscaler.as_ref(),
+        ),
+    ]);
 
     // 8. Old migrate Jobs: keep the newest three.
     if !paused {
@@ -936,7 +938,9 @@ pub fn autoscaler_activity<'a>(
                 return Some(Check::not_yet(
                     known,
                     if known == SCALING_INACTIVE {
-                        format!("HorizontalPodAutoscaler {name} reports ScalingActive False ({reason}): {message}")
+                        format!(
+                            "HorizontalPodAutoscaler {name} reports ScalingActive False ({reason}): {message}"
+                        )
                     } else {
                         format!("HorizontalPodAutoscaler {name}: {message}")
                     },

@@ -418,7 +418,10 @@ mod tests {
     #[test]
     fn the_informative_conditions_are_absent_while_their_feature_is_off() {
         let status = compute_status(None, &rolled_out(), &at(0));
-        for kind in [condition::AUTOSCALER_ACTIVE, condition::MONITORING_AVAILABLE] {
+        for kind in [
+            condition::AUTOSCALER_ACTIVE,
+            condition::MONITORING_AVAILABLE,
+        ] {
             assert!(
                 status.conditions.iter().all(|c| c.type_ != kind),
                 "{kind} is present"

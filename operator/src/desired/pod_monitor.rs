@@ -141,7 +141,10 @@ spec:
             );
         }
         let first_deploy = children_first_deploy(&app);
-        let job = first_deploy.migrate_job.as_ref().expect("a first deploy migrates");
+        let job = first_deploy
+            .migrate_job
+            .as_ref()
+            .expect("a first deploy migrates");
         let template = &job.spec.as_ref().expect("spec").template;
         assert!(!selects(monitor, &template_labels(template)));
     }

@@ -688,7 +688,9 @@ async fn reconcile(
                     active: Some((
                         true,
                         "ValidMetricFound",
-                        format!("the HPA was able to successfully calculate a replica count from {metric}"),
+                        format!(
+                            "the HPA was able to successfully calculate a replica count from {metric}"
+                        ),
                     )),
                     limited: Some(normalized),
                     reason,
@@ -845,12 +847,9 @@ fn conditions(
         },
     )];
     match &computed.active {
-        Some((holds, reason, message)) => conditions.push((
-            "ScalingActive".to_owned(),
-            *holds,
-            *reason,
-            message.clone(),
-        )),
+        Some((holds, reason, message)) => {
+            conditions.push(("ScalingActive".to_owned(), *holds, *reason, message.clone()))
+        }
         None => conditions.extend(
             previous
                 .iter()
@@ -1009,7 +1008,10 @@ async fn proposals(
             "{} resource utilization (percentage of request) {direction} target",
             resource.name
         );
-        let metric = format!("{} resource utilization (percentage of request)", resource.name);
+        let metric = format!(
+            "{} resource utilization (percentage of request)",
+            resource.name
+        );
         if best
             .as_ref()
             .is_none_or(|(replicas, _, _)| proposal.replicas > *replicas)
@@ -1194,13 +1196,9 @@ mod tests {
             (false, "FailedGetResourceMetric")
         );
         assert!(
-            conditions(
-                &bounded_fresh(),
-                true,
-                &[]
-            )
-            .iter()
-            .all(|(kind, ..)| kind != "ScalingActive"),
+            conditions(&bounded_fresh(), true, &[])
+                .iter()
+                .all(|(kind, ..)| kind != "ScalingActive"),
             "no ScalingActive is invented"
         );
     }

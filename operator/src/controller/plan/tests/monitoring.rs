@@ -53,8 +53,8 @@ fn the_pod_monitor_is_applied_where_served_and_reported_missing_where_not() {
             "served {is_served}: {:?}",
             applied(&plan)
         );
-        let monitoring = condition_of(&plan, condition::MONITORING_AVAILABLE)
-            .expect("monitoring is enabled");
+        let monitoring =
+            condition_of(&plan, condition::MONITORING_AVAILABLE).expect("monitoring is enabled");
         assert_eq!(
             (monitoring.status.as_str(), monitoring.reason.as_str()),
             (status, reason)
@@ -83,14 +83,13 @@ fn the_pod_monitor_is_applied_where_served_and_reported_missing_where_not() {
 /// condition goes away; where none exists, nothing is deleted.
 #[test]
 fn turning_monitoring_off_deletes_the_pod_monitor() {
-    let existing: crate::prometheus_operator::PodMonitor = serde_json::from_value(
-        serde_json::json!({
+    let existing: crate::prometheus_operator::PodMonitor =
+        serde_json::from_value(serde_json::json!({
             "apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
             "metadata": {"name": "shop", "namespace": "shop"},
             "spec": {"selector": {}, "podMetricsEndpoints": []}
-        }),
-    )
-    .expect("parses");
+        }))
+        .expect("parses");
     for app in [monitored(serde_json::json!({"enabled": false})), app()] {
         let world = World {
             pod_monitor: Some(existing.clone()),
@@ -99,7 +98,11 @@ fn turning_monitoring_off_deletes_the_pod_monitor() {
         let plan = plan_for(&app, &world);
         assert_eq!(plan.deletes, vec![Delete::PodMonitor("shop".to_owned())]);
         assert_eq!(plan.deletes[0].step(), Step::Monitoring);
-        assert!(!applied(&plan).iter().any(|kind| kind.starts_with("PodMonitor")));
+        assert!(
+            !applied(&plan)
+                .iter()
+                .any(|kind| kind.starts_with("PodMonitor"))
+        );
         assert_eq!(condition_of(&plan, condition::MONITORING_AVAILABLE), None);
         let gone = plan_for(&app, &served(&app));
         assert!(gone.deletes.is_empty());
@@ -180,7 +183,11 @@ fn autoscaler_active_follows_the_autoscalers_scaling_active_condition() {
             "shop-api computes replica counts",
         ),
         (
-            Some(autoscaler(Some(("False", "FailedGetResourceMetric", unable)))),
+            Some(autoscaler(Some((
+                "False",
+                "FailedGetResourceMetric",
+                unable,
+            )))),
             "False",
             "FailedGetResourceMetric",
             "did not receive metrics for any ready pods",
@@ -210,7 +217,10 @@ fn autoscaler_active_follows_the_autoscalers_scaling_active_condition() {
             "{message:?} not in {:?}",
             active.message
         );
-        assert!(plan.progress.is_ready(), "{status} {reason} holds Ready back");
+        assert!(
+            plan.progress.is_ready(),
+            "{status} {reason} holds Ready back"
+        );
     }
 }
 
