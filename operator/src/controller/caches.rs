@@ -133,7 +133,7 @@ pub enum ClusterLookup {
 #[derive(Clone, Debug, PartialEq)]
 pub enum PodMonitorLookup {
     /// The PodMonitor watch has listed: the PodMonitor, or `None` when there is none.
-    Known(Option<PodMonitor>),
+    Known(Option<Arc<PodMonitor>>),
     /// The cluster does not serve PodMonitors (prometheus-operator's CRDs are not installed).
     NotServed,
 }
@@ -250,8 +250,7 @@ impl Caches {
         )?;
         Ok(PodMonitorLookup::Known(
             self.pod_monitors
-                .get(&ObjectRef::new(name).within(namespace))
-                .map(|monitor| PodMonitor::clone(&monitor)),
+                .get(&ObjectRef::new(name).within(namespace)),
         ))
     }
 

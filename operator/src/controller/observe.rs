@@ -286,7 +286,9 @@ pub async fn observe(
     cached.api_autoscaler = caches.autoscaler(namespace, &app.names.api)?;
     cached.worker_autoscaler = caches.autoscaler(namespace, &app.names.worker)?;
     cached.pod_monitor = match caches.pod_monitor(namespace, &app.names.app)? {
-        PodMonitorLookup::Known(monitor) => Some(monitor),
+        PodMonitorLookup::Known(monitor) => {
+            Some(monitor.map(|monitor| PodMonitor::clone(&monitor)))
+        }
         PodMonitorLookup::NotServed => None,
     };
 
