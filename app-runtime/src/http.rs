@@ -151,7 +151,7 @@ pub fn boot_router(
     let scrape = metrics.clone();
     let scrape_health = health.clone();
     let mut router = health_routes(health).route(
-        "/metrics",
+        kumiko_contract::METRICS_PATH,
         axum::routing::get(move || {
             let metrics = scrape.clone();
             let health = scrape_health.clone();

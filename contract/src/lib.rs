@@ -73,6 +73,9 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const LIVENESS_PATH: &str = "/health";
 /// Readiness: 200 only when ready with every dependency healthy, 503 otherwise.
 pub const READINESS_PATH: &str = "/health/ready";
+/// Metrics: the Prometheus text format, served by the API and the worker on their HTTP port
+/// (the port Prometheus scrapes through the operator's PodMonitor).
+pub const METRICS_PATH: &str = "/metrics";
 
 /// A Kumiko process type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -150,6 +150,12 @@ pub struct KumikoAppSpec {
     /// only from this app, its instances and the operators). See `networkPolicy.enabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<crate::network_policy::NetworkPolicySpec>,
+    /// Prometheus scraping of every API and worker pod's `/metrics` through a
+    /// prometheus-operator PodMonitor (`monitoring.coreos.com/v1`). Off when unset. Where the
+    /// cluster does not serve PodMonitors, the `MonitoringAvailable` condition says what to
+    /// install and the app is Ready all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<crate::monitoring::MonitoringSpec>,
 
     /// Stops every write of the operator except status: nothing is created, changed or deleted while
     /// true.

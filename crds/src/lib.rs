@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod expose;
+pub mod monitoring;
 pub mod names;
 pub mod network_policy;
 pub mod status;
@@ -18,6 +19,7 @@ pub use app::*;
 pub use expose::{ExposeSpec, GatewayRoute, IngressRoute, IssuerKind, IssuerRef, TlsSpec};
 /// The contract's duration format (the lifecycle fields), from [`kumiko_contract`].
 pub use kumiko_contract::duration;
+pub use monitoring::MonitoringSpec;
 pub use network_policy::{
     EgressPeerSpec, EgressRuleSpec, EgressSpec, NetworkPolicySpec, PeerSpec, PortSpec, Protocol,
 };

@@ -130,4 +130,13 @@ pub mod condition {
     /// Gateway accepted it and resolved its references (True too when the app is not exposed,
     /// or exposed through an Ingress, which reports no acceptance).
     pub const ROUTE_ACCEPTED: &str = "RouteAccepted";
+    /// The HorizontalPodAutoscalers of `spec.api.autoscaling` and `spec.worker.autoscaling`
+    /// compute replica counts: their `ScalingActive` condition is True (False with the
+    /// autoscaler's reason and message, e.g. `FailedGetResourceMetric` while no pod metrics come
+    /// in). Present only while some process type autoscales; it never holds `Ready` back.
+    pub const AUTOSCALER_ACTIVE: &str = "AutoscalerActive";
+    /// The PodMonitor of `spec.monitoring` is in place (False with `PodMonitorCrdMissing` where
+    /// the cluster does not serve `monitoring.coreos.com/v1` PodMonitors). Present only while
+    /// monitoring is enabled; it never holds `Ready` back.
+    pub const MONITORING_AVAILABLE: &str = "MonitoringAvailable";
 }

@@ -610,3 +610,29 @@ fn restricted_egress_with_redis_needs_redis_listed() {
     );
     assert_eq!(broken_rules(&listed, None), Vec::<String>::new());
 }
+
+#[test]
+fn monitoring_labels_for_prometheus_are_accepted() {
+    let app = with(
+        minimal(),
+        "/spec/monitoring",
+        json!({"interval": "30s", "labels": {"release": "kube-prometheus-stack"}}),
+    );
+    assert_eq!(broken_rules(&app, None), Vec::<String>::new());
+    let off = with(minimal(), "/spec/monitoring", json!({"enabled": false}));
+    assert_eq!(broken_rules(&off, None), Vec::<String>::new());
+}
+
+#[test]
+fn monitoring_labels_of_the_operator_are_rejected_naming_the_field() {
+    let app = with(
+        minimal(),
+        "/spec/monitoring",
+        json!({"labels": {"app.kubernetes.io/managed-by": "me"}}),
+    );
+    assert_rejected_naming(
+        &app,
+        None,
+        "monitoring.labels cannot set app.kubernetes.io/ labels",
+    );
+}

@@ -3,7 +3,8 @@
 //! algorithm on the pods' real CPU use (`metrics.k8s.io`), and its end scales it down after the
 //! stabilisation window (shortened here to 15 s; kube-sim's e2e cluster samples and syncs every
 //! 5 s instead of Kubernetes' 15 s). `kubectl scale kumikoapp` sets the API replicas through the
-//! KumikoApp's `scale` subresource, and `kubectl top pods` shows the pods' use.
+//! KumikoApp's `scale` subresource, and `kubectl top pods` shows the pods' use. The app's
+//! `AutoscalerActive` condition turns True once the autoscaler computes from the pods' metrics.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -96,6 +97,19 @@ async fn load_scales_the_api_up_and_its_end_scales_it_down_while_the_operator_le
     assert_eq!((spec.min_replicas, spec.max_replicas), (Some(1), 3));
     let status = app.get().await.unwrap().status.unwrap();
     assert!(status.api.as_ref().unwrap().autoscaled, "{status:?}");
+    // Once the pods' metrics come in, the autoscaler computes a replica count
+    // (`ScalingActive=True`) and the app says so.
+    let active = app
+        .wait_for("AutoscalerActive=True", Duration::from_secs(60), |app| {
+            manifests::condition(app, "AutoscalerActive")
+                .is_some_and(|(status, _, _)| status == "True")
+        })
+        .await
+        .unwrap();
+    let (_, reason, message) = manifests::condition(&active, "AutoscalerActive").unwrap();
+    assert_eq!(reason, "ScalingActive");
+    assert!(message.contains("autoscaled-api"), "{message}");
+    assert!(manifests::is_ready(&active));
 
     // Every version of the API Deployment from here on, to check who changed its replicas.
     let versions = Arc::new(std::sync::Mutex::new(Vec::<Deployment>::new()));

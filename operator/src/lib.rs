@@ -12,6 +12,7 @@ pub mod desired;
 pub mod error;
 pub mod gateway_api;
 pub mod observed;
+pub mod prometheus_operator;
 pub mod quantity;
 pub mod render;
 pub mod roles;

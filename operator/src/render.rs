@@ -159,6 +159,12 @@ pub fn render(app: &KumikoApp, observed: &Observed, rolled_out: bool) -> Result<
                 route.metadata.name.clone().unwrap_or_default()
             )),
         }
+        if let Some(pod_monitor) = &rolled.pod_monitor {
+            follows.push(format!(
+                "PodMonitor {}",
+                pod_monitor.metadata.name.clone().unwrap_or_default()
+            ));
+        }
         out.push_str(&format!(
             "# Once the migrate Job succeeds, the operator rolls out {} at image {}.\n",
             follows.join(" and "),
@@ -170,6 +176,9 @@ pub fn render(app: &KumikoApp, observed: &Observed, rolled_out: bool) -> Result<
                 print_process(&mut out, process)?;
             }
             print_route(&mut out, rolled.route.as_ref())?;
+            if let Some(pod_monitor) = &rolled.pod_monitor {
+                document(&mut out, pod_monitor)?;
+            }
         } else {
             out.push_str("# Run with --rolled-out to print them.\n");
         }
@@ -191,6 +200,7 @@ pub fn documents(children: &Children) -> Result<String, Error> {
         api,
         worker,
         route,
+        pod_monitor,
     } = children;
     document(out, service_account)?;
     document(out, resource_quota)?;
@@ -224,6 +234,9 @@ pub fn documents(children: &Children) -> Result<String, Error> {
         print_process(out, process)?;
     }
     print_route(out, route.as_ref())?;
+    if let Some(pod_monitor) = pod_monitor {
+        document(out, pod_monitor)?;
+    }
     Ok(std::mem::take(out))
 }
 

@@ -7,7 +7,13 @@
 --      (as Argo CD shows a paused Deployment), whatever the conditions say;
 --   3. Stalled=True: a permanent error (bad spec, failed migration) that waits for a spec change:
 --      Degraded, with the operator's message;
---   4. Ready=True: the current generation is fully rolled out: Healthy;
+--   4. Ready=True: the current generation is fully rolled out: Healthy, unless
+--      AutoscalerActive=False for a reason other than ScalingDisabled (an autoscaler that cannot
+--      read its metrics: the app serves, but will not scale under load): Degraded, with the
+--      autoscaler's message, as Argo CD's own health of a HorizontalPodAutoscaler is Degraded on
+--      ScalingActive=False FailedGetResourceMetric (gitops-engine pkg/health/health_hpa.go);
+--      MonitoringAvailable=False (no PodMonitor: prometheus-operator is not installed) keeps it
+--      Healthy, with that message after Ready's;
 --   5. RouteAccepted=False: the Gateway has not accepted the app's HTTPRoute (or refused it):
 --      Progressing, with the route's message (the Gateway's reason);
 --   otherwise Progressing, with the message of Ready (or Reconciling) saying which step waits.
@@ -85,8 +91,18 @@ end
 
 local ready = current(condition(obj.status, "Ready"))
 if ready ~= nil and ready.status == "True" then
+  local autoscaler = current(condition(obj.status, "AutoscalerActive"))
+  if autoscaler ~= nil and autoscaler.status == "False" and autoscaler.reason ~= "ScalingDisabled" then
+    hs.status = "Degraded"
+    hs.message = describe(autoscaler, "The autoscaler is not active")
+    return hs
+  end
   hs.status = "Healthy"
   hs.message = describe(ready, "Ready")
+  local monitoring = current(condition(obj.status, "MonitoringAvailable"))
+  if monitoring ~= nil and monitoring.status == "False" then
+    hs.message = hs.message .. "; " .. describe(monitoring, "no PodMonitor")
+  end
   return hs
 end
 

@@ -261,6 +261,83 @@ local more = {
     status = "Healthy",
     message = "the current generation is rolled out and available",
   },
+  {
+    name = "a ready app whose autoscaler cannot read its metrics is Degraded with the autoscaler's message",
+    obj = app(2, {
+      observedGeneration = 2,
+      conditions = {
+        condition("Ready", "True", "Available", "the current generation is rolled out and available", 2),
+        condition("Stalled", "False", "Progressing", "", 2),
+        condition("AutoscalerActive", "False", "FailedGetResourceMetric",
+          "HorizontalPodAutoscaler status-api: the HPA was unable to compute the replica count: did not receive metrics for any ready pods", 2),
+      },
+    }),
+    status = "Degraded",
+    message = "HorizontalPodAutoscaler status-api: the HPA was unable to compute the replica count: did not receive metrics for any ready pods",
+  },
+  {
+    name = "a ready app with an active autoscaler is Healthy",
+    obj = app(2, {
+      observedGeneration = 2,
+      conditions = {
+        condition("Ready", "True", "Available", "the current generation is rolled out and available", 2),
+        condition("AutoscalerActive", "True", "ScalingActive",
+          "HorizontalPodAutoscaler status-api computes replica counts from its metrics", 2),
+      },
+    }),
+    status = "Healthy",
+    message = "the current generation is rolled out and available",
+  },
+  {
+    name = "an autoscaler disabled by a target at zero replicas keeps a ready app Healthy",
+    obj = app(2, {
+      observedGeneration = 2,
+      conditions = {
+        condition("Ready", "True", "Available", "the current generation is rolled out and available", 2),
+        condition("AutoscalerActive", "False", "ScalingDisabled",
+          "HorizontalPodAutoscaler status-api: scaling is disabled since the replica count of the target is zero", 2),
+      },
+    }),
+    status = "Healthy",
+    message = "the current generation is rolled out and available",
+  },
+  {
+    name = "an inactive autoscaler of an older generation does not make the app Degraded",
+    obj = app(3, {
+      observedGeneration = 3,
+      conditions = {
+        condition("Ready", "True", "Available", "the current generation is rolled out and available", 3),
+        condition("AutoscalerActive", "False", "FailedGetResourceMetric", "no metrics", 2),
+      },
+    }),
+    status = "Healthy",
+    message = "the current generation is rolled out and available",
+  },
+  {
+    name = "a ready app without the PodMonitor CRD is Healthy and says what to install",
+    obj = app(2, {
+      observedGeneration = 2,
+      conditions = {
+        condition("Ready", "True", "Available", "the current generation is rolled out and available", 2),
+        condition("MonitoringAvailable", "False", "PodMonitorCrdMissing",
+          "the cluster does not serve monitoring.coreos.com/v1 PodMonitor: install the prometheus-operator CRDs", 2),
+      },
+    }),
+    status = "Healthy",
+    message = "the current generation is rolled out and available; the cluster does not serve monitoring.coreos.com/v1 PodMonitor: install the prometheus-operator CRDs",
+  },
+  {
+    name = "a paused app with an inactive autoscaler is Suspended",
+    obj = paused(2, {
+      observedGeneration = 2,
+      conditions = {
+        condition("Ready", "True", "Available", "ready", 2),
+        condition("AutoscalerActive", "False", "FailedGetResourceMetric", "no metrics", 2),
+      },
+    }),
+    status = "Suspended",
+    message = "spec.paused is true: the operator changes nothing until it is resumed",
+  },
 }
 for _, case in ipairs(more) do
   table.insert(cases, case)

@@ -2,7 +2,8 @@
 //! by one watch that also wakes the reconcile of the app its object belongs to.
 //!
 //! - the API and worker Deployments, the migrate Jobs, the CNPG Clusters, the API's Ingress or
-//!   HTTPRoute and the operator's own credential Secrets (`<app>-db-owner`, `<app>-db-runtime`):
+//!   HTTPRoute, the HorizontalPodAutoscalers (their `ScalingActive` condition), the PodMonitor
+//!   and the operator's own credential Secrets (`<app>-db-owner`, `<app>-db-runtime`):
 //!   watched by the operator's
 //!   `app.kubernetes.io/managed-by` label, so objects of anyone else are never listed;
 //! - every Secret in the cluster as metadata only (`PartialObjectMeta`): the Secrets an app names
@@ -21,12 +22,14 @@
 //!
 //! A store that has not listed yet is never read as "absent": [`super::run`] waits until every
 //! store has listed once (kube-runtime's `Store::wait_until_ready`, released by the first complete
-//! list) before the first reconcile. The exceptions are the Cluster and HTTPRoute stores when the
-//! API server answers their list with 404 ([`WatchState::NotServed`]: CloudNativePG or the
-//! Gateway API is not installed, as
+//! list) before the first reconcile. The exceptions are the Cluster, HTTPRoute and PodMonitor
+//! stores when the API server answers their list with 404 ([`WatchState::NotServed`]:
+//! CloudNativePG, the Gateway API or prometheus-operator is not installed, as
 //! kube-apiserver answers for a resource no API group serves): there is then none to find, and
-//! applying one reports what to install. Its watch keeps retrying with back-off and lists
-//! once the CRD is installed.
+//! applying one reports what to install (a PodMonitor is not applied at all: the status says
+//! what to install). Its watch keeps retrying with back-off (kube-runtime's default: up to 30 s
+//! apart) and lists once the CRD is installed; that first list after a 404 wakes every app, so
+//! an app waiting for the kind is reconciled without waiting for its resync.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
@@ -35,6 +38,7 @@ use std::sync::{Arc, Mutex};
 use futures::channel::mpsc::UnboundedSender;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Secret};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -52,6 +56,7 @@ use crate::Error;
 use crate::cnpg::Cluster;
 use crate::desired::MANAGER;
 use crate::gateway_api::HTTPRoute;
+use crate::prometheus_operator::PodMonitor;
 
 /// The app a trigger wakes.
 pub type AppRef = ObjectRef<DeserializeGuard<KumikoApp>>;
@@ -74,6 +79,10 @@ pub struct Caches {
     pub ingresses: Store<Ingress>,
     /// The operator's Gateway API HTTPRoutes (without managedFields).
     pub http_routes: Store<HTTPRoute>,
+    /// The operator's HorizontalPodAutoscalers, slimmed by [`slim_autoscaler`].
+    pub autoscalers: Store<HorizontalPodAutoscaler>,
+    /// The operator's prometheus-operator PodMonitors (without managedFields).
+    pub pod_monitors: Store<PodMonitor>,
     /// Every Secret's name and resourceVersion ([`slim_secret_metadata`]).
     pub secrets: Store<PartialObjectMeta<Secret>>,
     /// The data of the Secrets apps name, by resourceVersion.
@@ -106,6 +115,8 @@ pub struct WatchStates {
     credentials: tokio::sync::watch::Receiver<WatchState>,
     ingresses: tokio::sync::watch::Receiver<WatchState>,
     http_routes: tokio::sync::watch::Receiver<WatchState>,
+    autoscalers: tokio::sync::watch::Receiver<WatchState>,
+    pod_monitors: tokio::sync::watch::Receiver<WatchState>,
     secrets: tokio::sync::watch::Receiver<WatchState>,
 }
 
@@ -115,6 +126,15 @@ pub enum ClusterLookup {
     /// The Cluster watch has listed: the Cluster, or `None` when there is none.
     Known(Option<Arc<Cluster>>),
     /// The cluster does not serve Clusters (CloudNativePG is not installed): there is none.
+    NotServed,
+}
+
+/// What the caches know of the app's PodMonitor.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PodMonitorLookup {
+    /// The PodMonitor watch has listed: the PodMonitor, or `None` when there is none.
+    Known(Option<Arc<PodMonitor>>),
+    /// The cluster does not serve PodMonitors (prometheus-operator's CRDs are not installed).
     NotServed,
 }
 
@@ -200,6 +220,40 @@ impl Caches {
             .map(|route| HTTPRoute::clone(&route)))
     }
 
+    /// The HorizontalPodAutoscaler `namespace/name`, once their store can be read.
+    pub fn autoscaler(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<HorizontalPodAutoscaler>, Error> {
+        readable(
+            is_synced(&self.autoscalers),
+            &self.states.autoscalers,
+            "the operator's HorizontalPodAutoscalers",
+        )?;
+        Ok(self
+            .autoscalers
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|autoscaler| HorizontalPodAutoscaler::clone(&autoscaler)))
+    }
+
+    /// The app's PodMonitor `namespace/name`, as far as the caches know it.
+    pub fn pod_monitor(&self, namespace: &str, name: &str) -> Result<PodMonitorLookup, Error> {
+        let synced = is_synced(&self.pod_monitors);
+        if !synced && *self.states.pod_monitors.borrow() == WatchState::NotServed {
+            return Ok(PodMonitorLookup::NotServed);
+        }
+        readable(
+            synced,
+            &self.states.pod_monitors,
+            "the operator's PodMonitors",
+        )?;
+        Ok(PodMonitorLookup::Known(
+            self.pod_monitors
+                .get(&ObjectRef::new(name).within(namespace)),
+        ))
+    }
+
     /// Whether every Secret's metadata can be read (`Ok(false)`: not listed yet, read by name).
     pub fn secrets_listed(&self) -> Result<bool, Error> {
         match readable(is_synced(&self.secrets), &self.states.secrets, "Secrets") {
@@ -243,6 +297,8 @@ impl Caches {
             answered(&states.credentials),
             answered(&states.ingresses),
             answered(&states.http_routes),
+            answered(&states.autoscalers),
+            answered(&states.pod_monitors),
             answered(&states.secrets),
         );
     }
@@ -280,12 +336,15 @@ pub fn start(
     triggers: &UnboundedSender<AppRef>,
 ) -> (Caches, Reflectors) {
     let owned = watcher::Config::default().labels(&managed_selector());
+    let reading = apps.clone();
     let (deployments, deployments_writer) = reflector::store();
     let (jobs, jobs_writer) = reflector::store();
     let (clusters, clusters_writer) = reflector::store();
     let (credentials, credentials_writer) = reflector::store();
     let (ingresses, ingresses_writer) = reflector::store();
     let (http_routes, http_routes_writer) = reflector::store();
+    let (autoscalers, autoscalers_writer) = reflector::store();
+    let (pod_monitors, pod_monitors_writer) = reflector::store();
     let (secrets, secrets_writer) = reflector::store();
     let state = || tokio::sync::watch::channel(WatchState::Unknown);
     let (deployments_state, deployments_listed) = state();
@@ -294,6 +353,8 @@ pub fn start(
     let (credentials_state, credentials_listed) = state();
     let (ingresses_state, ingresses_listed) = state();
     let (http_routes_state, http_routes_listed) = state();
+    let (autoscalers_state, autoscalers_listed) = state();
+    let (pod_monitors_state, pod_monitors_listed) = state();
     let (secrets_state, secrets_listed) = state();
     let tasks = vec![
         tokio::spawn(reflect(
@@ -303,7 +364,7 @@ pub fn start(
             Some(hashes.clone()),
             slim_deployment,
             |object| applied::owning_app(object).into_iter().collect(),
-            (triggers.clone(), deployments_state),
+            (triggers.clone(), deployments_state, apps.clone()),
         )),
         tokio::spawn(reflect(
             Api::<Job>::all(client.clone()),
@@ -312,7 +373,7 @@ pub fn start(
             Some(hashes.clone()),
             slim_job,
             |object| applied::owning_app(object).into_iter().collect(),
-            (triggers.clone(), jobs_state),
+            (triggers.clone(), jobs_state, apps.clone()),
         )),
         // By label, not owner: a retained Cluster has no owner reference (see `owning_app`).
         tokio::spawn(reflect(
@@ -322,7 +383,7 @@ pub fn start(
             Some(hashes.clone()),
             strip_managed_fields,
             |object| applied::owning_app(object).into_iter().collect(),
-            (triggers.clone(), clusters_state),
+            (triggers.clone(), clusters_state, apps.clone()),
         )),
         tokio::spawn(reflect(
             Api::<Ingress>::all(client.clone()),
@@ -331,7 +392,7 @@ pub fn start(
             Some(hashes.clone()),
             strip_managed_fields,
             |object| applied::owning_app(object).into_iter().collect(),
-            (triggers.clone(), ingresses_state),
+            (triggers.clone(), ingresses_state, apps.clone()),
         )),
         // A cluster without the Gateway API answers 404: the store stays empty (`NotServed`).
         tokio::spawn(reflect(
@@ -341,7 +402,27 @@ pub fn start(
             Some(hashes.clone()),
             strip_managed_fields,
             |object| applied::owning_app(object).into_iter().collect(),
-            (triggers.clone(), http_routes_state),
+            (triggers.clone(), http_routes_state, apps.clone()),
+        )),
+        tokio::spawn(reflect(
+            Api::<HorizontalPodAutoscaler>::all(client.clone()),
+            owned.clone(),
+            autoscalers_writer,
+            Some(hashes.clone()),
+            slim_autoscaler,
+            |object| applied::owning_app(object).into_iter().collect(),
+            (triggers.clone(), autoscalers_state, apps.clone()),
+        )),
+        // A cluster without prometheus-operator answers 404: the store stays empty
+        // (`NotServed`); its first list once the CRD is installed wakes every app.
+        tokio::spawn(reflect(
+            Api::<PodMonitor>::all(client.clone()),
+            owned.clone(),
+            pod_monitors_writer,
+            Some(hashes.clone()),
+            strip_managed_fields,
+            |object| applied::owning_app(object).into_iter().collect(),
+            (triggers.clone(), pod_monitors_state, apps.clone()),
         )),
         tokio::spawn(reflect(
             Api::<Secret>::all(client.clone()),
@@ -350,7 +431,7 @@ pub fn start(
             Some(hashes.clone()),
             strip_managed_fields,
             |object| applied::owning_app(object).into_iter().collect(),
-            (triggers.clone(), credentials_state),
+            (triggers.clone(), credentials_state, apps.clone()),
         )),
         tokio::spawn(reflect(
             Api::<PartialObjectMeta<Secret>>::all(client.clone()),
@@ -358,8 +439,8 @@ pub fn start(
             secrets_writer,
             None,
             slim_secret_metadata,
-            move |secret| apps_reading(&apps, secret),
-            (triggers.clone(), secrets_state),
+            move |secret| apps_reading(&reading, secret),
+            (triggers.clone(), secrets_state, apps.clone()),
         )),
     ];
     let caches = Caches {
@@ -369,6 +450,8 @@ pub fn start(
         credentials,
         ingresses,
         http_routes,
+        autoscalers,
+        pod_monitors,
         secrets,
         secret_data: Arc::new(SecretData::default()),
         states: WatchStates {
@@ -378,6 +461,8 @@ pub fn start(
             credentials: credentials_listed,
             ingresses: ingresses_listed,
             http_routes: http_routes_listed,
+            autoscalers: autoscalers_listed,
+            pod_monitors: pod_monitors_listed,
             secrets: secrets_listed,
         },
     };
@@ -399,9 +484,10 @@ async fn reflect<K>(
     hashes: Option<Arc<AppliedHashes>>,
     slim: fn(&mut K),
     apps_of: impl Fn(&K) -> Vec<AppRef>,
-    (triggers, state): (
+    (triggers, state, every_app): (
         UnboundedSender<AppRef>,
         tokio::sync::watch::Sender<WatchState>,
+        Store<DeserializeGuard<KumikoApp>>,
     ),
 ) where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
@@ -419,9 +505,10 @@ async fn reflect<K>(
                 continue;
             }
         };
-        if let watcher::Event::InitDone = &event {
-            state.send_replace(WatchState::Listed);
-        }
+        // The kind was not served and now is (its CRD was installed): every app may be waiting
+        // for it, and none is woken by an object of it yet (woken once the store has it).
+        let served_now = matches!(event, watcher::Event::InitDone)
+            && state.send_replace(WatchState::Listed) == WatchState::NotServed;
         if let Some(hashes) = &hashes
             && hashes.observe(&kind, &event)
             && let watcher::Event::Apply(object) = &event
@@ -442,7 +529,26 @@ async fn reflect<K>(
             }
             watcher::Event::Init | watcher::Event::InitDone => {}
         }
+        if served_now {
+            for app in all_apps(&every_app) {
+                let _ = triggers.unbounded_send(app);
+            }
+        }
     }
+}
+
+/// Every app the store holds.
+fn all_apps(apps: &Store<DeserializeGuard<KumikoApp>>) -> Vec<AppRef> {
+    apps.state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter_map(|app| {
+            Some(
+                ObjectRef::new(app.metadata.name.as_deref()?)
+                    .within(app.metadata.namespace.as_deref()?),
+            )
+        })
+        .collect()
 }
 
 /// What the API server's answer to a failed list or watch says of the kind: not served (404,
@@ -499,6 +605,13 @@ pub fn slim_deployment(deployment: &mut Deployment) {
         };
         spec.selector = LabelSelector::default();
     }
+}
+
+/// A HorizontalPodAutoscaler as the decisions read it: its metadata and status (the
+/// `ScalingActive` condition, [`super::plan::autoscaler_activity`]); nothing reads its spec.
+pub fn slim_autoscaler(autoscaler: &mut HorizontalPodAutoscaler) {
+    strip_managed_fields(autoscaler);
+    autoscaler.spec = None;
 }
 
 /// A Job as the decisions read it: its metadata (name, creation time, the migrated image's

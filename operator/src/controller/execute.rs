@@ -33,6 +33,7 @@ use crate::Error;
 use crate::desired::credentials::credential_secret;
 use crate::desired::{Children, NetworkPolicies, ProcessObjects, Route, finalizer};
 use crate::gateway_api::HTTPRoute;
+use crate::prometheus_operator::PodMonitor;
 use crate::validate::ValidatedApp;
 
 /// The reason of the Event about a KumikoApp that does not match the API types.
@@ -106,6 +107,7 @@ pub async fn execute(
             api,
             worker,
             route,
+            pod_monitor,
         } = children;
         let budget = futures::try_join!(
             apply(context, app.app, service_account),
@@ -171,13 +173,24 @@ pub async fn execute(
             .await
             .map_err(at(Step::Traffic))?;
         report.count(applied);
+        publish_deletes(context, app, events, deletes, Step::Traffic, &mut report).await?;
+
+        if let Some(pod_monitor) = pod_monitor {
+            let applied = apply(context, app.app, pod_monitor)
+                .await
+                .map_err(|error| not_served(error, PROMETHEUS_OPERATOR))
+                .map_err(at(Step::Monitoring))?;
+            report.count([applied]);
+        }
     } else {
         for step in [Step::Budget, Step::Database, Step::Roles, Step::Migrate] {
             publish(context, app.app, events, step, &mut report).await;
         }
-        publish_deletes(context, app, events, deletes, Step::Workloads, &mut report).await?;
+        for step in [Step::Workloads, Step::Traffic] {
+            publish_deletes(context, app, events, deletes, step, &mut report).await?;
+        }
     }
-    for step in [Step::Traffic, Step::Cleanup] {
+    for step in [Step::Monitoring, Step::Cleanup] {
         publish_deletes(context, app, events, deletes, step, &mut report).await?;
     }
     Ok(report)
@@ -268,6 +281,13 @@ const GATEWAY_API: (&str, &str) = (
 const CERT_MANAGER: (&str, &str) = (
     "cert-manager.io/v1 Certificate",
     "install cert-manager, or set spec.api.expose.tls.secretName without an issuer",
+);
+
+/// What to do when prometheus-operator is not served (the plan applies a PodMonitor only where
+/// its watch listed; a 404 here means the CRD went away since).
+const PROMETHEUS_OPERATOR: (&str, &str) = (
+    "monitoring.coreos.com/v1 PodMonitor",
+    "install the prometheus-operator CRDs, or remove spec.monitoring",
 );
 
 /// A 404 on applying a kind of an optional API: the API is not installed.
@@ -452,6 +472,7 @@ async fn remove(context: &Context, namespace: &str, delete: &Delete) -> Result<(
         Delete::Ingress(name) => delete_one::<Ingress>(context, namespace, name).await,
         Delete::HttpRoute(name) => delete_one::<HTTPRoute>(context, namespace, name).await,
         Delete::NetworkPolicy(name) => delete_one::<NetworkPolicy>(context, namespace, name).await,
+        Delete::PodMonitor(name) => delete_one::<PodMonitor>(context, namespace, name).await,
     }
     .map_err(|source| Error::Kube {
         action: format!(

@@ -1,5 +1,6 @@
 //! Observe: what the cluster holds for one app, as one value, the only reads of a reconcile: the
-//! database, the Secrets, the migrate Jobs, the Deployments, the API's Ingress or HTTPRoute,
+//! database, the Secrets, the migrate Jobs, the Deployments, their HorizontalPodAutoscalers, the
+//! API's Ingress or HTTPRoute, the PodMonitor (and whether the cluster serves PodMonitors),
 //! whether the credential Secrets
 //! drifted (from the watch-fed applied hashes), and a failed migration's log tail the first time
 //! the failure is seen.
@@ -12,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -21,13 +23,14 @@ use kumiko_crds::{KumikoAppStatus, names};
 
 use super::Context;
 use super::applied::Lookup;
-use super::caches::{ClusterLookup, SecretLookup};
+use super::caches::{ClusterLookup, PodMonitorLookup, SecretLookup};
 use super::plan::reported_failure;
 use super::steps::{JobOutcome, job_outcome};
 use crate::Error;
 use crate::cnpg::{Cluster, superuser_secret};
 use crate::gateway_api::HTTPRoute;
 use crate::observed::OperatorNamespaces;
+use crate::prometheus_operator::PodMonitor;
 use crate::validate::{Database, ValidatedApp};
 
 /// What the cluster holds for one app.
@@ -56,6 +59,15 @@ pub struct World {
     /// The API's HTTPRoute (`spec.api.expose.gateway`, or one left from an earlier spec); `None`
     /// also where the Gateway API is not installed.
     pub http_route: Option<HTTPRoute>,
+    /// The API's HorizontalPodAutoscaler.
+    pub api_autoscaler: Option<HorizontalPodAutoscaler>,
+    /// The worker's HorizontalPodAutoscaler.
+    pub worker_autoscaler: Option<HorizontalPodAutoscaler>,
+    /// The app's PodMonitor (`spec.monitoring`, or one left from an earlier spec).
+    pub pod_monitor: Option<PodMonitor>,
+    /// The cluster serves `monitoring.coreos.com/v1` PodMonitors (prometheus-operator's CRD is
+    /// installed).
+    pub pod_monitors_served: bool,
     /// A credential Secret was changed by someone else since the operator wrote it.
     pub secrets_drifted: bool,
     /// The names of the app's NetworkPolicies that exist (or may: before the NetworkPolicies'
@@ -111,6 +123,13 @@ pub struct Cached {
     pub ingress: Option<Ingress>,
     /// The API's HTTPRoute.
     pub http_route: Option<HTTPRoute>,
+    /// The API's HorizontalPodAutoscaler.
+    pub api_autoscaler: Option<HorizontalPodAutoscaler>,
+    /// The worker's HorizontalPodAutoscaler.
+    pub worker_autoscaler: Option<HorizontalPodAutoscaler>,
+    /// The app's PodMonitor: `None` when the cluster does not serve PodMonitors, `Some(None)`
+    /// when it does and there is none.
+    pub pod_monitor: Option<Option<PodMonitor>>,
     /// A credential Secret was changed by someone else since the operator wrote it.
     pub secrets_drifted: bool,
     /// The names of the app's NetworkPolicies that exist or may.
@@ -130,6 +149,9 @@ pub fn world_from(app: &ValidatedApp<'_>, cached: Cached) -> World {
         worker,
         ingress,
         http_route,
+        api_autoscaler,
+        worker_autoscaler,
+        pod_monitor,
         secrets_drifted,
         network_policies,
     } = cached;
@@ -200,6 +222,10 @@ pub fn world_from(app: &ValidatedApp<'_>, cached: Cached) -> World {
         worker,
         ingress,
         http_route,
+        api_autoscaler,
+        worker_autoscaler,
+        pod_monitors_served: pod_monitor.is_some(),
+        pod_monitor: pod_monitor.flatten(),
         secrets_drifted: secrets_drifted && !external,
         network_policies,
         operators: OperatorNamespaces::default(),
@@ -282,6 +308,14 @@ pub async fn observe(
         })
         .map(str::to_owned)
         .collect();
+    cached.api_autoscaler = caches.autoscaler(namespace, &app.names.api)?;
+    cached.worker_autoscaler = caches.autoscaler(namespace, &app.names.worker)?;
+    cached.pod_monitor = match caches.pod_monitor(namespace, &app.names.app)? {
+        PodMonitorLookup::Known(monitor) => {
+            Some(monitor.map(|monitor| PodMonitor::clone(&monitor)))
+        }
+        PodMonitorLookup::NotServed => None,
+    };
 
     let mut world = world_from(app, cached);
     world.operators = context.operators.clone();

@@ -21,8 +21,12 @@
 //!    a kind the spec no longer asks for deleted, and the NetworkPolicies the spec no longer asks
 //!    for deleted (they are applied with the budget, before any pod runs); `RouteAccepted` from the HTTPRoute's parent
 //!    status (an Ingress reports no acceptance);
-//! 7. cleanup: all but the newest three migrate Jobs are deleted;
-//! 8. status: the conditions, computed from the steps.
+//! 7. monitoring: the PodMonitor of `spec.monitoring` (with the API's objects), only where the
+//!    cluster serves PodMonitors (`MonitoringAvailable=False`, `PodMonitorCrdMissing`, where it
+//!    does not; the app is Ready all the same), deleted when monitoring is turned off;
+//!    `AutoscalerActive` from the HorizontalPodAutoscalers' `ScalingActive` condition;
+//! 8. cleanup: all but the newest three migrate Jobs are deleted;
+//! 9. status: the conditions, computed from the steps.
 //!
 //! `spec.paused` plans no write at all (status only). The roles step is the one step whose output
 //! (the credentials) later builders need: a plan that asks for the roles ends there
@@ -32,6 +36,7 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
@@ -67,6 +72,8 @@ pub enum Step {
     /// The Ingress or HTTPRoute (and its Certificate), and a route or NetworkPolicy no longer
     /// asked for deleted.
     Traffic,
+    /// The PodMonitor, and one no longer asked for deleted.
+    Monitoring,
     /// Old migrate Jobs.
     Cleanup,
 }
@@ -130,6 +137,8 @@ pub enum Delete {
     /// A NetworkPolicy the spec no longer asks for (`networkPolicy.enabled: false`, `egress`
     /// removed, a dedicated database's policy of an app that has none).
     NetworkPolicy(String),
+    /// A PodMonitor (monitoring turned off).
+    PodMonitor(String),
 }
 
 impl Delete {
@@ -140,6 +149,7 @@ impl Delete {
             | Self::PodDisruptionBudget(_)
             | Self::HorizontalPodAutoscaler(_) => Step::Workloads,
             Self::Ingress(_) | Self::HttpRoute(_) | Self::NetworkPolicy(_) => Step::Traffic,
+            Self::PodMonitor(_) => Step::Monitoring,
             Self::Job(_) => Step::Cleanup,
         }
     }
@@ -153,7 +163,8 @@ impl Delete {
             | Self::HorizontalPodAutoscaler(name)
             | Self::Ingress(name)
             | Self::HttpRoute(name)
-            | Self::NetworkPolicy(name) => name,
+            | Self::NetworkPolicy(name)
+            | Self::PodMonitor(name) => name,
         }
     }
 }
@@ -234,6 +245,13 @@ impl Plan {
         }
         if failed <= Step::Traffic {
             progress.route = baseline.route.clone();
+        }
+        if failed <= Step::Monitoring {
+            // Not known to be in place: Unknown, as a step not yet observed is.
+            progress.monitoring = progress
+                .monitoring
+                .as_ref()
+                .map(|_| Check::unknown(WAITING, "not yet observed"));
         }
         progress
     }
@@ -391,6 +409,7 @@ pub fn plan(
                     api: None,
                     worker: None,
                     route: None,
+                    pod_monitor: None,
                     ..desired::children(app, &facts)
                 };
                 return Plan {
@@ -442,6 +461,7 @@ pub fn plan(
         api: built_api,
         worker: built_worker,
         route,
+        pod_monitor: built_pod_monitor,
     } = desired::children(app, &facts);
     let mut migrate_job = None;
     let rollout_image = desired::rollout_image(app, &facts);
@@ -619,7 +639,37 @@ pub fn plan(
     progress.urls = expose.map(desired::route::urls).unwrap_or_default();
     progress.route = route_acceptance(app, world.http_route.as_ref());
 
-    // 7. Old migrate Jobs: keep the newest three.
+    // 7. The PodMonitor, where the cluster serves PodMonitors; the autoscalers' activity.
+    let monitoring = app
+        .spec
+        .monitoring
+        .as_ref()
+        .filter(|monitoring| monitoring.enabled);
+    if !paused && monitoring.is_none() && world.pod_monitor.is_some() {
+        deletes.push(Delete::PodMonitor(names.app.clone()));
+    }
+    progress.monitoring = monitoring.map(|_| {
+        monitoring_availability(
+            &names.app,
+            world.pod_monitors_served,
+            built_pod_monitor.is_some(),
+        )
+    });
+    let pod_monitor = built_pod_monitor.filter(|_| world.pod_monitors_served);
+    progress.autoscaler = autoscaler_activity([
+        (
+            app.api_autoscaler.is_some(),
+            names.api.as_str(),
+            world.api_autoscaler.as_ref(),
+        ),
+        (
+            app.worker_autoscaler.is_some(),
+            names.worker.as_str(),
+            world.worker_autoscaler.as_ref(),
+        ),
+    ]);
+
+    // 8. Old migrate Jobs: keep the newest three.
     if !paused {
         deletes.extend(
             jobs_to_delete(&world.jobs, job_name)
@@ -647,6 +697,7 @@ pub fn plan(
         api: built_api,
         worker: built_worker,
         route,
+        pod_monitor,
     };
     Plan {
         add_finalizer,
@@ -816,6 +867,7 @@ pub fn delete_kind(delete: &Delete) -> &'static str {
         Delete::Ingress(_) => "Ingress",
         Delete::HttpRoute(_) => "HTTPRoute",
         Delete::NetworkPolicy(_) => "NetworkPolicy",
+        Delete::PodMonitor(_) => "PodMonitor",
     }
 }
 
@@ -838,6 +890,129 @@ pub fn policies_to_delete(
         .filter(|name| present.contains(*name) && !wanted.contains(*name))
         .map(str::to_owned)
         .collect()
+}
+
+/// The reason of `MonitoringAvailable` where the cluster does not serve PodMonitors.
+pub const POD_MONITOR_CRD_MISSING: &str = "PodMonitorCrdMissing";
+
+/// `MonitoringAvailable` of an app whose spec enables monitoring: the PodMonitor `name` is
+/// applied (`built`: the API's objects exist, so is the PodMonitor) where the cluster `served`
+/// PodMonitors; False, naming what to install, where it does not (the app runs all the same).
+pub fn monitoring_availability(name: &str, served: bool, built: bool) -> Check {
+    match (served, built) {
+        (false, _) => Check::not_yet(
+            POD_MONITOR_CRD_MISSING,
+            "the cluster does not serve monitoring.coreos.com/v1 PodMonitor: install the \
+             prometheus-operator CRDs (for example with kube-prometheus-stack) to have the app's \
+             /metrics scraped; the app runs without it",
+        ),
+        (true, false) => Check::unknown(WAITING, "waiting for the API's Deployment"),
+        (true, true) => Check::done(
+            "PodMonitorApplied",
+            format!(
+                "PodMonitor {name} has Prometheus scrape {} on the {} port of the API and worker \
+                 pods",
+                kumiko_contract::METRICS_PATH,
+                desired::pod_monitor::PORT
+            ),
+        ),
+    }
+}
+
+/// The `ScalingActive` condition type of an `autoscaling/v2` HorizontalPodAutoscaler: whether it
+/// computes replica counts from its metrics (kube-controller-manager,
+/// `pkg/controller/podautoscaler/horizontal.go`).
+pub const SCALING_ACTIVE: &str = "ScalingActive";
+
+/// The reason of `AutoscalerActive` False for an autoscaler reason this operator does not know.
+pub const SCALING_INACTIVE: &str = "ScalingInactive";
+
+/// The reasons with which kube-controller-manager sets `ScalingActive` False
+/// (`horizontal.go`: `ScalingDisabled` for a target at 0 replicas, `InvalidSelector`,
+/// `InvalidMetricSourceType`, and `FailedGet<Kind>Metric` from
+/// `getUnableComputeReplicaCountCondition` when a metric cannot be read), as `&'static str`;
+/// any other reason is [`SCALING_INACTIVE`], with the autoscaler's reason in the message.
+fn scaling_inactive_reason(reason: &str) -> &'static str {
+    const KNOWN: [&str; 8] = [
+        "ScalingDisabled",
+        "InvalidSelector",
+        "InvalidMetricSourceType",
+        "FailedGetResourceMetric",
+        "FailedGetContainerResourceMetric",
+        "FailedGetPodsMetric",
+        "FailedGetObjectMetric",
+        "FailedGetExternalMetric",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == reason)
+        .unwrap_or(SCALING_INACTIVE)
+}
+
+/// `AutoscalerActive` from each process type's (`requested`: the spec asks for autoscaling,
+/// the autoscaler's name, the observed autoscaler): `None` when no process type autoscales; else
+/// False with the autoscaler's reason and message when one's `ScalingActive` is False, Unknown
+/// while one has not reported it yet, True when every one computes replica counts. Informative:
+/// it does not hold `Ready` back (the pods serve at their current count).
+pub fn autoscaler_activity<'a>(
+    processes: [(bool, &'a str, Option<&'a HorizontalPodAutoscaler>); 2],
+) -> Option<Check> {
+    let mut waiting = None;
+    let mut active = Vec::new();
+    for (requested, name, observed) in processes {
+        if !requested {
+            continue;
+        }
+        let scaling_active = observed
+            .and_then(|autoscaler| autoscaler.status.as_ref())
+            .and_then(|status| status.conditions.as_ref())
+            .and_then(|conditions| {
+                conditions
+                    .iter()
+                    .find(|condition| condition.type_ == SCALING_ACTIVE)
+            });
+        match scaling_active.map(|condition| condition.status.as_str()) {
+            Some("True") => active.push(name),
+            Some("False") => {
+                let condition = scaling_active?;
+                let reason = condition.reason.as_deref().unwrap_or_default();
+                let known = scaling_inactive_reason(reason);
+                let message = condition.message.as_deref().unwrap_or_default();
+                return Some(Check::not_yet(
+                    known,
+                    if known == SCALING_INACTIVE {
+                        format!(
+                            "HorizontalPodAutoscaler {name} reports ScalingActive False ({reason}): {message}"
+                        )
+                    } else {
+                        format!("HorizontalPodAutoscaler {name}: {message}")
+                    },
+                ));
+            }
+            Some(_) | None => {
+                waiting.get_or_insert_with(|| {
+                    Check::unknown(
+                        WAITING,
+                        format!(
+                            "waiting for HorizontalPodAutoscaler {name} to report ScalingActive"
+                        ),
+                    )
+                });
+            }
+        }
+    }
+    if let Some(waiting) = waiting {
+        return Some(waiting);
+    }
+    (!active.is_empty()).then(|| {
+        Check::done(
+            "ScalingActive",
+            format!(
+                "HorizontalPodAutoscaler {} computes replica counts from its metrics",
+                active.join(" and ")
+            ),
+        )
+    })
 }
 
 /// The reason of a route its Gateway has not accepted yet, or refused.

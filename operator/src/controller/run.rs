@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -308,15 +307,14 @@ fn watch_applied_children(
             deleted.clone(),
         ))
     }
-    // Deployments, Jobs, Clusters, Secrets, Ingresses and HTTPRoutes are folded in by the caches'
-    // watches.
+    // Deployments, Jobs, Clusters, Secrets, Ingresses, HTTPRoutes, HorizontalPodAutoscalers and
+    // PodMonitors are folded in by the caches' watches.
     vec![
         spawn::<ServiceAccount>(client, hashes, deleted),
         spawn::<ResourceQuota>(client, hashes, deleted),
         spawn::<LimitRange>(client, hashes, deleted),
         spawn::<Service>(client, hashes, deleted),
         spawn::<PodDisruptionBudget>(client, hashes, deleted),
-        spawn::<HorizontalPodAutoscaler>(client, hashes, deleted),
         spawn::<Certificate>(client, hashes, deleted),
         spawn::<NetworkPolicy>(client, hashes, deleted),
     ]

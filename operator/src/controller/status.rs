@@ -81,6 +81,12 @@ pub struct Progress {
     pub worker: Check,
     /// `RouteAccepted`.
     pub route: Check,
+    /// `AutoscalerActive`, while some process type autoscales (informative: not part of
+    /// [`Progress::is_ready`]).
+    pub autoscaler: Option<Check>,
+    /// `MonitoringAvailable`, while `spec.monitoring` is enabled (informative: not part of
+    /// [`Progress::is_ready`]).
+    pub monitoring: Option<Check>,
     /// The URLs the app answers on (`spec.api.expose`).
     pub urls: Vec<String>,
     /// The image the Deployments run.
@@ -112,6 +118,8 @@ impl Progress {
             api: unknown(),
             worker: unknown(),
             route: unknown(),
+            autoscaler: None,
+            monitoring: None,
             urls: Vec::new(),
             image: None,
             migrated_image: None,
@@ -122,7 +130,8 @@ impl Progress {
         }
     }
 
-    /// Whether every step is done and nothing blocks: the generation is fully rolled out.
+    /// Whether every step is done and nothing blocks: the generation is fully rolled out. The
+    /// autoscalers' activity and the PodMonitor do not count: the pods serve without them.
     pub fn is_ready(&self) -> bool {
         self.stalled.is_none()
             && [
@@ -208,11 +217,19 @@ pub fn compute_status(
         (condition::WORKER_AVAILABLE, progress.worker.clone()),
         (condition::ROUTE_ACCEPTED, progress.route.clone()),
     ];
+    // The informative conditions, present only while their feature is on.
+    let informative = [
+        (condition::AUTOSCALER_ACTIVE, progress.autoscaler.clone()),
+        (condition::MONITORING_AVAILABLE, progress.monitoring.clone()),
+    ]
+    .into_iter()
+    .filter_map(|(kind, check)| Some((kind, check?)));
     let previous_conditions = previous
         .map(|status| status.conditions.as_slice())
         .unwrap_or(&[]);
     let conditions = checks
         .into_iter()
+        .chain(informative)
         .map(|(kind, check)| {
             let last_transition_time = previous_conditions
                 .iter()
@@ -374,6 +391,42 @@ mod tests {
             condition(&status, condition::READY).reason,
             MIGRATION_FAILED
         );
+    }
+
+    #[test]
+    fn an_inactive_autoscaler_or_a_missing_pod_monitor_does_not_hold_ready_back() {
+        let mut progress = rolled_out();
+        progress.autoscaler = Some(Check::not_yet(
+            "FailedGetResourceMetric",
+            "no metrics for any ready pods",
+        ));
+        progress.monitoring = Some(Check::not_yet("PodMonitorCrdMissing", "install it"));
+        let status = compute_status(None, &progress, &at(0));
+        assert_eq!(condition(&status, condition::READY).status, "True");
+        let autoscaler = condition(&status, condition::AUTOSCALER_ACTIVE);
+        assert_eq!(
+            (autoscaler.status.as_str(), autoscaler.reason.as_str()),
+            ("False", "FailedGetResourceMetric")
+        );
+        let monitoring = condition(&status, condition::MONITORING_AVAILABLE);
+        assert_eq!(
+            (monitoring.status.as_str(), monitoring.reason.as_str()),
+            ("False", "PodMonitorCrdMissing")
+        );
+    }
+
+    #[test]
+    fn the_informative_conditions_are_absent_while_their_feature_is_off() {
+        let status = compute_status(None, &rolled_out(), &at(0));
+        for kind in [
+            condition::AUTOSCALER_ACTIVE,
+            condition::MONITORING_AVAILABLE,
+        ] {
+            assert!(
+                status.conditions.iter().all(|c| c.type_ != kind),
+                "{kind} is present"
+            );
+        }
     }
 
     #[test]

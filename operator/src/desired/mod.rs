@@ -2,7 +2,7 @@
 //!
 //! One file per kind of child, named for it: `service_account`, `resource_quota`, `limit_range`,
 //! `cluster` (CNPG), `credentials` (the role Secrets), `job` (migrate), `deployment`, `service`,
-//! `pod_disruption_budget`, `horizontal_pod_autoscaler`, `network_policy`; `pod` is the pod template they share, `process` puts one process
+//! `pod_disruption_budget`, `horizontal_pod_autoscaler`, `route`, `network_policy`, `pod_monitor`; `pod` is the pod template they share, `process` puts one process
 //! type's objects together, `finalizer` is the KumikoApp's own finalizer patch.
 //!
 //! [`children`]`(validated, observed)` is a pure function of the [`ValidatedApp`] (nothing here
@@ -22,6 +22,7 @@ mod limit_range;
 pub mod network_policy;
 mod pod;
 mod pod_disruption_budget;
+pub mod pod_monitor;
 mod process;
 mod resource_quota;
 pub mod resources;
@@ -42,6 +43,7 @@ use kumiko_crds::{KumikoApp, names};
 
 use crate::cnpg::Cluster;
 use crate::observed::Observed;
+use crate::prometheus_operator::PodMonitor;
 use crate::validate::{Names, ValidatedApp};
 
 pub use finalizer::FINALIZER;
@@ -84,6 +86,8 @@ pub struct Children {
     pub worker: Option<ProcessObjects>,
     /// The route from outside the cluster to the API (`spec.api.expose`), with the API's objects.
     pub route: Option<Route>,
+    /// The PodMonitor of `spec.monitoring` (prometheus-operator), with the API's objects.
+    pub pod_monitor: Option<PodMonitor>,
 }
 
 /// The objects of one process type.
@@ -128,6 +132,11 @@ pub fn children(app: &ValidatedApp<'_>, observed: &Observed) -> Children {
         .as_ref()
         .and(app.spec.api.expose.as_ref())
         .map(|expose| route::route(&context, expose));
+    let pod_monitor = api
+        .as_ref()
+        .and(app.spec.monitoring.as_ref())
+        .filter(|monitoring| monitoring.enabled)
+        .map(|monitoring| pod_monitor::pod_monitor(&context, monitoring));
     Children {
         service_account: service_account::service_account(&context),
         resource_quota: resource_quota::resource_quota(&context),
@@ -138,6 +147,7 @@ pub fn children(app: &ValidatedApp<'_>, observed: &Observed) -> Children {
         api,
         worker,
         route,
+        pod_monitor,
     }
 }
 

@@ -23,7 +23,11 @@
 //! - a change is written to the target's `scale` subresource (an update by
 //!   `kube-controller-manager`), recorded as a `SuccessfulRescale` Event ("New size: N; reason:
 //!   ..."), and the status gets `currentReplicas`, `desiredReplicas`, `currentMetrics`,
-//!   `lastScaleTime` and the `AbleToScale`, `ScalingActive` and `ScalingLimited` conditions.
+//!   `lastScaleTime` and the `AbleToScale`, `ScalingActive` and `ScalingLimited` conditions:
+//!   `ScalingActive` True (`ValidMetricFound`) when the metrics gave a replica count, False with
+//!   `FailedGetResourceMetric` and "the HPA was unable to compute the replica count: ..." when
+//!   they did not (`getUnableComputeReplicaCountCondition`), and left as it was while the
+//!   replicas are brought back within min and max (no metric is read then).
 //!
 //! Differences: only `Resource` metrics with `Utilization` targets are evaluated (`Pods`,
 //! `Object`, `External` and `ContainerResource` metrics make `ScalingActive=False`); an
@@ -59,6 +63,9 @@ pub const CPU_INITIALIZATION_PERIOD: Duration = Duration::from_secs(300);
 pub const INITIAL_READINESS_DELAY: Duration = Duration::from_secs(30);
 /// The scale-down stabilisation window when the autoscaler names none.
 pub const DEFAULT_SCALE_DOWN_WINDOW: Duration = Duration::from_secs(300);
+/// The `ScalingActive` reason when a resource metric cannot be computed (`horizontal.go`,
+/// `computeStatusForResourceMetric`).
+pub const FAILED_GET_RESOURCE_METRIC: &str = "FailedGetResourceMetric";
 /// The field manager of the controller's writes.
 pub const MANAGER: &str = "kube-controller-manager";
 
@@ -570,7 +577,10 @@ pub async fn run(
 struct Computed {
     desired: i32,
     metrics: Vec<MetricStatus>,
-    active: (bool, &'static str, String),
+    /// `ScalingActive`: `None` keeps the condition the autoscaler has (kube-controller-manager
+    /// sets it only when it evaluates the metrics or finds the target at 0 replicas, not when it
+    /// brings the replicas back within min and max).
+    active: Option<(bool, &'static str, String)>,
     limited: Option<Normalized>,
     reason: String,
 }
@@ -643,11 +653,11 @@ async fn reconcile(
         Computed {
             desired: 0,
             metrics: Vec::new(),
-            active: (
+            active: Some((
                 false,
                 "ScalingDisabled",
                 "scaling is disabled since the replica count of the target is zero".to_owned(),
-            ),
+            )),
             limited: None,
             reason: String::new(),
         }
@@ -662,7 +672,7 @@ async fn reconcile(
             .and_then(|status| status.selector.clone())
             .unwrap_or_default();
         match proposals(client, &namespace, &selector, spec, current, now).await {
-            Ok((desired, metrics, reason)) => {
+            Ok((desired, metrics, reason, metric)) => {
                 let up = Rules::from_spec(
                     spec.behavior.as_ref().and_then(|b| b.scale_up.as_ref()),
                     true,
@@ -675,19 +685,27 @@ async fn reconcile(
                 Computed {
                     desired: normalized.replicas,
                     metrics,
-                    active: (
+                    active: Some((
                         true,
                         "ValidMetricFound",
-                        "the HPA was able to successfully calculate a replica count from cpu resource utilization (percentage of request)".to_owned(),
-                    ),
+                        format!(
+                            "the HPA was able to successfully calculate a replica count from {metric}"
+                        ),
+                    )),
                     limited: Some(normalized),
                     reason,
                 }
             }
-            Err(message) => Computed {
+            // `getUnableComputeReplicaCountCondition`: the reason of the metric source, and the
+            // error after a fixed prefix.
+            Err((reason, message)) => Computed {
                 desired: current,
                 metrics: Vec::new(),
-                active: (false, "FailedGetResourceMetric", message),
+                active: Some((
+                    false,
+                    reason,
+                    format!("the HPA was unable to compute the replica count: {message}"),
+                )),
                 limited: None,
                 reason: String::new(),
             },
@@ -761,7 +779,15 @@ async fn reconcile(
         client,
         autoscaler,
         Some(status),
-        conditions(&computed, rescale),
+        conditions(
+            &computed,
+            rescale,
+            autoscaler
+                .status
+                .as_ref()
+                .and_then(|status| status.conditions.as_deref())
+                .unwrap_or_default(),
+        ),
         now,
     )
     .await
@@ -771,7 +797,7 @@ fn bounded(replicas: i32, reason: &str) -> Computed {
     Computed {
         desired: replicas,
         metrics: Vec::new(),
-        active: (true, "ValidMetricFound", reason.to_owned()),
+        active: None,
         limited: Some(Normalized {
             replicas,
             reason: if reason.contains("above") {
@@ -798,7 +824,11 @@ fn failure(reason: &'static str, message: String) -> Vec<(String, bool, &'static
     )]
 }
 
-fn conditions(computed: &Computed, rescaled: bool) -> Vec<(String, bool, &'static str, String)> {
+fn conditions(
+    computed: &Computed,
+    rescaled: bool,
+    previous: &[HorizontalPodAutoscalerCondition],
+) -> Vec<(String, bool, &'static str, String)> {
     let mut conditions = vec![(
         "AbleToScale".to_owned(),
         true,
@@ -816,12 +846,24 @@ fn conditions(computed: &Computed, rescaled: bool) -> Vec<(String, bool, &'stati
             "recommended size matches current size".to_owned()
         },
     )];
-    conditions.push((
-        "ScalingActive".to_owned(),
-        computed.active.0,
-        computed.active.1,
-        computed.active.2.clone(),
-    ));
+    match &computed.active {
+        Some((holds, reason, message)) => {
+            conditions.push(("ScalingActive".to_owned(), *holds, *reason, message.clone()))
+        }
+        None => conditions.extend(
+            previous
+                .iter()
+                .filter(|condition| condition.type_ == "ScalingActive")
+                .map(|condition| {
+                    (
+                        condition.type_.clone(),
+                        condition.status == "True",
+                        known_reason(condition.reason.as_deref().unwrap_or_default()),
+                        condition.message.clone().unwrap_or_default(),
+                    )
+                }),
+        ),
+    }
     if let Some(limited) = &computed.limited {
         conditions.push((
             "ScalingLimited".to_owned(),
@@ -831,6 +873,19 @@ fn conditions(computed: &Computed, rescaled: bool) -> Vec<(String, bool, &'stati
         ));
     }
     conditions
+}
+
+/// A `ScalingActive` reason this controller writes, kept when the condition is carried over.
+fn known_reason(reason: &str) -> &'static str {
+    [
+        "ValidMetricFound",
+        "ScalingDisabled",
+        "FailedGetResourceMetric",
+        "InvalidMetricSourceType",
+    ]
+    .into_iter()
+    .find(|known| *known == reason)
+    .unwrap_or("Unknown")
 }
 
 /// Writes the status with `conditions` (each keeps its transition time while its status holds).
@@ -889,25 +944,33 @@ async fn proposals(
     spec: &k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerSpec,
     current: i32,
     now: Timestamp,
-) -> Result<(i32, Vec<MetricStatus>, String), String> {
+) -> Result<(i32, Vec<MetricStatus>, String, String), (&'static str, String)> {
+    let failed = |message: String| (FAILED_GET_RESOURCE_METRIC, message);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let pods = pods
         .list(&ListParams::default().labels(selector))
         .await
-        .map_err(|error| format!("unable to get pods while calculating replica count: {error}"))?
+        .map_err(|error| {
+            failed(format!(
+                "unable to get pods while calculating replica count: {error}"
+            ))
+        })?
         .items;
     let usage = pod_usage(client, namespace, selector)
         .await
-        .map_err(|error| format!("unable to get metrics for resource: {error}"))?;
-    let mut best: Option<(i32, String)> = None;
+        .map_err(|error| failed(format!("unable to get metrics for resource: {error}")))?;
+    let mut best: Option<(i32, String, String)> = None;
     let mut statuses = Vec::new();
     for metric in spec.metrics.iter().flatten() {
         let resource = match (metric.type_.as_str(), metric.resource.as_ref()) {
             ("Resource", Some(resource)) if resource.target.type_ == "Utilization" => resource,
             _ => {
-                return Err(format!(
-                    "kube-sim evaluates only Resource metrics with a Utilization target, not {}",
-                    metric.type_
+                return Err((
+                    "InvalidMetricSourceType",
+                    format!(
+                        "kube-sim evaluates only Resource metrics with a Utilization target, not {}",
+                        metric.type_
+                    ),
                 ));
             }
         };
@@ -917,7 +980,7 @@ async fn proposals(
             .iter()
             .map(|pod| pod_facts(pod, &resource.name, &usage))
             .collect();
-        let proposal = resource_replicas(current, target, is_cpu, &facts, now)?;
+        let proposal = resource_replicas(current, target, is_cpu, &facts, now).map_err(failed)?;
         statuses.push(MetricStatus {
             type_: "Resource".to_owned(),
             resource: Some(ResourceMetricStatus {
@@ -945,20 +1008,25 @@ async fn proposals(
             "{} resource utilization (percentage of request) {direction} target",
             resource.name
         );
+        let metric = format!(
+            "{} resource utilization (percentage of request)",
+            resource.name
+        );
         if best
             .as_ref()
-            .is_none_or(|(replicas, _)| proposal.replicas > *replicas)
+            .is_none_or(|(replicas, _, _)| proposal.replicas > *replicas)
         {
-            best = Some((proposal.replicas, reason));
+            best = Some((proposal.replicas, reason, metric));
         }
     }
-    let (desired, reason) = best.ok_or_else(|| "the autoscaler has no metrics".to_owned())?;
+    let (desired, reason, metric) =
+        best.ok_or_else(|| failed("the autoscaler has no metrics".to_owned()))?;
     let reason = if desired < current {
         "All metrics below target".to_owned()
     } else {
         reason
     };
-    Ok((desired, statuses, reason))
+    Ok((desired, statuses, reason, metric))
 }
 
 /// Per pod: each resource's use in milli-units, the sample's timestamp and window.
@@ -1098,6 +1166,45 @@ mod tests {
             request_milli: Some(100),
             usage: usage.map(|usage| (usage, at(1000), Duration::from_secs(15))),
         }
+    }
+
+    /// kube-controller-manager sets `ScalingActive` only where it reads the metrics (or finds
+    /// the target at 0 replicas): bringing the replicas back within min and max keeps the
+    /// condition the autoscaler had, and a metric that cannot be read says why after the
+    /// controller's prefix.
+    #[test]
+    fn scaling_active_is_kept_while_replicas_are_brought_within_bounds_and_explains_a_failure() {
+        let previous = [HorizontalPodAutoscalerCondition {
+            type_: "ScalingActive".to_owned(),
+            status: "False".to_owned(),
+            reason: Some("FailedGetResourceMetric".to_owned()),
+            message: Some("the HPA was unable to compute the replica count: none".to_owned()),
+            last_transition_time: None,
+        }];
+        let bounded = conditions(
+            &bounded(2, "Current number of replicas below Spec.MinReplicas"),
+            true,
+            &previous,
+        );
+        let active: Vec<_> = bounded
+            .iter()
+            .filter(|(kind, ..)| kind == "ScalingActive")
+            .collect();
+        assert_eq!(active.len(), 1);
+        assert_eq!(
+            (active[0].1, active[0].2),
+            (false, "FailedGetResourceMetric")
+        );
+        assert!(
+            conditions(&bounded_fresh(), true, &[])
+                .iter()
+                .all(|(kind, ..)| kind != "ScalingActive"),
+            "no ScalingActive is invented"
+        );
+    }
+
+    fn bounded_fresh() -> Computed {
+        bounded(5, "Current number of replicas above Spec.MaxReplicas")
     }
 
     #[test]

@@ -661,6 +661,7 @@ fn applied(plan: &Plan) -> Vec<String> {
         api,
         worker,
         route,
+        pod_monitor,
     }) = &plan.apply
     else {
         return Vec::new();
@@ -701,6 +702,11 @@ fn applied(plan: &Plan) -> Vec<String> {
             out.push(name("HTTPRoute", &route.metadata));
         }
     }
+    out.extend(
+        pod_monitor
+            .iter()
+            .map(|monitor| name("PodMonitor", &monitor.metadata)),
+    );
     out
 }
 
@@ -1396,3 +1402,4 @@ fn the_database_policy_lets_in_the_operators_namespaces_the_world_names() {
         .collect();
     assert_eq!(namespaces, vec!["ops", "databases"]);
 }
+mod monitoring;
