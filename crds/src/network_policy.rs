@@ -37,10 +37,11 @@ use serde::{Deserialize, Serialize};
 /// the app's). Policies are additive: your own policies may allow more.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = rules::egress_needs_isolation_on())]
 pub struct NetworkPolicySpec {
-    /// Make the NetworkPolicies (default true). `false` makes none and deletes those made before;
-    /// `egress` must then be unset.
+    /// Make the NetworkPolicies (default true). `false` makes none and deletes those made before,
+    /// the egress policy too: an `egress` beside it is ignored. (Not refused: a server-side apply
+    /// that drops `egress` and sets `enabled: false` at once may leave an `egress` holding only
+    /// its defaults, and turning the policies off must not fail on it.)
     #[serde(default = "enabled")]
     pub enabled: bool,
 
@@ -241,14 +242,6 @@ pub mod rules {
     /// (`validate`), so this only has to refuse what is plainly not a CIDR, in the API server.
     pub const CIDR_PATTERN: &str = "^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])$|^[0-9a-fA-F:.]*:[0-9a-fA-F:.]*/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$";
 
-    /// `egress` needs the policies on: restricting egress with `enabled: false` contradicts itself.
-    pub fn egress_needs_isolation_on() -> Rule {
-        Rule::new("self.enabled || !has(self.egress)")
-            .message("networkPolicy.egress needs networkPolicy.enabled: remove egress or set enabled to true")
-            .field_path(".egress")
-            .reason(Reason::FieldValueForbidden)
-    }
-
     /// A peer names a namespace selector, a pod selector or both (an empty peer is refused by
     /// the API server: `ValidateNetworkPolicyPeer`, "must specify a peer").
     pub fn peer_selects_something() -> Rule {
@@ -297,7 +290,7 @@ pub mod rules {
     /// Restricted egress in external-database mode lists the database's CIDRs (the operator
     /// cannot read its host); without them every connection to the database is refused.
     pub fn external_database_egress_has_cidrs() -> Rule {
-        Rule::new("!has(self.networkPolicy) || !has(self.networkPolicy.egress) || !has(self.database.external) || (has(self.networkPolicy.egress.databaseCidrs) && size(self.networkPolicy.egress.databaseCidrs) > 0)")
+        Rule::new("!has(self.networkPolicy) || (has(self.networkPolicy.enabled) && !self.networkPolicy.enabled) || !has(self.networkPolicy.egress) || !has(self.database.external) || (has(self.networkPolicy.egress.databaseCidrs) && size(self.networkPolicy.egress.databaseCidrs) > 0)")
             .message("networkPolicy.egress.databaseCidrs is required with database.external: list the external database's addresses, or the pods cannot reach it")
             .field_path(".networkPolicy.egress.databaseCidrs")
             .reason(Reason::FieldValueRequired)
@@ -305,7 +298,7 @@ pub mod rules {
 
     /// Restricted egress with `spec.redis` says where Redis is.
     pub fn redis_egress_is_listed() -> Rule {
-        Rule::new("!has(self.networkPolicy) || !has(self.networkPolicy.egress) || !has(self.redis) || (has(self.networkPolicy.egress.redis) && size(self.networkPolicy.egress.redis) > 0)")
+        Rule::new("!has(self.networkPolicy) || (has(self.networkPolicy.enabled) && !self.networkPolicy.enabled) || !has(self.networkPolicy.egress) || !has(self.redis) || (has(self.networkPolicy.egress.redis) && size(self.networkPolicy.egress.redis) > 0)")
             .message("networkPolicy.egress.redis is required with spec.redis: name Redis's pods or CIDR, or the pods cannot reach it")
             .field_path(".networkPolicy.egress.redis")
             .reason(Reason::FieldValueRequired)

@@ -493,13 +493,16 @@ fn network_policies_on_by_default_and_with_egress_are_accepted() {
 }
 
 #[test]
-fn egress_with_the_policies_turned_off_is_rejected_naming_the_field() {
+fn egress_beside_policies_turned_off_is_accepted_and_left_to_the_operator_to_ignore() {
     let app = network_policy(json!({"enabled": false, "egress": {}}));
-    assert_rejected_naming(
-        &app,
-        None,
-        "networkPolicy.egress needs networkPolicy.enabled",
+    assert_eq!(broken_rules(&app, None), Vec::<String>::new());
+    // Nor do the egress rules that need Redis or the external database listed apply then.
+    let with_redis = with(
+        app,
+        "/spec/redis",
+        json!({"urlSecret": {"name": "redis", "key": "url"}}),
     );
+    assert_eq!(broken_rules(&with_redis, None), Vec::<String>::new());
 }
 
 #[test]
