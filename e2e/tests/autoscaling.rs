@@ -170,6 +170,20 @@ async fn load_scales_the_api_up_and_its_end_scales_it_down_while_the_operator_le
     )
     .await
     .unwrap();
+    // The recorder's watch may deliver the scale-down after the read above saw it.
+    eventually(
+        "the recorder saw the scale-down",
+        Duration::from_secs(30),
+        || {
+            let versions = versions.clone();
+            async move {
+                let last = versions.lock().unwrap().last().map(replicas);
+                Ok((last == Some(1)).then_some(()))
+            }
+        },
+    )
+    .await
+    .unwrap();
     recorder.abort();
 
     // Only the autoscaler changed the replicas; the operator's field set never held them, and
