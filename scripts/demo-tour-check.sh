@@ -101,6 +101,9 @@ done <"$tour"
 if [ -n "$broken" ]; then
   k=$(kubectl_of "$broken")
   app=$(app_of "$broken")
+  # The rotation of step 4 restarts the pods: the broken upgrade starts from a Ready app.
+  wait_for_app "$k" "$app" kumiko-app:v2 True \
+    || fail "the app was not Ready on kumiko-app:v2 before the broken upgrade (Ready ${ready:-none} ${reason:-})"
   output=$(timeout 60 bash -c "$broken" 2>&1) || fail "$broken failed: $output"
   wait_for_app "$k" "$app" kumiko-app:v2 False MigrationFailed \
     || fail "the broken upgrade did not report MigrationFailed on kumiko-app:v2 within 90s (image ${image:-none}, Ready ${ready:-none} ${reason:-})"
